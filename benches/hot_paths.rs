@@ -1,0 +1,77 @@
+//! Criterion benches of the hot paths: normalise a record, derive its blocking keys,
+//! query the blocking index, compare and score a pair.
+//!
+//! `cargo bench --bench hot_paths`. Inputs come from the shipped sample.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use mpi::input::{ColumnMap, read_csv_bytes};
+use mpi_index::BlockingIndex;
+use mpi_matching::{ComparableRecord, Demographics, blocking_keys, compare, default_model};
+
+const SAMPLE: &str = include_str!("../data/sample/records.csv");
+
+fn sample() -> Vec<Demographics> {
+    let file = read_csv_bytes(std::path::Path::new("sample.csv"), SAMPLE.as_bytes(), 0, &ColumnMap::default(), None)
+        .expect("the sample reads");
+    file.rows.into_iter().map(|row| row.demographics).collect()
+}
+
+fn hot_paths(c: &mut Criterion) {
+    let raws = sample();
+    let normalizer = mpi_matching::Normalizer::new(mpi::normalize_options(false));
+    let records: Vec<ComparableRecord> = raws
+        .iter()
+        .map(|raw| ComparableRecord::new(normalizer.normalize(raw).0, normalizer.nicknames()))
+        .collect();
+    let model = default_model();
+
+    c.bench_function("normalise and prepare one record", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % raws.len();
+            let (normalized, issues) = normalizer.normalize(black_box(&raws[i]));
+            black_box((ComparableRecord::new(normalized, normalizer.nicknames()), issues))
+        })
+    });
+
+    c.bench_function("blocking keys of one record", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % records.len();
+            black_box(blocking_keys(black_box(&records[i])))
+        })
+    });
+
+    let index = BlockingIndex::create_in_ram().expect("index");
+    {
+        let mut writer = index.writer(32 * 1024 * 1024).expect("writer");
+        for (id, record) in records.iter().enumerate() {
+            writer.add(id as u64 + 1, &blocking_keys(record)).expect("add");
+        }
+        writer.commit("bench").expect("commit");
+    }
+    index.reload().expect("reload");
+    let keys: Vec<Vec<String>> = records.iter().map(blocking_keys).collect();
+    c.bench_function("candidates of one record (index query)", |b| {
+        let searcher = index.searcher();
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(searcher.candidates(black_box(&keys[i]), None, Some(i as u64 + 1), 20).expect("query"))
+        })
+    });
+
+    c.bench_function("compare and score one pair", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % (records.len() - 1);
+            let gamma = compare(black_box(&records[i]), black_box(&records[i + 1]));
+            black_box(model.weight(&gamma, &records[i]))
+        })
+    });
+}
+
+criterion_group!(benches, hot_paths);
+criterion_main!(benches);

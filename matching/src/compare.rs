@@ -1,0 +1,439 @@
+//! Field-by-field comparison of two records into discrete agreement levels.
+//!
+//! A comparison turns a pair of records into a [`Gamma`]: one level per
+//! [`CompField`], or "missing" when either side has no usable value. The levels are
+//! ordered from the strongest agreement to plain disagreement; the scoring model gives
+//! each level its own weight.
+
+use strsim::{damerau_levenshtein, jaro_winkler};
+
+use crate::normalize::{Nicknames, phonetic};
+use crate::record::{BirthDate, Identifier, NormalizedRecord, PostalCode, Sex};
+
+/// A compared field. The order is the order of [`Gamma`]'s slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CompField {
+    /// NHS number.
+    NhsNumber,
+    /// First given name (with nicknames, initials and middle names).
+    GivenName,
+    /// Family name.
+    FamilyName,
+    /// Date of birth.
+    DateOfBirth,
+    /// Administrative sex.
+    Sex,
+    /// Other identifiers sharing a system.
+    Identifier,
+    /// Postcode or other postal code.
+    Postcode,
+    /// Address text and house number.
+    Address,
+    /// Telephone number.
+    Phone,
+    /// Email address.
+    Email,
+}
+
+/// Number of compared fields.
+pub const N_FIELDS: usize = 10;
+
+impl CompField {
+    /// Every compared field, in [`Gamma`] order.
+    pub const ALL: [CompField; N_FIELDS] = [
+        CompField::NhsNumber,
+        CompField::GivenName,
+        CompField::FamilyName,
+        CompField::DateOfBirth,
+        CompField::Sex,
+        CompField::Identifier,
+        CompField::Postcode,
+        CompField::Address,
+        CompField::Phone,
+        CompField::Email,
+    ];
+
+    /// Slot of this field in a [`Gamma`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Name used in model files and explanations.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompField::NhsNumber => "nhs_number",
+            CompField::GivenName => "given_name",
+            CompField::FamilyName => "family_name",
+            CompField::DateOfBirth => "date_of_birth",
+            CompField::Sex => "sex",
+            CompField::Identifier => "identifier",
+            CompField::Postcode => "postcode",
+            CompField::Address => "address",
+            CompField::Phone => "phone",
+            CompField::Email => "email",
+        }
+    }
+
+    /// Parses a name written by [`CompField::as_str`].
+    pub fn from_name(name: &str) -> Option<CompField> {
+        CompField::ALL.into_iter().find(|field| field.as_str() == name)
+    }
+
+    /// The names of this field's levels, strongest agreement first.
+    pub fn levels(self) -> &'static [&'static str] {
+        match self {
+            CompField::NhsNumber | CompField::Phone | CompField::Email | CompField::Identifier => {
+                &["exact", "different"]
+            }
+            CompField::GivenName => &[
+                "exact",
+                "nickname",
+                "close",
+                "phonetic",
+                "other_given_name",
+                "initial",
+                "similar",
+                "different",
+            ],
+            CompField::FamilyName => {
+                &["exact", "close", "phonetic", "part_of_name", "similar", "different"]
+            }
+            CompField::DateOfBirth => {
+                &["exact", "day_month_swapped", "one_digit_off", "same_year", "different"]
+            }
+            CompField::Sex => &["same", "different"],
+            CompField::Postcode => &["exact", "same_sector", "same_district", "different"],
+            CompField::Address => &["exact", "same_number_similar_street", "similar", "different"],
+        }
+    }
+
+    /// True for the fields that members of one household share (address, postcode,
+    /// phone, email). They are weighed together, not as independent evidence.
+    pub fn is_household(self) -> bool {
+        matches!(self, CompField::Postcode | CompField::Address | CompField::Phone | CompField::Email)
+    }
+}
+
+/// Level value meaning "one side has no usable value".
+pub const MISSING: u8 = u8::MAX;
+
+/// The comparison vector of a pair: one level per field (index into
+/// [`CompField::levels`]) or [`MISSING`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Gamma(pub [u8; N_FIELDS]);
+
+impl Gamma {
+    /// The level of one field, None when missing.
+    pub fn level(&self, field: CompField) -> Option<u8> {
+        let level = self.0[field.index()];
+        (level != MISSING).then_some(level)
+    }
+
+    /// Packs the vector into a u64 (4 bits a field, 15 for missing), for counting
+    /// patterns.
+    pub fn pack(&self) -> u64 {
+        self.0.iter().enumerate().fold(0u64, |packed, (slot, &level)| {
+            let nibble = if level == MISSING { 15 } else { u64::from(level.min(14)) };
+            packed | (nibble << (slot * 4))
+        })
+    }
+
+    /// The inverse of [`Gamma::pack`].
+    pub fn unpack(packed: u64) -> Gamma {
+        let mut levels = [MISSING; N_FIELDS];
+        for (slot, level) in levels.iter_mut().enumerate() {
+            let nibble = ((packed >> (slot * 4)) & 15) as u8;
+            *level = if nibble == 15 { MISSING } else { nibble };
+        }
+        Gamma(levels)
+    }
+
+    /// True when the pair shares a household: the same address, or at least two of
+    /// postcode, phone and email exactly the same.
+    pub fn same_household(&self) -> bool {
+        let exact = |field| self.level(field) == Some(0);
+        if exact(CompField::Address) {
+            return true;
+        }
+        [CompField::Postcode, CompField::Phone, CompField::Email]
+            .into_iter()
+            .filter(|&field| exact(field))
+            .count()
+            >= 2
+    }
+}
+
+/// A record prepared for fast comparison: the normalised values plus what every pair
+/// would otherwise recompute (phonetic codes, nickname groups, date digits).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ComparableRecord {
+    /// The normalised record.
+    pub record: NormalizedRecord,
+    /// Phonetic code of each given name.
+    pub given_phonetic: Vec<String>,
+    /// Nickname-group canonical name of each given name.
+    pub given_canonical: Vec<String>,
+    /// Phonetic code of the family name's first token.
+    pub family_phonetic: String,
+    /// Family name split on spaces, hyphens and apostrophes, with Mc/Mac unified.
+    pub family_tokens: Vec<String>,
+    /// Date of birth as eight ASCII digits `YYYYMMDD`.
+    pub dob_digits: Option<[u8; 8]>,
+}
+
+impl ComparableRecord {
+    /// Prepares a normalised record.
+    pub fn new(record: NormalizedRecord, nicknames: &Nicknames) -> ComparableRecord {
+        let given_phonetic = record.given_names.iter().map(|name| phonetic(name)).collect();
+        let given_canonical =
+            record.given_names.iter().map(|name| nicknames.canonical(name).to_owned()).collect();
+        let family_tokens = record.family_name.as_deref().map(family_tokens).unwrap_or_default();
+        let family_phonetic =
+            family_tokens.first().map(|token| phonetic(token)).unwrap_or_default();
+        let dob_digits = record.date_of_birth.map(dob_digits);
+        ComparableRecord {
+            record,
+            given_phonetic,
+            given_canonical,
+            family_phonetic,
+            family_tokens,
+            dob_digits,
+        }
+    }
+
+    /// The first given name, if any.
+    pub fn first_given(&self) -> Option<&str> {
+        self.record.given_names.first().map(String::as_str)
+    }
+}
+
+fn dob_digits(date: BirthDate) -> [u8; 8] {
+    let text = format!("{:04}{:02}{:02}", date.year, date.month, date.day);
+    let mut digits = [b'0'; 8];
+    digits.copy_from_slice(&text.as_bytes()[..8]);
+    digits
+}
+
+/// Splits a folded family name into comparable tokens: `o'brien-smith` gives
+/// `["obrien", "smith"]`, `mc donald` and `macdonald` both give `["macdonald"]`.
+pub fn family_tokens(family: &str) -> Vec<String> {
+    let mut tokens: Vec<String> = Vec::new();
+    let mut pending_prefix: Option<String> = None;
+    for raw in family.split([' ', '-']) {
+        let token: String = raw.chars().filter(char::is_ascii_alphabetic).collect();
+        if token.is_empty() {
+            continue;
+        }
+        let token = match token.strip_prefix("mc") {
+            Some(rest) if !rest.is_empty() => format!("mac{rest}"),
+            Some(_) => "mac".to_owned(),
+            None => token,
+        };
+        // Particles written apart join the next word: `mac donald`, `van der berg`.
+        if matches!(token.as_str(), "mac" | "van" | "der" | "de" | "la" | "von" | "di" | "da" | "le")
+        {
+            pending_prefix.get_or_insert_with(String::new).push_str(&token);
+            continue;
+        }
+        match pending_prefix.take() {
+            Some(prefix) => tokens.push(prefix + &token),
+            None => tokens.push(token),
+        }
+    }
+    if let Some(prefix) = pending_prefix {
+        tokens.push(prefix);
+    }
+    tokens
+}
+
+/// Compares two prepared records field by field.
+pub fn compare(a: &ComparableRecord, b: &ComparableRecord) -> Gamma {
+    let mut levels = [MISSING; N_FIELDS];
+    let (ra, rb) = (&a.record, &b.record);
+    levels[CompField::NhsNumber.index()] =
+        equal_level(ra.nhs_number.as_deref(), rb.nhs_number.as_deref());
+
+    let straight = (compare_given(a, b), compare_family(a, b));
+    // Given and family names swapped on one record (common with family-name-first
+    // conventions): take the swapped reading when it is clearly better on both.
+    let (given_level, family_level) = match swapped_names(a, b) {
+        Some(true) => (0, 0),
+        _ => straight,
+    };
+    levels[CompField::GivenName.index()] = given_level;
+    levels[CompField::FamilyName.index()] = family_level;
+    levels[CompField::DateOfBirth.index()] = compare_dob(ra.date_of_birth, a.dob_digits, rb.date_of_birth, b.dob_digits);
+    levels[CompField::Sex.index()] = compare_sex(ra.sex, rb.sex);
+    levels[CompField::Identifier.index()] = compare_identifiers(&ra.identifiers, &rb.identifiers);
+    levels[CompField::Postcode.index()] = compare_postcode(ra.postcode.as_ref(), rb.postcode.as_ref());
+    levels[CompField::Address.index()] = compare_address(ra, rb);
+    levels[CompField::Phone.index()] = equal_level(ra.phone.as_deref(), rb.phone.as_deref());
+    levels[CompField::Email.index()] = equal_level(ra.email.as_deref(), rb.email.as_deref());
+    Gamma(levels)
+}
+
+fn equal_level(a: Option<&str>, b: Option<&str>) -> u8 {
+    match (a, b) {
+        (Some(a), Some(b)) => u8::from(a != b),
+        _ => MISSING,
+    }
+}
+
+/// Some(true) when one record has given and family names the other way round.
+fn swapped_names(a: &ComparableRecord, b: &ComparableRecord) -> Option<bool> {
+    let (given_a, given_b) = (a.first_given()?, b.first_given()?);
+    let (family_a, family_b) = (a.record.family_name.as_deref()?, b.record.family_name.as_deref()?);
+    Some(given_a != family_a && given_a == family_b && family_a == given_b)
+}
+
+fn compare_given(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
+    let (Some(first_a), Some(first_b)) = (a.first_given(), b.first_given()) else {
+        return MISSING;
+    };
+    if first_a == first_b {
+        return 0;
+    }
+    if a.given_canonical[0] == b.given_canonical[0] {
+        return 1;
+    }
+    let similarity = jaro_winkler(first_a, first_b);
+    if similarity >= 0.92 {
+        return 2;
+    }
+    if !a.given_phonetic[0].is_empty() && a.given_phonetic[0] == b.given_phonetic[0] {
+        return 3;
+    }
+    let names_a = &a.record.given_names;
+    let names_b = &b.record.given_names;
+    let shares_other = names_a.iter().any(|name| name.len() > 1 && names_b.contains(name))
+        || a.given_canonical.iter().any(|canon| b.given_canonical.contains(canon));
+    if shares_other {
+        return 4;
+    }
+    let is_initial_of = |initial: &str, name: &str| initial.len() == 1 && name.starts_with(initial);
+    if is_initial_of(first_a, first_b) || is_initial_of(first_b, first_a) {
+        return 5;
+    }
+    if similarity >= 0.8 {
+        return 6;
+    }
+    7
+}
+
+fn compare_family(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
+    let (Some(family_a), Some(family_b)) =
+        (a.record.family_name.as_deref(), b.record.family_name.as_deref())
+    else {
+        return MISSING;
+    };
+    if family_a == family_b || (!a.family_tokens.is_empty() && a.family_tokens == b.family_tokens) {
+        return 0;
+    }
+    let similarity = jaro_winkler(family_a, family_b);
+    if similarity >= 0.92 || (family_a.len() >= 4 && damerau_levenshtein(family_a, family_b) <= 1) {
+        return 1;
+    }
+    if !a.family_phonetic.is_empty() && a.family_phonetic == b.family_phonetic {
+        return 2;
+    }
+    if a.family_tokens.iter().any(|token| token.len() > 1 && b.family_tokens.contains(token)) {
+        return 3;
+    }
+    if similarity >= 0.8 {
+        return 4;
+    }
+    5
+}
+
+fn compare_dob(
+    a: Option<BirthDate>,
+    digits_a: Option<[u8; 8]>,
+    b: Option<BirthDate>,
+    digits_b: Option<[u8; 8]>,
+) -> u8 {
+    let (Some(a), Some(b), Some(digits_a), Some(digits_b)) = (a, b, digits_a, digits_b) else {
+        return MISSING;
+    };
+    if a == b {
+        return 0;
+    }
+    if a.year == b.year && a.day == b.month && a.month == b.day {
+        return 1;
+    }
+    let differing = digits_a.iter().zip(&digits_b).filter(|(x, y)| x != y).count();
+    let transposed = differing == 2 && {
+        let positions: Vec<usize> = (0..8).filter(|&i| digits_a[i] != digits_b[i]).collect();
+        positions[1] == positions[0] + 1
+            && digits_a[positions[0]] == digits_b[positions[1]]
+            && digits_a[positions[1]] == digits_b[positions[0]]
+    };
+    if differing == 1 || transposed {
+        return 2;
+    }
+    if a.year == b.year {
+        return 3;
+    }
+    4
+}
+
+fn compare_sex(a: Option<Sex>, b: Option<Sex>) -> u8 {
+    match (a, b) {
+        (Some(a), Some(b)) => u8::from(a != b),
+        _ => MISSING,
+    }
+}
+
+fn compare_identifiers(a: &[Identifier], b: &[Identifier]) -> u8 {
+    let mut shared_system = false;
+    for id_a in a {
+        for id_b in b.iter().filter(|id_b| id_b.system == id_a.system) {
+            if id_b.value == id_a.value {
+                return 0;
+            }
+            shared_system = true;
+        }
+    }
+    if shared_system { 1 } else { MISSING }
+}
+
+fn compare_postcode(a: Option<&PostalCode>, b: Option<&PostalCode>) -> u8 {
+    let (Some(a), Some(b)) = (a, b) else {
+        return MISSING;
+    };
+    if a.code == b.code {
+        return 0;
+    }
+    if a.is_uk && b.is_uk {
+        if a.sector == b.sector {
+            return 1;
+        }
+        if a.district == b.district {
+            return 2;
+        }
+        return 3;
+    }
+    // Plain codes (another country's): one character off is the nearest level.
+    if damerau_levenshtein(&a.code, &b.code) <= 1 {
+        return 1;
+    }
+    3
+}
+
+fn compare_address(a: &NormalizedRecord, b: &NormalizedRecord) -> u8 {
+    let (Some(a), Some(b)) = (a.address.as_ref(), b.address.as_ref()) else {
+        return MISSING;
+    };
+    if a.text == b.text {
+        return 0;
+    }
+    let similarity = jaro_winkler(&a.text, &b.text);
+    match (&a.house_number, &b.house_number) {
+        (Some(number_a), Some(number_b)) if number_a != number_b => 3,
+        (Some(_), Some(_)) if similarity >= 0.85 => 1,
+        _ if similarity >= 0.88 => 2,
+        _ => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,155 @@
+use quickcheck_macros::quickcheck;
+
+use super::*;
+use crate::normalize::{NormalizeOptions, Normalizer};
+use crate::record::Demographics;
+
+fn normalizer() -> Normalizer {
+    Normalizer::new(NormalizeOptions {
+        today: BirthDate { year: 2026, month: 11, day: 24 },
+        refuse_test_nhs_numbers: false,
+    })
+}
+
+/// A record from `field=value` pairs separated by `;`.
+fn record(spec: &str) -> ComparableRecord {
+    let mut raw = Demographics::default();
+    for part in spec.split(';').map(str::trim).filter(|part| !part.is_empty()) {
+        let (field, value) = part.split_once('=').expect("field=value");
+        let value = Some(value.to_owned());
+        match field {
+            "nhs" => raw.nhs_number = value,
+            "given" => raw.given_name = value,
+            "family" => raw.family_name = value,
+            "dob" => raw.date_of_birth = value,
+            "sex" => raw.sex = value,
+            "addr" => raw.address_line1 = value,
+            "pc" => raw.postcode = value,
+            "phone" => raw.phone = value,
+            "email" => raw.email = value,
+            other => panic!("unknown test field {other}"),
+        }
+    }
+    let normalizer = normalizer();
+    let (normalized, _) = normalizer.normalize(&raw);
+    ComparableRecord::new(normalized, normalizer.nicknames())
+}
+
+#[track_caller]
+fn check(field: CompField, a: &str, b: &str, expected: &str) {
+    let gamma = compare(&record(a), &record(b));
+    let got = gamma.level(field).map_or("missing", |level| field.levels()[usize::from(level)]);
+    assert_eq!(got, expected, "{field:?}: {a:?} vs {b:?}");
+}
+
+#[test]
+fn given_name_levels() {
+    let g = CompField::GivenName;
+    check(g, "given=Robert", "given=ROBERT", "exact");
+    check(g, "given=Robert", "given=Bob", "nickname");
+    check(g, "given=Jonathon", "given=Jonathan", "close");
+    check(g, "given=Mary Jane", "given=Jane", "other_given_name");
+    check(g, "given=R", "given=Robert", "initial");
+    check(g, "given=Robert", "given=Susan", "different");
+    check(g, "given=Robert", "family=Smith", "missing");
+    check(g, "given=Zoë", "given=Zoe", "exact");
+}
+
+#[test]
+fn family_name_levels() {
+    let f = CompField::FamilyName;
+    check(f, "family=Smith", "family=SMITH", "exact");
+    check(f, "family=Smith", "family=Smyth", "close");
+    check(f, "family=McDonald", "family=Mac Donald", "exact");
+    check(f, "family=Smith-Jones", "family=Jones", "part_of_name");
+    check(f, "family=Smith", "family=Patel", "different");
+}
+
+#[test]
+fn swapped_names_agree() {
+    check(CompField::GivenName, "given=Wei;family=Zhang", "given=Zhang;family=Wei", "exact");
+    check(CompField::FamilyName, "given=Wei;family=Zhang", "given=Zhang;family=Wei", "exact");
+}
+
+#[test]
+fn date_of_birth_levels() {
+    let d = CompField::DateOfBirth;
+    check(d, "dob=1951-04-03", "dob=03/04/1951", "exact");
+    check(d, "dob=1951-04-03", "dob=1951-03-04", "day_month_swapped");
+    check(d, "dob=1951-04-03", "dob=1961-04-03", "one_digit_off");
+    check(d, "dob=1951-04-13", "dob=1951-04-31", "one_digit_off");
+    check(d, "dob=1951-04-03", "dob=1951-09-20", "same_year");
+    check(d, "dob=1951-04-03", "dob=1980-11-20", "different");
+}
+
+#[test]
+fn household_field_levels() {
+    check(CompField::Postcode, "pc=LS1 4AB", "pc=ls14ab", "exact");
+    check(CompField::Postcode, "pc=LS1 4AB", "pc=LS1 4XY", "same_sector");
+    check(CompField::Postcode, "pc=LS1 4AB", "pc=LS1 9XY", "same_district");
+    check(CompField::Postcode, "pc=2615", "pc=2651", "same_sector");
+    check(CompField::Address, "addr=12 High St", "addr=12 High Street", "exact");
+    check(CompField::Address, "addr=12 High Street", "addr=14 High Street", "different");
+    check(CompField::Phone, "phone=07700 900123", "phone=+44 7700 900123", "exact");
+    check(CompField::NhsNumber, "nhs=943 476 5919", "nhs=9434765919", "exact");
+    check(CompField::NhsNumber, "nhs=943 476 5918", "nhs=9434765919", "missing");
+}
+
+#[test]
+fn household_is_address_or_two_contacts() {
+    let a = record("addr=12 High Street;pc=LS1 4AB");
+    let b = record("addr=12 High St;pc=LS1 4AB");
+    assert!(compare(&a, &b).same_household());
+    let c = record("addr=99 Other Road;pc=LS1 4AB");
+    assert!(!compare(&a, &c).same_household());
+    let d = record("pc=LS1 4AB;phone=07700900123");
+    let e = record("pc=LS1 4AB;phone=07700 900123");
+    assert!(compare(&d, &e).same_household());
+}
+
+#[test]
+fn family_tokens_unify_prefixes() {
+    assert_eq!(family_tokens("mc donald"), vec!["macdonald"]);
+    assert_eq!(family_tokens("macdonald"), vec!["macdonald"]);
+    assert_eq!(family_tokens("o'brien-smith"), vec!["obrien", "smith"]);
+    assert_eq!(family_tokens("van der berg"), vec!["vanderberg"]);
+}
+
+#[quickcheck]
+fn pack_round_trips(levels: Vec<u8>) -> bool {
+    let mut slots = [MISSING; N_FIELDS];
+    for (slot, level) in slots.iter_mut().zip(levels) {
+        *slot = if level % 9 == 8 { MISSING } else { level % 8 };
+    }
+    let gamma = Gamma(slots);
+    Gamma::unpack(gamma.pack()) == gamma
+}
+
+#[quickcheck]
+fn comparison_is_symmetric_and_in_range(a: (String, String, String), b: (String, String, String)) -> bool {
+    let build = |(given, family, dob): (String, String, String)| {
+        let raw = Demographics {
+            given_name: Some(given),
+            family_name: Some(family),
+            date_of_birth: Some(dob),
+            ..Demographics::default()
+        };
+        let normalizer = normalizer();
+        ComparableRecord::new(normalizer.normalize(&raw).0, normalizer.nicknames())
+    };
+    let (a, b) = (build(a), build(b));
+    let forward = compare(&a, &b);
+    let in_range = CompField::ALL.iter().all(|&field| {
+        forward.level(field).is_none_or(|level| usize::from(level) < field.levels().len())
+    });
+    in_range && forward == compare(&b, &a)
+}
+
+#[quickcheck]
+fn a_record_agrees_with_itself(given: String, family: String) -> bool {
+    let raw = Demographics { given_name: Some(given), family_name: Some(family), ..Demographics::default() };
+    let normalizer = normalizer();
+    let record = ComparableRecord::new(normalizer.normalize(&raw).0, normalizer.nicknames());
+    let gamma = compare(&record, &record);
+    [CompField::GivenName, CompField::FamilyName].iter().all(|&field| matches!(gamma.level(field), None | Some(0)))
+}

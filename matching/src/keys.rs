@@ -1,0 +1,63 @@
+//! Blocking keys: the values under which a record is indexed so that likely matches
+//! meet as candidates. Several keys are ORed, so one wrong field does not hide a
+//! match. Keys hold personal data: they go to the index, never to logs.
+
+use crate::compare::ComparableRecord;
+
+/// The blocking keys of a record, each prefixed by its kind:
+///
+/// | prefix | key | catches |
+/// |---|---|---|
+/// | `n:` | NHS number | anything with a valid NHS number |
+/// | `df:` | birth year, day and month (sorted), family-name phonetic code | given-name changes, day/month swaps |
+/// | `dg:` | birth year, day and month (sorted), given-name nickname group | a family name changed on marriage |
+/// | `pg:` | postcode, given-name initial | birth-date errors |
+/// | `pf:` | postcode, family-name phonetic code | given-name and birth-date errors |
+/// | `ny:` | given and family phonetic codes (sorted), birth year | moves with typos; given and family swapped |
+/// | `i:` | identifier system and value | other identifiers |
+/// | `t:` / `e:` | phone / email | moves where contact details stay |
+pub fn blocking_keys(record: &ComparableRecord) -> Vec<String> {
+    let normalized = &record.record;
+    let mut keys = Vec::with_capacity(9);
+    if let Some(nhs) = &normalized.nhs_number {
+        keys.push(format!("n:{nhs}"));
+    }
+    let family_code = record.family_phonetic.as_str();
+    let given_code = record.given_phonetic.first().map(String::as_str).unwrap_or("");
+    let given_group = record.given_canonical.first().map(String::as_str).unwrap_or("");
+    if let Some(date) = normalized.date_of_birth {
+        let (low, high) = if date.day <= date.month { (date.day, date.month) } else { (date.month, date.day) };
+        let date_key = format!("{:04}{:02}{:02}", date.year, low, high);
+        if !family_code.is_empty() {
+            keys.push(format!("df:{date_key}|{family_code}"));
+        }
+        if !given_group.is_empty() {
+            keys.push(format!("dg:{date_key}|{given_group}"));
+        }
+        if !family_code.is_empty() && !given_code.is_empty() {
+            let (first, second) =
+                if given_code <= family_code { (given_code, family_code) } else { (family_code, given_code) };
+            keys.push(format!("ny:{first}|{second}|{:04}", date.year));
+        }
+    }
+    if let Some(postcode) = &normalized.postcode {
+        if let Some(initial) = record.first_given().and_then(|name| name.chars().next()) {
+            keys.push(format!("pg:{}|{initial}", postcode.code));
+        }
+        if !family_code.is_empty() {
+            keys.push(format!("pf:{}|{family_code}", postcode.code));
+        }
+    }
+    for identifier in &normalized.identifiers {
+        keys.push(format!("i:{}|{}", identifier.system, identifier.value));
+    }
+    if let Some(phone) = &normalized.phone {
+        keys.push(format!("t:{phone}"));
+    }
+    if let Some(email) = &normalized.email {
+        keys.push(format!("e:{email}"));
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}

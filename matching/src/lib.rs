@@ -1,0 +1,38 @@
+//! Normalisation, comparison, Fellegi-Sunter scoring and EM training of person records.
+//!
+//! This crate is pure: it does no IO, holds no global state and knows nothing about
+//! HTTP, SQLite or tantivy. Reference tables it needs (the nickname table) are compiled
+//! in from the workspace's `data/` folder.
+//!
+//! The flow for one pair: [`Normalizer::normalize`] each record, prepare it with
+//! [`ComparableRecord::new`], [`compare`] the two into a [`Gamma`], and
+//! [`Model::score`] the gamma into a match probability with its explanation.
+#![warn(missing_docs)]
+
+mod compare;
+mod error;
+mod keys;
+mod model;
+mod normalize;
+mod record;
+mod train;
+
+pub use crate::{
+    compare::{CompField, ComparableRecord, Gamma, MISSING, N_FIELDS, compare, family_tokens},
+    error::MatchError,
+    keys::blocking_keys,
+    model::{
+        Contribution, FieldParams, LevelParams, MODEL_FORMAT, MODEL_FORMAT_VERSION, Model, Score,
+        TermFrequencies, Thresholds, TrainingInfo, probability,
+    },
+    normalize::{
+        Nicknames, NormalizeOptions, Normalizer, fold, nhs_check_digit_valid, normalize_address,
+        normalize_birth_date, normalize_email, normalize_family_name, normalize_given_names,
+        normalize_nhs_number, normalize_phone, normalize_postcode, normalize_sex, phonetic,
+    },
+    record::{
+        Address, BirthDate, Demographics, Field, Identifier, Issue, IssueKind, NormalizedRecord,
+        PostalCode, Sex,
+    },
+    train::{PatternCounts, TrainOptions, default_model, train},
+};

@@ -1,0 +1,449 @@
+//! The Fellegi-Sunter scoring model: per-level m and u probabilities, a prior,
+//! term-frequency adjustment, household-aware weighting, and explanations.
+//!
+//! # Household-aware weighting
+//! The textbook model sums `log2(m/u)` over fields as if they disagreed
+//! independently. Within a household they do not: address, postcode, phone and
+//! email agree together for twins, spouses, parents and children, and care-home
+//! residents. A pair that shares a household (see [`Gamma::same_household`]) is
+//! therefore scored against the right population of non-matches: other members of
+//! the same household. Its household fields count as one piece of evidence, folded
+//! into the household prior `household_lambda` (the share of household pairs that
+//! are the same person, learnt by EM), and the fields that tell members apart
+//! (NHS number, names, date of birth, sex, identifiers) are weighed with
+//! `u_household`, their agreement rate among *different* members of one household.
+//! Twins agree on date of birth far more often than random pairs, Jr/Sr on given
+//! name, so those agreements count for much less there.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::compare::{CompField, ComparableRecord, Gamma, N_FIELDS};
+use crate::error::MatchError;
+
+/// Format name written in every model file.
+pub const MODEL_FORMAT: &str = "mpi-fellegi-sunter";
+/// The model file format version this crate reads and writes.
+pub const MODEL_FORMAT_VERSION: u32 = 1;
+
+/// One level of one compared field.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LevelParams {
+    /// Level name, as in [`CompField::levels`].
+    pub name: String,
+    /// P(level | same person).
+    pub m: f64,
+    /// P(level | different people), from random pairs.
+    pub u: f64,
+    /// P(level | different people of the same household).
+    pub u_household: f64,
+}
+
+/// The parameters of one compared field.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FieldParams {
+    /// Field name, as in [`CompField::as_str`].
+    pub field: String,
+    /// Levels, strongest agreement first.
+    pub levels: Vec<LevelParams>,
+}
+
+/// Decision thresholds on the match probability.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// At or above: link automatically (when no other person is also above it).
+    pub upper: f64,
+    /// Below: a new person. Between `lower` and `upper`: review.
+    pub lower: f64,
+}
+
+impl Thresholds {
+    /// The documented defaults: link at 0.95 or more, new person below 0.30,
+    /// review in between.
+    pub const DEFAULT: Thresholds = Thresholds { upper: 0.95, lower: 0.30 };
+
+    /// Checks `0 <= lower <= upper <= 1`.
+    ///
+    /// # Errors
+    /// [`MatchError::InvalidThresholds`] when they are out of order or range.
+    pub fn validate(self) -> Result<Thresholds, MatchError> {
+        let ok = (0.0..=1.0).contains(&self.lower)
+            && (0.0..=1.0).contains(&self.upper)
+            && self.lower <= self.upper;
+        if ok { Ok(self) } else { Err(MatchError::InvalidThresholds { lower: self.lower, upper: self.upper }) }
+    }
+}
+
+impl Default for Thresholds {
+    fn default() -> Thresholds {
+        Thresholds::DEFAULT
+    }
+}
+
+/// Value frequencies for term-frequency adjustment: agreeing on a rare family name
+/// is stronger evidence than agreeing on `smith`. Values seen once are not kept
+/// (they fall back to `1 / n_records`), so the table holds no unique names.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TermFrequencies {
+    /// Records the counts came from.
+    pub n_records: u64,
+    /// Count of each first given name seen at least twice.
+    pub given_name: HashMap<String, u32>,
+    /// Count of each family name seen at least twice.
+    pub family_name: HashMap<String, u32>,
+    /// Count of each postal code seen at least twice.
+    pub postcode: HashMap<String, u32>,
+}
+
+impl TermFrequencies {
+    /// Counts values over records. Values seen once are dropped.
+    pub fn from_records<'a>(records: impl IntoIterator<Item = &'a ComparableRecord>) -> TermFrequencies {
+        let mut frequencies = TermFrequencies::default();
+        for record in records {
+            frequencies.n_records += 1;
+            let record = &record.record;
+            if let Some(given) = record.given_names.first() {
+                *frequencies.given_name.entry(given.clone()).or_default() += 1;
+            }
+            if let Some(family) = &record.family_name {
+                *frequencies.family_name.entry(family.clone()).or_default() += 1;
+            }
+            if let Some(postcode) = &record.postcode {
+                *frequencies.postcode.entry(postcode.code.clone()).or_default() += 1;
+            }
+        }
+        for table in [&mut frequencies.given_name, &mut frequencies.family_name, &mut frequencies.postcode] {
+            table.retain(|_, count| *count >= 2);
+        }
+        frequencies
+    }
+
+    fn table(&self, field: CompField) -> Option<&HashMap<String, u32>> {
+        match field {
+            CompField::GivenName => Some(&self.given_name),
+            CompField::FamilyName => Some(&self.family_name),
+            CompField::Postcode => Some(&self.postcode),
+            _ => None,
+        }
+    }
+
+    /// Share of records holding `value` in `field`; None when the field has no table
+    /// or no records were counted.
+    pub fn frequency(&self, field: CompField, value: &str) -> Option<f64> {
+        let table = self.table(field)?;
+        if self.n_records == 0 {
+            return None;
+        }
+        let count = table.get(value).copied().unwrap_or(1);
+        Some(f64::from(count) / self.n_records as f64)
+    }
+}
+
+/// How a model was trained: enough to reproduce it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainingInfo {
+    /// Records in the store when trained.
+    pub n_records: u64,
+    /// Blocked candidate pairs used for EM.
+    pub n_blocked_pairs: u64,
+    /// Random pairs used to estimate u.
+    pub n_random_pairs: u64,
+    /// Seed of the random pair sampler.
+    pub seed: u64,
+    /// EM iterations run.
+    pub em_iterations: u32,
+    /// Whether EM converged within its iteration limit.
+    pub converged: bool,
+    /// Free-text note (for example "shipped default").
+    #[serde(default)]
+    pub note: String,
+}
+
+/// A Fellegi-Sunter model: the versioned JSON file `mpi train` writes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    /// Always [`MODEL_FORMAT`].
+    pub format: String,
+    /// File format version, [`MODEL_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Model version, assigned by the store that saved it (0 when never saved).
+    #[serde(default)]
+    pub version: u32,
+    /// P(same person) among blocked candidate pairs.
+    pub lambda: f64,
+    /// P(same person) among blocked candidate pairs that share a household.
+    pub household_lambda: f64,
+    /// Per-field parameters, in [`CompField::ALL`] order.
+    pub fields: Vec<FieldParams>,
+    /// Decision thresholds this model was calibrated with.
+    pub thresholds: Thresholds,
+    /// How the model was trained.
+    #[serde(default)]
+    pub training: TrainingInfo,
+    /// Term frequencies (absent in the shipped default model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term_frequencies: Option<TermFrequencies>,
+}
+
+/// Bounds on any one field's weight, so no single level (a rare name, a tiny u)
+/// can decide a pair alone.
+const MAX_FIELD_WEIGHT: f64 = 20.0;
+
+/// One field's part in a score.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Contribution {
+    /// The compared field.
+    pub field: String,
+    /// Its level (`exact`, `nickname`, ..., or `missing`).
+    pub level: String,
+    /// Weight in bits (`log2(m/u)`), 0 for missing.
+    pub weight: f64,
+    /// True when the weight was adjusted for how common the value is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tf_adjusted: bool,
+    /// True when the field is part of shared-household evidence and counted only
+    /// through the household prior.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub household: bool,
+}
+
+/// The score of one pair and its explanation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    /// Total match weight in bits: prior plus contributions.
+    pub weight: f64,
+    /// Match probability, `2^w / (1 + 2^w)`.
+    pub probability: f64,
+    /// The prior weight used (`log2(lambda / (1 - lambda))`, household or not).
+    pub prior: f64,
+    /// True when the pair shares a household and was weighed as such.
+    pub same_household: bool,
+    /// Per-field contributions, in [`CompField::ALL`] order.
+    pub contributions: Vec<Contribution>,
+}
+
+/// Probability from a weight in bits.
+pub fn probability(weight: f64) -> f64 {
+    let odds = weight.exp2();
+    if odds.is_infinite() { 1.0 } else { odds / (1.0 + odds) }
+}
+
+fn log_odds(p: f64) -> f64 {
+    let p = p.clamp(1e-9, 1.0 - 1e-9);
+    (p / (1.0 - p)).log2()
+}
+
+impl Model {
+    /// Parses a model file.
+    ///
+    /// # Errors
+    /// [`MatchError::ModelFormat`] when the JSON is not a model of a supported
+    /// version or its fields do not match [`CompField`].
+    pub fn from_json(text: &str) -> Result<Model, MatchError> {
+        let model: Model = serde_json::from_str(text)
+            .map_err(|error| MatchError::ModelFormat(format!("not a model file: {error}")))?;
+        model.validate()?;
+        Ok(model)
+    }
+
+    /// Serialises to pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a model always serialises")
+    }
+
+    fn validate(&self) -> Result<(), MatchError> {
+        if self.format != MODEL_FORMAT || self.format_version != MODEL_FORMAT_VERSION {
+            return Err(MatchError::ModelFormat(format!(
+                "unsupported model format {} version {}",
+                self.format, self.format_version
+            )));
+        }
+        if self.fields.len() != N_FIELDS {
+            return Err(MatchError::ModelFormat(format!("expected {N_FIELDS} fields")));
+        }
+        for (params, field) in self.fields.iter().zip(CompField::ALL) {
+            if params.field != field.as_str() || params.levels.len() != field.levels().len() {
+                return Err(MatchError::ModelFormat(format!(
+                    "field {} does not match this version's comparisons",
+                    params.field
+                )));
+            }
+            for level in &params.levels {
+                let valid = |p: f64| p.is_finite() && p > 0.0 && p <= 1.0;
+                if !valid(level.m) || !valid(level.u) || !valid(level.u_household) {
+                    return Err(MatchError::ModelFormat(format!(
+                        "field {} level {} has a probability outside (0, 1]",
+                        params.field, level.name
+                    )));
+                }
+            }
+        }
+        self.thresholds.validate()?;
+        Ok(())
+    }
+
+    /// An untrained model with the given parameters table, for training to start from.
+    pub fn from_params(
+        lambda: f64,
+        household_lambda: f64,
+        params: &[[(f64, f64, f64); 8]; N_FIELDS],
+    ) -> Model {
+        let fields = CompField::ALL
+            .iter()
+            .zip(params)
+            .map(|(field, rows)| FieldParams {
+                field: field.as_str().to_owned(),
+                levels: field
+                    .levels()
+                    .iter()
+                    .zip(rows)
+                    .map(|(name, &(m, u, u_household))| LevelParams {
+                        name: (*name).to_owned(),
+                        m,
+                        u,
+                        u_household,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Model {
+            format: MODEL_FORMAT.to_owned(),
+            format_version: MODEL_FORMAT_VERSION,
+            version: 0,
+            lambda,
+            household_lambda,
+            fields,
+            thresholds: Thresholds::DEFAULT,
+            training: TrainingInfo::default(),
+            term_frequencies: None,
+        }
+    }
+
+    fn level(&self, field: CompField, level: u8) -> &LevelParams {
+        &self.fields[field.index()].levels[usize::from(level)]
+    }
+
+    /// Weight in bits of one field's level, before term-frequency adjustment.
+    pub fn level_weight(&self, field: CompField, level: u8, household: bool) -> f64 {
+        let params = self.level(field, level);
+        let u = if household { params.u_household } else { params.u };
+        (params.m / u).log2().clamp(-MAX_FIELD_WEIGHT, MAX_FIELD_WEIGHT)
+    }
+
+    /// The value whose frequency adjusts an exact agreement, if the field has one.
+    fn tf_value<'a>(field: CompField, record: &'a ComparableRecord) -> Option<&'a str> {
+        match field {
+            CompField::GivenName => record.first_given(),
+            CompField::FamilyName => record.record.family_name.as_deref(),
+            CompField::Postcode => record.record.postcode.as_ref().map(|code| code.code.as_str()),
+            _ => None,
+        }
+    }
+
+    /// Field weight with term-frequency adjustment for exact agreement on a name or
+    /// postcode: `log2(m / f)` where `f` is the value's share of records, never more
+    /// than twice nor less than half the unadjusted u's weight... bounded to +-5 bits
+    /// around the unadjusted weight.
+    fn field_weight(
+        &self,
+        field: CompField,
+        level: u8,
+        household: bool,
+        a: &ComparableRecord,
+    ) -> (f64, bool) {
+        let base = self.level_weight(field, level, household);
+        if household || level != 0 {
+            return (base, false);
+        }
+        let Some(frequencies) = &self.term_frequencies else {
+            return (base, false);
+        };
+        let Some(frequency) = Model::tf_value(field, a).and_then(|v| frequencies.frequency(field, v))
+        else {
+            return (base, false);
+        };
+        let m = self.level(field, 0).m;
+        let adjusted = (m / frequency.max(1e-9)).log2();
+        (adjusted.clamp(base - 5.0, base + 5.0).clamp(-MAX_FIELD_WEIGHT, MAX_FIELD_WEIGHT), true)
+    }
+
+    /// The match weight of a compared pair: the fast path, no explanation.
+    pub fn weight(&self, gamma: &Gamma, a: &ComparableRecord) -> f64 {
+        let household = gamma.same_household();
+        let mut weight = self.prior(household);
+        for field in CompField::ALL {
+            if household && field.is_household() {
+                continue;
+            }
+            if let Some(level) = gamma.level(field) {
+                weight += self.field_weight(field, level, household, a).0;
+            }
+        }
+        weight
+    }
+
+    /// Prior weight in bits.
+    pub fn prior(&self, household: bool) -> f64 {
+        log_odds(if household { self.household_lambda } else { self.lambda })
+    }
+
+    /// Scores a compared pair with its per-field explanation. `a` is the record whose
+    /// values adjust for term frequency (exact agreement means both hold the value).
+    pub fn score(&self, gamma: &Gamma, a: &ComparableRecord) -> Score {
+        let household = gamma.same_household();
+        let prior = self.prior(household);
+        let mut weight = prior;
+        let mut contributions = Vec::with_capacity(N_FIELDS);
+        for field in CompField::ALL {
+            let (level_name, field_weight, tf_adjusted) = match gamma.level(field) {
+                None => ("missing", 0.0, false),
+                Some(_) if household && field.is_household() => {
+                    let level = gamma.level(field).unwrap_or_default();
+                    (field.levels()[usize::from(level)], 0.0, false)
+                }
+                Some(level) => {
+                    let (w, tf) = self.field_weight(field, level, household, a);
+                    (field.levels()[usize::from(level)], w, tf)
+                }
+            };
+            weight += field_weight;
+            contributions.push(Contribution {
+                field: field.as_str().to_owned(),
+                level: level_name.to_owned(),
+                weight: field_weight,
+                tf_adjusted,
+                household: household && field.is_household(),
+            });
+        }
+        Score { weight, probability: probability(weight), prior, same_household: household, contributions }
+    }
+
+    /// The match weight without the NHS number's contribution: what the rest of the
+    /// evidence says. Used to spot one NHS number on two different people.
+    pub fn weight_without_nhs_number(&self, gamma: &Gamma, a: &ComparableRecord) -> f64 {
+        let mut without = *gamma;
+        without.0[CompField::NhsNumber.index()] = crate::compare::MISSING;
+        self.weight(&without, a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probability_is_monotone_and_bounded() {
+        assert_eq!(probability(0.0), 0.5);
+        assert!(probability(10.0) > probability(5.0));
+        assert!(probability(-2000.0) >= 0.0);
+        assert_eq!(probability(2000.0), 1.0);
+    }
+
+    #[test]
+    fn thresholds_validate() {
+        assert!(Thresholds { upper: 0.9, lower: 0.3 }.validate().is_ok());
+        assert!(Thresholds { upper: 0.3, lower: 0.9 }.validate().is_err());
+        assert!(Thresholds { upper: 1.5, lower: 0.3 }.validate().is_err());
+    }
+}

@@ -1,0 +1,273 @@
+//! The record types shared by every stage: what a source sent, and its normalised form.
+
+use serde::{Deserialize, Serialize};
+
+/// A demographic field of the input contract. Used to name the field in issues and
+/// explanations, never the value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    /// The source system's name.
+    SourceSystem,
+    /// The record's id in its source system.
+    LocalId,
+    /// NHS number.
+    NhsNumber,
+    /// Given name(s).
+    GivenName,
+    /// Family name.
+    FamilyName,
+    /// Date of birth.
+    DateOfBirth,
+    /// Administrative sex.
+    Sex,
+    /// First address line.
+    AddressLine1,
+    /// Second address line.
+    AddressLine2,
+    /// Town.
+    Town,
+    /// Postcode (or another country's postal code).
+    Postcode,
+    /// Telephone number.
+    Phone,
+    /// Email address.
+    Email,
+    /// Another identifier (system, value).
+    Identifier,
+}
+
+impl Field {
+    /// The canonical column name of the input contract.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::SourceSystem => "source_system",
+            Field::LocalId => "local_id",
+            Field::NhsNumber => "nhs_number",
+            Field::GivenName => "given_name",
+            Field::FamilyName => "family_name",
+            Field::DateOfBirth => "date_of_birth",
+            Field::Sex => "sex",
+            Field::AddressLine1 => "address_line1",
+            Field::AddressLine2 => "address_line2",
+            Field::Town => "town",
+            Field::Postcode => "postcode",
+            Field::Phone => "phone",
+            Field::Email => "email",
+            Field::Identifier => "identifier",
+        }
+    }
+
+    /// Parses a canonical column name.
+    pub fn from_column(column: &str) -> Option<Field> {
+        Some(match column {
+            "source_system" => Field::SourceSystem,
+            "local_id" => Field::LocalId,
+            "nhs_number" => Field::NhsNumber,
+            "given_name" => Field::GivenName,
+            "family_name" => Field::FamilyName,
+            "date_of_birth" => Field::DateOfBirth,
+            "sex" => Field::Sex,
+            "address_line1" => Field::AddressLine1,
+            "address_line2" => Field::AddressLine2,
+            "town" => Field::Town,
+            "postcode" => Field::Postcode,
+            "phone" => Field::Phone,
+            "email" => Field::Email,
+            _ => return None,
+        })
+    }
+}
+
+/// Demographics as a source system sent them: every value raw, every value optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Demographics {
+    /// NHS number as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nhs_number: Option<String>,
+    /// Given name(s) as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_name: Option<String>,
+    /// Family name as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family_name: Option<String>,
+    /// Date of birth as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_of_birth: Option<String>,
+    /// Sex as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sex: Option<String>,
+    /// First address line as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_line1: Option<String>,
+    /// Second address line as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_line2: Option<String>,
+    /// Town as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub town: Option<String>,
+    /// Postcode as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postcode: Option<String>,
+    /// Telephone number as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// Email as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Other identifiers (a council case id, a hospital number, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identifiers: Vec<Identifier>,
+}
+
+/// An identifier other than the NHS number, as a (system, value) pair.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Identifier {
+    /// The issuing system, for example `ssn` or `council-x-case`.
+    pub system: String,
+    /// The identifier within that system.
+    pub value: String,
+}
+
+/// Administrative sex after normalisation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sex {
+    /// Male (FHIR `male`, NHS `1`).
+    Male,
+    /// Female (FHIR `female`, NHS `2`).
+    Female,
+    /// Other or indeterminate (FHIR `other`, NHS `9`).
+    Other,
+}
+
+/// A calendar date known to be valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BirthDate {
+    /// Four-digit year.
+    pub year: u16,
+    /// Month, 1-12.
+    pub month: u8,
+    /// Day, 1-31 (valid for the month).
+    pub day: u8,
+}
+
+impl BirthDate {
+    /// ISO 8601 form, `YYYY-MM-DD`.
+    pub fn to_iso(self) -> String {
+        format!("{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+/// A normalised postal code.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PostalCode {
+    /// Canonical form: a UK postcode in upper case with one space before the inward
+    /// code (`LS1 4AB`); any other code upper-cased with spaces removed (`2615`).
+    pub code: String,
+    /// True when `code` is a valid UK postcode (then `district` and `sector` are set).
+    pub is_uk: bool,
+    /// UK outward code (`LS1`), empty for non-UK codes.
+    pub district: String,
+    /// UK sector (`LS1 4`), empty for non-UK codes.
+    pub sector: String,
+}
+
+/// A normalised address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Address {
+    /// Lines joined, lower case, abbreviations expanded (`rd` -> `road`), punctuation
+    /// removed, single spaces: `flat 3 12 high street leeds`.
+    pub text: String,
+    /// The first house or flat number found (`12`, `12a`), if any.
+    pub house_number: Option<String>,
+}
+
+/// A record after normalisation: canonical values for comparison, with `None` for
+/// anything missing or unusable. Raw values are kept by the caller in [`Demographics`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NormalizedRecord {
+    /// Ten digits, check digit valid, not a placeholder.
+    pub nhs_number: Option<String>,
+    /// Given names in order, folded to lower-case ASCII, titles removed:
+    /// `["mary", "jane"]`. Empty when missing or a placeholder.
+    pub given_names: Vec<String>,
+    /// Family name folded to lower-case ASCII, titles and suffixes removed, hyphens
+    /// and apostrophes kept as written (`o'brien`, `smith-jones`). None when missing or
+    /// a placeholder.
+    pub family_name: Option<String>,
+    /// A generational suffix found in the names (`jr`, `sr`, `ii`, `iii`, ...).
+    pub name_suffix: Option<String>,
+    /// A valid, non-placeholder date of birth.
+    pub date_of_birth: Option<BirthDate>,
+    /// Administrative sex; None for missing or unknown.
+    pub sex: Option<Sex>,
+    /// Postal code.
+    pub postcode: Option<PostalCode>,
+    /// Address lines and town.
+    pub address: Option<Address>,
+    /// UK numbers as `+44` then the national number without its leading zero
+    /// (`+447700900123`); other numbers as digits with a leading `+` when given.
+    pub phone: Option<String>,
+    /// Lower-cased, trimmed email with a plausible `local@domain.tld` shape.
+    pub email: Option<String>,
+    /// Other identifiers, system and value trimmed; value upper-cased without spaces.
+    pub identifiers: Vec<Identifier>,
+}
+
+/// Why a value could not be used. Carries no personal data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum IssueKind {
+    /// Not ten digits after removing spaces and dashes.
+    WrongLength,
+    /// Contains characters other than digits, spaces and dashes.
+    NotNumeric,
+    /// The Modulus 11 check digit does not match.
+    BadCheckDigit,
+    /// A known placeholder value (all one digit, `1900-01-01`, `UNKNOWN`, `BABY OF`, ...).
+    Placeholder,
+    /// The value could not be parsed in any accepted format.
+    Unparseable,
+    /// The value parses but is impossible (31 February, a birth date in the future).
+    Impossible,
+    /// The value is not one of the accepted codes.
+    UnknownCode,
+    /// A postcode-like value that is not a valid UK postcode (kept as a plain code).
+    NotUkPostcode,
+    /// A name with no letters in it.
+    NoLetters,
+}
+
+impl IssueKind {
+    /// A short human-readable reason, safe for logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            IssueKind::WrongLength => "wrong length",
+            IssueKind::NotNumeric => "not numeric",
+            IssueKind::BadCheckDigit => "check digit does not match",
+            IssueKind::Placeholder => "placeholder value",
+            IssueKind::Unparseable => "could not be parsed",
+            IssueKind::Impossible => "impossible value",
+            IssueKind::UnknownCode => "unknown code",
+            IssueKind::NotUkPostcode => "not a UK postcode, compared as a plain code",
+            IssueKind::NoLetters => "no letters",
+        }
+    }
+
+    /// True when the value is ignored for matching (false for warnings such as a
+    /// non-UK postcode, which is still compared).
+    pub fn value_ignored(self) -> bool {
+        !matches!(self, IssueKind::NotUkPostcode)
+    }
+}
+
+/// A problem found while normalising one field. Names the field, never the value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Issue {
+    /// The field with the problem.
+    pub field: Field,
+    /// What is wrong with it.
+    pub kind: IssueKind,
+}

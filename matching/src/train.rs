@@ -1,0 +1,324 @@
+//! Unsupervised training: u from random pairs, m and the priors by
+//! expectation-maximisation over blocked pairs.
+//!
+//! Training works on comparison-vector *patterns* with counts, so EM over ten
+//! million blocked pairs costs no more than over the few thousand distinct patterns
+//! they make.
+//!
+//! 1. `u` per level is the level's share among random record pairs (almost all of
+//!    which are different people), with add-one-half smoothing.
+//! 2. EM over blocked pairs estimates `m` and `lambda` from the fields that tell
+//!    people apart (NHS number, names, date of birth, sex, identifiers), with `u`
+//!    fixed. Household fields (address, postcode, phone, email) are left out of this
+//!    step because they agree together for relatives, which would pull relatives
+//!    into the match class; their `m` is then read off the final posteriors.
+//! 3. A second EM over the blocked pairs that share a household, with `m` fixed,
+//!    estimates `u_household` (agreement among different members of one household)
+//!    and `household_lambda`. `u_household` is shrunk towards `u` by a pseudo-count,
+//!    so a data set with few households falls back to the ordinary model.
+
+use std::collections::HashMap;
+
+use crate::compare::{CompField, Gamma, N_FIELDS};
+use crate::error::MatchError;
+use crate::model::{Model, TrainingInfo};
+
+/// Comparison patterns with how many pairs had each.
+pub type PatternCounts = HashMap<u64, u64>;
+
+/// Training settings. One configuration serves every data set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrainOptions {
+    /// Maximum EM iterations per stage.
+    pub max_iterations: u32,
+    /// Stop when no parameter moves more than this.
+    pub tolerance: f64,
+    /// Pseudo-count pulling `u_household` towards `u`.
+    pub household_pseudo_count: f64,
+    /// Fewest blocked pairs EM will train on.
+    pub min_blocked_pairs: u64,
+    /// Seed used by the caller's random-pair sampler (recorded in the model).
+    pub seed: u64,
+}
+
+impl Default for TrainOptions {
+    fn default() -> TrainOptions {
+        TrainOptions {
+            max_iterations: 200,
+            tolerance: 1e-6,
+            household_pseudo_count: 50.0,
+            min_blocked_pairs: 200,
+            seed: 42,
+        }
+    }
+}
+
+const IDENTITY_FIELDS: [CompField; 6] = [
+    CompField::NhsNumber,
+    CompField::GivenName,
+    CompField::FamilyName,
+    CompField::DateOfBirth,
+    CompField::Sex,
+    CompField::Identifier,
+];
+
+/// Starting (and default) parameters per field and level: (m, u, u_household).
+/// Used as EM's starting point and as the fallback when there is too little data.
+pub fn default_model() -> Model {
+    const X: (f64, f64, f64) = (1.0, 1.0, 1.0);
+    let params: [[(f64, f64, f64); 8]; N_FIELDS] = [
+        // nhs_number: exact, different
+        [(0.97, 1e-6, 1e-4), (0.03, 0.999_999, 0.9999), X, X, X, X, X, X],
+        // given_name: exact, nickname, close, phonetic, other, initial, similar, different
+        [
+            (0.82, 0.01, 0.03),
+            (0.05, 0.002, 0.004),
+            (0.04, 0.003, 0.005),
+            (0.01, 0.005, 0.008),
+            (0.03, 0.003, 0.01),
+            (0.02, 0.01, 0.02),
+            (0.01, 0.03, 0.05),
+            (0.02, 0.937, 0.873),
+        ],
+        // family_name: exact, close, phonetic, part, similar, different
+        [
+            (0.88, 0.002, 0.85),
+            (0.05, 0.002, 0.02),
+            (0.01, 0.003, 0.01),
+            (0.02, 0.001, 0.03),
+            (0.01, 0.01, 0.01),
+            (0.03, 0.982, 0.08),
+            X,
+            X,
+        ],
+        // date_of_birth: exact, swapped, one digit off, same year, different
+        [
+            (0.93, 0.0001, 0.02),
+            (0.01, 0.00001, 0.0005),
+            (0.04, 0.0003, 0.003),
+            (0.005, 0.01, 0.03),
+            (0.015, 0.9896, 0.9465),
+            X,
+            X,
+            X,
+        ],
+        // sex: same, different
+        [(0.98, 0.5, 0.5), (0.02, 0.5, 0.5), X, X, X, X, X, X],
+        // identifier: exact, different
+        [(0.95, 1e-5, 1e-3), (0.05, 0.999_99, 0.999), X, X, X, X, X, X],
+        // postcode: exact, sector, district, different
+        [(0.8, 0.0005, 0.0005), (0.03, 0.002, 0.002), (0.02, 0.01, 0.01), (0.15, 0.9875, 0.9875), X, X, X, X],
+        // address: exact, same number similar street, similar, different
+        [(0.7, 0.0005, 0.0005), (0.1, 0.001, 0.001), (0.05, 0.005, 0.005), (0.15, 0.9935, 0.9935), X, X, X, X],
+        // phone: exact, different
+        [(0.7, 0.0002, 0.0002), (0.3, 0.9998, 0.9998), X, X, X, X, X, X],
+        // email: exact, different
+        [(0.8, 0.0001, 0.0001), (0.2, 0.9999, 0.9999), X, X, X, X, X, X],
+    ];
+    let mut model = Model::from_params(0.1, 0.5, &params);
+    model.training.note = "built-in starting parameters".to_owned();
+    model
+}
+
+/// Per field and level: weighted counts.
+type LevelCounts = [[f64; 8]; N_FIELDS];
+
+fn normalised(counts: &[f64], smoothing: f64) -> Vec<f64> {
+    let total: f64 = counts.iter().sum::<f64>() + smoothing * counts.len() as f64;
+    counts.iter().map(|count| (count + smoothing) / total).collect()
+}
+
+/// Estimates u for every field from random-pair patterns.
+fn estimate_u(random: &PatternCounts) -> LevelCounts {
+    let mut counts: LevelCounts = [[0.0; 8]; N_FIELDS];
+    for (&packed, &count) in random {
+        let gamma = Gamma::unpack(packed);
+        for field in CompField::ALL {
+            if let Some(level) = gamma.level(field) {
+                counts[field.index()][usize::from(level)] += count as f64;
+            }
+        }
+    }
+    let mut u: LevelCounts = [[0.0; 8]; N_FIELDS];
+    for field in CompField::ALL {
+        let n_levels = field.levels().len();
+        let probabilities = normalised(&counts[field.index()][..n_levels], 0.5);
+        u[field.index()][..n_levels].copy_from_slice(&probabilities);
+    }
+    u
+}
+
+fn product(gamma: &Gamma, fields: &[CompField], table: &LevelCounts) -> f64 {
+    fields
+        .iter()
+        .filter_map(|&field| gamma.level(field).map(|level| table[field.index()][usize::from(level)]))
+        .product()
+}
+
+/// Trains a model from blocked-pair and random-pair pattern counts.
+///
+/// # Errors
+/// [`MatchError::NotEnoughData`] when there are fewer blocked pairs than
+/// `options.min_blocked_pairs` or no random pairs.
+pub fn train(
+    blocked: &PatternCounts,
+    random: &PatternCounts,
+    options: &TrainOptions,
+) -> Result<Model, MatchError> {
+    let n_blocked: u64 = blocked.values().sum();
+    let n_random: u64 = random.values().sum();
+    if n_blocked < options.min_blocked_pairs {
+        return Err(MatchError::NotEnoughData(format!(
+            "{n_blocked} candidate pairs, need at least {}",
+            options.min_blocked_pairs
+        )));
+    }
+    if n_random == 0 {
+        return Err(MatchError::NotEnoughData("no random pairs".to_owned()));
+    }
+    let start = default_model();
+    let u = estimate_u(random);
+    let mut m: LevelCounts = [[0.0; 8]; N_FIELDS];
+    for field in CompField::ALL {
+        for (level, params) in start.fields[field.index()].levels.iter().enumerate() {
+            m[field.index()][level] = params.m;
+        }
+    }
+    let patterns: Vec<(Gamma, f64)> =
+        blocked.iter().map(|(&packed, &count)| (Gamma::unpack(packed), count as f64)).collect();
+
+    // Stage 1: EM on the identity fields, u fixed.
+    let mut lambda = 0.1;
+    let mut iterations = 0;
+    let mut converged = false;
+    let mut posteriors = vec![0.0; patterns.len()];
+    while iterations < options.max_iterations {
+        iterations += 1;
+        let mut match_counts: LevelCounts = [[0.0; 8]; N_FIELDS];
+        let mut total_match = 0.0;
+        let mut total = 0.0;
+        for ((gamma, count), posterior) in patterns.iter().zip(posteriors.iter_mut()) {
+            let in_match = lambda * product(gamma, &IDENTITY_FIELDS, &m);
+            let in_non_match = (1.0 - lambda) * product(gamma, &IDENTITY_FIELDS, &u);
+            *posterior = in_match / (in_match + in_non_match).max(f64::MIN_POSITIVE);
+            total_match += posterior * count;
+            total += count;
+            for field in IDENTITY_FIELDS {
+                if let Some(level) = gamma.level(field) {
+                    match_counts[field.index()][usize::from(level)] += *posterior * count;
+                }
+            }
+        }
+        let mut change: f64 = 0.0;
+        let new_lambda = (total_match / total).clamp(1e-6, 1.0 - 1e-6);
+        change = change.max((new_lambda - lambda).abs());
+        lambda = new_lambda;
+        for field in IDENTITY_FIELDS {
+            let n_levels = field.levels().len();
+            let estimate = normalised(&match_counts[field.index()][..n_levels], 0.01);
+            for (level, value) in estimate.into_iter().enumerate() {
+                change = change.max((m[field.index()][level] - value).abs());
+                m[field.index()][level] = value;
+            }
+        }
+        if change < options.tolerance {
+            converged = true;
+            break;
+        }
+    }
+
+    // m of the household fields, read off the final posteriors.
+    let mut household_counts: LevelCounts = [[0.0; 8]; N_FIELDS];
+    for ((gamma, count), posterior) in patterns.iter().zip(&posteriors) {
+        for field in CompField::ALL.into_iter().filter(|field| field.is_household()) {
+            if let Some(level) = gamma.level(field) {
+                household_counts[field.index()][usize::from(level)] += posterior * count;
+            }
+        }
+    }
+    for field in CompField::ALL.into_iter().filter(|field| field.is_household()) {
+        let n_levels = field.levels().len();
+        let estimate = normalised(&household_counts[field.index()][..n_levels], 0.01);
+        m[field.index()][..n_levels].copy_from_slice(&estimate);
+    }
+
+    // Prior outside households: the posterior share among pairs that do not share one.
+    let (mut outside_match, mut outside_total) = (0.0, 0.0);
+    for ((gamma, count), posterior) in patterns.iter().zip(&posteriors) {
+        if !gamma.same_household() {
+            outside_match += posterior * count;
+            outside_total += count;
+        }
+    }
+    let outside_lambda =
+        if outside_total > 0.0 { (outside_match / outside_total).clamp(1e-6, 1.0 - 1e-6) } else { lambda };
+
+    // Stage 2: within households, m fixed, estimate u_household and the prior.
+    let household: Vec<&(Gamma, f64)> = patterns.iter().filter(|(gamma, _)| gamma.same_household()).collect();
+    let mut u_household = u;
+    let mut household_lambda = 0.5;
+    for _ in 0..options.max_iterations {
+        if household.is_empty() {
+            break;
+        }
+        let mut non_match_counts: LevelCounts = [[0.0; 8]; N_FIELDS];
+        let mut non_match_totals = [0.0; N_FIELDS];
+        let mut total_match = 0.0;
+        let mut total = 0.0;
+        for (gamma, count) in household.iter().map(|pair| (&pair.0, pair.1)) {
+            let in_match = household_lambda * product(gamma, &IDENTITY_FIELDS, &m);
+            let in_non_match = (1.0 - household_lambda) * product(gamma, &IDENTITY_FIELDS, &u_household);
+            let posterior = in_match / (in_match + in_non_match).max(f64::MIN_POSITIVE);
+            total_match += posterior * count;
+            total += count;
+            for field in IDENTITY_FIELDS {
+                if let Some(level) = gamma.level(field) {
+                    non_match_counts[field.index()][usize::from(level)] += (1.0 - posterior) * count;
+                    non_match_totals[field.index()] += (1.0 - posterior) * count;
+                }
+            }
+        }
+        let mut change: f64 = 0.0;
+        let new_lambda = (total_match / total).clamp(1e-6, 1.0 - 1e-6);
+        change = change.max((new_lambda - household_lambda).abs());
+        household_lambda = new_lambda;
+        let alpha = options.household_pseudo_count;
+        for field in IDENTITY_FIELDS {
+            let slot = field.index();
+            for level in 0..field.levels().len() {
+                let value = (non_match_counts[slot][level] + alpha * u[slot][level])
+                    / (non_match_totals[slot] + alpha);
+                change = change.max((u_household[slot][level] - value).abs());
+                u_household[slot][level] = value.max(1e-9);
+            }
+        }
+        if change < options.tolerance {
+            break;
+        }
+    }
+
+    let mut model = start;
+    model.lambda = outside_lambda;
+    model.household_lambda = household_lambda;
+    for field in CompField::ALL {
+        let slot = field.index();
+        for (level, params) in model.fields[slot].levels.iter_mut().enumerate() {
+            params.m = m[slot][level].max(1e-9);
+            params.u = u[slot][level].max(1e-9);
+            params.u_household = u_household[slot][level].max(1e-9);
+        }
+    }
+    model.training = TrainingInfo {
+        n_records: 0,
+        n_blocked_pairs: n_blocked,
+        n_random_pairs: n_random,
+        seed: options.seed,
+        em_iterations: iterations,
+        converged,
+        note: String::new(),
+    };
+    Ok(model)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,78 @@
+use super::*;
+use crate::compare::MISSING;
+
+/// A small deterministic generator, so the tests need no rand crate.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+}
+
+/// Draws a level from (probability of each level).
+fn draw(rng: &mut SplitMix, probabilities: &[f64]) -> u8 {
+    let x = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+    let mut acc = 0.0;
+    for (level, p) in probabilities.iter().enumerate() {
+        acc += p;
+        if x < acc {
+            return level as u8;
+        }
+    }
+    (probabilities.len() - 1) as u8
+}
+
+/// Simulates pairs from known m and u, with a known share of matches.
+fn simulate(rng: &mut SplitMix, n: usize, lambda: f64) -> PatternCounts {
+    let truth = default_model();
+    let mut counts = PatternCounts::new();
+    for _ in 0..n {
+        let is_match = rng.chance(lambda);
+        let mut levels = [MISSING; N_FIELDS];
+        for field in CompField::ALL {
+            let params = &truth.fields[field.index()].levels;
+            let probabilities: Vec<f64> =
+                params.iter().map(|level| if is_match { level.m } else { level.u }).collect();
+            levels[field.index()] = draw(rng, &probabilities);
+        }
+        *counts.entry(Gamma(levels).pack()).or_default() += 1;
+    }
+    counts
+}
+
+#[test]
+fn em_recovers_the_match_rate_and_m() {
+    let mut rng = SplitMix(7);
+    let blocked = simulate(&mut rng, 200_000, 0.2);
+    let random = simulate(&mut rng, 200_000, 0.0);
+    let model = train(&blocked, &random, &TrainOptions::default()).expect("enough data");
+    assert!((model.lambda - 0.2).abs() < 0.02, "lambda {}", model.lambda);
+    let dob_exact = &model.fields[CompField::DateOfBirth.index()].levels[0];
+    assert!((dob_exact.m - 0.93).abs() < 0.02, "m(dob exact) {}", dob_exact.m);
+    let given_exact = &model.fields[CompField::GivenName.index()].levels[0];
+    assert!((given_exact.m - 0.82).abs() < 0.03, "m(given exact) {}", given_exact.m);
+}
+
+#[test]
+fn too_few_pairs_is_an_error() {
+    let mut rng = SplitMix(1);
+    let blocked = simulate(&mut rng, 10, 0.5);
+    let random = simulate(&mut rng, 10, 0.0);
+    assert!(matches!(train(&blocked, &random, &TrainOptions::default()), Err(MatchError::NotEnoughData(_))));
+}
+
+#[test]
+fn default_model_is_valid_json_round_trip() {
+    let model = default_model();
+    let parsed = Model::from_json(&model.to_json()).expect("valid");
+    assert_eq!(parsed, model);
+}

@@ -1,0 +1,200 @@
+//! The work behind `mpi train`, `mpi eval`, `mpi explain` and `mpi export`.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use mpi_matching::{CompField, Gamma, Model, PatternCounts, Score, compare};
+use rayon::prelude::*;
+
+use crate::engine::Linker;
+use crate::eval::{EvalReport, TruthRow, evaluate, pair_completeness};
+use crate::link::{LinkError, train_model};
+use crate::output::RESULT_COLUMNS;
+use crate::workspace::Workspace;
+
+/// Candidate pairs of every record in the store among the records before it, as
+/// linking saw them: (position, candidate positions).
+///
+/// # Errors
+/// When the index fails.
+pub fn blocked_pairs(workspace: &Workspace, max_candidates: usize) -> Result<Vec<Vec<usize>>, LinkError> {
+    let searcher = workspace.index.searcher();
+    let linker = &workspace.linker;
+    let sets: Result<Vec<Vec<usize>>, mpi_index::IndexError> = linker
+        .entries
+        .par_iter()
+        .map(|entry| {
+            let keys = mpi_matching::blocking_keys(&entry.record);
+            let candidates = searcher.candidates(&keys, Some(entry.id), Some(entry.id), max_candidates)?;
+            Ok(candidates.into_iter().filter_map(|candidate| linker.position(candidate.record_id)).collect())
+        })
+        .collect();
+    Ok(sets?)
+}
+
+/// `mpi train`: EM on the store's own records; saves and returns a new model version.
+///
+/// # Errors
+/// When there is too little data, or the store or index fails.
+pub fn train(workspace: &mut Workspace, max_candidates: usize, seed: u64) -> Result<Model, LinkError> {
+    let sets = blocked_pairs(workspace, max_candidates)?;
+    let linker = &workspace.linker;
+    let blocked: PatternCounts = sets
+        .par_iter()
+        .enumerate()
+        .fold(PatternCounts::new, |mut counts, (position, candidates)| {
+            for &candidate in candidates {
+                let gamma = compare(&linker.entries[position].record, &linker.entries[candidate].record);
+                *counts.entry(gamma.pack()).or_default() += 1;
+            }
+            counts
+        })
+        .reduce(PatternCounts::new, |mut a, b| {
+            for (pattern, count) in b {
+                *a.entry(pattern).or_default() += count;
+            }
+            a
+        });
+    let records: Vec<_> = linker.entries.iter().map(|entry| &entry.record).collect();
+    let mut model = train_model(&records, &blocked, seed)?;
+    workspace.store.save_model(&mut model)?;
+    Ok(model)
+}
+
+/// Evaluation against a truth file, plus blocking figures.
+#[derive(Debug)]
+pub struct Evaluation {
+    /// Linkage quality.
+    pub report: EvalReport,
+    /// Share of true pairs that were candidates.
+    pub pair_completeness: f64,
+    /// Candidate pairs per record.
+    pub candidates_per_record: f64,
+    /// Records in the truth file not found in the store.
+    pub n_missing: usize,
+    /// Records evaluated.
+    pub n_evaluated: usize,
+    /// Records in review (each alone in a provisional person).
+    pub n_review: usize,
+}
+
+/// `mpi eval`: compares the store's persons with a truth file.
+///
+/// # Errors
+/// When the index fails.
+pub fn eval(workspace: &Workspace, truth: &[TruthRow], max_candidates: usize) -> Result<Evaluation, LinkError> {
+    let linker = &workspace.linker;
+    let by_key: HashMap<(&str, &str), usize> = linker
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(position, entry)| ((entry.source_system.as_str(), entry.local_id.as_str()), position))
+        .collect();
+    let mut positions = Vec::new();
+    let mut truth_labels = Vec::new();
+    let mut hard_groups = Vec::new();
+    let mut n_missing = 0;
+    for row in truth {
+        match by_key.get(&(row.source_system.as_str(), row.local_id.as_str())) {
+            Some(&position) => {
+                positions.push(position);
+                truth_labels.push(row.person_id.as_str());
+                hard_groups.push(row.hard_group.clone());
+            }
+            None => n_missing += 1,
+        }
+    }
+    let predicted: Vec<u32> = positions.iter().map(|&position| linker.entries[position].person).collect();
+    let report = evaluate(&predicted, &truth_labels, &hard_groups);
+    let sets = blocked_pairs(workspace, max_candidates)?;
+    let n_pairs: usize = sets.iter().map(Vec::len).sum();
+    let candidate_pairs: std::collections::HashSet<(usize, usize)> = sets
+        .iter()
+        .enumerate()
+        .flat_map(|(position, candidates)| {
+            candidates.iter().map(move |&candidate| (position.min(candidate), position.max(candidate)))
+        })
+        .collect();
+    let (completeness, _) = pair_completeness(&truth_labels, |i, j| {
+        let (a, b) = (positions[i], positions[j]);
+        candidate_pairs.contains(&(a.min(b), a.max(b)))
+    });
+    let n_review =
+        positions.iter().filter(|&&position| linker.entries[position].decision == crate::DecisionKind::Review).count();
+    Ok(Evaluation {
+        report,
+        pair_completeness: completeness,
+        candidates_per_record: n_pairs as f64 / linker.entries.len().max(1) as f64,
+        n_missing,
+        n_evaluated: positions.len(),
+        n_review,
+    })
+}
+
+/// `mpi explain`: the comparison and score of two stored records.
+pub fn explain(linker: &Linker, a: usize, b: usize, model: &Model) -> (Gamma, Score) {
+    let (record_a, record_b) = (&linker.entries[a].record, &linker.entries[b].record);
+    let gamma = compare(record_a, record_b);
+    (gamma, model.score(&gamma, record_a))
+}
+
+/// Renders an explanation as a person reads it.
+pub fn render_explanation(score: &Score, model: &Model) -> String {
+    let mut text = String::new();
+    let prior_kind = if score.same_household { "pairs sharing a household" } else { "candidate pairs" };
+    text.push_str(&format!("{:<16} {:<28} {:>8}\n", "field", "comparison", "weight"));
+    text.push_str(&format!("{:<16} {:<28} {:>+8.2}\n", "prior", format!("share of matches among {prior_kind}"), score.prior));
+    for contribution in &score.contributions {
+        let mut level = contribution.level.replace('_', " ");
+        if contribution.tf_adjusted {
+            level.push_str(" (adjusted for frequency)");
+        }
+        if contribution.household {
+            level.push_str(" (household)");
+        }
+        text.push_str(&format!("{:<16} {:<28} {:>+8.2}\n", contribution.field, level, contribution.weight));
+    }
+    text.push_str(&format!("{:<16} {:<28} {:>+8.2}\n", "total", "match weight (bits)", score.weight));
+    text.push_str(&format!("match probability {:.6} (model version {})\n", score.probability, model.version));
+    if score.same_household {
+        text.push_str(
+            "The records share a household: address, postcode, phone and email count once, through the\n\
+             household prior, and names, date of birth and NHS number are weighed against other members\n\
+             of one household.\n",
+        );
+    }
+    let thresholds = model.thresholds;
+    let verdict = if score.probability >= thresholds.upper {
+        "at or above the upper threshold: a link"
+    } else if score.probability >= thresholds.lower {
+        "between the thresholds: a review"
+    } else {
+        "below the lower threshold: different people"
+    };
+    text.push_str(&format!("With thresholds {} / {}: {verdict}.\n", thresholds.lower, thresholds.upper));
+    let _ = CompField::ALL;
+    text
+}
+
+/// `mpi export`: every record in the store with its person, in the results format.
+///
+/// # Errors
+/// When writing fails.
+pub fn export<W: Write>(linker: &Linker, out: W) -> csv::Result<()> {
+    let nhs_numbers = linker.person_nhs_numbers();
+    let mut writer = csv::Writer::from_writer(out);
+    writer.write_record(RESULT_COLUMNS)?;
+    for entry in &linker.entries {
+        let person = entry.person as usize;
+        writer.write_record([
+            entry.source_system.as_str(),
+            entry.local_id.as_str(),
+            linker.persons[person].id.as_str(),
+            entry.decision.as_str(),
+            &entry.probability.map(|p| format!("{p:.6}")).unwrap_or_default(),
+            nhs_numbers[person].unwrap_or(""),
+        ])?;
+    }
+    writer.flush()?;
+    Ok(())
+}

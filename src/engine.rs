@@ -1,0 +1,374 @@
+//! The linkage engine: blocking, scoring, deciding and clustering, for a whole file
+//! at once (batch) or one record at a time (online), with the same decisions.
+//!
+//! Both paths keep the same in-memory [`Linker`] state (every record, prepared for
+//! comparison, and its person) and call the same [`Linker::decide`]. A batch indexes
+//! its records first and asks the index for each record's candidates *among the
+//! records before it* (`below` its id), which is exactly what the online path sees
+//! when the record arrives; candidate pairs are scored in parallel and decisions are
+//! taken in one ordered pass, so the result does not depend on the thread count.
+
+use std::collections::HashMap;
+
+use mpi_matching::{
+    CompField, ComparableRecord, Gamma, Model, Score, Thresholds, compare, probability,
+};
+use serde::Serialize;
+
+/// Internal person handle (index into [`Linker::persons`]).
+pub type PersonKey = u32;
+
+/// A record held by the engine.
+#[derive(Debug)]
+pub struct Entry {
+    /// Record id (store and index).
+    pub id: u64,
+    /// Source system.
+    pub source_system: String,
+    /// Id in the source system.
+    pub local_id: String,
+    /// The record prepared for comparison.
+    pub record: ComparableRecord,
+    /// Its person.
+    pub person: PersonKey,
+    /// Its last decision.
+    pub decision: DecisionKind,
+    /// Probability of that decision's best match.
+    pub probability: Option<f64>,
+}
+
+/// A person held by the engine.
+#[derive(Debug)]
+pub struct PersonSlot {
+    /// Stable id.
+    pub id: String,
+    /// Positions (into [`Linker::entries`]) of its records.
+    pub members: Vec<usize>,
+    /// True when created by this run.
+    pub is_new: bool,
+    /// True for a review's provisional person.
+    pub provisional: bool,
+}
+
+/// What the engine decided for one record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    /// Linked automatically to an existing person.
+    Linked,
+    /// Started a new person.
+    New,
+    /// Sits alone in a provisional person until a steward decides.
+    Review,
+}
+
+impl DecisionKind {
+    /// Parses [`DecisionKind::as_str`]'s words.
+    pub fn parse(word: &str) -> Option<DecisionKind> {
+        match word {
+            "linked" => Some(DecisionKind::Linked),
+            "new" => Some(DecisionKind::New),
+            "review" => Some(DecisionKind::Review),
+            _ => None,
+        }
+    }
+
+    /// The word used in files and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionKind::Linked => "linked",
+            DecisionKind::New => "new",
+            DecisionKind::Review => "review",
+        }
+    }
+}
+
+/// Why a record went to review.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewReason {
+    /// The best probability lies between the thresholds.
+    Uncertain,
+    /// More than one person scored above the upper threshold.
+    SeveralPersons,
+    /// The record conflicts strongly with another record of the best person.
+    ConflictWithPerson,
+    /// Two different valid NHS numbers would end up in one person.
+    NhsNumberConflict,
+    /// The same NHS number, but the other details say different people.
+    SharedNhsNumber,
+    /// Different generational suffixes (Jr/Sr) on the two records.
+    GenerationConflict,
+}
+
+impl ReviewReason {
+    /// A short explanation for review files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewReason::Uncertain => "probability between the thresholds",
+            ReviewReason::SeveralPersons => "more than one person above the upper threshold",
+            ReviewReason::ConflictWithPerson => "conflicts with another record of the best person",
+            ReviewReason::NhsNumberConflict => "a different valid NHS number is already in the best person",
+            ReviewReason::SharedNhsNumber => "same NHS number but the other details say different people",
+            ReviewReason::GenerationConflict => "different generational suffixes (Jr/Sr)",
+        }
+    }
+}
+
+/// A candidate person with its best probability.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PersonCandidate {
+    /// Person handle.
+    #[serde(skip)]
+    pub person: PersonKey,
+    /// Person id.
+    pub person_id: String,
+    /// Best probability against the person's records.
+    pub probability: f64,
+    /// Position of the best-matching record.
+    #[serde(skip)]
+    pub best_position: usize,
+}
+
+/// The decision for one record, with what is needed to store its evidence.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    /// Linked, new or review.
+    pub kind: DecisionKind,
+    /// The person the record now belongs to.
+    pub person: PersonKey,
+    /// Best probability against any candidate person (None without candidates).
+    pub probability: Option<f64>,
+    /// The best-matching record's position.
+    pub matched_position: Option<usize>,
+    /// Candidate persons at or above the lower threshold, best first.
+    pub candidates: Vec<PersonCandidate>,
+    /// Why it is in review.
+    pub reason: Option<ReviewReason>,
+}
+
+/// A scored candidate pair: candidate position, comparison, weight.
+pub type ScoredCandidate = (usize, Gamma, f64);
+
+/// The in-memory linkage state shared by batch and online linking.
+#[derive(Debug, Default)]
+pub struct Linker {
+    /// Every record, in id order.
+    pub entries: Vec<Entry>,
+    /// Every person.
+    pub persons: Vec<PersonSlot>,
+    /// Person id to handle.
+    pub person_keys: HashMap<String, PersonKey>,
+}
+
+impl Linker {
+    /// The position of a record id (entries are in id order).
+    pub fn position(&self, id: u64) -> Option<usize> {
+        self.entries.binary_search_by_key(&id, |entry| entry.id).ok()
+    }
+
+    /// The handle of a person id, adding the person if unseen (records loaded from
+    /// the store).
+    pub fn person_key(&mut self, person_id: &str, provisional: bool) -> PersonKey {
+        if let Some(&key) = self.person_keys.get(person_id) {
+            return key;
+        }
+        let key = self.persons.len() as PersonKey;
+        self.persons.push(PersonSlot { id: person_id.to_owned(), members: Vec::new(), is_new: false, provisional });
+        self.person_keys.insert(person_id.to_owned(), key);
+        key
+    }
+
+    /// Creates a new person with a fresh UUID.
+    pub fn new_person(&mut self, provisional: bool) -> PersonKey {
+        let id = uuid::Uuid::new_v4().to_string();
+        let key = self.person_key(&id, provisional);
+        self.persons[key as usize].is_new = true;
+        key
+    }
+
+    /// Moves a record into a person.
+    pub fn assign(&mut self, position: usize, person: PersonKey) {
+        let old = self.entries[position].person;
+        if old != PersonKey::MAX {
+            self.persons[old as usize].members.retain(|&member| member != position);
+        }
+        self.entries[position].person = person;
+        self.persons[person as usize].members.push(position);
+    }
+
+    /// Decides where the record at `position` goes, given its scored candidates
+    /// (records before it). Does not change any state.
+    pub fn decide(
+        &self,
+        position: usize,
+        scored: &[ScoredCandidate],
+        model: &Model,
+        thresholds: Thresholds,
+    ) -> Decision {
+        let record = &self.entries[position].record;
+        // A record's score against a person is its best score against the person's records.
+        let mut by_person: HashMap<PersonKey, (f64, usize)> = HashMap::new();
+        for &(candidate, _, weight) in scored {
+            let person = self.entries[candidate].person;
+            if person == PersonKey::MAX {
+                continue;
+            }
+            let slot = by_person.entry(person).or_insert((f64::NEG_INFINITY, candidate));
+            if weight > slot.0 || (weight == slot.0 && self.entries[candidate].id < self.entries[slot.1].id) {
+                *slot = (weight, candidate);
+            }
+        }
+        let mut ranked: Vec<PersonCandidate> = by_person
+            .into_iter()
+            .map(|(person, (weight, best_position))| PersonCandidate {
+                person,
+                person_id: self.persons[person as usize].id.clone(),
+                probability: probability(weight),
+                best_position,
+            })
+            .collect();
+        ranked.sort_by(|a, b| {
+            b.probability
+                .total_cmp(&a.probability)
+                .then_with(|| self.entries[a.best_position].id.cmp(&self.entries[b.best_position].id))
+        });
+        let Some(best) = ranked.first().cloned() else {
+            return Decision {
+                kind: DecisionKind::New,
+                person: PersonKey::MAX,
+                probability: None,
+                matched_position: None,
+                candidates: Vec::new(),
+                reason: None,
+            };
+        };
+        let candidates: Vec<PersonCandidate> =
+            ranked.iter().filter(|candidate| candidate.probability >= thresholds.lower).cloned().collect();
+        let review = |reason| Decision {
+            kind: DecisionKind::Review,
+            person: PersonKey::MAX,
+            probability: Some(best.probability),
+            matched_position: Some(best.best_position),
+            candidates: candidates.clone(),
+            reason: Some(reason),
+        };
+        if best.probability < thresholds.lower {
+            return Decision {
+                kind: DecisionKind::New,
+                person: PersonKey::MAX,
+                probability: Some(best.probability),
+                matched_position: Some(best.best_position),
+                candidates: Vec::new(),
+                reason: None,
+            };
+        }
+        if best.probability < thresholds.upper {
+            return review(ReviewReason::Uncertain);
+        }
+        if ranked.get(1).is_some_and(|second| second.probability >= thresholds.upper) {
+            return review(ReviewReason::SeveralPersons);
+        }
+        // One NHS number on two records whose other details say different people.
+        let best_record = &self.entries[best.best_position].record;
+        let best_gamma = compare(record, best_record);
+        if best_gamma.level(CompField::NhsNumber) == Some(0) {
+            let without = probability(model.weight_without_nhs_number(&best_gamma, record));
+            let dob_disagrees = best_gamma.level(CompField::DateOfBirth).is_some_and(|level| level >= 3);
+            let given_disagrees =
+                best_gamma.level(CompField::GivenName).is_some_and(|level| usize::from(level) + 1 == CompField::GivenName.levels().len());
+            if without < thresholds.lower && (dob_disagrees || given_disagrees) {
+                return review(ReviewReason::SharedNhsNumber);
+            }
+        }
+        // The link is refused when the record conflicts strongly with any record of the person.
+        for &member in self.persons[best.person as usize].members.iter().filter(|&&member| member != position) {
+            let other = &self.entries[member].record;
+            let gamma = if member == best.best_position { best_gamma } else { compare(record, other) };
+            if gamma.level(CompField::NhsNumber) == Some(1) {
+                return review(ReviewReason::NhsNumberConflict);
+            }
+            if let (Some(a), Some(b)) = (&record.record.name_suffix, &other.record.name_suffix)
+                && a != b
+            {
+                return review(ReviewReason::GenerationConflict);
+            }
+            if member != best.best_position && probability(model.weight(&gamma, record)) < thresholds.lower {
+                return review(ReviewReason::ConflictWithPerson);
+            }
+        }
+        Decision {
+            kind: DecisionKind::Linked,
+            person: best.person,
+            probability: Some(best.probability),
+            matched_position: Some(best.best_position),
+            candidates,
+            reason: None,
+        }
+    }
+
+    /// Applies a decision: the record joins its person, or a new (provisional) one.
+    /// `reuse` is a person the record may keep when it would otherwise start one (an
+    /// updated record that was alone), so person ids already given out stay stable.
+    /// Returns the person and, if a person was left empty, that person.
+    pub fn apply(&mut self, position: usize, decision: &mut Decision) -> Option<PersonKey> {
+        let old = self.entries[position].person;
+        let old_alone = old != PersonKey::MAX && self.persons[old as usize].members == [position];
+        let person = match decision.kind {
+            DecisionKind::Linked => decision.person,
+            DecisionKind::New | DecisionKind::Review if old_alone => {
+                self.persons[old as usize].provisional = decision.kind == DecisionKind::Review;
+                old
+            }
+            DecisionKind::New => self.new_person(false),
+            DecisionKind::Review => self.new_person(true),
+        };
+        decision.person = person;
+        self.entries[position].decision = decision.kind;
+        self.entries[position].probability = decision.probability;
+        if person != old {
+            self.assign(position, person);
+        }
+        (old != PersonKey::MAX && old != person && self.persons[old as usize].members.is_empty()).then_some(old)
+    }
+
+    /// The score and explanation of the decision's best pair, for the link evidence.
+    pub fn evidence(&self, position: usize, decision: &Decision, model: &Model) -> Option<Score> {
+        let matched = decision.matched_position?;
+        let record = &self.entries[position].record;
+        let gamma = compare(record, &self.entries[matched].record);
+        Some(model.score(&gamma, record))
+    }
+
+    /// Golden-record NHS number of every person: the valid NHS number held by most of
+    /// its records; ties go to the most recent record (highest id).
+    pub fn person_nhs_numbers(&self) -> Vec<Option<&str>> {
+        self.persons
+            .iter()
+            .map(|person| {
+                let mut counts: Vec<(&str, usize, u64)> = Vec::new();
+                for &member in &person.members {
+                    let entry = &self.entries[member];
+                    if let Some(nhs) = entry.record.record.nhs_number.as_deref() {
+                        match counts.iter_mut().find(|(value, _, _)| *value == nhs) {
+                            Some(slot) => {
+                                slot.1 += 1;
+                                slot.2 = slot.2.max(entry.id);
+                            }
+                            None => counts.push((nhs, 1, entry.id)),
+                        }
+                    }
+                }
+                counts.into_iter().max_by_key(|&(_, count, last)| (count, last)).map(|(nhs, _, _)| nhs)
+            })
+            .collect()
+    }
+}
+
+/// Scores candidate pairs with a model: (candidate, gamma) to (candidate, gamma, weight).
+pub fn score_pairs(record: &ComparableRecord, pairs: &[(usize, Gamma)], model: &Model) -> Vec<ScoredCandidate> {
+    pairs.iter().map(|&(candidate, gamma)| (candidate, gamma, model.weight(&gamma, record))).collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,150 @@
+use mpi_matching::{ComparableRecord, Demographics, NormalizeOptions, Normalizer, default_model};
+
+use super::*;
+
+fn normalizer() -> Normalizer {
+    Normalizer::new(NormalizeOptions {
+        today: mpi_matching::BirthDate { year: 2026, month: 11, day: 24 },
+        refuse_test_nhs_numbers: false,
+    })
+}
+
+/// `given family dob [nhs]` plus a shared address, like records of one household.
+fn person(given: &str, family: &str, dob: &str, nhs: Option<&str>) -> Demographics {
+    Demographics {
+        given_name: Some(given.to_owned()),
+        family_name: Some(family.to_owned()),
+        date_of_birth: Some(dob.to_owned()),
+        nhs_number: nhs.map(str::to_owned),
+        address_line1: Some("12 Acacia Avenue".to_owned()),
+        postcode: Some("LS1 4AB".to_owned()),
+        phone: Some("0113 496 0000".to_owned()),
+        ..Demographics::default()
+    }
+}
+
+struct Harness {
+    linker: Linker,
+    model: Model,
+    normalizer: Normalizer,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness { linker: Linker::default(), model: default_model(), normalizer: normalizer() }
+    }
+
+    /// Adds a record and links it the way both engines do: candidates are every
+    /// earlier record (the index's job is tested elsewhere).
+    fn add(&mut self, raw: Demographics) -> Decision {
+        let (normalized, _) = self.normalizer.normalize(&raw);
+        let record = ComparableRecord::new(normalized, self.normalizer.nicknames());
+        let id = self.linker.entries.len() as u64 + 1;
+        self.linker.entries.push(Entry {
+            id,
+            source_system: "test".to_owned(),
+            local_id: id.to_string(),
+            record,
+            person: PersonKey::MAX,
+            decision: DecisionKind::New,
+            probability: None,
+        });
+        let position = self.linker.entries.len() - 1;
+        let pairs: Vec<(usize, Gamma)> = (0..position)
+            .map(|candidate| {
+                (candidate, compare(&self.linker.entries[position].record, &self.linker.entries[candidate].record))
+            })
+            .collect();
+        let scored = score_pairs(&self.linker.entries[position].record, &pairs, &self.model);
+        let mut decision = self.linker.decide(position, &scored, &self.model, Thresholds::DEFAULT);
+        self.linker.apply(position, &mut decision);
+        decision
+    }
+
+    fn same_person(&self, a: usize, b: usize) -> bool {
+        self.linker.entries[a].person == self.linker.entries[b].person
+    }
+}
+
+#[test]
+fn first_record_starts_a_person_and_a_duplicate_links() {
+    let mut harness = Harness::new();
+    assert_eq!(harness.add(person("Ada", "Lovelace", "1815-12-10", Some("9434765919"))).kind, DecisionKind::New);
+    let decision = harness.add(person("ADA", "lovelace", "10/12/1815", Some("943 476 5919")));
+    assert_eq!(decision.kind, DecisionKind::Linked);
+    assert!(harness.same_person(0, 1));
+}
+
+#[test]
+fn twins_without_nhs_numbers_are_not_linked() {
+    let mut harness = Harness::new();
+    harness.add(person("Thomas", "Babbage", "2001-05-05", None));
+    let decision = harness.add(person("Edward", "Babbage", "2001-05-05", None));
+    assert_ne!(decision.kind, DecisionKind::Linked);
+    assert!(!harness.same_person(0, 1));
+}
+
+#[test]
+fn junior_and_senior_are_not_linked() {
+    let mut harness = Harness::new();
+    harness.add(person("Charles", "Babbage", "1951-12-26", None));
+    let decision = harness.add(person("Charles", "Babbage", "1979-03-02", None));
+    assert_ne!(decision.kind, DecisionKind::Linked);
+}
+
+#[test]
+fn two_valid_nhs_numbers_never_share_a_person() {
+    let mut harness = Harness::new();
+    harness.add(person("Ada", "Lovelace", "1815-12-10", Some("9434765919")));
+    // Everything agrees but the NHS number, which is valid and different.
+    let decision = harness.add(person("Ada", "Lovelace", "1815-12-10", Some("9990001235")));
+    assert_ne!(decision.kind, DecisionKind::Linked);
+    assert!(!harness.same_person(0, 1));
+}
+
+#[test]
+fn one_nhs_number_on_mother_and_newborn_is_a_review() {
+    let mut harness = Harness::new();
+    harness.add(person("Mary", "Shelley", "1990-08-30", Some("9434765919")));
+    let decision = harness.add(person("Baby", "Shelley", "2026-11-01", Some("9434765919")));
+    assert_eq!(decision.kind, DecisionKind::Review);
+    assert!(!harness.same_person(0, 1));
+}
+
+#[test]
+fn no_transitive_chaining() {
+    let mut harness = Harness::new();
+    // A and B are one person.
+    harness.add(person("Robert", "Owen", "1971-05-14", Some("9434765919")));
+    assert_eq!(harness.add(person("Bob", "Owen", "1971-05-14", Some("9434765919"))).kind, DecisionKind::Linked);
+    // C matches B's values closely on its own but contradicts A's NHS number.
+    let decision = harness.add(Demographics {
+        nhs_number: Some("9990001235".to_owned()),
+        ..person("Bob", "Owen", "1971-05-14", None)
+    });
+    assert_ne!(decision.kind, DecisionKind::Linked);
+    assert!(!harness.same_person(0, 2));
+}
+
+#[test]
+fn several_persons_above_the_threshold_open_a_review() {
+    let mut harness = Harness::new();
+    // Two persons who are certainly different (different NHS numbers)...
+    harness.add(person("Ada", "Lovelace", "1815-12-10", Some("9434765919")));
+    harness.add(Demographics { postcode: Some("SW1A 1AA".into()), address_line1: Some("1 Mall".into()), phone: None, ..person("Ada", "Lovelace", "1815-12-10", Some("9990001235")) });
+    assert!(!harness.same_person(0, 1));
+    // ...and a record without an NHS number that matches both.
+    let decision = harness.add(Demographics { address_line1: None, postcode: None, phone: None, ..person("Ada", "Lovelace", "1815-12-10", None) });
+    assert_eq!(decision.kind, DecisionKind::Review);
+    assert!(decision.candidates.len() >= 2);
+}
+
+#[test]
+fn golden_nhs_number_is_the_most_frequent() {
+    let mut harness = Harness::new();
+    harness.add(person("Ada", "Lovelace", "1815-12-10", Some("9434765919")));
+    harness.add(person("Ada", "Lovelace", "1815-12-10", None));
+    let numbers = harness.linker.person_nhs_numbers();
+    let person = harness.linker.entries[1].person as usize;
+    assert_eq!(numbers[person], Some("9434765919"));
+}

@@ -1,0 +1,814 @@
+//! `mpi link`: reconcile input files against the store, in batch or one row at a
+//! time, and report every row's person and decision.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use mpi_index::RecordId;
+use mpi_matching::{
+    ComparableRecord, Gamma, Issue, Model, MatchError, PatternCounts, TermFrequencies, Thresholds, TrainOptions,
+    blocking_keys, compare,
+};
+use rayon::prelude::*;
+
+use crate::engine::{Decision, DecisionKind, Entry, PersonKey, ScoredCandidate, score_pairs};
+use crate::input::{InputRow, RowError};
+use crate::store::{Batch, LinkWrite, RecordWrite, ReviewWrite};
+use crate::workspace::{INDEX_WRITER_BUDGET, Workspace, WorkspaceError, index_payload};
+
+/// The shipped default model, trained on synthetic UK data (`data/default_model.json`).
+pub const DEFAULT_MODEL_JSON: &str = include_str!("../data/default_model.json");
+
+/// How `mpi link` runs.
+#[derive(Clone, Debug)]
+pub struct LinkOptions {
+    /// Decision thresholds.
+    pub thresholds: Thresholds,
+    /// Most candidates the index returns per record.
+    pub max_candidates: usize,
+    /// Score and report without writing anything.
+    pub dry_run: bool,
+    /// A model to use instead of the store's.
+    pub model: Option<Model>,
+    /// Seed for training's random pairs.
+    pub seed: u64,
+    /// Process rows one at a time through the online path (same decisions).
+    pub online: bool,
+}
+
+impl Default for LinkOptions {
+    fn default() -> LinkOptions {
+        LinkOptions {
+            thresholds: Thresholds::DEFAULT,
+            max_candidates: DEFAULT_MAX_CANDIDATES,
+            dry_run: false,
+            model: None,
+            seed: 42,
+            online: false,
+        }
+    }
+}
+
+/// Default bound on candidates per record.
+pub const DEFAULT_MAX_CANDIDATES: usize = 20;
+
+/// Where the model came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelSource {
+    /// Given with `--model`.
+    File,
+    /// The store's latest version.
+    Store,
+    /// Trained by this run on the store's records.
+    Trained,
+    /// The shipped default, because there were too few records to train.
+    Default(String),
+}
+
+/// One input row's outcome, in input order.
+#[derive(Clone, Debug)]
+pub struct RowOutcome {
+    /// File index.
+    pub file: usize,
+    /// Line in the file.
+    pub line: u64,
+    /// Source system.
+    pub source_system: String,
+    /// Local id.
+    pub local_id: String,
+    /// Position of the record in the linker (None when rejected).
+    pub position: Option<usize>,
+    /// The decision word: linked, new, review, unchanged-as-before, or rejected.
+    pub decision: String,
+    /// Probability of the best match.
+    pub probability: Option<f64>,
+}
+
+/// A review opened by the run.
+#[derive(Clone, Debug)]
+pub struct OpenedReview {
+    /// Review id.
+    pub id: String,
+    /// Position of the record in review.
+    pub position: usize,
+    /// Position of the best candidate record.
+    pub best_position: usize,
+    /// Best probability.
+    pub probability: f64,
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// What a link run did.
+#[derive(Debug, Default)]
+pub struct LinkReport {
+    /// Rows read from the files (including rejected ones).
+    pub n_rows: usize,
+    /// Rows rejected.
+    pub n_rejected: usize,
+    /// Rows that repeated an earlier row's (source, local id) in the same input.
+    pub n_repeated: usize,
+    /// Re-sent records whose values had not changed.
+    pub n_unchanged: usize,
+    /// Decisions.
+    pub n_linked: usize,
+    /// New persons started.
+    pub n_new: usize,
+    /// Reviews opened.
+    pub n_review: usize,
+    /// Values ignored for matching (unusable values).
+    pub n_issues: usize,
+    /// Candidate pairs scored.
+    pub n_pairs: u64,
+    /// Persons in the store after the run.
+    pub n_persons: usize,
+    /// Records in the store after the run.
+    pub n_records: usize,
+    /// Model version used.
+    pub model_version: u32,
+    /// Where the model came from.
+    pub model_source: Option<ModelSource>,
+    /// Seconds per stage.
+    pub stages: Vec<(&'static str, f64)>,
+    /// Outcome of every input row, in input order.
+    pub outcomes: Vec<RowOutcome>,
+    /// Reviews opened.
+    pub reviews: Vec<OpenedReview>,
+    /// Issues per outcome row: (row index in outcomes, issue).
+    pub issues: Vec<(usize, Issue)>,
+    /// Candidate sets, when asked for (position to candidate positions), for eval.
+    pub candidate_sets: Option<Vec<(usize, Vec<usize>)>>,
+}
+
+struct Stopwatch {
+    start: Instant,
+    stages: Vec<(&'static str, f64)>,
+}
+
+impl Stopwatch {
+    fn lap(&mut self, stage: &'static str) {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let before: f64 = self.stages.iter().map(|(_, seconds)| seconds).sum();
+        self.stages.push((stage, elapsed - before));
+        tracing::debug!(stage, seconds = elapsed - before, "stage done");
+    }
+}
+
+/// A row prepared for linking.
+struct Prepared {
+    outcome_index: usize,
+    row: InputRow,
+    /// Moved into the linker once the record has a position.
+    record: Option<ComparableRecord>,
+    issues: Vec<Issue>,
+    keys: Vec<String>,
+}
+
+/// Errors of a link run (input problems are reported before this point).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The data folder failed.
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::error::StoreError),
+    /// The index failed.
+    #[error("blocking index failed")]
+    Index(#[from] mpi_index::IndexError),
+    /// The online path needs a model.
+    #[error("online linking needs a trained model: run `mpi train` first or pass --model")]
+    NoModel,
+    /// A model problem.
+    #[error(transparent)]
+    Model(#[from] MatchError),
+}
+
+/// Tells the progress display what is happening.
+pub trait Progress: Sync {
+    /// A new stage with `total` steps (0 when unknown).
+    fn stage(&self, name: &str, total: u64);
+    /// `n` more steps done.
+    fn advance(&self, n: u64);
+}
+
+/// No progress display.
+#[derive(Debug)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn stage(&self, _name: &str, _total: u64) {}
+    fn advance(&self, _n: u64) {}
+}
+
+/// Links rows (already read, in input order) into the workspace.
+///
+/// `rejected` are the rows the reader could not read; they are reported in order
+/// with the rest.
+///
+/// # Errors
+/// When the store or index fails; nothing is committed then.
+pub fn link(
+    workspace: &mut Workspace,
+    rows: Vec<InputRow>,
+    rejected: &[RowError],
+    options: &LinkOptions,
+    progress: &dyn Progress,
+    want_candidates: bool,
+) -> Result<LinkReport, LinkError> {
+    let mut clock = Stopwatch { start: Instant::now(), stages: Vec::new() };
+    let mut report = LinkReport { n_rows: rows.len() + rejected.len(), n_rejected: rejected.len(), ..LinkReport::default() };
+
+    // Outcomes in input order: merge read rows and rejected rows by (file, line).
+    let mut order: Vec<(usize, u64, Option<usize>)> = rows.iter().enumerate().map(|(i, row)| (row.file, row.line, Some(i))).collect();
+    order.extend(rejected.iter().map(|error| (error.file, error.line, None)));
+    order.sort_by_key(|&(file, line, _)| (file, line));
+    let mut outcome_of_row = vec![0; rows.len()];
+    let mut rejected_iter = {
+        let mut sorted: Vec<&RowError> = rejected.iter().collect();
+        sorted.sort_by_key(|error| (error.file, error.line));
+        sorted.into_iter()
+    };
+    for (outcome_index, &(file, line, row)) in order.iter().enumerate() {
+        match row {
+            Some(row_index) => {
+                outcome_of_row[row_index] = outcome_index;
+                let row = &rows[row_index];
+                report.outcomes.push(RowOutcome {
+                    file,
+                    line,
+                    source_system: row.source_system.clone(),
+                    local_id: row.local_id.clone(),
+                    position: None,
+                    decision: String::new(),
+                    probability: None,
+                });
+            }
+            None => {
+                let error = rejected_iter.next().expect("one rejected row per slot");
+                report.outcomes.push(RowOutcome {
+                    file,
+                    line,
+                    source_system: error.source_system.clone().unwrap_or_default(),
+                    local_id: error.local_id.clone().unwrap_or_default(),
+                    position: None,
+                    decision: "rejected".to_owned(),
+                    probability: None,
+                });
+            }
+        }
+    }
+
+    // A (source, local id) sent twice in one input: the last row wins, as it would
+    // online, and the earlier rows report the same outcome.
+    let mut last_row: HashMap<(&str, &str), usize> = HashMap::new();
+    for (index, row) in rows.iter().enumerate() {
+        last_row.insert((row.source_system.as_str(), row.local_id.as_str()), index);
+    }
+    let mut repeated_rows: Vec<(usize, usize)> = Vec::new();
+    let keep: Vec<bool> = rows
+        .iter()
+        .enumerate()
+        .map(|(index, row)| {
+            let last = last_row[&(row.source_system.as_str(), row.local_id.as_str())];
+            if last != index {
+                repeated_rows.push((outcome_of_row[index], outcome_of_row[last]));
+            }
+            last == index
+        })
+        .collect();
+    drop(last_row);
+    report.n_repeated = repeated_rows.len();
+
+    // Normalise and prepare in parallel.
+    progress.stage("normalising", rows.len() as u64);
+    let normalizer = &workspace.normalizer;
+    let mut prepared: Vec<Prepared> = rows
+        .into_par_iter()
+        .enumerate()
+        .filter(|(index, _)| keep[*index])
+        .map(|(index, row)| {
+            let (normalized, issues) = normalizer.normalize(&row.demographics);
+            let record = ComparableRecord::new(normalized, normalizer.nicknames());
+            let keys = blocking_keys(&record);
+            progress.advance(1);
+            Prepared { outcome_index: outcome_of_row[index], row, record: Some(record), issues, keys }
+        })
+        .collect();
+    for item in &prepared {
+        for issue in item.issues.iter().filter(|issue| issue.kind.value_ignored()) {
+            report.issues.push((item.outcome_index, *issue));
+        }
+    }
+    report.n_issues = report.issues.len();
+    clock.lap("normalise");
+
+    // Ids: a known (source, local id) keeps its record; the rest get new ids in input order.
+    let linker = &mut workspace.linker;
+    let existing: HashMap<(&str, &str), usize> = linker
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(position, entry)| ((entry.source_system.as_str(), entry.local_id.as_str()), position))
+        .collect();
+    let mut next_id = linker.entries.last().map_or(1, |entry| entry.id + 1);
+    // (prepared index, position, is_update)
+    let mut work: Vec<(usize, usize, bool)> = Vec::with_capacity(prepared.len());
+    let mut new_items: Vec<usize> = Vec::new();
+    let mut updates: Vec<(usize, usize)> = Vec::new();
+    for (item_index, item) in prepared.iter().enumerate() {
+        match existing.get(&(item.row.source_system.as_str(), item.row.local_id.as_str())) {
+            Some(&position) => updates.push((item_index, position)),
+            None => new_items.push(item_index),
+        }
+    }
+    drop(existing);
+    let mut unchanged: Vec<usize> = Vec::new();
+    for &(item_index, position) in &updates {
+        let unchanged_values = prepared[item_index]
+            .record
+            .as_ref()
+            .is_some_and(|record| record.record == linker.entries[position].record.record);
+        if unchanged_values {
+            unchanged.push(item_index);
+            let outcome = &mut report.outcomes[prepared[item_index].outcome_index];
+            outcome.position = Some(position);
+            outcome.decision = "unchanged".to_owned();
+        } else {
+            work.push((item_index, position, true));
+        }
+    }
+    report.n_unchanged = unchanged.len();
+    let first_new_position = linker.entries.len();
+    for &item_index in &new_items {
+        let item = &mut prepared[item_index];
+        linker.entries.push(Entry {
+            id: next_id,
+            source_system: item.row.source_system.clone(),
+            local_id: item.row.local_id.clone(),
+            record: item.record.take().expect("each prepared record is placed once"),
+            person: PersonKey::MAX,
+            decision: DecisionKind::New,
+            probability: None,
+        });
+        next_id += 1;
+        work.push((item_index, linker.entries.len() - 1, false));
+    }
+    // Updated records take their new values now; they are decided in input order
+    // with everything else.
+    for &(item_index, position, is_update) in &work {
+        if is_update {
+            linker.entries[position].record =
+                prepared[item_index].record.take().expect("each prepared record is placed once");
+        }
+    }
+    work.sort_by_key(|&(item_index, _, _)| prepared[item_index].outcome_index);
+
+    let model = resolve_model_early(workspace, options)?;
+    let result = if options.online {
+        let Some(model) = model else {
+            rollback_entries(workspace, first_new_position);
+            return Err(LinkError::NoModel);
+        };
+        link_online(workspace, &mut prepared, &work, model, options, &mut report, progress, &mut clock)
+    } else {
+        link_batch(workspace, &mut prepared, &work, model, options, &mut report, progress, &mut clock, want_candidates)
+    };
+    if let Err(error) = result {
+        rollback_entries(workspace, first_new_position);
+        return Err(error);
+    }
+    for (earlier, last) in repeated_rows {
+        let (position, decision, probability) = {
+            let outcome = &report.outcomes[last];
+            (outcome.position, outcome.decision.clone(), outcome.probability)
+        };
+        let outcome = &mut report.outcomes[earlier];
+        outcome.position = position;
+        outcome.decision = decision;
+        outcome.probability = probability;
+    }
+    // Unchanged records report their current decision.
+    for item_index in unchanged {
+        let outcome = &mut report.outcomes[prepared[item_index].outcome_index];
+        if let Some(position) = outcome.position {
+            let entry = &workspace.linker.entries[position];
+            outcome.decision = entry.decision.as_str().to_owned();
+            outcome.probability = entry.probability;
+        }
+    }
+    report.n_records = workspace.linker.entries.len();
+    report.n_persons = workspace.linker.persons.iter().filter(|person| !person.members.is_empty()).count();
+    report.stages = clock.stages;
+    Ok(report)
+}
+
+fn rollback_entries(workspace: &mut Workspace, first_new_position: usize) {
+    // Drop the run's new records from memory; the store was not written.
+    let linker = &mut workspace.linker;
+    for position in first_new_position..linker.entries.len() {
+        let person = linker.entries[position].person;
+        if person != PersonKey::MAX {
+            linker.persons[person as usize].members.retain(|&member| member != position);
+        }
+    }
+    linker.entries.truncate(first_new_position);
+}
+
+fn resolve_model_early(workspace: &Workspace, options: &LinkOptions) -> Result<Option<(Model, ModelSource)>, LinkError> {
+    if let Some(model) = &options.model {
+        return Ok(Some((model.clone(), ModelSource::File)));
+    }
+    Ok(workspace.store.latest_model()?.map(|model| (model, ModelSource::Store)))
+}
+
+/// Samples `n` random distinct pairs of positions, deterministically for a seed.
+pub fn random_pairs(n_records: usize, n: usize, seed: u64) -> Vec<(usize, usize)> {
+    if n_records < 2 {
+        return Vec::new();
+    }
+    let mut state = seed ^ 0x5DEE_CE66_D1CE_4E5B;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    (0..n)
+        .map(|_| {
+            let a = (next() % n_records as u64) as usize;
+            let mut b = (next() % (n_records as u64 - 1)) as usize;
+            if b >= a {
+                b += 1;
+            }
+            (a, b)
+        })
+        .collect()
+}
+
+/// Trains a model on the workspace's records with the given blocked-pair patterns.
+///
+/// # Errors
+/// [`MatchError::NotEnoughData`] when there is too little to learn from.
+pub fn train_model(
+    records: &[&ComparableRecord],
+    blocked: &PatternCounts,
+    seed: u64,
+) -> Result<Model, MatchError> {
+    let n_random = (records.len() * 2).clamp(10_000, 1_000_000);
+    let pairs = random_pairs(records.len(), n_random, seed);
+    let random: PatternCounts = pairs
+        .par_iter()
+        .fold(PatternCounts::new, |mut counts, &(a, b)| {
+            *counts.entry(compare(records[a], records[b]).pack()).or_default() += 1;
+            counts
+        })
+        .reduce(PatternCounts::new, merge_counts);
+    let options = TrainOptions { seed, ..TrainOptions::default() };
+    let mut model = mpi_matching::train(blocked, &random, &options)?;
+    model.training.n_records = records.len() as u64;
+    model.term_frequencies = Some(TermFrequencies::from_records(records.iter().copied()));
+    Ok(model)
+}
+
+fn merge_counts(mut a: PatternCounts, b: PatternCounts) -> PatternCounts {
+    for (pattern, count) in b {
+        *a.entry(pattern).or_default() += count;
+    }
+    a
+}
+
+/// The shipped default model.
+pub fn default_model() -> Model {
+    Model::from_json(DEFAULT_MODEL_JSON).expect("the shipped default model is valid")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn link_batch(
+    workspace: &mut Workspace,
+    prepared: &mut [Prepared],
+    work: &[(usize, usize, bool)],
+    model: Option<(Model, ModelSource)>,
+    options: &LinkOptions,
+    report: &mut LinkReport,
+    progress: &dyn Progress,
+    clock: &mut Stopwatch,
+    want_candidates: bool,
+) -> Result<(), LinkError> {
+    // Index the run's records (new ones added, updated ones replaced).
+    progress.stage("indexing", work.len() as u64);
+    {
+        let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;
+        for &(item_index, position, is_update) in work {
+            let id = workspace.linker.entries[position].id;
+            let keys = std::mem::take(&mut prepared[item_index].keys);
+            if is_update {
+                writer.update(id, &keys)?;
+            } else {
+                writer.add(id, &keys)?;
+            }
+            prepared[item_index].keys = keys;
+            progress.advance(1);
+        }
+        writer.commit("pending")?;
+    }
+    workspace.index.reload()?;
+    clock.lap("index");
+
+    // Candidates among the records before each one, as the online path would see them.
+    progress.stage("blocking and comparing", work.len() as u64);
+    let searcher = workspace.index.searcher();
+    let linker = &workspace.linker;
+    let in_run: HashMap<usize, usize> = work.iter().enumerate().map(|(order, &(_, position, _))| (position, order)).collect();
+    let compared: Vec<Result<Vec<(usize, Gamma)>, mpi_index::IndexError>> = work
+        .par_iter()
+        .enumerate()
+        .map(|(order, &(item_index, position, is_update))| {
+            let entry = &linker.entries[position];
+            let keys = &prepared[item_index].keys;
+            let below = if is_update { None } else { Some(entry.id) };
+            let candidates = searcher.candidates(keys, below, Some(entry.id), options.max_candidates)?;
+            let pairs = candidates
+                .into_iter()
+                .filter_map(|candidate| linker.position(candidate.record_id))
+                // An updated record sees only the run's records that came before it.
+                .filter(|candidate| !is_update || in_run.get(candidate).is_none_or(|&other| other < order))
+                .map(|candidate| (candidate, compare(&entry.record, &linker.entries[candidate].record)))
+                .collect();
+            progress.advance(1);
+            Ok(pairs)
+        })
+        .collect();
+    let compared: Vec<Vec<(usize, Gamma)>> = compared.into_iter().collect::<Result<_, _>>()?;
+    report.n_pairs = compared.iter().map(|pairs| pairs.len() as u64).sum();
+    if want_candidates {
+        report.candidate_sets = Some(
+            work.iter().zip(&compared).map(|(&(_, position, _), pairs)| (position, pairs.iter().map(|p| p.0).collect())).collect(),
+        );
+    }
+    clock.lap("block and compare");
+
+    // The model: given, stored, or trained now on every record in the store.
+    let (mut model, source) = match model {
+        Some(found) => found,
+        None => {
+            progress.stage("training", 0);
+            let blocked: PatternCounts = compared
+                .par_iter()
+                .fold(PatternCounts::new, |mut counts, pairs| {
+                    for (_, gamma) in pairs {
+                        *counts.entry(gamma.pack()).or_default() += 1;
+                    }
+                    counts
+                })
+                .reduce(PatternCounts::new, merge_counts);
+            let records: Vec<&ComparableRecord> = linker.entries.iter().map(|entry| &entry.record).collect();
+            match train_model(&records, &blocked, options.seed) {
+                Ok(model) => (model, ModelSource::Trained),
+                Err(MatchError::NotEnoughData(why)) => (default_model(), ModelSource::Default(why)),
+                Err(error) => return Err(error.into()),
+            }
+        }
+    };
+    if source == ModelSource::Trained && !options.dry_run {
+        workspace.store.save_model(&mut model)?;
+    }
+    report.model_version = model.version;
+    report.model_source = Some(source);
+    clock.lap("train");
+
+    progress.stage("scoring", work.len() as u64);
+    let linker = &workspace.linker;
+    let scored: Vec<Vec<ScoredCandidate>> = work
+        .par_iter()
+        .zip(&compared)
+        .map(|(&(_, position, _), pairs)| {
+            progress.advance(1);
+            score_pairs(&linker.entries[position].record, pairs, &model)
+        })
+        .collect();
+    drop(compared);
+    clock.lap("score");
+
+    progress.stage("deciding", work.len() as u64);
+    let mut decisions: Vec<Decision> = Vec::with_capacity(work.len());
+    let mut retired: Vec<(PersonKey, PersonKey)> = Vec::new();
+    for (&(_, position, _), candidates) in work.iter().zip(&scored) {
+        let mut decision = workspace.linker.decide(position, candidates, &model, options.thresholds);
+        if let Some(emptied) = workspace.linker.apply(position, &mut decision) {
+            retired.push((emptied, decision.person));
+        }
+        decisions.push(decision);
+        progress.advance(1);
+    }
+    drop(scored);
+    clock.lap("decide");
+
+    record_outcomes(workspace, prepared, work, &decisions, report);
+    if !options.dry_run {
+        progress.stage("writing", 0);
+        let generation = write_results(workspace, prepared, work, &decisions, &retired, &model, options.thresholds, report)?;
+        let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;
+        writer.commit(&index_payload(generation))?;
+        workspace.index.reload()?;
+    } else {
+        // Leave the index as the store knows it.
+        let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;
+        for &(_, position, is_update) in work {
+            if !is_update {
+                writer.delete(workspace.linker.entries[position].id)?;
+            }
+        }
+        writer.commit(&index_payload(workspace.store.generation()?))?;
+        drop(writer);
+        if work.iter().any(|&(_, _, is_update)| is_update) {
+            workspace.rebuilt_index = false;
+            // Updated records changed keys in the index: rebuild it from the store.
+            let dir = workspace.dir.clone();
+            let options = workspace.normalize_options.clone();
+            *workspace = Workspace::open(&dir, options)?;
+        }
+    }
+    clock.lap("write");
+    Ok(())
+}
+
+fn record_outcomes(
+    workspace: &Workspace,
+    prepared: &[Prepared],
+    work: &[(usize, usize, bool)],
+    decisions: &[Decision],
+    report: &mut LinkReport,
+) {
+    for (&(item_index, position, _), decision) in work.iter().zip(decisions) {
+        let outcome = &mut report.outcomes[prepared[item_index].outcome_index];
+        outcome.position = Some(position);
+        outcome.decision = decision.kind.as_str().to_owned();
+        outcome.probability = decision.probability;
+        match decision.kind {
+            DecisionKind::Linked => report.n_linked += 1,
+            DecisionKind::New => report.n_new += 1,
+            DecisionKind::Review => {
+                report.n_review += 1;
+                report.reviews.push(OpenedReview {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    position,
+                    best_position: decision.matched_position.unwrap_or(position),
+                    probability: decision.probability.unwrap_or_default(),
+                    reason: decision.reason.map_or("", |reason| reason.as_str()),
+                });
+            }
+        }
+    }
+    let _ = workspace;
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_results(
+    workspace: &mut Workspace,
+    prepared: &[Prepared],
+    work: &[(usize, usize, bool)],
+    decisions: &[Decision],
+    retired: &[(PersonKey, PersonKey)],
+    model: &Model,
+    thresholds: Thresholds,
+    report: &LinkReport,
+) -> Result<u64, LinkError> {
+    let linker = &workspace.linker;
+    let evidence: Vec<Option<String>> = work
+        .par_iter()
+        .zip(decisions)
+        .map(|(&(_, position, _), decision)| {
+            (decision.kind != DecisionKind::New)
+                .then(|| linker.evidence(position, decision, model))
+                .flatten()
+                .map(|score| serde_json::to_string(&score).expect("a score serialises"))
+        })
+        .collect();
+    let mut batch = Batch::default();
+    let mut seen_new_persons = std::collections::HashSet::new();
+    let review_by_position: HashMap<usize, &OpenedReview> = report.reviews.iter().map(|review| (review.position, review)).collect();
+    for ((&(item_index, position, _), decision), evidence) in work.iter().zip(decisions).zip(&evidence) {
+        let item = &prepared[item_index];
+        let entry = &linker.entries[position];
+        let person = &linker.persons[decision.person as usize];
+        batch.records.push(RecordWrite {
+            id: entry.id,
+            source_system: &entry.source_system,
+            local_id: &entry.local_id,
+            raw: &item.row.demographics,
+            normalized: &entry.record.record,
+            issues: &item.issues,
+            person_id: &person.id,
+            decision: decision.kind.as_str(),
+            probability: decision.probability,
+        });
+        if person.is_new && seen_new_persons.insert(decision.person) {
+            batch.new_persons.push((person.id.clone(), person.provisional));
+        }
+        batch.links.push(LinkWrite {
+            record_id: entry.id,
+            person_id: &person.id,
+            matched_record_id: (decision.kind == DecisionKind::Linked)
+                .then(|| decision.matched_position.map(|matched| linker.entries[matched].id))
+                .flatten(),
+            method: "automatic",
+            probability: decision.probability,
+            evidence: if decision.kind == DecisionKind::Linked { evidence.clone() } else { None },
+            model_version: Some(model.version),
+            upper: thresholds.upper,
+            lower: thresholds.lower,
+        });
+        if let Some(review) = review_by_position.get(&position) {
+            batch.reviews.push(ReviewWrite {
+                id: &review.id,
+                record_id: entry.id,
+                candidate_persons: serde_json::to_string(&decision.candidates).expect("candidates serialise"),
+                best_record_id: decision.matched_position.map(|matched| linker.entries[matched].id),
+                probability: review.probability,
+                reason: review.reason,
+                evidence: evidence.clone(),
+            });
+        }
+    }
+    for &(emptied, survivor) in retired {
+        batch.retired_persons.push((linker.persons[emptied as usize].id.clone(), linker.persons[survivor as usize].id.clone()));
+    }
+    let generation = workspace.store.write_batch(&batch)?;
+    for person in &mut workspace.linker.persons {
+        person.is_new = false;
+    }
+    Ok(generation)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn link_online(
+    workspace: &mut Workspace,
+    prepared: &mut [Prepared],
+    work: &[(usize, usize, bool)],
+    model: (Model, ModelSource),
+    options: &LinkOptions,
+    report: &mut LinkReport,
+    progress: &dyn Progress,
+    clock: &mut Stopwatch,
+) -> Result<(), LinkError> {
+    let (model, source) = model;
+    report.model_version = model.version;
+    report.model_source = Some(source);
+    progress.stage("linking one by one", work.len() as u64);
+    let mut decisions = Vec::with_capacity(work.len());
+    for (step, &(item_index, position, is_update)) in work.iter().enumerate() {
+        let id = workspace.linker.entries[position].id;
+        // The index holds exactly the records that arrived before this one.
+        let candidates = workspace.index.candidates(&prepared[item_index].keys, None, Some(id), options.max_candidates)?;
+        let linker = &workspace.linker;
+        let record = &linker.entries[position].record;
+        let pairs: Vec<(usize, Gamma)> = candidates
+            .into_iter()
+            .filter_map(|candidate| linker.position(candidate.record_id))
+            .map(|candidate| (candidate, compare(record, &linker.entries[candidate].record)))
+            .collect();
+        report.n_pairs += pairs.len() as u64;
+        let scored = score_pairs(record, &pairs, &model);
+        let mut decision = workspace.linker.decide(position, &scored, &model, options.thresholds);
+        let retired: Vec<(PersonKey, PersonKey)> =
+            workspace.linker.apply(position, &mut decision).map(|emptied| (emptied, decision.person)).into_iter().collect();
+        let single = [(item_index, position, is_update)];
+        let mut step_report = LinkReport { outcomes: std::mem::take(&mut report.outcomes), ..LinkReport::default() };
+        record_outcomes(workspace, prepared, &single, std::slice::from_ref(&decision), &mut step_report);
+        report.outcomes = std::mem::take(&mut step_report.outcomes);
+        report.n_linked += step_report.n_linked;
+        report.n_new += step_report.n_new;
+        report.n_review += step_report.n_review;
+        report.reviews.extend(step_report.reviews.iter().cloned());
+        if !options.dry_run {
+            let generation = write_results(
+                workspace,
+                prepared,
+                &single,
+                std::slice::from_ref(&decision),
+                &retired,
+                &model,
+                options.thresholds,
+                &step_report,
+            )?;
+            let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;
+            let keys: &[String] = &prepared[item_index].keys;
+            if is_update {
+                writer.update(id, keys)?;
+            } else {
+                writer.add(id as RecordId, keys)?;
+            }
+            writer.commit(&index_payload(generation))?;
+            workspace.index.reload()?;
+        }
+        decisions.push(decision);
+        progress.advance(1);
+        let _ = step;
+    }
+    clock.lap("link online");
+    Ok(())
+}

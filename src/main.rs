@@ -1,0 +1,503 @@
+//! `mpi`: the master person index command line.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use mpi::commands;
+use mpi::input::{ColumnMap, read_csv};
+use mpi::link::{DEFAULT_MAX_CANDIDATES, LinkOptions, ModelSource, Progress};
+use mpi::output;
+use mpi::{Workspace, normalize_options};
+use mpi_matching::{Model, Thresholds};
+
+/// Master person index and record linkage for health and social care records.
+#[derive(Debug, Parser)]
+#[command(name = "mpi", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Reconcile CSV files against the store: every row gets a person id and a decision.
+    Link(LinkArgs),
+    /// Train a new model version on the store's own records (no labels needed).
+    Train(TrainArgs),
+    /// Measure the store's persons against a truth file.
+    Eval(EvalArgs),
+    /// Explain the score of two stored records, field by field.
+    Explain(ExplainArgs),
+    /// Write every record in the store with its person id.
+    Export(ExportArgs),
+    /// Generate synthetic UK care records and a truth file.
+    Synth(SynthArgs),
+}
+
+#[derive(Debug, Args)]
+struct DataArgs {
+    /// The data folder (SQLite store and blocking index).
+    #[arg(long, default_value = "./mpi-data")]
+    data: PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Refuse NHS numbers starting 999 (test and synthetic numbers).
+    #[arg(long)]
+    refuse_test_nhs_numbers: bool,
+}
+
+#[derive(Debug, Args)]
+struct LinkArgs {
+    /// CSV files to reconcile, together, in order.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Results file; FILE.reviews.csv and FILE.errors.csv are written beside it.
+    #[arg(long, default_value = "results.csv")]
+    out: PathBuf,
+    /// Source system for files without a source_system column (default: the file name).
+    #[arg(long)]
+    source: Option<String>,
+    /// Column mapping COLUMN=FIELD, FIELD a canonical column or id:SYSTEM (repeatable).
+    #[arg(long = "map", value_name = "COLUMN=FIELD")]
+    map: Vec<String>,
+    /// A file of COLUMN=FIELD lines.
+    #[arg(long)]
+    map_file: Option<PathBuf>,
+    /// Use this model file instead of the store's.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// A config file of `key = value` lines: upper, lower, max_candidates.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Upper threshold: link at or above this probability.
+    #[arg(long)]
+    upper: Option<f64>,
+    /// Lower threshold: a new person below this probability; review in between.
+    #[arg(long)]
+    lower: Option<f64>,
+    /// Most candidates per record from the blocking index.
+    #[arg(long)]
+    max_candidates: Option<usize>,
+    /// Score and report without writing anything to the store.
+    #[arg(long)]
+    dry_run: bool,
+    /// Fail the whole run, writing nothing, if any row is rejected.
+    #[arg(long)]
+    strict: bool,
+    /// Seed for training's random pairs.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Send rows one at a time through the online path (for checking batch/online agreement).
+    #[arg(long, hide = true)]
+    online: bool,
+}
+
+#[derive(Debug, Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Seed for the random pairs.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Also write the model to this JSON file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Most candidates per record from the blocking index.
+    #[arg(long, default_value_t = DEFAULT_MAX_CANDIDATES)]
+    max_candidates: usize,
+}
+
+#[derive(Debug, Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Truth file: source_system, local_id, person_id[, hard_group].
+    #[arg(long)]
+    truth: Vec<PathBuf>,
+    /// Most candidates per record from the blocking index.
+    #[arg(long, default_value_t = DEFAULT_MAX_CANDIDATES)]
+    max_candidates: usize,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ExplainArgs {
+    /// First record, SOURCE:LOCAL_ID.
+    first: String,
+    /// Second record, SOURCE:LOCAL_ID.
+    second: String,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Use this model file instead of the store's.
+    #[arg(long)]
+    model: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Output CSV file.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct SynthArgs {
+    /// Number of people.
+    #[arg(long)]
+    people: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Records file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Truth file (default: OUT with `_truth` before the extension).
+    #[arg(long)]
+    truth: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Link(args) => link(args),
+        Command::Train(args) => train(args),
+        Command::Eval(args) => eval(args),
+        Command::Explain(args) => explain(args),
+        Command::Export(args) => export(args),
+        Command::Synth(args) => synth(args),
+    }
+}
+
+fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(threads) = threads {
+        if threads == 0 {
+            bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("setting the thread count")?;
+    }
+    Ok(())
+}
+
+fn open_workspace(data: &DataArgs) -> Result<Workspace> {
+    set_threads(data.threads)?;
+    Workspace::open(&data.data, normalize_options(data.refuse_test_nhs_numbers))
+        .with_context(|| format!("opening the data folder {}", data.data.display()))
+}
+
+fn read_model(path: &Path) -> Result<Model> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the model {}", path.display()))?;
+    Model::from_json(&text).with_context(|| format!("reading the model {}", path.display()))
+}
+
+/// A progress bar on standard error, drawn only on a terminal.
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn stage(&self, name: &str, total: u64) {
+        self.0.set_length(total);
+        self.0.set_position(0);
+        self.0.set_message(name.to_owned());
+    }
+
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+}
+
+#[derive(Debug, Default)]
+struct ConfigFile {
+    upper: Option<f64>,
+    lower: Option<f64>,
+    max_candidates: Option<usize>,
+}
+
+fn read_config(path: &Path) -> Result<ConfigFile> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the config {}", path.display()))?;
+    let mut config = ConfigFile::default();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .with_context(|| format!("{} line {}: expected key = value", path.display(), number + 1))?;
+        let value = value.trim();
+        let bad = || format!("{} line {}: bad value for {}", path.display(), number + 1, key.trim());
+        match key.trim() {
+            "upper" => config.upper = Some(value.parse().with_context(bad)?),
+            "lower" => config.lower = Some(value.parse().with_context(bad)?),
+            "max_candidates" => config.max_candidates = Some(value.parse().with_context(bad)?),
+            other => bail!("{} line {}: unknown key {other:?}", path.display(), number + 1),
+        }
+    }
+    Ok(config)
+}
+
+fn link(args: LinkArgs) -> Result<ExitCode> {
+    let started = Instant::now();
+    let config = match &args.config {
+        Some(path) => read_config(path)?,
+        None => ConfigFile::default(),
+    };
+    let thresholds = Thresholds {
+        upper: args.upper.or(config.upper).unwrap_or(Thresholds::DEFAULT.upper),
+        lower: args.lower.or(config.lower).unwrap_or(Thresholds::DEFAULT.lower),
+    }
+    .validate()?;
+    let max_candidates = args.max_candidates.or(config.max_candidates).unwrap_or(DEFAULT_MAX_CANDIDATES);
+    if max_candidates == 0 {
+        bail!("--max-candidates must be at least 1");
+    }
+    if args.online && args.dry_run {
+        bail!("--online and --dry-run cannot be combined");
+    }
+    let mut map = ColumnMap::parse(&args.map)?;
+    if let Some(path) = &args.map_file {
+        map.extend(ColumnMap::from_file(path)?);
+    }
+    let model = args.model.as_deref().map(read_model).transpose()?;
+
+    // Read every file first: a malformed file fails the run before anything is written.
+    let mut rows = Vec::new();
+    let mut rejected = Vec::new();
+    for (index, path) in args.files.iter().enumerate() {
+        let file = read_csv(path, index, &map, args.source.as_deref())?;
+        rows.extend(file.rows);
+        rejected.extend(file.rejected);
+    }
+    if args.strict && !rejected.is_empty() {
+        for error in rejected.iter().take(20) {
+            eprintln!(
+                "{} line {}: {}: {}",
+                args.files[error.file].display(),
+                error.line,
+                error.field,
+                error.reason
+            );
+        }
+        bail!("{} row(s) rejected under --strict; nothing was written", rejected.len());
+    }
+
+    let mut workspace = open_workspace(&args.data)?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg:<24} [{bar:30}] {pos}/{len} {elapsed}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let progress = Bar(bar);
+    let options = LinkOptions {
+        thresholds,
+        max_candidates,
+        dry_run: args.dry_run,
+        model,
+        seed: args.seed,
+        online: args.online,
+    };
+    let report = mpi::link(&mut workspace, rows, &rejected, &options, &progress, false)?;
+    progress.0.finish_and_clear();
+
+    let write = |path: &Path, what: &dyn Fn(BufWriter<File>) -> csv::Result<()>| -> Result<()> {
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        what(BufWriter::new(file)).with_context(|| format!("writing {}", path.display()))
+    };
+    let reviews_path = output::sibling(&args.out, ".reviews.csv");
+    let errors_path = output::sibling(&args.out, ".errors.csv");
+    write(&args.out, &|out| output::write_results(out, &report, &workspace.linker, &args.files))?;
+    write(&reviews_path, &|out| output::write_reviews(out, &report, &workspace.linker))?;
+    write(&errors_path, &|out| output::write_errors(out, &report, &rejected, &args.files))?;
+
+    let mut stdout = std::io::stdout().lock();
+    let decided = (report.n_linked + report.n_new + report.n_review).max(1);
+    writeln!(stdout, "{}", if args.dry_run { "mpi link (dry run: nothing written)" } else { "mpi link" })?;
+    writeln!(stdout, "  rows read          {:>10}", report.n_rows)?;
+    writeln!(stdout, "  rejected           {:>10}", report.n_rejected)?;
+    if report.n_repeated > 0 {
+        writeln!(stdout, "  repeated in input  {:>10}  (the last row of a record wins)", report.n_repeated)?;
+    }
+    if report.n_unchanged > 0 {
+        writeln!(stdout, "  unchanged          {:>10}  (re-sent with the same values)", report.n_unchanged)?;
+    }
+    writeln!(stdout, "  values ignored     {:>10}  (unusable values, see the errors file)", report.n_issues)?;
+    writeln!(stdout, "  auto-links         {:>10}", report.n_linked)?;
+    writeln!(stdout, "  new persons        {:>10}", report.n_new)?;
+    writeln!(
+        stdout,
+        "  reviews            {:>10}  ({:.2}% of decided records)",
+        report.n_review,
+        100.0 * report.n_review as f64 / decided as f64
+    )?;
+    writeln!(stdout, "  persons in store   {:>10}", report.n_persons)?;
+    writeln!(stdout, "  records in store   {:>10}", report.n_records)?;
+    writeln!(stdout, "  candidate pairs    {:>10}  ({:.2} per record)", report.n_pairs, report.n_pairs as f64 / decided as f64)?;
+    let model_note = match &report.model_source {
+        Some(ModelSource::File) => "given with --model".to_owned(),
+        Some(ModelSource::Store) => "the store's latest".to_owned(),
+        Some(ModelSource::Trained) => "trained now on the store's records (EM, no labels)".to_owned(),
+        Some(ModelSource::Default(why)) => format!("the shipped default: too few records to train ({why})"),
+        None => "none".to_owned(),
+    };
+    writeln!(stdout, "  model              {:>10}  ({model_note})", format!("v{}", report.model_version))?;
+    writeln!(stdout, "  thresholds         lower {} / upper {}", thresholds.lower, thresholds.upper)?;
+    let stages: Vec<String> = report.stages.iter().map(|(stage, seconds)| format!("{stage} {seconds:.2}s")).collect();
+    writeln!(stdout, "  time               {:>9.2}s  ({})", started.elapsed().as_secs_f64(), stages.join(", "))?;
+    writeln!(stdout, "  results            {}", args.out.display())?;
+    writeln!(stdout, "  reviews            {}", reviews_path.display())?;
+    writeln!(stdout, "  errors             {}", errors_path.display())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn train(args: TrainArgs) -> Result<ExitCode> {
+    let mut workspace = open_workspace(&args.data)?;
+    let model = commands::train(&mut workspace, args.max_candidates, args.seed)?;
+    if let Some(path) = &args.out {
+        std::fs::write(path, model.to_json()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "trained model v{} on {} records ({} candidate pairs, {} random pairs, {} EM iterations{})",
+        model.version,
+        model.training.n_records,
+        model.training.n_blocked_pairs,
+        model.training.n_random_pairs,
+        model.training.em_iterations,
+        if model.training.converged { "" } else { ", not converged" }
+    );
+    println!("  P(match) among candidate pairs {:.4}, among household pairs {:.4}", model.lambda, model.household_lambda);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eval(args: EvalArgs) -> Result<ExitCode> {
+    if args.truth.is_empty() {
+        bail!("give at least one --truth FILE");
+    }
+    let mut truth = Vec::new();
+    for path in &args.truth {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        truth.extend(mpi::eval::read_truth(file).with_context(|| format!("reading {}", path.display()))?);
+    }
+    let workspace = open_workspace(&args.data)?;
+    let evaluation = commands::eval(&workspace, &truth, args.max_candidates)?;
+    let report = &evaluation.report;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "records": evaluation.n_evaluated,
+                "missing": evaluation.n_missing,
+                "precision": report.precision,
+                "recall": report.recall,
+                "f1": report.f1,
+                "bcubed_precision": report.bcubed_precision,
+                "bcubed_recall": report.bcubed_recall,
+                "false_merges": report.false_merges,
+                "hard_groups": report.n_hard_groups,
+                "hard_groups_merged": report.hard_pairs_merged,
+                "in_review": evaluation.n_review,
+                "pair_completeness": evaluation.pair_completeness,
+                "candidates_per_record": evaluation.candidates_per_record,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("records evaluated         {:>10}  ({} in the truth file not in the store)", evaluation.n_evaluated, evaluation.n_missing);
+    println!("true pairs                {:>10}", report.n_true_pairs);
+    println!("predicted pairs           {:>10}", report.n_predicted_pairs);
+    println!("pairwise precision        {:>10.4}", report.precision);
+    println!("pairwise recall           {:>10.4}", report.recall);
+    println!("pairwise F1               {:>10.4}", report.f1);
+    println!("B-cubed precision         {:>10.4}", report.bcubed_precision);
+    println!("B-cubed recall            {:>10.4}", report.bcubed_recall);
+    println!("false merges (clusters)   {:>10}", report.false_merges);
+    println!("twins/Jr-Sr merged        {:>10}  (of {} groups)", report.hard_pairs_merged, report.n_hard_groups);
+    println!("records in review         {:>10}", evaluation.n_review);
+    println!("blocking pair completeness {:>9.4}", evaluation.pair_completeness);
+    println!("candidates per record     {:>10.2}", evaluation.candidates_per_record);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_record_ref(text: &str) -> Result<(&str, &str)> {
+    text.split_once(':').with_context(|| format!("{text:?} is not SOURCE:LOCAL_ID"))
+}
+
+fn explain(args: ExplainArgs) -> Result<ExitCode> {
+    let workspace = open_workspace(&args.data)?;
+    let find = |text: &str| -> Result<usize> {
+        let (source, local) = parse_record_ref(text)?;
+        workspace
+            .linker
+            .entries
+            .iter()
+            .position(|entry| entry.source_system == source && entry.local_id == local)
+            .with_context(|| format!("no record {text} in the store"))
+    };
+    let (a, b) = (find(&args.first)?, find(&args.second)?);
+    let model = match &args.model {
+        Some(path) => read_model(path)?,
+        None => workspace.store.latest_model()?.unwrap_or_else(mpi::link::default_model),
+    };
+    let (_, score) = commands::explain(&workspace.linker, a, b, &model);
+    let same = workspace.linker.entries[a].person == workspace.linker.entries[b].person;
+    println!("{} vs {}", args.first, args.second);
+    print!("{}", commands::render_explanation(&score, &model));
+    println!("In the store they are {}.", if same { "the same person" } else { "different persons" });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(args: ExportArgs) -> Result<ExitCode> {
+    let workspace = open_workspace(&args.data)?;
+    let file = File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    commands::export(&workspace.linker, BufWriter::new(file)).with_context(|| format!("writing {}", args.out.display()))?;
+    println!("exported {} records to {}", workspace.linker.entries.len(), args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn synth(args: SynthArgs) -> Result<ExitCode> {
+    if args.people == 0 {
+        bail!("--people must be at least 1");
+    }
+    let truth_path = args.truth.clone().unwrap_or_else(|| {
+        let stem = args.out.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
+        args.out.with_file_name(format!("{stem}_truth.csv"))
+    });
+    let records = mpi::synth::generate(&mpi::synth::SynthConfig { people: args.people, seed: args.seed });
+    let create = |path: &Path| -> Result<BufWriter<File>> {
+        Ok(BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?))
+    };
+    mpi::synth::write_records(&records, create(&args.out)?).with_context(|| format!("writing {}", args.out.display()))?;
+    mpi::synth::write_truth(&records, create(&truth_path)?).with_context(|| format!("writing {}", truth_path.display()))?;
+    println!("wrote {} records of {} people to {} (truth: {})", records.len(), args.people, args.out.display(), truth_path.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,138 @@
+//! Output files of `mpi link` and `mpi export`: results, reviews and errors, as CSV.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::engine::Linker;
+use crate::input::RowError;
+use crate::link::LinkReport;
+
+/// The results file's leading columns, in the contract's order.
+pub const RESULT_COLUMNS: [&str; 6] =
+    ["source_system", "local_id", "person_id", "decision", "match_probability", "nhs_number"];
+
+/// `FILE.reviews.csv` and `FILE.errors.csv` beside `FILE`.
+pub fn sibling(out: &Path, suffix: &str) -> PathBuf {
+    let mut name = out.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn probability_text(probability: Option<f64>) -> String {
+    probability.map(|p| format!("{p:.6}")).unwrap_or_default()
+}
+
+/// Writes the results: every input row, in input order, with its person and decision.
+///
+/// # Errors
+/// When writing fails.
+pub fn write_results<W: Write>(out: W, report: &LinkReport, linker: &Linker, files: &[PathBuf]) -> csv::Result<()> {
+    let nhs_numbers = linker.person_nhs_numbers();
+    let mut writer = csv::Writer::from_writer(out);
+    let mut header: Vec<&str> = RESULT_COLUMNS.to_vec();
+    header.extend(["input_file", "line"]);
+    writer.write_record(&header)?;
+    for outcome in &report.outcomes {
+        let (person_id, nhs) = match outcome.position {
+            Some(position) => {
+                let person = linker.entries[position].person;
+                (linker.persons[person as usize].id.as_str(), nhs_numbers[person as usize].unwrap_or(""))
+            }
+            None => ("", ""),
+        };
+        let file = files.get(outcome.file).map(|path| path.display().to_string()).unwrap_or_default();
+        writer.write_record([
+            outcome.source_system.as_str(),
+            outcome.local_id.as_str(),
+            person_id,
+            outcome.decision.as_str(),
+            &probability_text(outcome.probability),
+            nhs,
+            &file,
+            &outcome.line.to_string(),
+        ])?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
+/// Writes the reviews the run opened: the record, its best candidate, why.
+///
+/// # Errors
+/// When writing fails.
+pub fn write_reviews<W: Write>(out: W, report: &LinkReport, linker: &Linker) -> csv::Result<()> {
+    let mut writer = csv::Writer::from_writer(out);
+    writer.write_record([
+        "review_id",
+        "source_system",
+        "local_id",
+        "person_id",
+        "candidate_source_system",
+        "candidate_local_id",
+        "candidate_person_id",
+        "match_probability",
+        "reason",
+    ])?;
+    for review in &report.reviews {
+        let record = &linker.entries[review.position];
+        let candidate = &linker.entries[review.best_position];
+        writer.write_record([
+            review.id.as_str(),
+            &record.source_system,
+            &record.local_id,
+            &linker.persons[record.person as usize].id,
+            &candidate.source_system,
+            &candidate.local_id,
+            &linker.persons[candidate.person as usize].id,
+            &probability_text(Some(review.probability)),
+            review.reason,
+        ])?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
+/// Writes rejected rows and ignored values: line, field, reason, action.
+///
+/// # Errors
+/// When writing fails.
+pub fn write_errors<W: Write>(out: W, report: &LinkReport, rejected: &[RowError], files: &[PathBuf]) -> csv::Result<()> {
+    let mut writer = csv::Writer::from_writer(out);
+    writer.write_record(["input_file", "line", "source_system", "local_id", "field", "reason", "action"])?;
+    let file_name = |index: usize| files.get(index).map(|path| path.display().to_string()).unwrap_or_default();
+    let mut rows: Vec<(usize, u64, [String; 5])> = Vec::new();
+    for error in rejected {
+        rows.push((
+            error.file,
+            error.line,
+            [
+                error.source_system.clone().unwrap_or_default(),
+                error.local_id.clone().unwrap_or_default(),
+                error.field.clone(),
+                error.reason.clone(),
+                "row rejected".to_owned(),
+            ],
+        ));
+    }
+    for (outcome_index, issue) in &report.issues {
+        let outcome = &report.outcomes[*outcome_index];
+        rows.push((
+            outcome.file,
+            outcome.line,
+            [
+                outcome.source_system.clone(),
+                outcome.local_id.clone(),
+                issue.field.as_str().to_owned(),
+                issue.kind.reason().to_owned(),
+                "row kept, value ignored for matching".to_owned(),
+            ],
+        ));
+    }
+    rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    for (file, line, fields) in rows {
+        let [source, local, field, reason, action] = fields;
+        writer.write_record([file_name(file), line.to_string(), source, local, field, reason, action])?;
+    }
+    writer.flush()?;
+    Ok(())
+}

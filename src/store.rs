@@ -1,0 +1,505 @@
+//! The embedded SQLite store: the source of truth for records, persons, links,
+//! reviews and model versions. The blocking index is derived from it.
+//!
+//! One connection, WAL journal, versioned migrations (`PRAGMA user_version`).
+//! Every batch is written in one transaction: a run either lands whole or not at all.
+
+use std::path::Path;
+
+use mpi_matching::{Demographics, Issue, Model, NormalizedRecord};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::StoreError;
+
+/// The schema, one entry per version. Never edit a shipped migration: add one.
+const MIGRATIONS: &[&str] = &[
+    // 1: records, persons, links, reviews, models, identifiers.
+    r#"
+    CREATE TABLE records (
+        id INTEGER PRIMARY KEY,
+        source_system TEXT NOT NULL,
+        local_id TEXT NOT NULL,
+        raw TEXT NOT NULL,
+        normalized TEXT NOT NULL,
+        issues TEXT NOT NULL,
+        person_id TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        probability REAL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (source_system, local_id)
+    );
+    CREATE INDEX records_person ON records (person_id);
+    CREATE TABLE persons (
+        id TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        provisional INTEGER NOT NULL DEFAULT 0,
+        retired_into TEXT
+    );
+    CREATE TABLE links (
+        id INTEGER PRIMARY KEY,
+        record_id INTEGER NOT NULL,
+        person_id TEXT NOT NULL,
+        matched_record_id INTEGER,
+        method TEXT NOT NULL,
+        probability REAL,
+        evidence TEXT,
+        model_version INTEGER,
+        upper_threshold REAL,
+        lower_threshold REAL,
+        created_at TEXT NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE INDEX links_record ON links (record_id);
+    CREATE TABLE reviews (
+        id TEXT PRIMARY KEY,
+        record_id INTEGER NOT NULL,
+        candidate_persons TEXT NOT NULL,
+        best_record_id INTEGER,
+        probability REAL NOT NULL,
+        reason TEXT NOT NULL,
+        evidence TEXT,
+        status TEXT NOT NULL DEFAULT 'open',
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX reviews_status ON reviews (status);
+    CREATE TABLE models (
+        version INTEGER PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        model TEXT NOT NULL
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO meta (key, value) VALUES ('generation', '0');
+    "#,
+];
+
+/// A record as stored.
+#[derive(Clone, Debug)]
+pub struct StoredRecord {
+    /// Record id (also its id in the blocking index).
+    pub id: u64,
+    /// Source system.
+    pub source_system: String,
+    /// Id in the source system.
+    pub local_id: String,
+    /// Raw values as sent.
+    pub raw: Demographics,
+    /// Normalised values.
+    pub normalized: NormalizedRecord,
+    /// The person the record belongs to.
+    pub person_id: String,
+    /// Its last decision (`linked`, `new`, `review`).
+    pub decision: String,
+    /// Probability of that decision's best match.
+    pub probability: Option<f64>,
+}
+
+/// A record to insert or update, with its decision.
+#[derive(Debug)]
+pub struct RecordWrite<'a> {
+    /// Record id.
+    pub id: u64,
+    /// Source system.
+    pub source_system: &'a str,
+    /// Id in the source system.
+    pub local_id: &'a str,
+    /// Raw values.
+    pub raw: &'a Demographics,
+    /// Normalised values.
+    pub normalized: &'a NormalizedRecord,
+    /// Issues found normalising.
+    pub issues: &'a [Issue],
+    /// Person.
+    pub person_id: &'a str,
+    /// Decision.
+    pub decision: &'a str,
+    /// Probability of the best match, if any.
+    pub probability: Option<f64>,
+}
+
+/// A link with its evidence.
+#[derive(Debug)]
+pub struct LinkWrite<'a> {
+    /// Record linked.
+    pub record_id: u64,
+    /// Person it joins.
+    pub person_id: &'a str,
+    /// The record of that person it matched best.
+    pub matched_record_id: Option<u64>,
+    /// `automatic` or `manual`.
+    pub method: &'a str,
+    /// Match probability.
+    pub probability: Option<f64>,
+    /// Per-field contributions as JSON.
+    pub evidence: Option<String>,
+    /// Model version used.
+    pub model_version: Option<u32>,
+    /// Upper threshold in force.
+    pub upper: f64,
+    /// Lower threshold in force.
+    pub lower: f64,
+}
+
+/// A review item to open.
+#[derive(Debug)]
+pub struct ReviewWrite<'a> {
+    /// Review id.
+    pub id: &'a str,
+    /// The record in review (alone in its provisional person).
+    pub record_id: u64,
+    /// Candidate persons with probabilities, as JSON.
+    pub candidate_persons: String,
+    /// The best candidate record.
+    pub best_record_id: Option<u64>,
+    /// Best probability.
+    pub probability: f64,
+    /// Why it is in review.
+    pub reason: &'a str,
+    /// Per-field contributions of the best pair, as JSON.
+    pub evidence: Option<String>,
+}
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct Store {
+    connection: Connection,
+}
+
+/// Current time as RFC 3339 (UTC, seconds).
+pub fn now_rfc3339() -> String {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default();
+    let (days, rest) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, (rest / 60) % 60, rest % 60)
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data always serialises")
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `dir/mpi.sqlite3` and migrates it.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or a migration fails.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
+        let connection = Connection::open(dir.join("mpi.sqlite3"))?;
+        Store::from_connection(connection)
+    }
+
+    /// An in-memory store, for tests.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        Store::from_connection(Connection::open_in_memory()?)
+    }
+
+    fn from_connection(connection: Connection) -> Result<Store, StoreError> {
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mode: String = connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        tracing::debug!(journal_mode = %mode, "store opened");
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        connection.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = Store { connection };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: usize = self.connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::TooNew { found: version, supported: MIGRATIONS.len() });
+        }
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+            let transaction = self.connection.transaction()?;
+            transaction.execute_batch(migration)?;
+            transaction.pragma_update(None, "user_version", index + 1)?;
+            transaction.commit()?;
+        }
+        Ok(())
+    }
+
+    /// The store's write generation: bumped by every committed batch. The index
+    /// records the generation it is level with.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn generation(&self) -> Result<u64, StoreError> {
+        let value: String =
+            self.connection.query_row("SELECT value FROM meta WHERE key = 'generation'", [], |row| row.get(0))?;
+        Ok(value.parse().unwrap_or(0))
+    }
+
+    /// Number of records.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn n_records(&self) -> Result<u64, StoreError> {
+        Ok(self.connection.query_row("SELECT count(*) FROM records", [], |row| row.get(0))?)
+    }
+
+    /// Highest record id (0 when empty).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn max_record_id(&self) -> Result<u64, StoreError> {
+        Ok(self.connection.query_row("SELECT coalesce(max(id), 0) FROM records", [], |row| row.get(0))?)
+    }
+
+    /// Every record, in id order.
+    ///
+    /// # Errors
+    /// When SQLite fails or a stored value cannot be read back.
+    pub fn all_records(&self) -> Result<Vec<StoredRecord>, StoreError> {
+        let mut statement = self.connection.prepare(
+            "SELECT id, source_system, local_id, raw, normalized, person_id, decision, probability
+             FROM records ORDER BY id",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, u64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+                row.get::<_, String>(5)?,
+                row.get::<_, String>(6)?,
+                row.get::<_, Option<f64>>(7)?,
+            ))
+        })?;
+        let mut records = Vec::new();
+        for row in rows {
+            let (id, source_system, local_id, raw, normalized, person_id, decision, probability) = row?;
+            let raw = serde_json::from_str(&raw).map_err(|_| StoreError::Corrupt { record_id: id })?;
+            let normalized = serde_json::from_str(&normalized).map_err(|_| StoreError::Corrupt { record_id: id })?;
+            records.push(StoredRecord {
+                id,
+                source_system,
+                local_id,
+                raw,
+                normalized,
+                person_id,
+                decision,
+                probability,
+            });
+        }
+        Ok(records)
+    }
+
+    /// The NHS number of each person's golden record: the most frequent valid NHS
+    /// number among its records (ties: the one on the most recently updated record).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn person_nhs_numbers(&self) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let mut statement = self.connection.prepare(
+            "SELECT person_id, json_extract(normalized, '$.nhs_number') AS nhs, count(*) AS n, max(updated_at) AS last
+             FROM records WHERE nhs IS NOT NULL
+             GROUP BY person_id, nhs ORDER BY person_id, n DESC, last DESC, nhs",
+        )?;
+        let mut map = std::collections::HashMap::new();
+        let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (person, nhs) = row?;
+            map.entry(person).or_insert(nhs);
+        }
+        Ok(map)
+    }
+
+    /// The latest model version, if any.
+    ///
+    /// # Errors
+    /// When SQLite fails or the stored model is invalid.
+    pub fn latest_model(&self) -> Result<Option<Model>, StoreError> {
+        let text: Option<String> = self
+            .connection
+            .query_row("SELECT model FROM models ORDER BY version DESC LIMIT 1", [], |row| row.get(0))
+            .optional()?;
+        text.map(|text| Model::from_json(&text).map_err(StoreError::Model)).transpose()
+    }
+
+    /// Saves a model as a new version and returns the version number.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn save_model(&mut self, model: &mut Model) -> Result<u32, StoreError> {
+        let transaction = self.connection.transaction()?;
+        let version: u32 =
+            transaction.query_row("SELECT coalesce(max(version), 0) + 1 FROM models", [], |row| row.get(0))?;
+        model.version = version;
+        transaction.execute(
+            "INSERT INTO models (version, created_at, model) VALUES (?1, ?2, ?3)",
+            params![version, now_rfc3339(), model.to_json()],
+        )?;
+        transaction.commit()?;
+        Ok(version)
+    }
+
+    /// Writes one batch in one transaction: records (insert or update), new persons,
+    /// persons retired, links and reviews; bumps the generation and returns it.
+    ///
+    /// # Errors
+    /// When SQLite fails; nothing is written then.
+    pub fn write_batch(&mut self, batch: &Batch<'_>) -> Result<u64, StoreError> {
+        let now = now_rfc3339();
+        let transaction = self.connection.transaction()?;
+        {
+            let mut insert_record = transaction.prepare(
+                "INSERT INTO records (id, source_system, local_id, raw, normalized, issues, person_id, decision, probability, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (id) DO UPDATE SET raw = excluded.raw, normalized = excluded.normalized,
+                   issues = excluded.issues, person_id = excluded.person_id, decision = excluded.decision,
+                   probability = excluded.probability, updated_at = excluded.updated_at",
+            )?;
+            for record in &batch.records {
+                insert_record.execute(params![
+                    record.id,
+                    record.source_system,
+                    record.local_id,
+                    json(record.raw),
+                    json(record.normalized),
+                    json(&record.issues),
+                    record.person_id,
+                    record.decision,
+                    record.probability,
+                    now,
+                ])?;
+            }
+            let mut insert_person = transaction
+                .prepare("INSERT INTO persons (id, created_at, provisional) VALUES (?1, ?2, ?3)")?;
+            for (person, provisional) in &batch.new_persons {
+                insert_person.execute(params![person, now, provisional])?;
+            }
+            let mut retire = transaction.prepare("UPDATE persons SET retired_into = ?2 WHERE id = ?1")?;
+            for (person, survivor) in &batch.retired_persons {
+                retire.execute(params![person, survivor])?;
+            }
+            let mut deactivate = transaction.prepare("UPDATE links SET active = 0 WHERE record_id = ?1 AND active = 1")?;
+            let mut insert_link = transaction.prepare(
+                "INSERT INTO links (record_id, person_id, matched_record_id, method, probability, evidence, model_version, upper_threshold, lower_threshold, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for link in &batch.links {
+                deactivate.execute(params![link.record_id])?;
+                insert_link.execute(params![
+                    link.record_id,
+                    link.person_id,
+                    link.matched_record_id,
+                    link.method,
+                    link.probability,
+                    link.evidence,
+                    link.model_version,
+                    link.upper,
+                    link.lower,
+                    now,
+                ])?;
+            }
+            let mut close_reviews = transaction
+                .prepare("UPDATE reviews SET status = 'superseded' WHERE record_id = ?1 AND status = 'open'")?;
+            for record in &batch.records {
+                if record.decision != "review" {
+                    close_reviews.execute(params![record.id])?;
+                }
+            }
+            let mut insert_review = transaction.prepare(
+                "INSERT INTO reviews (id, record_id, candidate_persons, best_record_id, probability, reason, evidence, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for review in &batch.reviews {
+                close_reviews.execute(params![review.record_id])?;
+                insert_review.execute(params![
+                    review.id,
+                    review.record_id,
+                    review.candidate_persons,
+                    review.best_record_id,
+                    review.probability,
+                    review.reason,
+                    review.evidence,
+                    now,
+                ])?;
+            }
+        }
+        let generation: u64 = transaction.query_row(
+            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation' RETURNING CAST(value AS INTEGER)",
+            [],
+            |row| row.get(0),
+        )?;
+        transaction.commit()?;
+        Ok(generation)
+    }
+
+    /// Records with their person ids for export, in id order: (source, local id,
+    /// person id, decision, probability).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn export_rows(&self) -> Result<Vec<(String, String, String, String, Option<f64>)>, StoreError> {
+        let mut statement = self.connection.prepare(
+            "SELECT source_system, local_id, person_id, decision, probability FROM records ORDER BY id",
+        )?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Number of open reviews.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn n_open_reviews(&self) -> Result<u64, StoreError> {
+        Ok(self.connection.query_row("SELECT count(*) FROM reviews WHERE status = 'open'", [], |row| row.get(0))?)
+    }
+}
+
+/// Everything one run writes, committed in one transaction.
+#[derive(Debug, Default)]
+pub struct Batch<'a> {
+    /// Records inserted or updated.
+    pub records: Vec<RecordWrite<'a>>,
+    /// Persons created: (id, provisional).
+    pub new_persons: Vec<(String, bool)>,
+    /// Persons left with no records: (id, the person that took their records).
+    pub retired_persons: Vec<(String, String)>,
+    /// Links made.
+    pub links: Vec<LinkWrite<'a>>,
+    /// Reviews opened.
+    pub reviews: Vec<ReviewWrite<'a>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_and_counts_generations() {
+        let mut store = Store::open_in_memory().expect("open");
+        assert_eq!(store.generation().expect("generation"), 0);
+        assert_eq!(store.write_batch(&Batch::default()).expect("write"), 1);
+        assert_eq!(store.write_batch(&Batch::default()).expect("write"), 2);
+        assert_eq!(store.n_records().expect("count"), 0);
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+}

@@ -1,0 +1,122 @@
+//! A data folder opened for linking: the store, the blocking index level with it,
+//! and the in-memory linkage state loaded from it.
+
+use std::path::{Path, PathBuf};
+
+use mpi_index::{BlockingIndex, RecordId};
+use mpi_matching::{ComparableRecord, NormalizeOptions, Normalizer, blocking_keys};
+use rayon::prelude::*;
+
+use crate::engine::{DecisionKind, Entry, Linker, PersonKey};
+use crate::error::StoreError;
+use crate::store::Store;
+
+/// Errors opening or keeping a data folder.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkspaceError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The blocking index failed.
+    #[error("blocking index failed")]
+    Index(#[from] mpi_index::IndexError),
+    /// Another process holds the data folder.
+    #[error("the data folder {} is in use by another mpi process", path.display())]
+    Locked {
+        /// The folder.
+        path: PathBuf,
+    },
+}
+
+/// Memory the index writer may use for indexing before it flushes a segment.
+pub const INDEX_WRITER_BUDGET: usize = 64 * 1024 * 1024;
+
+/// The index commit payload that says the index is level with store generation `g`.
+pub fn index_payload(generation: u64) -> String {
+    format!("gen:{generation}")
+}
+
+/// An opened data folder.
+#[derive(Debug)]
+pub struct Workspace {
+    /// The data folder.
+    pub dir: PathBuf,
+    /// The store.
+    pub store: Store,
+    /// The blocking index (derived from the store).
+    pub index: BlockingIndex,
+    /// Records and persons in memory.
+    pub linker: Linker,
+    /// The normaliser.
+    pub normalizer: Normalizer,
+    /// The options the normaliser was built with.
+    pub normalize_options: NormalizeOptions,
+    /// True when the index was rebuilt from the store on opening.
+    pub rebuilt_index: bool,
+}
+
+impl Workspace {
+    /// Opens `dir`, loads every record and brings the index level with the store,
+    /// rebuilding it when it is missing or behind (it is derived data).
+    ///
+    /// # Errors
+    /// When the store or the index cannot be opened.
+    pub fn open(dir: &Path, options: NormalizeOptions) -> Result<Workspace, WorkspaceError> {
+        let store = Store::open(dir)?;
+        let normalizer = Normalizer::new(options.clone());
+        let stored = store.all_records()?;
+        let nicknames = normalizer.nicknames();
+        let prepared: Vec<ComparableRecord> =
+            stored.par_iter().map(|record| ComparableRecord::new(record.normalized.clone(), nicknames)).collect();
+        let mut linker = Linker::default();
+        for (record, comparable) in stored.into_iter().zip(prepared) {
+            let person = linker.person_key(&record.person_id, record.decision == "review");
+            linker.entries.push(Entry {
+                id: record.id,
+                source_system: record.source_system,
+                local_id: record.local_id,
+                record: comparable,
+                person: PersonKey::MAX,
+                decision: DecisionKind::parse(&record.decision).unwrap_or(DecisionKind::New),
+                probability: record.probability,
+            });
+            let position = linker.entries.len() - 1;
+            linker.assign(position, person);
+        }
+        let index = BlockingIndex::open_or_create(&dir.join("index"))?;
+        let mut workspace = Workspace {
+            dir: dir.to_owned(),
+            store,
+            index,
+            linker,
+            normalizer,
+            normalize_options: options,
+            rebuilt_index: false,
+        };
+        let generation = workspace.store.generation()?;
+        if workspace.index.commit_payload().as_deref() != Some(index_payload(generation).as_str()) {
+            workspace.rebuild_index()?;
+        }
+        Ok(workspace)
+    }
+
+    /// Rebuilds the blocking index from the records in memory (loaded from the store).
+    ///
+    /// # Errors
+    /// When the index fails.
+    pub fn rebuild_index(&mut self) -> Result<(), WorkspaceError> {
+        tracing::info!(n_records = self.linker.entries.len(), "rebuilding the blocking index from the store");
+        let keys: Vec<(RecordId, Vec<String>)> =
+            self.linker.entries.par_iter().map(|entry| (entry.id, blocking_keys(&entry.record))).collect();
+        let mut writer = self.index.writer(INDEX_WRITER_BUDGET)?;
+        writer.delete_all()?;
+        for (id, record_keys) in &keys {
+            writer.add(*id, record_keys)?;
+        }
+        writer.commit(&index_payload(self.store.generation()?))?;
+        self.index.reload()?;
+        self.rebuilt_index = true;
+        Ok(())
+    }
+}

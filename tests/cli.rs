@@ -1,0 +1,378 @@
+//! `mpi` end to end: link, eval, export, explain, train, synth, bad input.
+
+use std::fs;
+
+use tempfile::TempDir;
+
+use crate::util::*;
+
+/// Accuracy floors: the figures in BENCHMARKS.md minus 0.005.
+const FEBRL4_F1_FLOOR: f64 = 0.994;
+const FEBRL3_F1_FLOOR: f64 = 0.993;
+const SAMPLE_F1_FLOOR: f64 = 0.95;
+
+fn link_args<'a>(dir: &'a TempDir, out: &'a std::path::Path) -> Vec<std::ffi::OsString> {
+    vec!["link".into(), "--data".into(), dir.path().join("store").into(), "--out".into(), out.into()]
+}
+
+#[test]
+fn sample_links_and_evaluates() {
+    let dir = TempDir::new().unwrap();
+    let out = dir.path().join("results.csv");
+    let mut args = link_args(&dir, &out);
+    args.push(data("sample/records.csv").into());
+    let summary = mpi_ok(&args);
+    assert!(summary.contains("auto-links"), "{summary}");
+
+    // Every input row comes back, with the contract's leading columns in order.
+    let rows = read_csv(&out);
+    let input_rows = read_csv(&data("sample/records.csv"));
+    assert_eq!(rows.len(), input_rows.len());
+    assert_eq!(
+        header(&out)[..6],
+        ["source_system", "local_id", "person_id", "decision", "match_probability", "nhs_number"]
+    );
+    for row in &rows {
+        assert!(["linked", "new", "review"].contains(&row["decision"].as_str()), "{row:?}");
+        assert!(!row["person_id"].is_empty());
+    }
+    assert!(dir.path().join("results.csv.reviews.csv").exists());
+    assert!(dir.path().join("results.csv.errors.csv").exists());
+
+    let eval = mpi_ok([
+        "eval".as_ref(),
+        "--json".as_ref(),
+        "--data".as_ref(),
+        dir.path().join("store").as_os_str(),
+        "--truth".as_ref(),
+        data("sample/truth.csv").as_os_str(),
+    ]);
+    let f1 = json_number(&eval, "f1");
+    assert!(f1 >= SAMPLE_F1_FLOOR, "sample F1 {f1}");
+    assert_eq!(json_number(&eval, "hard_groups_merged"), 0.0, "{eval}");
+
+    // Export gives every record with its person, in the results format.
+    let exported = dir.path().join("export.csv");
+    mpi_ok([
+        "export".as_ref(),
+        "--data".as_ref(),
+        dir.path().join("store").as_os_str(),
+        "--out".as_ref(),
+        exported.as_os_str(),
+    ]);
+    assert_eq!(partition(&read_csv(&exported)), partition(&rows));
+}
+
+fn febrl_link(dir: &TempDir, files: &[&str], extra: &[&str]) -> Vec<std::collections::HashMap<String, String>> {
+    let out = dir.path().join("results.csv");
+    let mut args = link_args(dir, &out);
+    args.extend(FEBRL_MAP.iter().map(Into::into));
+    args.extend(extra.iter().map(Into::into));
+    args.extend(files.iter().map(|file| data(&format!("febrl/{file}")).into()));
+    mpi_ok(&args);
+    read_csv(&out)
+}
+
+fn febrl_f1(dir: &TempDir, truths: &[&str]) -> String {
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["eval".into(), "--json".into(), "--data".into(), dir.path().join("store").into()];
+    for truth in truths {
+        args.push("--truth".into());
+        args.push(data(&format!("febrl/{truth}")).into());
+    }
+    mpi_ok(&args)
+}
+
+#[test]
+fn febrl4_links_two_files_unsupervised() {
+    let dir = TempDir::new().unwrap();
+    let rows = febrl_link(&dir, &["febrl4a.csv", "febrl4b.csv"], &[]);
+    assert_eq!(rows.len(), 10_000);
+    let eval = febrl_f1(&dir, &["febrl4a_truth.csv", "febrl4b_truth.csv"]);
+    let f1 = json_number(&eval, "f1");
+    assert!(f1 >= FEBRL4_F1_FLOOR, "FEBRL4 F1 {f1}: {eval}");
+    assert!(json_number(&eval, "pair_completeness") >= 0.995, "{eval}");
+}
+
+#[test]
+fn febrl3_dedupes_unsupervised() {
+    let dir = TempDir::new().unwrap();
+    febrl_link(&dir, &["febrl3.csv"], &[]);
+    let eval = febrl_f1(&dir, &["febrl3_truth.csv"]);
+    let f1 = json_number(&eval, "f1");
+    assert!(f1 >= FEBRL3_F1_FLOOR, "FEBRL3 F1 {f1}: {eval}");
+}
+
+#[test]
+fn output_is_identical_at_one_and_eight_threads() {
+    let dir = TempDir::new().unwrap();
+    let records = dir.path().join("synth.csv");
+    mpi_ok(["synth", "--people", "6000", "--seed", "11", "--out", records.to_str().unwrap()]);
+    let run = |threads: &str| {
+        let store = dir.path().join(format!("store-{threads}"));
+        let out = dir.path().join(format!("results-{threads}.csv"));
+        mpi_ok([
+            "link".as_ref(),
+            "--threads".as_ref(),
+            threads.as_ref(),
+            "--data".as_ref(),
+            store.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            records.as_os_str(),
+        ]);
+        read_csv(&out)
+    };
+    let (one, eight) = (run("1"), run("8"));
+    assert!(one.len() >= 10_000, "at least 10,000 records, got {}", one.len());
+    assert_eq!(partition(&one), partition(&eight));
+    let decisions = |rows: &[std::collections::HashMap<String, String>]| -> Vec<(String, String, String)> {
+        rows.iter().map(|row| (row["local_id"].clone(), row["decision"].clone(), row["match_probability"].clone())).collect()
+    };
+    assert_eq!(decisions(&one), decisions(&eight));
+}
+
+#[test]
+fn batch_and_one_by_one_agree() {
+    let dir = TempDir::new().unwrap();
+    let records = dir.path().join("synth.csv");
+    mpi_ok(["synth", "--people", "400", "--seed", "5", "--out", records.to_str().unwrap()]);
+    let model = data("default_model.json");
+    let run = |mode: Option<&str>, name: &str| {
+        let store = dir.path().join(format!("store-{name}"));
+        let out = dir.path().join(format!("results-{name}.csv"));
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "link".into(),
+            "--model".into(),
+            model.clone().into(),
+            "--data".into(),
+            store.into(),
+            "--out".into(),
+            out.clone().into(),
+        ];
+        if let Some(mode) = mode {
+            args.push(mode.into());
+        }
+        args.push(records.clone().into());
+        mpi_ok(&args);
+        read_csv(&out)
+    };
+    let batch = run(None, "batch");
+    let online = run(Some("--online"), "online");
+    assert_eq!(partition(&batch), partition(&online));
+    let decisions = |rows: &[std::collections::HashMap<String, String>]| -> Vec<(String, String)> {
+        rows.iter().map(|row| (row["local_id"].clone(), row["decision"].clone())).collect()
+    };
+    assert_eq!(decisions(&batch), decisions(&online));
+}
+
+#[test]
+fn a_second_file_reconciles_against_the_first_and_ids_stay() {
+    let dir = TempDir::new().unwrap();
+    let first = dir.path().join("gp.csv");
+    let second = dir.path().join("council.csv");
+    fs::write(
+        &first,
+        "local_id,nhs_number,given_name,family_name,date_of_birth,postcode\n\
+         G1,943 476 5919,Ada,Lovelace,1815-12-10,LS1 4AB\n\
+         G2,,Charles,Babbage,1791-12-26,SW1A 1AA\n",
+    )
+    .unwrap();
+    fs::write(
+        &second,
+        "local_id,given_name,family_name,date_of_birth,postcode\n\
+         C9,ADA,LOVELACE,10/12/1815,ls14ab\n\
+         C10,Mary,Somerville,26/12/1780,EH1 1YZ\n",
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    let out1 = dir.path().join("r1.csv");
+    let out2 = dir.path().join("r2.csv");
+    let link = |out: &std::path::Path, file: &std::path::Path| {
+        mpi_ok([
+            "link".as_ref(),
+            "--data".as_ref(),
+            store.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            file.as_os_str(),
+        ])
+    };
+    link(&out1, &first);
+    link(&out2, &second);
+    let r1 = read_csv(&out1);
+    let r2 = read_csv(&out2);
+    assert_eq!(r1[0]["source_system"], "gp");
+    assert_eq!(r2[0]["source_system"], "council");
+    // The council learns the NHS number it lacked, and the person id given out first.
+    assert_eq!(r2[0]["person_id"], r1[0]["person_id"], "{r2:?}");
+    assert_eq!(r2[0]["decision"], "linked");
+    assert_eq!(r2[0]["nhs_number"], "9434765919");
+    assert_eq!(r2[1]["decision"], "new");
+
+    // Re-sending the same file changes nothing and duplicates nothing.
+    let out3 = dir.path().join("r3.csv");
+    link(&out3, &second);
+    let r3 = read_csv(&out3);
+    assert_eq!(r3[0]["person_id"], r2[0]["person_id"]);
+    let exported = dir.path().join("export.csv");
+    mpi_ok(["export".as_ref(), "--data".as_ref(), store.as_os_str(), "--out".as_ref(), exported.as_os_str()]);
+    assert_eq!(read_csv(&exported).len(), 4);
+}
+
+#[test]
+fn deleting_the_index_rebuilds_it_with_the_same_results() {
+    let dir = TempDir::new().unwrap();
+    let store = dir.path().join("store");
+    let out = dir.path().join("a.csv");
+    let args = |out: &std::path::Path| -> Vec<std::ffi::OsString> {
+        vec![
+            "link".into(),
+            "--dry-run".into(),
+            "--data".into(),
+            store.clone().into(),
+            "--out".into(),
+            out.into(),
+            data("sample/records.csv").into(),
+        ]
+    };
+    // Load half the sample for real, then dry-run the whole sample twice:
+    // once with the index as built, once after deleting it.
+    let sample = fs::read_to_string(data("sample/records.csv")).unwrap();
+    let half: Vec<&str> = sample.lines().take(sample.lines().count() / 2).collect();
+    let half_path = dir.path().join("half.csv");
+    fs::write(&half_path, half.join("\n") + "\n").unwrap();
+    mpi_ok([
+        "link".as_ref(),
+        "--data".as_ref(),
+        store.as_os_str(),
+        "--out".as_ref(),
+        dir.path().join("h.csv").as_os_str(),
+        half_path.as_os_str(),
+    ]);
+    mpi_ok(args(&out));
+    let before = read_csv(&out);
+    fs::remove_dir_all(store.join("index")).unwrap();
+    let out2 = dir.path().join("b.csv");
+    mpi_ok(args(&out2));
+    let after = read_csv(&out2);
+    let decisions = |rows: &[std::collections::HashMap<String, String>]| -> Vec<(String, String)> {
+        rows.iter().map(|row| (row["local_id"].clone(), row["decision"].clone())).collect()
+    };
+    assert_eq!(decisions(&before), decisions(&after));
+    assert_eq!(partition(&before), partition(&after));
+}
+
+#[test]
+fn bad_rows_are_reported_and_the_rest_proceeds() {
+    let dir = TempDir::new().unwrap();
+    let input = dir.path().join("council.csv");
+    let mut bytes = b"local_id,nhs_number,given_name,family_name,date_of_birth\n\
+        A1,943 476 5918,Ada,Lovelace,1815-12-10\n\
+        A2,,Charles,Babbage,31/02/1791\n\
+        A3,,too,many,fields,here\n\
+        ,,No,Id,1900-01-02\n"
+        .to_vec();
+    bytes.extend_from_slice(b"A5,,\xff\xfe,Bad,1901-01-01\n");
+    bytes.extend_from_slice(b"A6,,Mary,Shelley,1797-08-30\n");
+    fs::write(&input, bytes).unwrap();
+    let out = dir.path().join("results.csv");
+    let store = dir.path().join("store");
+    let output = mpi(["link".as_ref(), "--data".as_ref(), store.as_os_str(), "--out".as_ref(), out.as_os_str(), input.as_os_str()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let rows = read_csv(&out);
+    let decisions: Vec<(&str, &str)> = rows.iter().map(|row| (row["local_id"].as_str(), row["decision"].as_str())).collect();
+    assert_eq!(decisions.len(), 6);
+    assert_eq!(decisions.iter().filter(|(_, decision)| *decision == "rejected").count(), 3);
+    let errors = read_csv(&dir.path().join("results.csv.errors.csv"));
+    let find = |line: &str, field: &str| {
+        errors.iter().find(|row| row["line"] == line && row["field"] == field).unwrap_or_else(|| panic!("no error {line} {field}: {errors:?}"))
+    };
+    assert!(find("2", "nhs_number")["action"].contains("kept"));
+    assert!(find("3", "date_of_birth")["action"].contains("kept"));
+    assert!(find("4", "row")["action"].contains("rejected"));
+    assert!(find("5", "local_id")["action"].contains("rejected"));
+    assert!(find("6", "given_name")["action"].contains("rejected"));
+    // No personal data in the errors file's reasons.
+    for row in &errors {
+        assert!(!row["reason"].contains("Lovelace") && !row["reason"].contains("1791"), "{row:?}");
+    }
+
+    // --strict: any rejected row fails the run and nothing is written.
+    let strict_store = dir.path().join("strict-store");
+    let output = mpi([
+        "link".as_ref(),
+        "--strict".as_ref(),
+        "--data".as_ref(),
+        strict_store.as_os_str(),
+        "--out".as_ref(),
+        dir.path().join("strict.csv").as_os_str(),
+        input.as_os_str(),
+    ]);
+    assert!(!output.status.success());
+    assert!(!strict_store.exists(), "nothing written under --strict");
+}
+
+#[test]
+fn malformed_files_fail_clearly_without_writing() {
+    let dir = TempDir::new().unwrap();
+    let utf16 = dir.path().join("utf16.csv");
+    let text: Vec<u8> =
+        "\u{feff}local_id,given_name\nA1,Ada\n".encode_utf16().flat_map(u16::to_le_bytes).collect();
+    fs::write(&utf16, text).unwrap();
+    let no_id = dir.path().join("no_id.csv");
+    fs::write(&no_id, "name,dob\nAda,1815\n").unwrap();
+    let binary = dir.path().join("binary.csv");
+    fs::write(&binary, [0u8, 159, 146, 150, 0, 0, 1, 2, 0, 0]).unwrap();
+    for (file, expected) in [(&utf16, "UTF-8"), (&no_id, "local_id"), (&binary, "UTF-8")] {
+        let store = dir.path().join("store");
+        let output = mpi([
+            "link".as_ref(),
+            "--data".as_ref(),
+            store.as_os_str(),
+            "--out".as_ref(),
+            dir.path().join("r.csv").as_os_str(),
+            file.as_os_str(),
+        ]);
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!store.exists(), "no partial write");
+    }
+    let output = mpi(["link", "--map", "nonsense", "x.csv"]);
+    assert!(!output.status.success());
+}
+
+#[test]
+fn explain_reads_as_a_breakdown() {
+    let dir = TempDir::new().unwrap();
+    let input = dir.path().join("gp.csv");
+    fs::write(
+        &input,
+        "local_id,given_name,family_name,date_of_birth,postcode\n\
+         G1,Robert,Owen,1971-05-14,LS1 4AB\n\
+         G2,Bob,Owen,14/05/1971,LS1 4AB\n",
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    mpi_ok(["link".as_ref(), "--data".as_ref(), store.as_os_str(), "--out".as_ref(), dir.path().join("r.csv").as_os_str(), input.as_os_str()]);
+    let text = mpi_ok(["explain", "gp:G1", "gp:G2", "--data", store.to_str().unwrap()]);
+    assert!(text.contains("given_name") && text.contains("nickname"), "{text}");
+    assert!(text.contains("match probability"), "{text}");
+    let missing = mpi(["explain", "gp:G1", "gp:NOPE", "--data", store.to_str().unwrap()]);
+    assert!(!missing.status.success());
+}
+
+#[test]
+fn train_saves_a_new_model_version() {
+    let dir = TempDir::new().unwrap();
+    let store = dir.path().join("store");
+    let mut args = link_args(&dir, &dir.path().join("r.csv"));
+    args.push(data("sample/records.csv").into());
+    mpi_ok(&args);
+    let model_file = dir.path().join("model.json");
+    let text = mpi_ok(["train", "--data", store.to_str().unwrap(), "--seed", "3", "--out", model_file.to_str().unwrap()]);
+    assert!(text.contains("trained model v2"), "{text}");
+    let model = fs::read_to_string(&model_file).unwrap();
+    assert!(model.contains("\"format\": \"mpi-fellegi-sunter\""));
+}
