@@ -2,7 +2,6 @@
 //! time, and report every row's person and decision.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use mpi_index::RecordId;
@@ -616,20 +615,20 @@ fn link_batch(
         workspace.index.reload()?;
     } else {
         // Leave the index as the store knows it.
-        let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;
-        for &(_, position, is_update) in work {
-            if !is_update {
-                writer.delete(workspace.linker.entries[position].id)?;
+        {
+            let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;
+            for &(_, position, is_update) in work {
+                if !is_update {
+                    writer.delete(workspace.linker.entries[position].id)?;
+                }
             }
+            writer.commit(&index_payload(workspace.store.generation()?))?;
         }
-        writer.commit(&index_payload(workspace.store.generation()?))?;
-        drop(writer);
         if work.iter().any(|&(_, _, is_update)| is_update) {
             workspace.rebuilt_index = false;
             // Updated records changed keys in the index: rebuild it from the store.
             let dir = workspace.dir.clone();
-            let options = workspace.normalize_options.clone();
-            *workspace = Workspace::open(&dir, options)?;
+            *workspace = Workspace::open(&dir, workspace.normalize_options)?;
         }
     }
     clock.lap("write");

@@ -128,7 +128,7 @@ pub fn write_errors<W: Write>(out: W, report: &LinkReport, rejected: &[RowError]
             ],
         ));
     }
-    rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    rows.sort_by_key(|row| (row.0, row.1));
     for (file, line, fields) in rows {
         let [source, local, field, reason, action] = fields;
         writer.write_record([file_name(file), line.to_string(), source, local, field, reason, action])?;

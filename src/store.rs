@@ -304,26 +304,6 @@ impl Store {
         Ok(records)
     }
 
-    /// The NHS number of each person's golden record: the most frequent valid NHS
-    /// number among its records (ties: the one on the most recently updated record).
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn person_nhs_numbers(&self) -> Result<std::collections::HashMap<String, String>, StoreError> {
-        let mut statement = self.connection.prepare(
-            "SELECT person_id, json_extract(normalized, '$.nhs_number') AS nhs, count(*) AS n, max(updated_at) AS last
-             FROM records WHERE nhs IS NOT NULL
-             GROUP BY person_id, nhs ORDER BY person_id, n DESC, last DESC, nhs",
-        )?;
-        let mut map = std::collections::HashMap::new();
-        let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
-        for row in rows {
-            let (person, nhs) = row?;
-            map.entry(person).or_insert(nhs);
-        }
-        Ok(map)
-    }
-
     /// The latest model version, if any.
     ///
     /// # Errors
@@ -444,19 +424,6 @@ impl Store {
         )?;
         transaction.commit()?;
         Ok(generation)
-    }
-
-    /// Records with their person ids for export, in id order: (source, local id,
-    /// person id, decision, probability).
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn export_rows(&self) -> Result<Vec<(String, String, String, String, Option<f64>)>, StoreError> {
-        let mut statement = self.connection.prepare(
-            "SELECT source_system, local_id, person_id, decision, probability FROM records ORDER BY id",
-        )?;
-        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Number of open reviews.

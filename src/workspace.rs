@@ -64,7 +64,7 @@ impl Workspace {
     /// When the store or the index cannot be opened.
     pub fn open(dir: &Path, options: NormalizeOptions) -> Result<Workspace, WorkspaceError> {
         let store = Store::open(dir)?;
-        let normalizer = Normalizer::new(options.clone());
+        let normalizer = Normalizer::new(options);
         let stored = store.all_records()?;
         let nicknames = normalizer.nicknames();
         let prepared: Vec<ComparableRecord> =

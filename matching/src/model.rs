@@ -332,7 +332,7 @@ impl Model {
     }
 
     /// The value whose frequency adjusts an exact agreement, if the field has one.
-    fn tf_value<'a>(field: CompField, record: &'a ComparableRecord) -> Option<&'a str> {
+    fn tf_value(field: CompField, record: &ComparableRecord) -> Option<&str> {
         match field {
             CompField::GivenName => record.first_given(),
             CompField::FamilyName => record.record.family_name.as_deref(),

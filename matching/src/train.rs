@@ -201,7 +201,7 @@ pub fn train(
             let in_match = lambda * product(gamma, &IDENTITY_FIELDS, &m);
             let in_non_match = (1.0 - lambda) * product(gamma, &IDENTITY_FIELDS, &u);
             *posterior = in_match / (in_match + in_non_match).max(f64::MIN_POSITIVE);
-            total_match += posterior * count;
+            total_match += *posterior * count;
             total += count;
             for field in IDENTITY_FIELDS {
                 if let Some(level) = gamma.level(field) {

@@ -33,8 +33,17 @@ fn draw(rng: &mut SplitMix, probabilities: &[f64]) -> u8 {
 
 /// Simulates pairs from known m and u, with a known share of matches.
 fn simulate(rng: &mut SplitMix, n: usize, lambda: f64) -> PatternCounts {
-    let truth = default_model();
     let mut counts = PatternCounts::new();
+    for (gamma, _) in simulate_labelled(rng, n, lambda) {
+        *counts.entry(gamma.pack()).or_default() += 1;
+    }
+    counts
+}
+
+/// Simulated pairs with their labels (true for a match).
+fn simulate_labelled(rng: &mut SplitMix, n: usize, lambda: f64) -> Vec<(Gamma, bool)> {
+    let truth = default_model();
+    let mut pairs = Vec::with_capacity(n);
     for _ in 0..n {
         let is_match = rng.chance(lambda);
         let mut levels = [MISSING; N_FIELDS];
@@ -44,18 +53,28 @@ fn simulate(rng: &mut SplitMix, n: usize, lambda: f64) -> PatternCounts {
                 params.iter().map(|level| if is_match { level.m } else { level.u }).collect();
             levels[field.index()] = draw(rng, &probabilities);
         }
-        *counts.entry(Gamma(levels).pack()).or_default() += 1;
+        pairs.push((Gamma(levels), is_match));
     }
-    counts
+    pairs
 }
 
 #[test]
-fn em_recovers_the_match_rate_and_m() {
+fn em_recovers_m_and_classifies_without_labels() {
     let mut rng = SplitMix(7);
-    let blocked = simulate(&mut rng, 200_000, 0.2);
+    let labelled = simulate_labelled(&mut rng, 200_000, 0.2);
+    let mut blocked = PatternCounts::new();
+    for (gamma, _) in &labelled {
+        *blocked.entry(gamma.pack()).or_default() += 1;
+    }
     let random = simulate(&mut rng, 200_000, 0.0);
     let model = train(&blocked, &random, &TrainOptions::default()).expect("enough data");
-    assert!((model.lambda - 0.2).abs() < 0.02, "lambda {}", model.lambda);
+    let record = crate::compare::ComparableRecord::default();
+    let n_correct = labelled
+        .iter()
+        .filter(|(gamma, is_match)| (crate::model::probability(model.weight(gamma, &record)) >= 0.5) == *is_match)
+        .count();
+    let accuracy = n_correct as f64 / labelled.len() as f64;
+    assert!(accuracy > 0.995, "accuracy {accuracy}");
     let dob_exact = &model.fields[CompField::DateOfBirth.index()].levels[0];
     assert!((dob_exact.m - 0.93).abs() < 0.02, "m(dob exact) {}", dob_exact.m);
     let given_exact = &model.fields[CompField::GivenName.index()].levels[0];
