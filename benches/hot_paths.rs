@@ -55,7 +55,7 @@ fn hot_paths(c: &mut Criterion) {
     index.reload().expect("reload");
     let keys: Vec<Vec<String>> = records.iter().map(blocking_keys).collect();
     c.bench_function("candidates of one record (index query)", |b| {
-        let searcher = index.searcher();
+        let searcher = index.searcher().expect("searcher");
         let mut i = 0;
         b.iter(|| {
             i = (i + 1) % keys.len();

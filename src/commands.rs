@@ -18,7 +18,7 @@ use crate::workspace::Workspace;
 /// # Errors
 /// When the index fails.
 pub fn blocked_pairs(workspace: &Workspace, max_candidates: usize) -> Result<Vec<Vec<usize>>, LinkError> {
-    let searcher = workspace.index.searcher();
+    let searcher = workspace.index.searcher()?;
     let linker = &workspace.linker;
     let sets: Result<Vec<Vec<usize>>, mpi_index::IndexError> = linker
         .entries

@@ -519,7 +519,7 @@ fn link_batch(
 
     // Candidates among the records before each one, as the online path would see them.
     progress.stage("blocking and comparing", work.len() as u64);
-    let searcher = workspace.index.searcher();
+    let searcher = workspace.index.searcher()?;
     let linker = &workspace.linker;
     let in_run: HashMap<usize, usize> = work.iter().enumerate().map(|(order, &(_, position, _))| (position, order)).collect();
     let compared: Vec<Result<Vec<(usize, Gamma)>, mpi_index::IndexError>> = work

@@ -1,1 +1,318 @@
-//! placeholder
+//! The blocking index: a tantivy index of each record's blocking keys, answering
+//! "which records share keys with these?" ranked by how many keys they share.
+//!
+//! The index knows tantivy, not SQLite, HTTP or what a key means: keys are opaque
+//! strings (they hold personal data, so they never appear in errors or logs). It is
+//! derived data: the caller can rebuild it from its store at any time, and records in
+//! each commit's payload how level it is with that store.
+//!
+//! Results never depend on timing, segment layout or threads: candidates are ranked by
+//! the number of distinct keys they share with the probe, ties broken by record id.
+//!
+//! ```
+//! use mpi_index::BlockingIndex;
+//! let index = BlockingIndex::create_in_ram()?;
+//! let mut writer = index.writer(20_000_000)?;
+//! writer.add(1, &["dob:1815-12-10".to_owned(), "pc:LS1 4AB".to_owned()])?;
+//! writer.add(2, &["dob:1815-12-10".to_owned()])?;
+//! writer.commit("gen:1")?;
+//! index.reload()?;
+//! let found = index.candidates(&["dob:1815-12-10".to_owned(), "pc:LS1 4AB".to_owned()], None, None, 10)?;
+//! assert_eq!(found.iter().map(|c| (c.record_id, c.n_keys)).collect::<Vec<_>>(), [(1, 2), (2, 1)]);
+//! assert_eq!(index.commit_payload().as_deref(), Some("gen:1"));
+//! # Ok::<(), mpi_index::IndexError>(())
+//! ```
+#![warn(missing_docs)]
+
+mod error;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use tantivy::columnar::Column;
+use tantivy::directory::MmapDirectory;
+use tantivy::schema::{Field, INDEXED, IndexRecordOption, STRING, Schema};
+use tantivy::{DocSet, Index, IndexReader, IndexWriter, InvertedIndexReader, ReloadPolicy, TERMINATED, TantivyDocument, Term};
+
+pub use crate::error::IndexError;
+
+/// A record's id, shared with the caller's store.
+pub type RecordId = u64;
+
+/// A candidate record and how many of the probe's keys it shares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// The candidate record.
+    pub record_id: RecordId,
+    /// Distinct probe keys it shares.
+    pub n_keys: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Fields {
+    rid: Field,
+    key: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut builder = Schema::builder();
+    let rid = builder.add_u64_field("rid", INDEXED | tantivy::schema::FAST);
+    let key = builder.add_text_field("key", STRING);
+    (builder.build(), Fields { rid, key })
+}
+
+/// The blocking index (reads). Cheap to share between threads.
+#[derive(Clone)]
+pub struct BlockingIndex {
+    index: Index,
+    reader: IndexReader,
+    fields: Fields,
+}
+
+impl std::fmt::Debug for BlockingIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockingIndex").field("n_records", &self.num_records()).finish()
+    }
+}
+
+impl BlockingIndex {
+    /// Opens the index in `dir`, creating the folder and an empty index if needed.
+    ///
+    /// # Errors
+    /// [`IndexError::Open`] when the folder cannot be created or holds something else.
+    pub fn open_or_create(dir: &Path) -> Result<BlockingIndex, IndexError> {
+        let open_error = |source| IndexError::Open { path: dir.to_owned(), source };
+        std::fs::create_dir_all(dir)
+            .map_err(|source| IndexError::Open { path: dir.to_owned(), source: tantivy::TantivyError::from(source) })?;
+        let directory = MmapDirectory::open(dir)
+            .map_err(|error| open_error(tantivy::TantivyError::from(error)))?;
+        let (schema, fields) = schema();
+        let index = Index::open_or_create(directory, schema).map_err(open_error)?;
+        BlockingIndex::from_index(index, fields)
+    }
+
+    /// An index in memory, for tests and benches.
+    ///
+    /// # Errors
+    /// When tantivy fails to set up the reader.
+    pub fn create_in_ram() -> Result<BlockingIndex, IndexError> {
+        let (schema, fields) = schema();
+        BlockingIndex::from_index(Index::create_in_ram(schema), fields)
+    }
+
+    fn from_index(index: Index, fields: Fields) -> Result<BlockingIndex, IndexError> {
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        Ok(BlockingIndex { index, reader, fields })
+    }
+
+    /// The one writer (tantivy allows one per index at a time).
+    ///
+    /// # Errors
+    /// [`IndexError::Tantivy`] when another writer holds the lock.
+    pub fn writer(&self, memory_budget_bytes: usize) -> Result<BlockingIndexWriter, IndexError> {
+        let writer = self.index.writer_with_num_threads(1, memory_budget_bytes.max(15_000_000))?;
+        Ok(BlockingIndexWriter { writer, fields: self.fields })
+    }
+
+    /// Makes the last commit visible to searches.
+    ///
+    /// # Errors
+    /// When tantivy cannot open the new segments.
+    pub fn reload(&self) -> Result<(), IndexError> {
+        Ok(self.reader.reload()?)
+    }
+
+    /// Live records in the current snapshot.
+    pub fn num_records(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// The payload of the last commit, if any.
+    pub fn commit_payload(&self) -> Option<String> {
+        self.index.load_metas().ok().and_then(|metas| metas.payload)
+    }
+
+    /// A snapshot for many queries (for example from rayon workers).
+    ///
+    /// # Errors
+    /// When a segment's key index or id column cannot be opened.
+    pub fn searcher(&self) -> Result<IndexSearcher, IndexError> {
+        IndexSearcher::new(&self.reader, self.fields)
+    }
+
+    /// See [`IndexSearcher::candidates`]; takes a fresh snapshot.
+    ///
+    /// # Errors
+    /// When reading the index fails.
+    pub fn candidates(
+        &self,
+        keys: &[String],
+        below: Option<RecordId>,
+        exclude: Option<RecordId>,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, IndexError> {
+        self.searcher()?.candidates(keys, below, exclude, limit)
+    }
+}
+
+struct SegmentView {
+    keys: Arc<InvertedIndexReader>,
+    rids: Column<u64>,
+    alive: Option<tantivy::fastfield::AliveBitSet>,
+}
+
+/// A snapshot of the index for queries. Cheap to share between threads.
+pub struct IndexSearcher {
+    _searcher: tantivy::Searcher,
+    segments: Vec<SegmentView>,
+    key_field: Field,
+}
+
+impl std::fmt::Debug for IndexSearcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexSearcher").field("n_segments", &self.segments.len()).finish()
+    }
+}
+
+impl IndexSearcher {
+    fn new(reader: &IndexReader, fields: Fields) -> Result<IndexSearcher, IndexError> {
+        let searcher = reader.searcher();
+        let segments = searcher
+            .segment_readers()
+            .iter()
+            .map(|segment| {
+                Ok(SegmentView {
+                    keys: segment.inverted_index(fields.key)?,
+                    rids: segment.fast_fields().u64("rid")?,
+                    alive: segment.alive_bitset().cloned(),
+                })
+            })
+            .collect::<Result<_, tantivy::TantivyError>>()?;
+        Ok(IndexSearcher { _searcher: searcher, segments, key_field: fields.key })
+    }
+
+    /// Records sharing at least one key with `keys`, ranked by how many distinct keys
+    /// they share (most first), ties by record id (lowest first), at most `limit`.
+    /// Only records with an id below `below` are considered when it is given, and
+    /// `exclude` (the probe itself) is never returned. Duplicate probe keys count once.
+    ///
+    /// # Errors
+    /// When reading postings fails.
+    pub fn candidates(
+        &self,
+        keys: &[String],
+        below: Option<RecordId>,
+        exclude: Option<RecordId>,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, IndexError> {
+        let mut distinct: Vec<&str> = keys.iter().map(String::as_str).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let mut counts: HashMap<RecordId, u32> = HashMap::new();
+        for key in distinct {
+            let term = Term::from_field_text(self.key_field, key);
+            for segment in &self.segments {
+                let Some(mut postings) = segment.keys.read_postings(&term, IndexRecordOption::Basic)? else {
+                    continue;
+                };
+                let mut doc = postings.doc();
+                while doc != TERMINATED {
+                    let alive = segment.alive.as_ref().is_none_or(|alive| alive.is_alive(doc));
+                    if alive && let Some(record_id) = segment.rids.first(doc) {
+                        let wanted = below.is_none_or(|below| record_id < below) && exclude != Some(record_id);
+                        if wanted {
+                            *counts.entry(record_id).or_default() += 1;
+                        }
+                    }
+                    doc = postings.advance();
+                }
+            }
+        }
+        let mut candidates: Vec<Candidate> =
+            counts.into_iter().map(|(record_id, n_keys)| Candidate { record_id, n_keys }).collect();
+        candidates.sort_unstable_by(|a, b| b.n_keys.cmp(&a.n_keys).then(a.record_id.cmp(&b.record_id)));
+        candidates.truncate(limit);
+        Ok(candidates)
+    }
+}
+
+/// The index writer. Changes become visible after [`BlockingIndexWriter::commit`] and
+/// [`BlockingIndex::reload`].
+pub struct BlockingIndexWriter {
+    writer: IndexWriter,
+    fields: Fields,
+}
+
+impl std::fmt::Debug for BlockingIndexWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlockingIndexWriter")
+    }
+}
+
+impl BlockingIndexWriter {
+    /// Adds a record under its keys.
+    ///
+    /// # Errors
+    /// When tantivy refuses the document.
+    pub fn add(&mut self, record_id: RecordId, keys: &[String]) -> Result<(), IndexError> {
+        let mut document = TantivyDocument::new();
+        document.add_u64(self.fields.rid, record_id);
+        for key in keys {
+            document.add_text(self.fields.key, key);
+        }
+        self.writer.add_document(document)?;
+        Ok(())
+    }
+
+    /// Replaces a record's keys.
+    ///
+    /// # Errors
+    /// When tantivy refuses the document.
+    pub fn update(&mut self, record_id: RecordId, keys: &[String]) -> Result<(), IndexError> {
+        self.delete(record_id)?;
+        self.add(record_id, keys)
+    }
+
+    /// Removes a record.
+    ///
+    /// # Errors
+    /// Never in practice; kept fallible for symmetry.
+    pub fn delete(&mut self, record_id: RecordId) -> Result<(), IndexError> {
+        self.writer.delete_term(Term::from_field_u64(self.fields.rid, record_id));
+        Ok(())
+    }
+
+    /// Removes every record (before a rebuild).
+    ///
+    /// # Errors
+    /// When tantivy fails.
+    pub fn delete_all(&mut self) -> Result<(), IndexError> {
+        self.writer.delete_all_documents()?;
+        Ok(())
+    }
+
+    /// Commits with a payload the caller uses to know how level the index is with
+    /// its store.
+    ///
+    /// # Errors
+    /// When the commit fails; the index keeps its previous commit.
+    pub fn commit(&mut self, payload: &str) -> Result<(), IndexError> {
+        let mut prepared = self.writer.prepare_commit()?;
+        prepared.set_payload(payload);
+        prepared.commit()?;
+        Ok(())
+    }
+
+    /// Drops uncommitted changes.
+    ///
+    /// # Errors
+    /// When tantivy fails.
+    pub fn rollback(&mut self) -> Result<(), IndexError> {
+        self.writer.rollback()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

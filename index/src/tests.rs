@@ -1,0 +1,150 @@
+use quickcheck::TestResult;
+use quickcheck_macros::quickcheck;
+
+use super::*;
+
+fn keys(list: &[&str]) -> Vec<String> {
+    list.iter().map(|key| (*key).to_owned()).collect()
+}
+
+fn index_of(records: &[(RecordId, &[&str])]) -> BlockingIndex {
+    let index = BlockingIndex::create_in_ram().unwrap();
+    let mut writer = index.writer(20_000_000).unwrap();
+    for (id, record_keys) in records {
+        writer.add(*id, &keys(record_keys)).unwrap();
+    }
+    writer.commit("test").unwrap();
+    index.reload().unwrap();
+    index
+}
+
+#[track_caller]
+fn check(index: &BlockingIndex, probe: &[&str], below: Option<u64>, exclude: Option<u64>, limit: usize, expected: &[(u64, u32)]) {
+    let got: Vec<(u64, u32)> = index
+        .candidates(&keys(probe), below, exclude, limit)
+        .unwrap()
+        .into_iter()
+        .map(|candidate| (candidate.record_id, candidate.n_keys))
+        .collect();
+    assert_eq!(got, expected, "probe {probe:?} below {below:?} exclude {exclude:?} limit {limit}");
+}
+
+#[test]
+fn ranks_by_shared_keys_then_record_id() {
+    let index = index_of(&[(5, &["a", "b"]), (3, &["a"]), (9, &["a", "b", "c"]), (1, &["z"]), (7, &["b"])]);
+    check(&index, &["a", "b", "c"], None, None, 10, &[(9, 3), (5, 2), (3, 1), (7, 1)]);
+    // Ties at the limit go to the lower record id.
+    check(&index, &["a", "b"], None, None, 3, &[(5, 2), (9, 2), (3, 1)]);
+    check(&index, &["a", "a", "a"], None, None, 10, &[(3, 1), (5, 1), (9, 1)]);
+    check(&index, &["nothing"], None, None, 10, &[]);
+    check(&index, &[], None, None, 10, &[]);
+}
+
+#[test]
+fn below_and_exclude_filter() {
+    let index = index_of(&[(1, &["a"]), (2, &["a"]), (3, &["a"]), (4, &["a"])]);
+    check(&index, &["a"], Some(3), None, 10, &[(1, 1), (2, 1)]);
+    check(&index, &["a"], None, Some(2), 10, &[(1, 1), (3, 1), (4, 1)]);
+    check(&index, &["a"], Some(4), Some(3), 10, &[(1, 1), (2, 1)]);
+}
+
+#[test]
+fn update_delete_and_delete_all() {
+    let index = index_of(&[(1, &["a"]), (2, &["a", "b"])]);
+    let mut writer = index.writer(20_000_000).unwrap();
+    writer.update(1, &keys(&["b"])).unwrap();
+    writer.delete(2).unwrap();
+    writer.add(3, &keys(&["a", "b"])).unwrap();
+    writer.commit("two").unwrap();
+    index.reload().unwrap();
+    check(&index, &["a", "b"], None, None, 10, &[(3, 2), (1, 1)]);
+    assert_eq!(index.num_records(), 2);
+    assert_eq!(index.commit_payload().as_deref(), Some("two"));
+    writer.delete_all().unwrap();
+    writer.commit("empty").unwrap();
+    index.reload().unwrap();
+    check(&index, &["a", "b"], None, None, 10, &[]);
+}
+
+#[test]
+fn rollback_drops_uncommitted_changes() {
+    let index = index_of(&[(1, &["a"])]);
+    let mut writer = index.writer(20_000_000).unwrap();
+    writer.add(2, &keys(&["a"])).unwrap();
+    writer.rollback().unwrap();
+    writer.commit("after rollback").unwrap();
+    index.reload().unwrap();
+    check(&index, &["a"], None, None, 10, &[(1, 1)]);
+}
+
+#[test]
+fn reopens_from_disk_with_its_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let index = BlockingIndex::open_or_create(dir.path()).unwrap();
+        let mut writer = index.writer(20_000_000).unwrap();
+        writer.add(1, &keys(&["a"])).unwrap();
+        writer.commit("gen:7").unwrap();
+    }
+    let index = BlockingIndex::open_or_create(dir.path()).unwrap();
+    assert_eq!(index.commit_payload().as_deref(), Some("gen:7"));
+    check(&index, &["a"], None, None, 10, &[(1, 1)]);
+}
+
+/// Records as key sets over a tiny alphabet, so they collide; several commits make
+/// several segments; some records are deleted or updated.
+#[quickcheck]
+fn candidates_match_a_brute_force_model(records: Vec<Vec<u8>>, probe: Vec<u8>, below: Option<u8>, limit: u8) -> TestResult {
+    if records.len() > 40 {
+        return TestResult::discard();
+    }
+    let key = |byte: &u8| format!("k{}", byte % 6);
+    let index = BlockingIndex::create_in_ram().unwrap();
+    let mut model: Vec<Option<Vec<String>>> = Vec::new();
+    let mut writer = index.writer(20_000_000).unwrap();
+    for (position, record) in records.iter().enumerate() {
+        let record_keys: Vec<String> = record.iter().map(key).collect();
+        writer.add(position as u64, &record_keys).unwrap();
+        model.push(Some(record_keys));
+        if position % 7 == 3 {
+            writer.commit("segment").unwrap();
+        }
+        if position % 5 == 4 {
+            // Delete an earlier record; update another.
+            writer.delete((position - 2) as u64).unwrap();
+            model[position - 2] = None;
+            let updated: Vec<String> = record.iter().rev().take(2).map(key).collect();
+            writer.update((position - 1) as u64, &updated).unwrap();
+            model[position - 1] = Some(updated);
+        }
+    }
+    writer.commit("done").unwrap();
+    index.reload().unwrap();
+    let probe_keys: Vec<String> = probe.iter().map(key).collect();
+    let below = below.map(|b| u64::from(b % 45));
+    let limit = usize::from(limit % 12);
+    let mut expected: Vec<(u64, u32)> = model
+        .iter()
+        .enumerate()
+        .filter_map(|(id, record_keys)| {
+            let record_keys = record_keys.as_ref()?;
+            let id = id as u64;
+            if below.is_some_and(|below| id >= below) {
+                return None;
+            }
+            let mut shared: Vec<&String> = probe_keys.iter().filter(|k| record_keys.contains(k)).collect();
+            shared.sort();
+            shared.dedup();
+            (!shared.is_empty()).then_some((id, shared.len() as u32))
+        })
+        .collect();
+    expected.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    expected.truncate(limit);
+    let got: Vec<(u64, u32)> = index
+        .candidates(&probe_keys, below, None, limit)
+        .unwrap()
+        .into_iter()
+        .map(|candidate| (candidate.record_id, candidate.n_keys))
+        .collect();
+    TestResult::from_bool(got == expected)
+}
