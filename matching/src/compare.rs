@@ -173,6 +173,8 @@ pub struct ComparableRecord {
     pub given_phonetic: Vec<String>,
     /// Nickname-group canonical name of each given name.
     pub given_canonical: Vec<String>,
+    /// Nickname groups of the first given name.
+    pub first_given_groups: Vec<u32>,
     /// Phonetic code of the family name's first token.
     pub family_phonetic: String,
     /// Family name split on spaces, hyphens and apostrophes, with Mc/Mac unified.
@@ -187,6 +189,8 @@ impl ComparableRecord {
         let given_phonetic = record.given_names.iter().map(|name| phonetic(name)).collect();
         let given_canonical =
             record.given_names.iter().map(|name| nicknames.canonical(name).to_owned()).collect();
+        let first_given_groups =
+            record.given_names.first().map(|name| nicknames.groups(name).to_vec()).unwrap_or_default();
         let family_tokens = record.family_name.as_deref().map(family_tokens).unwrap_or_default();
         let family_phonetic =
             family_tokens.first().map(|token| phonetic(token)).unwrap_or_default();
@@ -195,6 +199,7 @@ impl ComparableRecord {
             record,
             given_phonetic,
             given_canonical,
+            first_given_groups,
             family_phonetic,
             family_tokens,
             dob_digits,
@@ -293,7 +298,9 @@ fn compare_given(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
     if first_a == first_b {
         return 0;
     }
-    if a.given_canonical[0] == b.given_canonical[0] {
+    let nickname = a.given_canonical[0] == b.given_canonical[0]
+        || a.first_given_groups.iter().any(|group| b.first_given_groups.binary_search(group).is_ok());
+    if nickname {
         return 1;
     }
     let similarity = jaro_winkler(first_a, first_b);

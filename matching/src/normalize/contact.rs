@@ -1,0 +1,147 @@
+//! Telephone numbers, email addresses and administrative sex.
+
+use crate::record::{IssueKind, Sex};
+
+/// Normalises a telephone number. UK numbers (`07700 900123`, `+44 (0)7700 900123`,
+/// `0044 7700900123`, `447700900123`) become `+44` and the national number without its
+/// leading zero (`+447700900123`); other international numbers keep `+` and their
+/// digits.
+///
+/// # Errors
+/// [`IssueKind::NotNumeric`] for letters, [`IssueKind::WrongLength`] for too few or
+/// too many digits, [`IssueKind::Placeholder`] for one digit repeated.
+pub fn normalize_phone(raw: &str) -> Result<String, IssueKind> {
+    let raw = raw.trim();
+    let mut digits = String::with_capacity(16);
+    for c in raw.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            ' ' | '-' | '(' | ')' | '.' | '+' | '\t' => {}
+            _ => return Err(IssueKind::NotNumeric),
+        }
+    }
+    if let Some(&first) = digits.as_bytes().first()
+        && digits.len() >= 6
+        && digits.bytes().all(|b| b == first)
+    {
+        return Err(IssueKind::Placeholder);
+    }
+    let international = raw.starts_with('+') || digits.starts_with("00");
+    let mut national = if let Some(rest) = digits.strip_prefix("0044") {
+        rest.to_owned()
+    } else if digits.starts_with("44") && (international || digits.len() >= 12) {
+        digits[2..].to_owned()
+    } else if international {
+        let number = digits.trim_start_matches('0');
+        if !(8..=15).contains(&number.len()) {
+            return Err(IssueKind::WrongLength);
+        }
+        return Ok(format!("+{number}"));
+    } else {
+        digits.clone()
+    };
+    // "+44 (0)7700 ...": the trunk zero written after the country code.
+    if let Some(rest) = national.strip_prefix('0') {
+        national = rest.to_owned();
+    }
+    if !(9..=10).contains(&national.len()) {
+        return Err(IssueKind::WrongLength);
+    }
+    let first = national.as_bytes()[0];
+    if national.bytes().all(|b| b == first) {
+        return Err(IssueKind::Placeholder);
+    }
+    Ok(format!("+44{national}"))
+}
+
+/// Normalises an email address: trimmed and lower-cased, with one `@`, a local part and
+/// a domain containing a dot.
+///
+/// # Errors
+/// [`IssueKind::Unparseable`] when it does not have that shape.
+pub fn normalize_email(raw: &str) -> Result<String, IssueKind> {
+    let email = raw.trim().to_lowercase();
+    let valid = match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !email.contains(char::is_whitespace)
+        }
+        None => false,
+    };
+    if valid { Ok(email) } else { Err(IssueKind::Unparseable) }
+}
+
+/// Normalises administrative sex: FHIR codes (`male`, `female`, `other`, `unknown`),
+/// NHS codes (`1` male, `2` female, `9` indeterminate, `X` and `0` not known) and
+/// `M`/`F`/`U`, in any case. Unknown sex is `Ok(None)`.
+///
+/// # Errors
+/// [`IssueKind::UnknownCode`] for anything else.
+pub fn normalize_sex(raw: &str) -> Result<Option<Sex>, IssueKind> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "m" | "male" | "1" | "man" | "boy" => Ok(Some(Sex::Male)),
+        "f" | "female" | "2" | "woman" | "girl" => Ok(Some(Sex::Female)),
+        "o" | "other" | "9" | "i" | "indeterminate" => Ok(Some(Sex::Other)),
+        "u" | "unknown" | "x" | "0" | "not known" | "nk" | "" => Ok(None),
+        _ => Err(IssueKind::UnknownCode),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quickcheck_macros::quickcheck;
+
+    use super::*;
+
+    #[track_caller]
+    fn check_phone(raw: &str, expected: Result<&str, IssueKind>) {
+        assert_eq!(normalize_phone(raw).as_deref().map_err(|e| *e), expected, "input {raw:?}");
+    }
+
+    #[test]
+    fn phones() {
+        check_phone("07700 900123", Ok("+447700900123"));
+        check_phone("+44 7700 900123", Ok("+447700900123"));
+        check_phone("+44 (0)7700 900123", Ok("+447700900123"));
+        check_phone("0044 7700900123", Ok("+447700900123"));
+        check_phone("447700900123", Ok("+447700900123"));
+        check_phone("0113 496 0000", Ok("+441134960000"));
+        check_phone("+33 1 23 45 67 89", Ok("+33123456789"));
+        check_phone("12345", Err(IssueKind::WrongLength));
+        check_phone("call me", Err(IssueKind::NotNumeric));
+        check_phone("00000 000000", Err(IssueKind::Placeholder));
+    }
+
+    #[test]
+    fn emails_and_sex() {
+        assert_eq!(normalize_email(" Ada.Lovelace@Example.ORG ").as_deref(), Ok("ada.lovelace@example.org"));
+        assert_eq!(normalize_email("ada@localhost"), Err(IssueKind::Unparseable));
+        assert_eq!(normalize_email("no at sign"), Err(IssueKind::Unparseable));
+        assert_eq!(normalize_sex("F"), Ok(Some(Sex::Female)));
+        assert_eq!(normalize_sex("1"), Ok(Some(Sex::Male)));
+        assert_eq!(normalize_sex("9"), Ok(Some(Sex::Other)));
+        assert_eq!(normalize_sex("X"), Ok(None));
+        assert_eq!(normalize_sex("unknown"), Ok(None));
+        assert_eq!(normalize_sex("banana"), Err(IssueKind::UnknownCode));
+    }
+
+    #[quickcheck]
+    fn phone_normalisation_is_idempotent(raw: String) -> bool {
+        match normalize_phone(&raw) {
+            Ok(phone) => normalize_phone(&phone) == Ok(phone.clone()),
+            Err(_) => true,
+        }
+    }
+
+    #[quickcheck]
+    fn email_normalisation_is_idempotent(raw: String) -> bool {
+        match normalize_email(&raw) {
+            Ok(email) => normalize_email(&email) == Ok(email.clone()),
+            Err(_) => true,
+        }
+    }
+}

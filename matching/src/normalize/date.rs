@@ -1,0 +1,168 @@
+//! Dates of birth: ISO, UK day-first, `YYYYMMDD`, month names, two-digit years.
+
+use crate::record::{BirthDate, IssueKind};
+
+/// Earliest year accepted as a real birth year.
+const MIN_YEAR: u16 = 1880;
+
+const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+
+fn days_in_month(year: u16, month: u8) -> u8 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
+fn month_from_name(word: &str) -> Option<u8> {
+    let word = word.to_ascii_lowercase();
+    if word.len() < 3 {
+        return None;
+    }
+    MONTHS.iter().position(|month| word.starts_with(month)).map(|index| index as u8 + 1)
+}
+
+/// A two-digit year: `YY` is 20YY when 20YY is not after this year, else 19YY.
+fn expand_year(two_digits: u16, today: BirthDate) -> u16 {
+    if 2000 + two_digits <= today.year { 2000 + two_digits } else { 1900 + two_digits }
+}
+
+/// Parses a date of birth. Accepted forms: ISO `1951-04-03` (a time part after `T` or
+/// a space is ignored), UK day-first `03/04/1951`, `3/4/1951`, `03-04-1951`,
+/// `03.04.1951`, `YYYYMMDD`, month names `3 April 1951`, `03-Apr-1951`, `3 Apr 51`.
+/// Two-digit years pivot on today: `YY` means 20YY when that is not after this year,
+/// otherwise 19YY (so in 2026, `25` is 2025 and `27` is 1927).
+///
+/// # Errors
+/// [`IssueKind::Impossible`] for dates that do not exist, are in the future or are
+/// before 1880; [`IssueKind::Placeholder`] for `1900-01-01`, `1800-01-01`,
+/// `1111-11-11`, `0001-01-01`, `9999-12-31` style fillers; [`IssueKind::Unparseable`]
+/// for anything else.
+pub fn normalize_birth_date(raw: &str, today: BirthDate) -> Result<BirthDate, IssueKind> {
+    let text = raw.trim();
+    let text = match text.find(['T', 't']) {
+        Some(position) if position >= 8 => &text[..position],
+        _ => text,
+    };
+    let text = match text.find(' ') {
+        Some(position) if position >= 8 && text[..position].bytes().all(|b| b.is_ascii_digit() || b == b'-') => {
+            &text[..position]
+        }
+        _ => text,
+    };
+    let (year, month, day) = parse_parts(text, today).ok_or(IssueKind::Unparseable)?;
+    let placeholder = matches!((year, month, day), (1900, 1, 1) | (1800, 1, 1) | (1111, 11, 11) | (1, 1, 1) | (9999, 12, 31));
+    if placeholder {
+        return Err(IssueKind::Placeholder);
+    }
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return Err(IssueKind::Impossible);
+    }
+    let date = BirthDate { year, month, day };
+    if year < MIN_YEAR || date > today {
+        return Err(IssueKind::Impossible);
+    }
+    Ok(date)
+}
+
+fn number(part: &str) -> Option<u16> {
+    if part.is_empty() || part.len() > 4 || !part.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    part.parse().ok()
+}
+
+fn parse_parts(text: &str, today: BirthDate) -> Option<(u16, u8, u8)> {
+    let to_u8 = |value: u16| u8::try_from(value).ok();
+    // YYYYMMDD
+    if text.len() == 8 && text.bytes().all(|b| b.is_ascii_digit()) {
+        let year = number(&text[..4])?;
+        return Some((year, to_u8(number(&text[4..6])?)?, to_u8(number(&text[6..])?)?));
+    }
+    let parts: Vec<&str> = text.split(['-', '/', '.', ' ', ',']).filter(|part| !part.is_empty()).collect();
+    if parts.len() != 3 {
+        return None;
+    }
+    // ISO: year first.
+    if parts[0].len() == 4 {
+        let year = number(parts[0])?;
+        let month = match number(parts[1]) {
+            Some(month) => to_u8(month)?,
+            None => month_from_name(parts[1])?,
+        };
+        return Some((year, month, to_u8(number(parts[2])?)?));
+    }
+    // Day first (UK), month as a number or a name.
+    let day = to_u8(number(parts[0]).filter(|_| parts[0].len() <= 2)?)?;
+    let month = match number(parts[1]) {
+        Some(month) if parts[1].len() <= 2 => to_u8(month)?,
+        Some(_) => return None,
+        None => month_from_name(parts[1])?,
+    };
+    let year = match parts[2].len() {
+        4 => number(parts[2])?,
+        2 => expand_year(number(parts[2])?, today),
+        _ => return None,
+    };
+    Some((year, month, day))
+}
+
+#[cfg(test)]
+mod tests {
+    use quickcheck_macros::quickcheck;
+
+    use super::*;
+
+    const TODAY: BirthDate = BirthDate { year: 2026, month: 11, day: 24 };
+
+    #[track_caller]
+    fn check(raw: &str, expected: Result<(u16, u8, u8), IssueKind>) {
+        let got = normalize_birth_date(raw, TODAY).map(|d| (d.year, d.month, d.day));
+        assert_eq!(got, expected, "input {raw:?}");
+    }
+
+    #[test]
+    fn formats() {
+        check("1951-04-03", Ok((1951, 4, 3)));
+        check("1951-04-03T00:00:00", Ok((1951, 4, 3)));
+        check("1951-04-03 00:00", Ok((1951, 4, 3)));
+        check("03/04/1951", Ok((1951, 4, 3)));
+        check("3/4/1951", Ok((1951, 4, 3)));
+        check("03-04-1951", Ok((1951, 4, 3)));
+        check("03.04.1951", Ok((1951, 4, 3)));
+        check("19510403", Ok((1951, 4, 3)));
+        check("3 April 1951", Ok((1951, 4, 3)));
+        check("03-Apr-1951", Ok((1951, 4, 3)));
+        check("3 Apr 51", Ok((1951, 4, 3)));
+        check("03/04/25", Ok((2025, 4, 3)));
+        check("03/04/27", Ok((1927, 4, 3)));
+    }
+
+    #[test]
+    fn impossible_placeholder_and_garbage() {
+        check("29/02/2000", Ok((2000, 2, 29)));
+        check("29/02/1900", Err(IssueKind::Impossible));
+        check("31/02/1951", Err(IssueKind::Impossible));
+        check("01/13/1951", Err(IssueKind::Impossible));
+        check("19511301", Err(IssueKind::Impossible));
+        check("1870-01-02", Err(IssueKind::Impossible));
+        check("2030-01-01", Err(IssueKind::Impossible));
+        check("1900-01-01", Err(IssueKind::Placeholder));
+        check("01/01/1900", Err(IssueKind::Placeholder));
+        check("9999-12-31", Err(IssueKind::Placeholder));
+        check("yesterday", Err(IssueKind::Unparseable));
+        check("1951", Err(IssueKind::Unparseable));
+        check("", Err(IssueKind::Unparseable));
+    }
+
+    #[quickcheck]
+    fn iso_output_parses_back(raw: String) -> bool {
+        match normalize_birth_date(&raw, TODAY) {
+            Ok(date) => normalize_birth_date(&date.to_iso(), TODAY) == Ok(date),
+            Err(_) => true,
+        }
+    }
+}

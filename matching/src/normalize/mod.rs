@@ -1,0 +1,256 @@
+//! Normalisation: every field to a canonical form for comparison, with a typed reason
+//! when a value cannot be used. Never fails, never panics: bad data is normal here.
+
+mod contact;
+mod date;
+mod name;
+mod nhs;
+mod nickname;
+mod place;
+
+use rphonetic::{DoubleMetaphone, Encoder};
+
+pub use self::contact::{normalize_email, normalize_phone, normalize_sex};
+pub use self::date::normalize_birth_date;
+pub use self::name::{normalize_family_name, normalize_given_names};
+pub use self::nhs::{nhs_check_digit_valid, normalize_nhs_number};
+pub use self::nickname::Nicknames;
+pub use self::place::{normalize_address, normalize_postcode};
+use crate::record::{BirthDate, Demographics, Field, Identifier, Issue, IssueKind, NormalizedRecord};
+
+/// Settings for normalisation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NormalizeOptions {
+    /// Today's date: birth dates after it are impossible. (The crate has no clock.)
+    pub today: BirthDate,
+    /// Refuse NHS numbers starting 999, which are never issued to real people and are
+    /// used by test and synthetic data. Off by default.
+    pub refuse_test_nhs_numbers: bool,
+}
+
+/// Normalises raw demographics. Build once and share: it holds the nickname table.
+#[derive(Debug)]
+pub struct Normalizer {
+    options: NormalizeOptions,
+    nicknames: Nicknames,
+}
+
+impl Normalizer {
+    /// A normaliser with the built-in nickname table.
+    pub fn new(options: NormalizeOptions) -> Normalizer {
+        Normalizer { options, nicknames: Nicknames::builtin() }
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &NormalizeOptions {
+        &self.options
+    }
+
+    /// The nickname table.
+    pub fn nicknames(&self) -> &Nicknames {
+        &self.nicknames
+    }
+
+    /// Normalises one record: canonical values, and an issue for every value that was
+    /// given but could not be used (or, for a non-UK postal code, is used as a plain
+    /// code). Never fails.
+    pub fn normalize(&self, raw: &Demographics) -> (NormalizedRecord, Vec<Issue>) {
+        let mut record = NormalizedRecord::default();
+        let mut issues = Vec::new();
+        let mut report = |field, kind| issues.push(Issue { field, kind });
+
+        if let Some(value) = present(&raw.nhs_number) {
+            match normalize_nhs_number(value, self.options.refuse_test_nhs_numbers) {
+                Ok(number) => record.nhs_number = Some(number),
+                Err(kind) => report(Field::NhsNumber, kind),
+            }
+        }
+        if let Some(value) = present(&raw.given_name) {
+            let (names, suffix, issue) = normalize_given_names(value);
+            record.given_names = names;
+            record.name_suffix = suffix;
+            if let Some(kind) = issue {
+                report(Field::GivenName, kind);
+            }
+        }
+        if let Some(value) = present(&raw.family_name) {
+            let (family, suffix, issue) = normalize_family_name(value);
+            record.family_name = family;
+            if record.name_suffix.is_none() {
+                record.name_suffix = suffix;
+            }
+            if let Some(kind) = issue {
+                report(Field::FamilyName, kind);
+            }
+        }
+        if let Some(value) = present(&raw.date_of_birth) {
+            match normalize_birth_date(value, self.options.today) {
+                Ok(date) => record.date_of_birth = Some(date),
+                Err(kind) => report(Field::DateOfBirth, kind),
+            }
+        }
+        if let Some(value) = present(&raw.sex) {
+            match normalize_sex(value) {
+                Ok(sex) => record.sex = sex,
+                Err(kind) => report(Field::Sex, kind),
+            }
+        }
+        if let Some(value) = present(&raw.postcode) {
+            match normalize_postcode(value) {
+                Ok(code) => {
+                    if !code.is_uk {
+                        report(Field::Postcode, IssueKind::NotUkPostcode);
+                    }
+                    record.postcode = Some(code);
+                }
+                Err(kind) => report(Field::Postcode, kind),
+            }
+        }
+        record.address = normalize_address(present(&raw.address_line1), present(&raw.address_line2), present(&raw.town));
+        if let Some(value) = present(&raw.phone) {
+            match normalize_phone(value) {
+                Ok(phone) => record.phone = Some(phone),
+                Err(kind) => report(Field::Phone, kind),
+            }
+        }
+        if let Some(value) = present(&raw.email) {
+            match normalize_email(value) {
+                Ok(email) => record.email = Some(email),
+                Err(kind) => report(Field::Email, kind),
+            }
+        }
+        for identifier in &raw.identifiers {
+            let system = identifier.system.trim();
+            let value: String =
+                identifier.value.chars().filter(|c| !c.is_whitespace()).flat_map(char::to_uppercase).collect();
+            if !system.is_empty() && !value.is_empty() {
+                record.identifiers.push(Identifier { system: system.to_owned(), value });
+            }
+        }
+        record.identifiers.sort();
+        record.identifiers.dedup();
+        (record, issues)
+    }
+}
+
+/// The trimmed value, None when absent or blank.
+fn present(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Folds text for comparison: Unicode to lower-case ASCII (`Łukasz` to `lukasz`,
+/// `Zoë` to `zoe`), whitespace collapsed to single spaces, trimmed.
+pub fn fold(s: &str) -> String {
+    let ascii = if s.is_ascii() { std::borrow::Cow::Borrowed(s) } else { std::borrow::Cow::Owned(deunicode::deunicode(s)) };
+    let mut out = String::with_capacity(ascii.len());
+    for word in ascii.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(word.chars().map(|c| c.to_ascii_lowercase()));
+    }
+    out
+}
+
+/// The phonetic code of one name token: the primary Double Metaphone code (at most
+/// four characters) of its letters. Empty for a token without letters. Split names
+/// into tokens first: the encoder reads its whole input as one word.
+pub fn phonetic(token: &str) -> String {
+    let letters: String = token.chars().filter(char::is_ascii_alphabetic).collect();
+    if letters.is_empty() {
+        return String::new();
+    }
+    DoubleMetaphone::default().encode(&letters)
+}
+
+#[cfg(test)]
+mod tests {
+    use quickcheck_macros::quickcheck;
+
+    use super::*;
+
+    fn normalizer() -> Normalizer {
+        Normalizer::new(NormalizeOptions { today: BirthDate { year: 2026, month: 11, day: 24 }, refuse_test_nhs_numbers: false })
+    }
+
+    #[test]
+    fn folds_accents_and_space() {
+        assert_eq!(fold("  Łukasz   Wiśniewski "), "lukasz wisniewski");
+        assert_eq!(fold("Zoë"), "zoe");
+        assert_eq!(fold("SIOBHÁN"), "siobhan");
+    }
+
+    #[test]
+    fn phonetic_codes_group_spellings() {
+        assert_eq!(phonetic("smith"), phonetic("smyth"));
+        assert_eq!(phonetic("catherine"), phonetic("kathryn"));
+        assert_eq!(phonetic(""), "");
+        assert_eq!(phonetic("123"), "");
+    }
+
+    #[test]
+    fn a_whole_record() {
+        let raw = Demographics {
+            nhs_number: Some("943 476 5918".into()),
+            given_name: Some("Mr John Paul".into()),
+            family_name: Some("SMITH JR".into()),
+            date_of_birth: Some("31/02/1951".into()),
+            sex: Some("1".into()),
+            postcode: Some("2615".into()),
+            address_line1: Some("12 High St".into()),
+            phone: Some("07700 900123".into()),
+            email: Some("not an email".into()),
+            identifiers: vec![Identifier { system: "ssn".into(), value: " 12 34 ".into() }],
+            ..Demographics::default()
+        };
+        let (record, issues) = normalizer().normalize(&raw);
+        assert_eq!(record.nhs_number, None);
+        assert_eq!(record.given_names, ["john", "paul"]);
+        assert_eq!(record.family_name.as_deref(), Some("smith"));
+        assert_eq!(record.name_suffix.as_deref(), Some("jr"));
+        assert_eq!(record.date_of_birth, None);
+        assert_eq!(record.sex, Some(crate::record::Sex::Male));
+        assert!(record.postcode.as_ref().is_some_and(|code| !code.is_uk && code.code == "2615"));
+        assert_eq!(record.address.as_ref().map(|a| a.text.as_str()), Some("12 high street"));
+        assert_eq!(record.phone.as_deref(), Some("+447700900123"));
+        assert_eq!(record.identifiers, [Identifier { system: "ssn".into(), value: "1234".into() }]);
+        let fields: Vec<(Field, IssueKind)> = issues.iter().map(|issue| (issue.field, issue.kind)).collect();
+        assert_eq!(
+            fields,
+            [
+                (Field::NhsNumber, IssueKind::BadCheckDigit),
+                (Field::DateOfBirth, IssueKind::Impossible),
+                (Field::Postcode, IssueKind::NotUkPostcode),
+                (Field::Email, IssueKind::Unparseable),
+            ]
+        );
+    }
+
+    #[quickcheck]
+    fn fold_is_idempotent(raw: String) -> bool {
+        let once = fold(&raw);
+        fold(&once) == once
+    }
+
+    #[quickcheck]
+    fn normalize_never_panics(fields: Vec<String>, system: String) -> bool {
+        let get = |i: usize| fields.get(i).cloned();
+        let raw = Demographics {
+            nhs_number: get(0),
+            given_name: get(1),
+            family_name: get(2),
+            date_of_birth: get(3),
+            sex: get(4),
+            address_line1: get(5),
+            address_line2: get(6),
+            town: get(7),
+            postcode: get(8),
+            phone: get(9),
+            email: get(10),
+            identifiers: vec![Identifier { system, value: get(11).unwrap_or_default() }],
+        };
+        let (record, _) = normalizer().normalize(&raw);
+        // A normalised family name is stable under normalisation.
+        record.family_name.is_none_or(|family| normalize_family_name(&family).0 == Some(family))
+    }
+}

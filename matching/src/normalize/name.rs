@@ -1,0 +1,182 @@
+//! Given and family names: folding, titles, generational suffixes, placeholders.
+
+use super::fold;
+use crate::record::IssueKind;
+
+const TITLES: &[&str] = &[
+    "mr", "mrs", "ms", "miss", "mx", "dr", "rev", "revd", "prof", "sir", "dame", "lady", "lord", "master", "fr",
+    "capt", "col", "major", "sgt", "hon", "cllr",
+];
+
+/// Whole values (after folding) that say "no name known".
+const PLACEHOLDERS: &[&str] = &[
+    "unknown", "unk", "not known", "notknown", "nk", "n k", "test", "test patient", "testpatient", "patient",
+    "x", "xx", "xxx", "xxxx", "zz", "zzz", "zzzz", "none", "null", "na", "n a", "nil", "no name", "noname",
+    "anonymous", "anon", "unnamed", "not stated", "not given", "refused", "infant", "baby", "newborn",
+    "baby boy", "baby girl", "male baby", "female baby", "twin", "twin 1", "twin 2", "twin a", "twin b",
+];
+
+/// Canonical generational suffix of a token, if it is one.
+fn suffix(token: &str) -> Option<&'static str> {
+    Some(match token {
+        "jr" | "jnr" | "junior" => "jr",
+        "sr" | "snr" | "senior" => "sr",
+        "ii" => "ii",
+        "iii" => "iii",
+        "iv" => "iv",
+        _ => return None,
+    })
+}
+
+/// Folds a name and keeps letters, hyphens, apostrophes and single spaces.
+fn clean(raw: &str) -> String {
+    let folded = fold(&raw.replace(['\u{2019}', '\u{2018}', '`', '\u{00B4}'], "'"));
+    let mut out = String::with_capacity(folded.len());
+    for c in folded.chars() {
+        let c = match c {
+            'a'..='z' | '\'' | '-' => c,
+            _ => ' ',
+        };
+        if c == ' ' && (out.is_empty() || out.ends_with(' ')) {
+            continue;
+        }
+        out.push(c);
+    }
+    // "smith - jones" and "smith- jones" are "smith-jones".
+    let out = out.trim().replace(" -", "-").replace("- ", "-");
+    out.split(' ')
+        .map(|token| token.trim_matches(['-', '\'']))
+        .filter(|token| !token.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn is_placeholder(cleaned: &str) -> bool {
+    PLACEHOLDERS.contains(&cleaned)
+        || cleaned.starts_with("baby of ")
+        || cleaned.starts_with("infant of ")
+        || cleaned.starts_with("twin of ")
+        || cleaned.starts_with("unknown ")
+        || cleaned.starts_with("test ")
+}
+
+/// Splits off titles at the start and a generational suffix at the end.
+fn strip<'a>(tokens: &mut Vec<&'a str>) -> Option<String> {
+    while tokens.len() > 1 && TITLES.contains(&tokens[0]) {
+        tokens.remove(0);
+    }
+    let mut found = None;
+    while tokens.len() > 1 {
+        match tokens.last().and_then(|last| suffix(last)) {
+            Some(canonical) => {
+                found.get_or_insert(canonical.to_owned());
+                tokens.pop();
+            }
+            None => break,
+        }
+    }
+    found
+}
+
+/// Normalises given names: folded, titles and a trailing suffix (`Jr`, `Snr`, `III`)
+/// removed, split into names in order (`Mary Jane` gives `["mary", "jane"]`; a
+/// hyphenated name stays one name). A placeholder (`UNKNOWN`, `BABY OF SMITH`) gives
+/// no names and [`IssueKind::Placeholder`].
+pub fn normalize_given_names(raw: &str) -> (Vec<String>, Option<String>, Option<IssueKind>) {
+    let cleaned = clean(raw);
+    if cleaned.is_empty() {
+        let issue = if raw.trim().is_empty() { None } else { Some(IssueKind::NoLetters) };
+        return (Vec::new(), None, issue);
+    }
+    let mut tokens: Vec<&str> = cleaned.split(' ').collect();
+    let found_suffix = strip(&mut tokens);
+    let rest = tokens.join(" ");
+    if is_placeholder(&cleaned) || is_placeholder(&rest) || tokens.first().is_some_and(|first| *first == "baby") {
+        return (Vec::new(), None, Some(IssueKind::Placeholder));
+    }
+    (tokens.into_iter().map(str::to_owned).collect(), found_suffix, None)
+}
+
+/// Normalises a family name: folded, titles and a trailing suffix removed, hyphens and
+/// apostrophes kept (`O'Brien-Smith` gives `o'brien-smith`). A placeholder gives None
+/// and [`IssueKind::Placeholder`].
+pub fn normalize_family_name(raw: &str) -> (Option<String>, Option<String>, Option<IssueKind>) {
+    let cleaned = clean(raw);
+    if cleaned.is_empty() {
+        let issue = if raw.trim().is_empty() { None } else { Some(IssueKind::NoLetters) };
+        return (None, None, issue);
+    }
+    let mut tokens: Vec<&str> = cleaned.split(' ').collect();
+    let found_suffix = strip(&mut tokens);
+    let family = tokens.join(" ");
+    if is_placeholder(&cleaned) || is_placeholder(&family) {
+        return (None, None, Some(IssueKind::Placeholder));
+    }
+    (Some(family), found_suffix, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use quickcheck_macros::quickcheck;
+
+    use super::*;
+
+    #[track_caller]
+    fn check_given(raw: &str, names: &[&str], suffix: Option<&str>, issue: Option<IssueKind>) {
+        let (got, got_suffix, got_issue) = normalize_given_names(raw);
+        assert_eq!((got.iter().map(String::as_str).collect::<Vec<_>>().as_slice(), got_suffix.as_deref(), got_issue), (names, suffix, issue), "input {raw:?}");
+    }
+
+    #[track_caller]
+    fn check_family(raw: &str, family: Option<&str>, suffix: Option<&str>, issue: Option<IssueKind>) {
+        let (got, got_suffix, got_issue) = normalize_family_name(raw);
+        assert_eq!((got.as_deref(), got_suffix.as_deref(), got_issue), (family, suffix, issue), "input {raw:?}");
+    }
+
+    #[test]
+    fn given_names() {
+        check_given("Mary Jane", &["mary", "jane"], None, None);
+        check_given("  MR. John  ", &["john"], None, None);
+        check_given("Dr Anne-Marie", &["anne-marie"], None, None);
+        check_given("Zoë", &["zoe"], None, None);
+        check_given("Łukasz", &["lukasz"], None, None);
+        check_given("Siobhán", &["siobhan"], None, None);
+        check_given("John Jnr", &["john"], Some("jr"), None);
+        check_given("J.", &["j"], None, None);
+        check_given("UNKNOWN", &[], None, Some(IssueKind::Placeholder));
+        check_given("Baby of Smith", &[], None, Some(IssueKind::Placeholder));
+        check_given("BABY BOY", &[], None, Some(IssueKind::Placeholder));
+        check_given("123", &[], None, Some(IssueKind::NoLetters));
+        check_given("", &[], None, None);
+    }
+
+    #[test]
+    fn family_names() {
+        check_family("O’Brien", Some("o'brien"), None, None);
+        check_family("SMITH JR", Some("smith"), Some("jr"), None);
+        check_family("Smith - Jones", Some("smith-jones"), None, None);
+        check_family("van der Berg", Some("van der berg"), None, None);
+        check_family("Wiśniewski", Some("wisniewski"), None, None);
+        check_family("Babbage III", Some("babbage"), Some("iii"), None);
+        check_family("TEST PATIENT", None, None, Some(IssueKind::Placeholder));
+        check_family("zzz", None, None, Some(IssueKind::Placeholder));
+        check_family("Baby of Smith", None, None, Some(IssueKind::Placeholder));
+        // A suffix alone is a name, not a suffix.
+        check_family("Snr", Some("snr"), None, None);
+    }
+
+    #[quickcheck]
+    fn given_names_are_idempotent(raw: String) -> bool {
+        let (names, _, _) = normalize_given_names(&raw);
+        let again = normalize_given_names(&names.join(" ")).0;
+        again == names
+    }
+
+    #[quickcheck]
+    fn family_names_are_idempotent(raw: String) -> bool {
+        match normalize_family_name(&raw).0 {
+            Some(family) => normalize_family_name(&family).0 == Some(family),
+            None => true,
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Postcodes (UK, and other countries' codes kept as plain codes) and addresses.
+
+use super::fold;
+use crate::record::{Address, IssueKind, PostalCode};
+
+/// Letters not used in the inward code's last two positions.
+const INWARD_EXCLUDED: &[u8] = b"CIKMOV";
+
+fn is_valid_outward(outward: &[u8]) -> bool {
+    let letter = |b: &u8| b.is_ascii_uppercase();
+    let digit = |b: &u8| b.is_ascii_digit();
+    match outward {
+        // A9, A99, A9A
+        [a, b] => letter(a) && digit(b),
+        [a, b, c] if letter(a) && digit(b) => digit(c) || letter(c),
+        // AA9
+        [a, b, c] => letter(a) && letter(b) && digit(c),
+        // AA99, AA9A
+        [a, b, c, d] => letter(a) && letter(b) && digit(c) && (digit(d) || letter(d)),
+        _ => false,
+    }
+}
+
+/// Normalises a postcode. A UK postcode becomes upper case with one space before the
+/// inward code (`ls14ab` gives `LS1 4AB`), with its district (`LS1`) and sector
+/// (`LS1 4`). Another country's plausible code (3 to 10 letters and digits, such as
+/// FEBRL's Australian `2615`) is kept upper-cased without spaces, with `is_uk` false.
+///
+/// # Errors
+/// [`IssueKind::Unparseable`] for anything else.
+pub fn normalize_postcode(raw: &str) -> Result<PostalCode, IssueKind> {
+    let compact: String =
+        raw.chars().filter(|c| !c.is_whitespace() && *c != '-').flat_map(char::to_uppercase).collect();
+    if !compact.is_ascii() || compact.len() < 3 || compact.len() > 10 || !compact.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(IssueKind::Unparseable);
+    }
+    let bytes = compact.as_bytes();
+    if compact == "GIR0AA" {
+        return Ok(PostalCode { code: "GIR 0AA".into(), is_uk: true, district: "GIR".into(), sector: "GIR 0".into() });
+    }
+    if (5..=7).contains(&bytes.len()) {
+        let (outward, inward) = bytes.split_at(bytes.len() - 3);
+        let inward_valid = inward[0].is_ascii_digit()
+            && inward[1..].iter().all(|b| b.is_ascii_uppercase() && !INWARD_EXCLUDED.contains(b));
+        if inward_valid && is_valid_outward(outward) {
+            let outward = &compact[..compact.len() - 3];
+            let inward = &compact[compact.len() - 3..];
+            return Ok(PostalCode {
+                code: format!("{outward} {inward}"),
+                is_uk: true,
+                district: outward.to_owned(),
+                sector: format!("{outward} {}", &inward[..1]),
+            });
+        }
+    }
+    // Not UK: a plain code, kept when it has at least one digit (a postal code, not a word).
+    if compact.bytes().any(|b| b.is_ascii_digit()) {
+        return Ok(PostalCode { code: compact, is_uk: false, district: String::new(), sector: String::new() });
+    }
+    Err(IssueKind::Unparseable)
+}
+
+/// Street-type and other abbreviations, expanded for comparison.
+fn expand(token: &str) -> &str {
+    match token {
+        "rd" => "road",
+        "st" | "str" => "street",
+        "ave" | "av" | "avn" => "avenue",
+        "ln" => "lane",
+        "cl" => "close",
+        "cres" | "cresc" | "cr" => "crescent",
+        "dr" | "drv" => "drive",
+        "ct" | "crt" => "court",
+        "pl" => "place",
+        "sq" => "square",
+        "gdns" | "gdn" => "gardens",
+        "gr" | "gro" | "grv" => "grove",
+        "tce" | "terr" | "ter" => "terrace",
+        "pk" => "park",
+        "hse" => "house",
+        "flt" => "flat",
+        "apt" | "apartment" => "flat",
+        "bldg" | "bldgs" => "buildings",
+        "cott" | "cotts" => "cottages",
+        "mt" => "mount",
+        "wy" => "way",
+        "hts" => "heights",
+        "est" => "estate",
+        "n" => "north",
+        "s" => "south",
+        "e" => "east",
+        "w" => "west",
+        "upr" => "upper",
+        "lwr" => "lower",
+        "cir" | "crcs" => "circus",
+        "pde" => "parade",
+        "blvd" => "boulevard",
+        "hwy" => "highway",
+        other => other,
+    }
+}
+
+fn is_house_number(token: &str) -> bool {
+    let bytes = token.as_bytes();
+    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    digits > 0 && digits <= 5 && bytes.len() - digits <= 1 && bytes[digits..].iter().all(u8::is_ascii_alphabetic)
+}
+
+/// Normalises address lines and town into one comparable text: folded, punctuation
+/// removed, abbreviations expanded (`rd` to `road`, `st` to `street`; a leading `st`
+/// before a name such as `St Albans` stays `saint`), `flat 3/12` read as flat 3 of
+/// number 12. The house number is the first number (with at most one letter, `12a`)
+/// that is not a flat number. None when nothing is left.
+pub fn normalize_address(line1: Option<&str>, line2: Option<&str>, town: Option<&str>) -> Option<Address> {
+    let joined = [line1, line2, town].into_iter().flatten().collect::<Vec<_>>().join(" ");
+    let folded = fold(&joined.replace('/', " / "));
+    let mut tokens: Vec<String> = Vec::new();
+    for raw_token in folded.split(|c: char| !c.is_ascii_alphanumeric() && c != '/') {
+        if raw_token.is_empty() {
+            continue;
+        }
+        tokens.push(raw_token.to_owned());
+    }
+    let mut words: Vec<String> = Vec::with_capacity(tokens.len());
+    let mut house_number: Option<String> = None;
+    let mut after_flat = false;
+    for (index, token) in tokens.iter().enumerate() {
+        if token == "/" {
+            // "3/12": the number before the slash was a flat number.
+            after_flat = false;
+            continue;
+        }
+        let next_is_slash = tokens.get(index + 1).is_some_and(|next| next == "/");
+        let word = if token == "st" && index + 1 < tokens.len() && !is_house_number(&tokens[index + 1]) && words.last().is_none_or(|w| is_house_number(w)) {
+            // "St Albans Road", "12 St Johns Close": saint; "High St": street.
+            "saint"
+        } else {
+            expand(token)
+        };
+        if is_house_number(word) {
+            let is_flat_number = after_flat || next_is_slash;
+            if house_number.is_none() && !is_flat_number {
+                house_number = Some(word.to_owned());
+            }
+            after_flat = false;
+        } else {
+            after_flat = matches!(word, "flat" | "unit" | "room" | "suite");
+        }
+        words.push(word.to_owned());
+    }
+    if words.is_empty() {
+        return None;
+    }
+    Some(Address { text: words.join(" "), house_number })
+}
+
+#[cfg(test)]
+mod tests {
+    use quickcheck_macros::quickcheck;
+
+    use super::*;
+
+    #[track_caller]
+    fn check_postcode(raw: &str, expected: Option<(&str, bool, &str, &str)>) {
+        let got = normalize_postcode(raw).ok();
+        let got = got.as_ref().map(|p| (p.code.as_str(), p.is_uk, p.district.as_str(), p.sector.as_str()));
+        assert_eq!(got, expected, "input {raw:?}");
+    }
+
+    #[test]
+    fn postcodes() {
+        check_postcode("ls14ab", Some(("LS1 4AB", true, "LS1", "LS1 4")));
+        check_postcode("SW1A1AA", Some(("SW1A 1AA", true, "SW1A", "SW1A 1")));
+        check_postcode("EC1A 1BB", Some(("EC1A 1BB", true, "EC1A", "EC1A 1")));
+        check_postcode(" m14  6hr ", Some(("M14 6HR", true, "M14", "M14 6")));
+        check_postcode("B15 2TT", Some(("B15 2TT", true, "B15", "B15 2")));
+        check_postcode("CF10 1AA", Some(("CF10 1AA", true, "CF10", "CF10 1")));
+        check_postcode("2615", Some(("2615", false, "", "")));
+        check_postcode("LS1 4CI", Some(("LS14CI", false, "", "")));
+        check_postcode("hello", None);
+        check_postcode("", None);
+        check_postcode("!!", None);
+    }
+
+    #[track_caller]
+    fn check_address(line1: &str, line2: Option<&str>, text: &str, number: Option<&str>) {
+        let got = normalize_address(Some(line1), line2, None).expect("an address");
+        assert_eq!((got.text.as_str(), got.house_number.as_deref()), (text, number), "input {line1:?}");
+    }
+
+    #[test]
+    fn addresses() {
+        check_address("12 High St", None, "12 high street", Some("12"));
+        check_address("12a Park Rd.", Some("Leeds"), "12a park road leeds", Some("12a"));
+        check_address("Flat 3, 45 Acacia Ave", None, "flat 3 45 acacia avenue", Some("45"));
+        check_address("3/12 Mill Lane", None, "3 12 mill lane", Some("12"));
+        check_address("St Albans Road", None, "saint albans road", None);
+        check_address("7 wallaby place", None, "7 wallaby place", Some("7"));
+        assert_eq!(normalize_address(None, Some("  "), None), None);
+    }
+
+    #[quickcheck]
+    fn postcode_of_a_canonical_code_is_the_same(raw: String) -> bool {
+        match normalize_postcode(&raw) {
+            Ok(code) => normalize_postcode(&code.code).as_ref() == Ok(&code),
+            Err(_) => true,
+        }
+    }
+}
