@@ -690,9 +690,12 @@ fn write_results(
     let mut batch = Batch::default();
     let mut seen_new_persons = std::collections::HashSet::new();
     let review_by_position: HashMap<usize, &OpenedReview> = report.reviews.iter().map(|review| (review.position, review)).collect();
-    for ((&(item_index, position, _), decision), evidence) in work.iter().zip(decisions).zip(&evidence) {
+    for ((&(item_index, position, is_update), decision), evidence) in work.iter().zip(decisions).zip(&evidence) {
         let item = &prepared[item_index];
         let entry = &linker.entries[position];
+        if is_update {
+            batch.updated_records.insert(entry.id);
+        }
         let person = &linker.persons[decision.person as usize];
         batch.records.push(RecordWrite {
             id: entry.id,

@@ -62,6 +62,7 @@ const MIGRATIONS: &[&str] = &[
         created_at TEXT NOT NULL
     );
     CREATE INDEX reviews_status ON reviews (status);
+    CREATE INDEX reviews_record ON reviews (record_id, status);
     CREATE TABLE models (
         version INTEGER PRIMARY KEY,
         created_at TEXT NOT NULL,
@@ -378,7 +379,9 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             for link in &batch.links {
-                deactivate.execute(params![link.record_id])?;
+                if batch.updated_records.contains(&link.record_id) {
+                    deactivate.execute(params![link.record_id])?;
+                }
                 insert_link.execute(params![
                     link.record_id,
                     link.person_id,
@@ -394,7 +397,7 @@ impl Store {
             }
             let mut close_reviews = transaction
                 .prepare("UPDATE reviews SET status = 'superseded' WHERE record_id = ?1 AND status = 'open'")?;
-            for record in &batch.records {
+            for record in batch.records.iter().filter(|record| batch.updated_records.contains(&record.id)) {
                 if record.decision != "review" {
                     close_reviews.execute(params![record.id])?;
                 }
@@ -404,7 +407,9 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for review in &batch.reviews {
-                close_reviews.execute(params![review.record_id])?;
+                if batch.updated_records.contains(&review.record_id) {
+                    close_reviews.execute(params![review.record_id])?;
+                }
                 insert_review.execute(params![
                     review.id,
                     review.record_id,
@@ -448,6 +453,9 @@ pub struct Batch<'a> {
     pub links: Vec<LinkWrite<'a>>,
     /// Reviews opened.
     pub reviews: Vec<ReviewWrite<'a>>,
+    /// Ids of records that existed before this batch (their old links and reviews are
+    /// closed).
+    pub updated_records: std::collections::HashSet<u64>,
 }
 
 #[cfg(test)]

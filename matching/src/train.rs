@@ -8,10 +8,11 @@
 //! 1. `u` per level is the level's share among random record pairs (almost all of
 //!    which are different people), with add-one-half smoothing.
 //! 2. EM over blocked pairs estimates `m` and `lambda` from the fields that tell
-//!    people apart (NHS number, names, date of birth, sex, identifiers), with `u`
-//!    fixed. Household fields (address, postcode, phone, email) are left out of this
-//!    step because they agree together for relatives, which would pull relatives
-//!    into the match class; their `m` is then read off the final posteriors.
+//!    people apart (NHS number, given name, date of birth, sex, identifiers), with `u`
+//!    fixed. The family name and the household fields (address, postcode, phone,
+//!    email) are left out of this step because they agree together for relatives,
+//!    which would pull relatives into the match class; their `m` is then read off the
+//!    final posteriors.
 //! 3. A second EM over the blocked pairs that share a household, with `m` fixed,
 //!    estimates `u_household` (agreement among different members of one household)
 //!    and `household_lambda`. `u_household` is shrunk towards `u` by a pseudo-count,
@@ -53,6 +54,13 @@ impl Default for TrainOptions {
     }
 }
 
+/// The fields EM learns the match class from: those that tell members of one family
+/// apart. The family name is left out with the household fields: relatives share it,
+/// and with it in, EM learns "same family" instead of "same person".
+const PERSON_FIELDS: [CompField; 5] =
+    [CompField::NhsNumber, CompField::GivenName, CompField::DateOfBirth, CompField::Sex, CompField::Identifier];
+
+/// The fields weighed against other members of a household in the household branch.
 const IDENTITY_FIELDS: [CompField; 6] = [
     CompField::NhsNumber,
     CompField::GivenName,
@@ -187,7 +195,7 @@ pub fn train(
     let patterns: Vec<(Gamma, f64)> =
         blocked.iter().map(|(&packed, &count)| (Gamma::unpack(packed), count as f64)).collect();
 
-    // Stage 1: EM on the identity fields, u fixed.
+    // Stage 1: EM on the person fields, u fixed.
     let mut lambda = 0.1;
     let mut iterations = 0;
     let mut converged = false;
@@ -198,12 +206,12 @@ pub fn train(
         let mut total_match = 0.0;
         let mut total = 0.0;
         for ((gamma, count), posterior) in patterns.iter().zip(posteriors.iter_mut()) {
-            let in_match = lambda * product(gamma, &IDENTITY_FIELDS, &m);
-            let in_non_match = (1.0 - lambda) * product(gamma, &IDENTITY_FIELDS, &u);
+            let in_match = lambda * product(gamma, &PERSON_FIELDS, &m);
+            let in_non_match = (1.0 - lambda) * product(gamma, &PERSON_FIELDS, &u);
             *posterior = in_match / (in_match + in_non_match).max(f64::MIN_POSITIVE);
             total_match += *posterior * count;
             total += count;
-            for field in IDENTITY_FIELDS {
+            for field in PERSON_FIELDS {
                 if let Some(level) = gamma.level(field) {
                     match_counts[field.index()][usize::from(level)] += *posterior * count;
                 }
@@ -213,7 +221,7 @@ pub fn train(
         let new_lambda = (total_match / total).clamp(1e-6, 1.0 - 1e-6);
         change = change.max((new_lambda - lambda).abs());
         lambda = new_lambda;
-        for field in IDENTITY_FIELDS {
+        for field in PERSON_FIELDS {
             let n_levels = field.levels().len();
             let estimate = normalised(&match_counts[field.index()][..n_levels], 0.01);
             for (level, value) in estimate.into_iter().enumerate() {
@@ -227,16 +235,17 @@ pub fn train(
         }
     }
 
-    // m of the household fields, read off the final posteriors.
+    // m of the family name and household fields, read off the final posteriors.
+    let read_off = || CompField::ALL.into_iter().filter(|field| !PERSON_FIELDS.contains(field));
     let mut household_counts: LevelCounts = [[0.0; 8]; N_FIELDS];
     for ((gamma, count), posterior) in patterns.iter().zip(&posteriors) {
-        for field in CompField::ALL.into_iter().filter(|field| field.is_household()) {
+        for field in read_off() {
             if let Some(level) = gamma.level(field) {
                 household_counts[field.index()][usize::from(level)] += posterior * count;
             }
         }
     }
-    for field in CompField::ALL.into_iter().filter(|field| field.is_household()) {
+    for field in read_off() {
         let n_levels = field.levels().len();
         let estimate = normalised(&household_counts[field.index()][..n_levels], 0.01);
         m[field.index()][..n_levels].copy_from_slice(&estimate);

@@ -1,0 +1,804 @@
+//! `mpi synth`: synthetic UK health and care records with ground truth.
+//!
+//! People live in households (families sharing a family name, address, postcode and
+//! landline; couples with different surnames; care homes with many unrelated
+//! residents). Some are twins (same birth date, family name, address and phone,
+//! different given names) and some are Jr/Sr pairs (same given and family name and
+//! address, born 20-40 years apart); half of those have no NHS number in any record,
+//! as in real care data. Each person has one to four records across health and council
+//! systems, with realistic noise: nicknames, typos, titles, initials, swapped names,
+//! married names, moves, missing and invalid NHS numbers, mixed date formats, day/month
+//! swaps and one-digit errors. Output is deterministic for a seed on any machine.
+
+use std::io::Write;
+
+/// What to generate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynthConfig {
+    /// Number of people.
+    pub people: usize,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// One generated record with its true person. Empty strings are missing values.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct SynthRecord {
+    pub source_system: String,
+    pub local_id: String,
+    pub person_id: String,
+    /// `twin-N` or `jrsr-N` for both persons of a twin or Jr/Sr pair.
+    pub hard_group: Option<String>,
+    pub nhs_number: String,
+    pub given_name: String,
+    pub family_name: String,
+    pub date_of_birth: String,
+    pub sex: String,
+    pub address_line1: String,
+    pub address_line2: String,
+    pub town: String,
+    pub postcode: String,
+    pub phone: String,
+    pub email: String,
+}
+
+/// SplitMix64: small, fast, and the same on every platform.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn range(&mut self, low: i64, high: i64) -> i64 {
+        low + (self.next() % (high - low + 1) as u64) as i64
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+
+    /// Picks with a skew towards the front of the list (common names first).
+    fn pick_skewed<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        let index = ((u * u * u) * items.len() as f64) as usize;
+        &items[index.min(items.len() - 1)]
+    }
+}
+
+const MALE: &[&str] = &[
+    "Oliver", "George", "Harry", "Jack", "Jacob", "Noah", "Charlie", "Thomas", "Oscar", "William", "James", "Henry",
+    "Leo", "Alfie", "Joshua", "Freddie", "Archie", "Ethan", "Isaac", "Alexander", "Joseph", "Edward", "Samuel",
+    "Max", "Daniel", "Arthur", "Lucas", "Mohammed", "Logan", "Theo", "Harrison", "Benjamin", "Mason", "Sebastian",
+    "Finley", "Adam", "Dylan", "Zachary", "Riley", "Teddy", "David", "Toby", "Jake", "Louie", "Elijah", "Reuben",
+    "Robert", "John", "Michael", "Peter", "Paul", "Richard", "Christopher", "Anthony", "Stephen", "Mark", "Andrew",
+    "Kevin", "Gary", "Ian", "Alan", "Keith", "Colin", "Brian", "Kenneth", "Raymond", "Ronald", "Dennis", "Derek",
+    "Roger", "Graham", "Malcolm", "Trevor", "Nigel", "Philip", "Frank", "Albert", "Walter", "Frederick", "Ernest",
+    "Stanley", "Harold", "Leonard", "Norman", "Geoffrey", "Gordon", "Patrick", "Sean", "Liam", "Connor", "Callum",
+    "Rhys", "Gareth", "Dafydd", "Iain", "Hamish", "Ahmed", "Ali", "Hassan", "Yusuf", "Ibrahim", "Omar", "Bilal",
+    "Imran", "Arjun", "Rahul", "Sanjay", "Harjit", "Gurpreet", "Manjit", "Rajesh", "Wei", "Jun", "Hao", "Lukasz",
+    "Piotr", "Tomasz", "Krzysztof", "Pawel", "Kwame", "Kofi", "Chinedu", "Tunde", "Matthew", "Nicholas", "Timothy",
+];
+
+const FEMALE: &[&str] = &[
+    "Olivia", "Amelia", "Isla", "Ava", "Mia", "Ivy", "Lily", "Isabella", "Rosie", "Sophia", "Grace", "Willow",
+    "Freya", "Florence", "Emily", "Ella", "Poppy", "Evie", "Elsie", "Charlotte", "Evelyn", "Sienna", "Sofia",
+    "Daisy", "Phoebe", "Sophie", "Alice", "Harper", "Matilda", "Ruby", "Emilia", "Maya", "Millie", "Isabelle",
+    "Margaret", "Elizabeth", "Mary", "Patricia", "Susan", "Deborah", "Sarah", "Karen", "Julie", "Helen", "Jennifer",
+    "Catherine", "Katherine", "Rebecca", "Victoria", "Joanne", "Nicola", "Claire", "Rachel", "Amanda", "Dorothy",
+    "Doris", "Joan", "Joyce", "Jean", "Irene", "Edith", "Winifred", "Gladys", "Ethel", "Mildred", "Barbara",
+    "Patricia", "Christine", "Valerie", "Sandra", "Janet", "Pauline", "Linda", "Brenda", "Carol", "Anne",
+    "Siobhan", "Niamh", "Aoife", "Ciara", "Sian", "Bethan", "Catrin", "Fatima", "Aisha", "Ayesha", "Zainab",
+    "Maryam", "Khadija", "Amina", "Priya", "Anjali", "Sunita", "Manpreet", "Harpreet", "Jaspreet", "Kiran",
+    "Mei", "Xiu", "Li", "Agnieszka", "Katarzyna", "Magdalena", "Zoë", "Chloé", "Ngozi", "Abena", "Chidinma",
+    "Jessica", "Hannah", "Lauren", "Megan", "Laura", "Samantha", "Stephanie", "Louise", "Teresa", "Frances",
+];
+
+const FAMILY: &[&str] = &[
+    "Smith", "Jones", "Williams", "Taylor", "Brown", "Davies", "Evans", "Wilson", "Thomas", "Johnson", "Roberts",
+    "Robinson", "Thompson", "Wright", "Walker", "White", "Edwards", "Hughes", "Green", "Hall", "Lewis", "Harris",
+    "Clarke", "Patel", "Jackson", "Wood", "Turner", "Martin", "Cooper", "Hill", "Ward", "Morris", "Moore", "Clark",
+    "Lee", "King", "Baker", "Harrison", "Morgan", "Allen", "James", "Scott", "Phillips", "Watson", "Davis", "Parker",
+    "Price", "Bennett", "Young", "Griffiths", "Mitchell", "Kelly", "Cook", "Carter", "Richardson", "Bailey",
+    "Collins", "Bell", "Shaw", "Murphy", "Miller", "Cox", "Richards", "Khan", "Marshall", "Anderson", "Simpson",
+    "Ellis", "Adams", "Singh", "Begum", "Wilkinson", "Foster", "Chapman", "Powell", "Webb", "Rogers", "Gray",
+    "Mason", "Ali", "Hunt", "Hussain", "Campbell", "Matthews", "Owen", "Palmer", "Holmes", "Mills", "Barnes",
+    "Knight", "Lloyd", "Butler", "Russell", "Barker", "Fisher", "Stevens", "Jenkins", "Murray", "Dixon", "Harvey",
+    "Graham", "Pearson", "Ahmed", "Fletcher", "Walsh", "Kaur", "Gibson", "Howard", "Andrews", "Stewart", "Elliott",
+    "Reynolds", "Saunders", "Payne", "Fox", "Ford", "Pearce", "Day", "Brooks", "West", "Lawrence", "Cole",
+    "Atkinson", "Bradley", "Spencer", "Gill", "Dawson", "Ball", "Burton", "O'Brien", "Watts", "Rose", "Booth",
+    "Perry", "Ryan", "Grant", "Wells", "Armstrong", "Francis", "Rees", "Hayes", "Hart", "Hudson", "Newman",
+    "Barrett", "Webster", "Hunter", "Gregory", "Carr", "Lowe", "Page", "Marsh", "Riley", "Dunn", "Woods",
+    "Parsons", "Berry", "Stone", "Reid", "Holland", "Hawkins", "Harding", "Porter", "Robertson", "Newton",
+    "Oliver", "Reed", "Kennedy", "Williamson", "Bird", "Gardner", "Shah", "Dean", "Lane", "Cooke", "Bates",
+    "Henderson", "Parry", "Burgess", "Bishop", "Walton", "Burns", "Nicholson", "Shepherd", "Ross", "Cross",
+    "Long", "Freeman", "Warren", "Nicholls", "Hamilton", "Byrne", "Sutton", "McDonald", "Yates", "Hodgson",
+    "Robson", "Curtis", "Hopkins", "O'Neill", "Kemp", "MacDonald", "McKenzie", "Fraser", "Sharma", "Chaudhry",
+    "Rahman", "Mahmood", "Iqbal", "Akhtar", "Mistry", "Chauhan", "Sandhu", "Dhillon", "Bains", "Wang", "Li",
+    "Zhang", "Chen", "Liu", "Huang", "Nowak", "Kowalski", "Wiśniewski", "Wójcik", "Kowalczyk", "Lewandowski",
+    "Okafor", "Mensah", "Adeyemi", "Boateng", "Smith-Jones", "Lloyd-Davies", "Fitzgerald", "Ó Súilleabháin",
+    "Brontë", "Featherstonehaugh", "Ramsbottom", "Higginbottom", "Penhaligon", "Tregothnan", "Quiller",
+];
+
+/// Nickname and spelling-variant pairs used as record noise.
+const NICKNAMES: &[(&str, &str)] = &[
+    ("Robert", "Bob"), ("Robert", "Rob"), ("William", "Bill"), ("William", "Will"), ("Margaret", "Peggy"),
+    ("Margaret", "Maggie"), ("Elizabeth", "Liz"), ("Elizabeth", "Beth"), ("Katherine", "Kate"), ("Catherine", "Cathy"),
+    ("James", "Jim"), ("James", "Jimmy"), ("John", "Jack"), ("Richard", "Dick"), ("Richard", "Rick"),
+    ("Edward", "Ted"), ("Edward", "Eddie"), ("Thomas", "Tom"), ("Anthony", "Tony"), ("Christopher", "Chris"),
+    ("Nicholas", "Nick"), ("Michael", "Mike"), ("Michael", "Mick"), ("Daniel", "Dan"), ("David", "Dave"),
+    ("Joseph", "Joe"), ("Samuel", "Sam"), ("Benjamin", "Ben"), ("Alexander", "Alex"), ("Frederick", "Fred"),
+    ("Henry", "Harry"), ("Harold", "Harry"), ("Patricia", "Pat"), ("Patricia", "Trish"), ("Susan", "Sue"),
+    ("Jennifer", "Jenny"), ("Rebecca", "Becky"), ("Victoria", "Vicky"), ("Deborah", "Debbie"), ("Dorothy", "Dot"),
+    ("Mary", "Molly"), ("Sarah", "Sally"), ("Frances", "Fran"), ("Stephen", "Steve"), ("Matthew", "Matt"),
+    ("Timothy", "Tim"), ("Kenneth", "Ken"), ("Ronald", "Ron"), ("Leonard", "Len"), ("Stanley", "Stan"),
+    ("Mohammed", "Muhammad"), ("Mohammed", "Mohamed"), ("Mohammed", "Mohammad"), ("Yusuf", "Yousef"),
+    ("Sean", "Shaun"), ("Iain", "Ian"), ("Philip", "Phil"), ("Geoffrey", "Geoff"), ("Winifred", "Winnie"),
+    ("Florence", "Flo"), ("Isabella", "Bella"), ("Amelia", "Millie"), ("Charlotte", "Lottie"), ("Alice", "Ally"),
+    ("Lukasz", "Luke"), ("Katarzyna", "Kasia"), ("Agnieszka", "Aga"), ("Piotr", "Peter"),
+];
+
+const STREETS: &[&str] = &[
+    "High Street", "Station Road", "Main Street", "Park Road", "Church Road", "Church Street", "London Road",
+    "Victoria Road", "Green Lane", "Manor Road", "Church Lane", "Park Avenue", "The Avenue", "Queens Road",
+    "New Road", "Grange Road", "Kings Road", "Kingsway", "Windsor Road", "Highfield Road", "Mill Lane",
+    "Alexander Road", "York Road", "St Johns Road", "Main Road", "Broadway", "King Street", "The Green",
+    "Springfield Road", "George Street", "Park Lane", "Victoria Street", "Albert Road", "Queensway", "New Street",
+    "Queen Street", "West Street", "North Street", "Manchester Road", "The Crescent", "Stanley Road",
+    "Acacia Avenue", "Wallaby Place", "Chapel Lane", "Mill Road", "Richmond Road", "School Lane", "Oak Close",
+    "Beech Grove", "Cedar Drive", "Elm Court", "Willow Gardens", "Ash Terrace", "Holly Crescent", "Rowan Way",
+];
+
+/// Towns with real outward codes.
+const TOWNS: &[(&str, &[&str])] = &[
+    ("Leeds", &["LS1", "LS6", "LS8", "LS11", "LS12", "LS17"]),
+    ("Manchester", &["M1", "M14", "M20", "M8", "M40"]),
+    ("Birmingham", &["B1", "B15", "B23", "B11", "B29"]),
+    ("London", &["SW1A", "E1", "N1", "SE15", "NW10", "W2", "EC1A", "E17"]),
+    ("Newcastle upon Tyne", &["NE1", "NE6", "NE4"]),
+    ("Cardiff", &["CF10", "CF14", "CF24"]),
+    ("Bristol", &["BS1", "BS7", "BS16"]),
+    ("Sheffield", &["S1", "S10", "S6"]),
+    ("Liverpool", &["L1", "L8", "L15"]),
+    ("Bradford", &["BD1", "BD3", "BD9"]),
+    ("Norwich", &["NR1", "NR2"]),
+    ("Exeter", &["EX1", "EX4"]),
+    ("Doncaster", &["DN1", "DN4"]),
+    ("Leicester", &["LE1", "LE2", "LE5"]),
+];
+
+const CARE_HOMES: &[&str] = &["Rosewood House", "Meadowbank Care Home", "The Willows", "Oakleigh Lodge", "Beechcroft Nursing Home"];
+const INWARD_LETTERS: &[u8] = b"ABDEFGHJLNPQRSTUWXYZ";
+const SOURCES: &[&str] = &["gp", "acute", "community", "council_asc", "care_provider"];
+const MONTH_NAMES: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+#[derive(Clone, Debug)]
+struct Home {
+    number: String,
+    street: String,
+    flat: Option<u32>,
+    town: &'static str,
+    postcode: String,
+    landline: Option<String>,
+    care_home: Option<&'static str>,
+}
+
+#[derive(Clone, Debug)]
+struct Person {
+    id: usize,
+    given: Vec<String>,
+    family: String,
+    previous_family: Option<String>,
+    male: bool,
+    dob: (i64, u32, u32),
+    nhs: Option<String>,
+    home: usize,
+    previous_home: Option<usize>,
+    mobile: Option<String>,
+    email: Option<String>,
+    hard_group: Option<String>,
+    suffix: Option<&'static str>,
+    household: Vec<usize>,
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+fn nhs_number(rng: &mut Rng) -> String {
+    loop {
+        let mut digits: Vec<u32> = vec![9, 9, 9];
+        digits.extend((0..6).map(|_| rng.below(10) as u32));
+        let sum: u32 = digits.iter().zip((2..=10).rev()).map(|(d, w)| d * w).sum();
+        let check = match 11 - sum % 11 {
+            11 => 0,
+            10 => continue,
+            check => check,
+        };
+        digits.push(check);
+        return digits.iter().map(|d| char::from(b'0' + *d as u8)).collect();
+    }
+}
+
+struct Generator {
+    rng: Rng,
+    homes: Vec<Home>,
+    persons: Vec<Person>,
+    postcodes: Vec<(usize, String)>,
+    next_twin: usize,
+    next_jrsr: usize,
+}
+
+impl Generator {
+    fn birth_date(&mut self, year: i64) -> (i64, u32, u32) {
+        let month = self.rng.range(1, 12) as u32;
+        let day = self.rng.range(1, i64::from(days_in_month(year, month))) as u32;
+        (year.min(2025), month, day)
+    }
+
+    fn postcode(&mut self, town: usize) -> String {
+        // About fifteen households share each postcode, as in reality.
+        if !self.postcodes.is_empty() && self.rng.chance(0.93) {
+            let start = self.postcodes.len().saturating_sub(3);
+            let candidates: Vec<&(usize, String)> = self.postcodes[start..].iter().filter(|(t, _)| *t == town).collect();
+            if let Some(&(_, code)) = candidates.last() {
+                return code.clone();
+            }
+        }
+        let outward = *self.rng.pick(TOWNS[town].1);
+        let letters: String = (0..2).map(|_| char::from(*self.rng.pick(INWARD_LETTERS))).collect();
+        let code = format!("{outward} {}{letters}", self.rng.below(10));
+        self.postcodes.push((town, code.clone()));
+        code
+    }
+
+    fn phone(&mut self, mobile: bool) -> String {
+        if mobile {
+            format!("07700 9{:05}", self.rng.below(100_000))
+        } else {
+            format!("0113 496 {:04}", self.rng.below(10_000))
+        }
+    }
+
+    fn new_home(&mut self, care_home: Option<&'static str>) -> usize {
+        let town = self.rng.below(TOWNS.len());
+        let postcode = self.postcode(town);
+        let home = Home {
+            number: format!("{}", self.rng.range(1, 180)),
+            street: (*self.rng.pick(STREETS)).to_owned(),
+            flat: self.rng.chance(0.12).then(|| self.rng.range(1, 24) as u32),
+            town: TOWNS[town].0,
+            postcode,
+            landline: (care_home.is_some() || self.rng.chance(0.5)).then(|| self.phone(false)),
+            care_home,
+        };
+        self.homes.push(home);
+        self.homes.len() - 1
+    }
+
+    fn given_names(&mut self, male: bool) -> Vec<String> {
+        let list = if male { MALE } else { FEMALE };
+        let mut names = vec![(*self.rng.pick_skewed(list)).to_owned()];
+        if self.rng.chance(0.3) {
+            let middle = (*self.rng.pick(list)).to_owned();
+            if middle != names[0] {
+                names.push(middle);
+            }
+        }
+        names
+    }
+
+    fn person(&mut self, family: &str, male: bool, year: i64, home: usize) -> usize {
+        let id = self.persons.len();
+        let given = self.given_names(male);
+        let dob = self.birth_date(year);
+        let nhs = Some(nhs_number(&mut self.rng));
+        let mobile = (year < 2012 && self.rng.chance(0.45)).then(|| self.phone(true));
+        let email = (year < 2010 && self.rng.chance(0.3)).then(|| {
+            format!("{}.{}{}@example.com", given[0].to_lowercase(), family.to_lowercase().replace(['\'', ' '], ""), self.rng.below(100))
+        });
+        self.persons.push(Person {
+            id,
+            given,
+            family: family.to_owned(),
+            previous_family: None,
+            male,
+            dob,
+            nhs,
+            home,
+            previous_home: None,
+            mobile,
+            email,
+            hard_group: None,
+            suffix: None,
+            household: Vec::new(),
+        });
+        id
+    }
+
+    fn household(&mut self, target: usize) {
+        let kind = self.rng.below(100);
+        if kind < 1 {
+            // A care home: unrelated elderly residents sharing an address and phone.
+            let name = *self.rng.pick(CARE_HOMES);
+            let home = self.new_home(Some(name));
+            let residents = self.rng.range(8, 30) as usize;
+            let members: Vec<usize> = (0..residents.min(target.saturating_sub(self.persons.len()).max(1)))
+                .map(|_| {
+                    let family = *self.rng.pick_skewed(FAMILY);
+                    let male = self.rng.chance(0.4);
+                    let year = self.rng.range(1925, 1950);
+                    self.person(family, male, year, home)
+                })
+                .collect();
+            self.link_household(&members);
+            return;
+        }
+        let home = self.new_home(None);
+        let family = (*self.rng.pick_skewed(FAMILY)).to_owned();
+        let mut members = Vec::new();
+        let parent_year = self.rng.range(1930, 2004);
+        let first_male = self.rng.chance(0.5);
+        let first = self.person(&family, first_male, parent_year, home);
+        members.push(first);
+        if kind < 30 {
+            self.link_household(&members);
+            return;
+        }
+        // A partner, sometimes with another family name.
+        let partner_family = if self.rng.chance(0.25) { (*self.rng.pick_skewed(FAMILY)).to_owned() } else { family.clone() };
+        let partner_year = parent_year + self.rng.range(-4, 4);
+        let partner = self.person(&partner_family, !first_male, partner_year, home);
+        members.push(partner);
+        if !first_male && partner_family == family && self.rng.chance(0.3) {
+            // She took this family name on marriage: older records carry her maiden name.
+            self.persons[first].previous_family = Some((*self.rng.pick_skewed(FAMILY)).to_owned());
+        }
+        if kind < 55 || parent_year > 2000 {
+            self.link_household(&members);
+            return;
+        }
+        let n_children = self.rng.range(1, 4);
+        let father = if first_male { first } else { partner };
+        for _ in 0..n_children {
+            let year = (parent_year + self.rng.range(20, 40)).min(2025);
+            let male = self.rng.chance(0.5);
+            let child = self.person(&family, male, year, home);
+            members.push(child);
+            if self.rng.chance(0.02) {
+                // Twins: same birth date, family and home; different given names.
+                let twin_male = self.rng.chance(0.5);
+                let twin = self.person(&family, twin_male, year, home);
+                self.persons[twin].dob = self.persons[child].dob;
+                while self.persons[twin].given[0] == self.persons[child].given[0] {
+                    self.persons[twin].given = self.given_names(twin_male);
+                }
+                let label = format!("twin-{}", self.next_twin);
+                self.next_twin += 1;
+                self.mark_hard_pair(child, twin, &label);
+                members.push(twin);
+            } else if male && self.rng.chance(0.03) {
+                // Jr/Sr: the son carries his father's given name.
+                let father_given = self.persons[father].given.clone();
+                let father_family = self.persons[father].family.clone();
+                self.persons[child].given = father_given;
+                self.persons[child].family = father_family;
+                self.persons[child].suffix = Some("Jr");
+                self.persons[father].suffix = Some("Sr");
+                let label = format!("jrsr-{}", self.next_jrsr);
+                self.next_jrsr += 1;
+                self.mark_hard_pair(father, child, &label);
+            }
+        }
+        self.link_household(&members);
+    }
+
+    fn mark_hard_pair(&mut self, a: usize, b: usize, label: &str) {
+        let without_nhs = self.rng.chance(0.5);
+        for person in [a, b] {
+            self.persons[person].hard_group = Some(label.to_owned());
+            if without_nhs {
+                self.persons[person].nhs = None;
+            }
+            // Relatives share the landline, not personal contacts.
+            self.persons[person].email = None;
+            self.persons[person].mobile = None;
+        }
+    }
+
+    fn link_household(&mut self, members: &[usize]) {
+        for &member in members {
+            self.persons[member].household = members.to_vec();
+            if self.persons[member].previous_family.is_some() || self.rng.chance(0.1) {
+                let previous = self.new_home(None);
+                self.persons[member].previous_home = Some(previous);
+            }
+        }
+    }
+}
+
+fn typo(rng: &mut Rng, text: &str) -> String {
+    let mut chars: Vec<char> = text.chars().collect();
+    if chars.len() < 3 {
+        return text.to_owned();
+    }
+    let position = rng.range(1, chars.len() as i64 - 1) as usize;
+    match rng.below(4) {
+        0 => {
+            chars.remove(position);
+        }
+        1 => chars.insert(position, chars[position - 1]),
+        2 => chars[position] = char::from(b'a' + rng.below(26) as u8),
+        _ => chars.swap(position - 1, position),
+    }
+    chars.into_iter().collect()
+}
+
+fn vary_case(rng: &mut Rng, text: &str) -> String {
+    match rng.below(10) {
+        0..=1 => text.to_uppercase(),
+        2 => text.to_lowercase(),
+        _ => text.to_owned(),
+    }
+}
+
+fn format_date(rng: &mut Rng, source: &str, (year, month, day): (i64, u32, u32)) -> String {
+    match source {
+        "gp" => format!("{year:04}-{month:02}-{day:02}"),
+        "acute" => format!("{day:02}/{month:02}/{year:04}"),
+        "community" => format!("{year:04}{month:02}{day:02}"),
+        _ => match rng.below(3) {
+            0 if year >= 1930 => format!("{day}/{month}/{:02}", year % 100),
+            1 => format!("{day:02}-{}-{year:04}", MONTH_NAMES[month as usize - 1]),
+            _ => format!("{day}/{month}/{year:04}"),
+        },
+    }
+}
+
+fn record(generator: &mut Generator, person: &Person, source: &'static str, local_id: String, historic: bool) -> SynthRecord {
+    let rng = &mut generator.rng;
+    let health = matches!(source, "gp" | "acute" | "community");
+    // NHS number: most health records, half of council and provider ones.
+    let mut nhs = match &person.nhs {
+        Some(number) if rng.chance(if health { 0.9 } else { 0.5 }) => number.clone(),
+        _ => String::new(),
+    };
+    if !nhs.is_empty() {
+        if rng.chance(0.003) {
+            let position = rng.below(10);
+            let mut digits: Vec<u8> = nhs.bytes().collect();
+            digits[position] = b'0' + ((digits[position] - b'0' + 1 + rng.below(8) as u8) % 10);
+            nhs = String::from_utf8(digits).unwrap_or_default();
+        } else if rng.chance(0.001) {
+            nhs = "0000000000".to_owned();
+        } else if rng.chance(0.0005) {
+            // A relative's number (the mother/newborn mistake).
+            if let Some(other) = person.household.iter().find(|&&member| member != person.id) {
+                if let Some(number) = &generator.persons[*other].nhs {
+                    nhs = number.clone();
+                }
+            }
+        }
+        if rng.chance(0.5) {
+            nhs = format!("{} {} {}", &nhs[..3], &nhs[3..6], &nhs[6..]);
+        }
+    }
+    let rng = &mut generator.rng;
+
+    // Given names.
+    let mut given = person.given.clone();
+    if rng.chance(0.08) {
+        if let Some((_, nickname)) = NICKNAMES.iter().find(|(formal, _)| *formal == given[0]) {
+            given[0] = (*nickname).to_owned();
+        }
+    }
+    if given.len() > 1 && rng.chance(0.5) {
+        given.truncate(1);
+    }
+    if rng.chance(0.05) {
+        given[0] = typo(rng, &given[0]);
+    }
+    let mut given_text = given.join(" ");
+    if rng.chance(0.02) {
+        given_text = given[0].chars().next().map(String::from).unwrap_or_default();
+    }
+    let mut family = if historic { person.previous_family.clone().unwrap_or_else(|| person.family.clone()) } else { person.family.clone() };
+    if rng.chance(0.04) {
+        family = typo(rng, &family);
+    }
+    if let Some(suffix) = person.suffix
+        && rng.chance(0.35)
+    {
+        family = format!("{family} {suffix}");
+    }
+    if rng.chance(0.05) {
+        let title = if person.male { "Mr" } else { *rng.pick(&["Mrs", "Ms", "Miss"]) };
+        given_text = format!("{title} {given_text}");
+    }
+    let (mut given_text, mut family) = (vary_case(rng, &given_text), vary_case(rng, &family));
+    if rng.chance(0.005) {
+        std::mem::swap(&mut given_text, &mut family);
+    }
+    if rng.chance(0.01) {
+        given_text.clear();
+    }
+    if rng.chance(0.003) {
+        family = "UNKNOWN".to_owned();
+    }
+
+    // Date of birth.
+    let (mut year, mut month, mut day) = person.dob;
+    if rng.chance(0.01) && day <= 12 && day != month {
+        std::mem::swap(&mut day, &mut month);
+    } else if rng.chance(0.015) {
+        match rng.below(3) {
+            0 => day = if day < 9 { day + 1 } else { day - 1 },
+            1 => year += if rng.chance(0.5) { 10 } else { -10 },
+            _ => year += if rng.chance(0.5) { 1 } else { -1 },
+        }
+        day = day.min(days_in_month(year, month));
+    }
+    let date_of_birth = if rng.chance(0.02) {
+        String::new()
+    } else if rng.chance(0.002) {
+        "1900-01-01".to_owned()
+    } else {
+        format_date(rng, source, (year.min(2025), month, day))
+    };
+    let sex = if rng.chance(0.05) {
+        String::new()
+    } else {
+        let codes: [&str; 2] = match source {
+            "gp" | "community" => ["male", "female"],
+            "acute" => ["1", "2"],
+            _ => ["M", "F"],
+        };
+        codes[usize::from(!person.male)].to_owned()
+    };
+
+    // Address at the time of this record.
+    let home_index = if historic { person.previous_home.unwrap_or(person.home) } else { person.home };
+    let home = generator.homes[home_index].clone();
+    let rng = &mut generator.rng;
+    let abbreviate = |rng: &mut Rng, street: &str| {
+        if rng.chance(0.4) {
+            street.replace("Road", "Rd").replace("Street", "St").replace("Avenue", "Ave").replace("Lane", "Ln")
+        } else {
+            street.to_owned()
+        }
+    };
+    let street = abbreviate(rng, &home.street);
+    let (address_line1, address_line2) = match (home.care_home, home.flat) {
+        (Some(name), _) => (name.to_owned(), format!("{} {street}", home.number)),
+        (None, Some(flat)) => {
+            if rng.chance(0.5) {
+                (format!("Flat {flat}, {} {street}", home.number), String::new())
+            } else {
+                (format!("Flat {flat}"), format!("{} {street}", home.number))
+            }
+        }
+        (None, None) => (format!("{} {street}", home.number), String::new()),
+    };
+    let missing_address = rng.chance(if health { 0.05 } else { 0.02 });
+    let postcode = if missing_address || rng.chance(0.02) {
+        String::new()
+    } else if rng.chance(0.3) {
+        home.postcode.to_lowercase().replace(' ', "")
+    } else {
+        home.postcode.clone()
+    };
+    let (address_line1, address_line2, town) = if missing_address {
+        (String::new(), String::new(), String::new())
+    } else {
+        (vary_case(rng, &address_line1), address_line2, home.town.to_owned())
+    };
+
+    // Contacts: a personal mobile or the household landline; email sometimes.
+    let phone = match (&person.mobile, &home.landline) {
+        (Some(mobile), _) if rng.chance(0.6) => mobile.clone(),
+        (_, Some(landline)) if rng.chance(0.6) => landline.clone(),
+        _ => String::new(),
+    };
+    let phone = if !phone.is_empty() && rng.chance(0.3) { format!("+44 {}", &phone[1..]) } else { phone };
+    let email = match &person.email {
+        Some(email) if rng.chance(0.5) => if rng.chance(0.2) { email.to_uppercase() } else { email.clone() },
+        _ => String::new(),
+    };
+    SynthRecord {
+        source_system: source.to_owned(),
+        local_id,
+        person_id: format!("P{:07}", person.id),
+        hard_group: person.hard_group.clone(),
+        nhs_number: nhs,
+        given_name: given_text,
+        family_name: family,
+        date_of_birth,
+        sex,
+        address_line1,
+        address_line2,
+        town,
+        postcode,
+        phone,
+        email,
+    }
+}
+
+/// Generates records for `config.people` people (about two records each), in a
+/// shuffled order so that no file is sorted by person.
+pub fn generate(config: &SynthConfig) -> Vec<SynthRecord> {
+    let mut generator = Generator {
+        rng: Rng(config.seed ^ 0xA076_1D64_78BD_642F),
+        homes: Vec::new(),
+        persons: Vec::with_capacity(config.people + 40),
+        postcodes: Vec::new(),
+        next_twin: 0,
+        next_jrsr: 0,
+    };
+    while generator.persons.len() < config.people {
+        generator.household(config.people);
+    }
+    generator.persons.truncate(config.people);
+    let persons = std::mem::take(&mut generator.persons);
+    generator.persons = persons.clone();
+    let mut counters = [0usize; 5];
+    let mut records = Vec::with_capacity(config.people * 2);
+    for person in &persons {
+        let n_records = match generator.rng.below(100) {
+            0..=34 => 1,
+            35..=69 => 2,
+            70..=89 => 3,
+            _ => 4,
+        };
+        for index in 0..n_records {
+            let source_index = generator.rng.below(SOURCES.len());
+            let source = SOURCES[source_index];
+            counters[source_index] += 1;
+            let number = counters[source_index];
+            let local_id = match source {
+                "gp" => format!("GP{number:07}"),
+                "acute" => format!("RX{number:08}"),
+                "community" => format!("CM-{number}"),
+                "council_asc" => format!("ASC-{number:06}"),
+                _ => format!("CP{number}"),
+            };
+            // The first record of someone who moved or married predates the change.
+            let historic = index == 0 && n_records > 1 && (person.previous_home.is_some() || person.previous_family.is_some());
+            records.push(record(&mut generator, person, source, local_id, historic));
+        }
+    }
+    // Fisher-Yates, deterministic.
+    for i in (1..records.len()).rev() {
+        let j = generator.rng.below(i + 1);
+        records.swap(i, j);
+    }
+    records
+}
+
+/// Writes records as CSV with the canonical columns.
+///
+/// # Errors
+/// When writing fails.
+pub fn write_records<W: Write>(records: &[SynthRecord], out: W) -> std::io::Result<()> {
+    let mut writer = csv::Writer::from_writer(out);
+    writer.write_record([
+        "source_system", "local_id", "nhs_number", "given_name", "family_name", "date_of_birth", "sex",
+        "address_line1", "address_line2", "town", "postcode", "phone", "email",
+    ])?;
+    for r in records {
+        writer.write_record([
+            &r.source_system, &r.local_id, &r.nhs_number, &r.given_name, &r.family_name, &r.date_of_birth, &r.sex,
+            &r.address_line1, &r.address_line2, &r.town, &r.postcode, &r.phone, &r.email,
+        ])?;
+    }
+    writer.flush()
+}
+
+/// Writes the truth file: `source_system, local_id, person_id, hard_group`.
+///
+/// # Errors
+/// When writing fails.
+pub fn write_truth<W: Write>(records: &[SynthRecord], out: W) -> std::io::Result<()> {
+    let mut writer = csv::Writer::from_writer(out);
+    writer.write_record(["source_system", "local_id", "person_id", "hard_group"])?;
+    for r in records {
+        writer.write_record([&r.source_system, &r.local_id, &r.person_id, r.hard_group.as_deref().unwrap_or("")])?;
+    }
+    writer.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn valid_nhs(number: &str) -> bool {
+        let digits: Vec<u32> = number.chars().filter_map(|c| c.to_digit(10)).collect();
+        if digits.len() != 10 {
+            return false;
+        }
+        let sum: u32 = digits[..9].iter().zip((2..=10).rev()).map(|(d, w)| d * w).sum();
+        let check = match 11 - sum % 11 {
+            11 => 0,
+            10 => return false,
+            check => check,
+        };
+        digits[9] == check
+    }
+
+    #[test]
+    fn deterministic_for_a_seed() {
+        let a = generate(&SynthConfig { people: 500, seed: 1 });
+        let b = generate(&SynthConfig { people: 500, seed: 1 });
+        let c = generate(&SynthConfig { people: 500, seed: 2 });
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn shape_of_the_data() {
+        let people = 20_000;
+        let records = generate(&SynthConfig { people, seed: 7 });
+        let ratio = records.len() as f64 / people as f64;
+        assert!((1.8..2.4).contains(&ratio), "records per person {ratio}");
+        let persons: std::collections::HashSet<&str> = records.iter().map(|r| r.person_id.as_str()).collect();
+        assert_eq!(persons.len(), people);
+        let with_nhs: Vec<&SynthRecord> = records.iter().filter(|r| !r.nhs_number.is_empty()).collect();
+        let valid = with_nhs.iter().filter(|r| valid_nhs(&r.nhs_number)).count();
+        assert!(valid as f64 > 0.99 * with_nhs.len() as f64);
+        assert!(with_nhs.iter().filter(|r| valid_nhs(&r.nhs_number)).all(|r| r.nhs_number.starts_with("999") || r.nhs_number == "0000000000"));
+    }
+
+    #[test]
+    fn twins_and_jr_sr() {
+        let records = generate(&SynthConfig { people: 30_000, seed: 3 });
+        let mut groups: HashMap<&str, Vec<&SynthRecord>> = HashMap::new();
+        for record in records.iter().filter(|r| r.hard_group.is_some()) {
+            groups.entry(record.hard_group.as_deref().unwrap()).or_default().push(record);
+        }
+        let twins: Vec<_> = groups.iter().filter(|(label, _)| label.starts_with("twin")).collect();
+        let jrsr: Vec<_> = groups.iter().filter(|(label, _)| label.starts_with("jrsr")).collect();
+        assert!(twins.len() > 50, "twin groups {}", twins.len());
+        assert!(jrsr.len() > 30, "jr/sr groups {}", jrsr.len());
+        let mut without_nhs = 0;
+        for (_, members) in groups.iter() {
+            let persons: std::collections::HashSet<&str> = members.iter().map(|r| r.person_id.as_str()).collect();
+            assert_eq!(persons.len(), 2);
+            if members.iter().all(|r| r.nhs_number.is_empty()) {
+                without_nhs += 1;
+            }
+        }
+        let share = without_nhs as f64 / groups.len() as f64;
+        assert!((0.35..0.65).contains(&share), "share of hard groups without NHS numbers {share}");
+    }
+
+    #[test]
+    fn csv_headers() {
+        let records = generate(&SynthConfig { people: 10, seed: 1 });
+        let mut out = Vec::new();
+        write_records(&records, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("source_system,local_id,nhs_number,given_name,family_name,date_of_birth,sex,address_line1,address_line2,town,postcode,phone,email\n"));
+        let mut out = Vec::new();
+        write_truth(&records, &mut out).unwrap();
+        assert!(String::from_utf8(out).unwrap().starts_with("source_system,local_id,person_id,hard_group\n"));
+    }
+}
