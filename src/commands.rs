@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use mpi_matching::{CompField, Gamma, Model, PatternCounts, Score, compare};
+use mpi_matching::{CompField, Gamma, Model, Score, compare};
 use rayon::prelude::*;
 
 use crate::engine::Linker;
 use crate::eval::{EvalReport, TruthRow, evaluate, pair_completeness};
-use crate::link::{LinkError, train_model};
+use crate::link::{LinkError, train_model, training_patterns};
 use crate::output::RESULT_COLUMNS;
 use crate::workspace::Workspace;
 
@@ -39,24 +39,20 @@ pub fn blocked_pairs(workspace: &Workspace, max_candidates: usize) -> Result<Vec
 pub fn train(workspace: &mut Workspace, max_candidates: usize, seed: u64) -> Result<Model, LinkError> {
     let sets = blocked_pairs(workspace, max_candidates)?;
     let linker = &workspace.linker;
-    let blocked: PatternCounts = sets
+    let compared: Vec<Vec<(usize, Gamma)>> = sets
         .par_iter()
         .enumerate()
-        .fold(PatternCounts::new, |mut counts, (position, candidates)| {
-            for &candidate in candidates {
-                let gamma = compare(&linker.entries[position].record, &linker.entries[candidate].record);
-                *counts.entry(gamma.pack()).or_default() += 1;
-            }
-            counts
+        .map(|(position, candidates)| {
+            let record = &linker.entries[position].record;
+            candidates.iter().map(|&candidate| (candidate, compare(record, &linker.entries[candidate].record))).collect()
         })
-        .reduce(PatternCounts::new, |mut a, b| {
-            for (pattern, count) in b {
-                *a.entry(pattern).or_default() += count;
-            }
-            a
-        });
+        .collect();
+    let groups: Vec<(usize, &[(usize, Gamma)])> =
+        compared.iter().enumerate().map(|(position, pairs)| (position, pairs.as_slice())).collect();
+    let blocked = training_patterns(linker, &groups);
     let records: Vec<_> = linker.entries.iter().map(|entry| &entry.record).collect();
-    let mut model = train_model(&records, &blocked, seed)?;
+    let n_pairs = compared.iter().map(|pairs| pairs.len() as u64).sum();
+    let mut model = train_model(&records, &blocked, n_pairs, seed)?;
     workspace.store.save_model(&mut model)?;
     Ok(model)
 }

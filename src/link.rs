@@ -7,11 +7,11 @@ use std::time::Instant;
 use mpi_index::RecordId;
 use mpi_matching::{
     ComparableRecord, Gamma, Issue, Model, MatchError, PatternCounts, TermFrequencies, Thresholds, TrainOptions,
-    blocking_keys, compare,
+    blocking_keys, compare, shared_key_kinds,
 };
 use rayon::prelude::*;
 
-use crate::engine::{Decision, DecisionKind, Entry, PersonKey, ScoredCandidate, score_pairs};
+use crate::engine::{Decision, DecisionKind, Entry, Linker, PersonKey, ScoredCandidate, score_pairs};
 use crate::input::{InputRow, RowError};
 use crate::store::{Batch, LinkWrite, RecordWrite, ReviewWrite};
 use crate::workspace::{INDEX_WRITER_BUDGET, Workspace, WorkspaceError, index_payload};
@@ -455,6 +455,7 @@ pub fn random_pairs(n_records: usize, n: usize, seed: u64) -> Vec<(usize, usize)
 pub fn train_model(
     records: &[&ComparableRecord],
     blocked: &PatternCounts,
+    n_blocked_pairs: u64,
     seed: u64,
 ) -> Result<Model, MatchError> {
     let n_random = (records.len() * 2).clamp(10_000, 1_000_000);
@@ -466,11 +467,36 @@ pub fn train_model(
             counts
         })
         .reduce(PatternCounts::new, merge_counts);
-    let options = TrainOptions { seed, ..TrainOptions::default() };
+    let options =
+        TrainOptions { seed, n_records: records.len() as u64, n_blocked_pairs, ..TrainOptions::default() };
     let mut model = mpi_matching::train(blocked, &random, &options)?;
     model.training.n_records = records.len() as u64;
     model.term_frequencies = Some(TermFrequencies::from_records(records.iter().copied()));
     Ok(model)
+}
+
+/// Most blocked pairs training looks at; EM needs far fewer than a large batch has.
+pub const MAX_TRAINING_PAIRS: usize = 1_000_000;
+
+/// Counts the comparison patterns of blocked pairs for training, each tagged with the
+/// kinds of blocking key the pair shared (bits above the gamma's 40). Takes every
+/// k-th record's pairs when there are more than [`MAX_TRAINING_PAIRS`].
+pub fn training_patterns(linker: &Linker, groups: &[(usize, &[(usize, Gamma)])]) -> PatternCounts {
+    let total: usize = groups.iter().map(|(_, pairs)| pairs.len()).sum();
+    let step = total.div_ceil(MAX_TRAINING_PAIRS).max(1);
+    groups
+        .par_iter()
+        .enumerate()
+        .filter(|(index, _)| index % step == 0)
+        .fold(PatternCounts::new, |mut counts, (_, &(position, pairs))| {
+            let record = &linker.entries[position].record;
+            for &(candidate, gamma) in pairs {
+                let kinds = shared_key_kinds(record, &linker.entries[candidate].record);
+                *counts.entry(gamma.pack() | (u64::from(kinds) << 40)).or_default() += 1;
+            }
+            counts
+        })
+        .reduce(PatternCounts::new, merge_counts)
 }
 
 fn merge_counts(mut a: PatternCounts, b: PatternCounts) -> PatternCounts {
@@ -555,17 +581,11 @@ fn link_batch(
         Some(found) => found,
         None => {
             progress.stage("training", 0);
-            let blocked: PatternCounts = compared
-                .par_iter()
-                .fold(PatternCounts::new, |mut counts, pairs| {
-                    for (_, gamma) in pairs {
-                        *counts.entry(gamma.pack()).or_default() += 1;
-                    }
-                    counts
-                })
-                .reduce(PatternCounts::new, merge_counts);
+            let groups: Vec<(usize, &[(usize, Gamma)])> =
+                work.iter().zip(&compared).map(|(&(_, position, _), pairs)| (position, pairs.as_slice())).collect();
+            let blocked = training_patterns(linker, &groups);
             let records: Vec<&ComparableRecord> = linker.entries.iter().map(|entry| &entry.record).collect();
-            match train_model(&records, &blocked, options.seed) {
+            match train_model(&records, &blocked, report.n_pairs, options.seed) {
                 Ok(model) => (model, ModelSource::Trained),
                 Err(MatchError::NotEnoughData(why)) => (default_model(), ModelSource::Default(why)),
                 Err(error) => return Err(error.into()),

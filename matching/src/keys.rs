@@ -2,7 +2,45 @@
 //! meet as candidates. Several keys are ORed, so one wrong field does not hide a
 //! match. Keys hold personal data: they go to the index, never to logs.
 
-use crate::compare::ComparableRecord;
+use crate::compare::{CompField, ComparableRecord};
+
+/// The kinds of blocking key, in bit order for [`shared_key_kinds`], with the fields
+/// each one forces to agree. Training uses this to estimate a field's `m` only from
+/// pairs that met through a key not involving that field.
+pub const KEY_KINDS: [(&str, &[CompField]); 9] = [
+    ("n", &[CompField::NhsNumber]),
+    ("df", &[CompField::DateOfBirth, CompField::FamilyName]),
+    ("dg", &[CompField::DateOfBirth, CompField::GivenName]),
+    ("pg", &[CompField::Postcode, CompField::GivenName]),
+    ("pf", &[CompField::Postcode, CompField::FamilyName]),
+    ("ny", &[CompField::GivenName, CompField::FamilyName, CompField::DateOfBirth]),
+    ("i", &[CompField::Identifier]),
+    ("t", &[CompField::Phone]),
+    ("e", &[CompField::Email]),
+];
+
+/// Bit mask of the key kinds (see [`KEY_KINDS`]) two records share.
+pub fn shared_key_kinds(a: &ComparableRecord, b: &ComparableRecord) -> u16 {
+    let keys_a = blocking_keys(a);
+    let keys_b = blocking_keys(b);
+    let mut mask = 0u16;
+    for key in keys_a.iter().filter(|key| keys_b.binary_search(key).is_ok()) {
+        let kind = key.split(':').next().unwrap_or("");
+        if let Some(bit) = KEY_KINDS.iter().position(|(prefix, _)| *prefix == kind) {
+            mask |= 1 << bit;
+        }
+    }
+    mask
+}
+
+/// Bit mask of the key kinds that do not force `field` to agree.
+pub fn kinds_not_involving(field: CompField) -> u16 {
+    KEY_KINDS
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, fields))| !fields.contains(&field))
+        .fold(0, |mask, (bit, _)| mask | (1 << bit))
+}
 
 /// The blocking keys of a record, each prefixed by its kind:
 ///

@@ -170,7 +170,8 @@ pub struct Model {
     /// Model version, assigned by the store that saved it (0 when never saved).
     #[serde(default)]
     pub version: u32,
-    /// P(same person) among blocked candidate pairs.
+    /// P(same person) for two records drawn at random that do not share a household
+    /// (the prior that goes with u, which is estimated from random pairs).
     pub lambda: f64,
     /// P(same person) among blocked candidate pairs that share a household.
     pub household_lambda: f64,
@@ -230,7 +231,7 @@ pub fn probability(weight: f64) -> f64 {
 }
 
 fn log_odds(p: f64) -> f64 {
-    let p = p.clamp(1e-9, 1.0 - 1e-9);
+    let p = p.clamp(1e-15, 1.0 - 1e-9);
     (p / (1.0 - p)).log2()
 }
 

@@ -40,6 +40,10 @@ pub struct TrainOptions {
     pub min_blocked_pairs: u64,
     /// Seed used by the caller's random-pair sampler (recorded in the model).
     pub seed: u64,
+    /// Records the pairs were drawn from (for the prior of two random records).
+    pub n_records: u64,
+    /// Blocked pairs in all, when `blocked` is a sample of them.
+    pub n_blocked_pairs: u64,
 }
 
 impl Default for TrainOptions {
@@ -50,6 +54,8 @@ impl Default for TrainOptions {
             household_pseudo_count: 50.0,
             min_blocked_pairs: 200,
             seed: 42,
+            n_records: 0,
+            n_blocked_pairs: 0,
         }
     }
 }
@@ -163,6 +169,103 @@ fn product(gamma: &Gamma, fields: &[CompField], table: &LevelCounts) -> f64 {
         .product()
 }
 
+/// The bits of a packed pattern holding the gamma; higher bits hold key kinds.
+const GAMMA_BITS: u64 = (1 << 40) - 1;
+
+/// Result of one EM fit on the person fields.
+struct Fit {
+    m: LevelCounts,
+    iterations: u32,
+    converged: bool,
+}
+
+/// Posterior match probability of each pattern, and their weighted total.
+fn e_step(patterns: &[(Gamma, f64)], u: &LevelCounts, m: &LevelCounts, lambda: f64) -> (Vec<f64>, f64) {
+    let mut total = 0.0;
+    let posteriors = patterns
+        .iter()
+        .map(|(gamma, count)| {
+            let in_match = lambda * product(gamma, &PERSON_FIELDS, m);
+            let in_non_match = (1.0 - lambda) * product(gamma, &PERSON_FIELDS, u);
+            let posterior = in_match / (in_match + in_non_match).max(f64::MIN_POSITIVE);
+            total += posterior * count;
+            posterior
+        })
+        .collect();
+    (posteriors, total)
+}
+
+/// The share of matches with m and u fixed (EM on lambda alone).
+fn fit_lambda(patterns: &[(Gamma, f64)], u: &LevelCounts, m: &LevelCounts, options: &TrainOptions) -> f64 {
+    let n: f64 = patterns.iter().map(|(_, count)| count).sum();
+    let mut lambda = 0.1;
+    for _ in 0..options.max_iterations {
+        let (_, matched) = e_step(patterns, u, m, lambda);
+        let next = (matched / n).clamp(1e-6, 1.0 - 1e-6);
+        let done = (next - lambda).abs() < options.tolerance;
+        lambda = next;
+        if done {
+            break;
+        }
+    }
+    lambda
+}
+
+/// EM over the person fields with u fixed, started from a deterministic rule rather
+/// than guessed parameters (EM finds a local optimum): pairs with the same NHS number,
+/// or the same given name and date of birth give or take a typo, are the matches of
+/// the first M-step.
+fn em_person_fields(patterns: &[(Gamma, f64)], u: &LevelCounts, m_start: &LevelCounts, options: &TrainOptions) -> Fit {
+    let mut m = *m_start;
+    let mut posteriors: Vec<f64> = patterns
+        .iter()
+        .map(|(gamma, _)| {
+            let nhs_agrees = gamma.level(CompField::NhsNumber) == Some(0);
+            let nhs_differs = gamma.level(CompField::NhsNumber) == Some(1);
+            let given_agrees = gamma.level(CompField::GivenName).is_some_and(|level| level <= 2);
+            let dob_agrees = gamma.level(CompField::DateOfBirth).is_some_and(|level| level <= 2);
+            if nhs_agrees || (given_agrees && dob_agrees && !nhs_differs) { 1.0 } else { 0.0 }
+        })
+        .collect();
+    let total: f64 = patterns.iter().map(|(_, count)| count).sum();
+    let mut iterations = 0;
+    let mut converged = false;
+    loop {
+        // M-step.
+        let mut match_counts: LevelCounts = [[0.0; 8]; N_FIELDS];
+        let mut matched = 0.0;
+        for ((gamma, count), posterior) in patterns.iter().zip(&posteriors) {
+            matched += posterior * count;
+            for field in PERSON_FIELDS {
+                if let Some(level) = gamma.level(field) {
+                    match_counts[field.index()][usize::from(level)] += posterior * count;
+                }
+            }
+        }
+        let lambda = (matched / total).clamp(1e-6, 1.0 - 1e-6);
+        let mut change: f64 = 0.0;
+        for field in PERSON_FIELDS {
+            let n_levels = field.levels().len();
+            let estimate = normalised(&match_counts[field.index()][..n_levels], 0.01);
+            for (level, value) in estimate.into_iter().enumerate() {
+                change = change.max((m[field.index()][level] - value).abs());
+                m[field.index()][level] = value;
+            }
+        }
+        if iterations >= options.max_iterations {
+            break;
+        }
+        if iterations > 0 && change < options.tolerance {
+            converged = true;
+            break;
+        }
+        iterations += 1;
+        // E-step.
+        posteriors = e_step(patterns, u, &m, lambda).0;
+    }
+    Fit { m, iterations, converged }
+}
+
 /// Trains a model from blocked-pair and random-pair pattern counts.
 ///
 /// # Errors
@@ -192,48 +295,38 @@ pub fn train(
             m[field.index()][level] = params.m;
         }
     }
+    // Blocked patterns carry, above the 40 bits of the gamma, the mask of the key
+    // kinds the pair shared (see `keys::KEY_KINDS`).
     let patterns: Vec<(Gamma, f64)> =
-        blocked.iter().map(|(&packed, &count)| (Gamma::unpack(packed), count as f64)).collect();
+        blocked.iter().map(|(&packed, &count)| (Gamma::unpack(packed & GAMMA_BITS), count as f64)).collect();
+    let masks: Vec<u16> = blocked.keys().map(|&packed| (packed >> 40) as u16).collect();
 
-    // Stage 1: EM on the person fields, u fixed.
-    let mut lambda = 0.1;
-    let mut iterations = 0;
-    let mut converged = false;
-    let mut posteriors = vec![0.0; patterns.len()];
-    while iterations < options.max_iterations {
-        iterations += 1;
-        let mut match_counts: LevelCounts = [[0.0; 8]; N_FIELDS];
-        let mut total_match = 0.0;
-        let mut total = 0.0;
-        for ((gamma, count), posterior) in patterns.iter().zip(posteriors.iter_mut()) {
-            let in_match = lambda * product(gamma, &PERSON_FIELDS, &m);
-            let in_non_match = (1.0 - lambda) * product(gamma, &PERSON_FIELDS, &u);
-            *posterior = in_match / (in_match + in_non_match).max(f64::MIN_POSITIVE);
-            total_match += *posterior * count;
-            total += count;
-            for field in PERSON_FIELDS {
-                if let Some(level) = gamma.level(field) {
-                    match_counts[field.index()][usize::from(level)] += *posterior * count;
-                }
-            }
-        }
-        let mut change: f64 = 0.0;
-        let new_lambda = (total_match / total).clamp(1e-6, 1.0 - 1e-6);
-        change = change.max((new_lambda - lambda).abs());
-        lambda = new_lambda;
-        for field in PERSON_FIELDS {
-            let n_levels = field.levels().len();
-            let estimate = normalised(&match_counts[field.index()][..n_levels], 0.01);
-            for (level, value) in estimate.into_iter().enumerate() {
-                change = change.max((m[field.index()][level] - value).abs());
-                m[field.index()][level] = value;
-            }
-        }
-        if change < options.tolerance {
-            converged = true;
-            break;
-        }
+    // Stage 1: EM on the person fields, u fixed. A field's agreement is inflated among
+    // pairs that met through a key built from it (the postcode-and-initial key brings
+    // people with the same given name together), which u from random pairs does not
+    // know. So, as Splink does, each field's m is estimated by EM over the pairs that
+    // met through a key not involving that field; all pairs when none say.
+    let (mut iterations, mut converged) = (0, true);
+    for field in PERSON_FIELDS {
+        let allowed = crate::keys::kinds_not_involving(field);
+        let subset: Vec<(Gamma, f64)> = patterns
+            .iter()
+            .zip(&masks)
+            .filter(|(_, mask)| **mask == 0 || **mask & allowed != 0)
+            .map(|(pattern, _)| *pattern)
+            .collect();
+        let subset_pairs: f64 = subset.iter().map(|(_, count)| count).sum();
+        let data = if subset_pairs >= options.min_blocked_pairs as f64 { &subset } else { &patterns };
+        let fit = em_person_fields(data, &u, &m, options);
+        iterations = iterations.max(fit.iterations);
+        converged &= fit.converged;
+        let n_levels = field.levels().len();
+        m[field.index()][..n_levels].copy_from_slice(&fit.m[field.index()][..n_levels]);
     }
+    // With every field's m in place, one E-step over all pairs gives the posteriors
+    // and the share of matches.
+    let lambda = fit_lambda(&patterns, &u, &m, options);
+    let (posteriors, _) = e_step(&patterns, &u, &m, lambda);
 
     // m of the family name and household fields, read off the final posteriors.
     let read_off = || CompField::ALL.into_iter().filter(|field| !PERSON_FIELDS.contains(field));
@@ -251,16 +344,24 @@ pub fn train(
         m[field.index()][..n_levels].copy_from_slice(&estimate);
     }
 
-    // Prior outside households: the posterior share among pairs that do not share one.
-    let (mut outside_match, mut outside_total) = (0.0, 0.0);
+    // Prior outside households: P(match) for two records drawn at random, because u
+    // came from random pairs. The expected number of matching pairs outside
+    // households (blocking finds nearly all of them) over all pairs of records.
+    let (mut outside_match, mut sampled) = (0.0, 0.0);
     for ((gamma, count), posterior) in patterns.iter().zip(&posteriors) {
+        sampled += count;
         if !gamma.same_household() {
             outside_match += posterior * count;
-            outside_total += count;
         }
     }
-    let outside_lambda =
-        if outside_total > 0.0 { (outside_match / outside_total).clamp(1e-6, 1.0 - 1e-6) } else { lambda };
+    let scale = if options.n_blocked_pairs as f64 > sampled { options.n_blocked_pairs as f64 / sampled } else { 1.0 };
+    let n_records = options.n_records as f64;
+    let all_pairs = n_records * (n_records - 1.0) / 2.0;
+    let outside_lambda = if all_pairs >= 1.0 {
+        (outside_match * scale / all_pairs).clamp(1e-12, 0.5)
+    } else {
+        lambda
+    };
 
     // Stage 2: within households, m fixed, estimate u_household and the prior.
     let household: Vec<&(Gamma, f64)> = patterns.iter().filter(|(gamma, _)| gamma.same_household()).collect();
