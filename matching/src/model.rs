@@ -177,6 +177,12 @@ pub struct Model {
     pub household_lambda: f64,
     /// Per-field parameters, in [`CompField::ALL`] order.
     pub fields: Vec<FieldParams>,
+    /// P(given-name level, birth-date level | different members of one household), a
+    /// joint table (row: given-name level, column: birth-date level): twins share a
+    /// birth date but not a name, Jr and Sr a name but not a birth date, so the two are
+    /// not independent there. Empty: use the per-field `u_household`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub household_given_dob: Vec<f64>,
     /// Decision thresholds this model was calibrated with.
     pub thresholds: Thresholds,
     /// How the model was trained.
@@ -220,7 +226,8 @@ pub struct Score {
     pub prior: f64,
     /// True when the pair shares a household and was weighed as such.
     pub same_household: bool,
-    /// Per-field contributions, in [`CompField::ALL`] order.
+    /// Per-field contributions, in [`CompField::ALL`] order, then for a household pair
+    /// the given-name and birth-date correction.
     pub contributions: Vec<Contribution>,
 }
 
@@ -315,6 +322,7 @@ impl Model {
             lambda,
             household_lambda,
             fields,
+            household_given_dob: Vec::new(),
             thresholds: Thresholds::DEFAULT,
             training: TrainingInfo::default(),
             term_frequencies: None,
@@ -369,10 +377,28 @@ impl Model {
         (adjusted.clamp(base - 5.0, base + 5.0).clamp(-MAX_FIELD_WEIGHT, MAX_FIELD_WEIGHT), true)
     }
 
+    /// The household correction for given name and birth date together: the joint
+    /// table's weight minus the two per-field weights already counted. Zero outside
+    /// households or when either is missing.
+    fn household_interaction(&self, gamma: &Gamma) -> f64 {
+        if self.household_given_dob.len() != 40 || !gamma.same_household() {
+            return 0.0;
+        }
+        let (Some(given), Some(dob)) = (gamma.level(CompField::GivenName), gamma.level(CompField::DateOfBirth)) else {
+            return 0.0;
+        };
+        let (given_params, dob_params) =
+            (self.level(CompField::GivenName, given), self.level(CompField::DateOfBirth, dob));
+        let joint_u = self.household_given_dob[usize::from(given) * 5 + usize::from(dob)];
+        let joint = (given_params.m * dob_params.m / joint_u).log2();
+        let separate = self.level_weight(CompField::GivenName, given, true) + self.level_weight(CompField::DateOfBirth, dob, true);
+        (joint.clamp(-2.0 * MAX_FIELD_WEIGHT, 2.0 * MAX_FIELD_WEIGHT)) - separate
+    }
+
     /// The match weight of a compared pair: the fast path, no explanation.
     pub fn weight(&self, gamma: &Gamma, a: &ComparableRecord) -> f64 {
         let household = gamma.same_household();
-        let mut weight = self.prior(household);
+        let mut weight = self.prior(household) + self.household_interaction(gamma);
         for field in CompField::ALL {
             if household && field.is_household() {
                 continue;
@@ -415,6 +441,17 @@ impl Model {
                 weight: field_weight,
                 tf_adjusted,
                 household: household && field.is_household(),
+            });
+        }
+        let interaction = self.household_interaction(gamma);
+        if interaction != 0.0 {
+            weight += interaction;
+            contributions.push(Contribution {
+                field: "given_name+date_of_birth".to_owned(),
+                level: "household correction (twins share a birth date, Jr/Sr a name)".to_owned(),
+                weight: interaction,
+                tf_adjusted: false,
+                household: true,
             });
         }
         Score { weight, probability: probability(weight), prior, same_household: household, contributions }

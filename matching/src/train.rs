@@ -169,6 +169,29 @@ fn product(gamma: &Gamma, fields: &[CompField], table: &LevelCounts) -> f64 {
         .product()
 }
 
+/// Levels of the given-name and birth-date comparisons (the joint household table).
+const GIVEN_LEVELS: usize = 8;
+const DOB_LEVELS: usize = 5;
+
+/// The cell of the joint given-name by birth-date table, when both are present.
+fn joint_cell(gamma: &Gamma) -> Option<usize> {
+    let given = gamma.level(CompField::GivenName)?;
+    let dob = gamma.level(CompField::DateOfBirth)?;
+    Some(usize::from(given) * DOB_LEVELS + usize::from(dob))
+}
+
+/// P(pattern | different members of one household): identity fields independent,
+/// except given name and birth date, which come from the joint table.
+fn household_non_match(gamma: &Gamma, u_household: &LevelCounts, joint: &[f64]) -> f64 {
+    match joint_cell(gamma) {
+        Some(cell) => {
+            let others = [CompField::NhsNumber, CompField::FamilyName, CompField::Sex, CompField::Identifier];
+            product(gamma, &others, u_household) * joint[cell]
+        }
+        None => product(gamma, &IDENTITY_FIELDS, u_household),
+    }
+}
+
 /// The bits of a packed pattern holding the gamma; higher bits hold key kinds.
 const GAMMA_BITS: u64 = (1 << 40) - 1;
 
@@ -363,9 +386,18 @@ pub fn train(
         lambda
     };
 
-    // Stage 2: within households, m fixed, estimate u_household and the prior.
+    // Stage 2: within households, m fixed, estimate u_household and the prior. Given
+    // name and date of birth are not independent among different members of one
+    // household (twins share a birth date but not a name; Jr and Sr a name but not a
+    // birth date), so their non-match distribution is a joint table.
     let household: Vec<&(Gamma, f64)> = patterns.iter().filter(|(gamma, _)| gamma.same_household()).collect();
     let mut u_household = u;
+    let mut joint = vec![0.0; GIVEN_LEVELS * DOB_LEVELS];
+    for (given, row) in joint.chunks_mut(DOB_LEVELS).enumerate() {
+        for (dob, cell) in row.iter_mut().enumerate() {
+            *cell = u[CompField::GivenName.index()][given] * u[CompField::DateOfBirth.index()][dob];
+        }
+    }
     let mut household_lambda = 0.5;
     for _ in 0..options.max_iterations {
         if household.is_empty() {
@@ -373,11 +405,14 @@ pub fn train(
         }
         let mut non_match_counts: LevelCounts = [[0.0; 8]; N_FIELDS];
         let mut non_match_totals = [0.0; N_FIELDS];
+        let mut joint_counts = vec![0.0; GIVEN_LEVELS * DOB_LEVELS];
+        let mut joint_total = 0.0;
         let mut total_match = 0.0;
         let mut total = 0.0;
         for (gamma, count) in household.iter().map(|pair| (&pair.0, pair.1)) {
             let in_match = household_lambda * product(gamma, &IDENTITY_FIELDS, &m);
-            let in_non_match = (1.0 - household_lambda) * product(gamma, &IDENTITY_FIELDS, &u_household);
+            let in_non_match =
+                (1.0 - household_lambda) * household_non_match(gamma, &u_household, &joint);
             let posterior = in_match / (in_match + in_non_match).max(f64::MIN_POSITIVE);
             total_match += posterior * count;
             total += count;
@@ -386,6 +421,10 @@ pub fn train(
                     non_match_counts[field.index()][usize::from(level)] += (1.0 - posterior) * count;
                     non_match_totals[field.index()] += (1.0 - posterior) * count;
                 }
+            }
+            if let Some(cell) = joint_cell(gamma) {
+                joint_counts[cell] += (1.0 - posterior) * count;
+                joint_total += (1.0 - posterior) * count;
             }
         }
         let mut change: f64 = 0.0;
@@ -402,6 +441,14 @@ pub fn train(
                 u_household[slot][level] = value.max(1e-9);
             }
         }
+        for (given, row) in joint.chunks_mut(DOB_LEVELS).enumerate() {
+            for (dob, cell) in row.iter_mut().enumerate() {
+                let prior = u_household[CompField::GivenName.index()][given] * u_household[CompField::DateOfBirth.index()][dob];
+                let value = (joint_counts[given * DOB_LEVELS + dob] + alpha * prior) / (joint_total + alpha);
+                change = change.max((*cell - value).abs());
+                *cell = value.max(1e-12);
+            }
+        }
         if change < options.tolerance {
             break;
         }
@@ -410,6 +457,7 @@ pub fn train(
     let mut model = start;
     model.lambda = outside_lambda;
     model.household_lambda = household_lambda;
+    model.household_given_dob = joint;
     for field in CompField::ALL {
         let slot = field.index();
         for (level, params) in model.fields[slot].levels.iter_mut().enumerate() {
