@@ -7,7 +7,7 @@ use crate::compare::{CompField, ComparableRecord};
 /// The kinds of blocking key, in bit order for [`shared_key_kinds`], with the fields
 /// each one forces to agree. Training uses this to estimate a field's `m` only from
 /// pairs that met through a key not involving that field.
-pub const KEY_KINDS: [(&str, &[CompField]); 9] = [
+pub const KEY_KINDS: [(&str, &[CompField]); 12] = [
     ("n", &[CompField::NhsNumber]),
     ("df", &[CompField::DateOfBirth, CompField::FamilyName]),
     ("dg", &[CompField::DateOfBirth, CompField::GivenName]),
@@ -17,6 +17,9 @@ pub const KEY_KINDS: [(&str, &[CompField]); 9] = [
     ("i", &[CompField::Identifier]),
     ("t", &[CompField::Phone]),
     ("e", &[CompField::Email]),
+    ("fy", &[CompField::FamilyName, CompField::DateOfBirth, CompField::GivenName]),
+    ("md", &[CompField::DateOfBirth, CompField::GivenName, CompField::FamilyName]),
+    ("ah", &[CompField::Address, CompField::FamilyName]),
 ];
 
 /// Bit mask of the key kinds (see [`KEY_KINDS`]) two records share.
@@ -54,6 +57,9 @@ pub fn kinds_not_involving(field: CompField) -> u16 {
 /// | `ny:` | given and family phonetic codes (sorted), birth year | moves with typos; given and family swapped |
 /// | `i:` | identifier system and value | other identifiers |
 /// | `t:` / `e:` | phone / email | moves where contact details stay |
+/// | `fy:` | family-name phonetic code, birth year, given initial | errors in day, month, postcode and given name together |
+/// | `md:` | given and family initials, birth month and day | a wrong birth year with other errors |
+/// | `ah:` | house number and first street word, family-name phonetic code | errors in birth date, postcode and given name |
 pub fn blocking_keys(record: &ComparableRecord) -> Vec<String> {
     let normalized = &record.record;
     let mut keys = Vec::with_capacity(9);
@@ -76,6 +82,26 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<String> {
             let (first, second) =
                 if given_code <= family_code { (given_code, family_code) } else { (family_code, given_code) };
             keys.push(format!("ny:{first}|{second}|{:04}", date.year));
+        }
+    }
+    let given_initial = record.first_given().and_then(|name| name.chars().next());
+    let family_initial = normalized.family_name.as_deref().and_then(|name| name.chars().next());
+    if let (Some(date), Some(initial)) = (normalized.date_of_birth, given_initial) {
+        if !family_code.is_empty() {
+            keys.push(format!("fy:{family_code}|{:04}|{initial}", date.year));
+        }
+        if let Some(family_initial) = family_initial {
+            let (low, high) = if date.day <= date.month { (date.day, date.month) } else { (date.month, date.day) };
+            keys.push(format!("md:{initial}{family_initial}|{low:02}{high:02}"));
+        }
+    }
+    if let Some(address) = &normalized.address
+        && let Some(number) = &address.house_number
+        && !family_code.is_empty()
+    {
+        let street = address.text.split(' ').find(|word| word.len() > 2 && !word.bytes().any(|b| b.is_ascii_digit()));
+        if let Some(street) = street {
+            keys.push(format!("ah:{number}|{street}|{family_code}"));
         }
     }
     if let Some(postcode) = &normalized.postcode {

@@ -203,13 +203,19 @@ struct Fit {
 }
 
 /// Posterior match probability of each pattern, and their weighted total.
-fn e_step(patterns: &[(Gamma, f64)], u: &LevelCounts, m: &LevelCounts, lambda: f64) -> (Vec<f64>, f64) {
+fn e_step(
+    patterns: &[(Gamma, f64)],
+    fields: &[CompField],
+    u: &LevelCounts,
+    m: &LevelCounts,
+    lambda: f64,
+) -> (Vec<f64>, f64) {
     let mut total = 0.0;
     let posteriors = patterns
         .iter()
         .map(|(gamma, count)| {
-            let in_match = lambda * product(gamma, &PERSON_FIELDS, m);
-            let in_non_match = (1.0 - lambda) * product(gamma, &PERSON_FIELDS, u);
+            let in_match = lambda * product(gamma, fields, m);
+            let in_non_match = (1.0 - lambda) * product(gamma, fields, u);
             let posterior = in_match / (in_match + in_non_match).max(f64::MIN_POSITIVE);
             total += posterior * count;
             posterior
@@ -223,7 +229,7 @@ fn fit_lambda(patterns: &[(Gamma, f64)], u: &LevelCounts, m: &LevelCounts, optio
     let n: f64 = patterns.iter().map(|(_, count)| count).sum();
     let mut lambda = 0.1;
     for _ in 0..options.max_iterations {
-        let (_, matched) = e_step(patterns, u, m, lambda);
+        let (_, matched) = e_step(patterns, &PERSON_FIELDS, u, m, lambda);
         let next = (matched / n).clamp(1e-6, 1.0 - 1e-6);
         let done = (next - lambda).abs() < options.tolerance;
         lambda = next;
@@ -234,22 +240,34 @@ fn fit_lambda(patterns: &[(Gamma, f64)], u: &LevelCounts, m: &LevelCounts, optio
     lambda
 }
 
-/// EM over the person fields with u fixed, started from a deterministic rule rather
-/// than guessed parameters (EM finds a local optimum): pairs with the same NHS number,
-/// or the same given name and date of birth give or take a typo, are the matches of
-/// the first M-step.
-fn em_person_fields(patterns: &[(Gamma, f64)], u: &LevelCounts, m_start: &LevelCounts, options: &TrainOptions) -> Fit {
+/// EM over `fields` with u fixed, started from a deterministic rule on those fields
+/// rather than from guessed parameters (EM finds a local optimum): the same NHS number
+/// or identifier, or the same given name and date of birth give or take a typo.
+/// Returns None when the rule finds no matches to start from.
+fn em_fields(
+    patterns: &[(Gamma, f64)],
+    fields: &[CompField],
+    u: &LevelCounts,
+    m_start: &LevelCounts,
+    options: &TrainOptions,
+) -> Option<Fit> {
+    let uses = |field| fields.contains(&field);
     let mut m = *m_start;
     let mut posteriors: Vec<f64> = patterns
         .iter()
         .map(|(gamma, _)| {
-            let nhs_agrees = gamma.level(CompField::NhsNumber) == Some(0);
-            let nhs_differs = gamma.level(CompField::NhsNumber) == Some(1);
-            let given_agrees = gamma.level(CompField::GivenName).is_some_and(|level| level <= 2);
-            let dob_agrees = gamma.level(CompField::DateOfBirth).is_some_and(|level| level <= 2);
-            if nhs_agrees || (given_agrees && dob_agrees && !nhs_differs) { 1.0 } else { 0.0 }
+            let exact = |field| uses(field) && gamma.level(field) == Some(0);
+            let differs = |field| uses(field) && gamma.level(field) == Some(1);
+            let close = |field: CompField| uses(field) && gamma.level(field).is_some_and(|level| level <= 2);
+            let id_agrees = exact(CompField::NhsNumber) || exact(CompField::Identifier);
+            let id_differs = differs(CompField::NhsNumber) || differs(CompField::Identifier);
+            let both_close = close(CompField::GivenName) && close(CompField::DateOfBirth);
+            if id_agrees || (both_close && !id_differs) { 1.0 } else { 0.0 }
         })
         .collect();
+    if !posteriors.iter().any(|&posterior| posterior > 0.0) {
+        return None;
+    }
     let total: f64 = patterns.iter().map(|(_, count)| count).sum();
     let mut iterations = 0;
     let mut converged = false;
@@ -259,7 +277,7 @@ fn em_person_fields(patterns: &[(Gamma, f64)], u: &LevelCounts, m_start: &LevelC
         let mut matched = 0.0;
         for ((gamma, count), posterior) in patterns.iter().zip(&posteriors) {
             matched += posterior * count;
-            for field in PERSON_FIELDS {
+            for &field in fields {
                 if let Some(level) = gamma.level(field) {
                     match_counts[field.index()][usize::from(level)] += posterior * count;
                 }
@@ -267,7 +285,7 @@ fn em_person_fields(patterns: &[(Gamma, f64)], u: &LevelCounts, m_start: &LevelC
         }
         let lambda = (matched / total).clamp(1e-6, 1.0 - 1e-6);
         let mut change: f64 = 0.0;
-        for field in PERSON_FIELDS {
+        for &field in fields {
             let n_levels = field.levels().len();
             let estimate = normalised(&match_counts[field.index()][..n_levels], 0.01);
             for (level, value) in estimate.into_iter().enumerate() {
@@ -284,9 +302,9 @@ fn em_person_fields(patterns: &[(Gamma, f64)], u: &LevelCounts, m_start: &LevelC
         }
         iterations += 1;
         // E-step.
-        posteriors = e_step(patterns, u, &m, lambda).0;
+        posteriors = e_step(patterns, fields, u, &m, lambda).0;
     }
-    Fit { m, iterations, converged }
+    Some(Fit { m, iterations, converged })
 }
 
 /// Trains a model from blocked-pair and random-pair pattern counts.
@@ -324,32 +342,64 @@ pub fn train(
         blocked.iter().map(|(&packed, &count)| (Gamma::unpack(packed & GAMMA_BITS), count as f64)).collect();
     let masks: Vec<u16> = blocked.keys().map(|&packed| (packed >> 40) as u16).collect();
 
-    // Stage 1: EM on the person fields, u fixed. A field's agreement is inflated among
-    // pairs that met through a key built from it (the postcode-and-initial key brings
-    // people with the same given name together), which u from random pairs does not
-    // know. So, as Splink does, each field's m is estimated by EM over the pairs that
-    // met through a key not involving that field; all pairs when none say.
+    // Stage 1: m of the person fields by EM, u fixed. A field's agreement is inflated
+    // among pairs that met through a key built from it (the postcode-and-initial key
+    // brings people with the same given name together), which u from random pairs
+    // does not know, and EM then learns "same given name" instead of "same person".
+    // So, as Splink does, EM runs once per kind of blocking key, over the pairs that
+    // shared that key and on the fields the key does not involve; a field's m is the
+    // mean over the runs that estimated it.
     let (mut iterations, mut converged) = (0, true);
-    for field in PERSON_FIELDS {
-        let allowed = crate::keys::kinds_not_involving(field);
+    let mut sums: LevelCounts = [[0.0; 8]; N_FIELDS];
+    let mut n_runs = [0u32; N_FIELDS];
+    for (bit, (_, involved)) in crate::keys::KEY_KINDS.iter().enumerate() {
+        let fields: Vec<CompField> = PERSON_FIELDS.into_iter().filter(|field| !involved.contains(field)).collect();
+        let strong = fields.iter().filter(|field| !matches!(field, CompField::Sex)).count();
+        if strong < 2 {
+            continue;
+        }
         let subset: Vec<(Gamma, f64)> = patterns
             .iter()
             .zip(&masks)
-            .filter(|(_, mask)| **mask == 0 || **mask & allowed != 0)
+            .filter(|(_, mask)| *mask & (1 << bit) != 0)
             .map(|(pattern, _)| *pattern)
             .collect();
-        let subset_pairs: f64 = subset.iter().map(|(_, count)| count).sum();
-        let data = if subset_pairs >= options.min_blocked_pairs as f64 { &subset } else { &patterns };
-        let fit = em_person_fields(data, &u, &m, options);
+        if subset.iter().map(|(_, count)| count).sum::<f64>() < options.min_blocked_pairs as f64 {
+            continue;
+        }
+        let Some(fit) = em_fields(&subset, &fields, &u, &m, options) else {
+            continue;
+        };
         iterations = iterations.max(fit.iterations);
         converged &= fit.converged;
-        let n_levels = field.levels().len();
-        m[field.index()][..n_levels].copy_from_slice(&fit.m[field.index()][..n_levels]);
+        for field in fields {
+            let n_levels = field.levels().len();
+            for level in 0..n_levels {
+                sums[field.index()][level] += fit.m[field.index()][level];
+            }
+            n_runs[field.index()] += 1;
+        }
+    }
+    if PERSON_FIELDS.iter().all(|field| n_runs[field.index()] == 0) {
+        // No key kind had enough pairs: one EM over every pair.
+        if let Some(fit) = em_fields(&patterns, &PERSON_FIELDS, &u, &m, options) {
+            iterations = fit.iterations;
+            converged = fit.converged;
+            m = fit.m;
+        }
+    }
+    for field in PERSON_FIELDS {
+        let runs = n_runs[field.index()];
+        if runs > 0 {
+            for level in 0..field.levels().len() {
+                m[field.index()][level] = sums[field.index()][level] / f64::from(runs);
+            }
+        }
     }
     // With every field's m in place, one E-step over all pairs gives the posteriors
     // and the share of matches.
     let lambda = fit_lambda(&patterns, &u, &m, options);
-    let (posteriors, _) = e_step(&patterns, &u, &m, lambda);
+    let (posteriors, _) = e_step(&patterns, &PERSON_FIELDS, &u, &m, lambda);
 
     // m of the family name and household fields, read off the final posteriors.
     let read_off = || CompField::ALL.into_iter().filter(|field| !PERSON_FIELDS.contains(field));
