@@ -260,9 +260,10 @@ pub fn compare(a: &ComparableRecord, b: &ComparableRecord) -> Gamma {
 
     let straight = (compare_given(a, b), compare_family(a, b));
     // Given and family names swapped on one record (common with family-name-first
-    // conventions): take the swapped reading when it is clearly better on both.
+    // conventions): take the swapped reading when it is better.
     let (given_level, family_level) = match swapped_names(a, b) {
         Some(true) => (0, 0),
+        _ if straight.0 >= 5 && straight.1 >= 4 => swapped_reading(a, b).unwrap_or(straight),
         _ => straight,
     };
     levels[CompField::GivenName.index()] = given_level;
@@ -289,6 +290,31 @@ fn swapped_names(a: &ComparableRecord, b: &ComparableRecord) -> Option<bool> {
     let (given_a, given_b) = (a.first_given()?, b.first_given()?);
     let (family_a, family_b) = (a.record.family_name.as_deref()?, b.record.family_name.as_deref()?);
     Some(given_a != family_a && given_a == family_b && family_a == given_b)
+}
+
+/// Levels of the names read across (one record's given name against the other's
+/// family name and the other way round), when that reading has an exact agreement
+/// and beats the straight one.
+fn swapped_reading(a: &ComparableRecord, b: &ComparableRecord) -> Option<(u8, u8)> {
+    let given_b = b.first_given()?;
+    let family_b = b.record.family_name.as_deref()?;
+    let given_a = a.first_given()?;
+    let family_a = a.record.family_name.as_deref()?;
+    // (exact, close, phonetic, different) in each field's own level numbers.
+    let level = |x: &str, y: &str, levels: [u8; 4]| -> u8 {
+        if x == y {
+            levels[0]
+        } else if jaro_winkler(x, y) >= 0.92 {
+            levels[1]
+        } else if !x.is_empty() && phonetic(x) == phonetic(y) {
+            levels[2]
+        } else {
+            levels[3]
+        }
+    };
+    let given_level = level(given_a, family_b, [0, 2, 3, 7]);
+    let family_level = level(family_a, given_b, [0, 1, 2, 5]);
+    (given_level == 0 || family_level == 0).then_some((given_level, family_level))
 }
 
 fn compare_given(a: &ComparableRecord, b: &ComparableRecord) -> u8 {

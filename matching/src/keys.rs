@@ -9,10 +9,10 @@ use crate::compare::{CompField, ComparableRecord};
 /// pairs that met through a key not involving that field.
 pub const KEY_KINDS: [(&str, &[CompField]); 12] = [
     ("n", &[CompField::NhsNumber]),
-    ("df", &[CompField::DateOfBirth, CompField::FamilyName]),
+    ("dn", &[CompField::DateOfBirth, CompField::FamilyName, CompField::GivenName]),
     ("dg", &[CompField::DateOfBirth, CompField::GivenName]),
     ("pg", &[CompField::Postcode, CompField::GivenName]),
-    ("pf", &[CompField::Postcode, CompField::FamilyName]),
+    ("pn", &[CompField::Postcode, CompField::FamilyName, CompField::GivenName]),
     ("ny", &[CompField::GivenName, CompField::FamilyName, CompField::DateOfBirth]),
     ("i", &[CompField::Identifier]),
     ("t", &[CompField::Phone]),
@@ -50,10 +50,10 @@ pub fn kinds_not_involving(field: CompField) -> u16 {
 /// | prefix | key | catches |
 /// |---|---|---|
 /// | `n:` | NHS number | anything with a valid NHS number |
-/// | `df:` | birth year, day and month (sorted), family-name phonetic code | given-name changes, day/month swaps |
+/// | `dn:` | birth year, day and month (sorted), phonetic code of the family name, and again of the given name | given-name changes, day/month swaps, given and family names swapped |
 /// | `dg:` | birth year, day and month (sorted), given-name nickname group | a family name changed on marriage |
 /// | `pg:` | postcode, given-name initial | birth-date errors |
-/// | `pf:` | postcode, family-name phonetic code | given-name and birth-date errors |
+/// | `pn:` | postcode, phonetic code of the family name, and again of the given name | given-name and birth-date errors, swapped names |
 /// | `ny:` | given and family phonetic codes (sorted), birth year | moves with typos; given and family swapped |
 /// | `i:` | identifier system and value | other identifiers |
 /// | `t:` / `e:` | phone / email | moves where contact details stay |
@@ -72,8 +72,10 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<String> {
     if let Some(date) = normalized.date_of_birth {
         let (low, high) = if date.day <= date.month { (date.day, date.month) } else { (date.month, date.day) };
         let date_key = format!("{:04}{:02}{:02}", date.year, low, high);
-        if !family_code.is_empty() {
-            keys.push(format!("df:{date_key}|{family_code}"));
+        for code in [family_code, given_code] {
+            if !code.is_empty() {
+                keys.push(format!("dn:{date_key}|{code}"));
+            }
         }
         if !given_group.is_empty() {
             keys.push(format!("dg:{date_key}|{given_group}"));
@@ -108,8 +110,10 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<String> {
         if let Some(initial) = record.first_given().and_then(|name| name.chars().next()) {
             keys.push(format!("pg:{}|{initial}", postcode.code));
         }
-        if !family_code.is_empty() {
-            keys.push(format!("pf:{}|{family_code}", postcode.code));
+        for code in [family_code, given_code] {
+            if !code.is_empty() {
+                keys.push(format!("pn:{}|{code}", postcode.code));
+            }
         }
     }
     for identifier in &normalized.identifiers {
