@@ -147,6 +147,13 @@ pub struct Decision {
     pub reason: Option<ReviewReason>,
 }
 
+/// A record conflicts strongly with a record of a person, and is not linked to it
+/// automatically, when their match probability is below this (besides two valid NHS
+/// numbers or two generational suffixes that differ). Set low on purpose: messy
+/// but true duplicates in one person often score between the thresholds against
+/// each other; only records that are clearly someone else block a link.
+pub const CONFLICT_PROBABILITY: f64 = 0.01;
+
 /// A scored candidate pair: candidate position, comparison, weight.
 pub type ScoredCandidate = (usize, Gamma, f64);
 
@@ -293,7 +300,7 @@ impl Linker {
             {
                 return review(ReviewReason::GenerationConflict);
             }
-            if member != best.best_position && probability(model.weight(&gamma, record)) < thresholds.lower {
+            if member != best.best_position && probability(model.weight(&gamma, record)) < CONFLICT_PROBABILITY {
                 return review(ReviewReason::ConflictWithPerson);
             }
         }
