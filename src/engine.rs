@@ -99,6 +99,10 @@ pub enum ReviewReason {
     SharedNhsNumber,
     /// Different generational suffixes (Jr/Sr) on the two records.
     GenerationConflict,
+    /// The same birth date and family name with different given names: twins.
+    PossibleTwins,
+    /// The same names at one address with different birth dates: parent and child.
+    PossibleParentAndChild,
 }
 
 impl ReviewReason {
@@ -111,6 +115,10 @@ impl ReviewReason {
             ReviewReason::NhsNumberConflict => "a different valid NHS number is already in the best person",
             ReviewReason::SharedNhsNumber => "same NHS number but the other details say different people",
             ReviewReason::GenerationConflict => "different generational suffixes (Jr/Sr)",
+            ReviewReason::PossibleTwins => "same birth date and family name, different given names: possible twins",
+            ReviewReason::PossibleParentAndChild => {
+                "same names at one address, different birth dates: possible parent and child (Jr/Sr)"
+            }
         }
     }
 }
@@ -153,6 +161,33 @@ pub struct Decision {
 /// but true duplicates in one person often score between the thresholds against
 /// each other; only records that are clearly someone else block a link.
 pub const CONFLICT_PROBABILITY: f64 = 0.01;
+
+/// The classic look-alike relatives, read off a comparison: twins (same birth date and
+/// family name, clearly different given names) and parent and child of one name at one
+/// address (same given and family name, clearly different birth dates). Such a pair is
+/// never linked automatically, whatever its score: the evidence that would link them
+/// is exactly what relatives share.
+pub fn relative_signature(gamma: &Gamma) -> Option<ReviewReason> {
+    if gamma.level(CompField::NhsNumber) == Some(0) {
+        // One NHS number: a typo in a name or date, not a relative.
+        return None;
+    }
+    let given = gamma.level(CompField::GivenName)?;
+    let family = gamma.level(CompField::FamilyName)?;
+    let dob = gamma.level(CompField::DateOfBirth)?;
+    let given_different = usize::from(given) + 1 == CompField::GivenName.levels().len();
+    let dob_different = usize::from(dob) + 1 == CompField::DateOfBirth.levels().len();
+    if family > 1 {
+        return None;
+    }
+    if given_different && dob == 0 {
+        return Some(ReviewReason::PossibleTwins);
+    }
+    if given <= 1 && dob_different && gamma.same_household() {
+        return Some(ReviewReason::PossibleParentAndChild);
+    }
+    None
+}
 
 /// A scored candidate pair: candidate position, comparison, weight.
 pub type ScoredCandidate = (usize, Gamma, f64);
@@ -235,9 +270,16 @@ impl Linker {
                 best_position,
             })
             .collect();
+        // A review's provisional person waits for a steward; a confirmed person above
+        // the upper threshold goes first, and a provisional one beside it does not
+        // make the link ambiguous (it is most likely the same pending record).
+        let provisional = |candidate: &PersonCandidate| self.persons[candidate.person as usize].provisional;
+        let confirmed_above =
+            |candidate: &PersonCandidate| candidate.probability >= thresholds.upper && !provisional(candidate);
         ranked.sort_by(|a, b| {
-            b.probability
-                .total_cmp(&a.probability)
+            confirmed_above(b)
+                .cmp(&confirmed_above(a))
+                .then_with(|| b.probability.total_cmp(&a.probability))
                 .then_with(|| self.entries[a.best_position].id.cmp(&self.entries[b.best_position].id))
         });
         let Some(best) = ranked.first().cloned() else {
@@ -273,7 +315,10 @@ impl Linker {
         if best.probability < thresholds.upper {
             return review(ReviewReason::Uncertain);
         }
-        if ranked.get(1).is_some_and(|second| second.probability >= thresholds.upper) {
+        if ranked
+            .get(1)
+            .is_some_and(|second| second.probability >= thresholds.upper && (provisional(&best) || !provisional(second)))
+        {
             return review(ReviewReason::SeveralPersons);
         }
         // One NHS number on two records whose other details say different people.
@@ -299,6 +344,9 @@ impl Linker {
                 && a != b
             {
                 return review(ReviewReason::GenerationConflict);
+            }
+            if let Some(reason) = relative_signature(&gamma) {
+                return review(reason);
             }
             if member != best.best_position && probability(model.weight(&gamma, record)) < CONFLICT_PROBABILITY {
                 return review(ReviewReason::ConflictWithPerson);

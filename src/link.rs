@@ -568,6 +568,11 @@ fn link_batch(
         })
         .collect();
     let compared: Vec<Vec<(usize, Gamma)>> = compared.into_iter().collect::<Result<_, _>>()?;
+    drop(searcher);
+    // The keys have done their work: free them before scoring and writing.
+    for item in prepared.iter_mut() {
+        item.keys = Vec::new();
+    }
     report.n_pairs = compared.iter().map(|pairs| pairs.len() as u64).sum();
     if want_candidates {
         report.candidate_sets = Some(

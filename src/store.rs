@@ -218,6 +218,10 @@ impl Store {
         let mode: String = connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         tracing::debug!(journal_mode = %mode, "store opened");
         connection.pragma_update(None, "synchronous", "NORMAL")?;
+        // A large page cache: batch writes insert into several B-tree indexes at random
+        // places (person ids are UUIDs), and a small cache turns that into IO.
+        connection.pragma_update(None, "cache_size", -256_000)?;
+        connection.pragma_update(None, "temp_store", "MEMORY")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
         let mut store = Store { connection };
         store.migrate()?;
