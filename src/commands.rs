@@ -16,20 +16,28 @@ use crate::workspace::Workspace;
 /// linking saw them: (position, candidate positions).
 ///
 /// # Errors
-/// When the index fails.
+/// Never at present (the in-memory index cannot fail); kept for the store-backed path.
 pub fn blocked_pairs(workspace: &Workspace, max_candidates: usize) -> Result<Vec<Vec<usize>>, LinkError> {
-    let searcher = workspace.index.searcher()?;
     let linker = &workspace.linker;
-    let sets: Result<Vec<Vec<usize>>, mpi_index::IndexError> = linker
+    let hashes: Vec<Vec<u64>> = linker
         .entries
         .par_iter()
-        .map(|entry| {
-            let keys = mpi_matching::blocking_keys(&entry.record);
-            let candidates = searcher.candidates(&keys, Some(entry.id), Some(entry.id), max_candidates)?;
-            Ok(candidates.into_iter().filter_map(|candidate| linker.position(candidate.record_id)).collect())
-        })
+        .map(|entry| mpi_matching::blocking_keys(&entry.record).iter().map(|key| mpi_index::key_hash(key)).collect())
         .collect();
-    Ok(sets?)
+    let memory =
+        mpi_index::MemoryIndex::build(linker.entries.iter().zip(&hashes).map(|(entry, hashes)| (entry.id, hashes.as_slice())));
+    Ok(linker
+        .entries
+        .par_iter()
+        .zip(&hashes)
+        .map(|(entry, hashes)| {
+            memory
+                .candidates(hashes, Some(entry.id), Some(entry.id), max_candidates)
+                .into_iter()
+                .filter_map(|candidate| linker.position(candidate.record_id))
+                .collect()
+        })
+        .collect())
 }
 
 /// `mpi train`: EM on the store's own records; saves and returns a new model version.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use mpi_index::RecordId;
+use mpi_index::{MemoryIndex, RecordId, key_hash};
 use mpi_matching::{
     ComparableRecord, Gamma, Issue, Model, MatchError, PatternCounts, TermFrequencies, Thresholds, TrainOptions,
     blocking_keys, compare, shared_key_kinds,
@@ -544,18 +544,28 @@ fn link_batch(
     clock.lap("index");
 
     // Candidates among the records before each one, as the online path would see them.
+    // The batch asks an in-memory copy of the index's postings (the same ranking, see
+    // `mpi_index::MemoryIndex`), built from the key hashes of every record.
     progress.stage("blocking and comparing", work.len() as u64);
-    let searcher = workspace.index.searcher()?;
     let linker = &workspace.linker;
+    let mut hashes: Vec<Vec<u64>> = linker
+        .entries
+        .par_iter()
+        .map(|entry| blocking_keys(&entry.record).iter().map(|key| key_hash(key)).collect())
+        .collect();
+    for &(item_index, position, _) in work {
+        // Updated records: the new values' keys (already the entry's record).
+        hashes[position] = prepared[item_index].keys.iter().map(|key| key_hash(key)).collect();
+    }
+    let memory = MemoryIndex::build(linker.entries.iter().zip(&hashes).map(|(entry, hashes)| (entry.id, hashes.as_slice())));
     let in_run: HashMap<usize, usize> = work.iter().enumerate().map(|(order, &(_, position, _))| (position, order)).collect();
     let compared: Vec<Result<Vec<(usize, Gamma)>, mpi_index::IndexError>> = work
         .par_iter()
         .enumerate()
-        .map(|(order, &(item_index, position, is_update))| {
+        .map(|(order, &(_, position, is_update))| {
             let entry = &linker.entries[position];
-            let keys = &prepared[item_index].keys;
             let below = if is_update { None } else { Some(entry.id) };
-            let candidates = searcher.candidates(keys, below, Some(entry.id), options.max_candidates)?;
+            let candidates = memory.candidates(&hashes[position], below, Some(entry.id), options.max_candidates);
             let pairs = candidates
                 .into_iter()
                 .filter_map(|candidate| linker.position(candidate.record_id))
@@ -568,7 +578,8 @@ fn link_batch(
         })
         .collect();
     let compared: Vec<Vec<(usize, Gamma)>> = compared.into_iter().collect::<Result<_, _>>()?;
-    drop(searcher);
+    drop(memory);
+    drop(hashes);
     // The keys have done their work: free them before scoring and writing.
     for item in prepared.iter_mut() {
         item.keys = Vec::new();

@@ -148,3 +148,38 @@ fn candidates_match_a_brute_force_model(records: Vec<Vec<u8>>, probe: Vec<u8>, b
         .collect();
     TestResult::from_bool(got == expected)
 }
+
+/// The batch's in-memory index answers exactly as the tantivy index does.
+#[quickcheck]
+fn memory_index_matches_tantivy(records: Vec<Vec<u8>>, probes: Vec<(Vec<u8>, Option<u8>, Option<u8>)>, limit: u8) -> TestResult {
+    if records.len() > 50 {
+        return TestResult::discard();
+    }
+    let key = |byte: &u8| format!("k{}", byte % 7);
+    let keyed: Vec<(u64, Vec<String>)> =
+        records.iter().enumerate().map(|(id, record)| (id as u64 + 1, record.iter().map(key).collect())).collect();
+    let index = BlockingIndex::create_in_ram().unwrap();
+    let mut writer = index.writer(20_000_000).unwrap();
+    for (position, (id, record_keys)) in keyed.iter().enumerate() {
+        writer.add(*id, record_keys).unwrap();
+        if position % 9 == 4 {
+            writer.commit("segment").unwrap();
+        }
+    }
+    writer.commit("done").unwrap();
+    index.reload().unwrap();
+    let hashed: Vec<(u64, Vec<u64>)> =
+        keyed.iter().map(|(id, record_keys)| (*id, record_keys.iter().map(|k| key_hash(k)).collect())).collect();
+    let memory = MemoryIndex::build(hashed.iter().map(|(id, hashes)| (*id, hashes.as_slice())));
+    let limit = usize::from(limit % 15);
+    for (probe, below, exclude) in probes {
+        let probe_keys: Vec<String> = probe.iter().map(key).collect();
+        let below = below.map(|b| u64::from(b % 55));
+        let exclude = exclude.map(|e| u64::from(e % 55));
+        let probe_hashes: Vec<u64> = probe_keys.iter().map(|k| key_hash(k)).collect();
+        if index.candidates(&probe_keys, below, exclude, limit).unwrap() != memory.candidates(&probe_hashes, below, exclude, limit) {
+            return TestResult::failed();
+        }
+    }
+    TestResult::passed()
+}
