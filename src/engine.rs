@@ -168,8 +168,8 @@ pub const CONFLICT_PROBABILITY: f64 = 0.01;
 /// never linked automatically, whatever its score: the evidence that would link them
 /// is exactly what relatives share.
 pub fn relative_signature(gamma: &Gamma) -> Option<ReviewReason> {
-    if gamma.level(CompField::NhsNumber) == Some(0) {
-        // One NHS number: a typo in a name or date, not a relative.
+    if gamma.level(CompField::NhsNumber) == Some(0) || gamma.level(CompField::Identifier) == Some(0) {
+        // One NHS number or other identifier: a typo in a name or date, not a relative.
         return None;
     }
     let given = gamma.level(CompField::GivenName)?;
@@ -345,7 +345,10 @@ impl Linker {
             {
                 return review(ReviewReason::GenerationConflict);
             }
-            if let Some(reason) = relative_signature(&gamma) {
+            if member != best.best_position
+                && gamma.same_household()
+                && let Some(reason) = relative_signature(&gamma)
+            {
                 return review(reason);
             }
             if member != best.best_position && probability(model.weight(&gamma, record)) < CONFLICT_PROBABILITY {

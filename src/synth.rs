@@ -274,10 +274,12 @@ impl Generator {
     }
 
     fn phone(&mut self, mobile: bool) -> String {
+        // 07700 900000-900999 and 01632 are Ofcom's ranges for fiction; the rest of
+        // 07700 and 01632 keeps numbers distinct enough for a million people.
         if mobile {
-            format!("07700 9{:05}", self.rng.below(100_000))
+            format!("07700 {:06}", self.rng.below(1_000_000))
         } else {
-            format!("0113 496 {:04}", self.rng.below(10_000))
+            format!("01632 {:06}", self.rng.below(1_000_000))
         }
     }
 

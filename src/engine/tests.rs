@@ -131,8 +131,11 @@ fn several_persons_above_the_threshold_open_a_review() {
     let mut harness = Harness::new();
     // Two persons who are certainly different (different NHS numbers)...
     harness.add(person("Ada", "Lovelace", "1815-12-10", Some("9434765919")));
-    harness.add(Demographics { postcode: Some("SW1A 1AA".into()), address_line1: Some("1 Mall".into()), phone: None, ..person("Ada", "Lovelace", "1815-12-10", Some("9990001235")) });
+    let second = harness.add(Demographics { postcode: Some("SW1A 1AA".into()), address_line1: Some("1 Mall".into()), phone: None, ..person("Ada", "Lovelace", "1815-12-10", Some("9990001235")) });
     assert!(!harness.same_person(0, 1));
+    // The second went to review (a provisional person); say a steward confirmed it.
+    assert_eq!(second.kind, DecisionKind::Review);
+    harness.linker.persons[second.person as usize].provisional = false;
     // ...and a record without an NHS number that matches both.
     let decision = harness.add(Demographics { address_line1: None, postcode: None, phone: None, ..person("Ada", "Lovelace", "1815-12-10", None) });
     assert_eq!(decision.kind, DecisionKind::Review);
@@ -147,4 +150,30 @@ fn golden_nhs_number_is_the_most_frequent() {
     let numbers = harness.linker.person_nhs_numbers();
     let person = harness.linker.entries[1].person as usize;
     assert_eq!(numbers[person], Some("9434765919"));
+}
+
+#[test]
+fn a_pending_review_does_not_make_a_clear_link_ambiguous() {
+    let mut harness = Harness::new();
+    harness.add(person("Ada", "Lovelace", "1815-12-10", Some("9434765919")));
+    // A record that goes to review sits alone in a provisional person...
+    let pending = harness.add(Demographics { postcode: Some("SW1A 1AA".into()), address_line1: Some("1 Mall".into()), phone: None, ..person("Ada", "Lovelace", "1815-12-10", Some("9990001235")) });
+    assert_eq!(pending.kind, DecisionKind::Review);
+    // ...and a later record matching the confirmed person and it links to the confirmed one.
+    let decision = harness.add(Demographics { address_line1: None, postcode: None, phone: None, ..person("Ada", "Lovelace", "1815-12-10", None) });
+    assert_eq!(decision.kind, DecisionKind::Linked);
+    assert!(harness.same_person(0, 2));
+}
+
+#[test]
+fn relative_signatures() {
+    let mut harness = Harness::new();
+    harness.add(person("Thomas", "Babbage", "2001-05-05", None));
+    harness.add(person("Edward", "Babbage", "2001-05-05", None));
+    harness.add(person("Thomas", "Babbage", "1975-02-11", None));
+    let (a, b) = (&harness.linker.entries[0].record, &harness.linker.entries[1].record);
+    assert_eq!(relative_signature(&compare(a, b)), Some(ReviewReason::PossibleTwins));
+    let c = &harness.linker.entries[2].record;
+    assert_eq!(relative_signature(&compare(a, c)), Some(ReviewReason::PossibleParentAndChild));
+    assert_eq!(relative_signature(&compare(a, a)), None);
 }
