@@ -13,8 +13,14 @@ use mpi_matching::{ComparableRecord, Demographics, blocking_keys, compare, defau
 const SAMPLE: &str = include_str!("../data/sample/records.csv");
 
 fn sample() -> Vec<Demographics> {
-    let file = read_csv_bytes(std::path::Path::new("sample.csv"), SAMPLE.as_bytes(), 0, &ColumnMap::default(), None)
-        .expect("the sample reads");
+    let file = read_csv_bytes(
+        std::path::Path::new("sample.csv"),
+        SAMPLE.as_bytes(),
+        0,
+        &ColumnMap::default(),
+        None,
+    )
+    .expect("the sample reads");
     file.rows.into_iter().map(|row| row.demographics).collect()
 }
 
@@ -59,7 +65,11 @@ fn hot_paths(c: &mut Criterion) {
         let mut i = 0;
         b.iter(|| {
             i = (i + 1) % keys.len();
-            black_box(searcher.candidates(black_box(&keys[i]), None, Some(i as u64 + 1), 20).expect("query"))
+            black_box(
+                searcher
+                    .candidates(black_box(&keys[i]), None, Some(i as u64 + 1), 20)
+                    .expect("query"),
+            )
         })
     });
 

@@ -17,15 +17,24 @@ use crate::workspace::Workspace;
 ///
 /// # Errors
 /// Never at present (the in-memory index cannot fail); kept for the store-backed path.
-pub fn blocked_pairs(workspace: &Workspace, max_candidates: usize) -> Result<Vec<Vec<usize>>, LinkError> {
+pub fn blocked_pairs(
+    workspace: &Workspace,
+    max_candidates: usize,
+) -> Result<Vec<Vec<usize>>, LinkError> {
     let linker = &workspace.linker;
     let hashes: Vec<Vec<u64>> = linker
         .entries
         .par_iter()
-        .map(|entry| mpi_matching::blocking_keys(&entry.record).iter().map(|key| mpi_index::key_hash(key)).collect())
+        .map(|entry| {
+            mpi_matching::blocking_keys(&entry.record)
+                .iter()
+                .map(|key| mpi_index::key_hash(key))
+                .collect()
+        })
         .collect();
-    let memory =
-        mpi_index::MemoryIndex::build(linker.entries.iter().zip(&hashes).map(|(entry, hashes)| (entry.id, hashes.as_slice())));
+    let memory = mpi_index::MemoryIndex::build(
+        linker.entries.iter().zip(&hashes).map(|(entry, hashes)| (entry.id, hashes.as_slice())),
+    );
     Ok(linker
         .entries
         .par_iter()
@@ -44,7 +53,11 @@ pub fn blocked_pairs(workspace: &Workspace, max_candidates: usize) -> Result<Vec
 ///
 /// # Errors
 /// When there is too little data, or the store or index fails.
-pub fn train(workspace: &mut Workspace, max_candidates: usize, seed: u64) -> Result<Model, LinkError> {
+pub fn train(
+    workspace: &mut Workspace,
+    max_candidates: usize,
+    seed: u64,
+) -> Result<Model, LinkError> {
     let sets = blocked_pairs(workspace, max_candidates)?;
     let linker = &workspace.linker;
     let compared: Vec<Vec<(usize, Gamma)>> = sets
@@ -52,7 +65,10 @@ pub fn train(workspace: &mut Workspace, max_candidates: usize, seed: u64) -> Res
         .enumerate()
         .map(|(position, candidates)| {
             let record = &linker.entries[position].record;
-            candidates.iter().map(|&candidate| (candidate, compare(record, &linker.entries[candidate].record))).collect()
+            candidates
+                .iter()
+                .map(|&candidate| (candidate, compare(record, &linker.entries[candidate].record)))
+                .collect()
         })
         .collect();
     let groups: Vec<(usize, &[(usize, Gamma)])> =
@@ -86,13 +102,19 @@ pub struct Evaluation {
 ///
 /// # Errors
 /// When the index fails.
-pub fn eval(workspace: &Workspace, truth: &[TruthRow], max_candidates: usize) -> Result<Evaluation, LinkError> {
+pub fn eval(
+    workspace: &Workspace,
+    truth: &[TruthRow],
+    max_candidates: usize,
+) -> Result<Evaluation, LinkError> {
     let linker = &workspace.linker;
     let by_key: HashMap<(&str, &str), usize> = linker
         .entries
         .iter()
         .enumerate()
-        .map(|(position, entry)| ((entry.source_system.as_str(), entry.local_id.as_str()), position))
+        .map(|(position, entry)| {
+            ((entry.source_system.as_str(), entry.local_id.as_str()), position)
+        })
         .collect();
     let mut positions = Vec::new();
     let mut truth_labels = Vec::new();
@@ -108,7 +130,8 @@ pub fn eval(workspace: &Workspace, truth: &[TruthRow], max_candidates: usize) ->
             None => n_missing += 1,
         }
     }
-    let predicted: Vec<u32> = positions.iter().map(|&position| linker.entries[position].person).collect();
+    let predicted: Vec<u32> =
+        positions.iter().map(|&position| linker.entries[position].person).collect();
     let report = evaluate(&predicted, &truth_labels, &hard_groups);
     let sets = blocked_pairs(workspace, max_candidates)?;
     let n_pairs: usize = sets.iter().map(Vec::len).sum();
@@ -116,15 +139,19 @@ pub fn eval(workspace: &Workspace, truth: &[TruthRow], max_candidates: usize) ->
         .iter()
         .enumerate()
         .flat_map(|(position, candidates)| {
-            candidates.iter().map(move |&candidate| (position.min(candidate), position.max(candidate)))
+            candidates
+                .iter()
+                .map(move |&candidate| (position.min(candidate), position.max(candidate)))
         })
         .collect();
     let (completeness, _) = pair_completeness(&truth_labels, |i, j| {
         let (a, b) = (positions[i], positions[j]);
         candidate_pairs.contains(&(a.min(b), a.max(b)))
     });
-    let n_review =
-        positions.iter().filter(|&&position| linker.entries[position].decision == crate::DecisionKind::Review).count();
+    let n_review = positions
+        .iter()
+        .filter(|&&position| linker.entries[position].decision == crate::DecisionKind::Review)
+        .count();
     Ok(Evaluation {
         report,
         pair_completeness: completeness,
@@ -145,9 +172,15 @@ pub fn explain(linker: &Linker, a: usize, b: usize, model: &Model) -> (Gamma, Sc
 /// Renders an explanation as a person reads it.
 pub fn render_explanation(score: &Score, model: &Model) -> String {
     let mut text = String::new();
-    let prior_kind = if score.same_household { "pairs sharing a household" } else { "candidate pairs" };
+    let prior_kind =
+        if score.same_household { "pairs sharing a household" } else { "candidate pairs" };
     text.push_str(&format!("{:<16} {:<28} {:>8}\n", "field", "comparison", "weight"));
-    text.push_str(&format!("{:<16} {:<28} {:>+8.2}\n", "prior", format!("share of matches among {prior_kind}"), score.prior));
+    text.push_str(&format!(
+        "{:<16} {:<28} {:>+8.2}\n",
+        "prior",
+        format!("share of matches among {prior_kind}"),
+        score.prior
+    ));
     for contribution in &score.contributions {
         let mut level = contribution.level.replace('_', " ");
         if contribution.tf_adjusted {
@@ -156,10 +189,19 @@ pub fn render_explanation(score: &Score, model: &Model) -> String {
         if contribution.household {
             level.push_str(" (household)");
         }
-        text.push_str(&format!("{:<16} {:<28} {:>+8.2}\n", contribution.field, level, contribution.weight));
+        text.push_str(&format!(
+            "{:<16} {:<28} {:>+8.2}\n",
+            contribution.field, level, contribution.weight
+        ));
     }
-    text.push_str(&format!("{:<16} {:<28} {:>+8.2}\n", "total", "match weight (bits)", score.weight));
-    text.push_str(&format!("match probability {:.6} (model version {})\n", score.probability, model.version));
+    text.push_str(&format!(
+        "{:<16} {:<28} {:>+8.2}\n",
+        "total", "match weight (bits)", score.weight
+    ));
+    text.push_str(&format!(
+        "match probability {:.6} (model version {})\n",
+        score.probability, model.version
+    ));
     if score.same_household {
         text.push_str(
             "The records share a household: address, postcode, phone and email count once, through the\n\
@@ -175,7 +217,10 @@ pub fn render_explanation(score: &Score, model: &Model) -> String {
     } else {
         "below the lower threshold: different people"
     };
-    text.push_str(&format!("With thresholds {} / {}: {verdict}.\n", thresholds.lower, thresholds.upper));
+    text.push_str(&format!(
+        "With thresholds {} / {}: {verdict}.\n",
+        thresholds.lower, thresholds.upper
+    ));
     let _ = CompField::ALL;
     text
 }

@@ -112,10 +112,16 @@ impl ReviewReason {
             ReviewReason::Uncertain => "probability between the thresholds",
             ReviewReason::SeveralPersons => "more than one person above the upper threshold",
             ReviewReason::ConflictWithPerson => "conflicts with another record of the best person",
-            ReviewReason::NhsNumberConflict => "a different valid NHS number is already in the best person",
-            ReviewReason::SharedNhsNumber => "same NHS number but the other details say different people",
+            ReviewReason::NhsNumberConflict => {
+                "a different valid NHS number is already in the best person"
+            }
+            ReviewReason::SharedNhsNumber => {
+                "same NHS number but the other details say different people"
+            }
             ReviewReason::GenerationConflict => "different generational suffixes (Jr/Sr)",
-            ReviewReason::PossibleTwins => "same birth date and family name, different given names: possible twins",
+            ReviewReason::PossibleTwins => {
+                "same birth date and family name, different given names: possible twins"
+            }
             ReviewReason::PossibleParentAndChild => {
                 "same names at one address, different birth dates: possible parent and child (Jr/Sr)"
             }
@@ -168,7 +174,8 @@ pub const CONFLICT_PROBABILITY: f64 = 0.01;
 /// never linked automatically, whatever its score: the evidence that would link them
 /// is exactly what relatives share.
 pub fn relative_signature(gamma: &Gamma) -> Option<ReviewReason> {
-    if gamma.level(CompField::NhsNumber) == Some(0) || gamma.level(CompField::Identifier) == Some(0) {
+    if gamma.level(CompField::NhsNumber) == Some(0) || gamma.level(CompField::Identifier) == Some(0)
+    {
         // One NHS number or other identifier: a typo in a name or date, not a relative.
         return None;
     }
@@ -216,7 +223,12 @@ impl Linker {
             return key;
         }
         let key = self.persons.len() as PersonKey;
-        self.persons.push(PersonSlot { id: person_id.to_owned(), members: Vec::new(), is_new: false, provisional });
+        self.persons.push(PersonSlot {
+            id: person_id.to_owned(),
+            members: Vec::new(),
+            is_new: false,
+            provisional,
+        });
         self.person_keys.insert(person_id.to_owned(), key);
         key
     }
@@ -257,7 +269,9 @@ impl Linker {
                 continue;
             }
             let slot = by_person.entry(person).or_insert((f64::NEG_INFINITY, candidate));
-            if weight > slot.0 || (weight == slot.0 && self.entries[candidate].id < self.entries[slot.1].id) {
+            if weight > slot.0
+                || (weight == slot.0 && self.entries[candidate].id < self.entries[slot.1].id)
+            {
                 *slot = (weight, candidate);
             }
         }
@@ -273,14 +287,18 @@ impl Linker {
         // A review's provisional person waits for a steward; a confirmed person above
         // the upper threshold goes first, and a provisional one beside it does not
         // make the link ambiguous (it is most likely the same pending record).
-        let provisional = |candidate: &PersonCandidate| self.persons[candidate.person as usize].provisional;
-        let confirmed_above =
-            |candidate: &PersonCandidate| candidate.probability >= thresholds.upper && !provisional(candidate);
+        let provisional =
+            |candidate: &PersonCandidate| self.persons[candidate.person as usize].provisional;
+        let confirmed_above = |candidate: &PersonCandidate| {
+            candidate.probability >= thresholds.upper && !provisional(candidate)
+        };
         ranked.sort_by(|a, b| {
             confirmed_above(b)
                 .cmp(&confirmed_above(a))
                 .then_with(|| b.probability.total_cmp(&a.probability))
-                .then_with(|| self.entries[a.best_position].id.cmp(&self.entries[b.best_position].id))
+                .then_with(|| {
+                    self.entries[a.best_position].id.cmp(&self.entries[b.best_position].id)
+                })
         });
         let Some(best) = ranked.first().cloned() else {
             return Decision {
@@ -292,8 +310,11 @@ impl Linker {
                 reason: None,
             };
         };
-        let candidates: Vec<PersonCandidate> =
-            ranked.iter().filter(|candidate| candidate.probability >= thresholds.lower).cloned().collect();
+        let candidates: Vec<PersonCandidate> = ranked
+            .iter()
+            .filter(|candidate| candidate.probability >= thresholds.lower)
+            .cloned()
+            .collect();
         let review = |reason| Decision {
             kind: DecisionKind::Review,
             person: PersonKey::MAX,
@@ -315,10 +336,9 @@ impl Linker {
         if best.probability < thresholds.upper {
             return review(ReviewReason::Uncertain);
         }
-        if ranked
-            .get(1)
-            .is_some_and(|second| second.probability >= thresholds.upper && (provisional(&best) || !provisional(second)))
-        {
+        if ranked.get(1).is_some_and(|second| {
+            second.probability >= thresholds.upper && (provisional(&best) || !provisional(second))
+        }) {
             return review(ReviewReason::SeveralPersons);
         }
         // One NHS number on two records whose other details say different people.
@@ -326,17 +346,22 @@ impl Linker {
         let best_gamma = compare(record, best_record);
         if best_gamma.level(CompField::NhsNumber) == Some(0) {
             let without = probability(model.weight_without_nhs_number(&best_gamma, record));
-            let dob_disagrees = best_gamma.level(CompField::DateOfBirth).is_some_and(|level| level >= 3);
-            let given_disagrees =
-                best_gamma.level(CompField::GivenName).is_some_and(|level| usize::from(level) + 1 == CompField::GivenName.levels().len());
+            let dob_disagrees =
+                best_gamma.level(CompField::DateOfBirth).is_some_and(|level| level >= 3);
+            let given_disagrees = best_gamma
+                .level(CompField::GivenName)
+                .is_some_and(|level| usize::from(level) + 1 == CompField::GivenName.levels().len());
             if without < thresholds.lower && (dob_disagrees || given_disagrees) {
                 return review(ReviewReason::SharedNhsNumber);
             }
         }
         // The link is refused when the record conflicts strongly with any record of the person.
-        for &member in self.persons[best.person as usize].members.iter().filter(|&&member| member != position) {
+        for &member in
+            self.persons[best.person as usize].members.iter().filter(|&&member| member != position)
+        {
             let other = &self.entries[member].record;
-            let gamma = if member == best.best_position { best_gamma } else { compare(record, other) };
+            let gamma =
+                if member == best.best_position { best_gamma } else { compare(record, other) };
             if gamma.level(CompField::NhsNumber) == Some(1) {
                 return review(ReviewReason::NhsNumberConflict);
             }
@@ -351,7 +376,9 @@ impl Linker {
             {
                 return review(reason);
             }
-            if member != best.best_position && probability(model.weight(&gamma, record)) < CONFLICT_PROBABILITY {
+            if member != best.best_position
+                && probability(model.weight(&gamma, record)) < CONFLICT_PROBABILITY
+            {
                 return review(ReviewReason::ConflictWithPerson);
             }
         }
@@ -387,7 +414,8 @@ impl Linker {
         if person != old {
             self.assign(position, person);
         }
-        (old != PersonKey::MAX && old != person && self.persons[old as usize].members.is_empty()).then_some(old)
+        (old != PersonKey::MAX && old != person && self.persons[old as usize].members.is_empty())
+            .then_some(old)
     }
 
     /// The score and explanation of the decision's best pair, for the link evidence.
@@ -417,15 +445,25 @@ impl Linker {
                         }
                     }
                 }
-                counts.into_iter().max_by_key(|&(_, count, last)| (count, last)).map(|(nhs, _, _)| nhs)
+                counts
+                    .into_iter()
+                    .max_by_key(|&(_, count, last)| (count, last))
+                    .map(|(nhs, _, _)| nhs)
             })
             .collect()
     }
 }
 
 /// Scores candidate pairs with a model: (candidate, gamma) to (candidate, gamma, weight).
-pub fn score_pairs(record: &ComparableRecord, pairs: &[(usize, Gamma)], model: &Model) -> Vec<ScoredCandidate> {
-    pairs.iter().map(|&(candidate, gamma)| (candidate, gamma, model.weight(&gamma, record))).collect()
+pub fn score_pairs(
+    record: &ComparableRecord,
+    pairs: &[(usize, Gamma)],
+    model: &Model,
+) -> Vec<ScoredCandidate> {
+    pairs
+        .iter()
+        .map(|&(candidate, gamma)| (candidate, gamma, model.weight(&gamma, record)))
+        .collect()
 }
 
 #[cfg(test)]

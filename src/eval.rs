@@ -52,7 +52,11 @@ fn ratio(numerator: u64, denominator: u64) -> f64 {
 ///
 /// # Panics
 /// When the slices differ in length.
-pub fn evaluate<P: Eq + Hash, T: Eq + Hash>(predicted: &[P], truth: &[T], hard_group: &[Option<String>]) -> EvalReport {
+pub fn evaluate<P: Eq + Hash, T: Eq + Hash>(
+    predicted: &[P],
+    truth: &[T],
+    hard_group: &[Option<String>],
+) -> EvalReport {
     assert_eq!(predicted.len(), truth.len(), "one predicted label per true label");
     assert_eq!(hard_group.len(), truth.len(), "one hard group entry per record");
     let n = truth.len();
@@ -69,7 +73,11 @@ pub fn evaluate<P: Eq + Hash, T: Eq + Hash>(predicted: &[P], truth: &[T], hard_g
     let n_true_positive_pairs: u64 = joint_sizes.values().map(|&size| pairs(size)).sum();
     let precision = ratio(n_true_positive_pairs, n_predicted_pairs);
     let recall = ratio(n_true_positive_pairs, n_true_pairs);
-    let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
+    let f1 = if precision + recall == 0.0 {
+        0.0
+    } else {
+        2.0 * precision * recall / (precision + recall)
+    };
 
     // B-cubed: for each record, the share of its predicted cluster that is truly its
     // person (precision) and of its true person that it was clustered with (recall).
@@ -107,7 +115,8 @@ pub fn evaluate<P: Eq + Hash, T: Eq + Hash>(predicted: &[P], truth: &[T], hard_g
         }
         n_hard_groups += 1;
         let mut seen: HashSet<&P> = HashSet::new();
-        let merged = persons.values().any(|clusters| clusters.iter().any(|cluster| !seen.insert(*cluster)));
+        let merged =
+            persons.values().any(|clusters| clusters.iter().any(|cluster| !seen.insert(*cluster)));
         if merged {
             hard_pairs_merged += 1;
         }
@@ -131,7 +140,10 @@ pub fn evaluate<P: Eq + Hash, T: Eq + Hash>(predicted: &[P], truth: &[T], hard_g
 /// Blocking pair completeness: the share of true pairs (records with the same truth
 /// label, `i < j`) for which `is_candidate(i, j)` holds, and the number of true pairs.
 /// Only true pairs are enumerated.
-pub fn pair_completeness<T: Eq + Hash>(truth: &[T], is_candidate: impl Fn(usize, usize) -> bool) -> (f64, u64) {
+pub fn pair_completeness<T: Eq + Hash>(
+    truth: &[T],
+    is_candidate: impl Fn(usize, usize) -> bool,
+) -> (f64, u64) {
     let mut clusters: HashMap<&T, Vec<usize>> = HashMap::new();
     for (record, label) in truth.iter().enumerate() {
         clusters.entry(label).or_default().push(record);
@@ -164,7 +176,9 @@ pub struct TruthRow {
     pub hard_group: Option<String>,
 }
 
-fn empty_as_none<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
     let value: Option<String> = Option::deserialize(deserializer)?;
     Ok(value.filter(|text| !text.trim().is_empty()))
 }
@@ -194,7 +208,10 @@ mod tests {
         let truth = [1, 1, 1, 2, 2];
         let predicted = ['a', 'a', 'b', 'b', 'c'];
         let report = evaluate(&predicted, &truth, &none(5));
-        assert_eq!((report.n_true_pairs, report.n_predicted_pairs, report.n_true_positive_pairs), (4, 2, 1));
+        assert_eq!(
+            (report.n_true_pairs, report.n_predicted_pairs, report.n_true_positive_pairs),
+            (4, 2, 1)
+        );
         assert_eq!(report.precision, 0.5);
         assert_eq!(report.recall, 0.25);
         assert!((report.f1 - 1.0 / 3.0).abs() < 1e-12);
@@ -209,7 +226,10 @@ mod tests {
     fn singletons_and_one_big_cluster() {
         let truth = [1, 1, 2, 3];
         let singletons = evaluate(&[0, 1, 2, 3], &truth, &none(4));
-        assert_eq!((singletons.precision, singletons.recall, singletons.false_merges), (1.0, 0.0, 0));
+        assert_eq!(
+            (singletons.precision, singletons.recall, singletons.false_merges),
+            (1.0, 0.0, 0)
+        );
         let everything = evaluate(&[0, 0, 0, 0], &truth, &none(4));
         assert_eq!((everything.recall, everything.false_merges), (1.0, 1));
         assert!((everything.precision - 1.0 / 6.0).abs() < 1e-12);
@@ -218,7 +238,8 @@ mod tests {
     #[test]
     fn merged_twins_are_counted() {
         let truth = ["t1", "t1", "t2", "j1", "j2"];
-        let hard = [Some("twin-1"), Some("twin-1"), Some("twin-1"), Some("jrsr-1"), Some("jrsr-1")].map(|g| g.map(str::to_owned));
+        let hard = [Some("twin-1"), Some("twin-1"), Some("twin-1"), Some("jrsr-1"), Some("jrsr-1")]
+            .map(|g| g.map(str::to_owned));
         let report = evaluate(&[1, 1, 1, 2, 3], &truth, &hard);
         assert_eq!((report.n_hard_groups, report.hard_pairs_merged), (2, 1));
     }
@@ -233,17 +254,22 @@ mod tests {
 
     #[test]
     fn reads_truth_files() {
-        let rows = read_truth("person_id,local_id,source_system,extra\n7,A1,gp,x\n".as_bytes()).unwrap();
+        let rows =
+            read_truth("person_id,local_id,source_system,extra\n7,A1,gp,x\n".as_bytes()).unwrap();
         assert_eq!(rows[0].person_id, "7");
         assert_eq!(rows[0].hard_group, None);
-        let rows = read_truth("source_system,local_id,person_id,hard_group\ngp,A1,7,twin-1\ngp,A2,8,\n".as_bytes()).unwrap();
+        let rows = read_truth(
+            "source_system,local_id,person_id,hard_group\ngp,A1,7,twin-1\ngp,A2,8,\n".as_bytes(),
+        )
+        .unwrap();
         assert_eq!(rows[0].hard_group.as_deref(), Some("twin-1"));
         assert_eq!(rows[1].hard_group, None);
     }
 
     #[quickcheck]
     fn pairwise_counts_match_brute_force(labels: Vec<(u8, u8)>) -> bool {
-        let labels: Vec<(u8, u8)> = labels.into_iter().take(60).map(|(p, t)| (p % 5, t % 5)).collect();
+        let labels: Vec<(u8, u8)> =
+            labels.into_iter().take(60).map(|(p, t)| (p % 5, t % 5)).collect();
         let predicted: Vec<u8> = labels.iter().map(|l| l.0).collect();
         let truth: Vec<u8> = labels.iter().map(|l| l.1).collect();
         let report = evaluate(&predicted, &truth, &none(labels.len()));
@@ -257,7 +283,8 @@ mod tests {
                 tp += u64::from(same_predicted && same_true);
             }
         }
-        (report.n_true_positive_pairs, report.n_predicted_pairs, report.n_true_pairs) == (tp, pp, tt)
+        (report.n_true_positive_pairs, report.n_predicted_pairs, report.n_true_pairs)
+            == (tp, pp, tt)
     }
 
     #[quickcheck]

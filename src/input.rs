@@ -37,8 +37,12 @@ impl ColumnMap {
         let mut map = ColumnMap::default();
         for entry in entries {
             let entry = entry.as_ref().trim();
-            let bad = |reason: &str| InputError::Mapping { entry: entry.to_owned(), reason: reason.to_owned() };
-            let (column, field) = entry.split_once('=').ok_or_else(|| bad("expected COLUMN=FIELD"))?;
+            let bad = |reason: &str| InputError::Mapping {
+                entry: entry.to_owned(),
+                reason: reason.to_owned(),
+            };
+            let (column, field) =
+                entry.split_once('=').ok_or_else(|| bad("expected COLUMN=FIELD"))?;
             let (column, field) = (column.trim(), field.trim());
             if column.is_empty() {
                 return Err(bad("empty column name"));
@@ -81,8 +85,12 @@ impl ColumnMap {
     /// The targets of a header column: mapped entries first, else the canonical
     /// column of that name, else none (ignored).
     fn targets(&self, column: &str) -> Vec<Target> {
-        let mapped: Vec<Target> =
-            self.entries.iter().filter(|(name, _)| name == column).map(|(_, target)| target.clone()).collect();
+        let mapped: Vec<Target> = self
+            .entries
+            .iter()
+            .filter(|(name, _)| name == column)
+            .map(|(_, target)| target.clone())
+            .collect();
         if !mapped.is_empty() {
             return mapped;
         }
@@ -142,7 +150,9 @@ fn check_encoding(path: &Path, bytes: &[u8]) -> Result<(), InputError> {
     if n_nul > 0 && n_nul * 8 >= head.len() {
         return encoding("it is full of NUL bytes, as UTF-16 or binary files are");
     }
-    if !head.is_empty() && std::str::from_utf8(head).is_err() && std::str::from_utf8(&head[..head.len().saturating_sub(4)]).is_err()
+    if !head.is_empty()
+        && std::str::from_utf8(head).is_err()
+        && std::str::from_utf8(&head[..head.len().saturating_sub(4)]).is_err()
     {
         // The start of the file (the header) must be UTF-8; later bad rows are row errors.
         let header_end = head.iter().position(|&byte| byte == b'\n').unwrap_or(head.len());
@@ -162,8 +172,14 @@ fn check_encoding(path: &Path, bytes: &[u8]) -> Result<(), InputError> {
 /// [`InputError`] when the file cannot be read, is not UTF-8 text, or has no
 /// `local_id` column (directly or through the mapping). Bad rows are returned in
 /// [`ReadFile::rejected`], not as errors.
-pub fn read_csv(path: &Path, file_index: usize, map: &ColumnMap, source: Option<&str>) -> Result<ReadFile, InputError> {
-    let bytes = std::fs::read(path).map_err(|source| InputError::Io { path: path.to_owned(), source })?;
+pub fn read_csv(
+    path: &Path,
+    file_index: usize,
+    map: &ColumnMap,
+    source: Option<&str>,
+) -> Result<ReadFile, InputError> {
+    let bytes =
+        std::fs::read(path).map_err(|source| InputError::Io { path: path.to_owned(), source })?;
     read_csv_bytes(path, &bytes, file_index, map, source)
 }
 
@@ -182,11 +198,12 @@ pub fn read_csv_bytes(
     let bytes = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]).unwrap_or(bytes);
     let header_error = |reason: String| InputError::Header { path: path.to_owned(), reason };
     let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(bytes);
-    let header = reader.byte_headers().map_err(|_| header_error("the header row is not valid CSV".to_owned()))?.clone();
-    let columns: Vec<String> = header
-        .iter()
-        .map(|name| String::from_utf8_lossy(name).trim().to_lowercase())
-        .collect();
+    let header = reader
+        .byte_headers()
+        .map_err(|_| header_error("the header row is not valid CSV".to_owned()))?
+        .clone();
+    let columns: Vec<String> =
+        header.iter().map(|name| String::from_utf8_lossy(name).trim().to_lowercase()).collect();
     let targets: Vec<Vec<Target>> = header
         .iter()
         .map(|name| {
@@ -206,7 +223,9 @@ pub fn read_csv_bytes(
         )));
     }
     let default_source = source.map(str::to_owned).unwrap_or_else(|| {
-        path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_else(|| "input".to_owned())
+        path.file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "input".to_owned())
     });
 
     let mut result = ReadFile::default();
@@ -299,7 +318,8 @@ fn row_from_record(
             }
         }
     }
-    let source_system = values.remove(&Field::SourceSystem).unwrap_or_else(|| default_source.to_owned());
+    let source_system =
+        values.remove(&Field::SourceSystem).unwrap_or_else(|| default_source.to_owned());
     let local_id = values.remove(&Field::LocalId);
     if let Some(field) = bad_utf8 {
         return Err((field, "value is not valid UTF-8", local_id, Some(source_system)));
@@ -351,11 +371,17 @@ mod tests {
 
     #[test]
     fn canonical_columns_and_default_source() {
-        let file = read(b"local_id,given_name,family_name,extra\nA1,Ada,Lovelace,x\n", &ColumnMap::default())
-            .expect("reads");
+        let file = read(
+            b"local_id,given_name,family_name,extra\nA1,Ada,Lovelace,x\n",
+            &ColumnMap::default(),
+        )
+        .expect("reads");
         assert_eq!(file.rows.len(), 1);
         let row = &file.rows[0];
-        assert_eq!((row.source_system.as_str(), row.local_id.as_str(), row.line), ("council", "A1", 2));
+        assert_eq!(
+            (row.source_system.as_str(), row.local_id.as_str(), row.line),
+            ("council", "A1", 2)
+        );
         assert_eq!(row.demographics.given_name.as_deref(), Some("Ada"));
     }
 
@@ -371,25 +397,39 @@ mod tests {
         let row = &file.rows[0];
         assert_eq!(row.local_id, "rec-1-org");
         assert_eq!(row.demographics.address_line1.as_deref(), Some("7 wallaby place"));
-        assert_eq!(row.demographics.identifiers, vec![Identifier { system: "ssn".into(), value: "1234567".into() }]);
+        assert_eq!(
+            row.demographics.identifiers,
+            vec![Identifier { system: "ssn".into(), value: "1234567".into() }]
+        );
     }
 
     #[test]
     fn bad_rows_are_rejected_and_the_rest_proceeds() {
-        let file = read(b"local_id,given_name\nA1,Ada\nA2,Charles,extra\n,Nobody\nA4,\xff\xfe\nA5,Mary\n", &ColumnMap::default())
-            .expect("reads");
+        let file = read(
+            b"local_id,given_name\nA1,Ada\nA2,Charles,extra\n,Nobody\nA4,\xff\xfe\nA5,Mary\n",
+            &ColumnMap::default(),
+        )
+        .expect("reads");
         let ids: Vec<&str> = file.rows.iter().map(|row| row.local_id.as_str()).collect();
         assert_eq!(ids, ["A1", "A5"]);
-        let lines: Vec<(u64, &str)> = file.rejected.iter().map(|error| (error.line, error.field.as_str())).collect();
+        let lines: Vec<(u64, &str)> =
+            file.rejected.iter().map(|error| (error.line, error.field.as_str())).collect();
         assert_eq!(lines, [(3, "row"), (4, "local_id"), (5, "given_name")]);
     }
 
     #[test]
     fn malformed_files_fail_whole() {
-        assert!(matches!(read(b"name,dob\nAda,1815\n", &ColumnMap::default()), Err(InputError::Header { .. })));
-        let utf16: Vec<u8> = "\u{feff}local_id\nA1\n".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        assert!(matches!(
+            read(b"name,dob\nAda,1815\n", &ColumnMap::default()),
+            Err(InputError::Header { .. })
+        ));
+        let utf16: Vec<u8> =
+            "\u{feff}local_id\nA1\n".encode_utf16().flat_map(u16::to_le_bytes).collect();
         assert!(matches!(read(&utf16, &ColumnMap::default()), Err(InputError::Encoding { .. })));
-        assert!(matches!(read(&[0u8; 64], &ColumnMap::default()), Err(InputError::Encoding { .. })));
+        assert!(matches!(
+            read(&[0u8; 64], &ColumnMap::default()),
+            Err(InputError::Encoding { .. })
+        ));
     }
 
     #[test]

@@ -6,12 +6,14 @@ use std::time::Instant;
 
 use mpi_index::{MemoryIndex, RecordId, key_hash};
 use mpi_matching::{
-    ComparableRecord, Gamma, Issue, Model, MatchError, PatternCounts, TermFrequencies, Thresholds, TrainOptions,
-    blocking_keys, compare, shared_key_kinds,
+    ComparableRecord, Gamma, Issue, MatchError, Model, PatternCounts, TermFrequencies, Thresholds,
+    TrainOptions, blocking_keys, compare, shared_key_kinds,
 };
 use rayon::prelude::*;
 
-use crate::engine::{Decision, DecisionKind, Entry, Linker, PersonKey, ScoredCandidate, score_pairs};
+use crate::engine::{
+    Decision, DecisionKind, Entry, Linker, PersonKey, ScoredCandidate, score_pairs,
+};
 use crate::input::{InputRow, RowError};
 use crate::store::{Batch, LinkWrite, RecordWrite, ReviewWrite};
 use crate::workspace::{INDEX_WRITER_BUDGET, Workspace, WorkspaceError, index_payload};
@@ -218,10 +220,15 @@ pub fn link(
     want_candidates: bool,
 ) -> Result<LinkReport, LinkError> {
     let mut clock = Stopwatch { start: Instant::now(), stages: Vec::new() };
-    let mut report = LinkReport { n_rows: rows.len() + rejected.len(), n_rejected: rejected.len(), ..LinkReport::default() };
+    let mut report = LinkReport {
+        n_rows: rows.len() + rejected.len(),
+        n_rejected: rejected.len(),
+        ..LinkReport::default()
+    };
 
     // Outcomes in input order: merge read rows and rejected rows by (file, line).
-    let mut order: Vec<(usize, u64, Option<usize>)> = rows.iter().enumerate().map(|(i, row)| (row.file, row.line, Some(i))).collect();
+    let mut order: Vec<(usize, u64, Option<usize>)> =
+        rows.iter().enumerate().map(|(i, row)| (row.file, row.line, Some(i))).collect();
     order.extend(rejected.iter().map(|error| (error.file, error.line, None)));
     order.sort_by_key(|&(file, line, _)| (file, line));
     let mut outcome_of_row = vec![0; rows.len()];
@@ -293,7 +300,13 @@ pub fn link(
             let record = ComparableRecord::new(normalized, normalizer.nicknames());
             let keys = blocking_keys(&record);
             progress.advance(1);
-            Prepared { outcome_index: outcome_of_row[index], row, record: Some(record), issues, keys }
+            Prepared {
+                outcome_index: outcome_of_row[index],
+                row,
+                record: Some(record),
+                issues,
+                keys,
+            }
         })
         .collect();
     for item in &prepared {
@@ -310,7 +323,9 @@ pub fn link(
         .entries
         .iter()
         .enumerate()
-        .map(|(position, entry)| ((entry.source_system.as_str(), entry.local_id.as_str()), position))
+        .map(|(position, entry)| {
+            ((entry.source_system.as_str(), entry.local_id.as_str()), position)
+        })
         .collect();
     let mut next_id = linker.entries.last().map_or(1, |entry| entry.id + 1);
     // (prepared index, position, is_update)
@@ -371,9 +386,28 @@ pub fn link(
             rollback_entries(workspace, first_new_position);
             return Err(LinkError::NoModel);
         };
-        link_online(workspace, &mut prepared, &work, model, options, &mut report, progress, &mut clock)
+        link_online(
+            workspace,
+            &mut prepared,
+            &work,
+            model,
+            options,
+            &mut report,
+            progress,
+            &mut clock,
+        )
     } else {
-        link_batch(workspace, &mut prepared, &work, model, options, &mut report, progress, &mut clock, want_candidates)
+        link_batch(
+            workspace,
+            &mut prepared,
+            &work,
+            model,
+            options,
+            &mut report,
+            progress,
+            &mut clock,
+            want_candidates,
+        )
     };
     if let Err(error) = result {
         rollback_entries(workspace, first_new_position);
@@ -399,7 +433,8 @@ pub fn link(
         }
     }
     report.n_records = workspace.linker.entries.len();
-    report.n_persons = workspace.linker.persons.iter().filter(|person| !person.members.is_empty()).count();
+    report.n_persons =
+        workspace.linker.persons.iter().filter(|person| !person.members.is_empty()).count();
     report.stages = clock.stages;
     Ok(report)
 }
@@ -416,7 +451,10 @@ fn rollback_entries(workspace: &mut Workspace, first_new_position: usize) {
     linker.entries.truncate(first_new_position);
 }
 
-fn resolve_model_early(workspace: &Workspace, options: &LinkOptions) -> Result<Option<(Model, ModelSource)>, LinkError> {
+fn resolve_model_early(
+    workspace: &Workspace,
+    options: &LinkOptions,
+) -> Result<Option<(Model, ModelSource)>, LinkError> {
     if let Some(model) = &options.model {
         return Ok(Some((model.clone(), ModelSource::File)));
     }
@@ -467,8 +505,12 @@ pub fn train_model(
             counts
         })
         .reduce(PatternCounts::new, merge_counts);
-    let options =
-        TrainOptions { seed, n_records: records.len() as u64, n_blocked_pairs, ..TrainOptions::default() };
+    let options = TrainOptions {
+        seed,
+        n_records: records.len() as u64,
+        n_blocked_pairs,
+        ..TrainOptions::default()
+    };
     let mut model = mpi_matching::train(blocked, &random, &options)?;
     model.training.n_records = records.len() as u64;
     model.term_frequencies = Some(TermFrequencies::from_records(records.iter().copied()));
@@ -557,21 +599,29 @@ fn link_batch(
         // Updated records: the new values' keys (already the entry's record).
         hashes[position] = prepared[item_index].keys.iter().map(|key| key_hash(key)).collect();
     }
-    let memory = MemoryIndex::build(linker.entries.iter().zip(&hashes).map(|(entry, hashes)| (entry.id, hashes.as_slice())));
-    let in_run: HashMap<usize, usize> = work.iter().enumerate().map(|(order, &(_, position, _))| (position, order)).collect();
+    let memory = MemoryIndex::build(
+        linker.entries.iter().zip(&hashes).map(|(entry, hashes)| (entry.id, hashes.as_slice())),
+    );
+    let in_run: HashMap<usize, usize> =
+        work.iter().enumerate().map(|(order, &(_, position, _))| (position, order)).collect();
     let compared: Vec<Result<Vec<(usize, Gamma)>, mpi_index::IndexError>> = work
         .par_iter()
         .enumerate()
         .map(|(order, &(_, position, is_update))| {
             let entry = &linker.entries[position];
             let below = if is_update { None } else { Some(entry.id) };
-            let candidates = memory.candidates(&hashes[position], below, Some(entry.id), options.max_candidates);
+            let candidates =
+                memory.candidates(&hashes[position], below, Some(entry.id), options.max_candidates);
             let pairs = candidates
                 .into_iter()
                 .filter_map(|candidate| linker.position(candidate.record_id))
                 // An updated record sees only the run's records that came before it.
-                .filter(|candidate| !is_update || in_run.get(candidate).is_none_or(|&other| other < order))
-                .map(|candidate| (candidate, compare(&entry.record, &linker.entries[candidate].record)))
+                .filter(|candidate| {
+                    !is_update || in_run.get(candidate).is_none_or(|&other| other < order)
+                })
+                .map(|candidate| {
+                    (candidate, compare(&entry.record, &linker.entries[candidate].record))
+                })
                 .collect();
             progress.advance(1);
             Ok(pairs)
@@ -587,7 +637,10 @@ fn link_batch(
     report.n_pairs = compared.iter().map(|pairs| pairs.len() as u64).sum();
     if want_candidates {
         report.candidate_sets = Some(
-            work.iter().zip(&compared).map(|(&(_, position, _), pairs)| (position, pairs.iter().map(|p| p.0).collect())).collect(),
+            work.iter()
+                .zip(&compared)
+                .map(|(&(_, position, _), pairs)| (position, pairs.iter().map(|p| p.0).collect()))
+                .collect(),
         );
     }
     clock.lap("block and compare");
@@ -597,10 +650,14 @@ fn link_batch(
         Some(found) => found,
         None => {
             progress.stage("training", 0);
-            let groups: Vec<(usize, &[(usize, Gamma)])> =
-                work.iter().zip(&compared).map(|(&(_, position, _), pairs)| (position, pairs.as_slice())).collect();
+            let groups: Vec<(usize, &[(usize, Gamma)])> = work
+                .iter()
+                .zip(&compared)
+                .map(|(&(_, position, _), pairs)| (position, pairs.as_slice()))
+                .collect();
             let blocked = training_patterns(linker, &groups);
-            let records: Vec<&ComparableRecord> = linker.entries.iter().map(|entry| &entry.record).collect();
+            let records: Vec<&ComparableRecord> =
+                linker.entries.iter().map(|entry| &entry.record).collect();
             match train_model(&records, &blocked, report.n_pairs, options.seed) {
                 Ok(model) => (model, ModelSource::Trained),
                 Err(MatchError::NotEnoughData(why)) => (default_model(), ModelSource::Default(why)),
@@ -632,7 +689,8 @@ fn link_batch(
     let mut decisions: Vec<Decision> = Vec::with_capacity(work.len());
     let mut retired: Vec<(PersonKey, PersonKey)> = Vec::new();
     for (&(_, position, _), candidates) in work.iter().zip(&scored) {
-        let mut decision = workspace.linker.decide(position, candidates, &model, options.thresholds);
+        let mut decision =
+            workspace.linker.decide(position, candidates, &model, options.thresholds);
         if let Some(emptied) = workspace.linker.apply(position, &mut decision) {
             retired.push((emptied, decision.person));
         }
@@ -645,7 +703,16 @@ fn link_batch(
     record_outcomes(workspace, prepared, work, &decisions, report);
     if !options.dry_run {
         progress.stage("writing", 0);
-        let generation = write_results(workspace, prepared, work, &decisions, &retired, &model, options.thresholds, report)?;
+        let generation = write_results(
+            workspace,
+            prepared,
+            work,
+            &decisions,
+            &retired,
+            &model,
+            options.thresholds,
+            report,
+        )?;
         let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;
         writer.commit(&index_payload(generation))?;
         workspace.index.reload()?;
@@ -725,8 +792,11 @@ fn write_results(
         .collect();
     let mut batch = Batch::default();
     let mut seen_new_persons = std::collections::HashSet::new();
-    let review_by_position: HashMap<usize, &OpenedReview> = report.reviews.iter().map(|review| (review.position, review)).collect();
-    for ((&(item_index, position, is_update), decision), evidence) in work.iter().zip(decisions).zip(&evidence) {
+    let review_by_position: HashMap<usize, &OpenedReview> =
+        report.reviews.iter().map(|review| (review.position, review)).collect();
+    for ((&(item_index, position, is_update), decision), evidence) in
+        work.iter().zip(decisions).zip(&evidence)
+    {
         let item = &prepared[item_index];
         let entry = &linker.entries[position];
         if is_update {
@@ -764,7 +834,8 @@ fn write_results(
             batch.reviews.push(ReviewWrite {
                 id: &review.id,
                 record_id: entry.id,
-                candidate_persons: serde_json::to_string(&decision.candidates).expect("candidates serialise"),
+                candidate_persons: serde_json::to_string(&decision.candidates)
+                    .expect("candidates serialise"),
                 best_record_id: decision.matched_position.map(|matched| linker.entries[matched].id),
                 probability: review.probability,
                 reason: review.reason,
@@ -773,7 +844,10 @@ fn write_results(
         }
     }
     for &(emptied, survivor) in retired {
-        batch.retired_persons.push((linker.persons[emptied as usize].id.clone(), linker.persons[survivor as usize].id.clone()));
+        batch.retired_persons.push((
+            linker.persons[emptied as usize].id.clone(),
+            linker.persons[survivor as usize].id.clone(),
+        ));
     }
     let generation = workspace.store.write_batch(&batch)?;
     for person in &mut workspace.linker.persons {
@@ -801,7 +875,12 @@ fn link_online(
     for (step, &(item_index, position, is_update)) in work.iter().enumerate() {
         let id = workspace.linker.entries[position].id;
         // The index holds exactly the records that arrived before this one.
-        let candidates = workspace.index.candidates(&prepared[item_index].keys, None, Some(id), options.max_candidates)?;
+        let candidates = workspace.index.candidates(
+            &prepared[item_index].keys,
+            None,
+            Some(id),
+            options.max_candidates,
+        )?;
         let linker = &workspace.linker;
         let record = &linker.entries[position].record;
         let pairs: Vec<(usize, Gamma)> = candidates
@@ -812,11 +891,22 @@ fn link_online(
         report.n_pairs += pairs.len() as u64;
         let scored = score_pairs(record, &pairs, &model);
         let mut decision = workspace.linker.decide(position, &scored, &model, options.thresholds);
-        let retired: Vec<(PersonKey, PersonKey)> =
-            workspace.linker.apply(position, &mut decision).map(|emptied| (emptied, decision.person)).into_iter().collect();
+        let retired: Vec<(PersonKey, PersonKey)> = workspace
+            .linker
+            .apply(position, &mut decision)
+            .map(|emptied| (emptied, decision.person))
+            .into_iter()
+            .collect();
         let single = [(item_index, position, is_update)];
-        let mut step_report = LinkReport { outcomes: std::mem::take(&mut report.outcomes), ..LinkReport::default() };
-        record_outcomes(workspace, prepared, &single, std::slice::from_ref(&decision), &mut step_report);
+        let mut step_report =
+            LinkReport { outcomes: std::mem::take(&mut report.outcomes), ..LinkReport::default() };
+        record_outcomes(
+            workspace,
+            prepared,
+            &single,
+            std::slice::from_ref(&decision),
+            &mut step_report,
+        );
         report.outcomes = std::mem::take(&mut step_report.outcomes);
         report.n_linked += step_report.n_linked;
         report.n_new += step_report.n_new;

@@ -202,7 +202,10 @@ fn set_threads(threads: Option<usize>) -> Result<()> {
         if threads == 0 {
             bail!("--threads must be at least 1");
         }
-        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("setting the thread count")?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("setting the thread count")?;
     }
     Ok(())
 }
@@ -214,7 +217,8 @@ fn open_workspace(data: &DataArgs) -> Result<Workspace> {
 }
 
 fn read_model(path: &Path) -> Result<Model> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading the model {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the model {}", path.display()))?;
     Model::from_json(&text).with_context(|| format!("reading the model {}", path.display()))
 }
 
@@ -241,18 +245,20 @@ struct ConfigFile {
 }
 
 fn read_config(path: &Path) -> Result<ConfigFile> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading the config {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the config {}", path.display()))?;
     let mut config = ConfigFile::default();
     for (number, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
         }
-        let (key, value) = line
-            .split_once('=')
-            .with_context(|| format!("{} line {}: expected key = value", path.display(), number + 1))?;
+        let (key, value) = line.split_once('=').with_context(|| {
+            format!("{} line {}: expected key = value", path.display(), number + 1)
+        })?;
         let value = value.trim();
-        let bad = || format!("{} line {}: bad value for {}", path.display(), number + 1, key.trim());
+        let bad =
+            || format!("{} line {}: bad value for {}", path.display(), number + 1, key.trim());
         match key.trim() {
             "upper" => config.upper = Some(value.parse().with_context(bad)?),
             "lower" => config.lower = Some(value.parse().with_context(bad)?),
@@ -274,7 +280,8 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
         lower: args.lower.or(config.lower).unwrap_or(Thresholds::DEFAULT.lower),
     }
     .validate()?;
-    let max_candidates = args.max_candidates.or(config.max_candidates).unwrap_or(DEFAULT_MAX_CANDIDATES);
+    let max_candidates =
+        args.max_candidates.or(config.max_candidates).unwrap_or(DEFAULT_MAX_CANDIDATES);
     if max_candidates == 0 {
         bail!("--max-candidates must be at least 1");
     }
@@ -342,16 +349,32 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
 
     let mut stdout = std::io::stdout().lock();
     let decided = (report.n_linked + report.n_new + report.n_review).max(1);
-    writeln!(stdout, "{}", if args.dry_run { "mpi link (dry run: nothing written)" } else { "mpi link" })?;
+    writeln!(
+        stdout,
+        "{}",
+        if args.dry_run { "mpi link (dry run: nothing written)" } else { "mpi link" }
+    )?;
     writeln!(stdout, "  rows read          {:>10}", report.n_rows)?;
     writeln!(stdout, "  rejected           {:>10}", report.n_rejected)?;
     if report.n_repeated > 0 {
-        writeln!(stdout, "  repeated in input  {:>10}  (the last row of a record wins)", report.n_repeated)?;
+        writeln!(
+            stdout,
+            "  repeated in input  {:>10}  (the last row of a record wins)",
+            report.n_repeated
+        )?;
     }
     if report.n_unchanged > 0 {
-        writeln!(stdout, "  unchanged          {:>10}  (re-sent with the same values)", report.n_unchanged)?;
+        writeln!(
+            stdout,
+            "  unchanged          {:>10}  (re-sent with the same values)",
+            report.n_unchanged
+        )?;
     }
-    writeln!(stdout, "  values ignored     {:>10}  (unusable values, see the errors file)", report.n_issues)?;
+    writeln!(
+        stdout,
+        "  values ignored     {:>10}  (unusable values, see the errors file)",
+        report.n_issues
+    )?;
     writeln!(stdout, "  auto-links         {:>10}", report.n_linked)?;
     writeln!(stdout, "  new persons        {:>10}", report.n_new)?;
     writeln!(
@@ -362,18 +385,41 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
     )?;
     writeln!(stdout, "  persons in store   {:>10}", report.n_persons)?;
     writeln!(stdout, "  records in store   {:>10}", report.n_records)?;
-    writeln!(stdout, "  candidate pairs    {:>10}  ({:.2} per record)", report.n_pairs, report.n_pairs as f64 / decided as f64)?;
+    writeln!(
+        stdout,
+        "  candidate pairs    {:>10}  ({:.2} per record)",
+        report.n_pairs,
+        report.n_pairs as f64 / decided as f64
+    )?;
     let model_note = match &report.model_source {
         Some(ModelSource::File) => "given with --model".to_owned(),
         Some(ModelSource::Store) => "the store's latest".to_owned(),
-        Some(ModelSource::Trained) => "trained now on the store's records (EM, no labels)".to_owned(),
-        Some(ModelSource::Default(why)) => format!("the shipped default: too few records to train ({why})"),
+        Some(ModelSource::Trained) => {
+            "trained now on the store's records (EM, no labels)".to_owned()
+        }
+        Some(ModelSource::Default(why)) => {
+            format!("the shipped default: too few records to train ({why})")
+        }
         None => "none".to_owned(),
     };
-    writeln!(stdout, "  model              {:>10}  ({model_note})", format!("v{}", report.model_version))?;
-    writeln!(stdout, "  thresholds         lower {} / upper {}", thresholds.lower, thresholds.upper)?;
-    let stages: Vec<String> = report.stages.iter().map(|(stage, seconds)| format!("{stage} {seconds:.2}s")).collect();
-    writeln!(stdout, "  time               {:>9.2}s  ({})", started.elapsed().as_secs_f64(), stages.join(", "))?;
+    writeln!(
+        stdout,
+        "  model              {:>10}  ({model_note})",
+        format!("v{}", report.model_version)
+    )?;
+    writeln!(
+        stdout,
+        "  thresholds         lower {} / upper {}",
+        thresholds.lower, thresholds.upper
+    )?;
+    let stages: Vec<String> =
+        report.stages.iter().map(|(stage, seconds)| format!("{stage} {seconds:.2}s")).collect();
+    writeln!(
+        stdout,
+        "  time               {:>9.2}s  ({})",
+        started.elapsed().as_secs_f64(),
+        stages.join(", ")
+    )?;
     writeln!(stdout, "  results            {}", args.out.display())?;
     writeln!(stdout, "  reviews            {}", reviews_path.display())?;
     writeln!(stdout, "  errors             {}", errors_path.display())?;
@@ -384,7 +430,8 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
     let mut workspace = open_workspace(&args.data)?;
     let model = commands::train(&mut workspace, args.max_candidates, args.seed)?;
     if let Some(path) = &args.out {
-        std::fs::write(path, model.to_json()).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, model.to_json())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     println!(
         "trained model v{} on {} records ({} candidate pairs, {} random pairs, {} EM iterations{})",
@@ -395,7 +442,10 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         model.training.em_iterations,
         if model.training.converged { "" } else { ", not converged" }
     );
-    println!("  P(match) among candidate pairs {:.4}, among household pairs {:.4}", model.lambda, model.household_lambda);
+    println!(
+        "  P(match) among candidate pairs {:.4}, among household pairs {:.4}",
+        model.lambda, model.household_lambda
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -406,7 +456,9 @@ fn eval(args: EvalArgs) -> Result<ExitCode> {
     let mut truth = Vec::new();
     for path in &args.truth {
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        truth.extend(mpi::eval::read_truth(file).with_context(|| format!("reading {}", path.display()))?);
+        truth.extend(
+            mpi::eval::read_truth(file).with_context(|| format!("reading {}", path.display()))?,
+        );
     }
     let workspace = open_workspace(&args.data)?;
     let evaluation = commands::eval(&workspace, &truth, args.max_candidates)?;
@@ -432,7 +484,10 @@ fn eval(args: EvalArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("records evaluated         {:>10}  ({} in the truth file not in the store)", evaluation.n_evaluated, evaluation.n_missing);
+    println!(
+        "records evaluated         {:>10}  ({} in the truth file not in the store)",
+        evaluation.n_evaluated, evaluation.n_missing
+    );
     println!("true pairs                {:>10}", report.n_true_pairs);
     println!("predicted pairs           {:>10}", report.n_predicted_pairs);
     println!("pairwise precision        {:>10.4}", report.precision);
@@ -441,7 +496,10 @@ fn eval(args: EvalArgs) -> Result<ExitCode> {
     println!("B-cubed precision         {:>10.4}", report.bcubed_precision);
     println!("B-cubed recall            {:>10.4}", report.bcubed_recall);
     println!("false merges (clusters)   {:>10}", report.false_merges);
-    println!("twins/Jr-Sr merged        {:>10}  (of {} groups)", report.hard_pairs_merged, report.n_hard_groups);
+    println!(
+        "twins/Jr-Sr merged        {:>10}  (of {} groups)",
+        report.hard_pairs_merged, report.n_hard_groups
+    );
     println!("records in review         {:>10}", evaluation.n_review);
     println!("blocking pair completeness {:>9.4}", evaluation.pair_completeness);
     println!("candidates per record     {:>10.2}", evaluation.candidates_per_record);
@@ -472,14 +530,19 @@ fn explain(args: ExplainArgs) -> Result<ExitCode> {
     let same = workspace.linker.entries[a].person == workspace.linker.entries[b].person;
     println!("{} vs {}", args.first, args.second);
     print!("{}", commands::render_explanation(&score, &model));
-    println!("In the store they are {}.", if same { "the same person" } else { "different persons" });
+    println!(
+        "In the store they are {}.",
+        if same { "the same person" } else { "different persons" }
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 fn export(args: ExportArgs) -> Result<ExitCode> {
     let workspace = open_workspace(&args.data)?;
-    let file = File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    commands::export(&workspace.linker, BufWriter::new(file)).with_context(|| format!("writing {}", args.out.display()))?;
+    let file =
+        File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    commands::export(&workspace.linker, BufWriter::new(file))
+        .with_context(|| format!("writing {}", args.out.display()))?;
     println!("exported {} records to {}", workspace.linker.entries.len(), args.out.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -489,15 +552,30 @@ fn synth(args: SynthArgs) -> Result<ExitCode> {
         bail!("--people must be at least 1");
     }
     let truth_path = args.truth.clone().unwrap_or_else(|| {
-        let stem = args.out.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = args
+            .out
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_default();
         args.out.with_file_name(format!("{stem}_truth.csv"))
     });
-    let records = mpi::synth::generate(&mpi::synth::SynthConfig { people: args.people, seed: args.seed });
+    let records =
+        mpi::synth::generate(&mpi::synth::SynthConfig { people: args.people, seed: args.seed });
     let create = |path: &Path| -> Result<BufWriter<File>> {
-        Ok(BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?))
+        Ok(BufWriter::new(
+            File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        ))
     };
-    mpi::synth::write_records(&records, create(&args.out)?).with_context(|| format!("writing {}", args.out.display()))?;
-    mpi::synth::write_truth(&records, create(&truth_path)?).with_context(|| format!("writing {}", truth_path.display()))?;
-    println!("wrote {} records of {} people to {} (truth: {})", records.len(), args.people, args.out.display(), truth_path.display());
+    mpi::synth::write_records(&records, create(&args.out)?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    mpi::synth::write_truth(&records, create(&truth_path)?)
+        .with_context(|| format!("writing {}", truth_path.display()))?;
+    println!(
+        "wrote {} records of {} people to {} (truth: {})",
+        records.len(),
+        args.people,
+        args.out.display(),
+        truth_path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -26,7 +26,12 @@ fn probability_text(probability: Option<f64>) -> String {
 ///
 /// # Errors
 /// When writing fails.
-pub fn write_results<W: Write>(out: W, report: &LinkReport, linker: &Linker, files: &[PathBuf]) -> csv::Result<()> {
+pub fn write_results<W: Write>(
+    out: W,
+    report: &LinkReport,
+    linker: &Linker,
+    files: &[PathBuf],
+) -> csv::Result<()> {
     let nhs_numbers = linker.person_nhs_numbers();
     let mut writer = csv::Writer::from_writer(out);
     let mut header: Vec<&str> = RESULT_COLUMNS.to_vec();
@@ -36,11 +41,15 @@ pub fn write_results<W: Write>(out: W, report: &LinkReport, linker: &Linker, fil
         let (person_id, nhs) = match outcome.position {
             Some(position) => {
                 let person = linker.entries[position].person;
-                (linker.persons[person as usize].id.as_str(), nhs_numbers[person as usize].unwrap_or(""))
+                (
+                    linker.persons[person as usize].id.as_str(),
+                    nhs_numbers[person as usize].unwrap_or(""),
+                )
             }
             None => ("", ""),
         };
-        let file = files.get(outcome.file).map(|path| path.display().to_string()).unwrap_or_default();
+        let file =
+            files.get(outcome.file).map(|path| path.display().to_string()).unwrap_or_default();
         writer.write_record([
             outcome.source_system.as_str(),
             outcome.local_id.as_str(),
@@ -96,10 +105,24 @@ pub fn write_reviews<W: Write>(out: W, report: &LinkReport, linker: &Linker) -> 
 ///
 /// # Errors
 /// When writing fails.
-pub fn write_errors<W: Write>(out: W, report: &LinkReport, rejected: &[RowError], files: &[PathBuf]) -> csv::Result<()> {
+pub fn write_errors<W: Write>(
+    out: W,
+    report: &LinkReport,
+    rejected: &[RowError],
+    files: &[PathBuf],
+) -> csv::Result<()> {
     let mut writer = csv::Writer::from_writer(out);
-    writer.write_record(["input_file", "line", "source_system", "local_id", "field", "reason", "action"])?;
-    let file_name = |index: usize| files.get(index).map(|path| path.display().to_string()).unwrap_or_default();
+    writer.write_record([
+        "input_file",
+        "line",
+        "source_system",
+        "local_id",
+        "field",
+        "reason",
+        "action",
+    ])?;
+    let file_name =
+        |index: usize| files.get(index).map(|path| path.display().to_string()).unwrap_or_default();
     let mut rows: Vec<(usize, u64, [String; 5])> = Vec::new();
     for error in rejected {
         rows.push((
@@ -131,7 +154,15 @@ pub fn write_errors<W: Write>(out: W, report: &LinkReport, rejected: &[RowError]
     rows.sort_by_key(|row| (row.0, row.1));
     for (file, line, fields) in rows {
         let [source, local, field, reason, action] = fields;
-        writer.write_record([file_name(file), line.to_string(), source, local, field, reason, action])?;
+        writer.write_record([
+            file_name(file),
+            line.to_string(),
+            source,
+            local,
+            field,
+            reason,
+            action,
+        ])?;
     }
     writer.flush()?;
     Ok(())

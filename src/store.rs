@@ -173,7 +173,12 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_default();
     let (days, rest) = (seconds / 86_400, seconds % 86_400);
     let (year, month, day) = civil_from_days(days as i64);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, (rest / 60) % 60, rest % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        (rest / 60) % 60,
+        rest % 60
+    )
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
@@ -200,7 +205,8 @@ impl Store {
     /// # Errors
     /// When the file cannot be opened or a migration fails.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
         let connection = Connection::open(dir.join("mpi.sqlite3"))?;
         Store::from_connection(connection)
     }
@@ -215,7 +221,8 @@ impl Store {
 
     fn from_connection(connection: Connection) -> Result<Store, StoreError> {
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
-        let mode: String = connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        let mode: String =
+            connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         tracing::debug!(journal_mode = %mode, "store opened");
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         // A large page cache: batch writes insert into several B-tree indexes at random
@@ -229,7 +236,8 @@ impl Store {
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let version: usize = self.connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        let version: usize =
+            self.connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
         if version > MIGRATIONS.len() {
             return Err(StoreError::TooNew { found: version, supported: MIGRATIONS.len() });
         }
@@ -248,8 +256,11 @@ impl Store {
     /// # Errors
     /// When SQLite fails.
     pub fn generation(&self) -> Result<u64, StoreError> {
-        let value: String =
-            self.connection.query_row("SELECT value FROM meta WHERE key = 'generation'", [], |row| row.get(0))?;
+        let value: String = self.connection.query_row(
+            "SELECT value FROM meta WHERE key = 'generation'",
+            [],
+            |row| row.get(0),
+        )?;
         Ok(value.parse().unwrap_or(0))
     }
 
@@ -266,7 +277,9 @@ impl Store {
     /// # Errors
     /// When SQLite fails.
     pub fn max_record_id(&self) -> Result<u64, StoreError> {
-        Ok(self.connection.query_row("SELECT coalesce(max(id), 0) FROM records", [], |row| row.get(0))?)
+        Ok(self
+            .connection
+            .query_row("SELECT coalesce(max(id), 0) FROM records", [], |row| row.get(0))?)
     }
 
     /// Every record, in id order.
@@ -292,9 +305,12 @@ impl Store {
         })?;
         let mut records = Vec::new();
         for row in rows {
-            let (id, source_system, local_id, raw, normalized, person_id, decision, probability) = row?;
-            let raw = serde_json::from_str(&raw).map_err(|_| StoreError::Corrupt { record_id: id })?;
-            let normalized = serde_json::from_str(&normalized).map_err(|_| StoreError::Corrupt { record_id: id })?;
+            let (id, source_system, local_id, raw, normalized, person_id, decision, probability) =
+                row?;
+            let raw =
+                serde_json::from_str(&raw).map_err(|_| StoreError::Corrupt { record_id: id })?;
+            let normalized = serde_json::from_str(&normalized)
+                .map_err(|_| StoreError::Corrupt { record_id: id })?;
             records.push(StoredRecord {
                 id,
                 source_system,
@@ -316,7 +332,9 @@ impl Store {
     pub fn latest_model(&self) -> Result<Option<Model>, StoreError> {
         let text: Option<String> = self
             .connection
-            .query_row("SELECT model FROM models ORDER BY version DESC LIMIT 1", [], |row| row.get(0))
+            .query_row("SELECT model FROM models ORDER BY version DESC LIMIT 1", [], |row| {
+                row.get(0)
+            })
             .optional()?;
         text.map(|text| Model::from_json(&text).map_err(StoreError::Model)).transpose()
     }
@@ -327,8 +345,11 @@ impl Store {
     /// When SQLite fails.
     pub fn save_model(&mut self, model: &mut Model) -> Result<u32, StoreError> {
         let transaction = self.connection.transaction()?;
-        let version: u32 =
-            transaction.query_row("SELECT coalesce(max(version), 0) + 1 FROM models", [], |row| row.get(0))?;
+        let version: u32 = transaction.query_row(
+            "SELECT coalesce(max(version), 0) + 1 FROM models",
+            [],
+            |row| row.get(0),
+        )?;
         model.version = version;
         transaction.execute(
             "INSERT INTO models (version, created_at, model) VALUES (?1, ?2, ?3)",
@@ -373,11 +394,13 @@ impl Store {
             for (person, provisional) in &batch.new_persons {
                 insert_person.execute(params![person, now, provisional])?;
             }
-            let mut retire = transaction.prepare("UPDATE persons SET retired_into = ?2 WHERE id = ?1")?;
+            let mut retire =
+                transaction.prepare("UPDATE persons SET retired_into = ?2 WHERE id = ?1")?;
             for (person, survivor) in &batch.retired_persons {
                 retire.execute(params![person, survivor])?;
             }
-            let mut deactivate = transaction.prepare("UPDATE links SET active = 0 WHERE record_id = ?1 AND active = 1")?;
+            let mut deactivate = transaction
+                .prepare("UPDATE links SET active = 0 WHERE record_id = ?1 AND active = 1")?;
             let mut insert_link = transaction.prepare(
                 "INSERT INTO links (record_id, person_id, matched_record_id, method, probability, evidence, model_version, upper_threshold, lower_threshold, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -399,9 +422,12 @@ impl Store {
                     now,
                 ])?;
             }
-            let mut close_reviews = transaction
-                .prepare("UPDATE reviews SET status = 'superseded' WHERE record_id = ?1 AND status = 'open'")?;
-            for record in batch.records.iter().filter(|record| batch.updated_records.contains(&record.id)) {
+            let mut close_reviews = transaction.prepare(
+                "UPDATE reviews SET status = 'superseded' WHERE record_id = ?1 AND status = 'open'",
+            )?;
+            for record in
+                batch.records.iter().filter(|record| batch.updated_records.contains(&record.id))
+            {
                 if record.decision != "review" {
                     close_reviews.execute(params![record.id])?;
                 }
@@ -440,7 +466,11 @@ impl Store {
     /// # Errors
     /// When SQLite fails.
     pub fn n_open_reviews(&self) -> Result<u64, StoreError> {
-        Ok(self.connection.query_row("SELECT count(*) FROM reviews WHERE status = 'open'", [], |row| row.get(0))?)
+        Ok(self.connection.query_row(
+            "SELECT count(*) FROM reviews WHERE status = 'open'",
+            [],
+            |row| row.get(0),
+        )?)
     }
 }
 

@@ -83,86 +83,628 @@ impl Rng {
 }
 
 const MALE: &[&str] = &[
-    "Oliver", "George", "Harry", "Jack", "Jacob", "Noah", "Charlie", "Thomas", "Oscar", "William", "James", "Henry",
-    "Leo", "Alfie", "Joshua", "Freddie", "Archie", "Ethan", "Isaac", "Alexander", "Joseph", "Edward", "Samuel",
-    "Max", "Daniel", "Arthur", "Lucas", "Mohammed", "Logan", "Theo", "Harrison", "Benjamin", "Mason", "Sebastian",
-    "Finley", "Adam", "Dylan", "Zachary", "Riley", "Teddy", "David", "Toby", "Jake", "Louie", "Elijah", "Reuben",
-    "Robert", "John", "Michael", "Peter", "Paul", "Richard", "Christopher", "Anthony", "Stephen", "Mark", "Andrew",
-    "Kevin", "Gary", "Ian", "Alan", "Keith", "Colin", "Brian", "Kenneth", "Raymond", "Ronald", "Dennis", "Derek",
-    "Roger", "Graham", "Malcolm", "Trevor", "Nigel", "Philip", "Frank", "Albert", "Walter", "Frederick", "Ernest",
-    "Stanley", "Harold", "Leonard", "Norman", "Geoffrey", "Gordon", "Patrick", "Sean", "Liam", "Connor", "Callum",
-    "Rhys", "Gareth", "Dafydd", "Iain", "Hamish", "Ahmed", "Ali", "Hassan", "Yusuf", "Ibrahim", "Omar", "Bilal",
-    "Imran", "Arjun", "Rahul", "Sanjay", "Harjit", "Gurpreet", "Manjit", "Rajesh", "Wei", "Jun", "Hao", "Lukasz",
-    "Piotr", "Tomasz", "Krzysztof", "Pawel", "Kwame", "Kofi", "Chinedu", "Tunde", "Matthew", "Nicholas", "Timothy",
+    "Oliver",
+    "George",
+    "Harry",
+    "Jack",
+    "Jacob",
+    "Noah",
+    "Charlie",
+    "Thomas",
+    "Oscar",
+    "William",
+    "James",
+    "Henry",
+    "Leo",
+    "Alfie",
+    "Joshua",
+    "Freddie",
+    "Archie",
+    "Ethan",
+    "Isaac",
+    "Alexander",
+    "Joseph",
+    "Edward",
+    "Samuel",
+    "Max",
+    "Daniel",
+    "Arthur",
+    "Lucas",
+    "Mohammed",
+    "Logan",
+    "Theo",
+    "Harrison",
+    "Benjamin",
+    "Mason",
+    "Sebastian",
+    "Finley",
+    "Adam",
+    "Dylan",
+    "Zachary",
+    "Riley",
+    "Teddy",
+    "David",
+    "Toby",
+    "Jake",
+    "Louie",
+    "Elijah",
+    "Reuben",
+    "Robert",
+    "John",
+    "Michael",
+    "Peter",
+    "Paul",
+    "Richard",
+    "Christopher",
+    "Anthony",
+    "Stephen",
+    "Mark",
+    "Andrew",
+    "Kevin",
+    "Gary",
+    "Ian",
+    "Alan",
+    "Keith",
+    "Colin",
+    "Brian",
+    "Kenneth",
+    "Raymond",
+    "Ronald",
+    "Dennis",
+    "Derek",
+    "Roger",
+    "Graham",
+    "Malcolm",
+    "Trevor",
+    "Nigel",
+    "Philip",
+    "Frank",
+    "Albert",
+    "Walter",
+    "Frederick",
+    "Ernest",
+    "Stanley",
+    "Harold",
+    "Leonard",
+    "Norman",
+    "Geoffrey",
+    "Gordon",
+    "Patrick",
+    "Sean",
+    "Liam",
+    "Connor",
+    "Callum",
+    "Rhys",
+    "Gareth",
+    "Dafydd",
+    "Iain",
+    "Hamish",
+    "Ahmed",
+    "Ali",
+    "Hassan",
+    "Yusuf",
+    "Ibrahim",
+    "Omar",
+    "Bilal",
+    "Imran",
+    "Arjun",
+    "Rahul",
+    "Sanjay",
+    "Harjit",
+    "Gurpreet",
+    "Manjit",
+    "Rajesh",
+    "Wei",
+    "Jun",
+    "Hao",
+    "Lukasz",
+    "Piotr",
+    "Tomasz",
+    "Krzysztof",
+    "Pawel",
+    "Kwame",
+    "Kofi",
+    "Chinedu",
+    "Tunde",
+    "Matthew",
+    "Nicholas",
+    "Timothy",
 ];
 
 const FEMALE: &[&str] = &[
-    "Olivia", "Amelia", "Isla", "Ava", "Mia", "Ivy", "Lily", "Isabella", "Rosie", "Sophia", "Grace", "Willow",
-    "Freya", "Florence", "Emily", "Ella", "Poppy", "Evie", "Elsie", "Charlotte", "Evelyn", "Sienna", "Sofia",
-    "Daisy", "Phoebe", "Sophie", "Alice", "Harper", "Matilda", "Ruby", "Emilia", "Maya", "Millie", "Isabelle",
-    "Margaret", "Elizabeth", "Mary", "Patricia", "Susan", "Deborah", "Sarah", "Karen", "Julie", "Helen", "Jennifer",
-    "Catherine", "Katherine", "Rebecca", "Victoria", "Joanne", "Nicola", "Claire", "Rachel", "Amanda", "Dorothy",
-    "Doris", "Joan", "Joyce", "Jean", "Irene", "Edith", "Winifred", "Gladys", "Ethel", "Mildred", "Barbara",
-    "Patricia", "Christine", "Valerie", "Sandra", "Janet", "Pauline", "Linda", "Brenda", "Carol", "Anne",
-    "Siobhan", "Niamh", "Aoife", "Ciara", "Sian", "Bethan", "Catrin", "Fatima", "Aisha", "Ayesha", "Zainab",
-    "Maryam", "Khadija", "Amina", "Priya", "Anjali", "Sunita", "Manpreet", "Harpreet", "Jaspreet", "Kiran",
-    "Mei", "Xiu", "Li", "Agnieszka", "Katarzyna", "Magdalena", "Zoë", "Chloé", "Ngozi", "Abena", "Chidinma",
-    "Jessica", "Hannah", "Lauren", "Megan", "Laura", "Samantha", "Stephanie", "Louise", "Teresa", "Frances",
+    "Olivia",
+    "Amelia",
+    "Isla",
+    "Ava",
+    "Mia",
+    "Ivy",
+    "Lily",
+    "Isabella",
+    "Rosie",
+    "Sophia",
+    "Grace",
+    "Willow",
+    "Freya",
+    "Florence",
+    "Emily",
+    "Ella",
+    "Poppy",
+    "Evie",
+    "Elsie",
+    "Charlotte",
+    "Evelyn",
+    "Sienna",
+    "Sofia",
+    "Daisy",
+    "Phoebe",
+    "Sophie",
+    "Alice",
+    "Harper",
+    "Matilda",
+    "Ruby",
+    "Emilia",
+    "Maya",
+    "Millie",
+    "Isabelle",
+    "Margaret",
+    "Elizabeth",
+    "Mary",
+    "Patricia",
+    "Susan",
+    "Deborah",
+    "Sarah",
+    "Karen",
+    "Julie",
+    "Helen",
+    "Jennifer",
+    "Catherine",
+    "Katherine",
+    "Rebecca",
+    "Victoria",
+    "Joanne",
+    "Nicola",
+    "Claire",
+    "Rachel",
+    "Amanda",
+    "Dorothy",
+    "Doris",
+    "Joan",
+    "Joyce",
+    "Jean",
+    "Irene",
+    "Edith",
+    "Winifred",
+    "Gladys",
+    "Ethel",
+    "Mildred",
+    "Barbara",
+    "Patricia",
+    "Christine",
+    "Valerie",
+    "Sandra",
+    "Janet",
+    "Pauline",
+    "Linda",
+    "Brenda",
+    "Carol",
+    "Anne",
+    "Siobhan",
+    "Niamh",
+    "Aoife",
+    "Ciara",
+    "Sian",
+    "Bethan",
+    "Catrin",
+    "Fatima",
+    "Aisha",
+    "Ayesha",
+    "Zainab",
+    "Maryam",
+    "Khadija",
+    "Amina",
+    "Priya",
+    "Anjali",
+    "Sunita",
+    "Manpreet",
+    "Harpreet",
+    "Jaspreet",
+    "Kiran",
+    "Mei",
+    "Xiu",
+    "Li",
+    "Agnieszka",
+    "Katarzyna",
+    "Magdalena",
+    "Zoë",
+    "Chloé",
+    "Ngozi",
+    "Abena",
+    "Chidinma",
+    "Jessica",
+    "Hannah",
+    "Lauren",
+    "Megan",
+    "Laura",
+    "Samantha",
+    "Stephanie",
+    "Louise",
+    "Teresa",
+    "Frances",
 ];
 
 const FAMILY: &[&str] = &[
-    "Smith", "Jones", "Williams", "Taylor", "Brown", "Davies", "Evans", "Wilson", "Thomas", "Johnson", "Roberts",
-    "Robinson", "Thompson", "Wright", "Walker", "White", "Edwards", "Hughes", "Green", "Hall", "Lewis", "Harris",
-    "Clarke", "Patel", "Jackson", "Wood", "Turner", "Martin", "Cooper", "Hill", "Ward", "Morris", "Moore", "Clark",
-    "Lee", "King", "Baker", "Harrison", "Morgan", "Allen", "James", "Scott", "Phillips", "Watson", "Davis", "Parker",
-    "Price", "Bennett", "Young", "Griffiths", "Mitchell", "Kelly", "Cook", "Carter", "Richardson", "Bailey",
-    "Collins", "Bell", "Shaw", "Murphy", "Miller", "Cox", "Richards", "Khan", "Marshall", "Anderson", "Simpson",
-    "Ellis", "Adams", "Singh", "Begum", "Wilkinson", "Foster", "Chapman", "Powell", "Webb", "Rogers", "Gray",
-    "Mason", "Ali", "Hunt", "Hussain", "Campbell", "Matthews", "Owen", "Palmer", "Holmes", "Mills", "Barnes",
-    "Knight", "Lloyd", "Butler", "Russell", "Barker", "Fisher", "Stevens", "Jenkins", "Murray", "Dixon", "Harvey",
-    "Graham", "Pearson", "Ahmed", "Fletcher", "Walsh", "Kaur", "Gibson", "Howard", "Andrews", "Stewart", "Elliott",
-    "Reynolds", "Saunders", "Payne", "Fox", "Ford", "Pearce", "Day", "Brooks", "West", "Lawrence", "Cole",
-    "Atkinson", "Bradley", "Spencer", "Gill", "Dawson", "Ball", "Burton", "O'Brien", "Watts", "Rose", "Booth",
-    "Perry", "Ryan", "Grant", "Wells", "Armstrong", "Francis", "Rees", "Hayes", "Hart", "Hudson", "Newman",
-    "Barrett", "Webster", "Hunter", "Gregory", "Carr", "Lowe", "Page", "Marsh", "Riley", "Dunn", "Woods",
-    "Parsons", "Berry", "Stone", "Reid", "Holland", "Hawkins", "Harding", "Porter", "Robertson", "Newton",
-    "Oliver", "Reed", "Kennedy", "Williamson", "Bird", "Gardner", "Shah", "Dean", "Lane", "Cooke", "Bates",
-    "Henderson", "Parry", "Burgess", "Bishop", "Walton", "Burns", "Nicholson", "Shepherd", "Ross", "Cross",
-    "Long", "Freeman", "Warren", "Nicholls", "Hamilton", "Byrne", "Sutton", "McDonald", "Yates", "Hodgson",
-    "Robson", "Curtis", "Hopkins", "O'Neill", "Kemp", "MacDonald", "McKenzie", "Fraser", "Sharma", "Chaudhry",
-    "Rahman", "Mahmood", "Iqbal", "Akhtar", "Mistry", "Chauhan", "Sandhu", "Dhillon", "Bains", "Wang", "Li",
-    "Zhang", "Chen", "Liu", "Huang", "Nowak", "Kowalski", "Wiśniewski", "Wójcik", "Kowalczyk", "Lewandowski",
-    "Okafor", "Mensah", "Adeyemi", "Boateng", "Smith-Jones", "Lloyd-Davies", "Fitzgerald", "Ó Súilleabháin",
-    "Brontë", "Featherstonehaugh", "Ramsbottom", "Higginbottom", "Penhaligon", "Tregothnan", "Quiller",
+    "Smith",
+    "Jones",
+    "Williams",
+    "Taylor",
+    "Brown",
+    "Davies",
+    "Evans",
+    "Wilson",
+    "Thomas",
+    "Johnson",
+    "Roberts",
+    "Robinson",
+    "Thompson",
+    "Wright",
+    "Walker",
+    "White",
+    "Edwards",
+    "Hughes",
+    "Green",
+    "Hall",
+    "Lewis",
+    "Harris",
+    "Clarke",
+    "Patel",
+    "Jackson",
+    "Wood",
+    "Turner",
+    "Martin",
+    "Cooper",
+    "Hill",
+    "Ward",
+    "Morris",
+    "Moore",
+    "Clark",
+    "Lee",
+    "King",
+    "Baker",
+    "Harrison",
+    "Morgan",
+    "Allen",
+    "James",
+    "Scott",
+    "Phillips",
+    "Watson",
+    "Davis",
+    "Parker",
+    "Price",
+    "Bennett",
+    "Young",
+    "Griffiths",
+    "Mitchell",
+    "Kelly",
+    "Cook",
+    "Carter",
+    "Richardson",
+    "Bailey",
+    "Collins",
+    "Bell",
+    "Shaw",
+    "Murphy",
+    "Miller",
+    "Cox",
+    "Richards",
+    "Khan",
+    "Marshall",
+    "Anderson",
+    "Simpson",
+    "Ellis",
+    "Adams",
+    "Singh",
+    "Begum",
+    "Wilkinson",
+    "Foster",
+    "Chapman",
+    "Powell",
+    "Webb",
+    "Rogers",
+    "Gray",
+    "Mason",
+    "Ali",
+    "Hunt",
+    "Hussain",
+    "Campbell",
+    "Matthews",
+    "Owen",
+    "Palmer",
+    "Holmes",
+    "Mills",
+    "Barnes",
+    "Knight",
+    "Lloyd",
+    "Butler",
+    "Russell",
+    "Barker",
+    "Fisher",
+    "Stevens",
+    "Jenkins",
+    "Murray",
+    "Dixon",
+    "Harvey",
+    "Graham",
+    "Pearson",
+    "Ahmed",
+    "Fletcher",
+    "Walsh",
+    "Kaur",
+    "Gibson",
+    "Howard",
+    "Andrews",
+    "Stewart",
+    "Elliott",
+    "Reynolds",
+    "Saunders",
+    "Payne",
+    "Fox",
+    "Ford",
+    "Pearce",
+    "Day",
+    "Brooks",
+    "West",
+    "Lawrence",
+    "Cole",
+    "Atkinson",
+    "Bradley",
+    "Spencer",
+    "Gill",
+    "Dawson",
+    "Ball",
+    "Burton",
+    "O'Brien",
+    "Watts",
+    "Rose",
+    "Booth",
+    "Perry",
+    "Ryan",
+    "Grant",
+    "Wells",
+    "Armstrong",
+    "Francis",
+    "Rees",
+    "Hayes",
+    "Hart",
+    "Hudson",
+    "Newman",
+    "Barrett",
+    "Webster",
+    "Hunter",
+    "Gregory",
+    "Carr",
+    "Lowe",
+    "Page",
+    "Marsh",
+    "Riley",
+    "Dunn",
+    "Woods",
+    "Parsons",
+    "Berry",
+    "Stone",
+    "Reid",
+    "Holland",
+    "Hawkins",
+    "Harding",
+    "Porter",
+    "Robertson",
+    "Newton",
+    "Oliver",
+    "Reed",
+    "Kennedy",
+    "Williamson",
+    "Bird",
+    "Gardner",
+    "Shah",
+    "Dean",
+    "Lane",
+    "Cooke",
+    "Bates",
+    "Henderson",
+    "Parry",
+    "Burgess",
+    "Bishop",
+    "Walton",
+    "Burns",
+    "Nicholson",
+    "Shepherd",
+    "Ross",
+    "Cross",
+    "Long",
+    "Freeman",
+    "Warren",
+    "Nicholls",
+    "Hamilton",
+    "Byrne",
+    "Sutton",
+    "McDonald",
+    "Yates",
+    "Hodgson",
+    "Robson",
+    "Curtis",
+    "Hopkins",
+    "O'Neill",
+    "Kemp",
+    "MacDonald",
+    "McKenzie",
+    "Fraser",
+    "Sharma",
+    "Chaudhry",
+    "Rahman",
+    "Mahmood",
+    "Iqbal",
+    "Akhtar",
+    "Mistry",
+    "Chauhan",
+    "Sandhu",
+    "Dhillon",
+    "Bains",
+    "Wang",
+    "Li",
+    "Zhang",
+    "Chen",
+    "Liu",
+    "Huang",
+    "Nowak",
+    "Kowalski",
+    "Wiśniewski",
+    "Wójcik",
+    "Kowalczyk",
+    "Lewandowski",
+    "Okafor",
+    "Mensah",
+    "Adeyemi",
+    "Boateng",
+    "Smith-Jones",
+    "Lloyd-Davies",
+    "Fitzgerald",
+    "Ó Súilleabháin",
+    "Brontë",
+    "Featherstonehaugh",
+    "Ramsbottom",
+    "Higginbottom",
+    "Penhaligon",
+    "Tregothnan",
+    "Quiller",
 ];
 
 /// Nickname and spelling-variant pairs used as record noise.
 const NICKNAMES: &[(&str, &str)] = &[
-    ("Robert", "Bob"), ("Robert", "Rob"), ("William", "Bill"), ("William", "Will"), ("Margaret", "Peggy"),
-    ("Margaret", "Maggie"), ("Elizabeth", "Liz"), ("Elizabeth", "Beth"), ("Katherine", "Kate"), ("Catherine", "Cathy"),
-    ("James", "Jim"), ("James", "Jimmy"), ("John", "Jack"), ("Richard", "Dick"), ("Richard", "Rick"),
-    ("Edward", "Ted"), ("Edward", "Eddie"), ("Thomas", "Tom"), ("Anthony", "Tony"), ("Christopher", "Chris"),
-    ("Nicholas", "Nick"), ("Michael", "Mike"), ("Michael", "Mick"), ("Daniel", "Dan"), ("David", "Dave"),
-    ("Joseph", "Joe"), ("Samuel", "Sam"), ("Benjamin", "Ben"), ("Alexander", "Alex"), ("Frederick", "Fred"),
-    ("Henry", "Harry"), ("Harold", "Harry"), ("Patricia", "Pat"), ("Patricia", "Trish"), ("Susan", "Sue"),
-    ("Jennifer", "Jenny"), ("Rebecca", "Becky"), ("Victoria", "Vicky"), ("Deborah", "Debbie"), ("Dorothy", "Dot"),
-    ("Mary", "Molly"), ("Sarah", "Sally"), ("Frances", "Fran"), ("Stephen", "Steve"), ("Matthew", "Matt"),
-    ("Timothy", "Tim"), ("Kenneth", "Ken"), ("Ronald", "Ron"), ("Leonard", "Len"), ("Stanley", "Stan"),
-    ("Mohammed", "Muhammad"), ("Mohammed", "Mohamed"), ("Mohammed", "Mohammad"), ("Yusuf", "Yousef"),
-    ("Sean", "Shaun"), ("Iain", "Ian"), ("Philip", "Phil"), ("Geoffrey", "Geoff"), ("Winifred", "Winnie"),
-    ("Florence", "Flo"), ("Isabella", "Bella"), ("Amelia", "Millie"), ("Charlotte", "Lottie"), ("Alice", "Ally"),
-    ("Lukasz", "Luke"), ("Katarzyna", "Kasia"), ("Agnieszka", "Aga"), ("Piotr", "Peter"),
+    ("Robert", "Bob"),
+    ("Robert", "Rob"),
+    ("William", "Bill"),
+    ("William", "Will"),
+    ("Margaret", "Peggy"),
+    ("Margaret", "Maggie"),
+    ("Elizabeth", "Liz"),
+    ("Elizabeth", "Beth"),
+    ("Katherine", "Kate"),
+    ("Catherine", "Cathy"),
+    ("James", "Jim"),
+    ("James", "Jimmy"),
+    ("John", "Jack"),
+    ("Richard", "Dick"),
+    ("Richard", "Rick"),
+    ("Edward", "Ted"),
+    ("Edward", "Eddie"),
+    ("Thomas", "Tom"),
+    ("Anthony", "Tony"),
+    ("Christopher", "Chris"),
+    ("Nicholas", "Nick"),
+    ("Michael", "Mike"),
+    ("Michael", "Mick"),
+    ("Daniel", "Dan"),
+    ("David", "Dave"),
+    ("Joseph", "Joe"),
+    ("Samuel", "Sam"),
+    ("Benjamin", "Ben"),
+    ("Alexander", "Alex"),
+    ("Frederick", "Fred"),
+    ("Henry", "Harry"),
+    ("Harold", "Harry"),
+    ("Patricia", "Pat"),
+    ("Patricia", "Trish"),
+    ("Susan", "Sue"),
+    ("Jennifer", "Jenny"),
+    ("Rebecca", "Becky"),
+    ("Victoria", "Vicky"),
+    ("Deborah", "Debbie"),
+    ("Dorothy", "Dot"),
+    ("Mary", "Molly"),
+    ("Sarah", "Sally"),
+    ("Frances", "Fran"),
+    ("Stephen", "Steve"),
+    ("Matthew", "Matt"),
+    ("Timothy", "Tim"),
+    ("Kenneth", "Ken"),
+    ("Ronald", "Ron"),
+    ("Leonard", "Len"),
+    ("Stanley", "Stan"),
+    ("Mohammed", "Muhammad"),
+    ("Mohammed", "Mohamed"),
+    ("Mohammed", "Mohammad"),
+    ("Yusuf", "Yousef"),
+    ("Sean", "Shaun"),
+    ("Iain", "Ian"),
+    ("Philip", "Phil"),
+    ("Geoffrey", "Geoff"),
+    ("Winifred", "Winnie"),
+    ("Florence", "Flo"),
+    ("Isabella", "Bella"),
+    ("Amelia", "Millie"),
+    ("Charlotte", "Lottie"),
+    ("Alice", "Ally"),
+    ("Lukasz", "Luke"),
+    ("Katarzyna", "Kasia"),
+    ("Agnieszka", "Aga"),
+    ("Piotr", "Peter"),
 ];
 
 const STREETS: &[&str] = &[
-    "High Street", "Station Road", "Main Street", "Park Road", "Church Road", "Church Street", "London Road",
-    "Victoria Road", "Green Lane", "Manor Road", "Church Lane", "Park Avenue", "The Avenue", "Queens Road",
-    "New Road", "Grange Road", "Kings Road", "Kingsway", "Windsor Road", "Highfield Road", "Mill Lane",
-    "Alexander Road", "York Road", "St Johns Road", "Main Road", "Broadway", "King Street", "The Green",
-    "Springfield Road", "George Street", "Park Lane", "Victoria Street", "Albert Road", "Queensway", "New Street",
-    "Queen Street", "West Street", "North Street", "Manchester Road", "The Crescent", "Stanley Road",
-    "Acacia Avenue", "Wallaby Place", "Chapel Lane", "Mill Road", "Richmond Road", "School Lane", "Oak Close",
-    "Beech Grove", "Cedar Drive", "Elm Court", "Willow Gardens", "Ash Terrace", "Holly Crescent", "Rowan Way",
+    "High Street",
+    "Station Road",
+    "Main Street",
+    "Park Road",
+    "Church Road",
+    "Church Street",
+    "London Road",
+    "Victoria Road",
+    "Green Lane",
+    "Manor Road",
+    "Church Lane",
+    "Park Avenue",
+    "The Avenue",
+    "Queens Road",
+    "New Road",
+    "Grange Road",
+    "Kings Road",
+    "Kingsway",
+    "Windsor Road",
+    "Highfield Road",
+    "Mill Lane",
+    "Alexander Road",
+    "York Road",
+    "St Johns Road",
+    "Main Road",
+    "Broadway",
+    "King Street",
+    "The Green",
+    "Springfield Road",
+    "George Street",
+    "Park Lane",
+    "Victoria Street",
+    "Albert Road",
+    "Queensway",
+    "New Street",
+    "Queen Street",
+    "West Street",
+    "North Street",
+    "Manchester Road",
+    "The Crescent",
+    "Stanley Road",
+    "Acacia Avenue",
+    "Wallaby Place",
+    "Chapel Lane",
+    "Mill Road",
+    "Richmond Road",
+    "School Lane",
+    "Oak Close",
+    "Beech Grove",
+    "Cedar Drive",
+    "Elm Court",
+    "Willow Gardens",
+    "Ash Terrace",
+    "Holly Crescent",
+    "Rowan Way",
 ];
 
 /// Towns with real outward codes.
@@ -183,10 +725,17 @@ const TOWNS: &[(&str, &[&str])] = &[
     ("Leicester", &["LE1", "LE2", "LE5"]),
 ];
 
-const CARE_HOMES: &[&str] = &["Rosewood House", "Meadowbank Care Home", "The Willows", "Oakleigh Lodge", "Beechcroft Nursing Home"];
+const CARE_HOMES: &[&str] = &[
+    "Rosewood House",
+    "Meadowbank Care Home",
+    "The Willows",
+    "Oakleigh Lodge",
+    "Beechcroft Nursing Home",
+];
 const INWARD_LETTERS: &[u8] = b"ABDEFGHJLNPQRSTUWXYZ";
 const SOURCES: &[&str] = &["gp", "acute", "community", "council_asc", "care_provider"];
-const MONTH_NAMES: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTH_NAMES: [&str; 12] =
+    ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 #[derive(Clone, Debug)]
 struct Home {
@@ -261,7 +810,8 @@ impl Generator {
         // About fifteen households share each postcode, as in reality.
         if !self.postcodes.is_empty() && self.rng.chance(0.93) {
             let start = self.postcodes.len().saturating_sub(3);
-            let candidates: Vec<&(usize, String)> = self.postcodes[start..].iter().filter(|(t, _)| *t == town).collect();
+            let candidates: Vec<&(usize, String)> =
+                self.postcodes[start..].iter().filter(|(t, _)| *t == town).collect();
             if let Some(&(_, code)) = candidates.last() {
                 return code.clone();
             }
@@ -318,7 +868,12 @@ impl Generator {
         let nhs = Some(nhs_number(&mut self.rng));
         let mobile = (year < 2012 && self.rng.chance(0.45)).then(|| self.phone(true));
         let email = (year < 2010 && self.rng.chance(0.3)).then(|| {
-            format!("{}.{}{}@example.com", given[0].to_lowercase(), family.to_lowercase().replace(['\'', ' '], ""), self.rng.below(100))
+            format!(
+                "{}.{}{}@example.com",
+                given[0].to_lowercase(),
+                family.to_lowercase().replace(['\'', ' '], ""),
+                self.rng.below(100)
+            )
         });
         self.persons.push(Person {
             id,
@@ -346,7 +901,8 @@ impl Generator {
             let name = *self.rng.pick(CARE_HOMES);
             let home = self.new_home(Some(name));
             let residents = self.rng.range(8, 30) as usize;
-            let members: Vec<usize> = (0..residents.min(target.saturating_sub(self.persons.len()).max(1)))
+            let members: Vec<usize> = (0..residents
+                .min(target.saturating_sub(self.persons.len()).max(1)))
                 .map(|_| {
                     let family = *self.rng.pick_skewed(FAMILY);
                     let male = self.rng.chance(0.4);
@@ -369,7 +925,11 @@ impl Generator {
             return;
         }
         // A partner, sometimes with another family name.
-        let partner_family = if self.rng.chance(0.25) { (*self.rng.pick_skewed(FAMILY)).to_owned() } else { family.clone() };
+        let partner_family = if self.rng.chance(0.25) {
+            (*self.rng.pick_skewed(FAMILY)).to_owned()
+        } else {
+            family.clone()
+        };
         let partner_year = parent_year + self.rng.range(-4, 4);
         let partner = self.person(&partner_family, !first_male, partner_year, home);
         members.push(partner);
@@ -478,7 +1038,13 @@ fn format_date(rng: &mut Rng, source: &str, (year, month, day): (i64, u32, u32))
     }
 }
 
-fn record(generator: &mut Generator, person: &Person, source: &'static str, local_id: String, historic: bool) -> SynthRecord {
+fn record(
+    generator: &mut Generator,
+    person: &Person,
+    source: &'static str,
+    local_id: String,
+    historic: bool,
+) -> SynthRecord {
     let rng = &mut generator.rng;
     let health = matches!(source, "gp" | "acute" | "community");
     // NHS number: most health records, half of council and provider ones.
@@ -496,10 +1062,10 @@ fn record(generator: &mut Generator, person: &Person, source: &'static str, loca
             nhs = "0000000000".to_owned();
         } else if rng.chance(0.0005) {
             // A relative's number (the mother/newborn mistake).
-            if let Some(other) = person.household.iter().find(|&&member| member != person.id) {
-                if let Some(number) = &generator.persons[*other].nhs {
-                    nhs = number.clone();
-                }
+            if let Some(other) = person.household.iter().find(|&&member| member != person.id)
+                && let Some(number) = &generator.persons[*other].nhs
+            {
+                nhs = number.clone();
             }
         }
         if rng.chance(0.5) {
@@ -510,10 +1076,10 @@ fn record(generator: &mut Generator, person: &Person, source: &'static str, loca
 
     // Given names.
     let mut given = person.given.clone();
-    if rng.chance(0.08) {
-        if let Some((_, nickname)) = NICKNAMES.iter().find(|(formal, _)| *formal == given[0]) {
-            given[0] = (*nickname).to_owned();
-        }
+    if rng.chance(0.08)
+        && let Some((_, nickname)) = NICKNAMES.iter().find(|(formal, _)| *formal == given[0])
+    {
+        given[0] = (*nickname).to_owned();
     }
     if given.len() > 1 && rng.chance(0.5) {
         given.truncate(1);
@@ -525,7 +1091,11 @@ fn record(generator: &mut Generator, person: &Person, source: &'static str, loca
     if rng.chance(0.02) {
         given_text = given[0].chars().next().map(String::from).unwrap_or_default();
     }
-    let mut family = if historic { person.previous_family.clone().unwrap_or_else(|| person.family.clone()) } else { person.family.clone() };
+    let mut family = if historic {
+        person.previous_family.clone().unwrap_or_else(|| person.family.clone())
+    } else {
+        person.family.clone()
+    };
     if rng.chance(0.04) {
         family = typo(rng, &family);
     }
@@ -580,12 +1150,17 @@ fn record(generator: &mut Generator, person: &Person, source: &'static str, loca
     };
 
     // Address at the time of this record.
-    let home_index = if historic { person.previous_home.unwrap_or(person.home) } else { person.home };
+    let home_index =
+        if historic { person.previous_home.unwrap_or(person.home) } else { person.home };
     let home = generator.homes[home_index].clone();
     let rng = &mut generator.rng;
     let abbreviate = |rng: &mut Rng, street: &str| {
         if rng.chance(0.4) {
-            street.replace("Road", "Rd").replace("Street", "St").replace("Avenue", "Ave").replace("Lane", "Ln")
+            street
+                .replace("Road", "Rd")
+                .replace("Street", "St")
+                .replace("Avenue", "Ave")
+                .replace("Lane", "Ln")
         } else {
             street.to_owned()
         }
@@ -622,9 +1197,16 @@ fn record(generator: &mut Generator, person: &Person, source: &'static str, loca
         (_, Some(landline)) if rng.chance(0.6) => landline.clone(),
         _ => String::new(),
     };
-    let phone = if !phone.is_empty() && rng.chance(0.3) { format!("+44 {}", &phone[1..]) } else { phone };
+    let phone =
+        if !phone.is_empty() && rng.chance(0.3) { format!("+44 {}", &phone[1..]) } else { phone };
     let email = match &person.email {
-        Some(email) if rng.chance(0.5) => if rng.chance(0.2) { email.to_uppercase() } else { email.clone() },
+        Some(email) if rng.chance(0.5) => {
+            if rng.chance(0.2) {
+                email.to_uppercase()
+            } else {
+                email.clone()
+            }
+        }
         _ => String::new(),
     };
     SynthRecord {
@@ -662,7 +1244,8 @@ pub fn generate(config: &SynthConfig) -> Vec<SynthRecord> {
     }
     generator.persons.truncate(config.people);
     // A twin or Jr/Sr whose partner fell beyond the cut is no longer a pair.
-    let mut group_sizes: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut group_sizes: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::new();
     for person in &generator.persons {
         if let Some(group) = &person.hard_group {
             *group_sizes.entry(group.clone()).or_default() += 1;
@@ -697,7 +1280,9 @@ pub fn generate(config: &SynthConfig) -> Vec<SynthRecord> {
                 _ => format!("CP{number}"),
             };
             // The first record of someone who moved or married predates the change.
-            let historic = index == 0 && n_records > 1 && (person.previous_home.is_some() || person.previous_family.is_some());
+            let historic = index == 0
+                && n_records > 1
+                && (person.previous_home.is_some() || person.previous_family.is_some());
             records.push(record(&mut generator, person, source, local_id, historic));
         }
     }
@@ -716,13 +1301,35 @@ pub fn generate(config: &SynthConfig) -> Vec<SynthRecord> {
 pub fn write_records<W: Write>(records: &[SynthRecord], out: W) -> std::io::Result<()> {
     let mut writer = csv::Writer::from_writer(out);
     writer.write_record([
-        "source_system", "local_id", "nhs_number", "given_name", "family_name", "date_of_birth", "sex",
-        "address_line1", "address_line2", "town", "postcode", "phone", "email",
+        "source_system",
+        "local_id",
+        "nhs_number",
+        "given_name",
+        "family_name",
+        "date_of_birth",
+        "sex",
+        "address_line1",
+        "address_line2",
+        "town",
+        "postcode",
+        "phone",
+        "email",
     ])?;
     for r in records {
         writer.write_record([
-            &r.source_system, &r.local_id, &r.nhs_number, &r.given_name, &r.family_name, &r.date_of_birth, &r.sex,
-            &r.address_line1, &r.address_line2, &r.town, &r.postcode, &r.phone, &r.email,
+            &r.source_system,
+            &r.local_id,
+            &r.nhs_number,
+            &r.given_name,
+            &r.family_name,
+            &r.date_of_birth,
+            &r.sex,
+            &r.address_line1,
+            &r.address_line2,
+            &r.town,
+            &r.postcode,
+            &r.phone,
+            &r.email,
         ])?;
     }
     writer.flush()
@@ -736,7 +1343,12 @@ pub fn write_truth<W: Write>(records: &[SynthRecord], out: W) -> std::io::Result
     let mut writer = csv::Writer::from_writer(out);
     writer.write_record(["source_system", "local_id", "person_id", "hard_group"])?;
     for r in records {
-        writer.write_record([&r.source_system, &r.local_id, &r.person_id, r.hard_group.as_deref().unwrap_or("")])?;
+        writer.write_record([
+            &r.source_system,
+            &r.local_id,
+            &r.person_id,
+            r.hard_group.as_deref().unwrap_or(""),
+        ])?;
     }
     writer.flush()
 }
@@ -776,9 +1388,11 @@ mod tests {
         let records = generate(&SynthConfig { people, seed: 7 });
         let ratio = records.len() as f64 / people as f64;
         assert!((1.8..2.4).contains(&ratio), "records per person {ratio}");
-        let persons: std::collections::HashSet<&str> = records.iter().map(|r| r.person_id.as_str()).collect();
+        let persons: std::collections::HashSet<&str> =
+            records.iter().map(|r| r.person_id.as_str()).collect();
         assert_eq!(persons.len(), people);
-        let with_nhs: Vec<&SynthRecord> = records.iter().filter(|r| !r.nhs_number.is_empty()).collect();
+        let with_nhs: Vec<&SynthRecord> =
+            records.iter().filter(|r| !r.nhs_number.is_empty()).collect();
         let valid = with_nhs.iter().filter(|r| valid_nhs(&r.nhs_number)).count();
         assert!(valid as f64 > 0.99 * with_nhs.len() as f64);
         let digits = |r: &&&SynthRecord| r.nhs_number.replace(' ', "");
@@ -803,7 +1417,8 @@ mod tests {
         assert!(jrsr.len() > 30, "jr/sr groups {}", jrsr.len());
         let mut without_nhs = 0;
         for (_, members) in groups.iter() {
-            let persons: std::collections::HashSet<&str> = members.iter().map(|r| r.person_id.as_str()).collect();
+            let persons: std::collections::HashSet<&str> =
+                members.iter().map(|r| r.person_id.as_str()).collect();
             assert_eq!(persons.len(), 2);
             if members.iter().all(|r| r.nhs_number.is_empty()) {
                 without_nhs += 1;
@@ -822,6 +1437,10 @@ mod tests {
         assert!(text.starts_with("source_system,local_id,nhs_number,given_name,family_name,date_of_birth,sex,address_line1,address_line2,town,postcode,phone,email\n"));
         let mut out = Vec::new();
         write_truth(&records, &mut out).unwrap();
-        assert!(String::from_utf8(out).unwrap().starts_with("source_system,local_id,person_id,hard_group\n"));
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .starts_with("source_system,local_id,person_id,hard_group\n")
+        );
     }
 }

@@ -67,8 +67,10 @@ impl Workspace {
         let normalizer = Normalizer::new(options);
         let stored = store.all_records()?;
         let nicknames = normalizer.nicknames();
-        let prepared: Vec<ComparableRecord> =
-            stored.par_iter().map(|record| ComparableRecord::new(record.normalized.clone(), nicknames)).collect();
+        let prepared: Vec<ComparableRecord> = stored
+            .par_iter()
+            .map(|record| ComparableRecord::new(record.normalized.clone(), nicknames))
+            .collect();
         let mut linker = Linker::default();
         for (record, comparable) in stored.into_iter().zip(prepared) {
             let person = linker.person_key(&record.person_id, record.decision == "review");
@@ -106,9 +108,16 @@ impl Workspace {
     /// # Errors
     /// When the index fails.
     pub fn rebuild_index(&mut self) -> Result<(), WorkspaceError> {
-        tracing::info!(n_records = self.linker.entries.len(), "rebuilding the blocking index from the store");
-        let keys: Vec<(RecordId, Vec<String>)> =
-            self.linker.entries.par_iter().map(|entry| (entry.id, blocking_keys(&entry.record))).collect();
+        tracing::info!(
+            n_records = self.linker.entries.len(),
+            "rebuilding the blocking index from the store"
+        );
+        let keys: Vec<(RecordId, Vec<String>)> = self
+            .linker
+            .entries
+            .par_iter()
+            .map(|entry| (entry.id, blocking_keys(&entry.record)))
+            .collect();
         let mut writer = self.index.writer(INDEX_WRITER_BUDGET)?;
         writer.delete_all()?;
         for (id, record_keys) in &keys {

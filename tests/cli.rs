@@ -7,12 +7,18 @@ use tempfile::TempDir;
 use crate::util::*;
 
 /// Accuracy floors: the figures in BENCHMARKS.md minus 0.005.
-const FEBRL4_F1_FLOOR: f64 = 0.994;
-const FEBRL3_F1_FLOOR: f64 = 0.993;
-const SAMPLE_F1_FLOOR: f64 = 0.95;
+const FEBRL4_F1_FLOOR: f64 = 0.993;
+const FEBRL3_F1_FLOOR: f64 = 0.988;
+const SAMPLE_F1_FLOOR: f64 = 0.974;
 
 fn link_args<'a>(dir: &'a TempDir, out: &'a std::path::Path) -> Vec<std::ffi::OsString> {
-    vec!["link".into(), "--data".into(), dir.path().join("store").into(), "--out".into(), out.into()]
+    vec![
+        "link".into(),
+        "--data".into(),
+        dir.path().join("store").into(),
+        "--out".into(),
+        out.into(),
+    ]
 }
 
 #[test]
@@ -63,7 +69,11 @@ fn sample_links_and_evaluates() {
     assert_eq!(partition(&read_csv(&exported)), partition(&rows));
 }
 
-fn febrl_link(dir: &TempDir, files: &[&str], extra: &[&str]) -> Vec<std::collections::HashMap<String, String>> {
+fn febrl_link(
+    dir: &TempDir,
+    files: &[&str],
+    extra: &[&str],
+) -> Vec<std::collections::HashMap<String, String>> {
     let out = dir.path().join("results.csv");
     let mut args = link_args(dir, &out);
     args.extend(FEBRL_MAP.iter().map(Into::into));
@@ -126,9 +136,18 @@ fn output_is_identical_at_one_and_eight_threads() {
     let (one, eight) = (run("1"), run("8"));
     assert!(one.len() >= 10_000, "at least 10,000 records, got {}", one.len());
     assert_eq!(partition(&one), partition(&eight));
-    let decisions = |rows: &[std::collections::HashMap<String, String>]| -> Vec<(String, String, String)> {
-        rows.iter().map(|row| (row["local_id"].clone(), row["decision"].clone(), row["match_probability"].clone())).collect()
-    };
+    let decisions =
+        |rows: &[std::collections::HashMap<String, String>]| -> Vec<(String, String, String)> {
+            rows.iter()
+                .map(|row| {
+                    (
+                        row["local_id"].clone(),
+                        row["decision"].clone(),
+                        row["match_probability"].clone(),
+                    )
+                })
+                .collect()
+        };
     assert_eq!(decisions(&one), decisions(&eight));
 }
 
@@ -216,7 +235,13 @@ fn a_second_file_reconciles_against_the_first_and_ids_stay() {
     let r3 = read_csv(&out3);
     assert_eq!(r3[0]["person_id"], r2[0]["person_id"]);
     let exported = dir.path().join("export.csv");
-    mpi_ok(["export".as_ref(), "--data".as_ref(), store.as_os_str(), "--out".as_ref(), exported.as_os_str()]);
+    mpi_ok([
+        "export".as_ref(),
+        "--data".as_ref(),
+        store.as_os_str(),
+        "--out".as_ref(),
+        exported.as_os_str(),
+    ]);
     assert_eq!(read_csv(&exported).len(), 4);
 }
 
@@ -278,15 +303,26 @@ fn bad_rows_are_reported_and_the_rest_proceeds() {
     fs::write(&input, bytes).unwrap();
     let out = dir.path().join("results.csv");
     let store = dir.path().join("store");
-    let output = mpi(["link".as_ref(), "--data".as_ref(), store.as_os_str(), "--out".as_ref(), out.as_os_str(), input.as_os_str()]);
+    let output = mpi([
+        "link".as_ref(),
+        "--data".as_ref(),
+        store.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        input.as_os_str(),
+    ]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let rows = read_csv(&out);
-    let decisions: Vec<(&str, &str)> = rows.iter().map(|row| (row["local_id"].as_str(), row["decision"].as_str())).collect();
+    let decisions: Vec<(&str, &str)> =
+        rows.iter().map(|row| (row["local_id"].as_str(), row["decision"].as_str())).collect();
     assert_eq!(decisions.len(), 6);
     assert_eq!(decisions.iter().filter(|(_, decision)| *decision == "rejected").count(), 3);
     let errors = read_csv(&dir.path().join("results.csv.errors.csv"));
     let find = |line: &str, field: &str| {
-        errors.iter().find(|row| row["line"] == line && row["field"] == field).unwrap_or_else(|| panic!("no error {line} {field}: {errors:?}"))
+        errors
+            .iter()
+            .find(|row| row["line"] == line && row["field"] == field)
+            .unwrap_or_else(|| panic!("no error {line} {field}: {errors:?}"))
     };
     assert!(find("2", "nhs_number")["action"].contains("kept"));
     assert!(find("3", "date_of_birth")["action"].contains("kept"));
@@ -355,7 +391,14 @@ fn explain_reads_as_a_breakdown() {
     )
     .unwrap();
     let store = dir.path().join("store");
-    mpi_ok(["link".as_ref(), "--data".as_ref(), store.as_os_str(), "--out".as_ref(), dir.path().join("r.csv").as_os_str(), input.as_os_str()]);
+    mpi_ok([
+        "link".as_ref(),
+        "--data".as_ref(),
+        store.as_os_str(),
+        "--out".as_ref(),
+        dir.path().join("r.csv").as_os_str(),
+        input.as_os_str(),
+    ]);
     let text = mpi_ok(["explain", "gp:G1", "gp:G2", "--data", store.to_str().unwrap()]);
     assert!(text.contains("given_name") && text.contains("nickname"), "{text}");
     assert!(text.contains("match probability"), "{text}");
@@ -371,7 +414,15 @@ fn train_saves_a_new_model_version() {
     args.push(data("sample/records.csv").into());
     mpi_ok(&args);
     let model_file = dir.path().join("model.json");
-    let text = mpi_ok(["train", "--data", store.to_str().unwrap(), "--seed", "3", "--out", model_file.to_str().unwrap()]);
+    let text = mpi_ok([
+        "train",
+        "--data",
+        store.to_str().unwrap(),
+        "--seed",
+        "3",
+        "--out",
+        model_file.to_str().unwrap(),
+    ]);
     assert!(text.contains("trained model v2"), "{text}");
     let model = fs::read_to_string(&model_file).unwrap();
     assert!(model.contains("\"format\": \"mpi-fellegi-sunter\""));

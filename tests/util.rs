@@ -43,7 +43,8 @@ where
 
 /// Reads a CSV file into rows of (column -> value).
 pub fn read_csv(path: &Path) -> Vec<HashMap<String, String>> {
-    let mut reader = csv::Reader::from_path(path).unwrap_or_else(|_| panic!("reading {}", path.display()));
+    let mut reader =
+        csv::Reader::from_path(path).unwrap_or_else(|_| panic!("reading {}", path.display()));
     let headers = reader.headers().expect("header").clone();
     reader
         .records()
@@ -67,7 +68,10 @@ pub fn partition(rows: &[HashMap<String, String>]) -> HashSet<Vec<(String, Strin
         if row["decision"] == "rejected" {
             continue;
         }
-        clusters.entry(row["person_id"].as_str()).or_default().push((row["source_system"].clone(), row["local_id"].clone()));
+        clusters
+            .entry(row["person_id"].as_str())
+            .or_default()
+            .push((row["source_system"].clone(), row["local_id"].clone()));
     }
     clusters
         .into_values()
@@ -80,7 +84,8 @@ pub fn partition(rows: &[HashMap<String, String>]) -> HashSet<Vec<(String, Strin
 
 /// The value after `key` in `mpi eval --json` output.
 pub fn json_number(text: &str, key: &str) -> f64 {
-    let value: serde_json::Value = serde_json::from_str(text.trim()).expect("eval --json prints JSON");
+    let value: serde_json::Value =
+        serde_json::from_str(text.trim()).expect("eval --json prints JSON");
     value[key].as_f64().unwrap_or_else(|| panic!("no number {key} in {text}"))
 }
 

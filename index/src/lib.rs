@@ -33,7 +33,10 @@ use std::sync::Arc;
 use tantivy::columnar::Column;
 use tantivy::directory::MmapDirectory;
 use tantivy::schema::{Field, INDEXED, IndexRecordOption, STRING, Schema};
-use tantivy::{DocSet, Index, IndexReader, IndexWriter, InvertedIndexReader, ReloadPolicy, TERMINATED, TantivyDocument, Term};
+use tantivy::{
+    DocSet, Index, IndexReader, IndexWriter, InvertedIndexReader, ReloadPolicy, TERMINATED,
+    TantivyDocument, Term,
+};
 
 pub use crate::error::IndexError;
 
@@ -83,8 +86,10 @@ impl BlockingIndex {
     /// [`IndexError::Open`] when the folder cannot be created or holds something else.
     pub fn open_or_create(dir: &Path) -> Result<BlockingIndex, IndexError> {
         let open_error = |source| IndexError::Open { path: dir.to_owned(), source };
-        std::fs::create_dir_all(dir)
-            .map_err(|source| IndexError::Open { path: dir.to_owned(), source: tantivy::TantivyError::from(source) })?;
+        std::fs::create_dir_all(dir).map_err(|source| IndexError::Open {
+            path: dir.to_owned(),
+            source: tantivy::TantivyError::from(source),
+        })?;
         let directory = MmapDirectory::open(dir)
             .map_err(|error| open_error(tantivy::TantivyError::from(error)))?;
         let (schema, fields) = schema();
@@ -213,14 +218,17 @@ impl IndexSearcher {
         for key in distinct {
             let term = Term::from_field_text(self.key_field, key);
             for segment in &self.segments {
-                let Some(mut postings) = segment.keys.read_postings(&term, IndexRecordOption::Basic)? else {
+                let Some(mut postings) =
+                    segment.keys.read_postings(&term, IndexRecordOption::Basic)?
+                else {
                     continue;
                 };
                 let mut doc = postings.doc();
                 while doc != TERMINATED {
                     let alive = segment.alive.as_ref().is_none_or(|alive| alive.is_alive(doc));
                     if alive && let Some(record_id) = segment.rids.first(doc) {
-                        let wanted = below.is_none_or(|below| record_id < below) && exclude != Some(record_id);
+                        let wanted = below.is_none_or(|below| record_id < below)
+                            && exclude != Some(record_id);
                         if wanted {
                             *counts.entry(record_id).or_default() += 1;
                         }
@@ -231,7 +239,8 @@ impl IndexSearcher {
         }
         let mut candidates: Vec<Candidate> =
             counts.into_iter().map(|(record_id, n_keys)| Candidate { record_id, n_keys }).collect();
-        candidates.sort_unstable_by(|a, b| b.n_keys.cmp(&a.n_keys).then(a.record_id.cmp(&b.record_id)));
+        candidates
+            .sort_unstable_by(|a, b| b.n_keys.cmp(&a.n_keys).then(a.record_id.cmp(&b.record_id)));
         candidates.truncate(limit);
         Ok(candidates)
     }
@@ -334,7 +343,9 @@ pub struct MemoryIndex {
 /// The 64-bit hash [`MemoryIndex`] stores for a key.
 pub fn key_hash(key: &str) -> u64 {
     // FNV-1a: stable across runs and platforms, unlike std's random hasher.
-    key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+    key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl MemoryIndex {
@@ -346,7 +357,11 @@ impl MemoryIndex {
         }
         pairs.sort_unstable();
         pairs.dedup();
-        let mut index = MemoryIndex { hashes: Vec::new(), offsets: Vec::new(), ids: Vec::with_capacity(pairs.len()) };
+        let mut index = MemoryIndex {
+            hashes: Vec::new(),
+            offsets: Vec::new(),
+            ids: Vec::with_capacity(pairs.len()),
+        };
         for (hash, record_id) in pairs {
             if index.hashes.last() != Some(&hash) {
                 index.hashes.push(hash);
@@ -374,7 +389,8 @@ impl MemoryIndex {
         for hash in hashes {
             let Ok(slot) = self.hashes.binary_search(&hash) else { continue };
             let postings = &self.ids[self.offsets[slot]..self.offsets[slot + 1]];
-            let end = below.map_or(postings.len(), |below| postings.partition_point(|&id| id < below));
+            let end =
+                below.map_or(postings.len(), |below| postings.partition_point(|&id| id < below));
             for &record_id in &postings[..end] {
                 if exclude != Some(record_id) {
                     *counts.entry(record_id).or_default() += 1;
@@ -383,7 +399,8 @@ impl MemoryIndex {
         }
         let mut candidates: Vec<Candidate> =
             counts.into_iter().map(|(record_id, n_keys)| Candidate { record_id, n_keys }).collect();
-        candidates.sort_unstable_by(|a, b| b.n_keys.cmp(&a.n_keys).then(a.record_id.cmp(&b.record_id)));
+        candidates
+            .sort_unstable_by(|a, b| b.n_keys.cmp(&a.n_keys).then(a.record_id.cmp(&b.record_id)));
         candidates.truncate(limit);
         candidates
     }

@@ -19,7 +19,14 @@ fn index_of(records: &[(RecordId, &[&str])]) -> BlockingIndex {
 }
 
 #[track_caller]
-fn check(index: &BlockingIndex, probe: &[&str], below: Option<u64>, exclude: Option<u64>, limit: usize, expected: &[(u64, u32)]) {
+fn check(
+    index: &BlockingIndex,
+    probe: &[&str],
+    below: Option<u64>,
+    exclude: Option<u64>,
+    limit: usize,
+    expected: &[(u64, u32)],
+) {
     let got: Vec<(u64, u32)> = index
         .candidates(&keys(probe), below, exclude, limit)
         .unwrap()
@@ -31,7 +38,8 @@ fn check(index: &BlockingIndex, probe: &[&str], below: Option<u64>, exclude: Opt
 
 #[test]
 fn ranks_by_shared_keys_then_record_id() {
-    let index = index_of(&[(5, &["a", "b"]), (3, &["a"]), (9, &["a", "b", "c"]), (1, &["z"]), (7, &["b"])]);
+    let index =
+        index_of(&[(5, &["a", "b"]), (3, &["a"]), (9, &["a", "b", "c"]), (1, &["z"]), (7, &["b"])]);
     check(&index, &["a", "b", "c"], None, None, 10, &[(9, 3), (5, 2), (3, 1), (7, 1)]);
     // Ties at the limit go to the lower record id.
     check(&index, &["a", "b"], None, None, 3, &[(5, 2), (9, 2), (3, 1)]);
@@ -94,7 +102,12 @@ fn reopens_from_disk_with_its_payload() {
 /// Records as key sets over a tiny alphabet, so they collide; several commits make
 /// several segments; some records are deleted or updated.
 #[quickcheck]
-fn candidates_match_a_brute_force_model(records: Vec<Vec<u8>>, probe: Vec<u8>, below: Option<u8>, limit: u8) -> TestResult {
+fn candidates_match_a_brute_force_model(
+    records: Vec<Vec<u8>>,
+    probe: Vec<u8>,
+    below: Option<u8>,
+    limit: u8,
+) -> TestResult {
     if records.len() > 40 {
         return TestResult::discard();
     }
@@ -132,7 +145,8 @@ fn candidates_match_a_brute_force_model(records: Vec<Vec<u8>>, probe: Vec<u8>, b
             if below.is_some_and(|below| id >= below) {
                 return None;
             }
-            let mut shared: Vec<&String> = probe_keys.iter().filter(|k| record_keys.contains(k)).collect();
+            let mut shared: Vec<&String> =
+                probe_keys.iter().filter(|k| record_keys.contains(k)).collect();
             shared.sort();
             shared.dedup();
             (!shared.is_empty()).then_some((id, shared.len() as u32))
@@ -151,13 +165,20 @@ fn candidates_match_a_brute_force_model(records: Vec<Vec<u8>>, probe: Vec<u8>, b
 
 /// The batch's in-memory index answers exactly as the tantivy index does.
 #[quickcheck]
-fn memory_index_matches_tantivy(records: Vec<Vec<u8>>, probes: Vec<(Vec<u8>, Option<u8>, Option<u8>)>, limit: u8) -> TestResult {
+fn memory_index_matches_tantivy(
+    records: Vec<Vec<u8>>,
+    probes: Vec<(Vec<u8>, Option<u8>, Option<u8>)>,
+    limit: u8,
+) -> TestResult {
     if records.len() > 50 {
         return TestResult::discard();
     }
     let key = |byte: &u8| format!("k{}", byte % 7);
-    let keyed: Vec<(u64, Vec<String>)> =
-        records.iter().enumerate().map(|(id, record)| (id as u64 + 1, record.iter().map(key).collect())).collect();
+    let keyed: Vec<(u64, Vec<String>)> = records
+        .iter()
+        .enumerate()
+        .map(|(id, record)| (id as u64 + 1, record.iter().map(key).collect()))
+        .collect();
     let index = BlockingIndex::create_in_ram().unwrap();
     let mut writer = index.writer(20_000_000).unwrap();
     for (position, (id, record_keys)) in keyed.iter().enumerate() {
@@ -168,8 +189,10 @@ fn memory_index_matches_tantivy(records: Vec<Vec<u8>>, probes: Vec<(Vec<u8>, Opt
     }
     writer.commit("done").unwrap();
     index.reload().unwrap();
-    let hashed: Vec<(u64, Vec<u64>)> =
-        keyed.iter().map(|(id, record_keys)| (*id, record_keys.iter().map(|k| key_hash(k)).collect())).collect();
+    let hashed: Vec<(u64, Vec<u64>)> = keyed
+        .iter()
+        .map(|(id, record_keys)| (*id, record_keys.iter().map(|k| key_hash(k)).collect()))
+        .collect();
     let memory = MemoryIndex::build(hashed.iter().map(|(id, hashes)| (*id, hashes.as_slice())));
     let limit = usize::from(limit % 15);
     for (probe, below, exclude) in probes {
@@ -177,7 +200,9 @@ fn memory_index_matches_tantivy(records: Vec<Vec<u8>>, probes: Vec<(Vec<u8>, Opt
         let below = below.map(|b| u64::from(b % 55));
         let exclude = exclude.map(|e| u64::from(e % 55));
         let probe_hashes: Vec<u64> = probe_keys.iter().map(|k| key_hash(k)).collect();
-        if index.candidates(&probe_keys, below, exclude, limit).unwrap() != memory.candidates(&probe_hashes, below, exclude, limit) {
+        if index.candidates(&probe_keys, below, exclude, limit).unwrap()
+            != memory.candidates(&probe_hashes, below, exclude, limit)
+        {
             return TestResult::failed();
         }
     }

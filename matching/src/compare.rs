@@ -110,7 +110,10 @@ impl CompField {
     /// True for the fields that members of one household share (address, postcode,
     /// phone, email). They are weighed together, not as independent evidence.
     pub fn is_household(self) -> bool {
-        matches!(self, CompField::Postcode | CompField::Address | CompField::Phone | CompField::Email)
+        matches!(
+            self,
+            CompField::Postcode | CompField::Address | CompField::Phone | CompField::Email
+        )
     }
 }
 
@@ -189,8 +192,11 @@ impl ComparableRecord {
         let given_phonetic = record.given_names.iter().map(|name| phonetic(name)).collect();
         let given_canonical =
             record.given_names.iter().map(|name| nicknames.canonical(name).to_owned()).collect();
-        let first_given_groups =
-            record.given_names.first().map(|name| nicknames.groups(name).to_vec()).unwrap_or_default();
+        let first_given_groups = record
+            .given_names
+            .first()
+            .map(|name| nicknames.groups(name).to_vec())
+            .unwrap_or_default();
         let family_tokens = record.family_name.as_deref().map(family_tokens).unwrap_or_default();
         let family_phonetic =
             family_tokens.first().map(|token| phonetic(token)).unwrap_or_default();
@@ -235,8 +241,10 @@ pub fn family_tokens(family: &str) -> Vec<String> {
             None => token,
         };
         // Particles written apart join the next word: `mac donald`, `van der berg`.
-        if matches!(token.as_str(), "mac" | "van" | "der" | "de" | "la" | "von" | "di" | "da" | "le")
-        {
+        if matches!(
+            token.as_str(),
+            "mac" | "van" | "der" | "de" | "la" | "von" | "di" | "da" | "le"
+        ) {
             pending_prefix.get_or_insert_with(String::new).push_str(&token);
             continue;
         }
@@ -268,10 +276,12 @@ pub fn compare(a: &ComparableRecord, b: &ComparableRecord) -> Gamma {
     };
     levels[CompField::GivenName.index()] = given_level;
     levels[CompField::FamilyName.index()] = family_level;
-    levels[CompField::DateOfBirth.index()] = compare_dob(ra.date_of_birth, a.dob_digits, rb.date_of_birth, b.dob_digits);
+    levels[CompField::DateOfBirth.index()] =
+        compare_dob(ra.date_of_birth, a.dob_digits, rb.date_of_birth, b.dob_digits);
     levels[CompField::Sex.index()] = compare_sex(ra.sex, rb.sex);
     levels[CompField::Identifier.index()] = compare_identifiers(&ra.identifiers, &rb.identifiers);
-    levels[CompField::Postcode.index()] = compare_postcode(ra.postcode.as_ref(), rb.postcode.as_ref());
+    levels[CompField::Postcode.index()] =
+        compare_postcode(ra.postcode.as_ref(), rb.postcode.as_ref());
     levels[CompField::Address.index()] = compare_address(ra, rb);
     levels[CompField::Phone.index()] = equal_level(ra.phone.as_deref(), rb.phone.as_deref());
     levels[CompField::Email.index()] = equal_level(ra.email.as_deref(), rb.email.as_deref());
@@ -325,7 +335,9 @@ fn compare_given(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
         return 0;
     }
     let nickname = a.given_canonical[0] == b.given_canonical[0]
-        || a.first_given_groups.iter().any(|group| b.first_given_groups.binary_search(group).is_ok());
+        || a.first_given_groups
+            .iter()
+            .any(|group| b.first_given_groups.binary_search(group).is_ok());
     if nickname {
         return 1;
     }

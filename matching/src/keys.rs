@@ -70,7 +70,8 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<String> {
     let given_code = record.given_phonetic.first().map(String::as_str).unwrap_or("");
     let given_group = record.given_canonical.first().map(String::as_str).unwrap_or("");
     if let Some(date) = normalized.date_of_birth {
-        let (low, high) = if date.day <= date.month { (date.day, date.month) } else { (date.month, date.day) };
+        let (low, high) =
+            if date.day <= date.month { (date.day, date.month) } else { (date.month, date.day) };
         let date_key = format!("{:04}{:02}{:02}", date.year, low, high);
         for code in [family_code, given_code] {
             if !code.is_empty() {
@@ -81,8 +82,11 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<String> {
             keys.push(format!("dg:{date_key}|{given_group}"));
         }
         if !family_code.is_empty() && !given_code.is_empty() {
-            let (first, second) =
-                if given_code <= family_code { (given_code, family_code) } else { (family_code, given_code) };
+            let (first, second) = if given_code <= family_code {
+                (given_code, family_code)
+            } else {
+                (family_code, given_code)
+            };
             keys.push(format!("ny:{first}|{second}|{:04}", date.year));
         }
     }
@@ -93,7 +97,11 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<String> {
             keys.push(format!("fy:{family_code}|{:04}|{initial}", date.year));
         }
         if let Some(family_initial) = family_initial {
-            let (low, high) = if date.day <= date.month { (date.day, date.month) } else { (date.month, date.day) };
+            let (low, high) = if date.day <= date.month {
+                (date.day, date.month)
+            } else {
+                (date.month, date.day)
+            };
             keys.push(format!("md:{initial}{family_initial}|{low:02}{high:02}"));
         }
     }
@@ -101,7 +109,10 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<String> {
         && let Some(number) = &address.house_number
         && !family_code.is_empty()
     {
-        let street = address.text.split(' ').find(|word| word.len() > 2 && !word.bytes().any(|b| b.is_ascii_digit()));
+        let street = address
+            .text
+            .split(' ')
+            .find(|word| word.len() > 2 && !word.bytes().any(|b| b.is_ascii_digit()));
         if let Some(street) = street {
             keys.push(format!("ah:{number}|{street}|{family_code}"));
         }

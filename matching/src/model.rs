@@ -71,7 +71,11 @@ impl Thresholds {
         let ok = (0.0..=1.0).contains(&self.lower)
             && (0.0..=1.0).contains(&self.upper)
             && self.lower <= self.upper;
-        if ok { Ok(self) } else { Err(MatchError::InvalidThresholds { lower: self.lower, upper: self.upper }) }
+        if ok {
+            Ok(self)
+        } else {
+            Err(MatchError::InvalidThresholds { lower: self.lower, upper: self.upper })
+        }
     }
 }
 
@@ -98,7 +102,9 @@ pub struct TermFrequencies {
 
 impl TermFrequencies {
     /// Counts values over records. Values seen once are dropped.
-    pub fn from_records<'a>(records: impl IntoIterator<Item = &'a ComparableRecord>) -> TermFrequencies {
+    pub fn from_records<'a>(
+        records: impl IntoIterator<Item = &'a ComparableRecord>,
+    ) -> TermFrequencies {
         let mut frequencies = TermFrequencies::default();
         for record in records {
             frequencies.n_records += 1;
@@ -113,7 +119,9 @@ impl TermFrequencies {
                 *frequencies.postcode.entry(postcode.code.clone()).or_default() += 1;
             }
         }
-        for table in [&mut frequencies.given_name, &mut frequencies.family_name, &mut frequencies.postcode] {
+        for table in
+            [&mut frequencies.given_name, &mut frequencies.family_name, &mut frequencies.postcode]
+        {
             table.retain(|_, count| *count >= 2);
         }
         frequencies
@@ -368,7 +376,8 @@ impl Model {
         let Some(frequencies) = &self.term_frequencies else {
             return (base, false);
         };
-        let Some(frequency) = Model::tf_value(field, a).and_then(|v| frequencies.frequency(field, v))
+        let Some(frequency) =
+            Model::tf_value(field, a).and_then(|v| frequencies.frequency(field, v))
         else {
             return (base, false);
         };
@@ -384,14 +393,17 @@ impl Model {
         if self.household_given_dob.len() != 40 || !gamma.same_household() {
             return 0.0;
         }
-        let (Some(given), Some(dob)) = (gamma.level(CompField::GivenName), gamma.level(CompField::DateOfBirth)) else {
+        let (Some(given), Some(dob)) =
+            (gamma.level(CompField::GivenName), gamma.level(CompField::DateOfBirth))
+        else {
             return 0.0;
         };
         let (given_params, dob_params) =
             (self.level(CompField::GivenName, given), self.level(CompField::DateOfBirth, dob));
         let joint_u = self.household_given_dob[usize::from(given) * 5 + usize::from(dob)];
         let joint = (given_params.m * dob_params.m / joint_u).log2();
-        let separate = self.level_weight(CompField::GivenName, given, true) + self.level_weight(CompField::DateOfBirth, dob, true);
+        let separate = self.level_weight(CompField::GivenName, given, true)
+            + self.level_weight(CompField::DateOfBirth, dob, true);
         (joint.clamp(-2.0 * MAX_FIELD_WEIGHT, 2.0 * MAX_FIELD_WEIGHT)) - separate
     }
 
@@ -454,7 +466,13 @@ impl Model {
                 household: true,
             });
         }
-        Score { weight, probability: probability(weight), prior, same_household: household, contributions }
+        Score {
+            weight,
+            probability: probability(weight),
+            prior,
+            same_household: household,
+            contributions,
+        }
     }
 
     /// The match weight without the NHS number's contribution: what the rest of the

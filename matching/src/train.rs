@@ -63,8 +63,13 @@ impl Default for TrainOptions {
 /// The fields EM learns the match class from: those that tell members of one family
 /// apart. The family name is left out with the household fields: relatives share it,
 /// and with it in, EM learns "same family" instead of "same person".
-const PERSON_FIELDS: [CompField; 5] =
-    [CompField::NhsNumber, CompField::GivenName, CompField::DateOfBirth, CompField::Sex, CompField::Identifier];
+const PERSON_FIELDS: [CompField; 5] = [
+    CompField::NhsNumber,
+    CompField::GivenName,
+    CompField::DateOfBirth,
+    CompField::Sex,
+    CompField::Identifier,
+];
 
 /// The fields weighed against other members of a household in the household branch.
 const IDENTITY_FIELDS: [CompField; 6] = [
@@ -121,9 +126,27 @@ pub fn default_model() -> Model {
         // identifier: exact, different
         [(0.95, 1e-5, 1e-3), (0.05, 0.999_99, 0.999), X, X, X, X, X, X],
         // postcode: exact, sector, district, different
-        [(0.8, 0.0005, 0.0005), (0.03, 0.002, 0.002), (0.02, 0.01, 0.01), (0.15, 0.9875, 0.9875), X, X, X, X],
+        [
+            (0.8, 0.0005, 0.0005),
+            (0.03, 0.002, 0.002),
+            (0.02, 0.01, 0.01),
+            (0.15, 0.9875, 0.9875),
+            X,
+            X,
+            X,
+            X,
+        ],
         // address: exact, same number similar street, similar, different
-        [(0.7, 0.0005, 0.0005), (0.1, 0.001, 0.001), (0.05, 0.005, 0.005), (0.15, 0.9935, 0.9935), X, X, X, X],
+        [
+            (0.7, 0.0005, 0.0005),
+            (0.1, 0.001, 0.001),
+            (0.05, 0.005, 0.005),
+            (0.15, 0.9935, 0.9935),
+            X,
+            X,
+            X,
+            X,
+        ],
         // phone: exact, different
         [(0.7, 0.0002, 0.0002), (0.3, 0.9998, 0.9998), X, X, X, X, X, X],
         // email: exact, different
@@ -165,7 +188,9 @@ fn estimate_u(random: &PatternCounts) -> LevelCounts {
 fn product(gamma: &Gamma, fields: &[CompField], table: &LevelCounts) -> f64 {
     fields
         .iter()
-        .filter_map(|&field| gamma.level(field).map(|level| table[field.index()][usize::from(level)]))
+        .filter_map(|&field| {
+            gamma.level(field).map(|level| table[field.index()][usize::from(level)])
+        })
         .product()
 }
 
@@ -185,7 +210,12 @@ fn joint_cell(gamma: &Gamma) -> Option<usize> {
 fn household_non_match(gamma: &Gamma, u_household: &LevelCounts, joint: &[f64]) -> f64 {
     match joint_cell(gamma) {
         Some(cell) => {
-            let others = [CompField::NhsNumber, CompField::FamilyName, CompField::Sex, CompField::Identifier];
+            let others = [
+                CompField::NhsNumber,
+                CompField::FamilyName,
+                CompField::Sex,
+                CompField::Identifier,
+            ];
             product(gamma, &others, u_household) * joint[cell]
         }
         None => product(gamma, &IDENTITY_FIELDS, u_household),
@@ -225,7 +255,12 @@ fn e_step(
 }
 
 /// The share of matches with m and u fixed (EM on lambda alone).
-fn fit_lambda(patterns: &[(Gamma, f64)], u: &LevelCounts, m: &LevelCounts, options: &TrainOptions) -> f64 {
+fn fit_lambda(
+    patterns: &[(Gamma, f64)],
+    u: &LevelCounts,
+    m: &LevelCounts,
+    options: &TrainOptions,
+) -> f64 {
     let n: f64 = patterns.iter().map(|(_, count)| count).sum();
     let mut lambda = 0.1;
     for _ in 0..options.max_iterations {
@@ -258,7 +293,9 @@ fn em_fields(
         .map(|(gamma, _)| {
             let exact = |field| uses(field) && gamma.level(field) == Some(0);
             let differs = |field| uses(field) && gamma.level(field) == Some(1);
-            let close = |field: CompField| uses(field) && gamma.level(field).is_some_and(|level| level <= 2);
+            let close = |field: CompField| {
+                uses(field) && gamma.level(field).is_some_and(|level| level <= 2)
+            };
             let id_agrees = exact(CompField::NhsNumber) || exact(CompField::Identifier);
             let id_differs = differs(CompField::NhsNumber) || differs(CompField::Identifier);
             let both_close = close(CompField::GivenName) && close(CompField::DateOfBirth);
@@ -338,8 +375,10 @@ pub fn train(
     }
     // Blocked patterns carry, above the 40 bits of the gamma, the mask of the key
     // kinds the pair shared (see `keys::KEY_KINDS`).
-    let patterns: Vec<(Gamma, f64)> =
-        blocked.iter().map(|(&packed, &count)| (Gamma::unpack(packed & GAMMA_BITS), count as f64)).collect();
+    let patterns: Vec<(Gamma, f64)> = blocked
+        .iter()
+        .map(|(&packed, &count)| (Gamma::unpack(packed & GAMMA_BITS), count as f64))
+        .collect();
     let masks: Vec<u16> = blocked.keys().map(|&packed| (packed >> 40) as u16).collect();
 
     // Stage 1: m of the person fields by EM, u fixed. A field's agreement is inflated
@@ -353,7 +392,8 @@ pub fn train(
     let mut sums: LevelCounts = [[0.0; 8]; N_FIELDS];
     let mut n_runs = [0u32; N_FIELDS];
     for (bit, (_, involved)) in crate::keys::KEY_KINDS.iter().enumerate() {
-        let fields: Vec<CompField> = PERSON_FIELDS.into_iter().filter(|field| !involved.contains(field)).collect();
+        let fields: Vec<CompField> =
+            PERSON_FIELDS.into_iter().filter(|field| !involved.contains(field)).collect();
         let strong = fields.iter().filter(|field| !matches!(field, CompField::Sex)).count();
         if strong < 2 {
             continue;
@@ -374,8 +414,10 @@ pub fn train(
         converged &= fit.converged;
         for field in fields {
             let n_levels = field.levels().len();
-            for level in 0..n_levels {
-                sums[field.index()][level] += fit.m[field.index()][level];
+            for (sum, value) in
+                sums[field.index()][..n_levels].iter_mut().zip(&fit.m[field.index()][..n_levels])
+            {
+                *sum += value;
             }
             n_runs[field.index()] += 1;
         }
@@ -427,7 +469,11 @@ pub fn train(
             outside_match += posterior * count;
         }
     }
-    let scale = if options.n_blocked_pairs as f64 > sampled { options.n_blocked_pairs as f64 / sampled } else { 1.0 };
+    let scale = if options.n_blocked_pairs as f64 > sampled {
+        options.n_blocked_pairs as f64 / sampled
+    } else {
+        1.0
+    };
     let n_records = options.n_records as f64;
     let all_pairs = n_records * (n_records - 1.0) / 2.0;
     let outside_lambda = if all_pairs >= 1.0 {
@@ -440,7 +486,8 @@ pub fn train(
     // name and date of birth are not independent among different members of one
     // household (twins share a birth date but not a name; Jr and Sr a name but not a
     // birth date), so their non-match distribution is a joint table.
-    let household: Vec<&(Gamma, f64)> = patterns.iter().filter(|(gamma, _)| gamma.same_household()).collect();
+    let household: Vec<&(Gamma, f64)> =
+        patterns.iter().filter(|(gamma, _)| gamma.same_household()).collect();
     let mut u_household = u;
     let mut joint = vec![0.0; GIVEN_LEVELS * DOB_LEVELS];
     for (given, row) in joint.chunks_mut(DOB_LEVELS).enumerate() {
@@ -468,7 +515,8 @@ pub fn train(
             total += count;
             for field in IDENTITY_FIELDS {
                 if let Some(level) = gamma.level(field) {
-                    non_match_counts[field.index()][usize::from(level)] += (1.0 - posterior) * count;
+                    non_match_counts[field.index()][usize::from(level)] +=
+                        (1.0 - posterior) * count;
                     non_match_totals[field.index()] += (1.0 - posterior) * count;
                 }
             }
@@ -493,8 +541,10 @@ pub fn train(
         }
         for (given, row) in joint.chunks_mut(DOB_LEVELS).enumerate() {
             for (dob, cell) in row.iter_mut().enumerate() {
-                let prior = u_household[CompField::GivenName.index()][given] * u_household[CompField::DateOfBirth.index()][dob];
-                let value = (joint_counts[given * DOB_LEVELS + dob] + alpha * prior) / (joint_total + alpha);
+                let prior = u_household[CompField::GivenName.index()][given]
+                    * u_household[CompField::DateOfBirth.index()][dob];
+                let value = (joint_counts[given * DOB_LEVELS + dob] + alpha * prior)
+                    / (joint_total + alpha);
                 change = change.max((*cell - value).abs());
                 *cell = value.max(1e-12);
             }

@@ -52,7 +52,13 @@ impl Harness {
         let position = self.linker.entries.len() - 1;
         let pairs: Vec<(usize, Gamma)> = (0..position)
             .map(|candidate| {
-                (candidate, compare(&self.linker.entries[position].record, &self.linker.entries[candidate].record))
+                (
+                    candidate,
+                    compare(
+                        &self.linker.entries[position].record,
+                        &self.linker.entries[candidate].record,
+                    ),
+                )
             })
             .collect();
         let scored = score_pairs(&self.linker.entries[position].record, &pairs, &self.model);
@@ -69,7 +75,10 @@ impl Harness {
 #[test]
 fn first_record_starts_a_person_and_a_duplicate_links() {
     let mut harness = Harness::new();
-    assert_eq!(harness.add(person("Ada", "Lovelace", "1815-12-10", Some("9434765919"))).kind, DecisionKind::New);
+    assert_eq!(
+        harness.add(person("Ada", "Lovelace", "1815-12-10", Some("9434765919"))).kind,
+        DecisionKind::New
+    );
     let decision = harness.add(person("ADA", "lovelace", "10/12/1815", Some("943 476 5919")));
     assert_eq!(decision.kind, DecisionKind::Linked);
     assert!(harness.same_person(0, 1));
@@ -116,7 +125,10 @@ fn no_transitive_chaining() {
     let mut harness = Harness::new();
     // A and B are one person.
     harness.add(person("Robert", "Owen", "1971-05-14", Some("9434765919")));
-    assert_eq!(harness.add(person("Bob", "Owen", "1971-05-14", Some("9434765919"))).kind, DecisionKind::Linked);
+    assert_eq!(
+        harness.add(person("Bob", "Owen", "1971-05-14", Some("9434765919"))).kind,
+        DecisionKind::Linked
+    );
     // C matches B's values closely on its own but contradicts A's NHS number.
     let decision = harness.add(Demographics {
         nhs_number: Some("9990001235".to_owned()),
@@ -131,13 +143,23 @@ fn several_persons_above_the_threshold_open_a_review() {
     let mut harness = Harness::new();
     // Two persons who are certainly different (different NHS numbers)...
     harness.add(person("Ada", "Lovelace", "1815-12-10", Some("9434765919")));
-    let second = harness.add(Demographics { postcode: Some("SW1A 1AA".into()), address_line1: Some("1 Mall".into()), phone: None, ..person("Ada", "Lovelace", "1815-12-10", Some("9990001235")) });
+    let second = harness.add(Demographics {
+        postcode: Some("SW1A 1AA".into()),
+        address_line1: Some("1 Mall".into()),
+        phone: None,
+        ..person("Ada", "Lovelace", "1815-12-10", Some("9990001235"))
+    });
     assert!(!harness.same_person(0, 1));
     // The second went to review (a provisional person); say a steward confirmed it.
     assert_eq!(second.kind, DecisionKind::Review);
     harness.linker.persons[second.person as usize].provisional = false;
     // ...and a record without an NHS number that matches both.
-    let decision = harness.add(Demographics { address_line1: None, postcode: None, phone: None, ..person("Ada", "Lovelace", "1815-12-10", None) });
+    let decision = harness.add(Demographics {
+        address_line1: None,
+        postcode: None,
+        phone: None,
+        ..person("Ada", "Lovelace", "1815-12-10", None)
+    });
     assert_eq!(decision.kind, DecisionKind::Review);
     assert!(decision.candidates.len() >= 2);
 }
@@ -157,10 +179,20 @@ fn a_pending_review_does_not_make_a_clear_link_ambiguous() {
     let mut harness = Harness::new();
     harness.add(person("Ada", "Lovelace", "1815-12-10", Some("9434765919")));
     // A record that goes to review sits alone in a provisional person...
-    let pending = harness.add(Demographics { postcode: Some("SW1A 1AA".into()), address_line1: Some("1 Mall".into()), phone: None, ..person("Ada", "Lovelace", "1815-12-10", Some("9990001235")) });
+    let pending = harness.add(Demographics {
+        postcode: Some("SW1A 1AA".into()),
+        address_line1: Some("1 Mall".into()),
+        phone: None,
+        ..person("Ada", "Lovelace", "1815-12-10", Some("9990001235"))
+    });
     assert_eq!(pending.kind, DecisionKind::Review);
     // ...and a later record matching the confirmed person and it links to the confirmed one.
-    let decision = harness.add(Demographics { address_line1: None, postcode: None, phone: None, ..person("Ada", "Lovelace", "1815-12-10", None) });
+    let decision = harness.add(Demographics {
+        address_line1: None,
+        postcode: None,
+        phone: None,
+        ..person("Ada", "Lovelace", "1815-12-10", None)
+    });
     assert_eq!(decision.kind, DecisionKind::Linked);
     assert!(harness.same_person(0, 2));
 }

@@ -126,7 +126,10 @@ fn pack_round_trips(levels: Vec<u8>) -> bool {
 }
 
 #[quickcheck]
-fn comparison_is_symmetric_and_in_range(a: (String, String, String), b: (String, String, String)) -> bool {
+fn comparison_is_symmetric_and_in_range(
+    a: (String, String, String),
+    b: (String, String, String),
+) -> bool {
     let build = |(given, family, dob): (String, String, String)| {
         let raw = Demographics {
             given_name: Some(given),
@@ -147,9 +150,15 @@ fn comparison_is_symmetric_and_in_range(a: (String, String, String), b: (String,
 
 #[quickcheck]
 fn a_record_agrees_with_itself(given: String, family: String) -> bool {
-    let raw = Demographics { given_name: Some(given), family_name: Some(family), ..Demographics::default() };
+    let raw = Demographics {
+        given_name: Some(given),
+        family_name: Some(family),
+        ..Demographics::default()
+    };
     let normalizer = normalizer();
     let record = ComparableRecord::new(normalizer.normalize(&raw).0, normalizer.nicknames());
     let gamma = compare(&record, &record);
-    [CompField::GivenName, CompField::FamilyName].iter().all(|&field| matches!(gamma.level(field), None | Some(0)))
+    [CompField::GivenName, CompField::FamilyName]
+        .iter()
+        .all(|&field| matches!(gamma.level(field), None | Some(0)))
 }

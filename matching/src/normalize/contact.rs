@@ -118,7 +118,10 @@ mod tests {
 
     #[test]
     fn emails_and_sex() {
-        assert_eq!(normalize_email(" Ada.Lovelace@Example.ORG ").as_deref(), Ok("ada.lovelace@example.org"));
+        assert_eq!(
+            normalize_email(" Ada.Lovelace@Example.ORG ").as_deref(),
+            Ok("ada.lovelace@example.org")
+        );
         assert_eq!(normalize_email("ada@localhost"), Err(IssueKind::Unparseable));
         assert_eq!(normalize_email("no at sign"), Err(IssueKind::Unparseable));
         assert_eq!(normalize_sex("F"), Ok(Some(Sex::Female)));

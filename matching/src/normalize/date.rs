@@ -5,13 +5,16 @@ use crate::record::{BirthDate, IssueKind};
 /// Earliest year accepted as a real birth year.
 const MIN_YEAR: u16 = 1880;
 
-const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+const MONTHS: [&str; 12] =
+    ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
 
 fn days_in_month(year: u16, month: u8) -> u8 {
     match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
+            29
+        }
         2 => 28,
         _ => 0,
     }
@@ -48,13 +51,19 @@ pub fn normalize_birth_date(raw: &str, today: BirthDate) -> Result<BirthDate, Is
         _ => text,
     };
     let text = match text.find(' ') {
-        Some(position) if position >= 8 && text[..position].bytes().all(|b| b.is_ascii_digit() || b == b'-') => {
+        Some(position)
+            if position >= 8
+                && text[..position].bytes().all(|b| b.is_ascii_digit() || b == b'-') =>
+        {
             &text[..position]
         }
         _ => text,
     };
     let (year, month, day) = parse_parts(text, today).ok_or(IssueKind::Unparseable)?;
-    let placeholder = matches!((year, month, day), (1900, 1, 1) | (1800, 1, 1) | (1111, 11, 11) | (1, 1, 1) | (9999, 12, 31));
+    let placeholder = matches!(
+        (year, month, day),
+        (1900, 1, 1) | (1800, 1, 1) | (1111, 11, 11) | (1, 1, 1) | (9999, 12, 31)
+    );
     if placeholder {
         return Err(IssueKind::Placeholder);
     }
@@ -82,7 +91,8 @@ fn parse_parts(text: &str, today: BirthDate) -> Option<(u16, u8, u8)> {
         let year = number(&text[..4])?;
         return Some((year, to_u8(number(&text[4..6])?)?, to_u8(number(&text[6..])?)?));
     }
-    let parts: Vec<&str> = text.split(['-', '/', '.', ' ', ',']).filter(|part| !part.is_empty()).collect();
+    let parts: Vec<&str> =
+        text.split(['-', '/', '.', ' ', ',']).filter(|part| !part.is_empty()).collect();
     if parts.len() != 3 {
         return None;
     }

@@ -16,7 +16,9 @@ pub use self::name::{normalize_family_name, normalize_given_names};
 pub use self::nhs::{nhs_check_digit_valid, normalize_nhs_number};
 pub use self::nickname::Nicknames;
 pub use self::place::{normalize_address, normalize_postcode};
-use crate::record::{BirthDate, Demographics, Field, Identifier, Issue, IssueKind, NormalizedRecord};
+use crate::record::{
+    BirthDate, Demographics, Field, Identifier, Issue, IssueKind, NormalizedRecord,
+};
 
 /// Settings for normalisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,7 +108,11 @@ impl Normalizer {
                 Err(kind) => report(Field::Postcode, kind),
             }
         }
-        record.address = normalize_address(present(&raw.address_line1), present(&raw.address_line2), present(&raw.town));
+        record.address = normalize_address(
+            present(&raw.address_line1),
+            present(&raw.address_line2),
+            present(&raw.town),
+        );
         if let Some(value) = present(&raw.phone) {
             match normalize_phone(value) {
                 Ok(phone) => record.phone = Some(phone),
@@ -121,8 +127,12 @@ impl Normalizer {
         }
         for identifier in &raw.identifiers {
             let system = identifier.system.trim();
-            let value: String =
-                identifier.value.chars().filter(|c| !c.is_whitespace()).flat_map(char::to_uppercase).collect();
+            let value: String = identifier
+                .value
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .flat_map(char::to_uppercase)
+                .collect();
             if !system.is_empty() && !value.is_empty() {
                 record.identifiers.push(Identifier { system: system.to_owned(), value });
             }
@@ -141,7 +151,11 @@ fn present(value: &Option<String>) -> Option<&str> {
 /// Folds text for comparison: Unicode to lower-case ASCII (`Łukasz` to `lukasz`,
 /// `Zoë` to `zoe`), whitespace collapsed to single spaces, trimmed.
 pub fn fold(s: &str) -> String {
-    let ascii = if s.is_ascii() { std::borrow::Cow::Borrowed(s) } else { std::borrow::Cow::Owned(deunicode::deunicode(s)) };
+    let ascii = if s.is_ascii() {
+        std::borrow::Cow::Borrowed(s)
+    } else {
+        std::borrow::Cow::Owned(deunicode::deunicode(s))
+    };
     let mut out = String::with_capacity(ascii.len());
     for word in ascii.split_whitespace() {
         if !out.is_empty() {
@@ -170,7 +184,10 @@ mod tests {
     use super::*;
 
     fn normalizer() -> Normalizer {
-        Normalizer::new(NormalizeOptions { today: BirthDate { year: 2026, month: 11, day: 24 }, refuse_test_nhs_numbers: false })
+        Normalizer::new(NormalizeOptions {
+            today: BirthDate { year: 2026, month: 11, day: 24 },
+            refuse_test_nhs_numbers: false,
+        })
     }
 
     #[test]
@@ -214,7 +231,8 @@ mod tests {
         assert_eq!(record.address.as_ref().map(|a| a.text.as_str()), Some("12 high street"));
         assert_eq!(record.phone.as_deref(), Some("+447700900123"));
         assert_eq!(record.identifiers, [Identifier { system: "ssn".into(), value: "1234".into() }]);
-        let fields: Vec<(Field, IssueKind)> = issues.iter().map(|issue| (issue.field, issue.kind)).collect();
+        let fields: Vec<(Field, IssueKind)> =
+            issues.iter().map(|issue| (issue.field, issue.kind)).collect();
         assert_eq!(
             fields,
             [

@@ -4,16 +4,54 @@ use super::fold;
 use crate::record::IssueKind;
 
 const TITLES: &[&str] = &[
-    "mr", "mrs", "ms", "miss", "mx", "dr", "rev", "revd", "prof", "sir", "dame", "lady", "lord", "master", "fr",
-    "capt", "col", "major", "sgt", "hon", "cllr",
+    "mr", "mrs", "ms", "miss", "mx", "dr", "rev", "revd", "prof", "sir", "dame", "lady", "lord",
+    "master", "fr", "capt", "col", "major", "sgt", "hon", "cllr",
 ];
 
 /// Whole values (after folding) that say "no name known".
 const PLACEHOLDERS: &[&str] = &[
-    "unknown", "unk", "not known", "notknown", "nk", "n k", "test", "test patient", "testpatient", "patient",
-    "x", "xx", "xxx", "xxxx", "zz", "zzz", "zzzz", "none", "null", "na", "n a", "nil", "no name", "noname",
-    "anonymous", "anon", "unnamed", "not stated", "not given", "refused", "infant", "baby", "newborn",
-    "baby boy", "baby girl", "male baby", "female baby", "twin", "twin 1", "twin 2", "twin a", "twin b",
+    "unknown",
+    "unk",
+    "not known",
+    "notknown",
+    "nk",
+    "n k",
+    "test",
+    "test patient",
+    "testpatient",
+    "patient",
+    "x",
+    "xx",
+    "xxx",
+    "xxxx",
+    "zz",
+    "zzz",
+    "zzzz",
+    "none",
+    "null",
+    "na",
+    "n a",
+    "nil",
+    "no name",
+    "noname",
+    "anonymous",
+    "anon",
+    "unnamed",
+    "not stated",
+    "not given",
+    "refused",
+    "infant",
+    "baby",
+    "newborn",
+    "baby boy",
+    "baby girl",
+    "male baby",
+    "female baby",
+    "twin",
+    "twin 1",
+    "twin 2",
+    "twin a",
+    "twin b",
 ];
 
 /// Canonical generational suffix of a token, if it is one.
@@ -61,7 +99,7 @@ fn is_placeholder(cleaned: &str) -> bool {
 }
 
 /// Splits off titles at the start and a generational suffix at the end.
-fn strip<'a>(tokens: &mut Vec<&'a str>) -> Option<String> {
+fn strip(tokens: &mut Vec<&str>) -> Option<String> {
     while tokens.len() > 1 && TITLES.contains(&tokens[0]) {
         tokens.remove(0);
     }
@@ -91,7 +129,10 @@ pub fn normalize_given_names(raw: &str) -> (Vec<String>, Option<String>, Option<
     let mut tokens: Vec<&str> = cleaned.split(' ').collect();
     let found_suffix = strip(&mut tokens);
     let rest = tokens.join(" ");
-    if is_placeholder(&cleaned) || is_placeholder(&rest) || tokens.first().is_some_and(|first| *first == "baby") {
+    if is_placeholder(&cleaned)
+        || is_placeholder(&rest)
+        || tokens.first().is_some_and(|first| *first == "baby")
+    {
         return (Vec::new(), None, Some(IssueKind::Placeholder));
     }
     (tokens.into_iter().map(str::to_owned).collect(), found_suffix, None)
@@ -124,13 +165,30 @@ mod tests {
     #[track_caller]
     fn check_given(raw: &str, names: &[&str], suffix: Option<&str>, issue: Option<IssueKind>) {
         let (got, got_suffix, got_issue) = normalize_given_names(raw);
-        assert_eq!((got.iter().map(String::as_str).collect::<Vec<_>>().as_slice(), got_suffix.as_deref(), got_issue), (names, suffix, issue), "input {raw:?}");
+        assert_eq!(
+            (
+                got.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
+                got_suffix.as_deref(),
+                got_issue
+            ),
+            (names, suffix, issue),
+            "input {raw:?}"
+        );
     }
 
     #[track_caller]
-    fn check_family(raw: &str, family: Option<&str>, suffix: Option<&str>, issue: Option<IssueKind>) {
+    fn check_family(
+        raw: &str,
+        family: Option<&str>,
+        suffix: Option<&str>,
+        issue: Option<IssueKind>,
+    ) {
         let (got, got_suffix, got_issue) = normalize_family_name(raw);
-        assert_eq!((got.as_deref(), got_suffix.as_deref(), got_issue), (family, suffix, issue), "input {raw:?}");
+        assert_eq!(
+            (got.as_deref(), got_suffix.as_deref(), got_issue),
+            (family, suffix, issue),
+            "input {raw:?}"
+        );
     }
 
     #[test]

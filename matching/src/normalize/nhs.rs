@@ -10,7 +10,11 @@ pub fn nhs_check_digit_valid(digits: &str) -> bool {
     if bytes.len() != 10 || !bytes.iter().all(u8::is_ascii_digit) {
         return false;
     }
-    let sum: u32 = bytes[..9].iter().zip((2..=10).rev()).map(|(digit, weight)| u32::from(digit - b'0') * weight).sum();
+    let sum: u32 = bytes[..9]
+        .iter()
+        .zip((2..=10).rev())
+        .map(|(digit, weight)| u32::from(digit - b'0') * weight)
+        .sum();
     let check = match 11 - sum % 11 {
         11 => 0,
         10 => return false,
@@ -59,7 +63,11 @@ mod tests {
 
     #[track_caller]
     fn check(raw: &str, expected: Result<&str, IssueKind>) {
-        assert_eq!(normalize_nhs_number(raw, false).as_deref().map_err(|e| *e), expected, "input {raw:?}");
+        assert_eq!(
+            normalize_nhs_number(raw, false).as_deref().map_err(|e| *e),
+            expected,
+            "input {raw:?}"
+        );
     }
 
     #[test]
@@ -80,15 +88,19 @@ mod tests {
 
     #[quickcheck]
     fn any_nine_digits_with_their_check_digit_validate(seed: Vec<u8>) -> bool {
-        let digits: String = (0..9).map(|i| char::from(b'0' + seed.get(i).copied().unwrap_or(0) % 10)).collect();
-        let sum: u32 = digits.bytes().zip((2..=10).rev()).map(|(d, w)| u32::from(d - b'0') * w).sum();
+        let digits: String =
+            (0..9).map(|i| char::from(b'0' + seed.get(i).copied().unwrap_or(0) % 10)).collect();
+        let sum: u32 =
+            digits.bytes().zip((2..=10).rev()).map(|(d, w)| u32::from(d - b'0') * w).sum();
         let check = match 11 - sum % 11 {
             11 => 0,
             10 => return !(0..10).any(|d| nhs_check_digit_valid(&format!("{digits}{d}"))),
             check => check,
         };
         let number = format!("{digits}{check}");
-        let others_invalid = (0..10).filter(|&d| d != check).all(|d| !nhs_check_digit_valid(&format!("{digits}{d}")));
+        let others_invalid = (0..10)
+            .filter(|&d| d != check)
+            .all(|d| !nhs_check_digit_valid(&format!("{digits}{d}")));
         nhs_check_digit_valid(&number) && others_invalid
     }
 

@@ -34,7 +34,10 @@ impl Nicknames {
         for line in text.lines() {
             let Some((formal, nickname)) = line.split_once(',') else { continue };
             let (formal, nickname) = (fold(formal), fold(nickname));
-            if formal.is_empty() || nickname.is_empty() || (formal == "formal" && nickname == "nickname") {
+            if formal.is_empty()
+                || nickname.is_empty()
+                || (formal == "formal" && nickname == "nickname")
+            {
                 continue;
             }
             let group = *group_of_formal.entry(formal.clone()).or_insert_with(|| {

@@ -29,14 +29,26 @@ fn is_valid_outward(outward: &[u8]) -> bool {
 /// # Errors
 /// [`IssueKind::Unparseable`] for anything else.
 pub fn normalize_postcode(raw: &str) -> Result<PostalCode, IssueKind> {
-    let compact: String =
-        raw.chars().filter(|c| !c.is_whitespace() && *c != '-').flat_map(char::to_uppercase).collect();
-    if !compact.is_ascii() || compact.len() < 3 || compact.len() > 10 || !compact.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    let compact: String = raw
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .flat_map(char::to_uppercase)
+        .collect();
+    if !compact.is_ascii()
+        || compact.len() < 3
+        || compact.len() > 10
+        || !compact.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
         return Err(IssueKind::Unparseable);
     }
     let bytes = compact.as_bytes();
     if compact == "GIR0AA" {
-        return Ok(PostalCode { code: "GIR 0AA".into(), is_uk: true, district: "GIR".into(), sector: "GIR 0".into() });
+        return Ok(PostalCode {
+            code: "GIR 0AA".into(),
+            is_uk: true,
+            district: "GIR".into(),
+            sector: "GIR 0".into(),
+        });
     }
     if (5..=7).contains(&bytes.len()) {
         let (outward, inward) = bytes.split_at(bytes.len() - 3);
@@ -55,7 +67,12 @@ pub fn normalize_postcode(raw: &str) -> Result<PostalCode, IssueKind> {
     }
     // Not UK: a plain code, kept when it has at least one digit (a postal code, not a word).
     if compact.bytes().any(|b| b.is_ascii_digit()) {
-        return Ok(PostalCode { code: compact, is_uk: false, district: String::new(), sector: String::new() });
+        return Ok(PostalCode {
+            code: compact,
+            is_uk: false,
+            district: String::new(),
+            sector: String::new(),
+        });
     }
     Err(IssueKind::Unparseable)
 }
@@ -103,7 +120,10 @@ fn expand(token: &str) -> &str {
 fn is_house_number(token: &str) -> bool {
     let bytes = token.as_bytes();
     let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
-    digits > 0 && digits <= 5 && bytes.len() - digits <= 1 && bytes[digits..].iter().all(u8::is_ascii_alphabetic)
+    digits > 0
+        && digits <= 5
+        && bytes.len() - digits <= 1
+        && bytes[digits..].iter().all(u8::is_ascii_alphabetic)
 }
 
 /// Normalises address lines and town into one comparable text: folded, punctuation
@@ -111,7 +131,11 @@ fn is_house_number(token: &str) -> bool {
 /// before a name such as `St Albans` stays `saint`), `flat 3/12` read as flat 3 of
 /// number 12. The house number is the first number (with at most one letter, `12a`)
 /// that is not a flat number. None when nothing is left.
-pub fn normalize_address(line1: Option<&str>, line2: Option<&str>, town: Option<&str>) -> Option<Address> {
+pub fn normalize_address(
+    line1: Option<&str>,
+    line2: Option<&str>,
+    town: Option<&str>,
+) -> Option<Address> {
     let joined = [line1, line2, town].into_iter().flatten().collect::<Vec<_>>().join(" ");
     let folded = fold(&joined.replace('/', " / "));
     let mut tokens: Vec<String> = Vec::new();
@@ -131,7 +155,11 @@ pub fn normalize_address(line1: Option<&str>, line2: Option<&str>, town: Option<
             continue;
         }
         let next_is_slash = tokens.get(index + 1).is_some_and(|next| next == "/");
-        let word = if token == "st" && index + 1 < tokens.len() && !is_house_number(&tokens[index + 1]) && words.last().is_none_or(|w| is_house_number(w)) {
+        let word = if token == "st"
+            && index + 1 < tokens.len()
+            && !is_house_number(&tokens[index + 1])
+            && words.last().is_none_or(|w| is_house_number(w))
+        {
             // "St Albans Road", "12 St Johns Close": saint; "High St": street.
             "saint"
         } else {
@@ -163,7 +191,9 @@ mod tests {
     #[track_caller]
     fn check_postcode(raw: &str, expected: Option<(&str, bool, &str, &str)>) {
         let got = normalize_postcode(raw).ok();
-        let got = got.as_ref().map(|p| (p.code.as_str(), p.is_uk, p.district.as_str(), p.sector.as_str()));
+        let got = got
+            .as_ref()
+            .map(|p| (p.code.as_str(), p.is_uk, p.district.as_str(), p.sector.as_str()));
         assert_eq!(got, expected, "input {raw:?}");
     }
 
@@ -185,7 +215,11 @@ mod tests {
     #[track_caller]
     fn check_address(line1: &str, line2: Option<&str>, text: &str, number: Option<&str>) {
         let got = normalize_address(Some(line1), line2, None).expect("an address");
-        assert_eq!((got.text.as_str(), got.house_number.as_deref()), (text, number), "input {line1:?}");
+        assert_eq!(
+            (got.text.as_str(), got.house_number.as_deref()),
+            (text, number),
+            "input {line1:?}"
+        );
     }
 
     #[test]

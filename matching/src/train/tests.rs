@@ -71,7 +71,9 @@ fn em_recovers_m_and_classifies_without_labels() {
     let record = crate::compare::ComparableRecord::default();
     let n_correct = labelled
         .iter()
-        .filter(|(gamma, is_match)| (crate::model::probability(model.weight(gamma, &record)) >= 0.5) == *is_match)
+        .filter(|(gamma, is_match)| {
+            (crate::model::probability(model.weight(gamma, &record)) >= 0.5) == *is_match
+        })
         .count();
     let accuracy = n_correct as f64 / labelled.len() as f64;
     assert!(accuracy > 0.995, "accuracy {accuracy}");
@@ -86,7 +88,10 @@ fn too_few_pairs_is_an_error() {
     let mut rng = SplitMix(1);
     let blocked = simulate(&mut rng, 10, 0.5);
     let random = simulate(&mut rng, 10, 0.0);
-    assert!(matches!(train(&blocked, &random, &TrainOptions::default()), Err(MatchError::NotEnoughData(_))));
+    assert!(matches!(
+        train(&blocked, &random, &TrainOptions::default()),
+        Err(MatchError::NotEnoughData(_))
+    ));
 }
 
 #[test]
