@@ -7,7 +7,7 @@ use crate::compare::{CompField, ComparableRecord};
 /// The kinds of blocking key, in bit order for [`shared_key_kinds`], with the fields
 /// each one forces to agree. Training uses this to estimate a field's `m` only from
 /// pairs that met through a key not involving that field.
-pub const KEY_KINDS: [(&str, &[CompField]); 12] = [
+pub const KEY_KINDS: [(&str, &[CompField]); 11] = [
     ("n", &[CompField::NhsNumber]),
     ("dn", &[CompField::DateOfBirth, CompField::FamilyName, CompField::GivenName]),
     ("dg", &[CompField::DateOfBirth, CompField::GivenName]),
@@ -18,7 +18,6 @@ pub const KEY_KINDS: [(&str, &[CompField]); 12] = [
     ("t", &[CompField::Phone]),
     ("e", &[CompField::Email]),
     ("fy", &[CompField::FamilyName, CompField::DateOfBirth, CompField::GivenName]),
-    ("md", &[CompField::DateOfBirth, CompField::GivenName, CompField::FamilyName]),
     ("ah", &[CompField::Address, CompField::FamilyName]),
 ];
 
@@ -57,8 +56,7 @@ pub fn kinds_not_involving(field: CompField) -> u16 {
 /// | `ny:` | given and family phonetic codes (sorted), birth year | moves with typos; given and family swapped |
 /// | `i:` | identifier system and value | other identifiers |
 /// | `t:` / `e:` | phone / email | moves where contact details stay |
-/// | `fy:` | family-name phonetic code, birth year, given initial | errors in day, month, postcode and given name together |
-/// | `md:` | given and family initials, birth month and day | a wrong birth year with other errors |
+/// | `fy:` | family-name phonetic code, birth year and month, given initial | errors in day, postcode and given name together |
 /// | `ah:` | house number and first street word, family-name phonetic code | errors in birth date, postcode and given name |
 pub fn blocking_keys(record: &ComparableRecord) -> Vec<String> {
     let normalized = &record.record;
@@ -91,19 +89,10 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<String> {
         }
     }
     let given_initial = record.first_given().and_then(|name| name.chars().next());
-    let family_initial = normalized.family_name.as_deref().and_then(|name| name.chars().next());
-    if let (Some(date), Some(initial)) = (normalized.date_of_birth, given_initial) {
-        if !family_code.is_empty() {
-            keys.push(format!("fy:{family_code}|{:04}|{initial}", date.year));
-        }
-        if let Some(family_initial) = family_initial {
-            let (low, high) = if date.day <= date.month {
-                (date.day, date.month)
-            } else {
-                (date.month, date.day)
-            };
-            keys.push(format!("md:{initial}{family_initial}|{low:02}{high:02}"));
-        }
+    if let (Some(date), Some(initial)) = (normalized.date_of_birth, given_initial)
+        && !family_code.is_empty()
+    {
+        keys.push(format!("fy:{family_code}|{:04}{:02}|{initial}", date.year, date.month));
     }
     if let Some(address) = &normalized.address
         && let Some(number) = &address.house_number
