@@ -768,6 +768,33 @@ fn record_outcomes(
     let _ = workspace;
 }
 
+/// The evidence stored with a link or review: the score, the model version and each
+/// present field's level and weight (missing fields are left out to keep a million
+/// links small), as compact JSON.
+pub fn evidence_json(score: &mpi_matching::Score, model_version: u32) -> String {
+    let fields: Vec<serde_json::Value> = score
+        .contributions
+        .iter()
+        .filter(|contribution| contribution.level != "missing")
+        .map(|contribution| {
+            serde_json::json!([
+                contribution.field,
+                contribution.level,
+                (contribution.weight * 1000.0).round() / 1000.0
+            ])
+        })
+        .collect();
+    serde_json::json!({
+        "probability": score.probability,
+        "weight": (score.weight * 1000.0).round() / 1000.0,
+        "prior": (score.prior * 1000.0).round() / 1000.0,
+        "same_household": score.same_household,
+        "model_version": model_version,
+        "fields": fields,
+    })
+    .to_string()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn write_results(
     workspace: &mut Workspace,
@@ -787,7 +814,7 @@ fn write_results(
             (decision.kind != DecisionKind::New)
                 .then(|| linker.evidence(position, decision, model))
                 .flatten()
-                .map(|score| serde_json::to_string(&score).expect("a score serialises"))
+                .map(|score| evidence_json(&score, model.version))
         })
         .collect();
     let mut batch = Batch::default();

@@ -30,7 +30,7 @@ pub enum WorkspaceError {
 }
 
 /// Memory the index writer may use for indexing before it flushes a segment.
-pub const INDEX_WRITER_BUDGET: usize = 64 * 1024 * 1024;
+pub const INDEX_WRITER_BUDGET: usize = 128 * 1024 * 1024;
 
 /// The index commit payload that says the index is level with store generation `g`.
 pub fn index_payload(generation: u64) -> String {

@@ -116,7 +116,11 @@ impl BlockingIndex {
     /// # Errors
     /// [`IndexError::Tantivy`] when another writer holds the lock.
     pub fn writer(&self, memory_budget_bytes: usize) -> Result<BlockingIndexWriter, IndexError> {
-        let writer = self.index.writer_with_num_threads(1, memory_budget_bytes.max(15_000_000))?;
+        // Two indexing threads when the budget allows (tantivy needs 15 MB a thread):
+        // segment layout never changes results, so this is free of consequences.
+        let threads = if memory_budget_bytes >= 60_000_000 { 2 } else { 1 };
+        let writer =
+            self.index.writer_with_num_threads(threads, memory_budget_bytes.max(15_000_000))?;
         Ok(BlockingIndexWriter { writer, fields: self.fields })
     }
 

@@ -310,21 +310,23 @@ fn swapped_reading(a: &ComparableRecord, b: &ComparableRecord) -> Option<(u8, u8
     let family_b = b.record.family_name.as_deref()?;
     let given_a = a.first_given()?;
     let family_a = a.record.family_name.as_deref()?;
-    // (exact, close, phonetic, different) in each field's own level numbers.
-    let level = |x: &str, y: &str, levels: [u8; 4]| -> u8 {
+    // Rank of a cross comparison: 0 exact, 1 close, 2 phonetic, 3 different.
+    let rank = |x: &str, y: &str| -> usize {
         if x == y {
-            levels[0]
+            0
         } else if jaro_winkler(x, y) >= 0.92 {
-            levels[1]
+            1
         } else if !x.is_empty() && phonetic(x) == phonetic(y) {
-            levels[2]
+            2
         } else {
-            levels[3]
+            3
         }
     };
-    let given_level = level(given_a, family_b, [0, 2, 3, 7]);
-    let family_level = level(family_a, given_b, [0, 1, 2, 5]);
-    (given_level == 0 || family_level == 0).then_some((given_level, family_level))
+    // The better cross comparison goes to the given name, the worse to the family name,
+    // so the reading is the same whichever record comes first.
+    let (first, second) = (rank(given_a, family_b), rank(family_a, given_b));
+    let (best, worst) = (first.min(second), first.max(second));
+    (best == 0).then_some(([0, 2, 3, 7][best], [0, 1, 2, 5][worst]))
 }
 
 fn compare_given(a: &ComparableRecord, b: &ComparableRecord) -> u8 {

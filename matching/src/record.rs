@@ -188,30 +188,41 @@ pub struct Address {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NormalizedRecord {
     /// Ten digits, check digit valid, not a placeholder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nhs_number: Option<String>,
     /// Given names in order, folded to lower-case ASCII, titles removed:
     /// `["mary", "jane"]`. Empty when missing or a placeholder.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub given_names: Vec<String>,
     /// Family name folded to lower-case ASCII, titles and suffixes removed, hyphens
     /// and apostrophes kept as written (`o'brien`, `smith-jones`). None when missing or
     /// a placeholder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family_name: Option<String>,
     /// A generational suffix found in the names (`jr`, `sr`, `ii`, `iii`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name_suffix: Option<String>,
     /// A valid, non-placeholder date of birth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date_of_birth: Option<BirthDate>,
     /// Administrative sex; None for missing or unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sex: Option<Sex>,
     /// Postal code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postcode: Option<PostalCode>,
     /// Address lines and town.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<Address>,
     /// UK numbers as `+44` then the national number without its leading zero
     /// (`+447700900123`); other numbers as digits with a leading `+` when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone: Option<String>,
     /// Lower-cased, trimmed email with a plausible `local@domain.tld` shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     /// Other identifiers, system and value trimmed; value upper-cased without spaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub identifiers: Vec<Identifier>,
 }
 

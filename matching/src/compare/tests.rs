@@ -162,3 +162,19 @@ fn a_record_agrees_with_itself(given: String, family: String) -> bool {
         .iter()
         .all(|&field| matches!(gamma.level(field), None | Some(0)))
 }
+
+/// Regression: the swapped-names reading was not symmetric.
+#[test]
+fn swapped_reading_is_symmetric() {
+    let build = |given: &str, family: &str| {
+        let raw = Demographics {
+            given_name: Some(given.into()),
+            family_name: Some(family.into()),
+            ..Demographics::default()
+        };
+        let normalizer = normalizer();
+        ComparableRecord::new(normalizer.normalize(&raw).0, normalizer.nicknames())
+    };
+    let (a, b) = (build("V", "A"), build("B", "v"));
+    assert_eq!(compare(&a, &b), compare(&b, &a));
+}
