@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use crate::engine::Linker;
 use crate::eval::{EvalReport, TruthRow, evaluate, pair_completeness};
-use crate::link::{LinkError, train_model, training_patterns};
+use crate::link::{LinkError, key_hashes, train_model, training_patterns};
 use crate::output::RESULT_COLUMNS;
 use crate::workspace::Workspace;
 
@@ -20,22 +20,14 @@ use crate::workspace::Workspace;
 pub fn blocked_pairs(
     workspace: &Workspace,
     max_candidates: usize,
-) -> Result<Vec<Vec<usize>>, LinkError> {
+) -> Result<BlockedPairs, LinkError> {
     let linker = &workspace.linker;
-    let hashes: Vec<Vec<u64>> = linker
-        .entries
-        .par_iter()
-        .map(|entry| {
-            mpi_matching::blocking_keys(&entry.record)
-                .iter()
-                .map(|key| mpi_index::key_hash(key))
-                .collect()
-        })
-        .collect();
+    let hashes: Vec<Vec<u64>> =
+        linker.entries.par_iter().map(|entry| key_hashes(&entry.record)).collect();
     let memory = mpi_index::MemoryIndex::build(
         linker.entries.iter().zip(&hashes).map(|(entry, hashes)| (entry.id, hashes.as_slice())),
     );
-    Ok(linker
+    let sets = linker
         .entries
         .par_iter()
         .zip(&hashes)
@@ -46,7 +38,17 @@ pub fn blocked_pairs(
                 .filter_map(|candidate| linker.position(candidate.record_id))
                 .collect()
         })
-        .collect())
+        .collect();
+    Ok(BlockedPairs { sets, hashes })
+}
+
+/// Candidates of every record among the records before it, with each record's key hashes.
+#[derive(Debug)]
+pub struct BlockedPairs {
+    /// `sets[p]`: positions of the candidates of the record at position `p`.
+    pub sets: Vec<Vec<usize>>,
+    /// `hashes[p]`: the key hashes of the record at position `p`.
+    pub hashes: Vec<Vec<u64>>,
 }
 
 /// `mpi train`: EM on the store's own records; saves and returns a new model version.
@@ -58,7 +60,7 @@ pub fn train(
     max_candidates: usize,
     seed: u64,
 ) -> Result<Model, LinkError> {
-    let sets = blocked_pairs(workspace, max_candidates)?;
+    let BlockedPairs { sets, hashes } = blocked_pairs(workspace, max_candidates)?;
     let linker = &workspace.linker;
     let compared: Vec<Vec<(usize, Gamma)>> = sets
         .par_iter()
@@ -73,7 +75,7 @@ pub fn train(
         .collect();
     let groups: Vec<(usize, &[(usize, Gamma)])> =
         compared.iter().enumerate().map(|(position, pairs)| (position, pairs.as_slice())).collect();
-    let blocked = training_patterns(linker, &groups);
+    let blocked = training_patterns(&groups, &hashes);
     let records: Vec<_> = linker.entries.iter().map(|entry| &entry.record).collect();
     let n_pairs = compared.iter().map(|pairs| pairs.len() as u64).sum();
     let mut model = train_model(&records, &blocked, n_pairs, seed)?;
@@ -133,7 +135,7 @@ pub fn eval(
     let predicted: Vec<u32> =
         positions.iter().map(|&position| linker.entries[position].person).collect();
     let report = evaluate(&predicted, &truth_labels, &hard_groups);
-    let sets = blocked_pairs(workspace, max_candidates)?;
+    let sets = blocked_pairs(workspace, max_candidates)?.sets;
     let n_pairs: usize = sets.iter().map(Vec::len).sum();
     let candidate_pairs: std::collections::HashSet<(usize, usize)> = sets
         .iter()

@@ -7,13 +7,11 @@ use std::time::Instant;
 use mpi_index::{MemoryIndex, RecordId, key_hash};
 use mpi_matching::{
     ComparableRecord, Gamma, Issue, MatchError, Model, PatternCounts, TermFrequencies, Thresholds,
-    TrainOptions, blocking_keys, compare, shared_key_kinds,
+    TrainOptions, blocking_keys, compare, key_kind,
 };
 use rayon::prelude::*;
 
-use crate::engine::{
-    Decision, DecisionKind, Entry, Linker, PersonKey, ScoredCandidate, score_pairs,
-};
+use crate::engine::{Decision, DecisionKind, Entry, PersonKey, ScoredCandidate, score_pairs};
 use crate::input::{InputRow, RowError};
 use crate::store::{Batch, LinkWrite, RecordWrite, ReviewWrite};
 use crate::workspace::{INDEX_WRITER_BUDGET, Workspace, WorkspaceError, index_payload};
@@ -520,10 +518,52 @@ pub fn train_model(
 /// Most blocked pairs training looks at; EM needs far fewer than a large batch has.
 pub const MAX_TRAINING_PAIRS: usize = 1_000_000;
 
+/// A record's blocking keys as sorted 64-bit hashes whose low four bits hold the key's
+/// kind (its index in `KEY_KINDS`), for the in-memory index and for training, which
+/// needs to know which kinds of key two records share.
+pub fn key_hashes(record: &ComparableRecord) -> Vec<u64> {
+    hash_keys(&blocking_keys(record))
+}
+
+/// [`key_hashes`] of keys already made.
+pub fn hash_keys(keys: &[String]) -> Vec<u64> {
+    let mut hashes: Vec<u64> = keys
+        .iter()
+        .map(|key| (key_hash(key) & !0xF) | key_kind(key).map_or(0xF, |kind| kind as u64))
+        .collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    hashes
+}
+
+/// Kinds of key two records share, from their [`key_hashes`].
+fn shared_kinds(a: &[u64], b: &[u64]) -> u16 {
+    let (mut i, mut j, mut mask) = (0, 0, 0u16);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                let kind = a[i] & 0xF;
+                if kind < 0xF {
+                    mask |= 1 << kind;
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    mask
+}
+
 /// Counts the comparison patterns of blocked pairs for training, each tagged with the
 /// kinds of blocking key the pair shared (bits above the gamma's 40). Takes every
-/// k-th record's pairs when there are more than [`MAX_TRAINING_PAIRS`].
-pub fn training_patterns(linker: &Linker, groups: &[(usize, &[(usize, Gamma)])]) -> PatternCounts {
+/// k-th record's pairs when there are more than [`MAX_TRAINING_PAIRS`]. `hashes[p]`
+/// are the [`key_hashes`] of the record at position `p`.
+pub fn training_patterns(
+    groups: &[(usize, &[(usize, Gamma)])],
+    hashes: &[Vec<u64>],
+) -> PatternCounts {
     let total: usize = groups.iter().map(|(_, pairs)| pairs.len()).sum();
     let step = total.div_ceil(MAX_TRAINING_PAIRS).max(1);
     groups
@@ -531,9 +571,8 @@ pub fn training_patterns(linker: &Linker, groups: &[(usize, &[(usize, Gamma)])])
         .enumerate()
         .filter(|(index, _)| index % step == 0)
         .fold(PatternCounts::new, |mut counts, (_, &(position, pairs))| {
-            let record = &linker.entries[position].record;
             for &(candidate, gamma) in pairs {
-                let kinds = shared_key_kinds(record, &linker.entries[candidate].record);
+                let kinds = shared_kinds(&hashes[position], &hashes[candidate]);
                 *counts.entry(gamma.pack() | (u64::from(kinds) << 40)).or_default() += 1;
             }
             counts
@@ -590,14 +629,11 @@ fn link_batch(
     // `mpi_index::MemoryIndex`), built from the key hashes of every record.
     progress.stage("blocking and comparing", work.len() as u64);
     let linker = &workspace.linker;
-    let mut hashes: Vec<Vec<u64>> = linker
-        .entries
-        .par_iter()
-        .map(|entry| blocking_keys(&entry.record).iter().map(|key| key_hash(key)).collect())
-        .collect();
+    let mut hashes: Vec<Vec<u64>> =
+        linker.entries.par_iter().map(|entry| key_hashes(&entry.record)).collect();
     for &(item_index, position, _) in work {
         // Updated records: the new values' keys (already the entry's record).
-        hashes[position] = prepared[item_index].keys.iter().map(|key| key_hash(key)).collect();
+        hashes[position] = hash_keys(&prepared[item_index].keys);
     }
     let memory = MemoryIndex::build(
         linker.entries.iter().zip(&hashes).map(|(entry, hashes)| (entry.id, hashes.as_slice())),
@@ -629,7 +665,6 @@ fn link_batch(
         .collect();
     let compared: Vec<Vec<(usize, Gamma)>> = compared.into_iter().collect::<Result<_, _>>()?;
     drop(memory);
-    drop(hashes);
     // The keys have done their work: free them before scoring and writing.
     for item in prepared.iter_mut() {
         item.keys = Vec::new();
@@ -655,7 +690,7 @@ fn link_batch(
                 .zip(&compared)
                 .map(|(&(_, position, _), pairs)| (position, pairs.as_slice()))
                 .collect();
-            let blocked = training_patterns(linker, &groups);
+            let blocked = training_patterns(&groups, &hashes);
             let records: Vec<&ComparableRecord> =
                 linker.entries.iter().map(|entry| &entry.record).collect();
             match train_model(&records, &blocked, report.n_pairs, options.seed) {

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use mpi_matching::{Demographics, Issue, Model, NormalizedRecord};
+use rayon::prelude::*;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::StoreError;
@@ -375,19 +376,27 @@ impl Store {
                    issues = excluded.issues, person_id = excluded.person_id, decision = excluded.decision,
                    probability = excluded.probability, updated_at = excluded.updated_at",
             )?;
-            for record in &batch.records {
-                insert_record.execute(params![
-                    record.id,
-                    record.source_system,
-                    record.local_id,
-                    json(record.raw),
-                    json(record.normalized),
-                    json(&record.issues),
-                    record.person_id,
-                    record.decision,
-                    record.probability,
-                    now,
-                ])?;
+            // JSON is made in parallel, a chunk at a time (bounded memory), while the
+            // inserts stay on this one connection.
+            for chunk in batch.records.chunks(50_000) {
+                let serialized: Vec<(String, String, String)> = chunk
+                    .par_iter()
+                    .map(|record| (json(record.raw), json(record.normalized), json(&record.issues)))
+                    .collect();
+                for (record, (raw, normalized, issues)) in chunk.iter().zip(serialized) {
+                    insert_record.execute(params![
+                        record.id,
+                        record.source_system,
+                        record.local_id,
+                        raw,
+                        normalized,
+                        issues,
+                        record.person_id,
+                        record.decision,
+                        record.probability,
+                        now,
+                    ])?;
+                }
             }
             let mut insert_person = transaction
                 .prepare("INSERT INTO persons (id, created_at, provisional) VALUES (?1, ?2, ?3)")?;

@@ -21,18 +21,10 @@ pub const KEY_KINDS: [(&str, &[CompField]); 11] = [
     ("ah", &[CompField::Address, CompField::FamilyName]),
 ];
 
-/// Bit mask of the key kinds (see [`KEY_KINDS`]) two records share.
-pub fn shared_key_kinds(a: &ComparableRecord, b: &ComparableRecord) -> u16 {
-    let keys_a = blocking_keys(a);
-    let keys_b = blocking_keys(b);
-    let mut mask = 0u16;
-    for key in keys_a.iter().filter(|key| keys_b.binary_search(key).is_ok()) {
-        let kind = key.split(':').next().unwrap_or("");
-        if let Some(bit) = KEY_KINDS.iter().position(|(prefix, _)| *prefix == kind) {
-            mask |= 1 << bit;
-        }
-    }
-    mask
+/// The index in [`KEY_KINDS`] of a key's kind, from its prefix.
+pub fn key_kind(key: &str) -> Option<usize> {
+    let prefix = key.split(':').next()?;
+    KEY_KINDS.iter().position(|(kind, _)| *kind == prefix)
 }
 
 /// Bit mask of the key kinds that do not force `field` to agree.
