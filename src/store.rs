@@ -26,9 +26,9 @@ const MIGRATIONS: &[&str] = &[
         person_id TEXT NOT NULL,
         decision TEXT NOT NULL,
         probability REAL,
-        updated_at TEXT NOT NULL,
-        UNIQUE (source_system, local_id)
+        updated_at TEXT NOT NULL
     );
+    CREATE UNIQUE INDEX records_source_local ON records (source_system, local_id);
     CREATE INDEX records_person ON records (person_id);
     CREATE TABLE persons (
         id TEXT PRIMARY KEY,
@@ -73,6 +73,24 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO meta (key, value) VALUES ('generation', '0');
     "#,
 ];
+
+/// Batches at least this large drop and rebuild the secondary indexes around their
+/// inserts.
+const BULK_THRESHOLD: usize = 100_000;
+
+const DROP_SECONDARY_INDEXES: &str = "
+    DROP INDEX records_source_local;
+    DROP INDEX records_person;
+    DROP INDEX links_record;
+    DROP INDEX reviews_record;
+";
+
+const CREATE_SECONDARY_INDEXES: &str = "
+    CREATE UNIQUE INDEX records_source_local ON records (source_system, local_id);
+    CREATE INDEX records_person ON records (person_id);
+    CREATE INDEX links_record ON links (record_id);
+    CREATE INDEX reviews_record ON reviews (record_id, status);
+";
 
 /// A record as stored.
 #[derive(Clone, Debug)]
@@ -368,6 +386,13 @@ impl Store {
     pub fn write_batch(&mut self, batch: &Batch<'_>) -> Result<u64, StoreError> {
         let now = now_rfc3339();
         let transaction = self.connection.transaction()?;
+        // A large batch inserts into the tables without their secondary indexes and
+        // builds them afterwards: building an index by sorting is far cheaper than
+        // inserting a million random keys into a B-tree one by one.
+        let bulk = batch.records.len() >= BULK_THRESHOLD && batch.updated_records.is_empty();
+        if bulk {
+            transaction.execute_batch(DROP_SECONDARY_INDEXES)?;
+        }
         {
             let mut insert_record = transaction.prepare(
                 "INSERT INTO records (id, source_system, local_id, raw, normalized, issues, person_id, decision, probability, updated_at)
@@ -460,6 +485,9 @@ impl Store {
                     now,
                 ])?;
             }
+        }
+        if bulk {
+            transaction.execute_batch(CREATE_SECONDARY_INDEXES)?;
         }
         let generation: u64 = transaction.query_row(
             "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation' RETURNING CAST(value AS INTEGER)",
