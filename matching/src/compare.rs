@@ -322,11 +322,14 @@ fn swapped_reading(a: &ComparableRecord, b: &ComparableRecord) -> Option<(u8, u8
             3
         }
     };
-    // The better cross comparison goes to the given name, the worse to the family name,
-    // so the reading is the same whichever record comes first.
+    // Which record has its names swapped is unknown, so which cross pair is the family
+    // name is too. The better one is credited to the family name and the worse to the
+    // given name: the given name is what tells relatives apart (twins, one of them
+    // written family name first, must not read as a given-name match), and the reading
+    // is the same whichever record comes first.
     let (first, second) = (rank(given_a, family_b), rank(family_a, given_b));
     let (best, worst) = (first.min(second), first.max(second));
-    (best == 0).then_some(([0, 2, 3, 7][best], [0, 1, 2, 5][worst]))
+    (best == 0).then_some(([0, 2, 3, 7][worst], [0, 1, 2, 5][best]))
 }
 
 fn compare_given(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
