@@ -5,7 +5,9 @@
 //! ordered from the strongest agreement to plain disagreement; the scoring model gives
 //! each level its own weight.
 
-use strsim::{damerau_levenshtein, jaro_winkler};
+use strsim::damerau_levenshtein;
+
+use crate::similarity::jaro_winkler;
 
 use crate::normalize::{Nicknames, phonetic};
 use crate::record::{BirthDate, Identifier, NormalizedRecord, PostalCode, Sex};
@@ -310,6 +312,11 @@ fn swapped_reading(a: &ComparableRecord, b: &ComparableRecord) -> Option<(u8, u8
     let family_b = b.record.family_name.as_deref()?;
     let given_a = a.first_given()?;
     let family_a = a.record.family_name.as_deref()?;
+    // The reading needs one exact cross match; most pairs have none, so check that
+    // before anything costly.
+    if given_a != family_b && family_a != given_b {
+        return None;
+    }
     // Rank of a cross comparison: 0 exact, 1 close, 2 phonetic, 3 different.
     let rank = |x: &str, y: &str| -> usize {
         if x == y {

@@ -15,6 +15,7 @@ mod keys;
 mod model;
 mod normalize;
 mod record;
+mod similarity;
 mod train;
 
 pub use crate::{
@@ -34,5 +35,6 @@ pub use crate::{
         Address, BirthDate, Demographics, Field, Identifier, Issue, IssueKind, NormalizedRecord,
         PostalCode, Sex,
     },
+    similarity::jaro_winkler,
     train::{PatternCounts, TrainOptions, default_model, train},
 };
