@@ -136,8 +136,6 @@ pub struct LinkReport {
     pub reviews: Vec<OpenedReview>,
     /// Issues per outcome row: (row index in outcomes, issue).
     pub issues: Vec<(usize, Issue)>,
-    /// Candidate sets, when asked for (position to candidate positions), for eval.
-    pub candidate_sets: Option<Vec<(usize, Vec<usize>)>>,
 }
 
 struct Stopwatch {
@@ -215,7 +213,6 @@ pub fn link(
     rejected: &[RowError],
     options: &LinkOptions,
     progress: &dyn Progress,
-    want_candidates: bool,
 ) -> Result<LinkReport, LinkError> {
     let mut clock = Stopwatch { start: Instant::now(), stages: Vec::new() };
     let mut report = LinkReport {
@@ -404,7 +401,6 @@ pub fn link(
             &mut report,
             progress,
             &mut clock,
-            want_candidates,
         )
     };
     if let Err(error) = result {
@@ -602,7 +598,6 @@ fn link_batch(
     report: &mut LinkReport,
     progress: &dyn Progress,
     clock: &mut Stopwatch,
-    want_candidates: bool,
 ) -> Result<(), LinkError> {
     // Index the run's records (new ones added, updated ones replaced).
     progress.stage("indexing", work.len() as u64);
@@ -670,14 +665,6 @@ fn link_batch(
         item.keys = Vec::new();
     }
     report.n_pairs = compared.iter().map(|pairs| pairs.len() as u64).sum();
-    if want_candidates {
-        report.candidate_sets = Some(
-            work.iter()
-                .zip(&compared)
-                .map(|(&(_, position, _), pairs)| (position, pairs.iter().map(|p| p.0).collect()))
-                .collect(),
-        );
-    }
     clock.lap("block and compare");
 
     // The model: given, stored, or trained now on every record in the store.

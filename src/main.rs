@@ -334,7 +334,7 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
         seed: args.seed,
         online: args.online,
     };
-    let report = mpi::link(&mut workspace, rows, &rejected, &options, &progress, false)?;
+    let report = mpi::link(&mut workspace, rows, &rejected, &options, &progress)?;
     progress.0.finish_and_clear();
 
     let write = |path: &Path, what: &dyn Fn(BufWriter<File>) -> csv::Result<()>| -> Result<()> {
@@ -356,6 +356,9 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
     )?;
     writeln!(stdout, "  rows read          {:>10}", report.n_rows)?;
     writeln!(stdout, "  rejected           {:>10}", report.n_rejected)?;
+    if workspace.rebuilt_index {
+        writeln!(stdout, "  blocking index     rebuilt from the store (it was missing or behind)")?;
+    }
     if report.n_repeated > 0 {
         writeln!(
             stdout,

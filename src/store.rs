@@ -497,18 +497,6 @@ impl Store {
         transaction.commit()?;
         Ok(generation)
     }
-
-    /// Number of open reviews.
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn n_open_reviews(&self) -> Result<u64, StoreError> {
-        Ok(self.connection.query_row(
-            "SELECT count(*) FROM reviews WHERE status = 'open'",
-            [],
-            |row| row.get(0),
-        )?)
-    }
 }
 
 /// Everything one run writes, committed in one transaction.

@@ -21,12 +21,6 @@ pub enum WorkspaceError {
     /// The blocking index failed.
     #[error("blocking index failed")]
     Index(#[from] mpi_index::IndexError),
-    /// Another process holds the data folder.
-    #[error("the data folder {} is in use by another mpi process", path.display())]
-    Locked {
-        /// The folder.
-        path: PathBuf,
-    },
 }
 
 /// Memory the index writer may use for indexing before it flushes a segment.
