@@ -647,6 +647,10 @@ fn link_batch(
                 .into_iter()
                 .filter_map(|candidate| linker.position(candidate.record_id))
                 // An updated record sees only the run's records that came before it.
+                // Its id is older than the run's new records, so `below` cannot say
+                // that; filtering after the limit is an approximation of the online
+                // order that differs only when more than `max_candidates` records
+                // share keys with it.
                 .filter(|candidate| {
                     !is_update || in_run.get(candidate).is_none_or(|&other| other < order)
                 })
