@@ -175,12 +175,12 @@ pub fn explain(linker: &Linker, a: usize, b: usize, model: &Model) -> (Gamma, Sc
 pub fn render_explanation(score: &Score, model: &Model) -> String {
     let mut text = String::new();
     let prior_kind =
-        if score.same_household { "pairs sharing a household" } else { "candidate pairs" };
+        if score.same_household { "same-household pairs" } else { "two random records" };
     text.push_str(&format!("{:<16} {:<28} {:>8}\n", "field", "comparison", "weight"));
     text.push_str(&format!(
         "{:<16} {:<28} {:>+8.2}\n",
         "prior",
-        format!("share of matches among {prior_kind}"),
+        format!("prior odds, {prior_kind}"),
         score.prior
     ));
     for contribution in &score.contributions {

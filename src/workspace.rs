@@ -119,7 +119,8 @@ impl Workspace {
         }
         writer.commit(&index_payload(self.store.generation()?))?;
         self.index.reload()?;
-        self.rebuilt_index = true;
+        // A new, empty store has nothing to rebuild worth mentioning.
+        self.rebuilt_index = !self.linker.entries.is_empty();
         Ok(())
     }
 }
