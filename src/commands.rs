@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use mpi_matching::{CompField, Gamma, Model, Score, compare};
+use mpi_matching::{Gamma, Model, Score, compare};
 use rayon::prelude::*;
 
 use crate::engine::Linker;
@@ -223,7 +223,6 @@ pub fn render_explanation(score: &Score, model: &Model) -> String {
         "With thresholds {} / {}: {verdict}.\n",
         thresholds.lower, thresholds.upper
     ));
-    let _ = CompField::ALL;
     text
 }
 

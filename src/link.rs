@@ -726,7 +726,7 @@ fn link_batch(
     drop(scored);
     clock.lap("decide");
 
-    record_outcomes(workspace, prepared, work, &decisions, report);
+    record_outcomes(prepared, work, &decisions, report);
     if !options.dry_run {
         progress.stage("writing", 0);
         let generation = write_results(
@@ -765,7 +765,6 @@ fn link_batch(
 }
 
 fn record_outcomes(
-    workspace: &Workspace,
     prepared: &[Prepared],
     work: &[(usize, usize, bool)],
     decisions: &[Decision],
@@ -791,7 +790,6 @@ fn record_outcomes(
             }
         }
     }
-    let _ = workspace;
 }
 
 /// The evidence stored with a link or review: the score, the model version and each
@@ -925,7 +923,7 @@ fn link_online(
     report.model_source = Some(source);
     progress.stage("linking one by one", work.len() as u64);
     let mut decisions = Vec::with_capacity(work.len());
-    for (step, &(item_index, position, is_update)) in work.iter().enumerate() {
+    for &(item_index, position, is_update) in work {
         let id = workspace.linker.entries[position].id;
         // The index holds exactly the records that arrived before this one.
         let candidates = workspace.index.candidates(
@@ -953,13 +951,7 @@ fn link_online(
         let single = [(item_index, position, is_update)];
         let mut step_report =
             LinkReport { outcomes: std::mem::take(&mut report.outcomes), ..LinkReport::default() };
-        record_outcomes(
-            workspace,
-            prepared,
-            &single,
-            std::slice::from_ref(&decision),
-            &mut step_report,
-        );
+        record_outcomes(prepared, &single, std::slice::from_ref(&decision), &mut step_report);
         report.outcomes = std::mem::take(&mut step_report.outcomes);
         report.n_linked += step_report.n_linked;
         report.n_new += step_report.n_new;
@@ -988,7 +980,6 @@ fn link_online(
         }
         decisions.push(decision);
         progress.advance(1);
-        let _ = step;
     }
     clock.lap("link online");
     Ok(())
