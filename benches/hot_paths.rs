@@ -78,7 +78,7 @@ fn hot_paths(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % (records.len() - 1);
             let gamma = compare(black_box(&records[i]), black_box(&records[i + 1]));
-            black_box(model.weight(&gamma, &records[i]))
+            black_box(model.weight(&gamma, &records[i], &records[i + 1]))
         })
     });
 }

@@ -168,7 +168,7 @@ pub fn eval(
 pub fn explain(linker: &Linker, a: usize, b: usize, model: &Model) -> (Gamma, Score) {
     let (record_a, record_b) = (&linker.entries[a].record, &linker.entries[b].record);
     let gamma = compare(record_a, record_b);
-    (gamma, model.score(&gamma, record_a))
+    (gamma, model.score(&gamma, record_a, record_b))
 }
 
 /// Renders an explanation as a person reads it.

@@ -345,7 +345,8 @@ impl Linker {
         let best_record = &self.entries[best.best_position].record;
         let best_gamma = compare(record, best_record);
         if best_gamma.level(CompField::NhsNumber) == Some(0) {
-            let without = probability(model.weight_without_nhs_number(&best_gamma, record));
+            let without =
+                probability(model.weight_without_nhs_number(&best_gamma, record, best_record));
             let dob_disagrees =
                 best_gamma.level(CompField::DateOfBirth).is_some_and(|level| level >= 3);
             let given_disagrees = best_gamma
@@ -377,7 +378,7 @@ impl Linker {
                 return review(reason);
             }
             if member != best.best_position
-                && probability(model.weight(&gamma, record)) < CONFLICT_PROBABILITY
+                && probability(model.weight(&gamma, record, other)) < CONFLICT_PROBABILITY
             {
                 return review(ReviewReason::ConflictWithPerson);
             }
@@ -423,7 +424,7 @@ impl Linker {
         let matched = decision.matched_position?;
         let record = &self.entries[position].record;
         let gamma = compare(record, &self.entries[matched].record);
-        Some(model.score(&gamma, record))
+        Some(model.score(&gamma, record, &self.entries[matched].record))
     }
 
     /// Golden-record NHS number of every person: the valid NHS number held by most of
@@ -459,10 +460,13 @@ pub fn score_pairs(
     record: &ComparableRecord,
     pairs: &[(usize, Gamma)],
     model: &Model,
+    entries: &[Entry],
 ) -> Vec<ScoredCandidate> {
     pairs
         .iter()
-        .map(|&(candidate, gamma)| (candidate, gamma, model.weight(&gamma, record)))
+        .map(|&(candidate, gamma)| {
+            (candidate, gamma, model.weight(&gamma, record, &entries[candidate].record))
+        })
         .collect()
 }
 

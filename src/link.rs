@@ -705,7 +705,7 @@ fn link_batch(
         .zip(&compared)
         .map(|(&(_, position, _), pairs)| {
             progress.advance(1);
-            score_pairs(&linker.entries[position].record, pairs, &model)
+            score_pairs(&linker.entries[position].record, pairs, &model, &linker.entries)
         })
         .collect();
     drop(compared);
@@ -940,7 +940,7 @@ fn link_online(
             .map(|candidate| (candidate, compare(record, &linker.entries[candidate].record)))
             .collect();
         report.n_pairs += pairs.len() as u64;
-        let scored = score_pairs(record, &pairs, &model);
+        let scored = score_pairs(record, &pairs, &model, &linker.entries);
         let mut decision = workspace.linker.decide(position, &scored, &model, options.thresholds);
         let retired: Vec<(PersonKey, PersonKey)> = workspace
             .linker

@@ -368,6 +368,7 @@ impl Model {
         level: u8,
         household: bool,
         a: &ComparableRecord,
+        b: &ComparableRecord,
     ) -> (f64, bool) {
         let base = self.level_weight(field, level, household);
         if household || level != 0 {
@@ -376,8 +377,11 @@ impl Model {
         let Some(frequencies) = &self.term_frequencies else {
             return (base, false);
         };
-        let Some(frequency) =
-            Model::tf_value(field, a).and_then(|v| frequencies.frequency(field, v))
+        // The commoner of the two records' values: the same whichever record comes
+        // first, and cautious when the agreement is read across swapped names.
+        let frequency_of =
+            |record| Model::tf_value(field, record).and_then(|v| frequencies.frequency(field, v));
+        let Some(frequency) = frequency_of(a).into_iter().chain(frequency_of(b)).reduce(f64::max)
         else {
             return (base, false);
         };
@@ -408,7 +412,7 @@ impl Model {
     }
 
     /// The match weight of a compared pair: the fast path, no explanation.
-    pub fn weight(&self, gamma: &Gamma, a: &ComparableRecord) -> f64 {
+    pub fn weight(&self, gamma: &Gamma, a: &ComparableRecord, b: &ComparableRecord) -> f64 {
         let household = gamma.same_household();
         let mut weight = self.prior(household) + self.household_interaction(gamma);
         for field in CompField::ALL {
@@ -416,7 +420,7 @@ impl Model {
                 continue;
             }
             if let Some(level) = gamma.level(field) {
-                weight += self.field_weight(field, level, household, a).0;
+                weight += self.field_weight(field, level, household, a, b).0;
             }
         }
         weight
@@ -427,9 +431,9 @@ impl Model {
         log_odds(if household { self.household_lambda } else { self.lambda })
     }
 
-    /// Scores a compared pair with its per-field explanation. `a` is the record whose
-    /// values adjust for term frequency (exact agreement means both hold the value).
-    pub fn score(&self, gamma: &Gamma, a: &ComparableRecord) -> Score {
+    /// Scores a compared pair with its per-field explanation. Term-frequency
+    /// adjustment uses the commoner of the two records' values.
+    pub fn score(&self, gamma: &Gamma, a: &ComparableRecord, b: &ComparableRecord) -> Score {
         let household = gamma.same_household();
         let prior = self.prior(household);
         let mut weight = prior;
@@ -442,7 +446,7 @@ impl Model {
                     (field.levels()[usize::from(level)], 0.0, false)
                 }
                 Some(level) => {
-                    let (w, tf) = self.field_weight(field, level, household, a);
+                    let (w, tf) = self.field_weight(field, level, household, a, b);
                     (field.levels()[usize::from(level)], w, tf)
                 }
             };
@@ -477,10 +481,15 @@ impl Model {
 
     /// The match weight without the NHS number's contribution: what the rest of the
     /// evidence says. Used to spot one NHS number on two different people.
-    pub fn weight_without_nhs_number(&self, gamma: &Gamma, a: &ComparableRecord) -> f64 {
+    pub fn weight_without_nhs_number(
+        &self,
+        gamma: &Gamma,
+        a: &ComparableRecord,
+        b: &ComparableRecord,
+    ) -> f64 {
         let mut without = *gamma;
         without.0[CompField::NhsNumber.index()] = crate::compare::MISSING;
-        self.weight(&without, a)
+        self.weight(&without, a, b)
     }
 }
 

@@ -61,7 +61,12 @@ impl Harness {
                 )
             })
             .collect();
-        let scored = score_pairs(&self.linker.entries[position].record, &pairs, &self.model);
+        let scored = score_pairs(
+            &self.linker.entries[position].record,
+            &pairs,
+            &self.model,
+            &self.linker.entries,
+        );
         let mut decision = self.linker.decide(position, &scored, &self.model, Thresholds::DEFAULT);
         self.linker.apply(position, &mut decision);
         decision

@@ -178,3 +178,49 @@ fn swapped_reading_is_symmetric() {
     let (a, b) = (build("V", "A"), build("B", "v"));
     assert_eq!(compare(&a, &b), compare(&b, &a));
 }
+
+/// Scores do not depend on which record comes first, term-frequency adjustment
+/// included (it takes the commoner of the two values).
+#[quickcheck]
+fn scores_are_symmetric(a: (String, String, String), b: (String, String, String)) -> bool {
+    let build = |(given, family, postcode): (String, String, String)| {
+        let raw = Demographics {
+            given_name: Some(given),
+            family_name: Some(family),
+            postcode: Some(postcode),
+            ..Demographics::default()
+        };
+        let normalizer = normalizer();
+        ComparableRecord::new(normalizer.normalize(&raw).0, normalizer.nicknames())
+    };
+    let (a, b) = (build(a), build(b));
+    let mut model = crate::train::default_model();
+    let others = [
+        build(("Ada".into(), "Smith".into(), "LS1 4AB".into())),
+        build(("Ada".into(), "Smith".into(), "LS1 4AB".into())),
+    ];
+    model.term_frequencies =
+        Some(crate::model::TermFrequencies::from_records([&a, &b, &others[0], &others[1]]));
+    let (forward, backward) = (compare(&a, &b), compare(&b, &a));
+    model.weight(&forward, &a, &b) == model.weight(&backward, &b, &a)
+}
+
+#[test]
+fn swapped_names_use_the_commoner_frequency() {
+    let build = |given: &str, family: &str| {
+        let raw = Demographics {
+            given_name: Some(given.into()),
+            family_name: Some(family.into()),
+            ..Demographics::default()
+        };
+        let normalizer = normalizer();
+        ComparableRecord::new(normalizer.normalize(&raw).0, normalizer.nicknames())
+    };
+    let (a, b) = (build("Lachlan", "Nguyen"), build("Nguyen", "Lachlan"));
+    let mut model = crate::train::default_model();
+    let crowd: Vec<ComparableRecord> = (0..20).map(|_| build("Lachlan", "Nguyen")).collect();
+    model.term_frequencies =
+        Some(crate::model::TermFrequencies::from_records(crowd.iter().chain([&a, &b])));
+    let gamma = compare(&a, &b);
+    assert_eq!(model.weight(&gamma, &a, &b), model.weight(&compare(&b, &a), &b, &a));
+}

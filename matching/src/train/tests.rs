@@ -72,7 +72,7 @@ fn em_recovers_m_and_classifies_without_labels() {
     let n_correct = labelled
         .iter()
         .filter(|(gamma, is_match)| {
-            (crate::model::probability(model.weight(gamma, &record)) >= 0.5) == *is_match
+            (crate::model::probability(model.weight(gamma, &record, &record)) >= 0.5) == *is_match
         })
         .count();
     let accuracy = n_correct as f64 / labelled.len() as f64;
