@@ -103,6 +103,9 @@ pub enum ReviewReason {
     PossibleTwins,
     /// The same names at one address with different birth dates: parent and child.
     PossibleParentAndChild,
+    /// One household, and no birth date, given name or identifier on both records to
+    /// tell its members apart.
+    HouseholdWithoutIdentity,
 }
 
 impl ReviewReason {
@@ -121,6 +124,9 @@ impl ReviewReason {
             ReviewReason::GenerationConflict => "different generational suffixes (Jr/Sr)",
             ReviewReason::PossibleTwins => {
                 "same birth date and family name, different given names: possible twins"
+            }
+            ReviewReason::HouseholdWithoutIdentity => {
+                "same household, but no birth date or given name on both records to tell relatives apart"
             }
             ReviewReason::PossibleParentAndChild => {
                 "same names at one address, different birth dates: possible parent and child (Jr/Sr)"
@@ -195,6 +201,10 @@ pub fn relative_signature(gamma: &Gamma) -> Option<ReviewReason> {
     }
     None
 }
+
+/// Below this share of matches among same-household pairs, households in the data hold
+/// different people often enough that an address cannot stand in for identity.
+pub const RELATIVES_COMMON_BELOW: f64 = 0.9;
 
 /// A scored candidate pair: candidate position, comparison, weight.
 pub type ScoredCandidate = (usize, Gamma, f64);
@@ -355,6 +365,19 @@ impl Linker {
             if without < thresholds.lower && (dob_disagrees || given_disagrees) {
                 return review(ReviewReason::SharedNhsNumber);
             }
+        }
+        // Where sharing an address often means different people (the model's
+        // household prior says so: relatives, care homes), the address says nothing
+        // about who is who: a link there needs the birth date and the given name on
+        // both records, or an agreeing NHS number or identifier. Data without real
+        // households (the prior near 1) is not held to this.
+        let relatives_common = model.household_lambda < RELATIVES_COMMON_BELOW;
+        let identified = best_gamma.level(CompField::NhsNumber) == Some(0)
+            || best_gamma.level(CompField::Identifier) == Some(0);
+        let comparable = best_gamma.level(CompField::DateOfBirth).is_some()
+            && best_gamma.level(CompField::GivenName).is_some();
+        if relatives_common && best_gamma.same_household() && !identified && !comparable {
+            return review(ReviewReason::HouseholdWithoutIdentity);
         }
         // The link is refused when the record conflicts strongly with any record of the person.
         for &member in

@@ -81,10 +81,10 @@ impl Harness {
 fn first_record_starts_a_person_and_a_duplicate_links() {
     let mut harness = Harness::new();
     assert_eq!(
-        harness.add(person("Ada", "Lovelace", "1815-12-10", Some("9434765919"))).kind,
+        harness.add(person("Ada", "Lovelace", "1985-12-10", Some("9434765919"))).kind,
         DecisionKind::New
     );
-    let decision = harness.add(person("ADA", "lovelace", "10/12/1815", Some("943 476 5919")));
+    let decision = harness.add(person("ADA", "lovelace", "10/12/1985", Some("943 476 5919")));
     assert_eq!(decision.kind, DecisionKind::Linked);
     assert!(harness.same_person(0, 1));
 }
@@ -109,9 +109,9 @@ fn junior_and_senior_are_not_linked() {
 #[test]
 fn two_valid_nhs_numbers_never_share_a_person() {
     let mut harness = Harness::new();
-    harness.add(person("Ada", "Lovelace", "1815-12-10", Some("9434765919")));
+    harness.add(person("Ada", "Lovelace", "1985-12-10", Some("9434765919")));
     // Everything agrees but the NHS number, which is valid and different.
-    let decision = harness.add(person("Ada", "Lovelace", "1815-12-10", Some("9990001235")));
+    let decision = harness.add(person("Ada", "Lovelace", "1985-12-10", Some("9990001235")));
     assert_ne!(decision.kind, DecisionKind::Linked);
     assert!(!harness.same_person(0, 1));
 }
@@ -147,12 +147,12 @@ fn no_transitive_chaining() {
 fn several_persons_above_the_threshold_open_a_review() {
     let mut harness = Harness::new();
     // Two persons who are certainly different (different NHS numbers)...
-    harness.add(person("Ada", "Lovelace", "1815-12-10", Some("9434765919")));
+    harness.add(person("Ada", "Lovelace", "1985-12-10", Some("9434765919")));
     let second = harness.add(Demographics {
         postcode: Some("SW1A 1AA".into()),
         address_line1: Some("1 Mall".into()),
         phone: None,
-        ..person("Ada", "Lovelace", "1815-12-10", Some("9990001235"))
+        ..person("Ada", "Lovelace", "1985-12-10", Some("9990001235"))
     });
     assert!(!harness.same_person(0, 1));
     // The second went to review (a provisional person); say a steward confirmed it.
@@ -163,7 +163,7 @@ fn several_persons_above_the_threshold_open_a_review() {
         address_line1: None,
         postcode: None,
         phone: None,
-        ..person("Ada", "Lovelace", "1815-12-10", None)
+        ..person("Ada", "Lovelace", "1985-12-10", None)
     });
     assert_eq!(decision.kind, DecisionKind::Review);
     assert!(decision.candidates.len() >= 2);
@@ -172,8 +172,9 @@ fn several_persons_above_the_threshold_open_a_review() {
 #[test]
 fn golden_nhs_number_is_the_most_frequent() {
     let mut harness = Harness::new();
-    harness.add(person("Ada", "Lovelace", "1815-12-10", Some("9434765919")));
-    harness.add(person("Ada", "Lovelace", "1815-12-10", None));
+    harness.add(person("Ada", "Lovelace", "1985-12-10", Some("9434765919")));
+    let decision = harness.add(person("Ada", "Lovelace", "1985-12-10", None));
+    assert_eq!((decision.kind, decision.reason), (DecisionKind::Linked, None), "{decision:?}");
     let numbers = harness.linker.person_nhs_numbers();
     let person = harness.linker.entries[1].person as usize;
     assert_eq!(numbers[person], Some("9434765919"));
@@ -182,13 +183,13 @@ fn golden_nhs_number_is_the_most_frequent() {
 #[test]
 fn a_pending_review_does_not_make_a_clear_link_ambiguous() {
     let mut harness = Harness::new();
-    harness.add(person("Ada", "Lovelace", "1815-12-10", Some("9434765919")));
+    harness.add(person("Ada", "Lovelace", "1985-12-10", Some("9434765919")));
     // A record that goes to review sits alone in a provisional person...
     let pending = harness.add(Demographics {
         postcode: Some("SW1A 1AA".into()),
         address_line1: Some("1 Mall".into()),
         phone: None,
-        ..person("Ada", "Lovelace", "1815-12-10", Some("9990001235"))
+        ..person("Ada", "Lovelace", "1985-12-10", Some("9990001235"))
     });
     assert_eq!(pending.kind, DecisionKind::Review);
     // ...and a later record matching the confirmed person and it links to the confirmed one.
@@ -196,7 +197,7 @@ fn a_pending_review_does_not_make_a_clear_link_ambiguous() {
         address_line1: None,
         postcode: None,
         phone: None,
-        ..person("Ada", "Lovelace", "1815-12-10", None)
+        ..person("Ada", "Lovelace", "1985-12-10", None)
     });
     assert_eq!(decision.kind, DecisionKind::Linked);
     assert!(harness.same_person(0, 2));
@@ -213,4 +214,34 @@ fn relative_signatures() {
     let c = &harness.linker.entries[2].record;
     assert_eq!(relative_signature(&compare(a, c)), Some(ReviewReason::PossibleParentAndChild));
     assert_eq!(relative_signature(&compare(a, a)), None);
+}
+
+#[test]
+fn a_household_link_needs_a_birth_date_and_a_given_name_on_both() {
+    let mut harness = Harness::new();
+    // A model whose households often hold different people (as real care data does).
+    harness.model.household_lambda = 0.2;
+    harness.add(person("Charles", "Babbage", "1951-12-26", None));
+    // Same name and address, no birth date: could be his son.
+    let decision = harness.add(Demographics {
+        date_of_birth: None,
+        ..person("Charles", "Babbage", "1951-12-26", None)
+    });
+    assert_eq!(decision.kind, DecisionKind::Review);
+    assert!(
+        matches!(
+            decision.reason,
+            Some(ReviewReason::HouseholdWithoutIdentity | ReviewReason::Uncertain)
+        ),
+        "{decision:?}"
+    );
+    // With an agreeing NHS number the same gap is no obstacle.
+    let mut harness = Harness::new();
+    harness.model.household_lambda = 0.2;
+    harness.add(person("Charles", "Babbage", "1951-12-26", Some("9434765919")));
+    let decision = harness.add(Demographics {
+        date_of_birth: None,
+        ..person("Charles", "Babbage", "1951-12-26", Some("9434765919"))
+    });
+    assert_eq!(decision.kind, DecisionKind::Linked);
 }
