@@ -11,6 +11,12 @@ fn normalizer() -> Normalizer {
     })
 }
 
+/// Normalises and prepares raw demographics.
+fn prepare(raw: &Demographics) -> ComparableRecord {
+    let normalizer = normalizer();
+    ComparableRecord::new(normalizer.normalize(raw).0, normalizer.nicknames())
+}
+
 /// A record from `field=value` pairs separated by `;`.
 fn record(spec: &str) -> ComparableRecord {
     let mut raw = Demographics::default();
@@ -30,9 +36,7 @@ fn record(spec: &str) -> ComparableRecord {
             other => panic!("unknown test field {other}"),
         }
     }
-    let normalizer = normalizer();
-    let (normalized, _) = normalizer.normalize(&raw);
-    ComparableRecord::new(normalized, normalizer.nicknames())
+    prepare(&raw)
 }
 
 #[track_caller]
@@ -131,14 +135,12 @@ fn comparison_is_symmetric_and_in_range(
     b: (String, String, String),
 ) -> bool {
     let build = |(given, family, dob): (String, String, String)| {
-        let raw = Demographics {
+        prepare(&Demographics {
             given_name: Some(given),
             family_name: Some(family),
             date_of_birth: Some(dob),
             ..Demographics::default()
-        };
-        let normalizer = normalizer();
-        ComparableRecord::new(normalizer.normalize(&raw).0, normalizer.nicknames())
+        })
     };
     let (a, b) = (build(a), build(b));
     let forward = compare(&a, &b);
@@ -155,8 +157,7 @@ fn a_record_agrees_with_itself(given: String, family: String) -> bool {
         family_name: Some(family),
         ..Demographics::default()
     };
-    let normalizer = normalizer();
-    let record = ComparableRecord::new(normalizer.normalize(&raw).0, normalizer.nicknames());
+    let record = prepare(&raw);
     let gamma = compare(&record, &record);
     [CompField::GivenName, CompField::FamilyName]
         .iter()
@@ -166,16 +167,7 @@ fn a_record_agrees_with_itself(given: String, family: String) -> bool {
 /// Regression: the swapped-names reading was not symmetric.
 #[test]
 fn swapped_reading_is_symmetric() {
-    let build = |given: &str, family: &str| {
-        let raw = Demographics {
-            given_name: Some(given.into()),
-            family_name: Some(family.into()),
-            ..Demographics::default()
-        };
-        let normalizer = normalizer();
-        ComparableRecord::new(normalizer.normalize(&raw).0, normalizer.nicknames())
-    };
-    let (a, b) = (build("V", "A"), build("B", "v"));
+    let (a, b) = (record("given=V;family=A"), record("given=B;family=v"));
     assert_eq!(compare(&a, &b), compare(&b, &a));
 }
 
@@ -184,14 +176,12 @@ fn swapped_reading_is_symmetric() {
 #[quickcheck]
 fn scores_are_symmetric(a: (String, String, String), b: (String, String, String)) -> bool {
     let build = |(given, family, postcode): (String, String, String)| {
-        let raw = Demographics {
+        prepare(&Demographics {
             given_name: Some(given),
             family_name: Some(family),
             postcode: Some(postcode),
             ..Demographics::default()
-        };
-        let normalizer = normalizer();
-        ComparableRecord::new(normalizer.normalize(&raw).0, normalizer.nicknames())
+        })
     };
     let (a, b) = (build(a), build(b));
     let mut model = crate::train::default_model();
@@ -207,18 +197,10 @@ fn scores_are_symmetric(a: (String, String, String), b: (String, String, String)
 
 #[test]
 fn swapped_names_use_the_commoner_frequency() {
-    let build = |given: &str, family: &str| {
-        let raw = Demographics {
-            given_name: Some(given.into()),
-            family_name: Some(family.into()),
-            ..Demographics::default()
-        };
-        let normalizer = normalizer();
-        ComparableRecord::new(normalizer.normalize(&raw).0, normalizer.nicknames())
-    };
-    let (a, b) = (build("Lachlan", "Nguyen"), build("Nguyen", "Lachlan"));
+    let (a, b) = (record("given=Lachlan;family=Nguyen"), record("given=Nguyen;family=Lachlan"));
     let mut model = crate::train::default_model();
-    let crowd: Vec<ComparableRecord> = (0..20).map(|_| build("Lachlan", "Nguyen")).collect();
+    let crowd: Vec<ComparableRecord> =
+        (0..20).map(|_| record("given=Lachlan;family=Nguyen")).collect();
     model.term_frequencies =
         Some(crate::model::TermFrequencies::from_records(crowd.iter().chain([&a, &b])));
     let gamma = compare(&a, &b);
