@@ -460,18 +460,11 @@ pub fn random_pairs(n_records: usize, n: usize, seed: u64) -> Vec<(usize, usize)
     if n_records < 2 {
         return Vec::new();
     }
-    let mut state = seed ^ 0x5DEE_CE66_D1CE_4E5B;
-    let mut next = move || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut rng = crate::rng::Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B);
     (0..n)
         .map(|_| {
-            let a = (next() % n_records as u64) as usize;
-            let mut b = (next() % (n_records as u64 - 1)) as usize;
+            let a = rng.below(n_records);
+            let mut b = rng.below(n_records - 1);
             if b >= a {
                 b += 1;
             }
@@ -599,24 +592,22 @@ fn link_batch(
     progress: &dyn Progress,
     clock: &mut Stopwatch,
 ) -> Result<(), LinkError> {
-    // Index the run's records (new ones added, updated ones replaced).
+    // Index the run's records (new ones added, updated ones replaced). The batch reads
+    // candidates from its in-memory copy, so nothing is committed here: the changes are
+    // committed after the store's transaction (with its generation as the payload), or
+    // rolled back by a dry run or dropped with the writer on an error.
     progress.stage("indexing", work.len() as u64);
-    {
-        let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;
-        for &(item_index, position, is_update) in work {
-            let id = workspace.linker.entries[position].id;
-            let keys = std::mem::take(&mut prepared[item_index].keys);
-            if is_update {
-                writer.update(id, &keys)?;
-            } else {
-                writer.add(id, &keys)?;
-            }
-            prepared[item_index].keys = keys;
-            progress.advance(1);
+    let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;
+    for &(item_index, position, is_update) in work {
+        let id = workspace.linker.entries[position].id;
+        let keys = &prepared[item_index].keys;
+        if is_update {
+            writer.update(id, keys)?;
+        } else {
+            writer.add(id, keys)?;
         }
-        writer.commit("pending")?;
+        progress.advance(1);
     }
-    workspace.index.reload()?;
     clock.lap("index");
 
     // Candidates among the records before each one, as the online path would see them.
@@ -739,26 +730,11 @@ fn link_batch(
             options.thresholds,
             report,
         )?;
-        let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;
         writer.commit(&index_payload(generation))?;
         workspace.index.reload()?;
     } else {
-        // Leave the index as the store knows it.
-        {
-            let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;
-            for &(_, position, is_update) in work {
-                if !is_update {
-                    writer.delete(workspace.linker.entries[position].id)?;
-                }
-            }
-            writer.commit(&index_payload(workspace.store.generation()?))?;
-        }
-        if work.iter().any(|&(_, _, is_update)| is_update) {
-            workspace.rebuilt_index = false;
-            // Updated records changed keys in the index: rebuild it from the store.
-            let dir = workspace.dir.clone();
-            *workspace = Workspace::open(&dir, workspace.normalize_options)?;
-        }
+        // A dry run leaves the index as the store knows it.
+        writer.rollback()?;
     }
     clock.lap("write");
     Ok(())
