@@ -12,6 +12,7 @@ pub mod eval;
 pub mod input;
 pub mod link;
 pub mod output;
+mod rng;
 pub mod store;
 pub mod synth;
 pub mod workspace;
