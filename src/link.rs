@@ -148,8 +148,19 @@ impl Stopwatch {
         let elapsed = self.start.elapsed().as_secs_f64();
         let before: f64 = self.stages.iter().map(|(_, seconds)| seconds).sum();
         self.stages.push((stage, elapsed - before));
-        tracing::debug!(stage, seconds = elapsed - before, "stage done");
+        tracing::debug!(stage, seconds = elapsed - before, rss_mib = resident_mib(), "stage done");
     }
+}
+
+/// Resident memory of this process in MiB (Linux; 0 elsewhere), for stage logs.
+fn resident_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib / 1024)
 }
 
 /// A row prepared for linking.

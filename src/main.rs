@@ -16,6 +16,12 @@ use mpi::output;
 use mpi::{Workspace, normalize_options};
 use mpi_matching::{Model, Thresholds};
 
+// mimalloc: far less fragmentation than the system allocator when rayon threads
+// allocate millions of small values (a fifth less peak memory and time on a million
+// records, see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Master person index and record linkage for health and social care records.
 #[derive(Debug, Parser)]
 #[command(name = "mpi", version, about)]
