@@ -59,7 +59,7 @@ fn hot_paths(c: &mut Criterion) {
         writer.commit("bench").expect("commit");
     }
     index.reload().expect("reload");
-    let keys: Vec<Vec<String>> = records.iter().map(blocking_keys).collect();
+    let keys: Vec<Vec<u64>> = records.iter().map(blocking_keys).collect();
     c.bench_function("candidates of one record (index query)", |b| {
         let searcher = index.searcher().expect("searcher");
         let mut i = 0;

@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use mpi_matching::{Gamma, Model, Score, compare};
+use mpi_matching::{BlockingKey, Gamma, Model, Score, blocking_keys, compare};
 use rayon::prelude::*;
 
 use crate::engine::Linker;
 use crate::eval::{EvalReport, TruthRow, evaluate, pair_completeness};
-use crate::link::{LinkError, key_hashes, train_model, training_patterns};
+use crate::link::{LinkError, train_model, training_patterns};
 use crate::output::RESULT_COLUMNS;
 use crate::workspace::Workspace;
 
@@ -22,33 +22,33 @@ pub fn blocked_pairs(
     max_candidates: usize,
 ) -> Result<BlockedPairs, LinkError> {
     let linker = &workspace.linker;
-    let hashes: Vec<Vec<u64>> =
-        linker.entries.par_iter().map(|entry| key_hashes(&entry.record)).collect();
+    let keys: Vec<Vec<BlockingKey>> =
+        linker.entries.par_iter().map(|entry| blocking_keys(&entry.record)).collect();
     let memory = mpi_index::MemoryIndex::build(
-        linker.entries.iter().zip(&hashes).map(|(entry, hashes)| (entry.id, hashes.as_slice())),
+        linker.entries.iter().zip(&keys).map(|(entry, keys)| (entry.id, keys.as_slice())),
     );
     let sets = linker
         .entries
         .par_iter()
-        .zip(&hashes)
-        .map(|(entry, hashes)| {
+        .zip(&keys)
+        .map(|(entry, keys)| {
             memory
-                .candidates(hashes, Some(entry.id), Some(entry.id), max_candidates)
+                .candidates(keys, Some(entry.id), Some(entry.id), max_candidates)
                 .into_iter()
                 .filter_map(|candidate| linker.position(candidate.record_id))
                 .collect()
         })
         .collect();
-    Ok(BlockedPairs { sets, hashes })
+    Ok(BlockedPairs { sets, keys })
 }
 
-/// Candidates of every record among the records before it, with each record's key hashes.
+/// Candidates of every record among the records before it, with each record's keys.
 #[derive(Debug)]
 pub struct BlockedPairs {
     /// `sets[p]`: positions of the candidates of the record at position `p`.
     pub sets: Vec<Vec<usize>>,
-    /// `hashes[p]`: the key hashes of the record at position `p`.
-    pub hashes: Vec<Vec<u64>>,
+    /// `keys[p]`: the blocking keys of the record at position `p`.
+    pub keys: Vec<Vec<BlockingKey>>,
 }
 
 /// `mpi train`: EM on the store's own records; saves and returns a new model version.
@@ -60,7 +60,7 @@ pub fn train(
     max_candidates: usize,
     seed: u64,
 ) -> Result<Model, LinkError> {
-    let BlockedPairs { sets, hashes } = blocked_pairs(workspace, max_candidates)?;
+    let BlockedPairs { sets, keys } = blocked_pairs(workspace, max_candidates)?;
     let linker = &workspace.linker;
     let compared: Vec<Vec<(usize, Gamma)>> = sets
         .par_iter()
@@ -75,7 +75,7 @@ pub fn train(
         .collect();
     let groups: Vec<(usize, &[(usize, Gamma)])> =
         compared.iter().enumerate().map(|(position, pairs)| (position, pairs.as_slice())).collect();
-    let blocked = training_patterns(&groups, &hashes);
+    let blocked = training_patterns(&groups, &keys);
     let records: Vec<_> = linker.entries.iter().map(|entry| &entry.record).collect();
     let n_pairs = compared.iter().map(|pairs| pairs.len() as u64).sum();
     let mut model = train_model(&records, &blocked, n_pairs, seed)?;

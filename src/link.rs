@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use mpi_index::{MemoryIndex, RecordId, key_hash};
+use mpi_index::MemoryIndex;
 use mpi_matching::{
-    ComparableRecord, Gamma, Issue, MatchError, Model, PatternCounts, TermFrequencies, Thresholds,
-    TrainOptions, blocking_keys, compare, key_kind,
+    BlockingKey, ComparableRecord, Gamma, Issue, MatchError, Model, PatternCounts, TermFrequencies,
+    Thresholds, TrainOptions, blocking_keys, compare, shared_key_kinds,
 };
 use rayon::prelude::*;
 
@@ -170,7 +170,7 @@ struct Prepared {
     /// Moved into the linker once the record has a position.
     record: Option<ComparableRecord>,
     issues: Vec<Issue>,
-    keys: Vec<String>,
+    keys: Vec<BlockingKey>,
 }
 
 /// Errors of a link run (input problems are reported before this point).
@@ -518,51 +518,13 @@ pub fn train_model(
 /// Most blocked pairs training looks at; EM needs far fewer than a large batch has.
 pub const MAX_TRAINING_PAIRS: usize = 1_000_000;
 
-/// A record's blocking keys as sorted 64-bit hashes whose low four bits hold the key's
-/// kind (its index in `KEY_KINDS`), for the in-memory index and for training, which
-/// needs to know which kinds of key two records share.
-pub fn key_hashes(record: &ComparableRecord) -> Vec<u64> {
-    hash_keys(&blocking_keys(record))
-}
-
-/// [`key_hashes`] of keys already made.
-pub fn hash_keys(keys: &[String]) -> Vec<u64> {
-    let mut hashes: Vec<u64> = keys
-        .iter()
-        .map(|key| (key_hash(key) & !0xF) | key_kind(key).map_or(0xF, |kind| kind as u64))
-        .collect();
-    hashes.sort_unstable();
-    hashes.dedup();
-    hashes
-}
-
-/// Kinds of key two records share, from their [`key_hashes`].
-fn shared_kinds(a: &[u64], b: &[u64]) -> u16 {
-    let (mut i, mut j, mut mask) = (0, 0, 0u16);
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                let kind = a[i] & 0xF;
-                if kind < 0xF {
-                    mask |= 1 << kind;
-                }
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    mask
-}
-
 /// Counts the comparison patterns of blocked pairs for training, each tagged with the
 /// kinds of blocking key the pair shared (bits above the gamma's 40). Takes every
-/// k-th record's pairs when there are more than [`MAX_TRAINING_PAIRS`]. `hashes[p]`
-/// are the [`key_hashes`] of the record at position `p`.
+/// k-th record's pairs when there are more than [`MAX_TRAINING_PAIRS`]. `keys[p]`
+/// are the blocking keys of the record at position `p`.
 pub fn training_patterns(
     groups: &[(usize, &[(usize, Gamma)])],
-    hashes: &[Vec<u64>],
+    keys: &[Vec<BlockingKey>],
 ) -> PatternCounts {
     let total: usize = groups.iter().map(|(_, pairs)| pairs.len()).sum();
     let step = total.div_ceil(MAX_TRAINING_PAIRS).max(1);
@@ -572,7 +534,7 @@ pub fn training_patterns(
         .filter(|(index, _)| index % step == 0)
         .fold(PatternCounts::new, |mut counts, (_, &(position, pairs))| {
             for &(candidate, gamma) in pairs {
-                let kinds = shared_kinds(&hashes[position], &hashes[candidate]);
+                let kinds = shared_key_kinds(&keys[position], &keys[candidate]);
                 *counts.entry(gamma.pack() | (u64::from(kinds) << 40)).or_default() += 1;
             }
             counts
@@ -623,17 +585,24 @@ fn link_batch(
 
     // Candidates among the records before each one, as the online path would see them.
     // The batch asks an in-memory copy of the index's postings (the same ranking, see
-    // `mpi_index::MemoryIndex`), built from the key hashes of every record.
+    // `mpi_index::MemoryIndex`), built from the keys of every record.
     progress.stage("blocking and comparing", work.len() as u64);
     let linker = &workspace.linker;
-    let mut hashes: Vec<Vec<u64>> =
-        linker.entries.par_iter().map(|entry| key_hashes(&entry.record)).collect();
+    // Every record's keys: the run's records hand theirs over, the others' are made.
+    let mut keys: Vec<Vec<BlockingKey>> = vec![Vec::new(); linker.entries.len()];
+    let mut in_run_keys = vec![false; linker.entries.len()];
     for &(item_index, position, _) in work {
-        // Updated records: the new values' keys (already the entry's record).
-        hashes[position] = hash_keys(&prepared[item_index].keys);
+        keys[position] = std::mem::take(&mut prepared[item_index].keys);
+        in_run_keys[position] = true;
     }
+    keys.par_iter_mut().zip(&in_run_keys).enumerate().for_each(|(position, (keys, &given))| {
+        if !given {
+            *keys = blocking_keys(&linker.entries[position].record);
+        }
+    });
+    drop(in_run_keys);
     let memory = MemoryIndex::build(
-        linker.entries.iter().zip(&hashes).map(|(entry, hashes)| (entry.id, hashes.as_slice())),
+        linker.entries.iter().zip(&keys).map(|(entry, keys)| (entry.id, keys.as_slice())),
     );
     let in_run: HashMap<usize, usize> =
         work.iter().enumerate().map(|(order, &(_, position, _))| (position, order)).collect();
@@ -644,7 +613,7 @@ fn link_batch(
             let entry = &linker.entries[position];
             let below = if is_update { None } else { Some(entry.id) };
             let candidates =
-                memory.candidates(&hashes[position], below, Some(entry.id), options.max_candidates);
+                memory.candidates(&keys[position], below, Some(entry.id), options.max_candidates);
             let pairs = candidates
                 .into_iter()
                 .filter_map(|candidate| linker.position(candidate.record_id))
@@ -666,10 +635,6 @@ fn link_batch(
         .collect();
     let compared: Vec<Vec<(usize, Gamma)>> = compared.into_iter().collect::<Result<_, _>>()?;
     drop(memory);
-    // The keys have done their work: free them before scoring and writing.
-    for item in prepared.iter_mut() {
-        item.keys = Vec::new();
-    }
     report.n_pairs = compared.iter().map(|pairs| pairs.len() as u64).sum();
     clock.lap("block and compare");
 
@@ -683,7 +648,7 @@ fn link_batch(
                 .zip(&compared)
                 .map(|(&(_, position, _), pairs)| (position, pairs.as_slice()))
                 .collect();
-            let blocked = training_patterns(&groups, &hashes);
+            let blocked = training_patterns(&groups, &keys);
             let records: Vec<&ComparableRecord> =
                 linker.entries.iter().map(|entry| &entry.record).collect();
             match train_model(&records, &blocked, report.n_pairs, options.seed) {
@@ -956,11 +921,11 @@ fn link_online(
                 &step_report,
             )?;
             let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;
-            let keys: &[String] = &prepared[item_index].keys;
+            let keys: &[BlockingKey] = &prepared[item_index].keys;
             if is_update {
                 writer.update(id, keys)?;
             } else {
-                writer.add(id as RecordId, keys)?;
+                writer.add(id, keys)?;
             }
             writer.commit(&index_payload(generation))?;
             workspace.index.reload()?;

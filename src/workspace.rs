@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use mpi_index::{BlockingIndex, RecordId};
-use mpi_matching::{ComparableRecord, NormalizeOptions, Normalizer, blocking_keys};
+use mpi_matching::{BlockingKey, ComparableRecord, NormalizeOptions, Normalizer, blocking_keys};
 use rayon::prelude::*;
 
 use crate::engine::{DecisionKind, Entry, Linker, PersonKey};
@@ -27,8 +27,10 @@ pub enum WorkspaceError {
 pub const INDEX_WRITER_BUDGET: usize = 128 * 1024 * 1024;
 
 /// The index commit payload that says the index is level with store generation `g`.
+/// It names the key format too (`k2`: kind-tagged 64-bit hashes), so an index built
+/// by an older version with other keys is rebuilt.
 pub fn index_payload(generation: u64) -> String {
-    format!("gen:{generation}")
+    format!("k2 gen:{generation}")
 }
 
 /// An opened data folder.
@@ -106,7 +108,7 @@ impl Workspace {
             n_records = self.linker.entries.len(),
             "rebuilding the blocking index from the store"
         );
-        let keys: Vec<(RecordId, Vec<String>)> = self
+        let keys: Vec<(RecordId, Vec<BlockingKey>)> = self
             .linker
             .entries
             .par_iter()

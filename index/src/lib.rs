@@ -2,7 +2,7 @@
 //! "which records share keys with these?" ranked by how many keys they share.
 //!
 //! The index knows tantivy, not SQLite, HTTP or what a key means: keys are opaque
-//! strings (they hold personal data, so they never appear in errors or logs). It is
+//! 64-bit values (hashes of personal data, so they never appear in errors or logs). It is
 //! derived data: the caller can rebuild it from its store at any time, and records in
 //! each commit's payload how level it is with that store.
 //!
@@ -13,11 +13,11 @@
 //! use mpi_index::BlockingIndex;
 //! let index = BlockingIndex::create_in_ram()?;
 //! let mut writer = index.writer(20_000_000)?;
-//! writer.add(1, &["dob:1815-12-10".to_owned(), "pc:LS1 4AB".to_owned()])?;
-//! writer.add(2, &["dob:1815-12-10".to_owned()])?;
+//! writer.add(1, &[18151210, 41])?;
+//! writer.add(2, &[18151210])?;
 //! writer.commit("gen:1")?;
 //! index.reload()?;
-//! let found = index.candidates(&["dob:1815-12-10".to_owned(), "pc:LS1 4AB".to_owned()], None, None, 10)?;
+//! let found = index.candidates(&[18151210, 41], None, None, 10)?;
 //! assert_eq!(found.iter().map(|c| (c.record_id, c.n_keys)).collect::<Vec<_>>(), [(1, 2), (2, 1)]);
 //! assert_eq!(index.commit_payload().as_deref(), Some("gen:1"));
 //! # Ok::<(), mpi_index::IndexError>(())
@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use tantivy::columnar::Column;
 use tantivy::directory::MmapDirectory;
-use tantivy::schema::{Field, INDEXED, IndexRecordOption, STRING, Schema};
+use tantivy::schema::{Field, INDEXED, IndexRecordOption, Schema};
 use tantivy::{
     DocSet, Index, IndexReader, IndexWriter, InvertedIndexReader, ReloadPolicy, TERMINATED,
     TantivyDocument, Term,
@@ -42,6 +42,9 @@ pub use crate::error::IndexError;
 
 /// A record's id, shared with the caller's store.
 pub type RecordId = u64;
+
+/// A blocking key, opaque to the index (the caller hashes its keys' text).
+pub type Key = u64;
 
 /// A candidate record and how many of the probe's keys it shares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +64,7 @@ struct Fields {
 fn schema() -> (Schema, Fields) {
     let mut builder = Schema::builder();
     let rid = builder.add_u64_field("rid", INDEXED | tantivy::schema::FAST);
-    let key = builder.add_text_field("key", STRING);
+    let key = builder.add_u64_field("key", INDEXED);
     (builder.build(), Fields { rid, key })
 }
 
@@ -156,7 +159,7 @@ impl BlockingIndex {
     /// When reading the index fails.
     pub fn candidates(
         &self,
-        keys: &[String],
+        keys: &[Key],
         below: Option<RecordId>,
         exclude: Option<RecordId>,
         limit: usize,
@@ -210,17 +213,17 @@ impl IndexSearcher {
     /// When reading postings fails.
     pub fn candidates(
         &self,
-        keys: &[String],
+        keys: &[Key],
         below: Option<RecordId>,
         exclude: Option<RecordId>,
         limit: usize,
     ) -> Result<Vec<Candidate>, IndexError> {
-        let mut distinct: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut distinct = keys.to_vec();
         distinct.sort_unstable();
         distinct.dedup();
         let mut counts: HashMap<RecordId, u32> = HashMap::new();
         for key in distinct {
-            let term = Term::from_field_text(self.key_field, key);
+            let term = Term::from_field_u64(self.key_field, key);
             for segment in &self.segments {
                 let Some(mut postings) =
                     segment.keys.read_postings(&term, IndexRecordOption::Basic)?
@@ -268,11 +271,11 @@ impl BlockingIndexWriter {
     ///
     /// # Errors
     /// When tantivy refuses the document.
-    pub fn add(&mut self, record_id: RecordId, keys: &[String]) -> Result<(), IndexError> {
+    pub fn add(&mut self, record_id: RecordId, keys: &[Key]) -> Result<(), IndexError> {
         let mut document = TantivyDocument::new();
         document.add_u64(self.fields.rid, record_id);
-        for key in keys {
-            document.add_text(self.fields.key, key);
+        for &key in keys {
+            document.add_u64(self.fields.key, key);
         }
         self.writer.add_document(document)?;
         Ok(())
@@ -282,7 +285,7 @@ impl BlockingIndexWriter {
     ///
     /// # Errors
     /// When tantivy refuses the document.
-    pub fn update(&mut self, record_id: RecordId, keys: &[String]) -> Result<(), IndexError> {
+    pub fn update(&mut self, record_id: RecordId, keys: &[Key]) -> Result<(), IndexError> {
         self.delete(record_id)?;
         self.add(record_id, keys)
     }
@@ -333,76 +336,99 @@ mod tests;
 /// An in-memory blocking index with the same ranking as [`BlockingIndex`], for batch
 /// runs: a batch holds every record's keys in memory already, and a sorted posting
 /// list answers a query in a few microseconds where tantivy's term dictionary needs
-/// one lookup per key per segment. Keys are stored as 64-bit hashes; a collision
-/// could only add a spurious candidate, which scoring then rejects.
+/// one lookup per key per segment.
 #[derive(Debug, Default)]
 pub struct MemoryIndex {
-    /// Distinct key hashes, sorted.
-    hashes: Vec<u64>,
-    /// `ids[offsets[i]..offsets[i + 1]]` hold the records under `hashes[i]`, sorted.
+    /// Distinct keys, sorted.
+    keys: Vec<Key>,
+    /// `keys[directory[p]..directory[p + 1]]` are the keys whose top `prefix_bits` bits
+    /// are `p`: keys are hashes, so each range holds a key or two, and a lookup costs a
+    /// couple of memory reads where a binary search over millions of keys costs twenty.
+    directory: Vec<u32>,
+    prefix_bits: u32,
+    /// `ids[offsets[i]..offsets[i + 1]]` hold the records under `keys[i]`, sorted.
     offsets: Vec<usize>,
     ids: Vec<RecordId>,
 }
 
-/// The 64-bit hash [`MemoryIndex`] stores for a key.
-pub fn key_hash(key: &str) -> u64 {
-    // FNV-1a: stable across runs and platforms, unlike std's random hasher.
-    key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 impl MemoryIndex {
-    /// Builds the index from (record id, key hashes) pairs (see [`key_hash`]).
-    pub fn build<'a>(records: impl IntoIterator<Item = (RecordId, &'a [u64])>) -> MemoryIndex {
-        let mut pairs: Vec<(u64, RecordId)> = Vec::new();
-        for (record_id, hashes) in records {
-            pairs.extend(hashes.iter().map(|&hash| (hash, record_id)));
+    /// Builds the index from (record id, keys) pairs.
+    pub fn build<'a>(records: impl IntoIterator<Item = (RecordId, &'a [Key])>) -> MemoryIndex {
+        let mut pairs: Vec<(Key, RecordId)> = Vec::new();
+        for (record_id, keys) in records {
+            pairs.extend(keys.iter().map(|&key| (key, record_id)));
         }
         pairs.sort_unstable();
         pairs.dedup();
         let mut index = MemoryIndex {
-            hashes: Vec::new(),
+            keys: Vec::new(),
+            directory: Vec::new(),
+            prefix_bits: 0,
             offsets: Vec::new(),
             ids: Vec::with_capacity(pairs.len()),
         };
-        for (hash, record_id) in pairs {
-            if index.hashes.last() != Some(&hash) {
-                index.hashes.push(hash);
+        for (key, record_id) in pairs {
+            if index.keys.last() != Some(&key) {
+                index.keys.push(key);
                 index.offsets.push(index.ids.len());
             }
             index.ids.push(record_id);
         }
         index.offsets.push(index.ids.len());
+        index.prefix_bits = index.keys.len().max(1).ilog2().clamp(1, 26);
+        let n_prefixes = 1usize << index.prefix_bits;
+        index.directory = Vec::with_capacity(n_prefixes + 1);
+        let mut next = 0;
+        for prefix in 0..=n_prefixes {
+            while next < index.keys.len() && index.prefix(index.keys[next]) < prefix {
+                next += 1;
+            }
+            index.directory.push(u32::try_from(next).expect("fewer than 2^32 distinct keys"));
+        }
         index
     }
 
-    /// Same contract as [`IndexSearcher::candidates`], with the probe's keys given as
-    /// [`key_hash`]es.
+    fn prefix(&self, key: Key) -> usize {
+        (key >> (64 - self.prefix_bits)) as usize
+    }
+
+    fn postings(&self, key: Key) -> &[RecordId] {
+        if self.keys.is_empty() {
+            return &[];
+        }
+        let prefix = self.prefix(key);
+        let (start, end) = (self.directory[prefix] as usize, self.directory[prefix + 1] as usize);
+        match self.keys[start..end].binary_search(&key) {
+            Ok(slot) => &self.ids[self.offsets[start + slot]..self.offsets[start + slot + 1]],
+            Err(_) => &[],
+        }
+    }
+
+    /// Same contract as [`IndexSearcher::candidates`].
     pub fn candidates(
         &self,
-        hashes: &[u64],
+        keys: &[Key],
         below: Option<RecordId>,
         exclude: Option<RecordId>,
         limit: usize,
     ) -> Vec<Candidate> {
-        let mut hashes = hashes.to_vec();
-        hashes.sort_unstable();
-        hashes.dedup();
-        let mut counts: HashMap<RecordId, u32> = HashMap::new();
-        for hash in hashes {
-            let Ok(slot) = self.hashes.binary_search(&hash) else { continue };
-            let postings = &self.ids[self.offsets[slot]..self.offsets[slot + 1]];
+        let mut distinct = keys.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        // Every posting of every key, then counted by sorting: posting lists are short
+        // and sorting a few hundred ids beats hashing them.
+        let mut hits: Vec<RecordId> = Vec::new();
+        for key in distinct {
+            let postings = self.postings(key);
             let end =
                 below.map_or(postings.len(), |below| postings.partition_point(|&id| id < below));
-            for &record_id in &postings[..end] {
-                if exclude != Some(record_id) {
-                    *counts.entry(record_id).or_default() += 1;
-                }
-            }
+            hits.extend(postings[..end].iter().filter(|&&id| exclude != Some(id)));
         }
-        let mut candidates: Vec<Candidate> =
-            counts.into_iter().map(|(record_id, n_keys)| Candidate { record_id, n_keys }).collect();
+        hits.sort_unstable();
+        let mut candidates: Vec<Candidate> = hits
+            .chunk_by(|a, b| a == b)
+            .map(|run| Candidate { record_id: run[0], n_keys: run.len() as u32 })
+            .collect();
         candidates
             .sort_unstable_by(|a, b| b.n_keys.cmp(&a.n_keys).then(a.record_id.cmp(&b.record_id)));
         candidates.truncate(limit);

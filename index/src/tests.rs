@@ -3,8 +3,9 @@ use quickcheck_macros::quickcheck;
 
 use super::*;
 
-fn keys(list: &[&str]) -> Vec<String> {
-    list.iter().map(|key| (*key).to_owned()).collect()
+/// Test keys are written as short names and stored as their bytes.
+fn keys(list: &[&str]) -> Vec<Key> {
+    list.iter().map(|key| key.bytes().fold(0, |k, byte| (k << 8) | u64::from(byte))).collect()
 }
 
 fn index_of(records: &[(RecordId, &[&str])]) -> BlockingIndex {
@@ -111,12 +112,12 @@ fn candidates_match_a_brute_force_model(
     if records.len() > 40 {
         return TestResult::discard();
     }
-    let key = |byte: &u8| format!("k{}", byte % 6);
+    let key = |byte: &u8| u64::from(byte % 6);
     let index = BlockingIndex::create_in_ram().unwrap();
-    let mut model: Vec<Option<Vec<String>>> = Vec::new();
+    let mut model: Vec<Option<Vec<Key>>> = Vec::new();
     let mut writer = index.writer(20_000_000).unwrap();
     for (position, record) in records.iter().enumerate() {
-        let record_keys: Vec<String> = record.iter().map(key).collect();
+        let record_keys: Vec<Key> = record.iter().map(key).collect();
         writer.add(position as u64, &record_keys).unwrap();
         model.push(Some(record_keys));
         if position % 7 == 3 {
@@ -126,14 +127,14 @@ fn candidates_match_a_brute_force_model(
             // Delete an earlier record; update another.
             writer.delete((position - 2) as u64).unwrap();
             model[position - 2] = None;
-            let updated: Vec<String> = record.iter().rev().take(2).map(key).collect();
+            let updated: Vec<Key> = record.iter().rev().take(2).map(key).collect();
             writer.update((position - 1) as u64, &updated).unwrap();
             model[position - 1] = Some(updated);
         }
     }
     writer.commit("done").unwrap();
     index.reload().unwrap();
-    let probe_keys: Vec<String> = probe.iter().map(key).collect();
+    let probe_keys: Vec<Key> = probe.iter().map(key).collect();
     let below = below.map(|b| u64::from(b % 45));
     let limit = usize::from(limit % 12);
     let mut expected: Vec<(u64, u32)> = model
@@ -145,7 +146,7 @@ fn candidates_match_a_brute_force_model(
             if below.is_some_and(|below| id >= below) {
                 return None;
             }
-            let mut shared: Vec<&String> =
+            let mut shared: Vec<&Key> =
                 probe_keys.iter().filter(|k| record_keys.contains(k)).collect();
             shared.sort();
             shared.dedup();
@@ -173,8 +174,9 @@ fn memory_index_matches_tantivy(
     if records.len() > 50 {
         return TestResult::discard();
     }
-    let key = |byte: &u8| format!("k{}", byte % 7);
-    let keyed: Vec<(u64, Vec<String>)> = records
+    // Spread over the high bits, as hashed keys are, so the directory is exercised.
+    let key = |byte: &u8| u64::from(byte % 7).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let keyed: Vec<(u64, Vec<Key>)> = records
         .iter()
         .enumerate()
         .map(|(id, record)| (id as u64 + 1, record.iter().map(key).collect()))
@@ -189,19 +191,14 @@ fn memory_index_matches_tantivy(
     }
     writer.commit("done").unwrap();
     index.reload().unwrap();
-    let hashed: Vec<(u64, Vec<u64>)> = keyed
-        .iter()
-        .map(|(id, record_keys)| (*id, record_keys.iter().map(|k| key_hash(k)).collect()))
-        .collect();
-    let memory = MemoryIndex::build(hashed.iter().map(|(id, hashes)| (*id, hashes.as_slice())));
+    let memory = MemoryIndex::build(keyed.iter().map(|(id, keys)| (*id, keys.as_slice())));
     let limit = usize::from(limit % 15);
     for (probe, below, exclude) in probes {
-        let probe_keys: Vec<String> = probe.iter().map(key).collect();
+        let probe_keys: Vec<Key> = probe.iter().map(key).collect();
         let below = below.map(|b| u64::from(b % 55));
         let exclude = exclude.map(|e| u64::from(e % 55));
-        let probe_hashes: Vec<u64> = probe_keys.iter().map(|k| key_hash(k)).collect();
         if index.candidates(&probe_keys, below, exclude, limit).unwrap()
-            != memory.candidates(&probe_hashes, below, exclude, limit)
+            != memory.candidates(&probe_keys, below, exclude, limit)
         {
             return TestResult::failed();
         }

@@ -21,10 +21,67 @@ pub const KEY_KINDS: [(&str, &[CompField]); 11] = [
     ("ah", &[CompField::Address, CompField::FamilyName]),
 ];
 
-/// The index in [`KEY_KINDS`] of a key's kind, from its prefix.
-pub fn key_kind(key: &str) -> Option<usize> {
-    let prefix = key.split(':').next()?;
-    KEY_KINDS.iter().position(|(kind, _)| *kind == prefix)
+/// A blocking key: a 64-bit FNV-1a hash of the key's text whose low four bits are
+/// replaced by its kind (its index in [`KEY_KINDS`]). Keys of different kinds never
+/// collide; two texts of one kind collide with odds of about one in 2^60, which could
+/// only add a spurious candidate that scoring then rejects. Hashes keep a million
+/// records' keys small and let the batch and the tantivy index share them.
+pub type BlockingKey = u64;
+
+/// The index in [`KEY_KINDS`] of a key's kind.
+pub fn key_kind(key: BlockingKey) -> usize {
+    (key & 0xF) as usize
+}
+
+/// Bit mask of the kinds of key two records share, from their sorted
+/// [`blocking_keys`] (bit `k` for `KEY_KINDS[k]`).
+pub fn shared_key_kinds(a: &[BlockingKey], b: &[BlockingKey]) -> u16 {
+    let (mut i, mut j, mut mask) = (0, 0, 0u16);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                mask |= 1 << key_kind(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    mask
+}
+
+/// FNV-1a over formatted text, so that keys are hashed without building strings.
+struct KeyHasher(u64);
+
+impl std::fmt::Write for KeyHasher {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.0 = text
+            .bytes()
+            .fold(self.0, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3));
+        Ok(())
+    }
+}
+
+/// Kinds, by their index in [`KEY_KINDS`].
+mod kind {
+    pub const NHS: usize = 0;
+    pub const DATE_NAME: usize = 1;
+    pub const DATE_GROUP: usize = 2;
+    pub const POSTCODE_INITIAL: usize = 3;
+    pub const POSTCODE_NAME: usize = 4;
+    pub const NAMES_YEAR: usize = 5;
+    pub const IDENTIFIER: usize = 6;
+    pub const PHONE: usize = 7;
+    pub const EMAIL: usize = 8;
+    pub const FAMILY_YEAR: usize = 9;
+    pub const ADDRESS: usize = 10;
+}
+
+fn key(kind: usize, text: std::fmt::Arguments<'_>) -> BlockingKey {
+    let mut hasher = KeyHasher(0xcbf2_9ce4_8422_2325);
+    std::fmt::Write::write_fmt(&mut hasher, text).expect("hashing never fails");
+    (hasher.0 & !0xF) | kind as u64
 }
 
 /// Bit mask of the key kinds that do not force `field` to agree.
@@ -36,25 +93,26 @@ pub fn kinds_not_involving(field: CompField) -> u16 {
         .fold(0, |mask, (bit, _)| mask | (1 << bit))
 }
 
-/// The blocking keys of a record, each prefixed by its kind:
+/// The blocking keys of a record, sorted and distinct, each tagged with its kind
+/// (see [`BlockingKey`]). The text hashed for each kind:
 ///
-/// | prefix | key | catches |
+/// | kind | key | catches |
 /// |---|---|---|
-/// | `n:` | NHS number | anything with a valid NHS number |
-/// | `dn:` | birth year, day and month (sorted), phonetic code of the family name, and again of the given name | given-name changes, day/month swaps, given and family names swapped |
-/// | `dg:` | birth year, day and month (sorted), given-name nickname group | a family name changed on marriage |
-/// | `pg:` | postcode, given-name initial | birth-date errors |
-/// | `pn:` | postcode, phonetic code of the family name, and again of the given name | given-name and birth-date errors, swapped names |
-/// | `ny:` | given and family phonetic codes (sorted), birth year | moves with typos; given and family swapped |
-/// | `i:` | identifier system and value | other identifiers |
-/// | `t:` / `e:` | phone / email | moves where contact details stay |
-/// | `fy:` | family-name phonetic code, birth year and month, given initial | errors in day, postcode and given name together |
-/// | `ah:` | house number and first street word, family-name phonetic code | errors in birth date, postcode and given name |
-pub fn blocking_keys(record: &ComparableRecord) -> Vec<String> {
+/// | `n` | NHS number | anything with a valid NHS number |
+/// | `dn` | birth year, day and month (sorted), phonetic code of the family name, and again of the given name | given-name changes, day/month swaps, given and family names swapped |
+/// | `dg` | birth year, day and month (sorted), given-name nickname group | a family name changed on marriage |
+/// | `pg` | postcode, given-name initial | birth-date errors |
+/// | `pn` | postcode, phonetic code of the family name, and again of the given name | given-name and birth-date errors, swapped names |
+/// | `ny` | given and family phonetic codes (sorted), birth year | moves with typos; given and family swapped |
+/// | `i` | identifier system and value | other identifiers |
+/// | `t` / `e` | phone / email | moves where contact details stay |
+/// | `fy` | family-name phonetic code, birth year and month, given initial | errors in day, postcode and given name together |
+/// | `ah` | house number and first street word, family-name phonetic code | errors in birth date, postcode and given name |
+pub fn blocking_keys(record: &ComparableRecord) -> Vec<BlockingKey> {
     let normalized = &record.record;
-    let mut keys = Vec::with_capacity(9);
+    let mut keys = Vec::with_capacity(12);
     if let Some(nhs) = &normalized.nhs_number {
-        keys.push(format!("n:{nhs}"));
+        keys.push(key(kind::NHS, format_args!("{nhs}")));
     }
     let family_code = record.family_phonetic.as_str();
     let given_code = record.given_phonetic.first().map(String::as_str).unwrap_or("");
@@ -62,14 +120,17 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<String> {
     if let Some(date) = normalized.date_of_birth {
         let (low, high) =
             if date.day <= date.month { (date.day, date.month) } else { (date.month, date.day) };
-        let date_key = format!("{:04}{:02}{:02}", date.year, low, high);
+        let year = date.year;
         for code in [family_code, given_code] {
             if !code.is_empty() {
-                keys.push(format!("dn:{date_key}|{code}"));
+                keys.push(key(kind::DATE_NAME, format_args!("{year:04}{low:02}{high:02}|{code}")));
             }
         }
         if !given_group.is_empty() {
-            keys.push(format!("dg:{date_key}|{given_group}"));
+            keys.push(key(
+                kind::DATE_GROUP,
+                format_args!("{year:04}{low:02}{high:02}|{given_group}"),
+            ));
         }
         if !family_code.is_empty() && !given_code.is_empty() {
             let (first, second) = if given_code <= family_code {
@@ -77,14 +138,17 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<String> {
             } else {
                 (family_code, given_code)
             };
-            keys.push(format!("ny:{first}|{second}|{:04}", date.year));
+            keys.push(key(kind::NAMES_YEAR, format_args!("{first}|{second}|{year:04}")));
         }
     }
     let given_initial = record.first_given().and_then(|name| name.chars().next());
     if let (Some(date), Some(initial)) = (normalized.date_of_birth, given_initial)
         && !family_code.is_empty()
     {
-        keys.push(format!("fy:{family_code}|{:04}{:02}|{initial}", date.year, date.month));
+        keys.push(key(
+            kind::FAMILY_YEAR,
+            format_args!("{family_code}|{:04}{:02}|{initial}", date.year, date.month),
+        ));
     }
     if let Some(address) = &normalized.address
         && let Some(number) = &address.house_number
@@ -95,29 +159,75 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<String> {
             .split(' ')
             .find(|word| word.len() > 2 && !word.bytes().any(|b| b.is_ascii_digit()));
         if let Some(street) = street {
-            keys.push(format!("ah:{number}|{street}|{family_code}"));
+            keys.push(key(kind::ADDRESS, format_args!("{number}|{street}|{family_code}")));
         }
     }
     if let Some(postcode) = &normalized.postcode {
-        if let Some(initial) = record.first_given().and_then(|name| name.chars().next()) {
-            keys.push(format!("pg:{}|{initial}", postcode.code));
+        if let Some(initial) = given_initial {
+            keys.push(key(kind::POSTCODE_INITIAL, format_args!("{}|{initial}", postcode.code)));
         }
         for code in [family_code, given_code] {
             if !code.is_empty() {
-                keys.push(format!("pn:{}|{code}", postcode.code));
+                keys.push(key(kind::POSTCODE_NAME, format_args!("{}|{code}", postcode.code)));
             }
         }
     }
     for identifier in &normalized.identifiers {
-        keys.push(format!("i:{}|{}", identifier.system, identifier.value));
+        keys.push(key(
+            kind::IDENTIFIER,
+            format_args!("{}|{}", identifier.system, identifier.value),
+        ));
     }
     if let Some(phone) = &normalized.phone {
-        keys.push(format!("t:{phone}"));
+        keys.push(key(kind::PHONE, format_args!("{phone}")));
     }
     if let Some(email) = &normalized.email {
-        keys.push(format!("e:{email}"));
+        keys.push(key(kind::EMAIL, format_args!("{email}")));
     }
     keys.sort_unstable();
     keys.dedup();
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Demographics, NormalizeOptions, Normalizer};
+
+    fn keys_of(given: &str, family: &str, dob: &str, postcode: &str) -> Vec<BlockingKey> {
+        let normalizer = Normalizer::new(NormalizeOptions::default());
+        let (record, _) = normalizer.normalize(&Demographics {
+            given_name: Some(given.to_owned()),
+            family_name: Some(family.to_owned()),
+            date_of_birth: Some(dob.to_owned()),
+            postcode: Some(postcode.to_owned()),
+            ..Demographics::default()
+        });
+        blocking_keys(&ComparableRecord::new(record, normalizer.nicknames()))
+    }
+
+    #[test]
+    fn keys_are_sorted_distinct_and_tagged_with_their_kind() {
+        let keys = keys_of("Mary", "Smith", "1990-03-12", "LS1 4AB");
+        assert!(keys.windows(2).all(|pair| pair[0] < pair[1]));
+        let kinds: std::collections::BTreeSet<usize> = keys.iter().map(|&k| key_kind(k)).collect();
+        let names: Vec<&str> = kinds.iter().map(|&kind| KEY_KINDS[kind].0).collect();
+        assert_eq!(names, ["dn", "dg", "pg", "pn", "ny", "fy"]);
+    }
+
+    #[test]
+    fn swapped_names_and_day_month_swaps_still_meet() {
+        let a = keys_of("Mary", "Smith", "1990-03-12", "LS1 4AB");
+        let swapped = keys_of("Smith", "Mary", "1990-12-03", "M1 1AA");
+        let shared = shared_key_kinds(&a, &swapped);
+        assert_ne!(shared & (1 << kind::DATE_NAME), 0, "date with either name's code");
+        assert_ne!(shared & (1 << kind::NAMES_YEAR), 0, "both codes, sorted, with the year");
+    }
+
+    #[test]
+    fn different_people_share_no_keys() {
+        let a = keys_of("Mary", "Smith", "1990-03-12", "LS1 4AB");
+        let b = keys_of("John", "Patel", "1971-07-30", "M1 1AA");
+        assert_eq!(shared_key_kinds(&a, &b), 0);
+    }
 }

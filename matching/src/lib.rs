@@ -21,7 +21,9 @@ mod train;
 pub use crate::{
     compare::{CompField, ComparableRecord, Gamma, MISSING, N_FIELDS, compare, family_tokens},
     error::MatchError,
-    keys::{KEY_KINDS, blocking_keys, key_kind, kinds_not_involving},
+    keys::{
+        BlockingKey, KEY_KINDS, blocking_keys, key_kind, kinds_not_involving, shared_key_kinds,
+    },
     model::{
         Contribution, FieldParams, LevelParams, MODEL_FORMAT, MODEL_FORMAT_VERSION, Model, Score,
         TermFrequencies, Thresholds, TrainingInfo, probability,
