@@ -565,24 +565,6 @@ fn link_batch(
     progress: &dyn Progress,
     clock: &mut Stopwatch,
 ) -> Result<(), LinkError> {
-    // Index the run's records (new ones added, updated ones replaced). The batch reads
-    // candidates from its in-memory copy, so nothing is committed here: the changes are
-    // committed after the store's transaction (with its generation as the payload), or
-    // rolled back by a dry run or dropped with the writer on an error.
-    progress.stage("indexing", work.len() as u64);
-    let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;
-    for &(item_index, position, is_update) in work {
-        let id = workspace.linker.entries[position].id;
-        let keys = &prepared[item_index].keys;
-        if is_update {
-            writer.update(id, keys)?;
-        } else {
-            writer.add(id, keys)?;
-        }
-        progress.advance(1);
-    }
-    clock.lap("index");
-
     // Candidates among the records before each one, as the online path would see them.
     // The batch asks an in-memory copy of the index's postings (the same ranking, see
     // `mpi_index::MemoryIndex`), built from the keys of every record.
@@ -663,6 +645,12 @@ fn link_batch(
     }
     report.model_version = model.version;
     report.model_source = Some(source);
+    // From here only the run's own keys are needed, to index it after the write.
+    for (position, record_keys) in keys.iter_mut().enumerate() {
+        if !in_run.contains_key(&position) {
+            *record_keys = Vec::new();
+        }
+    }
     clock.lap("train");
 
     progress.stage("scoring", work.len() as u64);
@@ -694,26 +682,57 @@ fn link_batch(
     clock.lap("decide");
 
     record_outcomes(prepared, work, &decisions, report);
-    if !options.dry_run {
-        progress.stage("writing", 0);
-        let generation = write_results(
-            workspace,
-            prepared,
-            work,
-            &decisions,
-            &retired,
-            &model,
-            options.thresholds,
-            report,
-        )?;
-        writer.commit(&index_payload(generation))?;
-        workspace.index.reload()?;
-    } else {
-        // A dry run leaves the index as the store knows it.
-        writer.rollback()?;
+    if options.dry_run {
+        // Nothing is written, and the index stays as the store knows it.
+        return Ok(());
     }
+    progress.stage("writing", 0);
+    let generation = write_results(
+        workspace,
+        prepared,
+        work,
+        &decisions,
+        &retired,
+        &model,
+        options.thresholds,
+        report,
+    )?;
     clock.lap("write");
+    drop(decisions);
+
+    // The index is derived data, brought level with the store once the store has
+    // committed: its commit payload names the store generation. (Until then the batch
+    // read candidates from its in-memory copy.) If this fails, the store still holds
+    // the run, and the next open rebuilds the index from it.
+    progress.stage("indexing", work.len() as u64);
+    if let Err(error) = index_run(workspace, work, &keys, generation, progress) {
+        tracing::warn!(%error, "the blocking index was not updated; it is rebuilt on next open");
+    }
+    clock.lap("index");
     Ok(())
+}
+
+/// Adds the run's records to the blocking index (replacing updated ones) and commits
+/// it as level with store generation `generation`.
+fn index_run(
+    workspace: &Workspace,
+    work: &[(usize, usize, bool)],
+    keys: &[Vec<BlockingKey>],
+    generation: u64,
+    progress: &dyn Progress,
+) -> Result<(), mpi_index::IndexError> {
+    let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;
+    for &(_, position, is_update) in work {
+        let id = workspace.linker.entries[position].id;
+        if is_update {
+            writer.update(id, &keys[position])?;
+        } else {
+            writer.add(id, &keys[position])?;
+        }
+        progress.advance(1);
+    }
+    writer.commit(&index_payload(generation))?;
+    workspace.index.reload()
 }
 
 fn record_outcomes(
