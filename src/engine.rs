@@ -218,6 +218,8 @@ pub struct Linker {
     pub persons: Vec<PersonSlot>,
     /// Person id to handle.
     pub person_keys: HashMap<String, PersonKey>,
+    /// Persons created since the store last committed (their `is_new` is set).
+    pub unsettled: Vec<PersonKey>,
 }
 
 impl Linker {
@@ -255,7 +257,15 @@ impl Linker {
         let id = uuid::Uuid::new_v4().to_string();
         let key = self.person_key(&id, provisional);
         self.persons[key as usize].is_new = true;
+        self.unsettled.push(key);
         key
+    }
+
+    /// Marks the persons this run created as stored (after the store has committed).
+    pub fn settle_new_persons(&mut self) {
+        for person in self.unsettled.drain(..) {
+            self.persons[person as usize].is_new = false;
+        }
     }
 
     /// Moves a record into a person.

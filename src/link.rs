@@ -4,16 +4,18 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use mpi_index::MemoryIndex;
+use mpi_index::{BlockingIndex, BlockingIndexWriter, MemoryIndex};
 use mpi_matching::{
     BlockingKey, ComparableRecord, Gamma, Issue, MatchError, Model, PatternCounts, TermFrequencies,
     Thresholds, TrainOptions, blocking_keys, compare, shared_key_kinds,
 };
 use rayon::prelude::*;
 
-use crate::engine::{Decision, DecisionKind, Entry, PersonKey, ScoredCandidate, score_pairs};
+use crate::engine::{
+    Decision, DecisionKind, Entry, Linker, PersonKey, ScoredCandidate, score_pairs,
+};
 use crate::input::{InputRow, RowError};
-use crate::store::{Batch, LinkWrite, RecordWrite, ReviewWrite};
+use crate::store::{Batch, LinkWrite, RecordWrite, ReviewWrite, Store};
 use crate::workspace::{INDEX_WRITER_BUDGET, Workspace, WorkspaceError, index_payload};
 
 /// The shipped default model, trained on synthetic UK data (`data/default_model.json`).
@@ -686,44 +688,58 @@ fn link_batch(
         // Nothing is written, and the index stays as the store knows it.
         return Ok(());
     }
-    progress.stage("writing", 0);
-    let generation = write_results(
-        workspace,
-        prepared,
-        work,
-        &decisions,
-        &retired,
-        &model,
-        options.thresholds,
-        report,
-    )?;
-    clock.lap("write");
-    drop(decisions);
-
-    // The index is derived data, brought level with the store once the store has
-    // committed: its commit payload names the store generation. (Until then the batch
-    // read candidates from its in-memory copy.) If this fails, the store still holds
-    // the run, and the next open rebuilds the index from it.
-    progress.stage("indexing", work.len() as u64);
-    if let Err(error) = index_run(workspace, work, &keys, generation, progress) {
+    // The store is written on this thread while another adds the run's records to the
+    // blocking index, which is committed only once the store has: the index is derived
+    // data and its commit payload names the store generation it is level with. (Until
+    // then the batch read candidates from its in-memory copy.) If indexing fails, the
+    // store still holds the run and the next open rebuilds the index from it.
+    progress.stage("writing", work.len() as u64);
+    let Workspace { store, linker, index, .. } = workspace;
+    let (written, indexed) = std::thread::scope(|scope| {
+        let indexer = scope.spawn(|| index_run(index, linker, work, &keys, progress));
+        let written = write_results(
+            store,
+            linker,
+            prepared,
+            work,
+            &decisions,
+            &retired,
+            &model,
+            options.thresholds,
+            report,
+        );
+        (written, indexer.join())
+    });
+    let generation = written?;
+    linker.settle_new_persons();
+    let committed = match indexed {
+        Ok(Ok(mut writer)) => {
+            writer.commit(&index_payload(generation)).and_then(|()| index.reload())
+        }
+        Ok(Err(error)) => Err(error),
+        Err(_) => {
+            tracing::error!("indexing panicked");
+            Ok(())
+        }
+    };
+    if let Err(error) = committed {
         tracing::warn!(%error, "the blocking index was not updated; it is rebuilt on next open");
     }
-    clock.lap("index");
+    clock.lap("write and index");
     Ok(())
 }
 
-/// Adds the run's records to the blocking index (replacing updated ones) and commits
-/// it as level with store generation `generation`.
+/// Adds the run's records to the blocking index (replacing updated ones), uncommitted.
 fn index_run(
-    workspace: &Workspace,
+    index: &BlockingIndex,
+    linker: &Linker,
     work: &[(usize, usize, bool)],
     keys: &[Vec<BlockingKey>],
-    generation: u64,
     progress: &dyn Progress,
-) -> Result<(), mpi_index::IndexError> {
-    let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;
+) -> Result<BlockingIndexWriter, mpi_index::IndexError> {
+    let mut writer = index.writer(INDEX_WRITER_BUDGET)?;
     for &(_, position, is_update) in work {
-        let id = workspace.linker.entries[position].id;
+        let id = linker.entries[position].id;
         if is_update {
             writer.update(id, &keys[position])?;
         } else {
@@ -731,8 +747,7 @@ fn index_run(
         }
         progress.advance(1);
     }
-    writer.commit(&index_payload(generation))?;
-    workspace.index.reload()
+    Ok(writer)
 }
 
 fn record_outcomes(
@@ -792,7 +807,8 @@ pub fn evidence_json(score: &mpi_matching::Score, model_version: u32) -> String 
 
 #[allow(clippy::too_many_arguments)]
 fn write_results(
-    workspace: &mut Workspace,
+    store: &mut Store,
+    linker: &Linker,
     prepared: &[Prepared],
     work: &[(usize, usize, bool)],
     decisions: &[Decision],
@@ -801,7 +817,6 @@ fn write_results(
     thresholds: Thresholds,
     report: &LinkReport,
 ) -> Result<u64, LinkError> {
-    let linker = &workspace.linker;
     let evidence: Vec<Option<String>> = work
         .par_iter()
         .zip(decisions)
@@ -871,11 +886,7 @@ fn write_results(
             linker.persons[survivor as usize].id.clone(),
         ));
     }
-    let generation = workspace.store.write_batch(&batch)?;
-    for person in &mut workspace.linker.persons {
-        person.is_new = false;
-    }
-    Ok(generation)
+    Ok(store.write_batch(&batch)?)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -930,7 +941,8 @@ fn link_online(
         report.reviews.extend(step_report.reviews.iter().cloned());
         if !options.dry_run {
             let generation = write_results(
-                workspace,
+                &mut workspace.store,
+                &workspace.linker,
                 prepared,
                 &single,
                 std::slice::from_ref(&decision),
@@ -939,6 +951,7 @@ fn link_online(
                 options.thresholds,
                 &step_report,
             )?;
+            workspace.linker.settle_new_persons();
             let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;
             let keys: &[BlockingKey] = &prepared[item_index].keys;
             if is_update {
