@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use mpi_index::{BlockingIndex, BlockingIndexWriter, MemoryIndex};
 use mpi_matching::{
-    BlockingKey, ComparableRecord, Gamma, Issue, MatchError, Model, PatternCounts, TermFrequencies,
-    Thresholds, TrainOptions, blocking_keys, compare, shared_key_kinds,
+    BlockingKey, ComparableRecord, Demographics, Gamma, Issue, MatchError, Model, PatternCounts,
+    TermFrequencies, Thresholds, TrainOptions, blocking_keys, compare, shared_key_kinds,
 };
 use rayon::prelude::*;
 
@@ -326,6 +326,7 @@ pub fn link(
     clock.lap("normalise");
 
     // Ids: a known (source, local id) keeps its record; the rest get new ids in input order.
+    let mut next_id = workspace.store.max_record_id()? + 1;
     let linker = &mut workspace.linker;
     let existing: HashMap<(&str, &str), usize> = linker
         .entries
@@ -335,7 +336,6 @@ pub fn link(
             ((entry.source_system.as_str(), entry.local_id.as_str()), position)
         })
         .collect();
-    let mut next_id = linker.entries.last().map_or(1, |entry| entry.id + 1);
     // (prepared index, position, is_update)
     let mut work: Vec<(usize, usize, bool)> = Vec::with_capacity(prepared.len());
     let mut new_items: Vec<usize> = Vec::new();
@@ -697,17 +697,8 @@ fn link_batch(
     let Workspace { store, linker, index, .. } = workspace;
     let (written, indexed) = std::thread::scope(|scope| {
         let indexer = scope.spawn(|| index_run(index, linker, work, &keys, progress));
-        let written = write_results(
-            store,
-            linker,
-            prepared,
-            work,
-            &decisions,
-            &retired,
-            &model,
-            options.thresholds,
-            report,
-        );
+        let items = write_items(prepared, work, &decisions, &report.reviews);
+        let written = write_results(store, linker, &items, &retired, &model, options.thresholds);
         (written, indexer.join())
     });
     let generation = written?;
@@ -805,38 +796,52 @@ pub fn evidence_json(score: &mpi_matching::Score, model_version: u32) -> String 
     .to_string()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_results(
+/// One record's outcome to write to the store.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteItem<'a> {
+    /// The record's position in the linker.
+    pub position: usize,
+    /// Its raw values.
+    pub raw: &'a Demographics,
+    /// Issues found normalising it.
+    pub issues: &'a [Issue],
+    /// True when the record was already in the store.
+    pub is_update: bool,
+    /// Its decision (already applied to the linker).
+    pub decision: &'a Decision,
+    /// The id of the review it opened, if any.
+    pub review_id: Option<&'a str>,
+}
+
+/// Writes records' outcomes to the store in one transaction: the records, their new
+/// persons, links with evidence, reviews, and persons left empty. Returns the store's
+/// new generation.
+///
+/// # Errors
+/// When the store fails; nothing is written then.
+pub fn write_results(
     store: &mut Store,
     linker: &Linker,
-    prepared: &[Prepared],
-    work: &[(usize, usize, bool)],
-    decisions: &[Decision],
+    items: &[WriteItem<'_>],
     retired: &[(PersonKey, PersonKey)],
     model: &Model,
     thresholds: Thresholds,
-    report: &LinkReport,
 ) -> Result<u64, LinkError> {
-    let evidence: Vec<Option<String>> = work
+    let evidence: Vec<Option<String>> = items
         .par_iter()
-        .zip(decisions)
-        .map(|(&(_, position, _), decision)| {
-            (decision.kind != DecisionKind::New)
-                .then(|| linker.evidence(position, decision, model))
+        .map(|item| {
+            (item.decision.kind != DecisionKind::New)
+                .then(|| linker.evidence(item.position, item.decision, model))
                 .flatten()
                 .map(|score| evidence_json(&score, model.version))
         })
         .collect();
     let mut batch = Batch::default();
     let mut seen_new_persons = std::collections::HashSet::new();
-    let review_by_position: HashMap<usize, &OpenedReview> =
-        report.reviews.iter().map(|review| (review.position, review)).collect();
-    for ((&(item_index, position, is_update), decision), evidence) in
-        work.iter().zip(decisions).zip(&evidence)
-    {
-        let item = &prepared[item_index];
-        let entry = &linker.entries[position];
-        if is_update {
+    for (item, evidence) in items.iter().zip(&evidence) {
+        let decision = item.decision;
+        let entry = &linker.entries[item.position];
+        if item.is_update {
             batch.updated_records.insert(entry.id);
         }
         let person = &linker.persons[decision.person as usize];
@@ -844,9 +849,9 @@ fn write_results(
             id: entry.id,
             source_system: &entry.source_system,
             local_id: &entry.local_id,
-            raw: &item.row.demographics,
+            raw: item.raw,
             normalized: &entry.record.record,
-            issues: &item.issues,
+            issues: item.issues,
             person_id: &person.id,
             decision: decision.kind.as_str(),
             probability: decision.probability,
@@ -854,28 +859,28 @@ fn write_results(
         if person.is_new && seen_new_persons.insert(decision.person) {
             batch.new_persons.push((person.id.clone(), person.provisional));
         }
+        let matched_id = decision.matched_position.map(|matched| linker.entries[matched].id);
+        let linked = decision.kind == DecisionKind::Linked;
         batch.links.push(LinkWrite {
             record_id: entry.id,
             person_id: &person.id,
-            matched_record_id: (decision.kind == DecisionKind::Linked)
-                .then(|| decision.matched_position.map(|matched| linker.entries[matched].id))
-                .flatten(),
+            matched_record_id: if linked { matched_id } else { None },
             method: "automatic",
             probability: decision.probability,
-            evidence: if decision.kind == DecisionKind::Linked { evidence.clone() } else { None },
+            evidence: if linked { evidence.clone() } else { None },
             model_version: Some(model.version),
             upper: thresholds.upper,
             lower: thresholds.lower,
         });
-        if let Some(review) = review_by_position.get(&position) {
+        if let Some(review_id) = item.review_id {
             batch.reviews.push(ReviewWrite {
-                id: &review.id,
+                id: review_id,
                 record_id: entry.id,
                 candidate_persons: serde_json::to_string(&decision.candidates)
                     .expect("candidates serialise"),
-                best_record_id: decision.matched_position.map(|matched| linker.entries[matched].id),
-                probability: review.probability,
-                reason: review.reason,
+                best_record_id: matched_id,
+                probability: decision.probability.unwrap_or_default(),
+                reason: decision.reason.map_or("", |reason| reason.as_str()),
                 evidence: evidence.clone(),
             });
         }
@@ -887,6 +892,28 @@ fn write_results(
         ));
     }
     Ok(store.write_batch(&batch)?)
+}
+
+/// The store items of a link run's decided records.
+fn write_items<'a>(
+    prepared: &'a [Prepared],
+    work: &[(usize, usize, bool)],
+    decisions: &'a [Decision],
+    reviews: &'a [OpenedReview],
+) -> Vec<WriteItem<'a>> {
+    let review_by_position: HashMap<usize, &OpenedReview> =
+        reviews.iter().map(|review| (review.position, review)).collect();
+    work.iter()
+        .zip(decisions)
+        .map(|(&(item_index, position, is_update), decision)| WriteItem {
+            position,
+            raw: &prepared[item_index].row.demographics,
+            issues: &prepared[item_index].issues,
+            is_update,
+            decision,
+            review_id: review_by_position.get(&position).map(|review| review.id.as_str()),
+        })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -907,29 +934,18 @@ fn link_online(
     let mut decisions = Vec::with_capacity(work.len());
     for &(item_index, position, is_update) in work {
         let id = workspace.linker.entries[position].id;
-        // The index holds exactly the records that arrived before this one.
-        let candidates = workspace.index.candidates(
+        let (decision, emptied, n_pairs) = crate::online::decide_one(
+            &mut workspace.linker,
+            &workspace.index,
+            position,
             &prepared[item_index].keys,
-            None,
-            Some(id),
+            &model,
+            options.thresholds,
             options.max_candidates,
         )?;
-        let linker = &workspace.linker;
-        let record = &linker.entries[position].record;
-        let pairs: Vec<(usize, Gamma)> = candidates
-            .into_iter()
-            .filter_map(|candidate| linker.position(candidate.record_id))
-            .map(|candidate| (candidate, compare(record, &linker.entries[candidate].record)))
-            .collect();
-        report.n_pairs += pairs.len() as u64;
-        let scored = score_pairs(record, &pairs, &model, &linker.entries);
-        let mut decision = workspace.linker.decide(position, &scored, &model, options.thresholds);
-        let retired: Vec<(PersonKey, PersonKey)> = workspace
-            .linker
-            .apply(position, &mut decision)
-            .map(|emptied| (emptied, decision.person))
-            .into_iter()
-            .collect();
+        report.n_pairs += n_pairs as u64;
+        let retired: Vec<(PersonKey, PersonKey)> =
+            emptied.map(|emptied| (emptied, decision.person)).into_iter().collect();
         let single = [(item_index, position, is_update)];
         let mut step_report =
             LinkReport { outcomes: std::mem::take(&mut report.outcomes), ..LinkReport::default() };
@@ -940,16 +956,19 @@ fn link_online(
         report.n_review += step_report.n_review;
         report.reviews.extend(step_report.reviews.iter().cloned());
         if !options.dry_run {
-            let generation = write_results(
-                &mut workspace.store,
-                &workspace.linker,
+            let items = write_items(
                 prepared,
                 &single,
                 std::slice::from_ref(&decision),
+                &step_report.reviews,
+            );
+            let generation = write_results(
+                &mut workspace.store,
+                &workspace.linker,
+                &items,
                 &retired,
                 &model,
                 options.thresholds,
-                &step_report,
             )?;
             workspace.linker.settle_new_persons();
             let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;

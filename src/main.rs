@@ -44,6 +44,65 @@ enum Command {
     Export(ExportArgs),
     /// Generate synthetic UK care records and a truth file.
     Synth(SynthArgs),
+    /// Serve the identity HTTP API over the store.
+    Serve(ServeArgs),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: std::net::SocketAddr,
+    /// Use this model file instead of the store's.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// A config file of `key = value` lines: upper, lower, max_candidates.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Upper threshold: link at or above this probability.
+    #[arg(long)]
+    upper: Option<f64>,
+    /// Lower threshold: a new person below this probability; review in between.
+    #[arg(long)]
+    lower: Option<f64>,
+    /// Most candidates per record from the blocking index.
+    #[arg(long)]
+    max_candidates: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key and print its token (once: the store keeps only a hash).
+    Create {
+        /// The data folder.
+        #[arg(long, default_value = "./mpi-data")]
+        data: PathBuf,
+        /// reader, writer, steward or admin.
+        #[arg(long)]
+        role: String,
+        /// A name for people (the system or person it is for).
+        #[arg(long)]
+        name: String,
+    },
+    /// List keys (never their tokens).
+    List {
+        /// The data folder.
+        #[arg(long, default_value = "./mpi-data")]
+        data: PathBuf,
+    },
+    /// Revoke a key by id or name.
+    Revoke {
+        /// The key's id or name.
+        key: String,
+        /// The data folder.
+        #[arg(long, default_value = "./mpi-data")]
+        data: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -200,7 +259,112 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Explain(args) => explain(args),
         Command::Export(args) => export(args),
         Command::Synth(args) => synth(args),
+        Command::Serve(args) => serve(args),
+        Command::Keys(command) => keys(command),
     }
+}
+
+/// Thresholds and candidate limit from flags, then the config file, then defaults.
+fn decision_settings(
+    config_path: Option<&Path>,
+    upper: Option<f64>,
+    lower: Option<f64>,
+    max_candidates: Option<usize>,
+) -> Result<(Thresholds, usize)> {
+    let config = match config_path {
+        Some(path) => read_config(path)?,
+        None => ConfigFile::default(),
+    };
+    let thresholds = Thresholds {
+        upper: upper.or(config.upper).unwrap_or(Thresholds::DEFAULT.upper),
+        lower: lower.or(config.lower).unwrap_or(Thresholds::DEFAULT.lower),
+    }
+    .validate()?;
+    let max_candidates = max_candidates.or(config.max_candidates).unwrap_or(DEFAULT_MAX_CANDIDATES);
+    if max_candidates == 0 {
+        bail!("--max-candidates must be at least 1");
+    }
+    Ok((thresholds, max_candidates))
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let (thresholds, max_candidates) =
+        decision_settings(args.config.as_deref(), args.upper, args.lower, args.max_candidates)?;
+    let workspace = open_workspace(&args.data)?;
+    let model = match args.model.as_deref().map(read_model).transpose()? {
+        Some(model) => model,
+        None => match workspace.store.latest_model()? {
+            Some(model) => model,
+            None => {
+                tracing::warn!(
+                    "the store has no trained model yet: serving with the shipped default"
+                );
+                mpi::link::default_model()
+            }
+        },
+    };
+    let n_records = workspace.linker.entries.len();
+    let (engine, store) = mpi::online::Engine::new(workspace, model, thresholds, max_candidates)
+        .context("starting the engine")?;
+    let service = std::sync::Arc::new(mpi::service::Service::new(engine, store));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = mpi::service::bind(args.bind)
+            .await
+            .with_context(|| format!("binding {}", args.bind))?;
+        let address = listener.local_addr().context("reading the bound address")?;
+        tracing::info!(%address, n_records, "serving");
+        println!("mpi serve listening on http://{address}");
+        std::io::stdout().flush().ok();
+        mpi::service::serve(listener, service, mpi::service::shutdown_signal())
+            .await
+            .context("serving")
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keys(command: KeysCommand) -> Result<ExitCode> {
+    let open = |data: &Path| {
+        mpi::Store::open(data).with_context(|| format!("opening the store in {}", data.display()))
+    };
+    match command {
+        KeysCommand::Create { data, role, name } => {
+            let role = mpi::service::Role::parse(&role).with_context(|| {
+                format!("unknown role {role:?}: use reader, writer, steward or admin")
+            })?;
+            if name.trim().is_empty() {
+                bail!("--name must not be empty");
+            }
+            let mut store = open(&data)?;
+            let (_, token) = mpi::service::create_api_key(&mut store, role, &name)?;
+            println!("{token}");
+        }
+        KeysCommand::List { data } => {
+            let store = open(&data)?;
+            println!("{:<36}  {:<8}  {:<20}  {:<20}  name", "id", "role", "created", "revoked");
+            for key in store.api_keys()? {
+                println!(
+                    "{:<36}  {:<8}  {:<20}  {:<20}  {}",
+                    key.id,
+                    key.role,
+                    key.created_at,
+                    key.revoked_at.as_deref().unwrap_or("-"),
+                    key.name
+                );
+            }
+        }
+        KeysCommand::Revoke { key, data } => {
+            let mut store = open(&data)?;
+            match store.revoke_api_key(&key)? {
+                0 => bail!("no live key with id or name {key:?}"),
+                n => println!("revoked {n} key(s)"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn set_threads(threads: Option<usize>) -> Result<()> {
@@ -277,20 +441,8 @@ fn read_config(path: &Path) -> Result<ConfigFile> {
 
 fn link(args: LinkArgs) -> Result<ExitCode> {
     let started = Instant::now();
-    let config = match &args.config {
-        Some(path) => read_config(path)?,
-        None => ConfigFile::default(),
-    };
-    let thresholds = Thresholds {
-        upper: args.upper.or(config.upper).unwrap_or(Thresholds::DEFAULT.upper),
-        lower: args.lower.or(config.lower).unwrap_or(Thresholds::DEFAULT.lower),
-    }
-    .validate()?;
-    let max_candidates =
-        args.max_candidates.or(config.max_candidates).unwrap_or(DEFAULT_MAX_CANDIDATES);
-    if max_candidates == 0 {
-        bail!("--max-candidates must be at least 1");
-    }
+    let (thresholds, max_candidates) =
+        decision_settings(args.config.as_deref(), args.upper, args.lower, args.max_candidates)?;
     if args.online && args.dry_run {
         bail!("--online and --dry-run cannot be combined");
     }

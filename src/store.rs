@@ -72,6 +72,29 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     INSERT INTO meta (key, value) VALUES ('generation', '0');
     "#,
+    // 2: the HTTP service: API keys (hashes only), the audit log of personal-data
+    // access, retired persons, and the highest record id ever given (ids of deleted
+    // records are never reused).
+    r#"
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        action TEXT NOT NULL,
+        person_ids TEXT NOT NULL
+    );
+    ALTER TABLE persons ADD COLUMN retired_at TEXT;
+    INSERT INTO meta (key, value) SELECT 'last_record_id', coalesce(max(id), 0) FROM records;
+    "#,
 ];
 
 /// Batches at least this large drop and rebuild the secondary indexes around their
@@ -291,14 +314,256 @@ impl Store {
         Ok(self.connection.query_row("SELECT count(*) FROM records", [], |row| row.get(0))?)
     }
 
-    /// Highest record id (0 when empty).
+    /// Highest record id ever given, deleted records included (0 when none): new
+    /// records take ids above it.
     ///
     /// # Errors
     /// When SQLite fails.
     pub fn max_record_id(&self) -> Result<u64, StoreError> {
+        Ok(self.connection.query_row(
+            "SELECT max((SELECT coalesce(max(id), 0) FROM records),
+                        (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'last_record_id'))",
+            [],
+            |row| row.get(0),
+        )?)
+    }
+
+    /// Deletes a record: its row goes, its links are closed, its open reviews are
+    /// withdrawn, and its person is retired when `retire_person` (it had no other
+    /// record). History (links, reviews) keeps the record id, which is never reused.
+    /// Returns the new generation.
+    ///
+    /// # Errors
+    /// When SQLite fails; nothing is written then.
+    pub fn delete_record(
+        &mut self,
+        record_id: u64,
+        retire_person: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let now = now_rfc3339();
+        let transaction = self.connection.transaction()?;
+        transaction.execute("DELETE FROM records WHERE id = ?1", params![record_id])?;
+        transaction.execute(
+            "UPDATE links SET active = 0 WHERE record_id = ?1 AND active = 1",
+            params![record_id],
+        )?;
+        transaction.execute(
+            "UPDATE reviews SET status = 'withdrawn' WHERE record_id = ?1 AND status = 'open'",
+            params![record_id],
+        )?;
+        if let Some(person) = retire_person {
+            transaction.execute(
+                "UPDATE persons SET retired_at = ?2 WHERE id = ?1",
+                params![person, now],
+            )?;
+        }
+        let generation = bump_generation(&transaction)?;
+        transaction.commit()?;
+        Ok(generation)
+    }
+
+    /// One stored record by its source and local id.
+    ///
+    /// # Errors
+    /// When SQLite fails or the stored values cannot be read back.
+    pub fn record(&self, source: &str, local_id: &str) -> Result<Option<StoredRecord>, StoreError> {
+        let row = self
+            .connection
+            .query_row(
+                "SELECT id, raw, normalized, person_id, decision, probability
+                 FROM records WHERE source_system = ?1 AND local_id = ?2",
+                params![source, local_id],
+                |row| {
+                    Ok((
+                        row.get::<_, u64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, String>(4)?,
+                        row.get::<_, Option<f64>>(5)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((id, raw, normalized, person_id, decision, probability)) = row else {
+            return Ok(None);
+        };
+        let corrupt = |_| StoreError::Corrupt { record_id: id };
+        Ok(Some(StoredRecord {
+            id,
+            source_system: source.to_owned(),
+            local_id: local_id.to_owned(),
+            raw: serde_json::from_str(&raw).map_err(corrupt)?,
+            normalized: serde_json::from_str(&normalized).map_err(corrupt)?,
+            person_id,
+            decision,
+            probability,
+        }))
+    }
+
+    /// Raw values of records by id, for showing source records.
+    ///
+    /// # Errors
+    /// When SQLite fails or a stored value cannot be read back.
+    pub fn raw_records(&self, ids: &[u64]) -> Result<Vec<(u64, Demographics)>, StoreError> {
+        let mut statement =
+            self.connection.prepare_cached("SELECT raw FROM records WHERE id = ?1")?;
+        let mut found = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let raw: Option<String> =
+                statement.query_row(params![id], |row| row.get(0)).optional()?;
+            if let Some(raw) = raw {
+                let raw = serde_json::from_str(&raw)
+                    .map_err(|_| StoreError::Corrupt { record_id: id })?;
+                found.push((id, raw));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Active links of records, newest first: (record id, method, probability,
+    /// evidence JSON, model version, created at).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn active_links(&self, ids: &[u64]) -> Result<Vec<LinkRow>, StoreError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT record_id, method, probability, evidence, model_version, created_at
+             FROM links WHERE record_id = ?1 AND active = 1 ORDER BY id DESC",
+        )?;
+        let mut links = Vec::new();
+        for &id in ids {
+            let rows = statement.query_map(params![id], |row| {
+                Ok(LinkRow {
+                    record_id: row.get(0)?,
+                    method: row.get(1)?,
+                    probability: row.get(2)?,
+                    evidence: row.get(3)?,
+                    model_version: row.get(4)?,
+                    created_at: row.get(5)?,
+                })
+            })?;
+            for row in rows {
+                links.push(row?);
+            }
+        }
+        Ok(links)
+    }
+
+    /// Adds an API key (its token's hash only).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn add_api_key(&mut self, key: &ApiKey, token_hash: &str) -> Result<(), StoreError> {
+        self.connection.execute(
+            "INSERT INTO api_keys (id, name, role, token_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![key.id, key.name, key.role, token_hash, key.created_at],
+        )?;
+        Ok(())
+    }
+
+    /// Every API key, revoked ones included.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let mut statement = self.connection.prepare(
+            "SELECT id, name, role, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(ApiKey {
+                id: row.get(0)?,
+                name: row.get(1)?,
+                role: row.get(2)?,
+                created_at: row.get(3)?,
+                revoked_at: row.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The live (not revoked) key with this token hash.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn api_key_by_hash(&self, token_hash: &str) -> Result<Option<ApiKey>, StoreError> {
         Ok(self
             .connection
-            .query_row("SELECT coalesce(max(id), 0) FROM records", [], |row| row.get(0))?)
+            .query_row(
+                "SELECT id, name, role, created_at, revoked_at FROM api_keys
+                 WHERE token_hash = ?1 AND revoked_at IS NULL",
+                params![token_hash],
+                |row| {
+                    Ok(ApiKey {
+                        id: row.get(0)?,
+                        name: row.get(1)?,
+                        role: row.get(2)?,
+                        created_at: row.get(3)?,
+                        revoked_at: row.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Revokes a key by id or name; returns how many keys were revoked.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn revoke_api_key(&mut self, id_or_name: &str) -> Result<usize, StoreError> {
+        Ok(self.connection.execute(
+            "UPDATE api_keys SET revoked_at = ?2 WHERE (id = ?1 OR name = ?1) AND revoked_at IS NULL",
+            params![id_or_name, now_rfc3339()],
+        )?)
+    }
+
+    /// Appends audit entries in one transaction (a group commit).
+    ///
+    /// # Errors
+    /// When SQLite fails; none of the entries is written then.
+    pub fn append_audit(&mut self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        let transaction = self.connection.transaction()?;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT INTO audit (at, key_id, role, action, person_ids) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for entry in entries {
+                insert.execute(params![
+                    entry.at,
+                    entry.key_id,
+                    entry.role,
+                    entry.action,
+                    json(&entry.person_ids)
+                ])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Audit entries after sequence number `after`, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn audit(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditEntry)>, StoreError> {
+        let mut statement = self.connection.prepare(
+            "SELECT seq, at, key_id, role, action, person_ids FROM audit WHERE seq > ?1
+             ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![after, limit as u64], |row| {
+            let person_ids: String = row.get(5)?;
+            Ok((
+                row.get::<_, u64>(0)?,
+                AuditEntry {
+                    at: row.get(1)?,
+                    key_id: row.get(2)?,
+                    role: row.get(3)?,
+                    action: row.get(4)?,
+                    person_ids: serde_json::from_str(&person_ids).unwrap_or_default(),
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Every record, in id order.
@@ -489,14 +754,72 @@ impl Store {
         if bulk {
             transaction.execute_batch(CREATE_SECONDARY_INDEXES)?;
         }
-        let generation: u64 = transaction.query_row(
-            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation' RETURNING CAST(value AS INTEGER)",
-            [],
-            |row| row.get(0),
-        )?;
+        if let Some(highest) = batch.records.iter().map(|record| record.id).max() {
+            transaction.execute(
+                "UPDATE meta SET value = max(CAST(value AS INTEGER), ?1) WHERE key = 'last_record_id'",
+                params![highest],
+            )?;
+        }
+        let generation = bump_generation(&transaction)?;
         transaction.commit()?;
         Ok(generation)
     }
+}
+
+fn bump_generation(transaction: &rusqlite::Transaction<'_>) -> Result<u64, StoreError> {
+    Ok(transaction.query_row(
+        "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'
+         RETURNING CAST(value AS INTEGER)",
+        [],
+        |row| row.get(0),
+    )?)
+}
+
+/// A stored link, for showing a person's evidence.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LinkRow {
+    /// The linked record.
+    pub record_id: u64,
+    /// `automatic` or `manual`.
+    pub method: String,
+    /// Its probability.
+    pub probability: Option<f64>,
+    /// Evidence JSON.
+    pub evidence: Option<String>,
+    /// Model version.
+    pub model_version: Option<u32>,
+    /// When.
+    pub created_at: String,
+}
+
+/// An API key as stored (never its token).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ApiKey {
+    /// Key id.
+    pub id: String,
+    /// A name for people.
+    pub name: String,
+    /// Its role.
+    pub role: String,
+    /// When it was made.
+    pub created_at: String,
+    /// When it was revoked.
+    pub revoked_at: Option<String>,
+}
+
+/// One audited access to personal data.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AuditEntry {
+    /// When.
+    pub at: String,
+    /// The API key used.
+    pub key_id: String,
+    /// Its role.
+    pub role: String,
+    /// What was done (`resolve`, `read_person`, ...).
+    pub action: String,
+    /// Every person id the response carried.
+    pub person_ids: Vec<String>,
 }
 
 /// Everything one run writes, committed in one transaction.

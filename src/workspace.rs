@@ -21,6 +21,24 @@ pub enum WorkspaceError {
     /// The blocking index failed.
     #[error("blocking index failed")]
     Index(#[from] mpi_index::IndexError),
+    /// Another process (a running `mpi serve`, another `mpi link`) holds the data folder.
+    #[error(
+        "the data folder {} is in use by another mpi process (a running `mpi serve`?): one process owns a store at a time",
+        dir.display()
+    )]
+    InUse {
+        /// The data folder.
+        dir: PathBuf,
+    },
+    /// The lock file could not be opened.
+    #[error("could not open the lock file in {}", dir.display())]
+    Lock {
+        /// The data folder.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Memory the index writer may use for indexing before it flushes a segment.
@@ -31,6 +49,26 @@ pub const INDEX_WRITER_BUDGET: usize = 128 * 1024 * 1024;
 /// by an older version with other keys is rebuilt.
 pub fn index_payload(generation: u64) -> String {
     format!("k2 gen:{generation}")
+}
+
+/// Takes the data folder's exclusive lock (released when the file is dropped or the
+/// process ends, however it ends).
+fn lock_dir(dir: &Path) -> Result<std::fs::File, WorkspaceError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .map_err(|source| WorkspaceError::Lock { dir: dir.to_owned(), source })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(WorkspaceError::InUse { dir: dir.to_owned() })
+        }
+        Err(std::fs::TryLockError::Error(source)) => {
+            Err(WorkspaceError::Lock { dir: dir.to_owned(), source })
+        }
+    }
 }
 
 /// An opened data folder.
@@ -50,6 +88,8 @@ pub struct Workspace {
     pub normalize_options: NormalizeOptions,
     /// True when the index was rebuilt from the store on opening.
     pub rebuilt_index: bool,
+    /// An exclusive lock on `dir/lock`, held while the workspace is open.
+    pub lock: std::fs::File,
 }
 
 impl Workspace {
@@ -60,6 +100,7 @@ impl Workspace {
     /// When the store or the index cannot be opened.
     pub fn open(dir: &Path, options: NormalizeOptions) -> Result<Workspace, WorkspaceError> {
         let store = Store::open(dir)?;
+        let lock = lock_dir(dir)?;
         let normalizer = Normalizer::new(options);
         let stored = store.all_records()?;
         let nicknames = normalizer.nicknames();
@@ -91,6 +132,7 @@ impl Workspace {
             normalizer,
             normalize_options: options,
             rebuilt_index: false,
+            lock,
         };
         let generation = workspace.store.generation()?;
         if workspace.index.commit_payload().as_deref() != Some(index_payload(generation).as_str()) {

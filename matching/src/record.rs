@@ -80,7 +80,9 @@ impl Field {
 }
 
 /// Demographics as a source system sent them: every value raw, every value optional.
+/// Unknown fields are refused when read from JSON.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Demographics {
     /// NHS number as sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,918 @@
+//! `mpi serve`: the identity service, an axum HTTP API over the same engine, store and
+//! index as `mpi link`.
+//!
+//! Requests run their engine and store work on tokio's blocking pool. The engine sits
+//! behind a read-write lock (resolves and reads share it; a write holds it alone for
+//! the one record it stores) and the store behind a mutex: a write is committed in
+//! SQLite, and the index brought level, before the response goes out. Every response
+//! that carries personal data is recorded in the audit log first.
+//!
+//! Logs carry the route template, status and latency, never a URI, a body or a value.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{MatchedPath, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use mpi_matching::{Demographics, Issue, NormalizedRecord};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+use crate::engine::{DecisionKind, PersonKey};
+use crate::online::{Engine, Match, OnlineError};
+use crate::store::{ApiKey, AuditEntry, Store, now_rfc3339};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How long a request may take before it is answered 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a looked-up API key is trusted before the store is asked again (so a
+/// revocation takes effect within this time).
+const KEY_CACHE_SECONDS: u64 = 5;
+
+/// A caller's role. Each role includes `Reader`; `Admin` includes every role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Resolve, read persons, the change feed, metrics, the OpenAPI document.
+    Reader,
+    /// A reader that also ingests and deletes records.
+    Writer,
+    /// A reader that also works reviews, merges, splits and reads history.
+    Steward,
+    /// Everything, plus keys and audit.
+    Admin,
+}
+
+impl Role {
+    /// Parses a role name.
+    pub fn parse(name: &str) -> Option<Role> {
+        match name {
+            "reader" => Some(Role::Reader),
+            "writer" => Some(Role::Writer),
+            "steward" => Some(Role::Steward),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    /// The role's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Writer => "writer",
+            Role::Steward => "steward",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// True when this role may do what `required` may.
+    pub fn allows(self, required: Role) -> bool {
+        self == required || self == Role::Admin || required == Role::Reader
+    }
+}
+
+/// The SHA-256 of an API token, hex: the store keeps only this.
+pub fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Creates an API key: returns the stored key and its token (shown once).
+///
+/// # Errors
+/// When the store fails.
+pub fn create_api_key(
+    store: &mut Store,
+    role: Role,
+    name: &str,
+) -> Result<(ApiKey, String), crate::error::StoreError> {
+    let token = format!("mpi_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let key = ApiKey {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: name.to_owned(),
+        role: role.as_str().to_owned(),
+        created_at: now_rfc3339(),
+        revoked_at: None,
+    };
+    store.add_api_key(&key, &token_hash(&token))?;
+    Ok((key, token))
+}
+
+#[derive(Clone, Debug)]
+struct Caller {
+    key_id: String,
+    role: Role,
+}
+
+/// The service's shared state.
+#[derive(Debug)]
+pub struct Service {
+    engine: RwLock<Engine>,
+    store: Mutex<Store>,
+    keys: Mutex<HashMap<String, (Caller, Instant)>>,
+}
+
+impl Service {
+    /// Wraps an engine and its store.
+    pub fn new(engine: Engine, store: Store) -> Service {
+        Service {
+            engine: RwLock::new(engine),
+            store: Mutex::new(store),
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        // A panic while holding the lock leaves the store itself consistent (SQLite
+        // rolls back an unfinished transaction), so a poisoned lock is still usable.
+        self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn read_engine(&self) -> std::sync::RwLockReadGuard<'_, Engine> {
+        self.engine.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_engine(&self) -> std::sync::RwLockWriteGuard<'_, Engine> {
+        self.engine.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn authorize(&self, headers: &HeaderMap, required: Role) -> Result<Caller, Problem> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+            .ok_or_else(|| {
+                Problem::new(StatusCode::UNAUTHORIZED, "missing bearer token")
+                    .detail("send an API key as `Authorization: Bearer TOKEN`")
+            })?;
+        let hash = token_hash(token);
+        let cached = {
+            let keys = self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            keys.get(&hash)
+                .filter(|(_, at)| at.elapsed().as_secs() < KEY_CACHE_SECONDS)
+                .map(|(caller, _)| caller.clone())
+        };
+        let caller = match cached {
+            Some(caller) => caller,
+            None => {
+                let key = self.store().api_key_by_hash(&hash).map_err(Problem::internal)?;
+                let key = key.ok_or_else(|| {
+                    Problem::new(StatusCode::UNAUTHORIZED, "unknown or revoked API key")
+                })?;
+                let role = Role::parse(&key.role).ok_or_else(|| {
+                    Problem::new(StatusCode::FORBIDDEN, "the API key has an unknown role")
+                })?;
+                let caller = Caller { key_id: key.id, role };
+                self.keys
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(hash, (caller.clone(), Instant::now()));
+                caller
+            }
+        };
+        if caller.role.allows(required) {
+            Ok(caller)
+        } else {
+            Err(Problem::new(StatusCode::FORBIDDEN, "this API key's role may not do this")
+                .detail(format!("needs the {} role", required.as_str())))
+        }
+    }
+
+    /// Records an access to personal data; committed before the response is sent.
+    fn audit(&self, caller: &Caller, action: &str, person_ids: Vec<String>) -> Result<(), Problem> {
+        let entry = AuditEntry {
+            at: now_rfc3339(),
+            key_id: caller.key_id.clone(),
+            role: caller.role.as_str().to_owned(),
+            action: action.to_owned(),
+            person_ids,
+        };
+        self.store().append_audit(&[entry]).map_err(Problem::internal)
+    }
+}
+
+/// An error response, `application/problem+json` (RFC 9457). Its detail may name
+/// fields, never values, and it is never logged.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    title: String,
+    detail: Option<String>,
+    extra: Option<(&'static str, Value)>,
+}
+
+impl Problem {
+    fn new(status: StatusCode, title: &str) -> Problem {
+        Problem { status, title: title.to_owned(), detail: None, extra: None }
+    }
+
+    fn detail(mut self, detail: impl Into<String>) -> Problem {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    fn with(mut self, name: &'static str, value: Value) -> Problem {
+        self.extra = Some((name, value));
+        self
+    }
+
+    fn internal(error: impl std::fmt::Display) -> Problem {
+        // The error's message names no personal data (the crate's errors never do).
+        tracing::error!(%error, "request failed");
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+
+    fn not_found(what: &str) -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, &format!("{what} not found"))
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut body = json!({
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status.as_u16(),
+        });
+        if let Some(detail) = self.detail {
+            body["detail"] = Value::String(detail);
+        }
+        if let Some((name, value)) = self.extra {
+            body[name] = value;
+        }
+        (
+            self.status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"))],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+type Reply = Result<Response, Problem>;
+
+fn ok_json(status: StatusCode, body: Value) -> Reply {
+    Ok((
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body.to_string(),
+    )
+        .into_response())
+}
+
+/// Runs blocking work (engine, SQLite) off the async threads.
+async fn blocking(
+    service: Arc<Service>,
+    work: impl FnOnce(&Service) -> Reply + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(move || work(&service)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(problem)) => problem.into_response(),
+        Err(_) => Problem::internal("request task failed").into_response(),
+    }
+}
+
+/// Parses a JSON body, naming the field and reason on failure.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    serde_json::from_slice(body).map_err(|error| {
+        let reason = match error.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                "the body is not valid JSON"
+            }
+            _ => "the body does not match the expected fields and types",
+        };
+        Problem::new(StatusCode::BAD_REQUEST, reason).detail(describe_json_error(&error))
+    })
+}
+
+/// serde_json's message without any value it quotes (it may quote what was sent).
+fn describe_json_error(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    let message = match message.find(" at line ") {
+        Some(at) => &message[..at],
+        None => &message,
+    };
+    // "invalid type: string \"...\", expected ..." quotes the value: keep the kinds only.
+    let cleaned = if let Some(rest) = message.strip_prefix("invalid type: ") {
+        let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, "?"));
+        let kind = found.split_whitespace().next().unwrap_or("value");
+        format!("invalid type: {kind}, expected {expected}")
+    } else if message.starts_with("invalid value") {
+        "invalid value".to_owned()
+    } else {
+        message.to_owned()
+    };
+    format!("{cleaned} (line {}, column {})", error.line(), error.column())
+}
+
+fn issues_json(issues: &[Issue]) -> Value {
+    Value::Array(
+        issues
+            .iter()
+            .map(|issue| {
+                json!({
+                    "field": issue.field.as_str(),
+                    "kind": issue.kind,
+                    "reason": issue.kind.reason(),
+                    "value_ignored": issue.kind.value_ignored(),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The match grade of a probability, as FHIR's match-grade extension names them.
+pub fn grade(probability: f64, thresholds: mpi_matching::Thresholds) -> &'static str {
+    let middle = (thresholds.lower + thresholds.upper) / 2.0;
+    if probability >= thresholds.upper {
+        "certain"
+    } else if probability >= middle {
+        "probable"
+    } else if probability >= thresholds.lower {
+        "possible"
+    } else {
+        "certainly-not"
+    }
+}
+
+/// Builds the router.
+pub fn router(service: Arc<Service>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route(
+            "/v1/records/{source}/{local_id}",
+            put(put_record).get(get_record).delete(delete_record),
+        )
+        .route("/v1/resolve", post(resolve))
+        .route("/v1/persons/search", post(search_persons))
+        .route("/v1/persons/{id}", get(get_person))
+        .route("/v1/audit", get(read_audit))
+        .fallback(|| async { Problem::not_found("route").into_response() })
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    // The route template, never the URI: ids and query strings may
+                    // carry personal data.
+                    let route = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("unmatched", MatchedPath::as_str);
+                    tracing::info_span!("request", method = %request.method(), route)
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .with_state(service)
+}
+
+/// Serves until `shutdown` resolves; in-flight requests finish first.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: Arc<Service>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(service)).with_graceful_shutdown(shutdown).await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// Binds and logs the address.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address).await
+}
+
+async fn healthz() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#).into_response()
+}
+
+async fn readyz(State(service): State<Arc<Service>>) -> Response {
+    blocking(service, |service| {
+        let engine = service.read_engine();
+        ok_json(
+            StatusCode::OK,
+            json!({
+                "status": "ready",
+                "records": engine.index.num_records(),
+                "model_version": engine.model.version,
+            }),
+        )
+    })
+    .await
+}
+
+async fn put_record(
+    State(service): State<Arc<Service>>,
+    Path((source, local_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    blocking(service, move |service| {
+        let caller = service.authorize(&headers, Role::Writer)?;
+        check_id("source", &source)?;
+        check_id("local_id", &local_id)?;
+        let raw: Demographics = parse_body(&body)?;
+        let mut engine = service.write_engine();
+        let mut store = service.store();
+        let ingested = match engine.ingest(&mut store, &source, &local_id, &raw) {
+            Ok(ingested) => ingested,
+            Err(OnlineError::NothingToMatch { issues }) => {
+                return Err(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "the record has nothing to match on",
+                )
+                .detail(
+                    "a record needs a valid NHS number, an identifier, a name or a date of birth",
+                )
+                .with("issues", issues_json(&issues)));
+            }
+            Err(error) => return Err(Problem::internal(error)),
+        };
+        drop(store);
+        drop(engine);
+        service.audit(&caller, "put_record", vec![ingested.person_id.clone()])?;
+        let status = if ingested.unchanged { StatusCode::OK } else { StatusCode::CREATED };
+        ok_json(
+            status,
+            json!({
+                "record_id": ingested.record_id,
+                "source_system": source,
+                "local_id": local_id,
+                "person_id": ingested.person_id,
+                "decision": ingested.decision,
+                "probability": ingested.probability,
+                "unchanged": ingested.unchanged,
+                "review": ingested.review.as_ref().map(|(id, reason)| json!({
+                    "id": id, "reason": reason, "description": reason.as_str(),
+                })),
+                "evidence": ingested.evidence,
+                "issues": issues_json(&ingested.issues),
+            }),
+        )
+    })
+    .await
+}
+
+fn check_id(field: &str, value: &str) -> Result<(), Problem> {
+    if value.trim().is_empty() || value.len() > 200 {
+        return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid identifier in the path")
+            .detail(format!("{field} must be 1 to 200 characters")));
+    }
+    Ok(())
+}
+
+async fn get_record(
+    State(service): State<Arc<Service>>,
+    Path((source, local_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    blocking(service, move |service| {
+        let caller = service.authorize(&headers, Role::Reader)?;
+        let stored = service.store().record(&source, &local_id).map_err(Problem::internal)?;
+        let stored = stored.ok_or_else(|| Problem::not_found("record"))?;
+        service.audit(&caller, "read_record", vec![stored.person_id.clone()])?;
+        ok_json(
+            StatusCode::OK,
+            json!({
+                "record_id": stored.id,
+                "source_system": stored.source_system,
+                "local_id": stored.local_id,
+                "person_id": stored.person_id,
+                "decision": stored.decision,
+                "probability": stored.probability,
+                "values": stored.raw,
+                "normalized": stored.normalized,
+            }),
+        )
+    })
+    .await
+}
+
+async fn delete_record(
+    State(service): State<Arc<Service>>,
+    Path((source, local_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    blocking(service, move |service| {
+        let caller = service.authorize(&headers, Role::Writer)?;
+        let mut engine = service.write_engine();
+        let mut store = service.store();
+        let removed = engine
+            .remove(&mut store, &source, &local_id)
+            .map_err(Problem::internal)?
+            .ok_or_else(|| Problem::not_found("record"))?;
+        drop(store);
+        drop(engine);
+        service.audit(&caller, "delete_record", vec![removed.person_id.clone()])?;
+        ok_json(
+            StatusCode::OK,
+            json!({
+                "record_id": removed.record_id,
+                "person_id": removed.person_id,
+                "person_retired": removed.person_retired,
+            }),
+        )
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ResolveMode {
+    /// At most one candidate, only when exactly one person is certain.
+    Single,
+    /// A ranked list (stewards).
+    List,
+}
+
+async fn resolve(State(service): State<Arc<Service>>, headers: HeaderMap, body: Bytes) -> Response {
+    blocking(service, move |service| {
+        let caller = service.authorize(&headers, Role::Reader)?;
+        let mut fields: serde_json::Map<String, Value> = parse_body(&body)?;
+        let mode: ResolveMode = match fields.remove("mode") {
+            Some(mode) => serde_json::from_value(mode).map_err(|_| {
+                Problem::new(StatusCode::BAD_REQUEST, "invalid mode")
+                    .detail("mode is `single` or `list`")
+            })?,
+            None => ResolveMode::Single,
+        };
+        let limit = match fields.remove("limit") {
+            Some(limit) => limit.as_u64().filter(|&n| (1..=100).contains(&n)).ok_or_else(|| {
+                Problem::new(StatusCode::BAD_REQUEST, "invalid limit")
+                    .detail("limit is a whole number from 1 to 100")
+            })? as usize,
+            None => 10,
+        };
+        if matches!(mode, ResolveMode::List) && !caller.role.allows(Role::Steward) {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "a ranked list needs the steward role",
+            )
+            .detail("systems with the reader role get one certain match or none"));
+        }
+        let raw: Demographics = parse_body(&serde_json::to_vec(&fields).unwrap_or_default())?;
+        let engine = service.read_engine();
+        let (probe, issues) = engine.prepare(&raw);
+        if !crate::online::has_something_to_match(&probe.record) {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the probe has nothing to match on",
+            )
+            .detail("a probe needs a valid NHS number, an identifier, a name or a date of birth")
+            .with("issues", issues_json(&issues)));
+        }
+        let matches = engine.resolve(&probe).map_err(Problem::internal)?;
+        let thresholds = engine.thresholds;
+        let chosen: Vec<&Match> = match mode {
+            ResolveMode::List => matches.iter().take(limit).collect(),
+            ResolveMode::Single => {
+                let certain: Vec<&Match> =
+                    matches.iter().filter(|found| found.probability >= thresholds.upper).collect();
+                if certain.len() == 1 { certain } else { Vec::new() }
+            }
+        };
+        let candidates: Vec<Value> = chosen
+            .iter()
+            .map(|found| {
+                json!({
+                    "person_id": engine.linker.persons[found.person as usize].id,
+                    "probability": found.probability,
+                    "grade": grade(found.probability, thresholds),
+                    "explanation": found.score,
+                })
+            })
+            .collect();
+        let person_ids: Vec<String> = chosen
+            .iter()
+            .map(|found| engine.linker.persons[found.person as usize].id.clone())
+            .collect();
+        drop(engine);
+        service.audit(&caller, "resolve", person_ids)?;
+        ok_json(StatusCode::OK, json!({ "candidates": candidates, "issues": issues_json(&issues) }))
+    })
+    .await
+}
+
+/// The golden record of a person: for each field the value of its most recently
+/// updated record that has one, except the NHS number, which is the one most of its
+/// records agree on (ties to the most recent).
+fn golden_record(engine: &Engine, person: PersonKey) -> Value {
+    let linker = &engine.linker;
+    let mut members: Vec<usize> = linker.persons[person as usize].members.clone();
+    members.sort_by_key(|&position| std::cmp::Reverse(linker.entries[position].id));
+    let records: Vec<&NormalizedRecord> =
+        members.iter().map(|&position| &linker.entries[position].record.record).collect();
+    let first = |pick: &dyn Fn(&NormalizedRecord) -> Option<Value>| {
+        records.iter().find_map(|record| pick(record)).unwrap_or(Value::Null)
+    };
+    let mut nhs_counts: Vec<(&str, usize)> = Vec::new();
+    for record in &records {
+        if let Some(nhs) = record.nhs_number.as_deref() {
+            match nhs_counts.iter_mut().find(|(value, _)| *value == nhs) {
+                Some(slot) => slot.1 += 1,
+                None => nhs_counts.push((nhs, 1)),
+            }
+        }
+    }
+    // Records are newest first, so among equal counts the first seen is the newest.
+    let nhs_number = nhs_counts
+        .iter()
+        .enumerate()
+        .max_by_key(|&(order, &(_, count))| (count, std::cmp::Reverse(order)))
+        .map(|(_, &(nhs, _))| nhs);
+    let mut identifiers: Vec<&mpi_matching::Identifier> =
+        records.iter().flat_map(|record| &record.identifiers).collect();
+    identifiers.sort();
+    identifiers.dedup();
+    json!({
+        "nhs_number": nhs_number,
+        "given_names": first(&|r| (!r.given_names.is_empty()).then(|| json!(r.given_names))),
+        "family_name": first(&|r| r.family_name.as_ref().map(|v| json!(v))),
+        "date_of_birth": first(&|r| r.date_of_birth.map(|d| json!(d.to_iso()))),
+        "sex": first(&|r| r.sex.map(|v| json!(v))),
+        "postcode": first(&|r| r.postcode.as_ref().map(|v| json!(v.code))),
+        "address": first(&|r| r.address.as_ref().map(|v| json!(v.text))),
+        "phone": first(&|r| r.phone.as_ref().map(|v| json!(v))),
+        "email": first(&|r| r.email.as_ref().map(|v| json!(v))),
+        "identifiers": identifiers,
+    })
+}
+
+async fn get_person(
+    State(service): State<Arc<Service>>,
+    Path(person_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    blocking(service, move |service| {
+        let caller = service.authorize(&headers, Role::Reader)?;
+        let engine = service.read_engine();
+        let person = engine.person_of(&person_id).ok_or_else(|| Problem::not_found("person"))?;
+        let slot = &engine.linker.persons[person as usize];
+        if slot.members.is_empty() {
+            return Err(Problem::new(StatusCode::GONE, "person retired")
+                .detail("the person has no records left"));
+        }
+        let golden = golden_record(&engine, person);
+        let ids: Vec<u64> =
+            slot.members.iter().map(|&position| engine.linker.entries[position].id).collect();
+        let members: Vec<(u64, String, String, DecisionKind, Option<f64>)> = slot
+            .members
+            .iter()
+            .map(|&position| {
+                let entry = &engine.linker.entries[position];
+                (
+                    entry.id,
+                    entry.source_system.clone(),
+                    entry.local_id.clone(),
+                    entry.decision,
+                    entry.probability,
+                )
+            })
+            .collect();
+        let provisional = slot.provisional;
+        drop(engine);
+        let (raws, links) = {
+            let store = service.store();
+            let raws = store.raw_records(&ids).map_err(Problem::internal)?;
+            let links = store.active_links(&ids).map_err(Problem::internal)?;
+            (raws, links)
+        };
+        let raws: HashMap<u64, Demographics> = raws.into_iter().collect();
+        let records: Vec<Value> = members
+            .iter()
+            .map(|(id, source, local_id, decision, probability)| {
+                json!({
+                    "record_id": id,
+                    "source_system": source,
+                    "local_id": local_id,
+                    "decision": decision,
+                    "probability": probability,
+                    "values": raws.get(id),
+                })
+            })
+            .collect();
+        let links: Vec<Value> = links
+            .iter()
+            .map(|link| {
+                json!({
+                    "record_id": link.record_id,
+                    "method": link.method,
+                    "probability": link.probability,
+                    "evidence": link.evidence.as_deref().and_then(|text| serde_json::from_str::<Value>(text).ok()),
+                    "model_version": link.model_version,
+                    "created_at": link.created_at,
+                })
+            })
+            .collect();
+        service.audit(&caller, "read_person", vec![person_id.clone()])?;
+        ok_json(
+            StatusCode::OK,
+            json!({
+                "person_id": person_id,
+                "provisional": provisional,
+                "golden": golden,
+                "records": records,
+                "links": links,
+            }),
+        )
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchBody {
+    nhs_number: Option<String>,
+    identifier: Option<mpi_matching::Identifier>,
+}
+
+async fn search_persons(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    blocking(service, move |service| {
+        let caller = service.authorize(&headers, Role::Reader)?;
+        let search: SearchBody = parse_body(&body)?;
+        let engine = service.read_engine();
+        let raw = match (&search.nhs_number, &search.identifier) {
+            (Some(nhs), None) => {
+                Demographics { nhs_number: Some(nhs.clone()), ..Demographics::default() }
+            }
+            (None, Some(identifier)) => {
+                Demographics { identifiers: vec![identifier.clone()], ..Demographics::default() }
+            }
+            _ => {
+                return Err(Problem::new(StatusCode::BAD_REQUEST, "search by one identifier")
+                    .detail("send either `nhs_number` or `identifier: {system, value}`"));
+            }
+        };
+        let (probe, issues) = engine.prepare(&raw);
+        if probe.record.nhs_number.is_none() && probe.record.identifiers.is_empty() {
+            return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "unusable identifier")
+                .with("issues", issues_json(&issues)));
+        }
+        // Every record holding the identifier, by person.
+        let keys = mpi_matching::blocking_keys(&probe);
+        let candidates =
+            engine.index.candidates(&keys, None, None, usize::MAX).map_err(Problem::internal)?;
+        let mut persons: Vec<(PersonKey, Vec<String>)> = Vec::new();
+        for candidate in candidates {
+            let Some(position) = engine.linker.position(candidate.record_id) else { continue };
+            let entry = &engine.linker.entries[position];
+            let holds = match (&probe.record.nhs_number, probe.record.identifiers.first()) {
+                (Some(nhs), _) => entry.record.record.nhs_number.as_ref() == Some(nhs),
+                (None, Some(identifier)) => entry.record.record.identifiers.contains(identifier),
+                (None, None) => false,
+            };
+            if !holds || entry.person == PersonKey::MAX {
+                continue;
+            }
+            match persons.iter_mut().find(|(person, _)| *person == entry.person) {
+                Some((_, sources)) => sources.push(entry.source_system.clone()),
+                None => persons.push((entry.person, vec![entry.source_system.clone()])),
+            }
+        }
+        let found: Vec<Value> = persons
+            .iter_mut()
+            .map(|(person, sources)| {
+                sources.sort();
+                sources.dedup();
+                json!({
+                    "person_id": engine.linker.persons[*person as usize].id,
+                    "source_systems": sources,
+                })
+            })
+            .collect();
+        let person_ids: Vec<String> = persons
+            .iter()
+            .map(|(person, _)| engine.linker.persons[*person as usize].id.clone())
+            .collect();
+        drop(engine);
+        service.audit(&caller, "search_persons", person_ids)?;
+        ok_json(StatusCode::OK, json!({ "persons": found }))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn read_audit(
+    State(service): State<Arc<Service>>,
+    Query(query): Query<AuditQuery>,
+    headers: HeaderMap,
+) -> Response {
+    blocking(service, move |service| {
+        service.authorize(&headers, Role::Admin)?;
+        let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+        let entries =
+            service.store().audit(query.after.unwrap_or(0), limit).map_err(Problem::internal)?;
+        let entries: Vec<Value> = entries
+            .into_iter()
+            .map(|(seq, entry)| {
+                json!({
+                    "seq": seq,
+                    "at": entry.at,
+                    "key_id": entry.key_id,
+                    "role": entry.role,
+                    "action": entry.action,
+                    "person_ids": entry.person_ids,
+                })
+            })
+            .collect();
+        ok_json(StatusCode::OK, json!({ "entries": entries }))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_include_reader_and_admin_includes_all() {
+        assert!(Role::Writer.allows(Role::Reader));
+        assert!(Role::Steward.allows(Role::Reader));
+        assert!(!Role::Writer.allows(Role::Steward));
+        assert!(!Role::Steward.allows(Role::Writer));
+        assert!(!Role::Reader.allows(Role::Writer));
+        for role in [Role::Reader, Role::Writer, Role::Steward, Role::Admin] {
+            assert!(Role::Admin.allows(role));
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+    }
+
+    #[test]
+    fn grades_follow_the_thresholds() {
+        let thresholds = mpi_matching::Thresholds { upper: 0.9, lower: 0.3 };
+        assert_eq!(grade(0.95, thresholds), "certain");
+        assert_eq!(grade(0.9, thresholds), "certain");
+        assert_eq!(grade(0.7, thresholds), "probable");
+        assert_eq!(grade(0.4, thresholds), "possible");
+        assert_eq!(grade(0.1, thresholds), "certainly-not");
+    }
+
+    #[test]
+    fn json_errors_do_not_quote_values() {
+        let error = serde_json::from_str::<Demographics>(r#"{"given_name": 42}"#).unwrap_err();
+        let text = describe_json_error(&error);
+        assert!(text.contains("invalid type: integer"), "{text}");
+        assert!(!text.contains("42"), "{text}");
+        let error = serde_json::from_str::<Demographics>(r#"{"surname": "Smith"}"#).unwrap_err();
+        let text = describe_json_error(&error);
+        assert!(text.contains("unknown field `surname`"), "{text}");
+        assert!(!text.contains("Smith"), "{text}");
+    }
+
+    #[test]
+    fn token_hashes_are_stable_hex() {
+        assert_eq!(token_hash("abc").len(), 64);
+        assert_eq!(token_hash("abc"), token_hash("abc"));
+        assert_ne!(token_hash("abc"), token_hash("abd"));
+    }
+}
