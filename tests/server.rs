@@ -1,0 +1,513 @@
+//! `mpi serve` on 127.0.0.1: the real binary, spoken to over HTTP.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::util::{data, mpi, mpi_ok, partition, read_csv};
+
+/// A running `mpi serve`, killed when dropped.
+struct Server {
+    child: Child,
+    address: String,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path, extra: &[&str]) -> Server {
+        let log = dir.with_extension(format!("log{}", std::process::id()));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mpi"))
+            .args(["serve", "--data"])
+            .arg(dir)
+            .args(["--bind", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("mpi serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the address line");
+        let address = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .filter(|address| address.contains(':'))
+            .unwrap_or_else(|| panic!("no address in {line:?}; log: {}", read(&log)))
+            .to_owned();
+        Server { child, address, log }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn terminate(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        read(&self.log)
+    }
+
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Reply {
+        http(&self.address, method, path, token, body)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|_| panic!("JSON body expected: {} {}", self.status, self.body))
+    }
+}
+
+/// One HTTP/1.1 request on its own connection.
+fn http(address: &str, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Reply {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let body = body.unwrap_or("");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("receive");
+    let response = String::from_utf8(response).expect("utf-8 response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("status");
+    let header = |name: &str| {
+        head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+        })
+    };
+    let body = if header("transfer-encoding").is_some_and(|value| value.contains("chunked")) {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Reply {
+        status,
+        content_type: header("content-type").unwrap_or_default(),
+        body,
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+fn key(dir: &Path, role: &str) -> String {
+    mpi_ok(["keys", "create", "--data", dir.to_str().unwrap(), "--role", role, "--name", role])
+        .trim()
+        .to_owned()
+}
+
+struct Keys {
+    reader: String,
+    writer: String,
+    steward: String,
+    admin: String,
+}
+
+fn keys(dir: &Path) -> Keys {
+    Keys {
+        reader: key(dir, "reader"),
+        writer: key(dir, "writer"),
+        steward: key(dir, "steward"),
+        admin: key(dir, "admin"),
+    }
+}
+
+/// A distinctive person, so that the log check below means something.
+const NHS: &str = "9434765919";
+const GIVEN: &str = "Zebedee";
+const FAMILY: &str = "Quillfeather";
+
+fn zebedee(dob: &str) -> String {
+    json!({
+        "nhs_number": NHS, "given_name": GIVEN, "family_name": FAMILY,
+        "date_of_birth": dob, "postcode": "LS1 4AB", "sex": "male",
+    })
+    .to_string()
+}
+
+#[test]
+fn records_resolve_persons_roles_and_audit() {
+    let dir = TempDir::new().unwrap();
+    let store = dir.path().join("store");
+    let out = dir.path().join("results.csv");
+    mpi_ok([
+        "link".as_ref(),
+        data("sample/records.csv").as_os_str(),
+        "--data".as_ref(),
+        store.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    let keys = keys(&store);
+    let server = Server::start(&store, &[]);
+
+    // Health needs no token; everything else does, with the right role.
+    assert_eq!(server.call("GET", "/healthz", None, None).status, 200);
+    let ready = server.call("GET", "/readyz", None, None);
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["records"], 2077);
+    let record = zebedee("1961-07-14");
+    let no_token = server.call("PUT", "/v1/records/gp/Z1", None, Some(&record));
+    assert_eq!(no_token.status, 401);
+    assert_eq!(no_token.content_type, "application/problem+json");
+    let bad_token = server.call("PUT", "/v1/records/gp/Z1", Some("mpi_nope"), Some(&record));
+    assert_eq!(bad_token.status, 401);
+    assert_eq!(
+        server.call("PUT", "/v1/records/gp/Z1", Some(&keys.reader), Some(&record)).status,
+        403
+    );
+    assert_eq!(
+        server.call("PUT", "/v1/records/gp/Z1", Some(&keys.steward), Some(&record)).status,
+        403
+    );
+
+    // Create, then the same body again changes nothing.
+    let created = server.call("PUT", "/v1/records/gp/Z1", Some(&keys.writer), Some(&record));
+    assert_eq!(created.status, 201, "{}", created.body);
+    let created = created.json();
+    assert_eq!(created["decision"], "new");
+    let person = created["person_id"].as_str().unwrap().to_owned();
+    let again = server.call("PUT", "/v1/records/gp/Z1", Some(&keys.writer), Some(&record)).json();
+    assert_eq!(again["unchanged"], true);
+    assert_eq!(again["person_id"], person.as_str());
+    assert_eq!(again["record_id"], created["record_id"]);
+
+    // A second system's record of the same person links, with evidence; it is visible
+    // to the next request (read-your-writes).
+    let council = zebedee("14/07/1961");
+    let linked = server.call("PUT", "/v1/records/council/C-77", Some(&keys.admin), Some(&council));
+    assert_eq!(linked.status, 201, "{}", linked.body);
+    let linked = linked.json();
+    assert_eq!(linked["decision"], "linked");
+    assert_eq!(linked["person_id"], person.as_str());
+    assert!(linked["probability"].as_f64().unwrap() >= 0.95);
+    assert!(linked["evidence"]["contributions"].as_array().is_some_and(|c| !c.is_empty()));
+    let stored = server.call("GET", "/v1/records/council/C-77", Some(&keys.reader), None).json();
+    assert_eq!(stored["person_id"], person.as_str());
+    assert_eq!(stored["values"]["date_of_birth"], "14/07/1961");
+    assert_eq!(
+        server.call("GET", "/v1/records/council/nope", Some(&keys.reader), None).status,
+        404
+    );
+
+    // The person: golden record, both source records, links with evidence.
+    let found = server.call("GET", &format!("/v1/persons/{person}"), Some(&keys.reader), None);
+    assert_eq!(found.status, 200, "{}", found.body);
+    let found = found.json();
+    assert_eq!(found["person_id"], person.as_str());
+    assert_eq!(found["golden"]["nhs_number"], NHS);
+    assert_eq!(found["golden"]["date_of_birth"], "1961-07-14");
+    assert_eq!(found["records"].as_array().unwrap().len(), 2);
+    assert!(found["links"].as_array().unwrap().iter().any(|link| link["evidence"].is_object()));
+    assert_eq!(
+        server.call("GET", "/v1/persons/not-a-person", Some(&keys.reader), None).status,
+        404
+    );
+
+    // Who else knows this person: by NHS number in the body.
+    let search = format!(r#"{{"nhs_number": "{NHS}"}}"#);
+    let holders =
+        server.call("POST", "/v1/persons/search", Some(&keys.reader), Some(&search)).json();
+    assert_eq!(holders["persons"][0]["person_id"], person.as_str());
+    assert_eq!(holders["persons"][0]["source_systems"], json!(["council", "gp"]));
+
+    // Resolve: a system gets the one certain person; a steward may ask for a list.
+    let probe = json!({"given_name": GIVEN, "family_name": FAMILY, "date_of_birth": "1961-07-14"})
+        .to_string();
+    let resolved = server.call("POST", "/v1/resolve", Some(&keys.reader), Some(&probe)).json();
+    let candidates = resolved["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 1, "{resolved}");
+    assert_eq!(candidates[0]["person_id"], person.as_str());
+    assert_eq!(candidates[0]["grade"], "certain");
+    assert!(candidates[0]["explanation"]["contributions"].is_array());
+    let list = json!({"given_name": GIVEN, "family_name": FAMILY, "date_of_birth": "1961-07-14", "mode": "list"})
+        .to_string();
+    assert_eq!(server.call("POST", "/v1/resolve", Some(&keys.reader), Some(&list)).status, 403);
+    let listed = server.call("POST", "/v1/resolve", Some(&keys.steward), Some(&list)).json();
+    assert_eq!(listed["candidates"][0]["person_id"], person.as_str());
+    // Nobody certain: no candidate for a system.
+    let stranger =
+        json!({"given_name": "Nobody", "family_name": "Atall", "date_of_birth": "1901-01-01"})
+            .to_string();
+    let none = server.call("POST", "/v1/resolve", Some(&keys.reader), Some(&stranger)).json();
+    assert_eq!(none["candidates"], json!([]));
+
+    // Bad input: a clear 4xx naming the field, never a 500.
+    let cases: [(&str, u16, &str); 5] = [
+        ("{not json", 400, "not valid JSON"),
+        (r#"{"given_name": 42}"#, 400, "invalid type: integer"),
+        (r#"{"surname": "Quillfeather"}"#, 400, "unknown field `surname`"),
+        (r#"{"nhs_number": "1111111111", "date_of_birth": "31/02/2001"}"#, 422, "nothing to match"),
+        (r#"[1, 2]"#, 400, "expected"),
+    ];
+    for (body, status, says) in cases {
+        let reply = server.call("PUT", "/v1/records/gp/BAD", Some(&keys.writer), Some(body));
+        assert_eq!(reply.status, status, "{body}: {}", reply.body);
+        assert_eq!(reply.content_type, "application/problem+json");
+        assert!(reply.body.contains(says), "{body}: {}", reply.body);
+    }
+    let unusable =
+        json!({"nhs_number": "9434765918", "given_name": "Ada", "date_of_birth": "1990-02-30"})
+            .to_string();
+    let kept = server.call("PUT", "/v1/records/gp/ISSUES", Some(&keys.writer), Some(&unusable));
+    assert_eq!(kept.status, 201, "{}", kept.body);
+    let fields: Vec<String> = kept.json()["issues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|issue| issue["field"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(fields, ["nhs_number", "date_of_birth"]);
+    let huge = format!(r#"{{"given_name": "{}"}}"#, "a".repeat(100_000));
+    assert_eq!(
+        server.call("PUT", "/v1/records/gp/HUGE", Some(&keys.writer), Some(&huge)).status,
+        413
+    );
+
+    // Delete: the person keeps its other record, then is retired with the last.
+    let deleted = server.call("DELETE", "/v1/records/gp/Z1", Some(&keys.writer), None).json();
+    assert_eq!(deleted["person_retired"], false);
+    let found =
+        server.call("GET", &format!("/v1/persons/{person}"), Some(&keys.reader), None).json();
+    assert_eq!(found["records"].as_array().unwrap().len(), 1);
+    let deleted =
+        server.call("DELETE", "/v1/records/council/C-77", Some(&keys.writer), None).json();
+    assert_eq!(deleted["person_retired"], true);
+    assert_eq!(
+        server.call("GET", &format!("/v1/persons/{person}"), Some(&keys.reader), None).status,
+        410
+    );
+    assert_eq!(
+        server.call("GET", "/v1/records/council/C-77", Some(&keys.reader), None).status,
+        404
+    );
+    let none = server.call("POST", "/v1/resolve", Some(&keys.reader), Some(&probe)).json();
+    assert_eq!(none["candidates"], json!([]), "a deleted record is not found again");
+
+    // Audit: every response with personal data, with the person ids it carried.
+    assert_eq!(server.call("GET", "/v1/audit", Some(&keys.steward), None).status, 403);
+    let audit = server.call("GET", "/v1/audit?limit=1000", Some(&keys.admin), None).json();
+    let entries = audit["entries"].as_array().unwrap();
+    let actions: Vec<&str> =
+        entries.iter().map(|entry| entry["action"].as_str().unwrap()).collect();
+    for action in
+        ["put_record", "read_record", "read_person", "search_persons", "resolve", "delete_record"]
+    {
+        assert!(actions.contains(&action), "{action} audited: {actions:?}");
+    }
+    assert!(entries.iter().any(|entry| {
+        entry["action"] == "resolve"
+            && entry["role"] == "reader"
+            && entry["person_ids"] == json!([person])
+    }));
+
+    // No personal data in the logs, even at debug level: ids, counts and timings only.
+    let log = server.log();
+    assert!(log.contains("/v1/records/{source}/{local_id}"), "routes are logged as templates");
+    for secret in [NHS, GIVEN, FAMILY, "Quill", "1961", "C-77", "LS1 4AB"] {
+        assert!(!log.contains(secret), "{secret:?} found in the log");
+    }
+}
+
+#[test]
+fn one_process_owns_a_store_and_revoked_keys_stop_working() {
+    let dir = TempDir::new().unwrap();
+    let store = dir.path().join("store");
+    let keys = keys(&store);
+    let mut server = Server::start(&store, &[]);
+    let out = dir.path().join("results.csv");
+    let refused = mpi([
+        "link".as_ref(),
+        data("sample/records.csv").as_os_str(),
+        "--data".as_ref(),
+        store.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("in use by another mpi process"));
+    let reply =
+        server.call("PUT", "/v1/records/gp/1", Some(&keys.writer), Some(&zebedee("1961-07-14")));
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let listed = mpi_ok(["keys", "list", "--data", store.to_str().unwrap()]);
+    assert!(listed.contains("writer") && !listed.contains(&keys.writer), "tokens are never listed");
+    mpi_ok(["keys", "revoke", "writer", "--data", store.to_str().unwrap()]);
+    // Revocation takes effect within the key cache's few seconds.
+    std::thread::sleep(Duration::from_secs(6));
+    let reply =
+        server.call("PUT", "/v1/records/gp/2", Some(&keys.writer), Some(&zebedee("1961-07-14")));
+    assert_eq!(reply.status, 401);
+    // A graceful stop releases the store.
+    server.terminate();
+    mpi_ok([
+        "link".as_ref(),
+        data("sample/records.csv").as_os_str(),
+        "--data".as_ref(),
+        store.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+}
+
+/// Sample rows as (source, local id, JSON body) in file order.
+fn sample_bodies(n: usize) -> Vec<(String, String, String)> {
+    read_csv(&data("sample/records.csv"))
+        .into_iter()
+        .take(n)
+        .map(|row| {
+            let mut body = serde_json::Map::new();
+            for (column, value) in &row {
+                if column != "source_system" && column != "local_id" && !value.is_empty() {
+                    body.insert(column.clone(), Value::String(value.clone()));
+                }
+            }
+            (row["source_system"].clone(), row["local_id"].clone(), Value::Object(body).to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn rows_put_one_by_one_group_as_the_batch_does() {
+    let dir = TempDir::new().unwrap();
+    let n = 600;
+    let bodies = sample_bodies(n);
+    // The same rows as a file, through `mpi link` with the same (default) model.
+    let file = dir.path().join("rows.csv");
+    let text = std::fs::read_to_string(data("sample/records.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().take(n + 1).collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let batch_store = dir.path().join("batch");
+    let out = dir.path().join("batch.csv");
+    mpi_ok([
+        "link".as_ref(),
+        file.as_os_str(),
+        "--data".as_ref(),
+        batch_store.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--model".as_ref(),
+        data("default_model.json").as_os_str(),
+    ]);
+    let batch = partition(&read_csv(&out));
+
+    let online_store = dir.path().join("online");
+    let keys = keys(&online_store);
+    let server = Server::start(&online_store, &[]);
+    let mut rows = Vec::new();
+    for (source, local_id, body) in &bodies {
+        let reply = server.call(
+            "PUT",
+            &format!("/v1/records/{source}/{local_id}"),
+            Some(&keys.writer),
+            Some(body),
+        );
+        assert!(matches!(reply.status, 200 | 201), "{local_id}: {}", reply.body);
+        let reply = reply.json();
+        let mut row = std::collections::HashMap::new();
+        row.insert("source_system".to_owned(), source.clone());
+        row.insert("local_id".to_owned(), local_id.clone());
+        row.insert("person_id".to_owned(), reply["person_id"].as_str().unwrap().to_owned());
+        row.insert("decision".to_owned(), reply["decision"].as_str().unwrap().to_owned());
+        rows.push(row);
+    }
+    assert_eq!(partition(&rows), batch, "the same grouping online and in batch");
+}
+
+#[test]
+fn acknowledged_writes_survive_a_kill_and_the_index_catches_up() {
+    let dir = TempDir::new().unwrap();
+    let store = dir.path().join("store");
+    let keys = keys(&store);
+    let bodies = sample_bodies(400);
+    let mut server = Server::start(&store, &[]);
+    let address = server.address.clone();
+    let token = keys.writer.clone();
+    // A client writes as fast as it can; the server is killed (SIGKILL) under it.
+    let writer = std::thread::spawn(move || {
+        let mut acknowledged = Vec::new();
+        for (source, local_id, body) in bodies {
+            let path = format!("/v1/records/{source}/{local_id}");
+            let Ok(reply) = std::panic::catch_unwind(|| {
+                http(&address, "PUT", &path, Some(&token), Some(&body))
+            }) else {
+                break;
+            };
+            if reply.status != 201 {
+                break;
+            }
+            acknowledged.push((path, reply.json()["person_id"].as_str().unwrap().to_owned()));
+        }
+        acknowledged
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    server.kill();
+    let acknowledged = writer.join().unwrap();
+    assert!(acknowledged.len() > 10, "some writes were acknowledged before the kill");
+    assert!(acknowledged.len() < 400, "the kill came during the writes");
+
+    let server = Server::start(&store, &[]);
+    for (path, person) in &acknowledged {
+        let reply = server.call("GET", path, Some(&keys.reader), None);
+        assert_eq!(reply.status, 200, "{path} was acknowledged, so it survives");
+        assert_eq!(reply.json()["person_id"], person.as_str());
+    }
+    // The index is level with the store: as many documents as stored records.
+    let stored = server.call("GET", "/readyz", None, None).json()["records"].as_u64().unwrap();
+    assert!(stored >= acknowledged.len() as u64);
+    let mut server = server;
+    server.terminate();
+    let export = dir.path().join("export.csv");
+    mpi_ok(["export", "--data", store.to_str().unwrap(), "--out", export.to_str().unwrap()]);
+    assert_eq!(read_csv(&export).len() as u64, stored, "index and store agree");
+}
