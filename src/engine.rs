@@ -35,6 +35,8 @@ pub struct Entry {
     pub decision: DecisionKind,
     /// Probability of that decision's best match.
     pub probability: Option<f64>,
+    /// True when a steward placed the record: the engine never moves it.
+    pub manual: bool,
 }
 
 /// A person held by the engine.
@@ -48,6 +50,8 @@ pub struct PersonSlot {
     pub is_new: bool,
     /// True for a review's provisional person.
     pub provisional: bool,
+    /// The person it was merged into, once retired by a merge.
+    pub retired_into: Option<PersonKey>,
 }
 
 /// What the engine decided for one record.
@@ -109,6 +113,35 @@ pub enum ReviewReason {
 }
 
 impl ReviewReason {
+    /// The reason's code, as serialised.
+    pub fn code(self) -> &'static str {
+        match self {
+            ReviewReason::Uncertain => "uncertain",
+            ReviewReason::SeveralPersons => "several_persons",
+            ReviewReason::ConflictWithPerson => "conflict_with_person",
+            ReviewReason::NhsNumberConflict => "nhs_number_conflict",
+            ReviewReason::SharedNhsNumber => "shared_nhs_number",
+            ReviewReason::GenerationConflict => "generation_conflict",
+            ReviewReason::PossibleTwins => "possible_twins",
+            ReviewReason::PossibleParentAndChild => "possible_parent_and_child",
+            ReviewReason::HouseholdWithoutIdentity => "household_without_identity",
+        }
+    }
+
+    /// Review priority, 1 first: NHS-number safety, then look-alike relatives, then
+    /// conflicts, then plain uncertainty.
+    pub fn priority(self) -> u8 {
+        match self {
+            ReviewReason::NhsNumberConflict | ReviewReason::SharedNhsNumber => 1,
+            ReviewReason::PossibleTwins
+            | ReviewReason::PossibleParentAndChild
+            | ReviewReason::GenerationConflict
+            | ReviewReason::HouseholdWithoutIdentity => 2,
+            ReviewReason::SeveralPersons | ReviewReason::ConflictWithPerson => 3,
+            ReviewReason::Uncertain => 4,
+        }
+    }
+
     /// A short explanation for review files.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -165,6 +198,9 @@ pub struct Decision {
     pub candidates: Vec<PersonCandidate>,
     /// Why it is in review.
     pub reason: Option<ReviewReason>,
+    /// The person the record belonged to before this decision was applied
+    /// (`PersonKey::MAX` for a new record); set by [`Linker::apply`].
+    pub previous: PersonKey,
 }
 
 /// A record conflicts strongly with a record of a person, and is not linked to it
@@ -220,6 +256,8 @@ pub struct Linker {
     pub person_keys: HashMap<String, PersonKey>,
     /// Persons created since the store last committed (their `is_new` is set).
     pub unsettled: Vec<PersonKey>,
+    /// Persons a steward said a record (by position) is not: never linked to it.
+    pub separated: HashMap<usize, Vec<PersonKey>>,
 }
 
 impl Linker {
@@ -247,6 +285,7 @@ impl Linker {
             members: Vec::new(),
             is_new: false,
             provisional,
+            retired_into: None,
         });
         self.person_keys.insert(person_id.to_owned(), key);
         key
@@ -279,7 +318,8 @@ impl Linker {
     }
 
     /// Decides where the record at `position` goes, given its scored candidates
-    /// (records before it). Does not change any state.
+    /// (records before it). Does not change any state. A record a steward placed
+    /// keeps its place (see [`Linker::keep`]).
     pub fn decide(
         &self,
         position: usize,
@@ -287,12 +327,16 @@ impl Linker {
         model: &Model,
         thresholds: Thresholds,
     ) -> Decision {
+        if self.entries[position].manual {
+            return self.keep(position);
+        }
         let record = &self.entries[position].record;
         // A record's score against a person is its best score against the person's records.
         let mut by_person: HashMap<PersonKey, (f64, usize)> = HashMap::new();
+        let separated = self.separated.get(&position).map_or(&[][..], Vec::as_slice);
         for &(candidate, _, weight) in scored {
             let person = self.entries[candidate].person;
-            if person == PersonKey::MAX {
+            if person == PersonKey::MAX || separated.contains(&person) {
                 continue;
             }
             let slot = by_person.entry(person).or_insert((f64::NEG_INFINITY, candidate));
@@ -335,6 +379,7 @@ impl Linker {
                 matched_position: None,
                 candidates: Vec::new(),
                 reason: None,
+                previous: PersonKey::MAX,
             };
         };
         let candidates: Vec<PersonCandidate> = ranked
@@ -349,6 +394,7 @@ impl Linker {
             matched_position: Some(best.best_position),
             candidates: candidates.clone(),
             reason: Some(reason),
+            previous: PersonKey::MAX,
         };
         if best.probability < thresholds.lower {
             return Decision {
@@ -358,6 +404,7 @@ impl Linker {
                 matched_position: Some(best.best_position),
                 candidates: Vec::new(),
                 reason: None,
+                previous: PersonKey::MAX,
             };
         }
         if best.probability < thresholds.upper {
@@ -430,6 +477,21 @@ impl Linker {
             matched_position: Some(best.best_position),
             candidates,
             reason: None,
+            previous: PersonKey::MAX,
+        }
+    }
+
+    /// The decision that keeps a steward-placed record where it is.
+    pub fn keep(&self, position: usize) -> Decision {
+        let entry = &self.entries[position];
+        Decision {
+            kind: entry.decision,
+            person: entry.person,
+            probability: entry.probability,
+            matched_position: None,
+            candidates: Vec::new(),
+            reason: None,
+            previous: entry.person,
         }
     }
 
@@ -439,6 +501,12 @@ impl Linker {
     /// Returns the person and, if a person was left empty, that person.
     pub fn apply(&mut self, position: usize, decision: &mut Decision) -> Option<PersonKey> {
         let old = self.entries[position].person;
+        decision.previous = old;
+        if self.entries[position].manual {
+            // A steward placed this record: it stays where it is.
+            decision.person = old;
+            return None;
+        }
         let old_alone = old != PersonKey::MAX && self.persons[old as usize].members == [position];
         let person = match decision.kind {
             DecisionKind::Linked => decision.person,
@@ -467,31 +535,34 @@ impl Linker {
         Some(model.score(&gamma, record, &self.entries[matched].record))
     }
 
-    /// Golden-record NHS number of every person: the valid NHS number held by most of
-    /// its records; ties go to the most recent record (highest id).
+    /// Golden-record NHS number of every person: see [`Linker::person_nhs_number`].
     pub fn person_nhs_numbers(&self) -> Vec<Option<&str>> {
-        self.persons
-            .iter()
-            .map(|person| {
-                let mut counts: Vec<(&str, usize, u64)> = Vec::new();
-                for &member in &person.members {
-                    let entry = &self.entries[member];
-                    if let Some(nhs) = entry.record.record.nhs_number.as_deref() {
-                        match counts.iter_mut().find(|(value, _, _)| *value == nhs) {
-                            Some(slot) => {
-                                slot.1 += 1;
-                                slot.2 = slot.2.max(entry.id);
-                            }
-                            None => counts.push((nhs, 1, entry.id)),
-                        }
-                    }
-                }
-                counts
-                    .into_iter()
-                    .max_by_key(|&(_, count, last)| (count, last))
-                    .map(|(nhs, _, _)| nhs)
-            })
+        (0..self.persons.len())
+            .map(|person| self.person_nhs_number(person as PersonKey, None))
             .collect()
+    }
+
+    /// Golden-record NHS number of a person: the valid NHS number held by most of its
+    /// records, ties to the most recent record (highest id); `without` leaves one record
+    /// out (to tell what a change did).
+    pub fn person_nhs_number(&self, person: PersonKey, without: Option<usize>) -> Option<&str> {
+        let mut counts: Vec<(&str, usize, u64)> = Vec::new();
+        for &member in &self.persons[person as usize].members {
+            if Some(member) == without {
+                continue;
+            }
+            let entry = &self.entries[member];
+            if let Some(nhs) = entry.record.record.nhs_number.as_deref() {
+                match counts.iter_mut().find(|(value, _, _)| *value == nhs) {
+                    Some(slot) => {
+                        slot.1 += 1;
+                        slot.2 = slot.2.max(entry.id);
+                    }
+                    None => counts.push((nhs, 1, entry.id)),
+                }
+            }
+        }
+        counts.into_iter().max_by_key(|&(_, count, last)| (count, last)).map(|(nhs, _, _)| nhs)
     }
 }
 

@@ -15,7 +15,7 @@ use crate::engine::{
     Decision, DecisionKind, Entry, Linker, PersonKey, ScoredCandidate, score_pairs,
 };
 use crate::input::{InputRow, RowError};
-use crate::store::{Batch, LinkWrite, RecordWrite, ReviewWrite, Store};
+use crate::store::{Batch, Event, LinkWrite, RecordWrite, ReviewWrite, Store};
 use crate::workspace::{INDEX_WRITER_BUDGET, Workspace, WorkspaceError, index_payload};
 
 /// The shipped default model, trained on synthetic UK data (`data/default_model.json`).
@@ -50,6 +50,9 @@ impl Default for LinkOptions {
         }
     }
 }
+
+/// Who the store's history names for changes made by `mpi link`.
+pub const BATCH_ACTOR: &str = "mpi link";
 
 /// Default bound on candidates per record.
 pub const DEFAULT_MAX_CANDIDATES: usize = 20;
@@ -374,6 +377,7 @@ pub fn link(
             person: PersonKey::MAX,
             decision: DecisionKind::New,
             probability: None,
+            manual: false,
         });
         next_id += 1;
         work.push((item_index, linker.entries.len() - 1, false));
@@ -698,7 +702,9 @@ fn link_batch(
     let (written, indexed) = std::thread::scope(|scope| {
         let indexer = scope.spawn(|| index_run(index, linker, work, &keys, progress));
         let items = write_items(prepared, work, &decisions, &report.reviews);
-        let written = write_results(store, linker, &items, &retired, &model, options.thresholds);
+        let context =
+            WriteContext { model: &model, thresholds: options.thresholds, actor: BATCH_ACTOR };
+        let written = write_results(store, linker, &items, &retired, &context, Vec::new());
         (written, indexer.join())
     });
     let generation = written?;
@@ -796,6 +802,18 @@ pub fn evidence_json(score: &mpi_matching::Score, model_version: u32) -> String 
     .to_string()
 }
 
+/// What every write of a run shares: the model and thresholds that decided, and who
+/// is writing.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteContext<'a> {
+    /// The model used.
+    pub model: &'a Model,
+    /// The thresholds in force.
+    pub thresholds: Thresholds,
+    /// An API key id, or [`BATCH_ACTOR`].
+    pub actor: &'a str,
+}
+
 /// One record's outcome to write to the store.
 #[derive(Clone, Copy, Debug)]
 pub struct WriteItem<'a> {
@@ -824,9 +842,10 @@ pub fn write_results(
     linker: &Linker,
     items: &[WriteItem<'_>],
     retired: &[(PersonKey, PersonKey)],
-    model: &Model,
-    thresholds: Thresholds,
+    context: &WriteContext<'_>,
+    extra_events: Vec<Event>,
 ) -> Result<u64, LinkError> {
+    let WriteContext { model, thresholds, actor } = *context;
     let evidence: Vec<Option<String>> = items
         .par_iter()
         .map(|item| {
@@ -836,7 +855,7 @@ pub fn write_results(
                 .map(|score| evidence_json(&score, model.version))
         })
         .collect();
-    let mut batch = Batch::default();
+    let mut batch = Batch { actor: actor.to_owned(), ..Batch::default() };
     let mut seen_new_persons = std::collections::HashSet::new();
     for (item, evidence) in items.iter().zip(&evidence) {
         let decision = item.decision;
@@ -858,6 +877,21 @@ pub fn write_results(
         });
         if person.is_new && seen_new_persons.insert(decision.person) {
             batch.new_persons.push((person.id.clone(), person.provisional));
+            batch.events.push(Event::new("person_created", &person.id, None));
+        }
+        if decision.previous != PersonKey::MAX && decision.previous != decision.person {
+            let previous = &linker.persons[decision.previous as usize].id;
+            batch.events.push(
+                Event::new("record_unlinked", previous, Some(entry.id))
+                    .other(&person.id)
+                    .detail(serde_json::json!({"reason": "updated"})),
+            );
+        }
+        if decision.previous != decision.person {
+            batch.events.push(
+                Event::new("record_linked", &person.id, Some(entry.id))
+                    .detail(serde_json::json!({"decision": decision.kind})),
+            );
         }
         let matched_id = decision.matched_position.map(|matched| linker.entries[matched].id);
         let linked = decision.kind == DecisionKind::Linked;
@@ -873,6 +907,11 @@ pub fn write_results(
             lower: thresholds.lower,
         });
         if let Some(review_id) = item.review_id {
+            batch
+                .events
+                .push(Event::new("review_opened", &person.id, Some(entry.id)).detail(
+                    serde_json::json!({"review_id": review_id, "reason": decision.reason}),
+                ));
             batch.reviews.push(ReviewWrite {
                 id: review_id,
                 record_id: entry.id,
@@ -881,16 +920,19 @@ pub fn write_results(
                 best_record_id: matched_id,
                 probability: decision.probability.unwrap_or_default(),
                 reason: decision.reason.map_or("", |reason| reason.as_str()),
+                reason_code: decision.reason.map_or("uncertain", |reason| reason.code()),
+                priority: decision.reason.map_or(4, |reason| reason.priority()),
                 evidence: evidence.clone(),
             });
         }
     }
     for &(emptied, survivor) in retired {
-        batch.retired_persons.push((
-            linker.persons[emptied as usize].id.clone(),
-            linker.persons[survivor as usize].id.clone(),
-        ));
+        let (emptied, survivor) =
+            (&linker.persons[emptied as usize].id, &linker.persons[survivor as usize].id);
+        batch.events.push(Event::new("person_retired", emptied, None).other(survivor));
+        batch.retired_persons.push((emptied.clone(), survivor.clone()));
     }
+    batch.events.extend(extra_events);
     Ok(store.write_batch(&batch)?)
 }
 
@@ -967,8 +1009,8 @@ fn link_online(
                 &workspace.linker,
                 &items,
                 &retired,
-                &model,
-                options.thresholds,
+                &WriteContext { model: &model, thresholds: options.thresholds, actor: BATCH_ACTOR },
+                Vec::new(),
             )?;
             workspace.linker.settle_new_persons();
             let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;

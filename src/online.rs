@@ -16,9 +16,10 @@ use mpi_matching::{
 use crate::engine::{
     Decision, DecisionKind, Entry, Linker, PersonKey, ReviewReason, ScoredCandidate, score_pairs,
 };
-use crate::link::{LinkError, WriteItem, write_results};
-use crate::store::Store;
+use crate::link::{LinkError, WriteContext, WriteItem, write_results};
+use crate::store::{Event, StewardChange, Store};
 use crate::workspace::{INDEX_WRITER_BUDGET, Workspace, index_payload};
+use serde_json::json;
 
 /// Candidates, scores and the decision for the record at `position`, applied to the
 /// linker. Returns the decision, the person it left empty (if any) and the number of
@@ -77,6 +78,17 @@ impl From<crate::error::StoreError> for OnlineError {
     fn from(error: crate::error::StoreError) -> OnlineError {
         OnlineError::Link(LinkError::Store(error))
     }
+}
+
+/// A record being stored, placed in the linker but not yet decided.
+struct Incoming<'a> {
+    position: usize,
+    is_update: bool,
+    keys: &'a [BlockingKey],
+    raw: &'a Demographics,
+    issues: &'a [Issue],
+    /// The person it leaves and that person's golden NHS number before.
+    previous: Option<(PersonKey, Option<String>)>,
 }
 
 /// What storing one record did.
@@ -211,6 +223,7 @@ impl Engine {
         source: &str,
         local_id: &str,
         raw: &Demographics,
+        actor: &str,
     ) -> Result<Ingested, OnlineError> {
         let (record, issues) = self.prepare(raw);
         if !has_something_to_match(&record.record) {
@@ -235,6 +248,11 @@ impl Engine {
             }
         }
         let keys = blocking_keys(&record);
+        // The golden NHS number of the person the record leaves, before it leaves.
+        let previous = existing.map(|position| {
+            let person = self.linker.entries[position].person;
+            (person, self.linker.person_nhs_number(person, None).map(str::to_owned))
+        });
         let (position, is_update) = match existing {
             Some(position) => {
                 self.linker.entries[position].record = record;
@@ -249,13 +267,16 @@ impl Engine {
                     person: PersonKey::MAX,
                     decision: DecisionKind::New,
                     probability: None,
+                    manual: false,
                 });
                 self.next_id += 1;
                 (self.linker.entries.len() - 1, false)
             }
         };
         let id = self.linker.entries[position].id;
-        let result = self.decide_and_write(store, position, is_update, &keys, raw, &issues);
+        let incoming =
+            Incoming { position, is_update, keys: &keys, raw, issues: &issues, previous };
+        let result = self.decide_and_write(store, incoming, actor);
         match result {
             Ok((decision, review_id)) => {
                 self.by_source.insert((source.to_owned(), local_id.to_owned()), position);
@@ -291,12 +312,10 @@ impl Engine {
     fn decide_and_write(
         &mut self,
         store: &mut Store,
-        position: usize,
-        is_update: bool,
-        keys: &[BlockingKey],
-        raw: &Demographics,
-        issues: &[Issue],
+        incoming: Incoming<'_>,
+        actor: &str,
     ) -> Result<(Decision, Option<String>), OnlineError> {
+        let Incoming { position, is_update, keys, raw, issues, previous } = incoming;
         let (decision, emptied, _) = decide_one(
             &mut self.linker,
             &self.index,
@@ -318,14 +337,61 @@ impl Engine {
             decision: &decision,
             review_id: review_id.as_deref(),
         };
-        let generation =
-            write_results(store, &self.linker, &[item], &retired, &self.model, self.thresholds)?;
+        let events = self.nhs_number_changes(position, &decision, previous);
+        let generation = write_results(
+            store,
+            &self.linker,
+            &[item],
+            &retired,
+            &WriteContext { model: &self.model, thresholds: self.thresholds, actor },
+            events,
+        )?;
         self.linker.settle_new_persons();
         let id = self.linker.entries[position].id;
         self.index_commit(generation, |writer| {
             if is_update { writer.update(id, keys) } else { writer.add(id, keys) }
         });
         Ok((decision, review_id))
+    }
+
+    /// `nhs_number_changed` events for the persons a decision touched: the one the
+    /// record joined (compared without the record) and the one it left.
+    fn nhs_number_changes(
+        &self,
+        position: usize,
+        decision: &Decision,
+        previous: Option<(PersonKey, Option<String>)>,
+    ) -> Vec<Event> {
+        let linker = &self.linker;
+        let mut events = Vec::new();
+        let joined = decision.person;
+        if !linker.persons[joined as usize].is_new
+            || linker.persons[joined as usize].members.len() > 1
+        {
+            let before = linker.person_nhs_number(joined, Some(position));
+            let after = linker.person_nhs_number(joined, None);
+            if before != after {
+                events.push(Event::new(
+                    "nhs_number_changed",
+                    &linker.persons[joined as usize].id,
+                    None,
+                ));
+            }
+        }
+        if let Some((left, before)) = previous
+            && left != joined
+            && left != PersonKey::MAX
+        {
+            let after = linker.person_nhs_number(left, None);
+            if before.as_deref() != after && !linker.persons[left as usize].members.is_empty() {
+                events.push(Event::new(
+                    "nhs_number_changed",
+                    &linker.persons[left as usize].id,
+                    None,
+                ));
+            }
+        }
+        events
     }
 
     /// Applies a change to the index and commits it as level with `generation`. The
@@ -354,6 +420,7 @@ impl Engine {
         store: &mut Store,
         source: &str,
         local_id: &str,
+        actor: &str,
     ) -> Result<Option<Removed>, OnlineError> {
         let Some(position) = self.position_of(source, local_id) else {
             return Ok(None);
@@ -363,7 +430,19 @@ impl Engine {
         let person_slot = &self.linker.persons[person as usize];
         let person_retired = person_slot.members == [position];
         let person_id = person_slot.id.clone();
-        let generation = store.delete_record(id, person_retired.then_some(person_id.as_str()))?;
+        let mut events = vec![
+            Event::new("record_unlinked", &person_id, Some(id))
+                .detail(json!({"reason": "deleted"})),
+        ];
+        if person_retired {
+            events.push(Event::new("person_retired", &person_id, None));
+        }
+        let generation = store.delete_record(
+            id,
+            person_retired.then_some(person_id.as_str()),
+            &events,
+            actor,
+        )?;
         self.linker.persons[person as usize].members.retain(|&member| member != position);
         // The entry stays in memory (positions are stable) but belongs to no one, and
         // no index or lookup can reach it.
@@ -419,4 +498,346 @@ pub fn has_something_to_match(record: &NormalizedRecord) -> bool {
         || !record.given_names.is_empty()
         || record.family_name.is_some()
         || record.date_of_birth.is_some()
+}
+
+/// Why a steward's change could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StewardError {
+    /// Something named does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The change does not fit the current state (a closed review, a retired person).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request is not a valid change.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::error::StoreError),
+}
+
+/// A steward's answer to a review.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReviewAnswer {
+    /// The record is this person (the review's best candidate when `None`).
+    Match(Option<String>),
+    /// The record is none of the review's candidates.
+    NoMatch,
+}
+
+impl Engine {
+    /// The live person an id stands for: itself, or the survivor it was merged into.
+    pub fn live_person(&self, person: PersonKey) -> PersonKey {
+        let mut current = person;
+        while let Some(next) = self.linker.persons[current as usize].retired_into {
+            if next == current {
+                break;
+            }
+            current = next;
+        }
+        current
+    }
+
+    fn require_live(&self, person_id: &str) -> Result<PersonKey, StewardError> {
+        let person = self.person_of(person_id).ok_or(StewardError::NotFound("person"))?;
+        if self.linker.persons[person as usize].members.is_empty() {
+            return Err(StewardError::Conflict(
+                "the person is retired (merged or left without records)".to_owned(),
+            ));
+        }
+        Ok(person)
+    }
+
+    /// The best pair between a record and a person's records: (member position, score).
+    fn best_pair(&self, position: usize, person: PersonKey) -> Option<(usize, Score)> {
+        let record = &self.linker.entries[position].record;
+        self.linker.persons[person as usize]
+            .members
+            .iter()
+            .filter(|&&member| member != position)
+            .map(|&member| {
+                let other = &self.linker.entries[member].record;
+                (member, self.model.score(&compare(record, other), record, other))
+            })
+            .max_by(|a, b| a.1.weight.total_cmp(&b.1.weight).then(b.0.cmp(&a.0)))
+    }
+
+    /// Moves a record into a person as a steward's decision and returns the store's
+    /// description of the move. The record is pinned there (`manual`).
+    fn move_record(
+        &mut self,
+        position: usize,
+        person: PersonKey,
+        decision: DecisionKind,
+    ) -> crate::store::RecordMove {
+        let best = self.best_pair(position, person);
+        self.linker.assign(position, person);
+        let entry = &mut self.linker.entries[position];
+        entry.manual = true;
+        entry.decision = decision;
+        entry.probability = best.as_ref().map(|(_, score)| score.probability);
+        crate::store::RecordMove {
+            record_id: entry.id,
+            person_id: self.linker.persons[person as usize].id.clone(),
+            decision: decision.as_str().to_owned(),
+            matched_record_id: best.as_ref().map(|&(member, _)| self.linker.entries[member].id),
+            probability: best.as_ref().map(|(_, score)| score.probability),
+            evidence: best
+                .as_ref()
+                .map(|(_, score)| crate::link::evidence_json(score, self.model.version)),
+            manual: true,
+        }
+    }
+
+    /// Settles an open review: `match` moves the record into the chosen person (a
+    /// manual link the engine never undoes); `no_match` confirms the record's own
+    /// person and records that it is none of the candidates (the engine never links
+    /// it to them). Returns the record's person afterwards.
+    ///
+    /// # Errors
+    /// When the review is unknown or closed, the person is not live, or the store fails.
+    pub fn decide_review(
+        &mut self,
+        store: &mut Store,
+        review_id: &str,
+        answer: &ReviewAnswer,
+        reason: &str,
+        actor: &str,
+    ) -> Result<String, StewardError> {
+        let review = store.review(review_id)?.ok_or(StewardError::NotFound("review"))?;
+        if review.status != "open" {
+            return Err(StewardError::Conflict(format!("the review is {}", review.status)));
+        }
+        let position =
+            self.linker.position(review.record_id).ok_or(StewardError::NotFound("record"))?;
+        let current = self.linker.entries[position].person;
+        if current == PersonKey::MAX {
+            return Err(StewardError::Conflict("the record was deleted".to_owned()));
+        }
+        let current_id = self.linker.persons[current as usize].id.clone();
+        let record_id = review.record_id;
+        let candidates: Vec<String> = review
+            .candidate_persons
+            .as_array()
+            .map(|candidates| {
+                candidates
+                    .iter()
+                    .filter_map(|candidate| candidate["person_id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut change = StewardChange { actor: actor.to_owned(), ..StewardChange::default() };
+        let answer_word = match answer {
+            ReviewAnswer::Match(_) => "match",
+            ReviewAnswer::NoMatch => "no_match",
+        };
+        change.resolved_review =
+            Some((review_id.to_owned(), answer_word.to_owned(), reason.to_owned()));
+        let result_person = match answer {
+            ReviewAnswer::Match(chosen) => {
+                let chosen =
+                    chosen.clone().or_else(|| candidates.first().cloned()).ok_or_else(|| {
+                        StewardError::Invalid(
+                            "the review names no candidate: give person_id".to_owned(),
+                        )
+                    })?;
+                let target = self.person_of(&chosen).ok_or(StewardError::NotFound("person"))?;
+                let target = self.live_person(target);
+                if self.linker.persons[target as usize].members.is_empty() {
+                    return Err(StewardError::Conflict(
+                        "the chosen person has no records".to_owned(),
+                    ));
+                }
+                if target == current {
+                    return Err(StewardError::Conflict(
+                        "the record is already in that person".to_owned(),
+                    ));
+                }
+                let target_id = self.linker.persons[target as usize].id.clone();
+                let moved = self.move_record(position, target, DecisionKind::Linked);
+                change.moves.push(moved);
+                change.events.push(
+                    Event::new("record_unlinked", &current_id, Some(record_id))
+                        .other(&target_id)
+                        .detail(json!({"reason": "review", "review_id": review_id})),
+                );
+                change.events.push(
+                    Event::new("record_linked", &target_id, Some(record_id)).detail(
+                        json!({"decision": "linked", "method": "manual", "review_id": review_id}),
+                    ),
+                );
+                if self.linker.persons[current as usize].members.is_empty() {
+                    self.linker.persons[current as usize].retired_into = Some(target);
+                    change.retired_persons.push((current_id.clone(), Some(target_id.clone())));
+                    change
+                        .events
+                        .push(Event::new("person_retired", &current_id, None).other(&target_id));
+                }
+                target_id
+            }
+            ReviewAnswer::NoMatch => {
+                let entry = &mut self.linker.entries[position];
+                entry.decision = DecisionKind::New;
+                change.moves.push(crate::store::RecordMove {
+                    record_id,
+                    person_id: current_id.clone(),
+                    decision: DecisionKind::New.as_str().to_owned(),
+                    matched_record_id: None,
+                    probability: entry.probability,
+                    evidence: None,
+                    manual: false,
+                });
+                self.linker.persons[current as usize].provisional = false;
+                change.confirmed_persons.push(current_id.clone());
+                for candidate in &candidates {
+                    if let Some(person) = self.person_of(candidate) {
+                        self.linker.separated.entry(position).or_default().push(person);
+                        change.separations.push((record_id, candidate.clone()));
+                    }
+                }
+                current_id.clone()
+            }
+        };
+        change.events.push(
+            Event::new("review_resolved", &result_person, Some(record_id))
+                .detail(json!({"review_id": review_id, "decision": answer_word})),
+        );
+        store.write_steward(&change)?;
+        Ok(result_person)
+    }
+
+    /// Merges `other` into `survivor`: every record of `other` moves (pinned), and
+    /// `other` is retired into `survivor` (its id redirects there).
+    ///
+    /// # Errors
+    /// When either person is unknown or retired, they are the same, or the store fails.
+    pub fn merge(
+        &mut self,
+        store: &mut Store,
+        survivor_id: &str,
+        other_id: &str,
+        reason: &str,
+        actor: &str,
+    ) -> Result<Vec<u64>, StewardError> {
+        let survivor = self.require_live(survivor_id)?;
+        let other = self.require_live(other_id)?;
+        if survivor == other {
+            return Err(StewardError::Invalid("a person cannot be merged into itself".to_owned()));
+        }
+        let mut change = StewardChange { actor: actor.to_owned(), ..StewardChange::default() };
+        change.events.push(
+            Event::new("persons_merged", survivor_id, None)
+                .other(other_id)
+                .detail(json!({"reason": reason})),
+        );
+        let members = self.linker.persons[other as usize].members.clone();
+        let mut moved_ids = Vec::new();
+        for position in members {
+            let moved = self.move_record(position, survivor, DecisionKind::Linked);
+            moved_ids.push(moved.record_id);
+            change.events.push(
+                Event::new("record_linked", survivor_id, Some(moved.record_id))
+                    .other(other_id)
+                    .detail(json!({"decision": "linked", "method": "merge"})),
+            );
+            change.moves.push(moved);
+        }
+        self.linker.persons[other as usize].retired_into = Some(survivor);
+        self.linker.persons[survivor as usize].provisional = false;
+        change.confirmed_persons.push(survivor_id.to_owned());
+        change.retired_persons.push((other_id.to_owned(), Some(survivor_id.to_owned())));
+        change.events.push(Event::new("person_retired", other_id, None).other(survivor_id));
+        store.write_steward(&change)?;
+        Ok(moved_ids)
+    }
+
+    /// Moves the named records out of a person into a new one (or back into a person
+    /// retired by a merge, `into`, which undoes that merge). The moved records are
+    /// pinned, and the engine never links them back automatically. Returns the new
+    /// person's id.
+    ///
+    /// # Errors
+    /// When a record is not in the person, every record would move, `into` is not a
+    /// retired person, or the store fails.
+    pub fn split(
+        &mut self,
+        store: &mut Store,
+        person_id: &str,
+        records: &[(String, String)],
+        into: Option<&str>,
+        reason: &str,
+        actor: &str,
+    ) -> Result<String, StewardError> {
+        let person = self.require_live(person_id)?;
+        let mut positions = Vec::new();
+        for (source, local_id) in records {
+            let position =
+                self.position_of(source, local_id).ok_or(StewardError::NotFound("record"))?;
+            if self.linker.entries[position].person != person {
+                return Err(StewardError::Invalid(
+                    "every record to move must belong to the person".to_owned(),
+                ));
+            }
+            if !positions.contains(&position) {
+                positions.push(position);
+            }
+        }
+        if positions.is_empty() {
+            return Err(StewardError::Invalid("name at least one record to move".to_owned()));
+        }
+        if positions.len() == self.linker.persons[person as usize].members.len() {
+            return Err(StewardError::Invalid(
+                "a split must leave at least one record in the person".to_owned(),
+            ));
+        }
+        let mut change = StewardChange { actor: actor.to_owned(), ..StewardChange::default() };
+        let target = match into {
+            Some(into_id) => {
+                let target = self.person_of(into_id).ok_or(StewardError::NotFound("person"))?;
+                let slot = &mut self.linker.persons[target as usize];
+                if !slot.members.is_empty() {
+                    return Err(StewardError::Conflict(
+                        "`into` must be a person retired by a merge".to_owned(),
+                    ));
+                }
+                slot.retired_into = None;
+                change.revived_persons.push(into_id.to_owned());
+                target
+            }
+            None => {
+                let target = self.linker.new_person(false);
+                self.linker.settle_new_persons();
+                let target_id = self.linker.persons[target as usize].id.clone();
+                change.new_persons.push(target_id.clone());
+                change.events.push(Event::new("person_created", &target_id, None));
+                target
+            }
+        };
+        let target_id = self.linker.persons[target as usize].id.clone();
+        change.events.push(
+            Event::new("person_split", person_id, None)
+                .other(&target_id)
+                .detail(json!({"reason": reason})),
+        );
+        for &position in &positions {
+            let moved = self.move_record(position, target, DecisionKind::Linked);
+            change.events.push(
+                Event::new("record_unlinked", person_id, Some(moved.record_id))
+                    .other(&target_id)
+                    .detail(json!({"reason": "split"})),
+            );
+            change.events.push(
+                Event::new("record_linked", &target_id, Some(moved.record_id))
+                    .detail(json!({"decision": "linked", "method": "split"})),
+            );
+            // The engine must not put them back.
+            self.linker.separated.entry(position).or_default().push(person);
+            change.separations.push((moved.record_id, person_id.to_owned()));
+            change.moves.push(moved);
+        }
+        store.write_steward(&change)?;
+        Ok(target_id)
+    }
 }

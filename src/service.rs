@@ -29,7 +29,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::engine::{DecisionKind, PersonKey};
-use crate::online::{Engine, Match, OnlineError};
+use crate::online::{Engine, Match, OnlineError, ReviewAnswer, StewardError};
 use crate::store::{ApiKey, AuditEntry, Store, now_rfc3339};
 
 /// Largest request body accepted.
@@ -361,6 +361,13 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/persons/search", post(search_persons))
         .route("/v1/persons/{id}", get(get_person))
         .route("/v1/audit", get(read_audit))
+        .route("/v1/events", get(read_events))
+        .route("/v1/persons/{id}/history", get(person_history))
+        .route("/v1/persons/{id}/merge", post(merge_persons))
+        .route("/v1/persons/{id}/split", post(split_person))
+        .route("/v1/reviews", get(list_reviews))
+        .route("/v1/reviews/{id}", get(get_review))
+        .route("/v1/reviews/{id}/decision", post(decide_review))
         .fallback(|| async { Problem::not_found("route").into_response() })
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
@@ -455,7 +462,7 @@ async fn put_record(
         let raw: Demographics = parse_body(&body)?;
         let mut engine = service.write_engine();
         let mut store = service.store();
-        let ingested = match engine.ingest(&mut store, &source, &local_id, &raw) {
+        let ingested = match engine.ingest(&mut store, &source, &local_id, &raw, &caller.key_id) {
             Ok(ingested) => ingested,
             Err(OnlineError::NothingToMatch { issues }) => {
                 return Err(Problem::new(
@@ -539,7 +546,7 @@ async fn delete_record(
         let mut engine = service.write_engine();
         let mut store = service.store();
         let removed = engine
-            .remove(&mut store, &source, &local_id)
+            .remove(&mut store, &source, &local_id, &caller.key_id)
             .map_err(Problem::internal)?
             .ok_or_else(|| Problem::not_found("record"))?;
         drop(store);
@@ -688,6 +695,17 @@ async fn get_person(
         let caller = service.authorize(&headers, Role::Reader)?;
         let engine = service.read_engine();
         let person = engine.person_of(&person_id).ok_or_else(|| Problem::not_found("person"))?;
+        let live = engine.live_person(person);
+        if live != person {
+            // Merged: answer with the survivor, a redirect the client can follow.
+            let survivor = &engine.linker.persons[live as usize].id;
+            return Ok((
+                StatusCode::PERMANENT_REDIRECT,
+                [(header::LOCATION, format!("/v1/persons/{survivor}"))],
+                json!({ "person_id": person_id, "merged_into": survivor }).to_string(),
+            )
+                .into_response());
+        }
         let slot = &engine.linker.persons[person as usize];
         if slot.members.is_empty() {
             return Err(Problem::new(StatusCode::GONE, "person retired")
@@ -832,6 +850,307 @@ async fn search_persons(
         drop(engine);
         service.audit(&caller, "search_persons", person_ids)?;
         ok_json(StatusCode::OK, json!({ "persons": found }))
+    })
+    .await
+}
+
+impl From<StewardError> for Problem {
+    fn from(error: StewardError) -> Problem {
+        match error {
+            StewardError::NotFound(what) => Problem::not_found(what),
+            StewardError::Conflict(reason) => {
+                Problem::new(StatusCode::CONFLICT, "the change does not fit the current state")
+                    .detail(reason)
+            }
+            StewardError::Invalid(reason) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid change").detail(reason)
+            }
+            error => Problem::internal(error),
+        }
+    }
+}
+
+fn require_reason(reason: &str) -> Result<(), Problem> {
+    if reason.trim().is_empty() || reason.len() > 2000 {
+        return Err(Problem::new(StatusCode::BAD_REQUEST, "a reason is required")
+            .detail("reason: 1 to 2000 characters saying why"));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MergeBody {
+    other: String,
+    reason: String,
+}
+
+async fn merge_persons(
+    State(service): State<Arc<Service>>,
+    Path(person_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    blocking(service, move |service| {
+        let caller = service.authorize(&headers, Role::Steward)?;
+        let merge: MergeBody = parse_body(&body)?;
+        require_reason(&merge.reason)?;
+        let mut engine = service.write_engine();
+        let mut store = service.store();
+        let moved =
+            engine.merge(&mut store, &person_id, &merge.other, &merge.reason, &caller.key_id)?;
+        drop(store);
+        drop(engine);
+        service.audit(&caller, "merge", vec![person_id.clone(), merge.other.clone()])?;
+        ok_json(
+            StatusCode::OK,
+            json!({ "person_id": person_id, "merged": merge.other, "records_moved": moved }),
+        )
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordRef {
+    source_system: String,
+    local_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SplitBody {
+    records: Vec<RecordRef>,
+    reason: String,
+    into: Option<String>,
+}
+
+async fn split_person(
+    State(service): State<Arc<Service>>,
+    Path(person_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    blocking(service, move |service| {
+        let caller = service.authorize(&headers, Role::Steward)?;
+        let split: SplitBody = parse_body(&body)?;
+        require_reason(&split.reason)?;
+        let records: Vec<(String, String)> = split
+            .records
+            .into_iter()
+            .map(|record| (record.source_system, record.local_id))
+            .collect();
+        let mut engine = service.write_engine();
+        let mut store = service.store();
+        let new_person = engine.split(
+            &mut store,
+            &person_id,
+            &records,
+            split.into.as_deref(),
+            &split.reason,
+            &caller.key_id,
+        )?;
+        drop(store);
+        drop(engine);
+        service.audit(&caller, "split", vec![person_id.clone(), new_person.clone()])?;
+        ok_json(StatusCode::OK, json!({ "person_id": person_id, "new_person_id": new_person }))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct ReviewQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+async fn list_reviews(
+    State(service): State<Arc<Service>>,
+    Query(query): Query<ReviewQuery>,
+    headers: HeaderMap,
+) -> Response {
+    blocking(service, move |service| {
+        let caller = service.authorize(&headers, Role::Steward)?;
+        let status = query.status.unwrap_or_else(|| "open".to_owned());
+        if !["open", "resolved", "superseded", "withdrawn"].contains(&status.as_str()) {
+            return Err(Problem::new(StatusCode::BAD_REQUEST, "unknown status")
+                .detail("status is open, resolved, superseded or withdrawn"));
+        }
+        let limit = query.limit.unwrap_or(50).clamp(1, 500);
+        let (reviews, total) = {
+            let store = service.store();
+            let reviews = store
+                .reviews(&status, limit, query.offset.unwrap_or(0))
+                .map_err(Problem::internal)?;
+            (reviews, store.count_reviews(&status).map_err(Problem::internal)?)
+        };
+        let person_ids: Vec<String> = reviews
+            .iter()
+            .flat_map(|review| review.candidate_persons.as_array().cloned().unwrap_or_default())
+            .filter_map(|candidate| candidate["person_id"].as_str().map(str::to_owned))
+            .collect();
+        service.audit(&caller, "list_reviews", person_ids)?;
+        ok_json(StatusCode::OK, json!({ "reviews": reviews, "total": total }))
+    })
+    .await
+}
+
+/// One side of a review: a record with its values.
+fn record_side(engine: &Engine, store: &Store, position: usize) -> Result<Value, Problem> {
+    let entry = &engine.linker.entries[position];
+    let raw = store.raw_records(&[entry.id]).map_err(Problem::internal)?;
+    let person = (entry.person != PersonKey::MAX)
+        .then(|| engine.linker.persons[entry.person as usize].id.clone());
+    Ok(json!({
+        "record_id": entry.id,
+        "source_system": entry.source_system,
+        "local_id": entry.local_id,
+        "person_id": person,
+        "values": raw.into_iter().next().map(|(_, values)| values),
+    }))
+}
+
+async fn get_review(
+    State(service): State<Arc<Service>>,
+    Path(review_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    blocking(service, move |service| {
+        let caller = service.authorize(&headers, Role::Steward)?;
+        let engine = service.read_engine();
+        let store = service.store();
+        let review = store.review(&review_id).map_err(Problem::internal)?;
+        let review = review.ok_or_else(|| Problem::not_found("review"))?;
+        let position = engine
+            .linker
+            .position(review.record_id)
+            .ok_or_else(|| Problem::not_found("record"))?;
+        let record = record_side(&engine, &store, position)?;
+        // Each candidate person with its best record and the per-field comparison.
+        let mut candidates = Vec::new();
+        let mut person_ids = Vec::new();
+        for candidate in review.candidate_persons.as_array().cloned().unwrap_or_default() {
+            let Some(person_id) = candidate["person_id"].as_str() else { continue };
+            let Some(person) = engine.person_of(person_id) else { continue };
+            let person = engine.live_person(person);
+            person_ids.push(engine.linker.persons[person as usize].id.clone());
+            let best = engine.linker.persons[person as usize]
+                .members
+                .iter()
+                .filter(|&&member| member != position)
+                .map(|&member| {
+                    let (a, b) = (&engine.linker.entries[position].record, &engine.linker.entries[member].record);
+                    (member, engine.model.score(&mpi_matching::compare(a, b), a, b))
+                })
+                .max_by(|a, b| a.1.weight.total_cmp(&b.1.weight));
+            let (best_record, comparison) = match best {
+                Some((member, score)) => (Some(record_side(&engine, &store, member)?), Some(score)),
+                None => (None, None),
+            };
+            candidates.push(json!({
+                "person_id": engine.linker.persons[person as usize].id,
+                "probability": comparison.as_ref().map(|score| score.probability),
+                "grade": comparison.as_ref().map(|score| grade(score.probability, engine.thresholds)),
+                "best_record": best_record,
+                "comparison": comparison,
+            }));
+        }
+        drop(store);
+        drop(engine);
+        service.audit(&caller, "read_review", person_ids)?;
+        ok_json(StatusCode::OK, json!({ "review": review, "record": record, "candidates": candidates }))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    decision: String,
+    reason: String,
+    person_id: Option<String>,
+}
+
+async fn decide_review(
+    State(service): State<Arc<Service>>,
+    Path(review_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    blocking(service, move |service| {
+        let caller = service.authorize(&headers, Role::Steward)?;
+        let decision: DecisionBody = parse_body(&body)?;
+        require_reason(&decision.reason)?;
+        let answer = match decision.decision.as_str() {
+            "match" => ReviewAnswer::Match(decision.person_id),
+            "no_match" if decision.person_id.is_none() => ReviewAnswer::NoMatch,
+            "no_match" => {
+                return Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "person_id goes with match only",
+                ));
+            }
+            _ => {
+                return Err(Problem::new(StatusCode::BAD_REQUEST, "unknown decision")
+                    .detail("decision is `match` or `no_match`"));
+            }
+        };
+        let mut engine = service.write_engine();
+        let mut store = service.store();
+        let person = engine.decide_review(
+            &mut store,
+            &review_id,
+            &answer,
+            &decision.reason,
+            &caller.key_id,
+        )?;
+        drop(store);
+        drop(engine);
+        service.audit(&caller, "decide_review", vec![person.clone()])?;
+        ok_json(
+            StatusCode::OK,
+            json!({ "review_id": review_id, "decision": decision.decision, "person_id": person }),
+        )
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct FeedQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn read_events(
+    State(service): State<Arc<Service>>,
+    Query(query): Query<FeedQuery>,
+    headers: HeaderMap,
+) -> Response {
+    blocking(service, move |service| {
+        service.authorize(&headers, Role::Reader)?;
+        let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+        let after = query.after.unwrap_or(0);
+        let events = service.store().events(after, limit).map_err(Problem::internal)?;
+        let next = events.last().map_or(after, |event| event.seq);
+        ok_json(StatusCode::OK, json!({ "events": events, "next": next }))
+    })
+    .await
+}
+
+async fn person_history(
+    State(service): State<Arc<Service>>,
+    Path(person_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    blocking(service, move |service| {
+        let caller = service.authorize(&headers, Role::Steward)?;
+        if service.read_engine().person_of(&person_id).is_none() {
+            return Err(Problem::not_found("person"));
+        }
+        let events = service.store().person_events(&person_id).map_err(Problem::internal)?;
+        service.audit(&caller, "read_history", vec![person_id.clone()])?;
+        ok_json(StatusCode::OK, json!({ "person_id": person_id, "history": events }))
     })
     .await
 }

@@ -93,6 +93,33 @@ const MIGRATIONS: &[&str] = &[
         person_ids TEXT NOT NULL
     );
     ALTER TABLE persons ADD COLUMN retired_at TEXT;
+    ALTER TABLE records ADD COLUMN manual INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE reviews ADD COLUMN reason_code TEXT NOT NULL DEFAULT 'uncertain';
+    ALTER TABLE reviews ADD COLUMN priority INTEGER NOT NULL DEFAULT 4;
+    ALTER TABLE reviews ADD COLUMN decision TEXT;
+    ALTER TABLE reviews ADD COLUMN decided_by TEXT;
+    ALTER TABLE reviews ADD COLUMN decided_at TEXT;
+    ALTER TABLE reviews ADD COLUMN decision_reason TEXT;
+    CREATE INDEX reviews_open ON reviews (status, priority, created_at);
+    CREATE TABLE separations (
+        record_id INTEGER NOT NULL,
+        person_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        PRIMARY KEY (record_id, person_id)
+    );
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        person_id TEXT,
+        record_id INTEGER,
+        other_person_id TEXT,
+        detail TEXT,
+        actor TEXT NOT NULL
+    );
+    CREATE INDEX events_person ON events (person_id);
+    CREATE INDEX events_other_person ON events (other_person_id) WHERE other_person_id IS NOT NULL;
     INSERT INTO meta (key, value) SELECT 'last_record_id', coalesce(max(id), 0) FROM records;
     "#,
 ];
@@ -106,6 +133,8 @@ const DROP_SECONDARY_INDEXES: &str = "
     DROP INDEX records_person;
     DROP INDEX links_record;
     DROP INDEX reviews_record;
+    DROP INDEX events_person;
+    DROP INDEX events_other_person;
 ";
 
 const CREATE_SECONDARY_INDEXES: &str = "
@@ -113,6 +142,8 @@ const CREATE_SECONDARY_INDEXES: &str = "
     CREATE INDEX records_person ON records (person_id);
     CREATE INDEX links_record ON links (record_id);
     CREATE INDEX reviews_record ON reviews (record_id, status);
+    CREATE INDEX events_person ON events (person_id);
+    CREATE INDEX events_other_person ON events (other_person_id) WHERE other_person_id IS NOT NULL;
 ";
 
 /// A record as stored.
@@ -197,6 +228,10 @@ pub struct ReviewWrite<'a> {
     pub probability: f64,
     /// Why it is in review.
     pub reason: &'a str,
+    /// The reason's code (`uncertain`, `possible_twins`, ...).
+    pub reason_code: &'a str,
+    /// Priority, 1 (first) to 4.
+    pub priority: u8,
     /// Per-field contributions of the best pair, as JSON.
     pub evidence: Option<String>,
 }
@@ -339,9 +374,12 @@ impl Store {
         &mut self,
         record_id: u64,
         retire_person: Option<&str>,
+        events: &[Event],
+        actor: &str,
     ) -> Result<u64, StoreError> {
         let now = now_rfc3339();
         let transaction = self.connection.transaction()?;
+        insert_events(&transaction, events, actor, &now)?;
         transaction.execute("DELETE FROM records WHERE id = ?1", params![record_id])?;
         transaction.execute(
             "UPDATE links SET active = 0 WHERE record_id = ?1 AND active = 1",
@@ -517,6 +555,34 @@ impl Store {
         )?)
     }
 
+    /// Change-feed events after sequence number `after`, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn events(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT seq, at, kind, person_id, record_id, other_person_id, detail, actor FROM events
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![after, limit as u64], stored_event)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every event about a person (as the person or the other person), oldest first.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn person_events(&self, person_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT seq, at, kind, person_id, record_id, other_person_id, detail, actor FROM events
+             WHERE person_id = ?1 UNION
+             SELECT seq, at, kind, person_id, record_id, other_person_id, detail, actor FROM events
+             WHERE other_person_id = ?1 ORDER BY seq",
+        )?;
+        let rows = statement.query_map(params![person_id], stored_event)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Appends audit entries in one transaction (a group commit).
     ///
     /// # Errors
@@ -566,13 +632,13 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Every record, in id order.
+    /// Every record as the engine needs it (no raw values), in id order.
     ///
     /// # Errors
     /// When SQLite fails or a stored value cannot be read back.
-    pub fn all_records(&self) -> Result<Vec<StoredRecord>, StoreError> {
+    pub fn all_records(&self) -> Result<Vec<LoadedRecord>, StoreError> {
         let mut statement = self.connection.prepare(
-            "SELECT id, source_system, local_id, raw, normalized, person_id, decision, probability
+            "SELECT id, source_system, local_id, normalized, person_id, decision, probability, manual
              FROM records ORDER BY id",
         )?;
         let rows = statement.query_map([], |row| {
@@ -583,30 +649,178 @@ impl Store {
                 row.get::<_, String>(3)?,
                 row.get::<_, String>(4)?,
                 row.get::<_, String>(5)?,
-                row.get::<_, String>(6)?,
-                row.get::<_, Option<f64>>(7)?,
+                row.get::<_, Option<f64>>(6)?,
+                row.get::<_, bool>(7)?,
             ))
         })?;
         let mut records = Vec::new();
         for row in rows {
-            let (id, source_system, local_id, raw, normalized, person_id, decision, probability) =
+            let (id, source_system, local_id, normalized, person_id, decision, probability, manual) =
                 row?;
-            let raw =
-                serde_json::from_str(&raw).map_err(|_| StoreError::Corrupt { record_id: id })?;
             let normalized = serde_json::from_str(&normalized)
                 .map_err(|_| StoreError::Corrupt { record_id: id })?;
-            records.push(StoredRecord {
+            records.push(LoadedRecord {
                 id,
                 source_system,
                 local_id,
-                raw,
                 normalized,
                 person_id,
                 decision,
                 probability,
+                manual,
             });
         }
         Ok(records)
+    }
+
+    /// Persons with no records left: (id, the person they were merged into, if any).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn retired_persons(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let mut statement = self.connection.prepare(
+            "SELECT id, retired_into FROM persons WHERE retired_into IS NOT NULL OR retired_at IS NOT NULL",
+        )?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every steward separation: (record id, person id it must not join).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn separations(&self) -> Result<Vec<(u64, String)>, StoreError> {
+        let mut statement =
+            self.connection.prepare("SELECT record_id, person_id FROM separations")?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Reviews with a status, by priority then age, at most `limit` after `offset`.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn reviews(
+        &self,
+        status: &str,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<ReviewRow>, StoreError> {
+        let mut statement = self.connection.prepare_cached(&format!(
+            "{REVIEW_SELECT} WHERE r.status = ?1 ORDER BY r.priority, r.created_at, r.id LIMIT ?2 OFFSET ?3"
+        ))?;
+        let rows = statement.query_map(params![status, limit as u64, offset as u64], review_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Number of reviews with a status.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn count_reviews(&self, status: &str) -> Result<u64, StoreError> {
+        Ok(self.connection.query_row(
+            "SELECT count(*) FROM reviews WHERE status = ?1",
+            params![status],
+            |row| row.get(0),
+        )?)
+    }
+
+    /// One review.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn review(&self, id: &str) -> Result<Option<ReviewRow>, StoreError> {
+        Ok(self
+            .connection
+            .query_row(&format!("{REVIEW_SELECT} WHERE r.id = ?1"), params![id], review_row)
+            .optional()?)
+    }
+
+    /// Writes a steward's change in one transaction: records moved between persons
+    /// (manual links), persons created and retired, separations, a review resolved,
+    /// and the events; returns the new generation.
+    ///
+    /// # Errors
+    /// When SQLite fails; nothing is written then.
+    pub fn write_steward(&mut self, change: &StewardChange) -> Result<u64, StoreError> {
+        let now = now_rfc3339();
+        let transaction = self.connection.transaction()?;
+        {
+            let mut insert_person = transaction.prepare_cached(
+                "INSERT INTO persons (id, created_at, provisional) VALUES (?1, ?2, 0)",
+            )?;
+            for person in &change.new_persons {
+                insert_person.execute(params![person, now])?;
+            }
+            let mut confirm =
+                transaction.prepare_cached("UPDATE persons SET provisional = 0 WHERE id = ?1")?;
+            for person in &change.confirmed_persons {
+                confirm.execute(params![person])?;
+            }
+            let mut revive = transaction.prepare_cached(
+                "UPDATE persons SET retired_into = NULL, retired_at = NULL WHERE id = ?1",
+            )?;
+            for person in &change.revived_persons {
+                revive.execute(params![person])?;
+            }
+            let mut move_record = transaction.prepare_cached(
+                "UPDATE records SET person_id = ?2, decision = ?3, manual = ?5, updated_at = ?4 WHERE id = ?1",
+            )?;
+            let mut deactivate = transaction.prepare_cached(
+                "UPDATE links SET active = 0 WHERE record_id = ?1 AND active = 1",
+            )?;
+            let mut insert_link = transaction.prepare_cached(
+                "INSERT INTO links (record_id, person_id, matched_record_id, method, probability, evidence, created_at)
+                 VALUES (?1, ?2, ?3, 'manual', ?4, ?5, ?6)",
+            )?;
+            for moved in &change.moves {
+                move_record.execute(params![
+                    moved.record_id,
+                    moved.person_id,
+                    moved.decision,
+                    now,
+                    moved.manual
+                ])?;
+                deactivate.execute(params![moved.record_id])?;
+                insert_link.execute(params![
+                    moved.record_id,
+                    moved.person_id,
+                    moved.matched_record_id,
+                    moved.probability,
+                    moved.evidence,
+                    now
+                ])?;
+            }
+            let mut retire = transaction.prepare_cached(
+                "UPDATE persons SET retired_into = ?2, retired_at = ?3 WHERE id = ?1",
+            )?;
+            for (person, survivor) in &change.retired_persons {
+                retire.execute(params![person, survivor, now])?;
+            }
+            let mut separate = transaction.prepare_cached(
+                "INSERT OR IGNORE INTO separations (record_id, person_id, created_at, actor) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (record_id, person) in &change.separations {
+                separate.execute(params![record_id, person, now, change.actor])?;
+            }
+            let mut close = transaction.prepare_cached(
+                "UPDATE reviews SET status = 'superseded' WHERE record_id = ?1 AND status = 'open'",
+            )?;
+            for moved in &change.moves {
+                close.execute(params![moved.record_id])?;
+            }
+            if let Some((review_id, decision, reason)) = &change.resolved_review {
+                transaction.execute(
+                    "UPDATE reviews SET status = 'resolved', decision = ?2, decision_reason = ?3,
+                       decided_by = ?4, decided_at = ?5 WHERE id = ?1",
+                    params![review_id, decision, reason, change.actor, now],
+                )?;
+            }
+        }
+        insert_events(&transaction, &change.events, &change.actor, &now)?;
+        let generation = bump_generation(&transaction)?;
+        transaction.commit()?;
+        Ok(generation)
     }
 
     /// The latest model version, if any.
@@ -732,8 +946,8 @@ impl Store {
                 }
             }
             let mut insert_review = transaction.prepare(
-                "INSERT INTO reviews (id, record_id, candidate_persons, best_record_id, probability, reason, evidence, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO reviews (id, record_id, candidate_persons, best_record_id, probability, reason, evidence, created_at, reason_code, priority)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             for review in &batch.reviews {
                 if batch.updated_records.contains(&review.record_id) {
@@ -748,9 +962,12 @@ impl Store {
                     review.reason,
                     review.evidence,
                     now,
+                    review.reason_code,
+                    review.priority,
                 ])?;
             }
         }
+        insert_events(&transaction, &batch.events, &batch.actor, &now)?;
         if bulk {
             transaction.execute_batch(CREATE_SECONDARY_INDEXES)?;
         }
@@ -764,6 +981,30 @@ impl Store {
         transaction.commit()?;
         Ok(generation)
     }
+}
+
+fn insert_events(
+    transaction: &rusqlite::Transaction<'_>,
+    events: &[Event],
+    actor: &str,
+    now: &str,
+) -> Result<(), StoreError> {
+    let mut insert = transaction.prepare_cached(
+        "INSERT INTO events (at, kind, person_id, record_id, other_person_id, detail, actor)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for event in events {
+        insert.execute(params![
+            now,
+            event.kind,
+            event.person_id,
+            event.record_id,
+            event.other_person_id,
+            event.detail.as_ref().map(serde_json::Value::to_string),
+            actor,
+        ])?;
+    }
+    Ok(())
 }
 
 fn bump_generation(transaction: &rusqlite::Transaction<'_>) -> Result<u64, StoreError> {
@@ -838,6 +1079,206 @@ pub struct Batch<'a> {
     /// Ids of records that existed before this batch (their old links and reviews are
     /// closed).
     pub updated_records: std::collections::HashSet<u64>,
+    /// Change-feed events, in order.
+    pub events: Vec<Event>,
+    /// Who made the changes: an API key id, or `mpi link`.
+    pub actor: String,
+}
+
+/// A record as the engine loads it.
+#[derive(Clone, Debug)]
+pub struct LoadedRecord {
+    /// Record id.
+    pub id: u64,
+    /// Source system.
+    pub source_system: String,
+    /// Id in the source system.
+    pub local_id: String,
+    /// Normalised values.
+    pub normalized: NormalizedRecord,
+    /// Its person.
+    pub person_id: String,
+    /// Its last decision.
+    pub decision: String,
+    /// Probability of that decision's best match.
+    pub probability: Option<f64>,
+    /// True when a steward placed it (the engine keeps it where it is).
+    pub manual: bool,
+}
+
+/// A record moved by a steward.
+#[derive(Clone, Debug)]
+pub struct RecordMove {
+    /// The record.
+    pub record_id: u64,
+    /// Its new person.
+    pub person_id: String,
+    /// Its decision word (`linked` or `new`).
+    pub decision: String,
+    /// The record of that person it was matched to, if any.
+    pub matched_record_id: Option<u64>,
+    /// Probability against that record.
+    pub probability: Option<f64>,
+    /// Evidence JSON.
+    pub evidence: Option<String>,
+    /// True when the record is pinned where the steward put it.
+    pub manual: bool,
+}
+
+/// A steward's change, written in one transaction.
+#[derive(Clone, Debug, Default)]
+pub struct StewardChange {
+    /// Records moved (manual links).
+    pub moves: Vec<RecordMove>,
+    /// Persons created (confirmed).
+    pub new_persons: Vec<String>,
+    /// Provisional persons confirmed.
+    pub confirmed_persons: Vec<String>,
+    /// Persons retired by a merge that take records again (a merge undone).
+    pub revived_persons: Vec<String>,
+    /// Persons left empty: (id, survivor).
+    pub retired_persons: Vec<(String, Option<String>)>,
+    /// (record id, person id) pairs the engine must never link.
+    pub separations: Vec<(u64, String)>,
+    /// (review id, decision, reason).
+    pub resolved_review: Option<(String, String, String)>,
+    /// Events.
+    pub events: Vec<Event>,
+    /// The steward's key id.
+    pub actor: String,
+}
+
+/// A review as stored.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReviewRow {
+    /// Review id.
+    pub id: String,
+    /// The record in review.
+    pub record_id: u64,
+    /// Candidate persons with probabilities (JSON).
+    pub candidate_persons: serde_json::Value,
+    /// The best candidate record.
+    pub best_record_id: Option<u64>,
+    /// Best probability.
+    pub probability: f64,
+    /// Reason code.
+    pub reason: String,
+    /// Reason, in words.
+    pub description: String,
+    /// Priority, 1 first.
+    pub priority: u8,
+    /// open, resolved, superseded, withdrawn.
+    pub status: String,
+    /// Opened at.
+    pub created_at: String,
+    /// match or no_match, once decided.
+    pub decision: Option<String>,
+    /// Who decided.
+    pub decided_by: Option<String>,
+    /// When.
+    pub decided_at: Option<String>,
+    /// Why, in the steward's words.
+    pub decision_reason: Option<String>,
+}
+
+const REVIEW_SELECT: &str = "SELECT r.id, r.record_id, r.candidate_persons, r.best_record_id, r.probability,
+    r.reason_code, r.reason, r.priority, r.status, r.created_at, r.decision, r.decided_by, r.decided_at,
+    r.decision_reason FROM reviews r";
+
+fn review_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReviewRow> {
+    let candidates: String = row.get(2)?;
+    Ok(ReviewRow {
+        id: row.get(0)?,
+        record_id: row.get(1)?,
+        candidate_persons: serde_json::from_str(&candidates).unwrap_or_default(),
+        best_record_id: row.get(3)?,
+        probability: row.get(4)?,
+        reason: row.get(5)?,
+        description: row.get(6)?,
+        priority: row.get(7)?,
+        status: row.get(8)?,
+        created_at: row.get(9)?,
+        decision: row.get(10)?,
+        decided_by: row.get(11)?,
+        decided_at: row.get(12)?,
+        decision_reason: row.get(13)?,
+    })
+}
+
+/// An event as stored: sequence number, time, who, and the event.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StoredEvent {
+    /// Position in the feed.
+    pub seq: u64,
+    /// When.
+    pub at: String,
+    /// Who: an API key id, or `mpi link`.
+    pub actor: String,
+    /// What.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+fn stored_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let detail: Option<String> = row.get(6)?;
+    Ok(StoredEvent {
+        seq: row.get(0)?,
+        at: row.get(1)?,
+        actor: row.get(7)?,
+        event: Event {
+            kind: row.get(2)?,
+            person_id: row.get(3)?,
+            record_id: row.get(4)?,
+            other_person_id: row.get(5)?,
+            detail: detail.and_then(|text| serde_json::from_str(&text).ok()),
+        },
+    })
+}
+
+/// One change-feed event.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Event {
+    /// `person_created`, `record_linked`, `record_unlinked`, `review_opened`,
+    /// `review_resolved`, `persons_merged`, `person_split`, `person_retired`,
+    /// `nhs_number_changed`.
+    pub kind: String,
+    /// The person concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub person_id: Option<String>,
+    /// The record concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<u64>,
+    /// The other person (merge, split, unlink).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_person_id: Option<String>,
+    /// Details as JSON (a decision, a review id, a reason; never personal data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+}
+
+impl Event {
+    /// An event about a person (and maybe a record).
+    pub fn new(kind: &str, person_id: &str, record_id: Option<u64>) -> Event {
+        Event {
+            kind: kind.to_owned(),
+            person_id: Some(person_id.to_owned()),
+            record_id,
+            other_person_id: None,
+            detail: None,
+        }
+    }
+
+    /// Sets the other person.
+    pub fn other(mut self, person_id: &str) -> Event {
+        self.other_person_id = Some(person_id.to_owned());
+        self
+    }
+
+    /// Sets the details.
+    pub fn detail(mut self, detail: serde_json::Value) -> Event {
+        self.detail = Some(detail);
+        self
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use crate::engine::{DecisionKind, Entry, Linker, PersonKey};
 use crate::error::StoreError;
-use crate::store::Store;
+use crate::store::{LoadedRecord, Store};
 
 /// Errors opening or keeping a data folder.
 #[derive(Debug, thiserror::Error)]
@@ -102,14 +102,18 @@ impl Workspace {
         let store = Store::open(dir)?;
         let lock = lock_dir(dir)?;
         let normalizer = Normalizer::new(options);
-        let stored = store.all_records()?;
         let nicknames = normalizer.nicknames();
-        let prepared: Vec<ComparableRecord> = stored
-            .par_iter()
-            .map(|record| ComparableRecord::new(record.normalized.clone(), nicknames))
+        // Each record's normalised values move into its prepared form (no copy held).
+        let stored: Vec<(LoadedRecord, ComparableRecord)> = store
+            .all_records()?
+            .into_par_iter()
+            .map(|mut record| {
+                let normalized = std::mem::take(&mut record.normalized);
+                (record, ComparableRecord::new(normalized, nicknames))
+            })
             .collect();
         let mut linker = Linker::default();
-        for (record, comparable) in stored.into_iter().zip(prepared) {
+        for (record, comparable) in stored {
             let person = linker.person_key(&record.person_id, record.decision == "review");
             linker.entries.push(Entry {
                 id: record.id,
@@ -119,9 +123,25 @@ impl Workspace {
                 person: PersonKey::MAX,
                 decision: DecisionKind::parse(&record.decision).unwrap_or(DecisionKind::New),
                 probability: record.probability,
+                manual: record.manual,
             });
             let position = linker.entries.len() - 1;
             linker.assign(position, person);
+        }
+        // Persons with no records left, so that their ids still answer (a merged one
+        // with its survivor), and the steward's separations.
+        for (person_id, survivor) in store.retired_persons()? {
+            let person = linker.person_key(&person_id, false);
+            if let Some(survivor) = survivor {
+                let survivor = linker.person_key(&survivor, false);
+                linker.persons[person as usize].retired_into = Some(survivor);
+            }
+        }
+        for (record_id, person_id) in store.separations()? {
+            if let Some(position) = linker.position(record_id) {
+                let person = linker.person_key(&person_id, false);
+                linker.separated.entry(position).or_default().push(person);
+            }
         }
         let index = BlockingIndex::open_or_create(&dir.join("index"))?;
         let mut workspace = Workspace {

@@ -121,11 +121,7 @@ fn http(address: &str, method: &str, path: &str, token: Option<&str>, body: Opti
     } else {
         body.to_owned()
     };
-    Reply {
-        status,
-        content_type: header("content-type").unwrap_or_default(),
-        body,
-    }
+    Reply { status, content_type: header("content-type").unwrap_or_default(), body }
 }
 
 fn dechunk(mut body: &str) -> String {
@@ -355,7 +351,7 @@ fn records_resolve_persons_roles_and_audit() {
     // No personal data in the logs, even at debug level: ids, counts and timings only.
     let log = server.log();
     assert!(log.contains("/v1/records/{source}/{local_id}"), "routes are logged as templates");
-    for secret in [NHS, GIVEN, FAMILY, "Quill", "1961", "C-77", "LS1 4AB"] {
+    for secret in [NHS, GIVEN, FAMILY, "Quill", "1961-07-14", "14/07/1961", "C-77", "LS1 4AB"] {
         assert!(!log.contains(secret), "{secret:?} found in the log");
     }
 }
@@ -510,4 +506,244 @@ fn acknowledged_writes_survive_a_kill_and_the_index_catches_up() {
     let export = dir.path().join("export.csv");
     mpi_ok(["export", "--data", store.to_str().unwrap(), "--out", export.to_str().unwrap()]);
     assert_eq!(read_csv(&export).len() as u64, stored, "index and store agree");
+}
+
+fn sample_store(dir: &TempDir) -> PathBuf {
+    let store = dir.path().join("store");
+    let out = dir.path().join("results.csv");
+    mpi_ok([
+        "link".as_ref(),
+        data("sample/records.csv").as_os_str(),
+        "--data".as_ref(),
+        store.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    store
+}
+
+fn open_reviews(server: &Server, token: &str) -> Vec<Value> {
+    let reply = server.call("GET", "/v1/reviews?status=open&limit=500", Some(token), None);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()["reviews"].as_array().unwrap().clone()
+}
+
+fn record_path(record: &Value) -> String {
+    format!(
+        "/v1/records/{}/{}",
+        record["source_system"].as_str().unwrap(),
+        record["local_id"].as_str().unwrap()
+    )
+}
+
+#[test]
+fn stewards_work_reviews_and_their_decisions_stick() {
+    let dir = TempDir::new().unwrap();
+    let store = sample_store(&dir);
+    let keys = keys(&store);
+    let server = Server::start(&store, &[]);
+
+    let reviews = open_reviews(&server, &keys.steward);
+    assert!(reviews.len() >= 2, "the sample opens reviews");
+    assert_eq!(server.call("GET", "/v1/reviews", Some(&keys.writer), None).status, 403);
+    let priorities: Vec<u64> = reviews.iter().map(|r| r["priority"].as_u64().unwrap()).collect();
+    assert!(priorities.windows(2).all(|pair| pair[0] <= pair[1]), "ordered by priority");
+
+    // A review shows both sides with a per-field comparison.
+    let first = &reviews[0];
+    let id = first["id"].as_str().unwrap();
+    let detail = server.call("GET", &format!("/v1/reviews/{id}"), Some(&keys.steward), None).json();
+    assert_eq!(detail["record"]["record_id"], first["record_id"]);
+    assert!(detail["record"]["values"].is_object());
+    let candidate = &detail["candidates"][0];
+    assert!(candidate["best_record"]["values"].is_object());
+    assert!(candidate["comparison"]["contributions"].as_array().is_some_and(|c| !c.is_empty()));
+    let target = candidate["person_id"].as_str().unwrap().to_owned();
+
+    // match: the record joins the candidate person, manually.
+    let no_reason = json!({"decision": "match", "reason": ""}).to_string();
+    assert_eq!(
+        server
+            .call(
+                "POST",
+                &format!("/v1/reviews/{id}/decision"),
+                Some(&keys.steward),
+                Some(&no_reason)
+            )
+            .status,
+        400
+    );
+    let body =
+        json!({"decision": "match", "reason": "same person, checked with the GP"}).to_string();
+    let decided = server.call(
+        "POST",
+        &format!("/v1/reviews/{id}/decision"),
+        Some(&keys.steward),
+        Some(&body),
+    );
+    assert_eq!(decided.status, 200, "{}", decided.body);
+    assert_eq!(decided.json()["person_id"], target.as_str());
+    let again = server.call(
+        "POST",
+        &format!("/v1/reviews/{id}/decision"),
+        Some(&keys.steward),
+        Some(&body),
+    );
+    assert_eq!(again.status, 409, "a closed review cannot be decided again");
+    let path = record_path(&detail["record"]);
+    let record = server.call("GET", &path, Some(&keys.reader), None).json();
+    assert_eq!(record["person_id"], target.as_str());
+    // Sticky: the source sends the record again with a change; it stays.
+    let mut values = record["values"].clone();
+    values["email"] = json!("new.address@example.org");
+    let resent = server.call("PUT", &path, Some(&keys.writer), Some(&values.to_string())).json();
+    assert_eq!(resent["person_id"], target.as_str(), "a manual link is never undone");
+
+    // no_match: the record keeps its own person, confirmed, and never joins the candidate.
+    let second = reviews.iter().find(|review| review["record_id"] != first["record_id"]).unwrap();
+    let id = second["id"].as_str().unwrap();
+    let detail = server.call("GET", &format!("/v1/reviews/{id}"), Some(&keys.steward), None).json();
+    let separated = detail["candidates"][0]["person_id"].as_str().unwrap().to_owned();
+    let own = detail["record"]["person_id"].as_str().unwrap().to_owned();
+    let body = json!({"decision": "no_match", "reason": "different people: twins"}).to_string();
+    let decided = server.call(
+        "POST",
+        &format!("/v1/reviews/{id}/decision"),
+        Some(&keys.steward),
+        Some(&body),
+    );
+    assert_eq!(decided.status, 200, "{}", decided.body);
+    assert_eq!(decided.json()["person_id"], own.as_str());
+    let path = record_path(&detail["record"]);
+    let mut values = server.call("GET", &path, Some(&keys.reader), None).json()["values"].clone();
+    values["email"] = json!("another.address@example.org");
+    let resent = server.call("PUT", &path, Some(&keys.writer), Some(&values.to_string())).json();
+    assert_ne!(resent["person_id"], separated.as_str(), "a separated pair is never re-linked");
+    let resolved =
+        server.call("GET", "/v1/reviews?status=resolved", Some(&keys.steward), None).json();
+    assert_eq!(resolved["total"], 2);
+    assert!(resolved["reviews"].as_array().unwrap().iter().all(|r| r["decided_by"].is_string()));
+
+    // The change feed carries all of it, in order, read page by page from a cursor.
+    let mut events: Vec<Value> = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let page = server
+            .call("GET", &format!("/v1/events?after={cursor}&limit=1000"), Some(&keys.reader), None)
+            .json();
+        let page_events = page["events"].as_array().unwrap().clone();
+        if page_events.is_empty() {
+            assert_eq!(page["next"].as_u64().unwrap(), cursor, "an empty page keeps the cursor");
+            break;
+        }
+        assert_eq!(page_events[0]["seq"].as_u64().unwrap(), cursor + 1, "no gaps, no repeats");
+        cursor = page["next"].as_u64().unwrap();
+        events.extend(page_events);
+    }
+    let kinds: Vec<&str> = events.iter().map(|event| event["kind"].as_str().unwrap()).collect();
+    for kind in
+        ["person_created", "record_linked", "review_opened", "review_resolved", "record_unlinked"]
+    {
+        assert!(kinds.contains(&kind), "{kind} in the feed");
+    }
+    let seqs: Vec<u64> = events.iter().map(|event| event["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|pair| pair[1] == pair[0] + 1));
+    let resolved: Vec<&Value> =
+        events.iter().filter(|event| event["kind"] == "review_resolved").collect();
+    assert_eq!(resolved.len(), 2);
+    assert!(resolved.iter().all(|event| event["actor"].is_string()));
+}
+
+#[test]
+fn merge_and_split_keep_history_redirect_and_reverse() {
+    let dir = TempDir::new().unwrap();
+    let store = dir.path().join("store");
+    let keys = keys(&store);
+    let server = Server::start(&store, &[]);
+    let put = |path: &str, body: Value| {
+        let reply = server.call("PUT", path, Some(&keys.writer), Some(&body.to_string()));
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.json()["person_id"].as_str().unwrap().to_owned()
+    };
+    let a = put(
+        "/v1/records/gp/A",
+        json!({"given_name": "Ada", "family_name": "Lovelace", "date_of_birth": "1915-12-10", "postcode": "LS1 4AB"}),
+    );
+    let b = put(
+        "/v1/records/council/B",
+        json!({"given_name": "Augusta", "family_name": "King", "date_of_birth": "1915-12-01", "postcode": "M1 1AA"}),
+    );
+    assert_ne!(a, b);
+
+    assert_eq!(
+        server
+            .call(
+                "POST",
+                &format!("/v1/persons/{a}/merge"),
+                Some(&keys.writer),
+                Some(&json!({"other": b, "reason": "x"}).to_string())
+            )
+            .status,
+        403
+    );
+    let merge = json!({"other": b, "reason": "married name; confirmed by the ward"}).to_string();
+    let merged =
+        server.call("POST", &format!("/v1/persons/{a}/merge"), Some(&keys.steward), Some(&merge));
+    assert_eq!(merged.status, 200, "{}", merged.body);
+    let survivor = server.call("GET", &format!("/v1/persons/{a}"), Some(&keys.reader), None).json();
+    assert_eq!(survivor["records"].as_array().unwrap().len(), 2);
+    let redirect = server.call("GET", &format!("/v1/persons/{b}"), Some(&keys.reader), None);
+    assert_eq!(redirect.status, 308);
+    assert!(redirect.body.contains(&a));
+    assert_eq!(
+        server.call("GET", "/v1/records/council/B", Some(&keys.reader), None).json()["person_id"],
+        a.as_str()
+    );
+
+    // The merge is undone by a split back into the retired id.
+    let split = json!({"records": [{"source_system": "council", "local_id": "B"}], "reason": "merged in error", "into": b})
+        .to_string();
+    let split =
+        server.call("POST", &format!("/v1/persons/{a}/split"), Some(&keys.steward), Some(&split));
+    assert_eq!(split.status, 200, "{}", split.body);
+    assert_eq!(split.json()["new_person_id"], b.as_str());
+    assert_eq!(
+        server.call("GET", &format!("/v1/persons/{b}"), Some(&keys.reader), None).status,
+        200
+    );
+    let everything =
+        json!({"records": [{"source_system": "gp", "local_id": "A"}], "reason": "all"}).to_string();
+    assert_eq!(
+        server
+            .call("POST", &format!("/v1/persons/{a}/split"), Some(&keys.steward), Some(&everything))
+            .status,
+        422,
+        "a split leaves a record behind"
+    );
+
+    // History: who, when, why.
+    let history =
+        server.call("GET", &format!("/v1/persons/{a}/history"), Some(&keys.steward), None);
+    assert_eq!(history.status, 200, "{}", history.body);
+    let history = history.json()["history"].as_array().unwrap().clone();
+    let kinds: Vec<&str> = history.iter().map(|event| event["kind"].as_str().unwrap()).collect();
+    for kind in ["person_created", "persons_merged", "person_split", "record_linked"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    let merged = history.iter().find(|event| event["kind"] == "persons_merged").unwrap();
+    assert_eq!(merged["detail"]["reason"], "married name; confirmed by the ward");
+    assert!(merged["actor"].as_str().is_some_and(|actor| !actor.is_empty()));
+    assert!(merged["at"].is_string());
+    assert_eq!(
+        server.call("GET", &format!("/v1/persons/{a}/history"), Some(&keys.reader), None).status,
+        403
+    );
+
+    // Steward changes survive a restart.
+    drop(server);
+    let server = Server::start(&store, &[]);
+    assert_eq!(
+        server.call("GET", "/v1/records/council/B", Some(&keys.reader), None).json()["person_id"],
+        b.as_str()
+    );
 }

@@ -48,6 +48,7 @@ impl Harness {
             person: PersonKey::MAX,
             decision: DecisionKind::New,
             probability: None,
+            manual: false,
         });
         let position = self.linker.entries.len() - 1;
         let pairs: Vec<(usize, Gamma)> = (0..position)
