@@ -32,6 +32,8 @@ use crate::engine::{DecisionKind, PersonKey};
 use crate::online::{Engine, Match, OnlineError, ReviewAnswer, StewardError};
 use crate::store::{ApiKey, AuditEntry, Store, now_rfc3339};
 
+mod fhir;
+
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -115,12 +117,49 @@ struct Caller {
     role: Role,
 }
 
+/// Latency histogram bucket bounds, in seconds.
+const LATENCY_BUCKETS: [f64; 12] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Request and decision counters for `/metrics`.
+#[derive(Debug, Default)]
+struct Metrics {
+    /// (route, method, status) to count.
+    requests: HashMap<(String, String, u16), u64>,
+    /// route to latency.
+    latency: HashMap<String, Histogram>,
+    /// decision word to count (online ingests).
+    decisions: HashMap<&'static str, u64>,
+}
+
+impl Metrics {
+    fn observe(&mut self, route: &str, method: &str, status: u16, seconds: f64) {
+        *self.requests.entry((route.to_owned(), method.to_owned(), status)).or_default() += 1;
+        let histogram = self.latency.entry(route.to_owned()).or_default();
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(histogram.buckets.iter_mut()) {
+            if seconds <= *bound {
+                *bucket += 1;
+            }
+        }
+        histogram.count += 1;
+        histogram.sum += seconds;
+    }
+}
+
 /// The service's shared state.
 #[derive(Debug)]
 pub struct Service {
     engine: RwLock<Engine>,
     store: Mutex<Store>,
     keys: Mutex<HashMap<String, (Caller, Instant)>>,
+    metrics: Mutex<Metrics>,
 }
 
 impl Service {
@@ -130,7 +169,12 @@ impl Service {
             engine: RwLock::new(engine),
             store: Mutex::new(store),
             keys: Mutex::new(HashMap::new()),
+            metrics: Mutex::new(Metrics::default()),
         }
+    }
+
+    fn metrics(&self) -> std::sync::MutexGuard<'_, Metrics> {
+        self.metrics.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -368,6 +412,12 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/reviews", get(list_reviews))
         .route("/v1/reviews/{id}", get(get_review))
         .route("/v1/reviews/{id}/decision", post(decide_review))
+        .route("/fhir/Patient/$match", post(fhir::patient_match))
+        .route("/fhir/Patient/{id}", get(fhir::patient_read))
+        .route("/fhir/Patient", get(fhir::patient_search))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route_layer(axum::middleware::from_fn_with_state(service.clone(), track))
         .fallback(|| async { Problem::not_found("route").into_response() })
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
@@ -430,6 +480,104 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListene
     tokio::net::TcpListener::bind(address).await
 }
 
+/// Counts each routed request by its route template, method and status.
+async fn track(
+    State(service): State<Arc<Service>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let seconds = started.elapsed().as_secs_f64();
+    service.metrics().observe(&route, &method, response.status().as_u16(), seconds);
+    response
+}
+
+async fn metrics(State(service): State<Arc<Service>>, headers: HeaderMap) -> Response {
+    blocking(service, move |service| {
+        service.authorize(&headers, Role::Reader)?;
+        let (n_records, n_persons, model_version) = {
+            let engine = service.read_engine();
+            let persons =
+                engine.linker.persons.iter().filter(|person| !person.members.is_empty()).count();
+            (engine.index.num_records(), persons, engine.model.version)
+        };
+        let open_reviews = service.store().count_reviews("open").map_err(Problem::internal)?;
+        let mut text = String::new();
+        let metrics = service.metrics();
+        text.push_str("# HELP mpi_requests_total HTTP requests by route template, method and status.\n");
+        text.push_str("# TYPE mpi_requests_total counter\n");
+        let mut requests: Vec<_> = metrics.requests.iter().collect();
+        requests.sort();
+        for ((route, method, status), count) in requests {
+            text.push_str(&format!(
+                "mpi_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {count}\n"
+            ));
+        }
+        text.push_str("# HELP mpi_request_duration_seconds Request latency by route template.\n");
+        text.push_str("# TYPE mpi_request_duration_seconds histogram\n");
+        let mut latency: Vec<_> = metrics.latency.iter().collect();
+        latency.sort_by(|a, b| a.0.cmp(b.0));
+        for (route, histogram) in latency {
+            for (bound, count) in LATENCY_BUCKETS.iter().zip(histogram.buckets) {
+                text.push_str(&format!(
+                    "mpi_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {count}\n"
+                ));
+            }
+            text.push_str(&format!(
+                "mpi_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}\n",
+                histogram.count
+            ));
+            text.push_str(&format!(
+                "mpi_request_duration_seconds_sum{{route=\"{route}\"}} {}\n",
+                histogram.sum
+            ));
+            text.push_str(&format!(
+                "mpi_request_duration_seconds_count{{route=\"{route}\"}} {}\n",
+                histogram.count
+            ));
+        }
+        text.push_str("# HELP mpi_decisions_total Decisions on records stored through the API.\n");
+        text.push_str("# TYPE mpi_decisions_total counter\n");
+        for decision in ["linked", "new", "review"] {
+            let count = metrics.decisions.get(decision).copied().unwrap_or(0);
+            text.push_str(&format!("mpi_decisions_total{{decision=\"{decision}\"}} {count}\n"));
+        }
+        drop(metrics);
+        for (name, help, value) in [
+            ("mpi_review_queue_depth", "Open reviews.", open_reviews),
+            ("mpi_records", "Records in the index.", n_records),
+            ("mpi_persons", "Persons with at least one record.", n_persons as u64),
+            ("mpi_model_version", "Model version in use.", u64::from(model_version)),
+        ] {
+            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
+        }
+        Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
+            text,
+        )
+            .into_response())
+    })
+    .await
+}
+
+/// The OpenAPI 3 description of the whole API.
+pub const OPENAPI_JSON: &str = include_str!("service/openapi.json");
+
+async fn openapi(State(service): State<Arc<Service>>, headers: HeaderMap) -> Response {
+    blocking(service, move |service| {
+        service.authorize(&headers, Role::Reader)?;
+        Ok(([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response())
+    })
+    .await
+}
+
 async fn healthz() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#).into_response()
 }
@@ -478,6 +626,9 @@ async fn put_record(
         };
         drop(store);
         drop(engine);
+        if !ingested.unchanged {
+            *service.metrics().decisions.entry(ingested.decision.as_str()).or_default() += 1;
+        }
         service.audit(&caller, "put_record", vec![ingested.person_id.clone()])?;
         let status = if ingested.unchanged { StatusCode::OK } else { StatusCode::CREATED };
         ok_json(
@@ -778,6 +929,45 @@ async fn get_person(
     .await
 }
 
+/// The live persons holding a probe's NHS number or identifier, each with the source
+/// systems that hold it for them.
+fn persons_holding(
+    engine: &Engine,
+    raw: &Demographics,
+) -> Result<Vec<(PersonKey, Vec<String>)>, Problem> {
+    let (probe, issues) = engine.prepare(raw);
+    if probe.record.nhs_number.is_none() && probe.record.identifiers.is_empty() {
+        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "unusable identifier")
+            .with("issues", issues_json(&issues)));
+    }
+    // Every record holding the identifier, by person.
+    let keys = mpi_matching::blocking_keys(&probe);
+    let candidates =
+        engine.index.candidates(&keys, None, None, usize::MAX).map_err(Problem::internal)?;
+    let mut persons: Vec<(PersonKey, Vec<String>)> = Vec::new();
+    for candidate in candidates {
+        let Some(position) = engine.linker.position(candidate.record_id) else { continue };
+        let entry = &engine.linker.entries[position];
+        let holds = match (&probe.record.nhs_number, probe.record.identifiers.first()) {
+            (Some(nhs), _) => entry.record.record.nhs_number.as_ref() == Some(nhs),
+            (None, Some(identifier)) => entry.record.record.identifiers.contains(identifier),
+            (None, None) => false,
+        };
+        if !holds || entry.person == PersonKey::MAX {
+            continue;
+        }
+        match persons.iter_mut().find(|(person, _)| *person == entry.person) {
+            Some((_, sources)) => sources.push(entry.source_system.clone()),
+            None => persons.push((entry.person, vec![entry.source_system.clone()])),
+        }
+    }
+    for (_, sources) in &mut persons {
+        sources.sort();
+        sources.dedup();
+    }
+    Ok(persons)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SearchBody {
@@ -806,37 +996,10 @@ async fn search_persons(
                     .detail("send either `nhs_number` or `identifier: {system, value}`"));
             }
         };
-        let (probe, issues) = engine.prepare(&raw);
-        if probe.record.nhs_number.is_none() && probe.record.identifiers.is_empty() {
-            return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "unusable identifier")
-                .with("issues", issues_json(&issues)));
-        }
-        // Every record holding the identifier, by person.
-        let keys = mpi_matching::blocking_keys(&probe);
-        let candidates =
-            engine.index.candidates(&keys, None, None, usize::MAX).map_err(Problem::internal)?;
-        let mut persons: Vec<(PersonKey, Vec<String>)> = Vec::new();
-        for candidate in candidates {
-            let Some(position) = engine.linker.position(candidate.record_id) else { continue };
-            let entry = &engine.linker.entries[position];
-            let holds = match (&probe.record.nhs_number, probe.record.identifiers.first()) {
-                (Some(nhs), _) => entry.record.record.nhs_number.as_ref() == Some(nhs),
-                (None, Some(identifier)) => entry.record.record.identifiers.contains(identifier),
-                (None, None) => false,
-            };
-            if !holds || entry.person == PersonKey::MAX {
-                continue;
-            }
-            match persons.iter_mut().find(|(person, _)| *person == entry.person) {
-                Some((_, sources)) => sources.push(entry.source_system.clone()),
-                None => persons.push((entry.person, vec![entry.source_system.clone()])),
-            }
-        }
+        let mut persons = persons_holding(&engine, &raw)?;
         let found: Vec<Value> = persons
             .iter_mut()
             .map(|(person, sources)| {
-                sources.sort();
-                sources.dedup();
                 json!({
                     "person_id": engine.linker.persons[*person as usize].id,
                     "source_systems": sources,
@@ -1226,6 +1389,22 @@ mod tests {
         let text = describe_json_error(&error);
         assert!(text.contains("unknown field `surname`"), "{text}");
         assert!(!text.contains("Smith"), "{text}");
+    }
+
+    #[test]
+    fn the_openapi_document_describes_every_route() {
+        let document: Value = serde_json::from_str(OPENAPI_JSON).expect("valid JSON");
+        assert_eq!(document["openapi"], "3.0.3");
+        let source = include_str!("service.rs");
+        let routes: Vec<&str> = source
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix(".route(\""))
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        assert!(routes.len() > 15);
+        for route in routes {
+            assert!(document["paths"][route].is_object(), "{route} is in openapi.json");
+        }
     }
 
     #[test]

@@ -747,3 +747,157 @@ fn merge_and_split_keep_history_redirect_and_reverse() {
         b.as_str()
     );
 }
+
+fn parameters(patient: Value, only_certain: Option<bool>) -> String {
+    let mut parameter = vec![json!({"name": "resource", "resource": patient})];
+    if let Some(only) = only_certain {
+        parameter.push(json!({"name": "onlyCertainMatches", "valueBoolean": only}));
+    }
+    json!({"resourceType": "Parameters", "parameter": parameter}).to_string()
+}
+
+#[test]
+fn fhir_match_read_search_metrics_and_openapi() {
+    let dir = TempDir::new().unwrap();
+    let store = dir.path().join("store");
+    let keys = keys(&store);
+    let server = Server::start(&store, &[]);
+    let put = |path: &str, body: Value| {
+        let reply = server.call("PUT", path, Some(&keys.writer), Some(&body.to_string()));
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.json()["person_id"].as_str().unwrap().to_owned()
+    };
+    let person = put(
+        "/v1/records/gp/A",
+        json!({"nhs_number": NHS, "given_name": GIVEN, "family_name": FAMILY, "date_of_birth": "1961-07-14", "postcode": "LS1 4AB", "sex": "male"}),
+    );
+    put(
+        "/v1/records/council/B",
+        json!({"given_name": GIVEN, "family_name": FAMILY, "date_of_birth": "1961-07-14", "postcode": "LS1 4AB"}),
+    );
+
+    let patient = json!({
+        "resourceType": "Patient",
+        "name": [{"use": "official", "family": FAMILY, "given": [GIVEN]}],
+        "birthDate": "1961-07-14",
+        "address": [{"postalCode": "LS1 4AB"}],
+    });
+    let matched = server.call(
+        "POST",
+        "/fhir/Patient/$match",
+        Some(&keys.reader),
+        Some(&parameters(patient.clone(), None)),
+    );
+    assert_eq!(matched.status, 200, "{}", matched.body);
+    assert_eq!(matched.content_type, "application/fhir+json");
+    let bundle = matched.json();
+    assert_eq!(bundle["resourceType"], "Bundle");
+    assert_eq!(bundle["type"], "searchset");
+    let entry = &bundle["entry"][0];
+    assert_eq!(entry["resource"]["id"], person.as_str());
+    assert!(entry["search"]["score"].as_f64().unwrap() >= 0.95);
+    assert_eq!(
+        entry["search"]["extension"][0]["url"],
+        "http://hl7.org/fhir/StructureDefinition/match-grade"
+    );
+    assert_eq!(entry["search"]["extension"][0]["valueCode"], "certain");
+    let identifier = &entry["resource"]["identifier"][0];
+    assert_eq!(identifier["system"], "https://fhir.nhs.uk/Id/nhs-number");
+    assert_eq!(identifier["value"], NHS);
+
+    // A weaker probe: a steward sees the grade below certain; with onlyCertainMatches
+    // (and always for a system) nothing comes back.
+    let weaker = json!({
+        "resourceType": "Patient",
+        "name": [{"family": FAMILY}],
+        "birthDate": "1961-07-14",
+    });
+    let steward = server
+        .call(
+            "POST",
+            "/fhir/Patient/$match",
+            Some(&keys.steward),
+            Some(&parameters(weaker.clone(), Some(false))),
+        )
+        .json();
+    let grades: Vec<&str> = steward["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["search"]["extension"][0]["valueCode"].as_str().unwrap())
+        .collect();
+    assert!(
+        !grades.is_empty() && grades.iter().all(|grade| ["probable", "possible"].contains(grade)),
+        "{grades:?}"
+    );
+    let certain_only = server
+        .call(
+            "POST",
+            "/fhir/Patient/$match",
+            Some(&keys.steward),
+            Some(&parameters(weaker.clone(), Some(true))),
+        )
+        .json();
+    assert_eq!(certain_only["total"], 0);
+    let system = server
+        .call(
+            "POST",
+            "/fhir/Patient/$match",
+            Some(&keys.reader),
+            Some(&parameters(weaker, Some(false))),
+        )
+        .json();
+    assert_eq!(system["total"], 0, "a system gets certain matches only");
+
+    // Errors are OperationOutcomes.
+    let bad = server.call(
+        "POST",
+        "/fhir/Patient/$match",
+        Some(&keys.reader),
+        Some(r#"{"resourceType": "Patient"}"#),
+    );
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["resourceType"], "OperationOutcome");
+    let unauthorised = server.call("GET", &format!("/fhir/Patient/{person}"), None, None);
+    assert_eq!(unauthorised.status, 401);
+    assert_eq!(unauthorised.json()["resourceType"], "OperationOutcome");
+
+    // Read and search.
+    let read = server.call("GET", &format!("/fhir/Patient/{person}"), Some(&keys.reader), None);
+    assert_eq!(read.status, 200, "{}", read.body);
+    let read = read.json();
+    assert_eq!(read["resourceType"], "Patient");
+    assert_eq!(read["birthDate"], "1961-07-14");
+    assert_eq!(read["name"][0]["family"], FAMILY);
+    assert_eq!(read["link"].as_array().unwrap().len(), 2);
+    let search = server.call(
+        "GET",
+        &format!("/fhir/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{NHS}"),
+        Some(&keys.reader),
+        None,
+    );
+    assert_eq!(search.status, 200, "{}", search.body);
+    assert_eq!(search.json()["entry"][0]["resource"]["id"], person.as_str());
+
+    // Metrics and the OpenAPI document.
+    let metrics = server.call("GET", "/metrics", Some(&keys.reader), None);
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.body.contains(
+            r#"mpi_requests_total{route="/fhir/Patient/$match",method="POST",status="200"}"#
+        ),
+        "{}",
+        metrics.body
+    );
+    assert!(metrics.body.contains("mpi_request_duration_seconds_bucket"));
+    assert!(
+        metrics.body.contains(r#"mpi_decisions_total{decision="linked"} 1"#),
+        "{}",
+        metrics.body
+    );
+    assert!(metrics.body.contains("mpi_review_queue_depth 0"));
+    assert_eq!(server.call("GET", "/metrics", None, None).status, 401);
+    let openapi = server.call("GET", "/openapi.json", Some(&keys.reader), None).json();
+    assert_eq!(openapi["openapi"], "3.0.3");
+    assert!(openapi["paths"]["/v1/resolve"]["post"].is_object());
+}

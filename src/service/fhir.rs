@@ -1,0 +1,444 @@
+//! FHIR R4: `Patient/$match`, Patient read and search by identifier, over the same
+//! engine. Patients in are source records' demographics; Patients out are golden
+//! records. Errors are OperationOutcome resources.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mpi_matching::{Demographics, Identifier};
+use serde_json::{Value, json};
+
+use super::{Problem, Reply, Role, Service, blocking, golden_record, grade};
+use crate::engine::PersonKey;
+use crate::online::{Engine, has_something_to_match};
+
+/// The NHS number's identifier system.
+pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
+
+/// The match-grade extension of `Bundle.entry.search`.
+pub const MATCH_GRADE_EXTENSION: &str = "http://hl7.org/fhir/StructureDefinition/match-grade";
+
+const FHIR_JSON: &str = "application/fhir+json";
+
+fn fhir(status: StatusCode, body: Value) -> Reply {
+    Ok((status, [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))], body.to_string())
+        .into_response())
+}
+
+/// An error as an OperationOutcome.
+fn outcome(problem: Problem) -> Response {
+    let code = match problem.status {
+        StatusCode::UNAUTHORIZED => "login",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND | StatusCode::GONE => "not-found",
+        StatusCode::PAYLOAD_TOO_LARGE => "too-costly",
+        status if status.is_server_error() => "exception",
+        _ => "invalid",
+    };
+    let text = match &problem.detail {
+        Some(detail) => format!("{}: {detail}", problem.title),
+        None => problem.title.clone(),
+    };
+    let body = json!({
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": code, "diagnostics": text}],
+    });
+    (
+        problem.status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn run(
+    service: Arc<Service>,
+    work: impl FnOnce(&Service) -> Reply + Send + 'static,
+) -> Response {
+    let response = blocking(service, work).await;
+    if response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value == "application/problem+json")
+    {
+        // Re-shape a problem as an OperationOutcome (the body is ours and small).
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap_or_default();
+        let value: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let mut problem = Problem::new(status, value["title"].as_str().unwrap_or("error"));
+        problem.detail = value["detail"].as_str().map(str::to_owned);
+        return outcome(problem);
+    }
+    response
+}
+
+fn invalid(detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST, "invalid FHIR resource").detail(detail)
+}
+
+/// A FHIR Patient's demographics in the input contract's terms. Unknown elements are
+/// ignored (FHIR resources carry much more than matching needs).
+pub fn patient_demographics(patient: &Value) -> Result<Demographics, Problem> {
+    if patient["resourceType"] != "Patient" {
+        return Err(invalid("resourceType must be Patient"));
+    }
+    let text = |value: &Value, path: &str| -> Result<Option<String>, Problem> {
+        match value {
+            Value::Null => Ok(None),
+            Value::String(text) => Ok(Some(text.clone())),
+            _ => Err(invalid(format!("{path} must be a string"))),
+        }
+    };
+    let array = |value: &Value, path: &str| -> Result<Vec<Value>, Problem> {
+        match value {
+            Value::Null => Ok(Vec::new()),
+            Value::Array(items) => Ok(items.clone()),
+            _ => Err(invalid(format!("{path} must be an array"))),
+        }
+    };
+    let mut demographics = Demographics::default();
+    for identifier in array(&patient["identifier"], "Patient.identifier")? {
+        let system = text(&identifier["system"], "Patient.identifier.system")?;
+        let value = text(&identifier["value"], "Patient.identifier.value")?;
+        match (system, value) {
+            (Some(system), Some(value)) if system == NHS_NUMBER_SYSTEM => {
+                demographics.nhs_number = Some(value);
+            }
+            (Some(system), Some(value)) => {
+                demographics.identifiers.push(Identifier { system, value })
+            }
+            _ => return Err(invalid("Patient.identifier needs a system and a value")),
+        }
+    }
+    let names = array(&patient["name"], "Patient.name")?;
+    // The official name, else the usual one, else the first.
+    let name = names
+        .iter()
+        .find(|name| name["use"] == "official")
+        .or_else(|| names.iter().find(|name| name["use"] == "usual"))
+        .or_else(|| names.first());
+    if let Some(name) = name {
+        demographics.family_name = text(&name["family"], "Patient.name.family")?;
+        let given: Vec<String> = array(&name["given"], "Patient.name.given")?
+            .iter()
+            .map(|given| text(given, "Patient.name.given").map(Option::unwrap_or_default))
+            .collect::<Result<_, _>>()?;
+        if !given.is_empty() {
+            demographics.given_name = Some(given.join(" "));
+        }
+    }
+    demographics.date_of_birth = text(&patient["birthDate"], "Patient.birthDate")?;
+    demographics.sex = text(&patient["gender"], "Patient.gender")?;
+    let addresses = array(&patient["address"], "Patient.address")?;
+    let address =
+        addresses.iter().find(|address| address["use"] == "home").or_else(|| addresses.first());
+    if let Some(address) = address {
+        let lines = array(&address["line"], "Patient.address.line")?;
+        demographics.address_line1 =
+            lines.first().map(|line| text(line, "Patient.address.line")).transpose()?.flatten();
+        demographics.address_line2 =
+            lines.get(1).map(|line| text(line, "Patient.address.line")).transpose()?.flatten();
+        demographics.town = text(&address["city"], "Patient.address.city")?;
+        demographics.postcode = text(&address["postalCode"], "Patient.address.postalCode")?;
+    }
+    for telecom in array(&patient["telecom"], "Patient.telecom")? {
+        let value = text(&telecom["value"], "Patient.telecom.value")?;
+        match telecom["system"].as_str() {
+            Some("phone") if demographics.phone.is_none() => demographics.phone = value,
+            Some("email") if demographics.email.is_none() => demographics.email = value,
+            _ => {}
+        }
+    }
+    Ok(demographics)
+}
+
+fn title_case(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars
+                .next()
+                .map_or_else(String::new, |first| first.to_uppercase().chain(chars).collect())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A person's golden record as a FHIR Patient, with links to its source records.
+pub fn patient_resource(engine: &Engine, person: PersonKey) -> Value {
+    let golden = golden_record(engine, person);
+    let slot = &engine.linker.persons[person as usize];
+    let mut identifiers = Vec::new();
+    if let Some(nhs) = golden["nhs_number"].as_str() {
+        identifiers.push(json!({"system": NHS_NUMBER_SYSTEM, "value": nhs}));
+    }
+    for identifier in golden["identifiers"].as_array().into_iter().flatten() {
+        identifiers.push(identifier.clone());
+    }
+    let given: Vec<String> = golden["given_names"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(title_case)
+        .collect();
+    let mut name = serde_json::Map::new();
+    name.insert("use".to_owned(), json!("official"));
+    if let Some(family) = golden["family_name"].as_str() {
+        name.insert("family".to_owned(), json!(title_case(family)));
+    }
+    if !given.is_empty() {
+        name.insert("given".to_owned(), json!(given));
+    }
+    let mut patient = json!({
+        "resourceType": "Patient",
+        "id": slot.id,
+        "identifier": identifiers,
+        "active": true,
+        "name": [Value::Object(name)],
+        "link": slot.members.iter().map(|&position| {
+            let entry = &engine.linker.entries[position];
+            json!({
+                "other": {"identifier": {"system": format!("urn:mpi:source:{}", entry.source_system), "value": entry.local_id}},
+                "type": "seealso",
+            })
+        }).collect::<Vec<_>>(),
+    });
+    if let Some(birth) = golden["date_of_birth"].as_str() {
+        patient["birthDate"] = json!(birth);
+    }
+    if let Some(sex) = golden["sex"].as_str() {
+        patient["gender"] = json!(sex);
+    }
+    if golden["address"].is_string() || golden["postcode"].is_string() {
+        let mut address = json!({"use": "home"});
+        if let Some(text) = golden["address"].as_str() {
+            address["text"] = json!(title_case(text));
+        }
+        if let Some(postcode) = golden["postcode"].as_str() {
+            address["postalCode"] = json!(postcode);
+        }
+        patient["address"] = json!([address]);
+    }
+    let mut telecom = Vec::new();
+    if let Some(phone) = golden["phone"].as_str() {
+        telecom.push(json!({"system": "phone", "value": phone}));
+    }
+    if let Some(email) = golden["email"].as_str() {
+        telecom.push(json!({"system": "email", "value": email}));
+    }
+    if !telecom.is_empty() {
+        patient["telecom"] = json!(telecom);
+    }
+    patient
+}
+
+/// `POST /fhir/Patient/$match`.
+pub async fn patient_match(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    run(service, move |service| {
+        let caller = service.authorize(&headers, Role::Reader)?;
+        let parameters: Value = super::parse_body(&body)?;
+        if parameters["resourceType"] != "Parameters" {
+            return Err(invalid("the body must be a Parameters resource"));
+        }
+        let mut patient = None;
+        let mut only_certain = false;
+        let mut count: Option<u64> = None;
+        for parameter in parameters["parameter"].as_array().into_iter().flatten() {
+            match parameter["name"].as_str() {
+                Some("resource") => patient = Some(parameter["resource"].clone()),
+                Some("onlyCertainMatches") => {
+                    only_certain = parameter["valueBoolean"]
+                        .as_bool()
+                        .ok_or_else(|| invalid("onlyCertainMatches needs valueBoolean"))?;
+                }
+                Some("count") => {
+                    count = Some(
+                        parameter["valueInteger"]
+                            .as_u64()
+                            .filter(|&n| n >= 1)
+                            .ok_or_else(|| invalid("count needs a positive valueInteger"))?,
+                    );
+                }
+                _ => {}
+            }
+        }
+        let patient = patient.ok_or_else(|| invalid("a `resource` parameter with a Patient is required"))?;
+        let raw = patient_demographics(&patient)?;
+        let engine = service.read_engine();
+        let (probe, _) = engine.prepare(&raw);
+        if !has_something_to_match(&probe.record) {
+            return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "the Patient has nothing to match on")
+                .detail("it needs a valid NHS number, an identifier, a name or a birth date"));
+        }
+        // A system (reader) gets the national safety rule: one certain match or none.
+        let steward = caller.role.allows(Role::Steward);
+        let only_certain = only_certain || !steward;
+        let thresholds = engine.thresholds;
+        let matches = engine.resolve(&probe).map_err(Problem::internal)?;
+        let mut chosen: Vec<_> = matches
+            .iter()
+            .filter(|found| found.probability >= thresholds.lower)
+            .filter(|found| !only_certain || found.probability >= thresholds.upper)
+            .collect();
+        if !steward && chosen.len() > 1 {
+            chosen.clear();
+        }
+        chosen.truncate(count.map_or(10, |count| count.min(100) as usize));
+        let entries: Vec<Value> = chosen
+            .iter()
+            .map(|found| {
+                let resource = patient_resource(&engine, found.person);
+                json!({
+                    "fullUrl": format!("Patient/{}", resource["id"].as_str().unwrap_or_default()),
+                    "resource": resource,
+                    "search": {
+                        "mode": "match",
+                        "score": found.probability,
+                        "extension": [{"url": MATCH_GRADE_EXTENSION, "valueCode": grade(found.probability, thresholds)}],
+                    },
+                })
+            })
+            .collect();
+        let person_ids = chosen.iter().map(|found| engine.linker.persons[found.person as usize].id.clone()).collect();
+        drop(engine);
+        service.audit(&caller, "fhir_match", person_ids)?;
+        fhir(StatusCode::OK, json!({
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": entries.len(),
+            "entry": entries,
+        }))
+    })
+    .await
+}
+
+/// `GET /fhir/Patient/{id}`: the golden record.
+pub async fn patient_read(
+    State(service): State<Arc<Service>>,
+    Path(person_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    run(service, move |service| {
+        let caller = service.authorize(&headers, Role::Reader)?;
+        let engine = service.read_engine();
+        let person = engine.person_of(&person_id).ok_or_else(|| Problem::not_found("Patient"))?;
+        let live = engine.live_person(person);
+        if live != person {
+            let survivor = &engine.linker.persons[live as usize].id;
+            return Ok((
+                StatusCode::PERMANENT_REDIRECT,
+                [(header::LOCATION, format!("/fhir/Patient/{survivor}"))],
+                "",
+            )
+                .into_response());
+        }
+        if engine.linker.persons[person as usize].members.is_empty() {
+            return Err(Problem::new(StatusCode::GONE, "Patient retired"));
+        }
+        let resource = patient_resource(&engine, person);
+        drop(engine);
+        service.audit(&caller, "fhir_read", vec![person_id])?;
+        fhir(StatusCode::OK, resource)
+    })
+    .await
+}
+
+/// `GET /fhir/Patient?identifier=system|value`.
+pub async fn patient_search(
+    State(service): State<Arc<Service>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    run(service, move |service| {
+        let caller = service.authorize(&headers, Role::Reader)?;
+        let token = query
+            .get("identifier")
+            .ok_or_else(|| invalid("search by identifier: ?identifier=system|value"))?;
+        let (system, value) = token
+            .split_once('|')
+            .filter(|(system, value)| !system.is_empty() && !value.is_empty())
+            .ok_or_else(|| invalid("identifier is system|value"))?;
+        let raw = if system == NHS_NUMBER_SYSTEM {
+            Demographics { nhs_number: Some(value.to_owned()), ..Demographics::default() }
+        } else {
+            Demographics {
+                identifiers: vec![Identifier {
+                    system: system.to_owned(),
+                    value: value.to_owned(),
+                }],
+                ..Demographics::default()
+            }
+        };
+        let engine = service.read_engine();
+        let persons = super::persons_holding(&engine, &raw)?;
+        let entries: Vec<Value> = persons
+            .iter()
+            .map(|(person, _)| {
+                let resource = patient_resource(&engine, *person);
+                json!({
+                    "fullUrl": format!("Patient/{}", resource["id"].as_str().unwrap_or_default()),
+                    "resource": resource,
+                    "search": {"mode": "match"},
+                })
+            })
+            .collect();
+        let person_ids = persons
+            .iter()
+            .map(|(person, _)| engine.linker.persons[*person as usize].id.clone())
+            .collect();
+        drop(engine);
+        service.audit(&caller, "fhir_search", person_ids)?;
+        fhir(
+            StatusCode::OK,
+            json!({
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "total": entries.len(),
+                "entry": entries,
+            }),
+        )
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_patient_reads_as_demographics() {
+        let patient = json!({
+            "resourceType": "Patient",
+            "identifier": [
+                {"system": NHS_NUMBER_SYSTEM, "value": "943 476 5919"},
+                {"system": "https://council.example/case", "value": "C-1"}
+            ],
+            "name": [{"use": "nickname", "given": ["Bob"]}, {"use": "official", "family": "Smith", "given": ["Robert", "James"]}],
+            "gender": "male",
+            "birthDate": "1970-01-02",
+            "address": [{"use": "home", "line": ["1 High Street", "Flat 2"], "city": "Leeds", "postalCode": "LS1 4AB"}],
+            "telecom": [{"system": "email", "value": "r@example.org"}, {"system": "phone", "value": "0113 496 0000"}]
+        });
+        let demographics = patient_demographics(&patient).unwrap();
+        assert_eq!(demographics.nhs_number.as_deref(), Some("943 476 5919"));
+        assert_eq!(demographics.given_name.as_deref(), Some("Robert James"));
+        assert_eq!(demographics.family_name.as_deref(), Some("Smith"));
+        assert_eq!(demographics.address_line2.as_deref(), Some("Flat 2"));
+        assert_eq!(demographics.town.as_deref(), Some("Leeds"));
+        assert_eq!(demographics.phone.as_deref(), Some("0113 496 0000"));
+        assert_eq!(demographics.identifiers.len(), 1);
+        assert!(patient_demographics(&json!({"resourceType": "Observation"})).is_err());
+        assert!(
+            patient_demographics(&json!({"resourceType": "Patient", "birthDate": 1970})).is_err()
+        );
+    }
+}
