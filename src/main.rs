@@ -306,7 +306,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     let n_records = workspace.linker.entries.len();
     let (engine, store) = mpi::online::Engine::new(workspace, model, thresholds, max_candidates)
         .context("starting the engine")?;
-    let service = std::sync::Arc::new(mpi::service::Service::new(engine, store));
+    let audit_store = mpi::Store::open(&args.data.data).context("opening the audit connection")?;
+    let service = std::sync::Arc::new(mpi::service::Service::new(engine, store, audit_store));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use mpi_index::{BlockingIndex, BlockingIndexWriter, IndexError};
+use mpi_index::{CandidateSource, IndexError, LiveIndex};
 use mpi_matching::{
     BlockingKey, ComparableRecord, Demographics, Gamma, Issue, Model, NormalizedRecord, Score,
     Thresholds, blocking_keys, compare, probability,
@@ -29,7 +29,7 @@ use serde_json::json;
 /// When the index cannot be read.
 pub fn decide_one(
     linker: &mut Linker,
-    index: &BlockingIndex,
+    index: &impl CandidateSource,
     position: usize,
     keys: &[BlockingKey],
     model: &Model,
@@ -140,9 +140,10 @@ pub struct Match {
 pub struct Engine {
     /// Records and persons.
     pub linker: Linker,
-    /// The blocking index.
-    pub index: BlockingIndex,
-    writer: BlockingIndexWriter,
+    /// The blocking index: changes are visible at once and committed in groups.
+    pub index: LiveIndex,
+    /// The store generation the engine's state is level with.
+    generation: u64,
     /// The normaliser.
     pub normalizer: mpi_matching::Normalizer,
     /// The scoring model.
@@ -169,7 +170,8 @@ impl Engine {
         max_candidates: usize,
     ) -> Result<(Engine, Store), OnlineError> {
         let Workspace { store, index, linker, normalizer, lock, .. } = workspace;
-        let writer = index.writer(INDEX_WRITER_BUDGET / 4)?;
+        let index = LiveIndex::new(index, INDEX_WRITER_BUDGET / 4)?;
+        let generation = store.generation()?;
         let by_source = linker
             .entries
             .iter()
@@ -182,7 +184,7 @@ impl Engine {
         let engine = Engine {
             linker,
             index,
-            writer,
+            generation,
             normalizer,
             model,
             thresholds,
@@ -348,8 +350,8 @@ impl Engine {
         )?;
         self.linker.settle_new_persons();
         let id = self.linker.entries[position].id;
-        self.index_commit(generation, |writer| {
-            if is_update { writer.update(id, keys) } else { writer.add(id, keys) }
+        self.index_change(generation, |index| {
+            if is_update { index.update(id, keys) } else { index.add(id, keys) }
         });
         Ok((decision, review_id))
     }
@@ -394,20 +396,35 @@ impl Engine {
         events
     }
 
-    /// Applies a change to the index and commits it as level with `generation`. The
-    /// store has committed already, so a failure here is logged, not returned: the
-    /// index is derived data and is rebuilt from the store on the next start.
-    fn index_commit(
+    /// Applies a change to the index (visible to the next query at once) after the
+    /// store committed generation `generation`. The store is the source of truth, so
+    /// a failure here is logged, not returned: the index is rebuilt on the next start.
+    fn index_change(
         &mut self,
         generation: u64,
-        change: impl FnOnce(&mut BlockingIndexWriter) -> Result<(), IndexError>,
+        change: impl FnOnce(&mut LiveIndex) -> Result<(), IndexError>,
     ) {
-        let result = change(&mut self.writer)
-            .and_then(|()| self.writer.commit(&index_payload(generation)))
-            .and_then(|()| self.index.reload());
-        if let Err(error) = result {
+        self.generation = generation;
+        if let Err(error) = change(&mut self.index) {
             tracing::error!(%error, "the blocking index fell behind the store; it is rebuilt on restart");
         }
+    }
+
+    /// Commits the index's changes (if any) as level with the store, when they are
+    /// older than `age`. The service calls this every second and on shutdown.
+    pub fn flush_index(&mut self, age: std::time::Duration) {
+        if self.index.uncommitted().is_some_and(|since| since.elapsed() >= age)
+            && let Err(error) = self.index.commit(&index_payload(self.generation))
+        {
+            tracing::error!(%error, "committing the blocking index failed; retried at the next flush");
+        }
+    }
+
+    /// Records the store generation of a steward's change (nothing to index).
+    fn settled(&mut self, generation: u64) {
+        self.generation = generation;
+        // The index payload names the generation: commit soon even without key changes.
+        self.index.touch();
     }
 
     /// Deletes a record: it leaves its person (retired when it was the last record),
@@ -448,7 +465,7 @@ impl Engine {
         // no index or lookup can reach it.
         self.linker.entries[position].person = PersonKey::MAX;
         self.by_source.remove(&(source.to_owned(), local_id.to_owned()));
-        self.index_commit(generation, |writer| writer.delete(id));
+        self.index_change(generation, |index| index.delete(id));
         Ok(Some(Removed { record_id: id, person_id, person_retired }))
     }
 
@@ -704,7 +721,8 @@ impl Engine {
             Event::new("review_resolved", &result_person, Some(record_id))
                 .detail(json!({"review_id": review_id, "decision": answer_word})),
         );
-        store.write_steward(&change)?;
+        let generation = store.write_steward(&change)?;
+        self.settled(generation);
         Ok(result_person)
     }
 
@@ -749,7 +767,8 @@ impl Engine {
         change.confirmed_persons.push(survivor_id.to_owned());
         change.retired_persons.push((other_id.to_owned(), Some(survivor_id.to_owned())));
         change.events.push(Event::new("person_retired", other_id, None).other(survivor_id));
-        store.write_steward(&change)?;
+        let generation = store.write_steward(&change)?;
+        self.settled(generation);
         Ok(moved_ids)
     }
 
@@ -837,7 +856,8 @@ impl Engine {
             change.separations.push((moved.record_id, person_id.to_owned()));
             change.moves.push(moved);
         }
-        store.write_steward(&change)?;
+        let generation = store.write_steward(&change)?;
+        self.settled(generation);
         Ok(target_id)
     }
 }

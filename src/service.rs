@@ -31,6 +31,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use crate::engine::{DecisionKind, PersonKey};
 use crate::online::{Engine, Match, OnlineError, ReviewAnswer, StewardError};
 use crate::store::{ApiKey, AuditEntry, Store, now_rfc3339};
+use mpi_index::CandidateSource;
 
 mod fhir;
 
@@ -153,21 +154,74 @@ impl Metrics {
     }
 }
 
+type AuditAck = std::sync::mpsc::SyncSender<Result<(), String>>;
+
+/// Writes audit entries on its own connection and thread, many requests' entries in
+/// one transaction (group commit); each request waits until its entry is committed.
+#[derive(Debug)]
+struct Auditor {
+    sender: Mutex<std::sync::mpsc::Sender<(AuditEntry, AuditAck)>>,
+}
+
+/// Most entries one audit transaction takes.
+const AUDIT_GROUP: usize = 512;
+
+impl Auditor {
+    fn start(mut store: Store) -> Auditor {
+        let (sender, receiver) = std::sync::mpsc::channel::<(AuditEntry, AuditAck)>();
+        std::thread::Builder::new()
+            .name("audit".to_owned())
+            .spawn(move || {
+                while let Ok(first) = receiver.recv() {
+                    let mut group = vec![first];
+                    while group.len() < AUDIT_GROUP {
+                        match receiver.try_recv() {
+                            Ok(next) => group.push(next),
+                            Err(_) => break,
+                        }
+                    }
+                    let entries: Vec<AuditEntry> =
+                        group.iter().map(|(entry, _)| entry.clone()).collect();
+                    let result = store.append_audit(&entries).map_err(|error| error.to_string());
+                    for (_, ack) in group {
+                        let _ = ack.send(result.clone());
+                    }
+                }
+            })
+            .expect("the audit thread starts");
+        Auditor { sender: Mutex::new(sender) }
+    }
+
+    /// Blocks until the entry is committed.
+    fn record(&self, entry: AuditEntry) -> Result<(), String> {
+        let (ack, done) = std::sync::mpsc::sync_channel(1);
+        self.sender
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send((entry, ack))
+            .map_err(|_| "the audit writer stopped".to_owned())?;
+        done.recv().map_err(|_| "the audit writer stopped".to_owned())?
+    }
+}
+
 /// The service's shared state.
 #[derive(Debug)]
 pub struct Service {
     engine: RwLock<Engine>,
     store: Mutex<Store>,
+    auditor: Auditor,
     keys: Mutex<HashMap<String, (Caller, Instant)>>,
     metrics: Mutex<Metrics>,
 }
 
 impl Service {
-    /// Wraps an engine and its store.
-    pub fn new(engine: Engine, store: Store) -> Service {
+    /// Wraps an engine and its store; `audit_store` is a second connection to the same
+    /// store, for the audit log's group commits.
+    pub fn new(engine: Engine, store: Store, audit_store: Store) -> Service {
         Service {
             engine: RwLock::new(engine),
             store: Mutex::new(store),
+            auditor: Auditor::start(audit_store),
             keys: Mutex::new(HashMap::new()),
             metrics: Mutex::new(Metrics::default()),
         }
@@ -175,6 +229,15 @@ impl Service {
 
     fn metrics(&self) -> std::sync::MutexGuard<'_, Metrics> {
         self.metrics.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Commits the blocking index's changes older than `age`.
+    pub fn flush_index(&self, age: Duration) {
+        let due =
+            self.read_engine().index.uncommitted().is_some_and(|since| since.elapsed() >= age);
+        if due {
+            self.write_engine().flush_index(age);
+        }
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -244,7 +307,7 @@ impl Service {
             action: action.to_owned(),
             person_ids,
         };
-        self.store().append_audit(&[entry]).map_err(Problem::internal)
+        self.auditor.record(entry).map_err(Problem::internal)
     }
 }
 
@@ -446,8 +509,29 @@ pub async fn serve(
     service: Arc<Service>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(service)).with_graceful_shutdown(shutdown).await
+    // The index is committed in groups: every second, whatever changed in the last.
+    let flusher = {
+        let service = Arc::clone(&service);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let service = Arc::clone(&service);
+                let _ = tokio::task::spawn_blocking(move || service.flush_index(INDEX_COMMIT_AGE))
+                    .await;
+            }
+        })
+    };
+    let result =
+        axum::serve(listener, router(Arc::clone(&service))).with_graceful_shutdown(shutdown).await;
+    flusher.abort();
+    // In-flight writes are done: commit what the index has.
+    let _ = tokio::task::spawn_blocking(move || service.flush_index(Duration::ZERO)).await;
+    result
 }
+
+/// Index changes older than this are committed by the next flush.
+const INDEX_COMMIT_AGE: Duration = Duration::from_millis(900);
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {

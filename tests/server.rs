@@ -465,10 +465,12 @@ fn acknowledged_writes_survive_a_kill_and_the_index_catches_up() {
     let dir = TempDir::new().unwrap();
     let store = dir.path().join("store");
     let keys = keys(&store);
-    let bodies = sample_bodies(400);
+    let bodies = sample_bodies(2077);
     let mut server = Server::start(&store, &[]);
     let address = server.address.clone();
     let token = keys.writer.clone();
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let written = std::sync::Arc::clone(&progress);
     // A client writes as fast as it can; the server is killed (SIGKILL) under it.
     let writer = std::thread::spawn(move || {
         let mut acknowledged = Vec::new();
@@ -483,14 +485,17 @@ fn acknowledged_writes_survive_a_kill_and_the_index_catches_up() {
                 break;
             }
             acknowledged.push((path, reply.json()["person_id"].as_str().unwrap().to_owned()));
+            written.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         acknowledged
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    while progress.load(std::sync::atomic::Ordering::SeqCst) < 300 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     server.kill();
     let acknowledged = writer.join().unwrap();
-    assert!(acknowledged.len() > 10, "some writes were acknowledged before the kill");
-    assert!(acknowledged.len() < 400, "the kill came during the writes");
+    assert!(acknowledged.len() >= 300, "writes were acknowledged before the kill");
+    assert!(acknowledged.len() < 2077, "the kill came during the writes");
 
     let server = Server::start(&store, &[]);
     for (path, person) in &acknowledged {

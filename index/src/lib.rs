@@ -218,10 +218,23 @@ impl IndexSearcher {
         exclude: Option<RecordId>,
         limit: usize,
     ) -> Result<Vec<Candidate>, IndexError> {
+        let mut counts: HashMap<RecordId, u32> = HashMap::new();
+        self.count(keys, below, exclude, &|_| false, &mut counts)?;
+        Ok(rank(counts, limit))
+    }
+
+    /// Adds, for each record sharing a distinct key with `keys`, how many it shares.
+    fn count(
+        &self,
+        keys: &[Key],
+        below: Option<RecordId>,
+        exclude: Option<RecordId>,
+        hidden: &dyn Fn(RecordId) -> bool,
+        counts: &mut HashMap<RecordId, u32>,
+    ) -> Result<(), IndexError> {
         let mut distinct = keys.to_vec();
         distinct.sort_unstable();
         distinct.dedup();
-        let mut counts: HashMap<RecordId, u32> = HashMap::new();
         for key in distinct {
             let term = Term::from_field_u64(self.key_field, key);
             for segment in &self.segments {
@@ -235,7 +248,8 @@ impl IndexSearcher {
                     let alive = segment.alive.as_ref().is_none_or(|alive| alive.is_alive(doc));
                     if alive && let Some(record_id) = segment.rids.first(doc) {
                         let wanted = below.is_none_or(|below| record_id < below)
-                            && exclude != Some(record_id);
+                            && exclude != Some(record_id)
+                            && !hidden(record_id);
                         if wanted {
                             *counts.entry(record_id).or_default() += 1;
                         }
@@ -244,12 +258,204 @@ impl IndexSearcher {
                 }
             }
         }
-        let mut candidates: Vec<Candidate> =
-            counts.into_iter().map(|(record_id, n_keys)| Candidate { record_id, n_keys }).collect();
-        candidates
-            .sort_unstable_by(|a, b| b.n_keys.cmp(&a.n_keys).then(a.record_id.cmp(&b.record_id)));
-        candidates.truncate(limit);
-        Ok(candidates)
+        Ok(())
+    }
+}
+
+/// Most shared keys first, ties by record id, at most `limit`.
+fn rank(counts: HashMap<RecordId, u32>, limit: usize) -> Vec<Candidate> {
+    let mut candidates: Vec<Candidate> =
+        counts.into_iter().map(|(record_id, n_keys)| Candidate { record_id, n_keys }).collect();
+    candidates.sort_unstable_by(|a, b| b.n_keys.cmp(&a.n_keys).then(a.record_id.cmp(&b.record_id)));
+    candidates.truncate(limit);
+    candidates
+}
+
+/// Anything that answers candidate queries with [`IndexSearcher::candidates`]'s contract.
+pub trait CandidateSource {
+    /// See [`IndexSearcher::candidates`].
+    ///
+    /// # Errors
+    /// When reading the index fails.
+    fn candidates(
+        &self,
+        keys: &[Key],
+        below: Option<RecordId>,
+        exclude: Option<RecordId>,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, IndexError>;
+}
+
+impl CandidateSource for BlockingIndex {
+    fn candidates(
+        &self,
+        keys: &[Key],
+        below: Option<RecordId>,
+        exclude: Option<RecordId>,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, IndexError> {
+        BlockingIndex::candidates(self, keys, below, exclude, limit)
+    }
+}
+
+/// A near-real-time index for a service: every change is visible to the next query at
+/// once, through an in-memory overlay of the changes since the last commit, while
+/// tantivy commits (which cost a sync and a new segment) happen in groups.
+pub struct LiveIndex {
+    index: BlockingIndex,
+    writer: BlockingIndexWriter,
+    searcher: IndexSearcher,
+    /// Keys of the records added or updated since the last commit.
+    pending: HashMap<Key, Vec<RecordId>>,
+    pending_keys: HashMap<RecordId, Vec<Key>>,
+    /// Records whose committed documents no longer count (updated or deleted since).
+    stale: std::collections::HashSet<RecordId>,
+    changed_since: Option<std::time::Instant>,
+}
+
+impl std::fmt::Debug for LiveIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveIndex").field("pending", &self.pending_keys.len()).finish()
+    }
+}
+
+impl LiveIndex {
+    /// Takes the index's one writer.
+    ///
+    /// # Errors
+    /// When the writer or a searcher cannot be opened.
+    pub fn new(index: BlockingIndex, memory_budget_bytes: usize) -> Result<LiveIndex, IndexError> {
+        let writer = index.writer(memory_budget_bytes)?;
+        let searcher = index.searcher()?;
+        Ok(LiveIndex {
+            index,
+            writer,
+            searcher,
+            pending: HashMap::new(),
+            pending_keys: HashMap::new(),
+            stale: std::collections::HashSet::new(),
+            changed_since: None,
+        })
+    }
+
+    fn forget_pending(&mut self, record_id: RecordId) {
+        if let Some(keys) = self.pending_keys.remove(&record_id) {
+            for key in keys {
+                if let Some(ids) = self.pending.get_mut(&key) {
+                    ids.retain(|&id| id != record_id);
+                    if ids.is_empty() {
+                        self.pending.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn note_change(&mut self) {
+        self.changed_since.get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// Adds a record (visible at once).
+    ///
+    /// # Errors
+    /// When tantivy refuses the document.
+    pub fn add(&mut self, record_id: RecordId, keys: &[Key]) -> Result<(), IndexError> {
+        self.writer.add(record_id, keys)?;
+        self.forget_pending(record_id);
+        for &key in keys {
+            let ids = self.pending.entry(key).or_default();
+            if !ids.contains(&record_id) {
+                ids.push(record_id);
+            }
+        }
+        self.pending_keys.insert(record_id, keys.to_vec());
+        self.note_change();
+        Ok(())
+    }
+
+    /// Replaces a record's keys (visible at once).
+    ///
+    /// # Errors
+    /// When tantivy refuses the document.
+    pub fn update(&mut self, record_id: RecordId, keys: &[Key]) -> Result<(), IndexError> {
+        self.writer.delete(record_id)?;
+        self.stale.insert(record_id);
+        self.add(record_id, keys)
+    }
+
+    /// Removes a record (at once).
+    ///
+    /// # Errors
+    /// Never in practice.
+    pub fn delete(&mut self, record_id: RecordId) -> Result<(), IndexError> {
+        self.writer.delete(record_id)?;
+        self.stale.insert(record_id);
+        self.forget_pending(record_id);
+        self.note_change();
+        Ok(())
+    }
+
+    /// Marks the index as changed, so that the next commit records a new payload even
+    /// without new keys (the caller's store moved on).
+    pub fn touch(&mut self) {
+        self.note_change();
+    }
+
+    /// Changes not yet committed, and since when.
+    pub fn uncommitted(&self) -> Option<std::time::Instant> {
+        self.changed_since
+    }
+
+    /// Commits the changes with a payload and makes them the committed state.
+    ///
+    /// # Errors
+    /// When the commit fails; the overlay then still answers for the changes.
+    pub fn commit(&mut self, payload: &str) -> Result<(), IndexError> {
+        self.writer.commit(payload)?;
+        self.index.reload()?;
+        self.searcher = self.index.searcher()?;
+        self.pending.clear();
+        self.pending_keys.clear();
+        self.stale.clear();
+        self.changed_since = None;
+        Ok(())
+    }
+
+    /// Records in the committed index plus those added since (an estimate while
+    /// updates are pending).
+    pub fn num_records(&self) -> u64 {
+        self.index.num_records()
+            + self.pending_keys.keys().filter(|id| !self.stale.contains(id)).count() as u64
+    }
+
+    /// The index's last commit payload.
+    pub fn commit_payload(&self) -> Option<String> {
+        self.index.commit_payload()
+    }
+}
+
+impl CandidateSource for LiveIndex {
+    fn candidates(
+        &self,
+        keys: &[Key],
+        below: Option<RecordId>,
+        exclude: Option<RecordId>,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, IndexError> {
+        let mut counts: HashMap<RecordId, u32> = HashMap::new();
+        let stale = |id: RecordId| self.stale.contains(&id) || self.pending_keys.contains_key(&id);
+        self.searcher.count(keys, below, exclude, &stale, &mut counts)?;
+        let mut distinct = keys.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        for key in distinct {
+            for &record_id in self.pending.get(&key).into_iter().flatten() {
+                if below.is_none_or(|below| record_id < below) && exclude != Some(record_id) {
+                    *counts.entry(record_id).or_default() += 1;
+                }
+            }
+        }
+        Ok(rank(counts, limit))
     }
 }
 

@@ -205,3 +205,63 @@ fn memory_index_matches_tantivy(
     }
     TestResult::passed()
 }
+
+/// The live index answers, between commits and after them, exactly as a brute-force
+/// model of the records as they stand.
+#[quickcheck]
+fn live_index_sees_every_change_at_once(
+    operations: Vec<(u8, u8, Vec<u8>)>,
+    probes: Vec<(Vec<u8>, u8)>,
+) -> TestResult {
+    if operations.len() > 60 {
+        return TestResult::discard();
+    }
+    let key = |byte: &u8| u64::from(byte % 5).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut live = LiveIndex::new(BlockingIndex::create_in_ram().unwrap(), 20_000_000).unwrap();
+    let mut model: std::collections::BTreeMap<u64, Vec<Key>> = std::collections::BTreeMap::new();
+    for (step, (operation, id, keys)) in operations.iter().enumerate() {
+        let id = u64::from(id % 12);
+        let keys: Vec<Key> = keys.iter().map(key).collect();
+        match operation % 4 {
+            0 | 1 => {
+                if model.contains_key(&id) {
+                    live.update(id, &keys).unwrap();
+                } else {
+                    live.add(id, &keys).unwrap();
+                }
+                model.insert(id, keys);
+            }
+            2 => {
+                live.delete(id).unwrap();
+                model.remove(&id);
+            }
+            _ => live.commit(&format!("step {step}")).unwrap(),
+        }
+        for (probe, limit) in &probes {
+            let probe_keys: Vec<Key> = probe.iter().map(key).collect();
+            let limit = usize::from(limit % 8);
+            let mut expected: Vec<(u64, u32)> = model
+                .iter()
+                .filter_map(|(&id, record_keys)| {
+                    let mut shared: Vec<&Key> =
+                        probe_keys.iter().filter(|k| record_keys.contains(k)).collect();
+                    shared.sort();
+                    shared.dedup();
+                    (!shared.is_empty()).then_some((id, shared.len() as u32))
+                })
+                .collect();
+            expected.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            expected.truncate(limit);
+            let got: Vec<(u64, u32)> = live
+                .candidates(&probe_keys, None, None, limit)
+                .unwrap()
+                .into_iter()
+                .map(|candidate| (candidate.record_id, candidate.n_keys))
+                .collect();
+            if got != expected {
+                return TestResult::failed();
+            }
+        }
+    }
+    TestResult::passed()
+}
