@@ -699,26 +699,36 @@ fn link_batch(
     // store still holds the run and the next open rebuilds the index from it.
     progress.stage("writing", work.len() as u64);
     let Workspace { store, linker, index, .. } = workspace;
+    // The indexing thread prepares its commit and then waits for the store's
+    // generation: it commits with it, or drops its changes if the store failed.
+    let (store_done, store_outcome) = std::sync::mpsc::channel::<Option<u64>>();
+    let shared: &Linker = linker;
+    let index: &BlockingIndex = index;
     let (written, indexed) = std::thread::scope(|scope| {
-        let indexer = scope.spawn(|| index_run(index, linker, work, &keys, progress));
+        let keys = &keys;
+        let indexer = scope.spawn(move || {
+            let mut writer = index_run(index, shared, work, keys, progress)?;
+            writer.commit_when(|| store_outcome.recv().ok().flatten().map(index_payload))
+        });
         let items = write_items(prepared, work, &decisions, &report.reviews);
         let context =
             WriteContext { model: &model, thresholds: options.thresholds, actor: BATCH_ACTOR };
-        let written = write_results(store, linker, &items, &retired, &context, Vec::new());
+        let written = write_results(store, shared, &items, &retired, &context, Vec::new());
+        let _ = store_done.send(written.as_ref().ok().copied());
         (written, indexer.join())
     });
     let generation = written?;
     linker.settle_new_persons();
     let committed = match indexed {
-        Ok(Ok(mut writer)) => {
-            writer.commit(&index_payload(generation)).and_then(|()| index.reload())
-        }
+        Ok(Ok(true)) => index.reload(),
+        Ok(Ok(false)) => Ok(()),
         Ok(Err(error)) => Err(error),
         Err(_) => {
             tracing::error!("indexing panicked");
             Ok(())
         }
     };
+    let _ = generation;
     if let Err(error) = committed {
         tracing::warn!(%error, "the blocking index was not updated; it is rebuilt on next open");
     }
@@ -876,8 +886,8 @@ pub fn write_results(
             probability: decision.probability,
         });
         if person.is_new && seen_new_persons.insert(decision.person) {
+            // (The store adds its `person_created` event.)
             batch.new_persons.push((person.id.clone(), person.provisional));
-            batch.events.push(Event::new("person_created", &person.id, None));
         }
         if decision.previous != PersonKey::MAX && decision.previous != decision.person {
             let previous = &linker.persons[decision.previous as usize].id;
@@ -887,7 +897,8 @@ pub fn write_results(
                     .detail(serde_json::json!({"reason": "updated"})),
             );
         }
-        if decision.previous != decision.person {
+        // A new record's `record_linked` event is the store's to add.
+        if item.is_update && decision.previous != decision.person {
             batch.events.push(
                 Event::new("record_linked", &person.id, Some(entry.id))
                     .detail(serde_json::json!({"decision": decision.kind})),

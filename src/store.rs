@@ -863,6 +863,10 @@ impl Store {
     /// # Errors
     /// When SQLite fails; nothing is written then.
     pub fn write_batch(&mut self, batch: &Batch<'_>) -> Result<u64, StoreError> {
+        let started = std::time::Instant::now();
+        let lap = |phase: &str| {
+            tracing::debug!(phase, seconds = started.elapsed().as_secs_f64(), "write")
+        };
         let now = now_rfc3339();
         let transaction = self.connection.transaction()?;
         // A large batch inserts into the tables without their secondary indexes and
@@ -872,6 +876,13 @@ impl Store {
         if bulk {
             transaction.execute_batch(DROP_SECONDARY_INDEXES)?;
         }
+        // Records above this id and persons above this rowid are the batch's new ones.
+        let (last_record, last_person): (u64, i64) = transaction.query_row(
+            "SELECT (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'last_record_id'),
+                    (SELECT coalesce(max(rowid), 0) FROM persons)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
         {
             let mut insert_record = transaction.prepare(
                 "INSERT INTO records (id, source_system, local_id, raw, normalized, issues, person_id, decision, probability, updated_at)
@@ -902,6 +913,7 @@ impl Store {
                     ])?;
                 }
             }
+            lap("records");
             let mut insert_person = transaction
                 .prepare("INSERT INTO persons (id, created_at, provisional) VALUES (?1, ?2, ?3)")?;
             for (person, provisional) in &batch.new_persons {
@@ -914,6 +926,7 @@ impl Store {
             }
             let mut deactivate = transaction
                 .prepare("UPDATE links SET active = 0 WHERE record_id = ?1 AND active = 1")?;
+            lap("persons");
             let mut insert_link = transaction.prepare(
                 "INSERT INTO links (record_id, person_id, matched_record_id, method, probability, evidence, model_version, upper_threshold, lower_threshold, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -967,10 +980,27 @@ impl Store {
                 ])?;
             }
         }
+        lap("links and reviews");
+        // The feed's events for new persons and new records are made set-wise here (a
+        // million rows bound one by one from Rust would double a batch's write time);
+        // the batch carries only the rest (updates, reviews, retirements).
+        transaction.execute(
+            "INSERT INTO events (at, kind, person_id, actor)
+             SELECT ?1, 'person_created', id, ?2 FROM persons WHERE rowid > ?3 ORDER BY rowid",
+            params![now, batch.actor, last_person],
+        )?;
+        transaction.execute(
+            "INSERT INTO events (at, kind, person_id, record_id, detail, actor)
+             SELECT ?1, 'record_linked', person_id, id, json_object('decision', decision), ?2
+             FROM records WHERE id > ?3 ORDER BY id",
+            params![now, batch.actor, last_record],
+        )?;
         insert_events(&transaction, &batch.events, &batch.actor, &now)?;
+        lap("events");
         if bulk {
             transaction.execute_batch(CREATE_SECONDARY_INDEXES)?;
         }
+        lap("indexes");
         if let Some(highest) = batch.records.iter().map(|record| record.id).max() {
             transaction.execute(
                 "UPDATE meta SET value = max(CAST(value AS INTEGER), ?1) WHERE key = 'last_record_id'",
@@ -979,6 +1009,7 @@ impl Store {
         }
         let generation = bump_generation(&transaction)?;
         transaction.commit()?;
+        lap("commit");
         Ok(generation)
     }
 }
@@ -1079,7 +1110,8 @@ pub struct Batch<'a> {
     /// Ids of records that existed before this batch (their old links and reviews are
     /// closed).
     pub updated_records: std::collections::HashSet<u64>,
-    /// Change-feed events, in order.
+    /// Change-feed events beyond those every batch makes for itself (a
+    /// `person_created` for each new person and a `record_linked` for each new record).
     pub events: Vec<Event>,
     /// Who made the changes: an API key id, or `mpi link`.
     pub actor: String,

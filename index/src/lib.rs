@@ -526,6 +526,31 @@ impl BlockingIndexWriter {
         Ok(())
     }
 
+    /// Prepares a commit (the costly part: flushing segments), then asks `payload` for
+    /// the commit payload, which may wait for something else to finish: with a payload
+    /// the changes are committed, without one they are dropped. Returns whether it
+    /// committed.
+    ///
+    /// # Errors
+    /// When tantivy fails; the index keeps its previous commit.
+    pub fn commit_when(
+        &mut self,
+        payload: impl FnOnce() -> Option<String>,
+    ) -> Result<bool, IndexError> {
+        let mut prepared = self.writer.prepare_commit()?;
+        match payload() {
+            Some(payload) => {
+                prepared.set_payload(&payload);
+                prepared.commit()?;
+                Ok(true)
+            }
+            None => {
+                prepared.abort()?;
+                Ok(false)
+            }
+        }
+    }
+
     /// Drops uncommitted changes.
     ///
     /// # Errors
