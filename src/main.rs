@@ -307,6 +307,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     let (engine, store) = mpi::online::Engine::new(workspace, model, thresholds, max_candidates)
         .context("starting the engine")?;
     let audit_store = mpi::Store::open(&args.data.data).context("opening the audit connection")?;
+    // Appends need only a small page cache.
+    audit_store.set_cache_mib(8)?;
     let service = std::sync::Arc::new(mpi::service::Service::new(engine, store, audit_store));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -80,6 +80,65 @@ impl From<crate::error::StoreError> for OnlineError {
     }
 }
 
+/// (source, local id) to position, keyed by a 64-bit hash so that a million records'
+/// ids are not held twice; every hit is checked against the entry, and the rare
+/// colliding pair goes to a small overflow map.
+#[derive(Debug, Default)]
+struct SourceIndex {
+    by_hash: HashMap<u64, usize>,
+    overflow: HashMap<(String, String), usize>,
+}
+
+impl SourceIndex {
+    fn hash(source: &str, local_id: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        (source, local_id).hash(&mut hasher);
+        hasher.finish()
+    }
+
+    fn is(entries: &[Entry], position: usize, source: &str, local_id: &str) -> bool {
+        let entry = &entries[position];
+        entry.source_system == source && entry.local_id == local_id
+    }
+
+    fn get(&self, entries: &[Entry], source: &str, local_id: &str) -> Option<usize> {
+        match self.by_hash.get(&Self::hash(source, local_id)) {
+            Some(&position) if Self::is(entries, position, source, local_id) => Some(position),
+            _ if self.overflow.is_empty() => None,
+            _ => self.overflow.get(&(source.to_owned(), local_id.to_owned())).copied(),
+        }
+    }
+
+    fn insert(&mut self, entries: &[Entry], position: usize) {
+        let entry = &entries[position];
+        let (source, local_id) = (entry.source_system.as_str(), entry.local_id.as_str());
+        match self.by_hash.entry(Self::hash(source, local_id)) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(position);
+            }
+            std::collections::hash_map::Entry::Occupied(mut slot) => {
+                if Self::is(entries, *slot.get(), source, local_id) {
+                    slot.insert(position);
+                } else {
+                    self.overflow.insert((source.to_owned(), local_id.to_owned()), position);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, entries: &[Entry], position: usize) {
+        let entry = &entries[position];
+        let (source, local_id) = (entry.source_system.as_str(), entry.local_id.as_str());
+        let hash = Self::hash(source, local_id);
+        if self.by_hash.get(&hash) == Some(&position) {
+            self.by_hash.remove(&hash);
+        } else {
+            self.overflow.remove(&(source.to_owned(), local_id.to_owned()));
+        }
+    }
+}
+
 /// A record being stored, placed in the linker but not yet decided.
 struct Incoming<'a> {
     position: usize,
@@ -152,7 +211,7 @@ pub struct Engine {
     pub thresholds: Thresholds,
     /// Most candidates per query.
     pub max_candidates: usize,
-    by_source: HashMap<(String, String), usize>,
+    by_source: SourceIndex,
     next_id: u64,
     /// The data folder's lock, held as long as the engine lives.
     _lock: std::fs::File,
@@ -172,14 +231,10 @@ impl Engine {
         let Workspace { store, index, linker, normalizer, lock, .. } = workspace;
         let index = LiveIndex::new(index, INDEX_WRITER_BUDGET / 4)?;
         let generation = store.generation()?;
-        let by_source = linker
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(position, entry)| {
-                ((entry.source_system.clone(), entry.local_id.clone()), position)
-            })
-            .collect();
+        let mut by_source = SourceIndex::default();
+        for position in 0..linker.entries.len() {
+            by_source.insert(&linker.entries, position);
+        }
         let next_id = store.max_record_id()? + 1;
         let engine = Engine {
             linker,
@@ -198,7 +253,7 @@ impl Engine {
 
     /// The position of a stored (not deleted) record.
     pub fn position_of(&self, source: &str, local_id: &str) -> Option<usize> {
-        self.by_source.get(&(source.to_owned(), local_id.to_owned())).copied()
+        self.by_source.get(&self.linker.entries, source, local_id)
     }
 
     /// A person's handle from its id.
@@ -281,7 +336,7 @@ impl Engine {
         let result = self.decide_and_write(store, incoming, actor);
         match result {
             Ok((decision, review_id)) => {
-                self.by_source.insert((source.to_owned(), local_id.to_owned()), position);
+                self.by_source.insert(&self.linker.entries, position);
                 let person = &self.linker.persons[decision.person as usize];
                 let evidence = self.linker.evidence(position, &decision, &self.model);
                 Ok(Ingested {
@@ -464,7 +519,7 @@ impl Engine {
         // The entry stays in memory (positions are stable) but belongs to no one, and
         // no index or lookup can reach it.
         self.linker.entries[position].person = PersonKey::MAX;
-        self.by_source.remove(&(source.to_owned(), local_id.to_owned()));
+        self.by_source.remove(&self.linker.entries, position);
         self.index_change(generation, |index| index.delete(id));
         Ok(Some(Removed { record_id: id, person_id, person_retired }))
     }

@@ -156,6 +156,18 @@ impl Metrics {
 
 type AuditAck = std::sync::mpsc::SyncSender<Result<(), String>>;
 
+/// An error with its causes, `: `-separated.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    chain
+}
+
 /// Writes audit entries on its own connection and thread, many requests' entries in
 /// one transaction (group commit); each request waits until its entry is committed.
 #[derive(Debug)]
@@ -182,7 +194,7 @@ impl Auditor {
                     }
                     let entries: Vec<AuditEntry> =
                         group.iter().map(|(entry, _)| entry.clone()).collect();
-                    let result = store.append_audit(&entries).map_err(|error| error.to_string());
+                    let result = store.append_audit(&entries).map_err(|error| error_chain(&error));
                     for (_, ack) in group {
                         let _ = ack.send(result.clone());
                     }
@@ -307,7 +319,7 @@ impl Service {
             action: action.to_owned(),
             person_ids,
         };
-        self.auditor.record(entry).map_err(Problem::internal)
+        self.auditor.record(entry).map_err(|error| Problem::internal_message(&error))
     }
 }
 
@@ -336,9 +348,14 @@ impl Problem {
         self
     }
 
-    fn internal(error: impl std::fmt::Display) -> Problem {
-        // The error's message names no personal data (the crate's errors never do).
-        tracing::error!(%error, "request failed");
+    fn internal(error: impl std::error::Error) -> Problem {
+        Problem::internal_message(&error_chain(&error))
+    }
+
+    fn internal_message(message: &str) -> Problem {
+        // The messages name no personal data (the crate's errors and SQLite's never
+        // carry values).
+        tracing::error!(error = %message, "request failed");
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     }
 
@@ -388,7 +405,7 @@ async fn blocking(
     match tokio::task::spawn_blocking(move || work(&service)).await {
         Ok(Ok(response)) => response,
         Ok(Err(problem)) => problem.into_response(),
-        Err(_) => Problem::internal("request task failed").into_response(),
+        Err(_) => Problem::internal_message("request task failed").into_response(),
     }
 }
 

@@ -124,6 +124,10 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// SQLite's page cache per connection, and while a large batch writes.
+const DEFAULT_CACHE_MIB: u32 = 32;
+const BATCH_CACHE_MIB: u32 = 256;
+
 /// Batches at least this large drop and rebuild the secondary indexes around their
 /// inserts.
 const BULK_THRESHOLD: usize = 100_000;
@@ -302,14 +306,30 @@ impl Store {
             connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         tracing::debug!(journal_mode = %mode, "store opened");
         connection.pragma_update(None, "synchronous", "NORMAL")?;
-        // A large page cache: batch writes insert into several B-tree indexes at random
-        // places (person ids are UUIDs), and a small cache turns that into IO.
-        connection.pragma_update(None, "cache_size", -256_000)?;
+        // A modest page cache; a large batch write raises it for its own transaction.
+        connection.pragma_update(None, "cache_size", -i64::from(DEFAULT_CACHE_MIB) * 1024)?;
         connection.pragma_update(None, "temp_store", "MEMORY")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
         let mut store = Store { connection };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Sets SQLite's page cache for this connection (the default suits batch runs, which
+    /// insert a million rows into several indexes; a serving process needs far less).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn set_cache_mib(&self, mib: u32) -> Result<(), StoreError> {
+        self.connection.pragma_update(None, "cache_size", -i64::from(mib) * 1024)?;
+        Ok(())
+    }
+
+    /// A write transaction that takes SQLite's write lock when it begins (waiting up to
+    /// the busy timeout for another connection's), so that it never fails half way
+    /// because another connection wrote after it first read.
+    fn write_transaction(&mut self) -> Result<rusqlite::Transaction<'_>, StoreError> {
+        Ok(self.connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
@@ -319,7 +339,7 @@ impl Store {
             return Err(StoreError::TooNew { found: version, supported: MIGRATIONS.len() });
         }
         for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
-            let transaction = self.connection.transaction()?;
+            let transaction = self.write_transaction()?;
             transaction.execute_batch(migration)?;
             transaction.pragma_update(None, "user_version", index + 1)?;
             transaction.commit()?;
@@ -378,7 +398,7 @@ impl Store {
         actor: &str,
     ) -> Result<u64, StoreError> {
         let now = now_rfc3339();
-        let transaction = self.connection.transaction()?;
+        let transaction = self.write_transaction()?;
         insert_events(&transaction, events, actor, &now)?;
         transaction.execute("DELETE FROM records WHERE id = ?1", params![record_id])?;
         transaction.execute(
@@ -588,7 +608,7 @@ impl Store {
     /// # Errors
     /// When SQLite fails; none of the entries is written then.
     pub fn append_audit(&mut self, entries: &[AuditEntry]) -> Result<(), StoreError> {
-        let transaction = self.connection.transaction()?;
+        let transaction = self.write_transaction()?;
         {
             let mut insert = transaction.prepare_cached(
                 "INSERT INTO audit (at, key_id, role, action, person_ids) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -632,45 +652,49 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Every record as the engine needs it (no raw values), in id order.
+    /// Every record as the engine needs it (no raw values), in id order, handed over
+    /// in chunks of `chunk` records so that a caller can prepare one chunk while the
+    /// next is read, and never hold the whole store twice.
     ///
     /// # Errors
-    /// When SQLite fails or a stored value cannot be read back.
-    pub fn all_records(&self) -> Result<Vec<LoadedRecord>, StoreError> {
-        let mut statement = self.connection.prepare(
-            "SELECT id, source_system, local_id, normalized, person_id, decision, probability, manual
-             FROM records ORDER BY id",
-        )?;
-        let rows = statement.query_map([], |row| {
-            Ok((
-                row.get::<_, u64>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, String>(4)?,
-                row.get::<_, String>(5)?,
-                row.get::<_, Option<f64>>(6)?,
-                row.get::<_, bool>(7)?,
-            ))
-        })?;
-        let mut records = Vec::new();
-        for row in rows {
-            let (id, source_system, local_id, normalized, person_id, decision, probability, manual) =
-                row?;
+    /// When SQLite fails, a stored value cannot be read back, or `each` fails.
+    pub fn for_each_record_chunk<E: From<StoreError>>(
+        &self,
+        chunk: usize,
+        mut each: impl FnMut(Vec<LoadedRecord>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT id, source_system, local_id, normalized, person_id, decision, probability, manual
+                 FROM records ORDER BY id",
+            )
+            .map_err(StoreError::from)?;
+        let mut rows = statement.query([]).map_err(StoreError::from)?;
+        let mut records = Vec::with_capacity(chunk);
+        while let Some(row) = rows.next().map_err(StoreError::from)? {
+            let id: u64 = row.get(0).map_err(StoreError::from)?;
+            let normalized: String = row.get(3).map_err(StoreError::from)?;
             let normalized = serde_json::from_str(&normalized)
                 .map_err(|_| StoreError::Corrupt { record_id: id })?;
             records.push(LoadedRecord {
                 id,
-                source_system,
-                local_id,
+                source_system: row.get(1).map_err(StoreError::from)?,
+                local_id: row.get(2).map_err(StoreError::from)?,
                 normalized,
-                person_id,
-                decision,
-                probability,
-                manual,
+                person_id: row.get(4).map_err(StoreError::from)?,
+                decision: row.get(5).map_err(StoreError::from)?,
+                probability: row.get(6).map_err(StoreError::from)?,
+                manual: row.get(7).map_err(StoreError::from)?,
             });
+            if records.len() == chunk {
+                each(std::mem::replace(&mut records, Vec::with_capacity(chunk)))?;
+            }
         }
-        Ok(records)
+        if !records.is_empty() {
+            each(records)?;
+        }
+        Ok(())
     }
 
     /// Persons with no records left: (id, the person they were merged into, if any).
@@ -744,7 +768,7 @@ impl Store {
     /// When SQLite fails; nothing is written then.
     pub fn write_steward(&mut self, change: &StewardChange) -> Result<u64, StoreError> {
         let now = now_rfc3339();
-        let transaction = self.connection.transaction()?;
+        let transaction = self.write_transaction()?;
         {
             let mut insert_person = transaction.prepare_cached(
                 "INSERT INTO persons (id, created_at, provisional) VALUES (?1, ?2, 0)",
@@ -842,7 +866,7 @@ impl Store {
     /// # Errors
     /// When SQLite fails.
     pub fn save_model(&mut self, model: &mut Model) -> Result<u32, StoreError> {
-        let transaction = self.connection.transaction()?;
+        let transaction = self.write_transaction()?;
         let version: u32 = transaction.query_row(
             "SELECT coalesce(max(version), 0) + 1 FROM models",
             [],
@@ -868,13 +892,19 @@ impl Store {
             tracing::debug!(phase, seconds = started.elapsed().as_secs_f64(), "write")
         };
         let now = now_rfc3339();
-        let transaction = self.connection.transaction()?;
+        let transaction = self.write_transaction()?;
         // A large batch inserts into the tables without their secondary indexes and
         // builds them afterwards: building an index by sorting is far cheaper than
         // inserting a million random keys into a B-tree one by one.
         let bulk = batch.records.len() >= BULK_THRESHOLD && batch.updated_records.is_empty();
         if bulk {
             transaction.execute_batch(DROP_SECONDARY_INDEXES)?;
+        }
+        // A large batch inserts into several B-tree indexes, and a small cache turns
+        // that into IO: it gets a large one while it writes.
+        let large = batch.records.len() >= BULK_THRESHOLD / 10;
+        if large {
+            transaction.pragma_update(None, "cache_size", -i64::from(BATCH_CACHE_MIB) * 1024)?;
         }
         // Records above this id and persons above this rowid are the batch's new ones.
         let (last_record, last_person): (u64, i64) = transaction.query_row(
@@ -1010,6 +1040,9 @@ impl Store {
         let generation = bump_generation(&transaction)?;
         transaction.commit()?;
         lap("commit");
+        if large {
+            self.set_cache_mib(DEFAULT_CACHE_MIB)?;
+        }
         Ok(generation)
     }
 }

@@ -41,6 +41,9 @@ pub enum WorkspaceError {
     },
 }
 
+/// Records loaded and prepared at a time when a workspace opens.
+const LOAD_CHUNK: usize = 50_000;
+
 /// Memory the index writer may use for indexing before it flushes a segment.
 pub const INDEX_WRITER_BUDGET: usize = 128 * 1024 * 1024;
 
@@ -103,31 +106,34 @@ impl Workspace {
         let lock = lock_dir(dir)?;
         let normalizer = Normalizer::new(options);
         let nicknames = normalizer.nicknames();
-        // Each record's normalised values move into its prepared form (no copy held).
-        let stored: Vec<(LoadedRecord, ComparableRecord)> = store
-            .all_records()?
-            .into_par_iter()
-            .map(|mut record| {
-                let normalized = std::mem::take(&mut record.normalized);
-                (record, ComparableRecord::new(normalized, nicknames))
-            })
-            .collect();
         let mut linker = Linker::default();
-        for (record, comparable) in stored {
-            let person = linker.person_key(&record.person_id, record.decision == "review");
-            linker.entries.push(Entry {
-                id: record.id,
-                source_system: record.source_system,
-                local_id: record.local_id,
-                record: comparable,
-                person: PersonKey::MAX,
-                decision: DecisionKind::parse(&record.decision).unwrap_or(DecisionKind::New),
-                probability: record.probability,
-                manual: record.manual,
-            });
-            let position = linker.entries.len() - 1;
-            linker.assign(position, person);
-        }
+        // A chunk at a time: each record's normalised values move into its prepared
+        // form in parallel, and the store is never held twice over.
+        store.for_each_record_chunk(LOAD_CHUNK, |chunk| -> Result<(), WorkspaceError> {
+            let prepared: Vec<(LoadedRecord, ComparableRecord)> = chunk
+                .into_par_iter()
+                .map(|mut record| {
+                    let normalized = std::mem::take(&mut record.normalized);
+                    (record, ComparableRecord::new(normalized, nicknames))
+                })
+                .collect();
+            for (record, comparable) in prepared {
+                let person = linker.person_key(&record.person_id, record.decision == "review");
+                linker.entries.push(Entry {
+                    id: record.id,
+                    source_system: record.source_system,
+                    local_id: record.local_id,
+                    record: comparable,
+                    person: PersonKey::MAX,
+                    decision: DecisionKind::parse(&record.decision).unwrap_or(DecisionKind::New),
+                    probability: record.probability,
+                    manual: record.manual,
+                });
+                let position = linker.entries.len() - 1;
+                linker.assign(position, person);
+            }
+            Ok(())
+        })?;
         // Persons with no records left, so that their ids still answer (a merged one
         // with its survivor), and the steward's separations.
         for (person_id, survivor) in store.retired_persons()? {

@@ -46,6 +46,9 @@ pub type RecordId = u64;
 /// A blocking key, opaque to the index (the caller hashes its keys' text).
 pub type Key = u64;
 
+/// Segments with more documents than this are not merged further.
+const MAX_DOCS_BEFORE_MERGE: usize = 200_000;
+
 /// A candidate record and how many of the probe's keys it shares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Candidate {
@@ -122,8 +125,14 @@ impl BlockingIndex {
         // Two indexing threads when the budget allows (tantivy needs 15 MB a thread):
         // segment layout never changes results, so this is free of consequences.
         let threads = if memory_budget_bytes >= 60_000_000 { 2 } else { 1 };
-        let writer =
+        let writer: IndexWriter =
             self.index.writer_with_num_threads(threads, memory_budget_bytes.max(15_000_000))?;
+        // Large segments are never merged again: merging a million documents stalls a
+        // serving process (CPU and memory) for seconds, while queries over a few more
+        // segments cost microseconds. Small segments, from frequent commits, still merge.
+        let mut policy = tantivy::indexer::LogMergePolicy::default();
+        policy.set_max_docs_before_merge(MAX_DOCS_BEFORE_MERGE);
+        writer.set_merge_policy(Box::new(policy));
         Ok(BlockingIndexWriter { writer, fields: self.fields })
     }
 
