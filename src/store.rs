@@ -94,6 +94,7 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE persons ADD COLUMN retired_at TEXT;
     ALTER TABLE records ADD COLUMN manual INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE records ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE reviews ADD COLUMN reason_code TEXT NOT NULL DEFAULT 'uncertain';
     ALTER TABLE reviews ADD COLUMN priority INTEGER NOT NULL DEFAULT 4;
     ALTER TABLE reviews ADD COLUMN decision TEXT;
@@ -697,6 +698,17 @@ impl Store {
         Ok(())
     }
 
+    /// Ids of the records written after store generation `generation`.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn records_written_after(&self, generation: u64) -> Result<Vec<u64>, StoreError> {
+        let mut statement =
+            self.connection.prepare("SELECT id FROM records WHERE generation > ?1 ORDER BY id")?;
+        let rows = statement.query_map(params![generation], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Persons with no records left: (id, the person they were merged into, if any).
     ///
     /// # Errors
@@ -906,20 +918,24 @@ impl Store {
         if large {
             transaction.pragma_update(None, "cache_size", -i64::from(BATCH_CACHE_MIB) * 1024)?;
         }
-        // Records above this id and persons above this rowid are the batch's new ones.
-        let (last_record, last_person): (u64, i64) = transaction.query_row(
+        // Records above this id and persons above this rowid are the batch's new ones;
+        // the records it writes carry the generation it will commit (the transaction
+        // holds the write lock, so no other can take it).
+        let (last_record, last_person, next_generation): (u64, i64, u64) = transaction.query_row(
             "SELECT (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'last_record_id'),
-                    (SELECT coalesce(max(rowid), 0) FROM persons)",
+                    (SELECT coalesce(max(rowid), 0) FROM persons),
+                    (SELECT CAST(value AS INTEGER) + 1 FROM meta WHERE key = 'generation')",
             [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )?;
         {
             let mut insert_record = transaction.prepare(
-                "INSERT INTO records (id, source_system, local_id, raw, normalized, issues, person_id, decision, probability, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                "INSERT INTO records (id, source_system, local_id, raw, normalized, issues, person_id, decision, probability, updated_at, generation)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT (id) DO UPDATE SET raw = excluded.raw, normalized = excluded.normalized,
                    issues = excluded.issues, person_id = excluded.person_id, decision = excluded.decision,
-                   probability = excluded.probability, updated_at = excluded.updated_at",
+                   probability = excluded.probability, updated_at = excluded.updated_at,
+                   generation = excluded.generation",
             )?;
             // JSON is made in parallel, a chunk at a time (bounded memory), while the
             // inserts stay on this one connection.
@@ -940,6 +956,7 @@ impl Store {
                         record.decision,
                         record.probability,
                         now,
+                        next_generation,
                     ])?;
                 }
             }

@@ -47,6 +47,11 @@ const LOAD_CHUNK: usize = 50_000;
 /// Memory the index writer may use for indexing before it flushes a segment.
 pub const INDEX_WRITER_BUDGET: usize = 128 * 1024 * 1024;
 
+/// The store generation an index payload names, when it names one in this key format.
+fn payload_generation(payload: &str) -> Option<u64> {
+    payload.strip_prefix("k2 gen:")?.parse().ok()
+}
+
 /// The index commit payload that says the index is level with store generation `g`.
 /// It names the key format too (`k2`: kind-tagged 64-bit hashes), so an index built
 /// by an older version with other keys is rebuilt.
@@ -161,10 +166,47 @@ impl Workspace {
             lock,
         };
         let generation = workspace.store.generation()?;
-        if workspace.index.commit_payload().as_deref() != Some(index_payload(generation).as_str()) {
-            workspace.rebuild_index()?;
+        let payload = workspace.index.commit_payload();
+        if payload.as_deref() != Some(index_payload(generation).as_str()) {
+            match payload.as_deref().and_then(payload_generation) {
+                // Behind (a crash before its last commit): replay what it missed.
+                Some(indexed) if indexed < generation => workspace.replay_index(indexed)?,
+                _ => workspace.rebuild_index()?,
+            }
         }
         Ok(workspace)
+    }
+
+    /// Brings an index that was level with store generation `indexed` level with the
+    /// store: records written since are re-indexed and records no longer in the store
+    /// removed.
+    ///
+    /// # Errors
+    /// When the store or the index fails.
+    pub fn replay_index(&mut self, indexed: u64) -> Result<(), WorkspaceError> {
+        let written = self.store.records_written_after(indexed)?;
+        let in_index = self.index.record_ids()?;
+        let mut writer = self.index.writer(INDEX_WRITER_BUDGET)?;
+        let mut removed = 0;
+        for &id in &in_index {
+            if self.linker.position(id).is_none() {
+                writer.delete(id)?;
+                removed += 1;
+            }
+        }
+        for &id in &written {
+            if let Some(position) = self.linker.position(id) {
+                writer.update(id, &blocking_keys(&self.linker.entries[position].record))?;
+            }
+        }
+        writer.commit(&index_payload(self.store.generation()?))?;
+        self.index.reload()?;
+        tracing::info!(
+            replayed = written.len(),
+            removed,
+            "brought the blocking index level with the store (replayed what it missed)"
+        );
+        Ok(())
     }
 
     /// Rebuilds the blocking index from the records in memory (loaded from the store).

@@ -503,6 +503,10 @@ fn acknowledged_writes_survive_a_kill_and_the_index_catches_up() {
         assert_eq!(reply.status, 200, "{path} was acknowledged, so it survives");
         assert_eq!(reply.json()["person_id"], person.as_str());
     }
+    // The index was behind (killed between commits) and replayed what it missed.
+    let log = server.log();
+    assert!(log.contains("replayed what it missed"), "{log}");
+    assert!(!log.contains("rebuilding the blocking index"));
     // The index is level with the store: as many documents as stored records.
     let stored = server.call("GET", "/readyz", None, None).json()["records"].as_u64().unwrap();
     assert!(stored >= acknowledged.len() as u64);

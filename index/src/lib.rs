@@ -154,6 +154,28 @@ impl BlockingIndex {
         self.index.load_metas().ok().and_then(|metas| metas.payload)
     }
 
+    /// The ids of every live record in the current snapshot, sorted.
+    ///
+    /// # Errors
+    /// When a segment's id column cannot be read.
+    pub fn record_ids(&self) -> Result<Vec<RecordId>, IndexError> {
+        let searcher = self.reader.searcher();
+        let mut ids = Vec::with_capacity(searcher.num_docs() as usize);
+        for segment in searcher.segment_readers() {
+            let rids = segment.fast_fields().u64("rid")?;
+            let alive = segment.alive_bitset();
+            for doc in 0..segment.max_doc() {
+                if alive.is_none_or(|alive| alive.is_alive(doc))
+                    && let Some(id) = rids.first(doc)
+                {
+                    ids.push(id);
+                }
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
     /// A snapshot for many queries (for example from rayon workers).
     ///
     /// # Errors
