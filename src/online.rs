@@ -468,10 +468,19 @@ impl Engine {
     /// Commits the index's changes (if any) as level with the store, when they are
     /// older than `age`. The service calls this every second and on shutdown.
     pub fn flush_index(&mut self, age: std::time::Duration) {
-        if self.index.uncommitted().is_some_and(|since| since.elapsed() >= age)
-            && let Err(error) = self.index.commit(&index_payload(self.generation))
-        {
-            tracing::error!(%error, "committing the blocking index failed; retried at the next flush");
+        if self.index.uncommitted().is_none_or(|since| since.elapsed() < age) {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match self.index.commit(&index_payload(self.generation)) {
+            Ok(()) => tracing::debug!(
+                milliseconds = started.elapsed().as_millis() as u64,
+                "blocking index committed"
+            ),
+            Err(error) => tracing::error!(
+                %error,
+                "committing the blocking index failed; retried at the next flush"
+            ),
         }
     }
 
