@@ -252,6 +252,17 @@ impl Service {
         }
     }
 
+    /// Runs a change with the engine and the store held for writing (in that order),
+    /// releasing both before the caller audits and answers.
+    fn write<T>(
+        &self,
+        change: impl FnOnce(&mut Engine, &mut Store) -> Result<T, Problem>,
+    ) -> Result<T, Problem> {
+        let mut engine = self.write_engine();
+        let mut store = self.store();
+        change(&mut engine, &mut store)
+    }
+
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         // A panic while holding the lock leaves the store itself consistent (SQLite
         // rolls back an unfinished transaction), so a poisoned lock is still usable.
@@ -709,24 +720,21 @@ async fn put_record(
         check_id("source", &source)?;
         check_id("local_id", &local_id)?;
         let raw: Demographics = parse_body(&body)?;
-        let mut engine = service.write_engine();
-        let mut store = service.store();
-        let ingested = match engine.ingest(&mut store, &source, &local_id, &raw, &caller.key_id) {
-            Ok(ingested) => ingested,
-            Err(OnlineError::NothingToMatch { issues }) => {
-                return Err(Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "the record has nothing to match on",
-                )
-                .detail(
-                    "a record needs a valid NHS number, an identifier, a name or a date of birth",
-                )
-                .with("issues", issues_json(&issues)));
-            }
-            Err(error) => return Err(Problem::internal(error)),
-        };
-        drop(store);
-        drop(engine);
+        let ingested = service.write(|engine, store| {
+            engine.ingest(store, &source, &local_id, &raw, &caller.key_id).map_err(|error| {
+                match error {
+                    OnlineError::NothingToMatch { issues } => Problem::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "the record has nothing to match on",
+                    )
+                    .detail(
+                        "a record needs a valid NHS number, an identifier, a name or a date of birth",
+                    )
+                    .with("issues", issues_json(&issues)),
+                    error => Problem::internal(error),
+                }
+            })
+        })?;
         if !ingested.unchanged {
             *service.metrics().decisions.entry(ingested.decision.as_str()).or_default() += 1;
         }
@@ -795,14 +803,11 @@ async fn delete_record(
 ) -> Response {
     blocking(service, move |service| {
         let caller = service.authorize(&headers, Role::Writer)?;
-        let mut engine = service.write_engine();
-        let mut store = service.store();
-        let removed = engine
-            .remove(&mut store, &source, &local_id, &caller.key_id)
-            .map_err(Problem::internal)?
+        let removed = service
+            .write(|engine, store| {
+                engine.remove(store, &source, &local_id, &caller.key_id).map_err(Problem::internal)
+            })?
             .ok_or_else(|| Problem::not_found("record"))?;
-        drop(store);
-        drop(engine);
         service.audit(&caller, "delete_record", vec![removed.person_id.clone()])?;
         ok_json(
             StatusCode::OK,
@@ -1159,12 +1164,9 @@ async fn merge_persons(
         let caller = service.authorize(&headers, Role::Steward)?;
         let merge: MergeBody = parse_body(&body)?;
         require_reason(&merge.reason)?;
-        let mut engine = service.write_engine();
-        let mut store = service.store();
-        let moved =
-            engine.merge(&mut store, &person_id, &merge.other, &merge.reason, &caller.key_id)?;
-        drop(store);
-        drop(engine);
+        let moved = service.write(|engine, store| {
+            Ok(engine.merge(store, &person_id, &merge.other, &merge.reason, &caller.key_id)?)
+        })?;
         service.audit(&caller, "merge", vec![person_id.clone(), merge.other.clone()])?;
         ok_json(
             StatusCode::OK,
@@ -1204,18 +1206,10 @@ async fn split_person(
             .into_iter()
             .map(|record| (record.source_system, record.local_id))
             .collect();
-        let mut engine = service.write_engine();
-        let mut store = service.store();
-        let new_person = engine.split(
-            &mut store,
-            &person_id,
-            &records,
-            split.into.as_deref(),
-            &split.reason,
-            &caller.key_id,
-        )?;
-        drop(store);
-        drop(engine);
+        let into = split.into.as_deref();
+        let new_person = service.write(|engine, store| {
+            Ok(engine.split(store, &person_id, &records, into, &split.reason, &caller.key_id)?)
+        })?;
         service.audit(&caller, "split", vec![person_id.clone(), new_person.clone()])?;
         ok_json(StatusCode::OK, json!({ "person_id": person_id, "new_person_id": new_person }))
     })
@@ -1360,17 +1354,15 @@ async fn decide_review(
                     .detail("decision is `match` or `no_match`"));
             }
         };
-        let mut engine = service.write_engine();
-        let mut store = service.store();
-        let person = engine.decide_review(
-            &mut store,
-            &review_id,
-            &answer,
-            &decision.reason,
-            &caller.key_id,
-        )?;
-        drop(store);
-        drop(engine);
+        let person = service.write(|engine, store| {
+            Ok(engine.decide_review(
+                store,
+                &review_id,
+                &answer,
+                &decision.reason,
+                &caller.key_id,
+            )?)
+        })?;
         service.audit(&caller, "decide_review", vec![person.clone()])?;
         ok_json(
             StatusCode::OK,
@@ -1380,6 +1372,7 @@ async fn decide_review(
     .await
 }
 
+/// A cursor into an append-only log (the change feed, the audit log).
 #[derive(Debug, Deserialize)]
 struct FeedQuery {
     after: Option<u64>,
@@ -1419,15 +1412,9 @@ async fn person_history(
     .await
 }
 
-#[derive(Debug, Deserialize)]
-struct AuditQuery {
-    after: Option<u64>,
-    limit: Option<usize>,
-}
-
 async fn read_audit(
     State(service): State<Arc<Service>>,
-    Query(query): Query<AuditQuery>,
+    Query(query): Query<FeedQuery>,
     headers: HeaderMap,
 ) -> Response {
     blocking(service, move |service| {

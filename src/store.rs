@@ -529,15 +529,7 @@ impl Store {
         let mut statement = self.connection.prepare(
             "SELECT id, name, role, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
         )?;
-        let rows = statement.query_map([], |row| {
-            Ok(ApiKey {
-                id: row.get(0)?,
-                name: row.get(1)?,
-                role: row.get(2)?,
-                created_at: row.get(3)?,
-                revoked_at: row.get(4)?,
-            })
-        })?;
+        let rows = statement.query_map([], api_key_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -552,15 +544,7 @@ impl Store {
                 "SELECT id, name, role, created_at, revoked_at FROM api_keys
                  WHERE token_hash = ?1 AND revoked_at IS NULL",
                 params![token_hash],
-                |row| {
-                    Ok(ApiKey {
-                        id: row.get(0)?,
-                        name: row.get(1)?,
-                        role: row.get(2)?,
-                        created_at: row.get(3)?,
-                        revoked_at: row.get(4)?,
-                    })
-                },
+                api_key_row,
             )
             .optional()?)
     }
@@ -1127,6 +1111,17 @@ pub struct ApiKey {
     pub created_at: String,
     /// When it was revoked.
     pub revoked_at: Option<String>,
+}
+
+/// An `api_keys` row of (id, name, role, created_at, revoked_at).
+fn api_key_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKey> {
+    Ok(ApiKey {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        role: row.get(2)?,
+        created_at: row.get(3)?,
+        revoked_at: row.get(4)?,
+    })
 }
 
 /// One audited access to personal data.

@@ -100,6 +100,27 @@ fn reopens_from_disk_with_its_payload() {
     check(&index, &["a"], None, None, 10, &[(1, 1)]);
 }
 
+/// The ranking by definition: (record, distinct probe keys it shares), most first, ties
+/// by record id, at most `limit`.
+fn brute_force<'a>(
+    records: impl Iterator<Item = (u64, &'a [Key])>,
+    probe_keys: &[Key],
+    limit: usize,
+) -> Vec<(u64, u32)> {
+    let mut expected: Vec<(u64, u32)> = records
+        .filter_map(|(id, record_keys)| {
+            let mut shared: Vec<&Key> =
+                probe_keys.iter().filter(|k| record_keys.contains(k)).collect();
+            shared.sort();
+            shared.dedup();
+            (!shared.is_empty()).then_some((id, shared.len() as u32))
+        })
+        .collect();
+    expected.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    expected.truncate(limit);
+    expected
+}
+
 /// Records as key sets over a tiny alphabet, so they collide; several commits make
 /// several segments; some records are deleted or updated.
 #[quickcheck]
@@ -137,24 +158,14 @@ fn candidates_match_a_brute_force_model(
     let probe_keys: Vec<Key> = probe.iter().map(key).collect();
     let below = below.map(|b| u64::from(b % 45));
     let limit = usize::from(limit % 12);
-    let mut expected: Vec<(u64, u32)> = model
-        .iter()
-        .enumerate()
-        .filter_map(|(id, record_keys)| {
-            let record_keys = record_keys.as_ref()?;
-            let id = id as u64;
-            if below.is_some_and(|below| id >= below) {
-                return None;
-            }
-            let mut shared: Vec<&Key> =
-                probe_keys.iter().filter(|k| record_keys.contains(k)).collect();
-            shared.sort();
-            shared.dedup();
-            (!shared.is_empty()).then_some((id, shared.len() as u32))
-        })
-        .collect();
-    expected.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    expected.truncate(limit);
+    let records = model.iter().enumerate().filter_map(|(id, record_keys)| {
+        let id = id as u64;
+        record_keys
+            .as_deref()
+            .filter(|_| below.is_none_or(|below| id < below))
+            .map(|keys| (id, keys))
+    });
+    let expected = brute_force(records, &probe_keys, limit);
     let got: Vec<(u64, u32)> = index
         .candidates(&probe_keys, below, None, limit)
         .unwrap()
@@ -240,18 +251,8 @@ fn live_index_sees_every_change_at_once(
         for (probe, limit) in &probes {
             let probe_keys: Vec<Key> = probe.iter().map(key).collect();
             let limit = usize::from(limit % 8);
-            let mut expected: Vec<(u64, u32)> = model
-                .iter()
-                .filter_map(|(&id, record_keys)| {
-                    let mut shared: Vec<&Key> =
-                        probe_keys.iter().filter(|k| record_keys.contains(k)).collect();
-                    shared.sort();
-                    shared.dedup();
-                    (!shared.is_empty()).then_some((id, shared.len() as u32))
-                })
-                .collect();
-            expected.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            expected.truncate(limit);
+            let records = model.iter().map(|(&id, keys)| (id, keys.as_slice()));
+            let expected = brute_force(records, &probe_keys, limit);
             let got: Vec<(u64, u32)> = live
                 .candidates(&probe_keys, None, None, limit)
                 .unwrap()
