@@ -73,6 +73,10 @@ struct ServeArgs {
     /// Most candidates per record from the blocking index.
     #[arg(long)]
     max_candidates: Option<usize>,
+    /// Source systems from most to least trusted, comma-separated, for golden records
+    /// (or `source_trust = a, b` in the config file).
+    #[arg(long, value_delimiter = ',')]
+    source_trust: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,7 +144,7 @@ struct LinkArgs {
     /// Use this model file instead of the store's.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// A config file of `key = value` lines: upper, lower, max_candidates.
+    /// A config file of `key = value` lines: upper, lower, max_candidates, source_trust.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Upper threshold: link at or above this probability.
@@ -304,8 +308,17 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         },
     };
     let n_records = workspace.linker.entries.len();
-    let (engine, store) = mpi::online::Engine::new(workspace, model, thresholds, max_candidates)
-        .context("starting the engine")?;
+    let (mut engine, store) =
+        mpi::online::Engine::new(workspace, model, thresholds, max_candidates)
+            .context("starting the engine")?;
+    engine.source_trust = if args.source_trust.is_empty() {
+        match &args.config {
+            Some(path) => read_config(path)?.source_trust,
+            None => Vec::new(),
+        }
+    } else {
+        args.source_trust.iter().map(|source| source.trim().to_owned()).collect()
+    };
     let audit_store = mpi::Store::open(&args.data.data).context("opening the audit connection")?;
     // Appends need only a small page cache.
     audit_store.set_cache_mib(8)?;
@@ -415,6 +428,7 @@ struct ConfigFile {
     upper: Option<f64>,
     lower: Option<f64>,
     max_candidates: Option<usize>,
+    source_trust: Vec<String>,
 }
 
 fn read_config(path: &Path) -> Result<ConfigFile> {
@@ -436,6 +450,14 @@ fn read_config(path: &Path) -> Result<ConfigFile> {
             "upper" => config.upper = Some(value.parse().with_context(bad)?),
             "lower" => config.lower = Some(value.parse().with_context(bad)?),
             "max_candidates" => config.max_candidates = Some(value.parse().with_context(bad)?),
+            "source_trust" => {
+                config.source_trust = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|source| !source.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+            }
             other => bail!("{} line {}: unknown key {other:?}", path.display(), number + 1),
         }
     }

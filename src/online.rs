@@ -211,6 +211,8 @@ pub struct Engine {
     pub thresholds: Thresholds,
     /// Most candidates per query.
     pub max_candidates: usize,
+    /// Source systems from most to least trusted, for golden records.
+    pub source_trust: Vec<String>,
     by_source: SourceIndex,
     next_id: u64,
     /// The data folder's lock, held as long as the engine lives.
@@ -244,11 +246,20 @@ impl Engine {
             model,
             thresholds,
             max_candidates,
+            source_trust: Vec::new(),
             by_source,
             next_id,
             _lock: lock,
         };
         Ok((engine, store))
+    }
+
+    /// A source's place in the trust ranking (unlisted sources come after listed ones).
+    pub fn trust_rank(&self, source: &str) -> usize {
+        self.source_trust
+            .iter()
+            .position(|trusted| trusted == source)
+            .unwrap_or(self.source_trust.len())
     }
 
     /// The position of a stored (not deleted) record.

@@ -898,18 +898,24 @@ async fn resolve(State(service): State<Arc<Service>>, headers: HeaderMap, body: 
     .await
 }
 
-/// The golden record of a person: for each field the value of its most recently
-/// updated record that has one, except the NHS number, which is the one most of its
-/// records agree on (ties to the most recent).
+/// The golden record of a person. Survivorship: the NHS number most of its records
+/// agree on; every other field from the first record that has it, records taken in
+/// order of source trust (the configured ranking; unlisted sources after listed ones)
+/// and then newest first (highest record id). Ties between NHS numbers go the same way.
 fn golden_record(engine: &Engine, person: PersonKey) -> Value {
     let linker = &engine.linker;
+    // Survivorship order: the most trusted source first, then the newest record.
     let mut members: Vec<usize> = linker.persons[person as usize].members.clone();
-    members.sort_by_key(|&position| std::cmp::Reverse(linker.entries[position].id));
+    members.sort_by_key(|&position| {
+        let entry = &linker.entries[position];
+        (engine.trust_rank(&entry.source_system), std::cmp::Reverse(entry.id))
+    });
     let records: Vec<&NormalizedRecord> =
         members.iter().map(|&position| &linker.entries[position].record.record).collect();
     let first = |pick: &dyn Fn(&NormalizedRecord) -> Option<Value>| {
         records.iter().find_map(|record| pick(record)).unwrap_or(Value::Null)
     };
+    // The NHS number most records agree on; among equals, the first in survivorship order.
     let mut nhs_counts: Vec<(&str, usize)> = Vec::new();
     for record in &records {
         if let Some(nhs) = record.nhs_number.as_deref() {
@@ -919,7 +925,6 @@ fn golden_record(engine: &Engine, person: PersonKey) -> Value {
             }
         }
     }
-    // Records are newest first, so among equal counts the first seen is the newest.
     let nhs_number = nhs_counts
         .iter()
         .enumerate()

@@ -910,3 +910,44 @@ fn fhir_match_read_search_metrics_and_openapi() {
     assert_eq!(openapi["openapi"], "3.0.3");
     assert!(openapi["paths"]["/v1/resolve"]["post"].is_object());
 }
+
+#[test]
+fn golden_records_follow_source_trust_then_recency() {
+    let dir = TempDir::new().unwrap();
+    let store = dir.path().join("store");
+    let keys = keys(&store);
+    let person_of = |server: &Server, path: &str, body: Value| {
+        let reply = server.call("PUT", path, Some(&keys.writer), Some(&body.to_string()));
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.json()["person_id"].as_str().unwrap().to_owned()
+    };
+    let gp = json!({"nhs_number": NHS, "given_name": GIVEN, "family_name": FAMILY, "date_of_birth": "1961-07-14", "phone": "0113 496 0000"});
+    let council = json!({"nhs_number": NHS, "given_name": GIVEN, "family_name": "Quillfeather-Smith", "date_of_birth": "1961-07-14", "email": "z@example.org"});
+    {
+        // Without a ranking the newest record wins each field.
+        let server = Server::start(&store, &[]);
+        let person = person_of(&server, "/v1/records/gp/1", gp.clone());
+        assert_eq!(person_of(&server, "/v1/records/council/2", council.clone()), person);
+        let golden = server
+            .call("GET", &format!("/v1/persons/{person}"), Some(&keys.reader), None)
+            .json()["golden"]
+            .clone();
+        assert_eq!(golden["family_name"], "quillfeather-smith");
+        assert_eq!(golden["phone"], "+441134960000", "a field only one record has still survives");
+        assert_eq!(golden["email"], "z@example.org");
+    }
+    // Trusting the GP first, its values win where it has them.
+    let server = Server::start(&store, &["--source-trust", "gp,council"]);
+    let person =
+        server.call("GET", "/v1/records/gp/1", Some(&keys.reader), None).json()["person_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let golden = server
+        .call("GET", &format!("/v1/persons/{person}"), Some(&keys.reader), None)
+        .json()["golden"]
+        .clone();
+    assert_eq!(golden["family_name"], "quillfeather");
+    assert_eq!(golden["email"], "z@example.org");
+    assert_eq!(golden["nhs_number"], NHS);
+}
