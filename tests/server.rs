@@ -951,3 +951,41 @@ fn golden_records_follow_source_trust_then_recency() {
     assert_eq!(golden["email"], "z@example.org");
     assert_eq!(golden["nhs_number"], NHS);
 }
+
+#[test]
+fn the_feed_says_when_a_persons_nhs_number_changes() {
+    let dir = TempDir::new().unwrap();
+    let store = dir.path().join("store");
+    let keys = keys(&store);
+    let server = Server::start(&store, &[]);
+    let base = json!({"given_name": GIVEN, "family_name": FAMILY, "date_of_birth": "1961-07-14", "postcode": "LS1 4AB", "address_line1": "12 High Street"});
+    let put = |path: &str, body: &Value| {
+        let reply = server.call("PUT", path, Some(&keys.writer), Some(&body.to_string()));
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.json()
+    };
+    let first = put("/v1/records/council/1", &base);
+    let person = first["person_id"].as_str().unwrap().to_owned();
+    // A GP record of the same person brings the NHS number the council lacked.
+    let mut with_nhs = base.clone();
+    with_nhs["nhs_number"] = json!(NHS);
+    let linked = put("/v1/records/gp/1", &with_nhs);
+    assert_eq!(linked["decision"], "linked", "{linked}");
+    assert_eq!(linked["person_id"], person.as_str());
+    let events =
+        server.call("GET", "/v1/events?after=0", Some(&keys.reader), None).json()["events"].clone();
+    let changed: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["kind"] == "nhs_number_changed")
+        .collect();
+    assert_eq!(changed.len(), 1, "{events}");
+    assert_eq!(changed[0]["person_id"], person.as_str());
+    assert!(!events.to_string().contains(NHS), "the feed carries ids, not NHS numbers");
+    let golden = server
+        .call("GET", &format!("/v1/persons/{person}"), Some(&keys.reader), None)
+        .json()["golden"]
+        .clone();
+    assert_eq!(golden["nhs_number"], NHS);
+}
