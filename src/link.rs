@@ -675,16 +675,41 @@ fn link_batch(
     progress.stage("deciding", work.len() as u64);
     let mut decisions: Vec<Decision> = Vec::with_capacity(work.len());
     let mut retired: Vec<(PersonKey, PersonKey)> = Vec::new();
+    // The golden NHS number of each existing person the run touches, as it was before
+    // the run first touched it, to tell the feed whose NHS number changed.
+    let mut nhs_before: HashMap<PersonKey, Option<String>> = HashMap::new();
     for (&(_, position, _), candidates) in work.iter().zip(&scored) {
-        let mut decision =
-            workspace.linker.decide(position, candidates, &model, options.thresholds);
-        if let Some(emptied) = workspace.linker.apply(position, &mut decision) {
+        let linker = &mut workspace.linker;
+        let mut decision = linker.decide(position, candidates, &model, options.thresholds);
+        for person in [decision.person, linker.entries[position].person] {
+            if person != PersonKey::MAX && !linker.persons[person as usize].is_new {
+                nhs_before
+                    .entry(person)
+                    .or_insert_with(|| linker.person_nhs_number(person, None).map(str::to_owned));
+            }
+        }
+        if let Some(emptied) = linker.apply(position, &mut decision) {
             retired.push((emptied, decision.person));
         }
         decisions.push(decision);
         progress.advance(1);
     }
     drop(scored);
+    let mut nhs_changed: Vec<&str> = nhs_before
+        .iter()
+        .filter(|&(&person, before)| {
+            let linker = &workspace.linker;
+            !linker.persons[person as usize].members.is_empty()
+                && linker.person_nhs_number(person, None) != before.as_deref()
+        })
+        .map(|(&person, _)| workspace.linker.persons[person as usize].id.as_str())
+        .collect();
+    nhs_changed.sort_unstable();
+    let nhs_events: Vec<Event> = nhs_changed
+        .into_iter()
+        .map(|person| Event::new("nhs_number_changed", person, None))
+        .collect();
+    drop(nhs_before);
     clock.lap("decide");
 
     record_outcomes(prepared, work, &decisions, report);
@@ -713,7 +738,7 @@ fn link_batch(
         let items = write_items(prepared, work, &decisions, &report.reviews);
         let context =
             WriteContext { model: &model, thresholds: options.thresholds, actor: BATCH_ACTOR };
-        let written = write_results(store, shared, &items, &retired, &context, Vec::new());
+        let written = write_results(store, shared, &items, &retired, &context, nhs_events);
         let _ = store_done.send(written.as_ref().ok().copied());
         (written, indexer.join())
     });

@@ -989,3 +989,49 @@ fn the_feed_says_when_a_persons_nhs_number_changes() {
         .clone();
     assert_eq!(golden["nhs_number"], NHS);
 }
+
+#[test]
+fn batch_runs_feed_nhs_number_changes_too() {
+    let dir = TempDir::new().unwrap();
+    let store = dir.path().join("store");
+    let header = "source_system,local_id,nhs_number,given_name,family_name,date_of_birth,postcode,address_line1\n";
+    let council = dir.path().join("council.csv");
+    std::fs::write(&council, format!("{header}council,1,,{GIVEN},{FAMILY},1961-07-14,LS1 4AB,12 High Street\ncouncil,2,,Ada,Lovelace,1915-12-10,M1 1AA,1 Byron Road\n")).unwrap();
+    let gp = dir.path().join("gp.csv");
+    std::fs::write(
+        &gp,
+        format!("{header}gp,1,{NHS},{GIVEN},{FAMILY},1961-07-14,LS1 4AB,12 High Street\n"),
+    )
+    .unwrap();
+    for file in [&council, &gp] {
+        let out = dir.path().join("out.csv");
+        mpi_ok([
+            "link".as_ref(),
+            file.as_os_str(),
+            "--data".as_ref(),
+            store.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--model".as_ref(),
+            data("default_model.json").as_os_str(),
+        ]);
+    }
+    let keys = keys(&store);
+    let server = Server::start(&store, &[]);
+    let person =
+        server.call("GET", "/v1/records/council/1", Some(&keys.reader), None).json()["person_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let events =
+        server.call("GET", "/v1/events?after=0", Some(&keys.reader), None).json()["events"].clone();
+    let changed: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["kind"] == "nhs_number_changed")
+        .collect();
+    assert_eq!(changed.len(), 1, "{events}");
+    assert_eq!(changed[0]["person_id"], person.as_str());
+    assert_eq!(changed[0]["actor"], "mpi link");
+}
