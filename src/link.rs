@@ -168,10 +168,19 @@ fn resident_mib() -> u64 {
         .map_or(0, |kib| kib / 1024)
 }
 
+/// Raw values as the store keeps them.
+pub fn raw_json(raw: &Demographics) -> String {
+    serde_json::to_string(raw).expect("plain data always serialises")
+}
+
 /// A row prepared for linking.
 struct Prepared {
     outcome_index: usize,
-    row: InputRow,
+    source_system: String,
+    local_id: String,
+    /// The raw values as the store keeps them (JSON), made once here so the raw
+    /// values themselves need not be held until the write.
+    raw_json: String,
     /// Moved into the linker once the record has a position.
     record: Option<ComparableRecord>,
     issues: Vec<Issue>,
@@ -313,7 +322,9 @@ pub fn link(
             progress.advance(1);
             Prepared {
                 outcome_index: outcome_of_row[index],
-                row,
+                raw_json: raw_json(&row.demographics),
+                source_system: row.source_system,
+                local_id: row.local_id,
                 record: Some(record),
                 issues,
                 keys,
@@ -344,7 +355,7 @@ pub fn link(
     let mut new_items: Vec<usize> = Vec::new();
     let mut updates: Vec<(usize, usize)> = Vec::new();
     for (item_index, item) in prepared.iter().enumerate() {
-        match existing.get(&(item.row.source_system.as_str(), item.row.local_id.as_str())) {
+        match existing.get(&(item.source_system.as_str(), item.local_id.as_str())) {
             Some(&position) => updates.push((item_index, position)),
             None => new_items.push(item_index),
         }
@@ -371,8 +382,8 @@ pub fn link(
         let item = &mut prepared[item_index];
         linker.entries.push(Entry {
             id: next_id,
-            source_system: item.row.source_system.clone(),
-            local_id: item.row.local_id.clone(),
+            source_system: item.source_system.clone(),
+            local_id: item.local_id.clone(),
             record: item.record.take().expect("each prepared record is placed once"),
             person: PersonKey::MAX,
             decision: DecisionKind::New,
@@ -855,7 +866,8 @@ pub struct WriteItem<'a> {
     /// The record's position in the linker.
     pub position: usize,
     /// Its raw values.
-    pub raw: &'a Demographics,
+    /// Its raw values as JSON ([`raw_json`]).
+    pub raw: &'a str,
     /// Issues found normalising it.
     pub issues: &'a [Issue],
     /// True when the record was already in the store.
@@ -985,7 +997,7 @@ fn write_items<'a>(
         .zip(decisions)
         .map(|(&(item_index, position, is_update), decision)| WriteItem {
             position,
-            raw: &prepared[item_index].row.demographics,
+            raw: &prepared[item_index].raw_json,
             issues: &prepared[item_index].issues,
             is_update,
             decision,

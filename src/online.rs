@@ -397,9 +397,10 @@ impl Engine {
             (decision.kind == DecisionKind::Review).then(|| uuid::Uuid::new_v4().to_string());
         let retired: Vec<(PersonKey, PersonKey)> =
             emptied.map(|emptied| (emptied, decision.person)).into_iter().collect();
+        let raw = crate::link::raw_json(raw);
         let item = WriteItem {
             position,
-            raw,
+            raw: &raw,
             issues,
             is_update,
             decision: &decision,

@@ -181,8 +181,8 @@ pub struct RecordWrite<'a> {
     pub source_system: &'a str,
     /// Id in the source system.
     pub local_id: &'a str,
-    /// Raw values.
-    pub raw: &'a Demographics,
+    /// Raw values, as JSON.
+    pub raw: &'a str,
     /// Normalised values.
     pub normalized: &'a NormalizedRecord,
     /// Issues found normalising.
@@ -924,16 +924,16 @@ impl Store {
             // JSON is made in parallel, a chunk at a time (bounded memory), while the
             // inserts stay on this one connection.
             for chunk in batch.records.chunks(50_000) {
-                let serialized: Vec<(String, String, String)> = chunk
+                let serialized: Vec<(String, String)> = chunk
                     .par_iter()
-                    .map(|record| (json(record.raw), json(record.normalized), json(&record.issues)))
+                    .map(|record| (json(record.normalized), json(&record.issues)))
                     .collect();
-                for (record, (raw, normalized, issues)) in chunk.iter().zip(serialized) {
+                for (record, (normalized, issues)) in chunk.iter().zip(serialized) {
                     insert_record.execute(params![
                         record.id,
                         record.source_system,
                         record.local_id,
-                        raw,
+                        record.raw,
                         normalized,
                         issues,
                         record.person_id,
