@@ -77,6 +77,10 @@ struct ServeArgs {
     /// (or `source_trust = a, b` in the config file).
     #[arg(long, value_delimiter = ',')]
     source_trust: Vec<String>,
+    /// Source systems whose NHS numbers are verified (a PDS trace), comma-separated:
+    /// their NHS number wins in golden records (or `verified_sources = ...`).
+    #[arg(long, value_delimiter = ',')]
+    verified_sources: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,7 +148,8 @@ struct LinkArgs {
     /// Use this model file instead of the store's.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// A config file of `key = value` lines: upper, lower, max_candidates, source_trust.
+    /// A config file of `key = value` lines: upper, lower, max_candidates, source_trust,
+    /// verified_sources.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Upper threshold: link at or above this probability.
@@ -311,14 +316,19 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     let (mut engine, store) =
         mpi::online::Engine::new(workspace, model, thresholds, max_candidates)
             .context("starting the engine")?;
-    engine.source_trust = if args.source_trust.is_empty() {
-        match &args.config {
-            Some(path) => read_config(path)?.source_trust,
-            None => Vec::new(),
-        }
-    } else {
-        args.source_trust.iter().map(|source| source.trim().to_owned()).collect()
+    let config = match &args.config {
+        Some(path) => read_config(path)?,
+        None => ConfigFile::default(),
     };
+    let flag_or_config = |flag: &[String], configured: Vec<String>| {
+        if flag.is_empty() {
+            configured
+        } else {
+            flag.iter().map(|source| source.trim().to_owned()).collect()
+        }
+    };
+    engine.source_trust = flag_or_config(&args.source_trust, config.source_trust);
+    engine.verified_sources = flag_or_config(&args.verified_sources, config.verified_sources);
     let audit_store = mpi::Store::open(&args.data.data).context("opening the audit connection")?;
     // Appends need only a small page cache.
     audit_store.set_cache_mib(8)?;
@@ -429,6 +439,11 @@ struct ConfigFile {
     lower: Option<f64>,
     max_candidates: Option<usize>,
     source_trust: Vec<String>,
+    verified_sources: Vec<String>,
+}
+
+fn source_list(value: &str) -> Vec<String> {
+    value.split(',').map(str::trim).filter(|source| !source.is_empty()).map(str::to_owned).collect()
 }
 
 fn read_config(path: &Path) -> Result<ConfigFile> {
@@ -450,14 +465,8 @@ fn read_config(path: &Path) -> Result<ConfigFile> {
             "upper" => config.upper = Some(value.parse().with_context(bad)?),
             "lower" => config.lower = Some(value.parse().with_context(bad)?),
             "max_candidates" => config.max_candidates = Some(value.parse().with_context(bad)?),
-            "source_trust" => {
-                config.source_trust = value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|source| !source.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-            }
+            "source_trust" => config.source_trust = source_list(value),
+            "verified_sources" => config.verified_sources = source_list(value),
             other => bail!("{} line {}: unknown key {other:?}", path.display(), number + 1),
         }
     }

@@ -213,6 +213,8 @@ pub struct Engine {
     pub max_candidates: usize,
     /// Source systems from most to least trusted, for golden records.
     pub source_trust: Vec<String>,
+    /// Source systems whose NHS numbers are verified (a PDS trace): theirs win.
+    pub verified_sources: Vec<String>,
     by_source: SourceIndex,
     next_id: u64,
     /// The data folder's lock, held as long as the engine lives.
@@ -247,6 +249,7 @@ impl Engine {
             thresholds,
             max_candidates,
             source_trust: Vec::new(),
+            verified_sources: Vec::new(),
             by_source,
             next_id,
             _lock: lock,

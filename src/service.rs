@@ -30,7 +30,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::engine::{DecisionKind, PersonKey};
 use crate::online::{Engine, Match, OnlineError, ReviewAnswer, StewardError};
-use crate::store::{ApiKey, AuditEntry, Store, now_rfc3339};
+use crate::store::{ApiKey, AuditEntry, ReviewFilter, Store, now_rfc3339};
 use mpi_index::CandidateSource;
 
 mod fhir;
@@ -619,7 +619,8 @@ async fn metrics(State(service): State<Arc<Service>>, headers: HeaderMap) -> Res
                 engine.linker.persons.iter().filter(|person| !person.members.is_empty()).count();
             (engine.index.num_records(), persons, engine.model.version)
         };
-        let open_reviews = service.store().count_reviews("open").map_err(Problem::internal)?;
+        let open_reviews =
+            service.store().count_reviews(&ReviewFilter::status("open")).map_err(Problem::internal)?;
         let mut text = String::new();
         let metrics = service.metrics();
         text.push_str("# HELP mpi_requests_total HTTP requests by route template, method and status.\n");
@@ -898,8 +899,8 @@ async fn resolve(State(service): State<Arc<Service>>, headers: HeaderMap, body: 
     .await
 }
 
-/// The golden record of a person. Survivorship: the NHS number most of its records
-/// agree on; every other field from the first record that has it, records taken in
+/// The golden record of a person. Survivorship: the NHS number of a verified source
+/// (a PDS trace), else the one most of its records agree on; every other field from the first record that has it, records taken in
 /// order of source trust (the configured ranking; unlisted sources after listed ones)
 /// and then newest first (highest record id). Ties between NHS numbers go the same way.
 fn golden_record(engine: &Engine, person: PersonKey) -> Value {
@@ -925,11 +926,22 @@ fn golden_record(engine: &Engine, person: PersonKey) -> Value {
             }
         }
     }
-    let nhs_number = nhs_counts
-        .iter()
-        .enumerate()
-        .max_by_key(|&(order, &(_, count))| (count, std::cmp::Reverse(order)))
-        .map(|(_, &(nhs, _))| nhs);
+    // A verified source's NHS number (a PDS trace) comes before any count.
+    let verified = members.iter().find_map(|&position| {
+        let entry = &linker.entries[position];
+        engine
+            .verified_sources
+            .contains(&entry.source_system)
+            .then(|| entry.record.record.nhs_number.as_deref())
+            .flatten()
+    });
+    let nhs_number = verified.or_else(|| {
+        nhs_counts
+            .iter()
+            .enumerate()
+            .max_by_key(|&(order, &(_, count))| (count, std::cmp::Reverse(order)))
+            .map(|(_, &(nhs, _))| nhs)
+    });
     let mut identifiers: Vec<&mpi_matching::Identifier> =
         records.iter().flat_map(|record| &record.identifiers).collect();
     identifiers.sort();
@@ -1224,6 +1236,8 @@ async fn split_person(
 #[derive(Debug, Deserialize)]
 struct ReviewQuery {
     status: Option<String>,
+    reason: Option<String>,
+    priority: Option<u8>,
     limit: Option<usize>,
     offset: Option<usize>,
 }
@@ -1241,12 +1255,17 @@ async fn list_reviews(
                 .detail("status is open, resolved, superseded or withdrawn"));
         }
         let limit = query.limit.unwrap_or(50).clamp(1, 500);
+        let filter = ReviewFilter {
+            status: &status,
+            reason: query.reason.as_deref(),
+            priority: query.priority,
+        };
         let (reviews, total) = {
             let store = service.store();
             let reviews = store
-                .reviews(&status, limit, query.offset.unwrap_or(0))
+                .reviews(&filter, limit, query.offset.unwrap_or(0))
                 .map_err(Problem::internal)?;
-            (reviews, store.count_reviews(&status).map_err(Problem::internal)?)
+            (reviews, store.count_reviews(&filter).map_err(Problem::internal)?)
         };
         let person_ids: Vec<String> = reviews
             .iter()

@@ -386,7 +386,7 @@ impl Store {
 
     /// Deletes a record: its row goes, its links are closed, its open reviews are
     /// withdrawn, and its person is retired when `retire_person` (it had no other
-    /// record). History (links, reviews) keeps the record id, which is never reused.
+    /// record), superseding the open reviews that offered that person. History (links, reviews) keeps the record id, which is never reused.
     /// Returns the new generation.
     ///
     /// # Errors
@@ -414,6 +414,13 @@ impl Store {
             transaction.execute(
                 "UPDATE persons SET retired_at = ?2 WHERE id = ?1",
                 params![person, now],
+            )?;
+            // Reviews that offered the retired person have nothing left to decide on.
+            // (Person ids are UUIDs: a substring match on the candidates' JSON is exact.)
+            transaction.execute(
+                "UPDATE reviews SET status = 'superseded'
+                 WHERE status = 'open' AND instr(candidate_persons, ?1) > 0",
+                params![person],
             )?;
         }
         let generation = bump_generation(&transaction)?;
@@ -722,14 +729,17 @@ impl Store {
     /// When SQLite fails.
     pub fn reviews(
         &self,
-        status: &str,
+        filter: &ReviewFilter<'_>,
         limit: usize,
         offset: usize,
     ) -> Result<Vec<ReviewRow>, StoreError> {
         let mut statement = self.connection.prepare_cached(&format!(
-            "{REVIEW_SELECT} WHERE r.status = ?1 ORDER BY r.priority, r.created_at, r.id LIMIT ?2 OFFSET ?3"
+            "{REVIEW_SELECT} WHERE {REVIEW_FILTER} ORDER BY r.priority, r.created_at, r.id LIMIT ?4 OFFSET ?5"
         ))?;
-        let rows = statement.query_map(params![status, limit as u64, offset as u64], review_row)?;
+        let rows = statement.query_map(
+            params![filter.status, filter.reason, filter.priority, limit as u64, offset as u64],
+            review_row,
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -737,10 +747,10 @@ impl Store {
     ///
     /// # Errors
     /// When SQLite fails.
-    pub fn count_reviews(&self, status: &str) -> Result<u64, StoreError> {
+    pub fn count_reviews(&self, filter: &ReviewFilter<'_>) -> Result<u64, StoreError> {
         Ok(self.connection.query_row(
-            "SELECT count(*) FROM reviews WHERE status = ?1",
-            params![status],
+            &format!("SELECT count(*) FROM reviews r WHERE {REVIEW_FILTER}"),
+            params![filter.status, filter.reason, filter.priority],
             |row| row.get(0),
         )?)
     }
@@ -1257,6 +1267,27 @@ pub struct ReviewRow {
     /// Why, in the steward's words.
     pub decision_reason: Option<String>,
 }
+
+/// Which reviews to list.
+#[derive(Clone, Copy, Debug)]
+pub struct ReviewFilter<'a> {
+    /// open, resolved, superseded or withdrawn.
+    pub status: &'a str,
+    /// Only this reason code.
+    pub reason: Option<&'a str>,
+    /// Only this priority.
+    pub priority: Option<u8>,
+}
+
+impl ReviewFilter<'_> {
+    /// Reviews with a status.
+    pub fn status(status: &str) -> ReviewFilter<'_> {
+        ReviewFilter { status, reason: None, priority: None }
+    }
+}
+
+const REVIEW_FILTER: &str =
+    "r.status = ?1 AND (?2 IS NULL OR r.reason_code = ?2) AND (?3 IS NULL OR r.priority = ?3)";
 
 const REVIEW_SELECT: &str = "SELECT r.id, r.record_id, r.candidate_persons, r.best_record_id, r.probability,
     r.reason_code, r.reason, r.priority, r.status, r.created_at, r.decision, r.decided_by, r.decided_at,

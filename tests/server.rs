@@ -557,6 +557,12 @@ fn stewards_work_reviews_and_their_decisions_stick() {
     assert_eq!(server.call("GET", "/v1/reviews", Some(&keys.writer), None).status, 403);
     let priorities: Vec<u64> = reviews.iter().map(|r| r["priority"].as_u64().unwrap()).collect();
     assert!(priorities.windows(2).all(|pair| pair[0] <= pair[1]), "ordered by priority");
+    let reason = reviews.last().unwrap()["reason"].as_str().unwrap();
+    let filtered = server
+        .call("GET", &format!("/v1/reviews?status=open&reason={reason}"), Some(&keys.steward), None)
+        .json();
+    let filtered = filtered["reviews"].as_array().unwrap();
+    assert!(!filtered.is_empty() && filtered.iter().all(|review| review["reason"] == reason));
 
     // A review shows both sides with a per-field comparison.
     let first = &reviews[0];
@@ -950,6 +956,31 @@ fn golden_records_follow_source_trust_then_recency() {
     assert_eq!(golden["family_name"], "quillfeather");
     assert_eq!(golden["email"], "z@example.org");
     assert_eq!(golden["nhs_number"], NHS);
+
+    // A PDS trace with another NHS number, merged in by a steward: outvoted by the two
+    // local records, unless PDS is a verified source.
+    let pds = json!({"nhs_number": "9990475636", "given_name": GIVEN, "family_name": FAMILY, "date_of_birth": "1961-07-14"});
+    let traced = person_of(&server, "/v1/records/pds/T1", pds);
+    assert_ne!(traced, person, "two valid NHS numbers are never linked automatically");
+    let merge = json!({"other": traced, "reason": "PDS trace"}).to_string();
+    assert_eq!(
+        server
+            .call("POST", &format!("/v1/persons/{person}/merge"), Some(&keys.steward), Some(&merge))
+            .status,
+        200
+    );
+    let golden = server
+        .call("GET", &format!("/v1/persons/{person}"), Some(&keys.reader), None)
+        .json()["golden"]
+        .clone();
+    assert_eq!(golden["nhs_number"], NHS, "most agreed");
+    drop(server);
+    let server = Server::start(&store, &["--verified-sources", "pds"]);
+    let golden = server
+        .call("GET", &format!("/v1/persons/{person}"), Some(&keys.reader), None)
+        .json()["golden"]
+        .clone();
+    assert_eq!(golden["nhs_number"], "9990475636", "a verified source wins");
 }
 
 #[test]
