@@ -932,7 +932,7 @@ fn golden_record(engine: &Engine, person: PersonKey) -> Value {
         engine
             .verified_sources
             .contains(&entry.source_system)
-            .then(|| entry.record.record.nhs_number.as_deref())
+            .then_some(entry.record.record.nhs_number.as_deref())
             .flatten()
     });
     let nhs_number = verified.or_else(|| {
