@@ -58,21 +58,8 @@ struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     bind: std::net::SocketAddr,
-    /// Use this model file instead of the store's.
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// A config file of `key = value` lines: upper, lower, max_candidates.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Upper threshold: link at or above this probability.
-    #[arg(long)]
-    upper: Option<f64>,
-    /// Lower threshold: a new person below this probability; review in between.
-    #[arg(long)]
-    lower: Option<f64>,
-    /// Most candidates per record from the blocking index.
-    #[arg(long)]
-    max_candidates: Option<usize>,
+    #[command(flatten)]
+    decisions: DecisionArgs,
     /// Source systems from most to least trusted, comma-separated, for golden records
     /// (or `source_trust = a, b` in the config file).
     #[arg(long, value_delimiter = ',')]
@@ -126,6 +113,27 @@ struct DataArgs {
     refuse_test_nhs_numbers: bool,
 }
 
+/// The model and decision settings `link` and `serve` share.
+#[derive(Debug, Args)]
+struct DecisionArgs {
+    /// Use this model file instead of the store's.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// A config file of `key = value` lines: upper, lower, max_candidates (and, for
+    /// serve, source_trust and verified_sources).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Upper threshold: link at or above this probability.
+    #[arg(long)]
+    upper: Option<f64>,
+    /// Lower threshold: a new person below this probability; review in between.
+    #[arg(long)]
+    lower: Option<f64>,
+    /// Most candidates per record from the blocking index.
+    #[arg(long)]
+    max_candidates: Option<usize>,
+}
+
 #[derive(Debug, Args)]
 struct LinkArgs {
     /// CSV files to reconcile, together, in order.
@@ -145,22 +153,8 @@ struct LinkArgs {
     /// A file of COLUMN=FIELD lines.
     #[arg(long)]
     map_file: Option<PathBuf>,
-    /// Use this model file instead of the store's.
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// A config file of `key = value` lines: upper, lower, max_candidates, source_trust,
-    /// verified_sources.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Upper threshold: link at or above this probability.
-    #[arg(long)]
-    upper: Option<f64>,
-    /// Lower threshold: a new person below this probability; review in between.
-    #[arg(long)]
-    lower: Option<f64>,
-    /// Most candidates per record from the blocking index.
-    #[arg(long)]
-    max_candidates: Option<usize>,
+    #[command(flatten)]
+    decisions: DecisionArgs,
     /// Score and report without writing anything to the store.
     #[arg(long)]
     dry_run: bool,
@@ -274,13 +268,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// Thresholds and candidate limit from flags, then the config file, then defaults.
-fn decision_settings(
-    config_path: Option<&Path>,
-    upper: Option<f64>,
-    lower: Option<f64>,
-    max_candidates: Option<usize>,
-) -> Result<(Thresholds, usize)> {
-    let config = match config_path {
+fn decision_settings(args: &DecisionArgs) -> Result<(Thresholds, usize)> {
+    let (upper, lower, max_candidates) = (args.upper, args.lower, args.max_candidates);
+    let config = match args.config.as_deref() {
         Some(path) => read_config(path)?,
         None => ConfigFile::default(),
     };
@@ -297,10 +287,9 @@ fn decision_settings(
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {
-    let (thresholds, max_candidates) =
-        decision_settings(args.config.as_deref(), args.upper, args.lower, args.max_candidates)?;
+    let (thresholds, max_candidates) = decision_settings(&args.decisions)?;
     let workspace = open_workspace(&args.data)?;
-    let model = match args.model.as_deref().map(read_model).transpose()? {
+    let model = match args.decisions.model.as_deref().map(read_model).transpose()? {
         Some(model) => model,
         None => match workspace.store.latest_model()? {
             Some(model) => model,
@@ -316,7 +305,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     let (mut engine, store) =
         mpi::online::Engine::new(workspace, model, thresholds, max_candidates)
             .context("starting the engine")?;
-    let config = match &args.config {
+    let config = match &args.decisions.config {
         Some(path) => read_config(path)?,
         None => ConfigFile::default(),
     };
@@ -475,8 +464,7 @@ fn read_config(path: &Path) -> Result<ConfigFile> {
 
 fn link(args: LinkArgs) -> Result<ExitCode> {
     let started = Instant::now();
-    let (thresholds, max_candidates) =
-        decision_settings(args.config.as_deref(), args.upper, args.lower, args.max_candidates)?;
+    let (thresholds, max_candidates) = decision_settings(&args.decisions)?;
     if args.online && args.dry_run {
         bail!("--online and --dry-run cannot be combined");
     }
@@ -484,7 +472,7 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
     if let Some(path) = &args.map_file {
         map.extend(ColumnMap::from_file(path)?);
     }
-    let model = args.model.as_deref().map(read_model).transpose()?;
+    let model = args.decisions.model.as_deref().map(read_model).transpose()?;
 
     // Read every file first: a malformed file fails the run before anything is written.
     let mut rows = Vec::new();
