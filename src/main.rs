@@ -321,7 +321,12 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     let audit_store = mpi::Store::open(&args.data.data).context("opening the audit connection")?;
     // Appends need only a small page cache.
     audit_store.set_cache_mib(8)?;
-    let service = std::sync::Arc::new(mpi::service::Service::new(engine, store, audit_store));
+    let checkpointer =
+        mpi::Store::open(&args.data.data).context("opening the checkpoint connection")?;
+    let service = std::sync::Arc::new(
+        mpi::service::Service::new(engine, store, audit_store, checkpointer)
+            .context("configuring the store connections")?,
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

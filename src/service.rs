@@ -222,25 +222,47 @@ pub struct Service {
     engine: RwLock<Engine>,
     store: Mutex<Store>,
     auditor: Auditor,
+    checkpointer: Mutex<Store>,
     keys: Mutex<HashMap<String, (Caller, Instant)>>,
     metrics: Mutex<Metrics>,
 }
 
 impl Service {
-    /// Wraps an engine and its store; `audit_store` is a second connection to the same
-    /// store, for the audit log's group commits.
-    pub fn new(engine: Engine, store: Store, audit_store: Store) -> Service {
-        Service {
+    /// Wraps an engine and its store. `audit_store` and `checkpointer` are more
+    /// connections to the same store: one for the audit log's group commits, one for
+    /// the write-ahead log's checkpoints (the others make none of their own).
+    ///
+    /// # Errors
+    /// When a connection's settings cannot be changed.
+    pub fn new(
+        engine: Engine,
+        store: Store,
+        audit_store: Store,
+        checkpointer: Store,
+    ) -> Result<Service, crate::error::StoreError> {
+        store.disable_autocheckpoint()?;
+        audit_store.disable_autocheckpoint()?;
+        Ok(Service {
             engine: RwLock::new(engine),
             store: Mutex::new(store),
             auditor: Auditor::start(audit_store),
+            checkpointer: Mutex::new(checkpointer),
             keys: Mutex::new(HashMap::new()),
             metrics: Mutex::new(Metrics::default()),
-        }
+        })
     }
 
     fn metrics(&self) -> std::sync::MutexGuard<'_, Metrics> {
         self.metrics.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A passive checkpoint of the store's write-ahead log.
+    pub fn checkpoint(&self) {
+        let checkpointer =
+            self.checkpointer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(error) = checkpointer.checkpoint() {
+            tracing::warn!(error = %error_chain(&error), "checkpoint failed; retried in a second");
+        }
     }
 
     /// Commits the blocking index's changes older than `age`.
@@ -538,6 +560,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     // The index is committed in groups: every second, whatever changed in the last.
+    // The store's write-ahead log is checkpointed every second too, on a connection
+    // of its own, so that no request ever waits for a checkpoint.
     let flusher = {
         let service = Arc::clone(&service);
         tokio::spawn(async move {
@@ -545,8 +569,11 @@ pub async fn serve(
             loop {
                 tick.tick().await;
                 let service = Arc::clone(&service);
-                let _ = tokio::task::spawn_blocking(move || service.flush_index(INDEX_COMMIT_AGE))
-                    .await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    service.flush_index(INDEX_COMMIT_AGE);
+                    service.checkpoint();
+                })
+                .await;
             }
         })
     };

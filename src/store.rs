@@ -307,6 +307,9 @@ impl Store {
             connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         tracing::debug!(journal_mode = %mode, "store opened");
         connection.pragma_update(None, "synchronous", "NORMAL")?;
+        // A batch's one transaction can grow the write-ahead log past a gigabyte; once
+        // checkpointed, the file is cut back to this.
+        connection.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         // A modest page cache; a large batch write raises it for its own transaction.
         connection.pragma_update(None, "cache_size", -i64::from(DEFAULT_CACHE_MIB) * 1024)?;
         connection.pragma_update(None, "temp_store", "MEMORY")?;
@@ -323,6 +326,27 @@ impl Store {
     /// When SQLite fails.
     pub fn set_cache_mib(&self, mib: u32) -> Result<(), StoreError> {
         self.connection.pragma_update(None, "cache_size", -i64::from(mib) * 1024)?;
+        Ok(())
+    }
+
+    /// Turns off SQLite's automatic checkpoints on this connection: a service leaves
+    /// them to [`Store::checkpoint`] on a connection of its own, so that no request
+    /// waits while the write-ahead log is copied into the database.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn disable_autocheckpoint(&self) -> Result<(), StoreError> {
+        self.connection.pragma_update(None, "wal_autocheckpoint", 0)?;
+        Ok(())
+    }
+
+    /// Copies what it can of the write-ahead log into the database without waiting
+    /// for, or blocking, readers and writers (a passive checkpoint).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
         Ok(())
     }
 
