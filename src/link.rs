@@ -753,7 +753,7 @@ fn link_batch(
         let _ = store_done.send(written.as_ref().ok().copied());
         (written, indexer.join())
     });
-    let generation = written?;
+    written?;
     linker.settle_new_persons();
     let committed = match indexed {
         Ok(Ok(true)) => index.reload(),
@@ -764,7 +764,6 @@ fn link_batch(
             Ok(())
         }
     };
-    let _ = generation;
     if let Err(error) = committed {
         tracing::warn!(%error, "the blocking index was not updated; it is rebuilt on next open");
     }

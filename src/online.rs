@@ -646,8 +646,9 @@ impl Engine {
         Ok(person)
     }
 
-    /// The best pair between a record and a person's records: (member position, score).
-    fn best_pair(&self, position: usize, person: PersonKey) -> Option<(usize, Score)> {
+    /// The best pair between a record and a person's other records: (member position,
+    /// score), ties to the lower position.
+    pub fn best_pair(&self, position: usize, person: PersonKey) -> Option<(usize, Score)> {
         let record = &self.linker.entries[position].record;
         self.linker.persons[person as usize]
             .members

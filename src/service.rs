@@ -1344,15 +1344,7 @@ async fn get_review(
             let Some(person) = engine.person_of(person_id) else { continue };
             let person = engine.live_person(person);
             person_ids.push(engine.linker.persons[person as usize].id.clone());
-            let best = engine.linker.persons[person as usize]
-                .members
-                .iter()
-                .filter(|&&member| member != position)
-                .map(|&member| {
-                    let (a, b) = (&engine.linker.entries[position].record, &engine.linker.entries[member].record);
-                    (member, engine.model.score(&mpi_matching::compare(a, b), a, b))
-                })
-                .max_by(|a, b| a.1.weight.total_cmp(&b.1.weight));
+            let best = engine.best_pair(position, person);
             let (best_record, comparison) = match best {
                 Some((member, score)) => (Some(record_side(&engine, &store, member)?), Some(score)),
                 None => (None, None),

@@ -137,6 +137,14 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// PUTs a record that must be new (201); returns the response.
+#[track_caller]
+fn created(server: &Server, token: &str, path: &str, body: &Value) -> Value {
+    let reply = server.call("PUT", path, Some(token), Some(&body.to_string()));
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    reply.json()
+}
+
 fn key(dir: &Path, role: &str) -> String {
     mpi_ok(["keys", "create", "--data", dir.to_str().unwrap(), "--role", role, "--name", role])
         .trim()
@@ -676,9 +684,7 @@ fn merge_and_split_keep_history_redirect_and_reverse() {
     let keys = keys(&store);
     let server = Server::start(&store, &[]);
     let put = |path: &str, body: Value| {
-        let reply = server.call("PUT", path, Some(&keys.writer), Some(&body.to_string()));
-        assert_eq!(reply.status, 201, "{}", reply.body);
-        reply.json()["person_id"].as_str().unwrap().to_owned()
+        created(&server, &keys.writer, path, &body)["person_id"].as_str().unwrap().to_owned()
     };
     let a = put(
         "/v1/records/gp/A",
@@ -778,9 +784,7 @@ fn fhir_match_read_search_metrics_and_openapi() {
     let keys = keys(&store);
     let server = Server::start(&store, &[]);
     let put = |path: &str, body: Value| {
-        let reply = server.call("PUT", path, Some(&keys.writer), Some(&body.to_string()));
-        assert_eq!(reply.status, 201, "{}", reply.body);
-        reply.json()["person_id"].as_str().unwrap().to_owned()
+        created(&server, &keys.writer, path, &body)["person_id"].as_str().unwrap().to_owned()
     };
     let person = put(
         "/v1/records/gp/A",
@@ -923,9 +927,7 @@ fn golden_records_follow_source_trust_then_recency() {
     let store = dir.path().join("store");
     let keys = keys(&store);
     let person_of = |server: &Server, path: &str, body: Value| {
-        let reply = server.call("PUT", path, Some(&keys.writer), Some(&body.to_string()));
-        assert_eq!(reply.status, 201, "{}", reply.body);
-        reply.json()["person_id"].as_str().unwrap().to_owned()
+        created(server, &keys.writer, path, &body)["person_id"].as_str().unwrap().to_owned()
     };
     let gp = json!({"nhs_number": NHS, "given_name": GIVEN, "family_name": FAMILY, "date_of_birth": "1961-07-14", "phone": "0113 496 0000"});
     let council = json!({"nhs_number": NHS, "given_name": GIVEN, "family_name": "Quillfeather-Smith", "date_of_birth": "1961-07-14", "email": "z@example.org"});
@@ -990,11 +992,7 @@ fn the_feed_says_when_a_persons_nhs_number_changes() {
     let keys = keys(&store);
     let server = Server::start(&store, &[]);
     let base = json!({"given_name": GIVEN, "family_name": FAMILY, "date_of_birth": "1961-07-14", "postcode": "LS1 4AB", "address_line1": "12 High Street"});
-    let put = |path: &str, body: &Value| {
-        let reply = server.call("PUT", path, Some(&keys.writer), Some(&body.to_string()));
-        assert_eq!(reply.status, 201, "{}", reply.body);
-        reply.json()
-    };
+    let put = |path: &str, body: &Value| created(&server, &keys.writer, path, body);
     let first = put("/v1/records/council/1", &base);
     let person = first["person_id"].as_str().unwrap().to_owned();
     // A GP record of the same person brings the NHS number the council lacked.
