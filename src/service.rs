@@ -2,10 +2,12 @@
 //! index as `mpi link`.
 //!
 //! Requests run their engine and store work on tokio's blocking pool. The engine sits
-//! behind a read-write lock (resolves and reads share it; a write holds it alone for
-//! the one record it stores) and the store behind a mutex: a write is committed in
-//! SQLite, and the index brought level, before the response goes out. Every response
-//! that carries personal data is recorded in the audit log first.
+//! behind a read-write lock (resolves and reads share it) and the store behind a
+//! mutex. Every change goes to one writer thread ([`writer`]), which runs the changes
+//! waiting for it together, each in a savepoint, and commits them in one SQLite
+//! transaction (a group commit, synchronous=FULL) before any of them is answered; the
+//! index is brought level in memory at once. Every response that carries personal
+//! data is recorded in the audit log first, also group-committed.
 //!
 //! Logs carry the route template, status and latency, never a URI, a body or a value.
 
@@ -34,6 +36,7 @@ use crate::store::{ApiKey, AuditEntry, ReviewFilter, Store, now_rfc3339};
 use mpi_index::CandidateSource;
 
 mod fhir;
+mod writer;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -219,8 +222,9 @@ impl Auditor {
 /// The service's shared state.
 #[derive(Debug)]
 pub struct Service {
-    engine: RwLock<Engine>,
-    store: Mutex<Store>,
+    engine: Arc<RwLock<Engine>>,
+    store: Arc<Mutex<Store>>,
+    writer: writer::Writer,
     auditor: Auditor,
     checkpointer: Mutex<Store>,
     keys: Mutex<HashMap<String, (Caller, Instant)>>,
@@ -242,9 +246,16 @@ impl Service {
     ) -> Result<Service, crate::error::StoreError> {
         store.disable_autocheckpoint()?;
         audit_store.disable_autocheckpoint()?;
+        // Acknowledged writes survive power loss too: the sync this costs is shared by
+        // every change of a group commit (and every entry of an audit group).
+        store.set_synchronous_full()?;
+        audit_store.set_synchronous_full()?;
+        let engine = Arc::new(RwLock::new(engine));
+        let store = Arc::new(Mutex::new(store));
         Ok(Service {
-            engine: RwLock::new(engine),
-            store: Mutex::new(store),
+            writer: writer::Writer::start(Arc::clone(&engine), Arc::clone(&store)),
+            engine,
+            store,
             auditor: Auditor::start(audit_store),
             checkpointer: Mutex::new(checkpointer),
             keys: Mutex::new(HashMap::new()),
@@ -274,15 +285,20 @@ impl Service {
         }
     }
 
-    /// Runs a change with the engine and the store held for writing (in that order),
-    /// releasing both before the caller audits and answers.
-    fn write<T>(
+    /// Hands a change to the one writer, which runs it with the engine and the store
+    /// held for writing and commits it with others in a group; returns once it is
+    /// durable, before the caller audits and answers.
+    fn write<T: Send + 'static>(
         &self,
-        change: impl FnOnce(&mut Engine, &mut Store) -> Result<T, Problem>,
+        change: impl FnOnce(&mut Engine, &mut Store) -> Result<T, Problem> + Send + 'static,
     ) -> Result<T, Problem> {
-        let mut engine = self.write_engine();
-        let mut store = self.store();
-        change(&mut engine, &mut store)
+        self.writer.write(change).map_err(|failure| match failure {
+            writer::WriteFailure::Change(problem) => problem,
+            writer::WriteFailure::Store(reason) => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the change could not be stored")
+                    .detail(reason)
+            }
+        })
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -300,6 +316,9 @@ impl Service {
     }
 
     fn authorize(&self, headers: &HeaderMap, required: Role) -> Result<Caller, Problem> {
+        if self.writer.failed() {
+            return Err(self.unavailable());
+        }
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
@@ -341,6 +360,12 @@ impl Service {
             Err(Problem::new(StatusCode::FORBIDDEN, "this API key's role may not do this")
                 .detail(format!("needs the {} role", required.as_str())))
         }
+    }
+
+    /// The answer to every request once a group commit failed.
+    fn unavailable(&self) -> Problem {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the store failed to commit")
+            .detail("the service must be restarted; it reloads from the store")
     }
 
     /// Records an access to personal data; committed before the response is sent.
@@ -689,6 +714,13 @@ async fn metrics(State(service): State<Arc<Service>>, headers: HeaderMap) -> Res
             text.push_str(&format!("mpi_decisions_total{{decision=\"{decision}\"}} {count}\n"));
         }
         drop(metrics);
+        let (groups, changes) = service.writer.committed();
+        for (name, help, value) in [
+            ("mpi_write_groups_total", "Write groups committed (one transaction each).", groups),
+            ("mpi_write_changes_total", "Changes committed in those groups.", changes),
+        ] {
+            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"));
+        }
         for (name, help, value) in [
             ("mpi_review_queue_depth", "Open reviews.", open_reviews),
             ("mpi_records", "Records in the index.", n_records),
@@ -724,6 +756,9 @@ async fn healthz() -> Response {
 
 async fn readyz(State(service): State<Arc<Service>>) -> Response {
     blocking(service, |service| {
+        if service.writer.failed() {
+            return Err(service.unavailable());
+        }
         let engine = service.read_engine();
         ok_json(
             StatusCode::OK,
@@ -748,19 +783,18 @@ async fn put_record(
         check_id("source", &source)?;
         check_id("local_id", &local_id)?;
         let raw: Demographics = parse_body(&body)?;
-        let ingested = service.write(|engine, store| {
-            engine.ingest(store, &source, &local_id, &raw, &caller.key_id).map_err(|error| {
-                match error {
-                    OnlineError::NothingToMatch { issues } => Problem::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "the record has nothing to match on",
-                    )
-                    .detail(
-                        "a record needs a valid NHS number, an identifier, a name or a date of birth",
-                    )
-                    .with("issues", issues_json(&issues)),
-                    error => Problem::internal(error),
-                }
+        let (source_, local_id_, actor) = (source.clone(), local_id.clone(), caller.key_id.clone());
+        let ingested = service.write(move |engine, store| {
+            engine.ingest(store, &source_, &local_id_, &raw, &actor).map_err(|error| match error {
+                OnlineError::NothingToMatch { issues } => Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "the record has nothing to match on",
+                )
+                .detail(
+                    "a record needs a valid NHS number, an identifier, a name or a date of birth",
+                )
+                .with("issues", issues_json(&issues)),
+                error => Problem::internal(error),
             })
         })?;
         if !ingested.unchanged {
@@ -832,8 +866,11 @@ async fn delete_record(
     blocking(service, move |service| {
         let caller = service.authorize(&headers, Role::Writer)?;
         let removed = service
-            .write(|engine, store| {
-                engine.remove(store, &source, &local_id, &caller.key_id).map_err(Problem::internal)
+            .write({
+                let actor = caller.key_id.clone();
+                move |engine, store| {
+                    engine.remove(store, &source, &local_id, &actor).map_err(Problem::internal)
+                }
             })?
             .ok_or_else(|| Problem::not_found("record"))?;
         service.audit(&caller, "delete_record", vec![removed.person_id.clone()])?;
@@ -1208,8 +1245,12 @@ async fn merge_persons(
         let caller = service.authorize(&headers, Role::Steward)?;
         let merge: MergeBody = parse_body(&body)?;
         require_reason(&merge.reason)?;
-        let moved = service.write(|engine, store| {
-            Ok(engine.merge(store, &person_id, &merge.other, &merge.reason, &caller.key_id)?)
+        let moved = service.write({
+            let (person_id, other, actor) =
+                (person_id.clone(), merge.other.clone(), caller.key_id.clone());
+            move |engine, store| {
+                Ok(engine.merge(store, &person_id, &other, &merge.reason, &actor)?)
+            }
         })?;
         service.audit(&caller, "merge", vec![person_id.clone(), merge.other.clone()])?;
         ok_json(
@@ -1250,9 +1291,12 @@ async fn split_person(
             .into_iter()
             .map(|record| (record.source_system, record.local_id))
             .collect();
-        let into = split.into.as_deref();
-        let new_person = service.write(|engine, store| {
-            Ok(engine.split(store, &person_id, &records, into, &split.reason, &caller.key_id)?)
+        let new_person = service.write({
+            let (person_id, actor) = (person_id.clone(), caller.key_id.clone());
+            move |engine, store| {
+                let into = split.into.as_deref();
+                Ok(engine.split(store, &person_id, &records, into, &split.reason, &actor)?)
+            }
         })?;
         service.audit(&caller, "split", vec![person_id.clone(), new_person.clone()])?;
         ok_json(StatusCode::OK, json!({ "person_id": person_id, "new_person_id": new_person }))
@@ -1397,14 +1441,12 @@ async fn decide_review(
                     .detail("decision is `match` or `no_match`"));
             }
         };
-        let person = service.write(|engine, store| {
-            Ok(engine.decide_review(
-                store,
-                &review_id,
-                &answer,
-                &decision.reason,
-                &caller.key_id,
-            )?)
+        let person = service.write({
+            let (review_id, reason, actor) =
+                (review_id.clone(), decision.reason.clone(), caller.key_id.clone());
+            move |engine, store| {
+                Ok(engine.decide_review(store, &review_id, &answer, &reason, &actor)?)
+            }
         })?;
         service.audit(&caller, "decide_review", vec![person.clone()])?;
         ok_json(

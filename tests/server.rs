@@ -474,36 +474,55 @@ fn acknowledged_writes_survive_a_kill_and_the_index_catches_up() {
     let store = dir.path().join("store");
     let keys = keys(&store);
     let bodies = sample_bodies(2077);
+    let total = bodies.len();
     let mut server = Server::start(&store, &[]);
-    let address = server.address.clone();
-    let token = keys.writer.clone();
     let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let written = std::sync::Arc::clone(&progress);
-    // A client writes as fast as it can; the server is killed (SIGKILL) under it.
-    let writer = std::thread::spawn(move || {
-        let mut acknowledged = Vec::new();
-        for (source, local_id, body) in bodies {
-            let path = format!("/v1/records/{source}/{local_id}");
-            let Ok(reply) = std::panic::catch_unwind(|| {
-                http(&address, "PUT", &path, Some(&token), Some(&body))
-            }) else {
-                break;
-            };
-            if reply.status != 201 {
-                break;
-            }
-            acknowledged.push((path, reply.json()["person_id"].as_str().unwrap().to_owned()));
-            written.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        acknowledged
-    });
+    // Four clients write as fast as they can (so the writer commits their changes in
+    // groups); the server is killed (SIGKILL) under them.
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            let bodies: Vec<_> = bodies.iter().skip(client).step_by(4).cloned().collect();
+            let address = server.address.clone();
+            let token = keys.writer.clone();
+            let written = std::sync::Arc::clone(&progress);
+            std::thread::spawn(move || {
+                let mut acknowledged = Vec::new();
+                for (source, local_id, body) in bodies {
+                    let path = format!("/v1/records/{source}/{local_id}");
+                    let Ok(reply) = std::panic::catch_unwind(|| {
+                        http(&address, "PUT", &path, Some(&token), Some(&body))
+                    }) else {
+                        break;
+                    };
+                    if reply.status != 201 {
+                        break;
+                    }
+                    acknowledged
+                        .push((path, reply.json()["person_id"].as_str().unwrap().to_owned()));
+                    written.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                acknowledged
+            })
+        })
+        .collect();
     while progress.load(std::sync::atomic::Ordering::SeqCst) < 300 {
         std::thread::sleep(Duration::from_millis(5));
     }
+    let metrics = server.call("GET", "/metrics", Some(&keys.reader), None).body;
     server.kill();
-    let acknowledged = writer.join().unwrap();
+    let acknowledged: Vec<(String, String)> =
+        clients.into_iter().flat_map(|client| client.join().unwrap()).collect();
     assert!(acknowledged.len() >= 300, "writes were acknowledged before the kill");
-    assert!(acknowledged.len() < 2077, "the kill came during the writes");
+    assert!(acknowledged.len() < total, "the kill came during the writes");
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    let (groups, changes) = (counter("mpi_write_groups_total"), counter("mpi_write_changes_total"));
+    assert!(changes >= 300, "{changes} changes committed");
+    assert!(groups < changes, "concurrent writes share commits: {groups} groups for {changes}");
 
     let server = Server::start(&store, &[]);
     for (path, person) in &acknowledged {

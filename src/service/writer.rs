@@ -1,0 +1,183 @@
+//! The service's one writer: every change (records stored or deleted, review
+//! decisions, merges, splits) runs on one thread, many requests' changes in one SQLite
+//! transaction (a group commit). Each change runs in a savepoint of its own, so a
+//! change that fails rolls back alone; the group then commits once, with one sync of
+//! the write-ahead log, and only then is any request of the group answered.
+//!
+//! The writer holds the engine for writing and the store from the first change of a
+//! group to its commit, so no request ever sees a change before it is durable.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use crate::online::Engine;
+use crate::store::Store;
+
+/// Most changes one group takes.
+const WRITE_GROUP: usize = 256;
+
+/// What a change leaves to do once its group's commit is known: answer its request.
+type Finish = Box<dyn FnOnce(Result<(), &str>) + Send>;
+
+/// A change waiting for the writer: run with the engine and the store, or refused
+/// with a reason (then it answers its request at once).
+type Job = Box<dyn FnOnce(Result<(&mut Engine, &mut Store), &str>) -> Option<Finish> + Send>;
+
+/// Why a change was not made durable.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WriteFailure<P> {
+    /// The change itself failed (its savepoint was rolled back).
+    Change(P),
+    /// The group's commit failed (the store is then marked failed), or the writer stopped.
+    Store(String),
+}
+
+/// The handle requests use to hand changes to the writer.
+#[derive(Debug)]
+pub struct Writer {
+    sender: Mutex<Sender<Job>>,
+    state: Arc<WriterState>,
+}
+
+/// What the writer thread shares with the handle.
+#[derive(Debug, Default)]
+struct WriterState {
+    /// Set once a group commit failed.
+    failed: AtomicBool,
+    /// Groups committed.
+    groups: AtomicU64,
+    /// Changes committed in them.
+    changes: AtomicU64,
+}
+
+impl Writer {
+    /// Starts the writer thread over the service's engine and store.
+    pub fn start(engine: Arc<RwLock<Engine>>, store: Arc<Mutex<Store>>) -> Writer {
+        let (sender, receiver) = std::sync::mpsc::channel::<Job>();
+        let state = Arc::new(WriterState::default());
+        let shared = Arc::clone(&state);
+        std::thread::Builder::new()
+            .name("writer".to_owned())
+            .spawn(move || run(&receiver, &engine, &store, &shared))
+            .expect("the writer thread starts");
+        Writer { sender: Mutex::new(sender), state }
+    }
+
+    /// Groups committed so far, and the changes they held.
+    pub fn committed(&self) -> (u64, u64) {
+        (self.state.groups.load(Ordering::Relaxed), self.state.changes.load(Ordering::Relaxed))
+    }
+
+    /// True once a group commit has failed: the engine in memory is then ahead of the
+    /// store, and the service must be restarted (it reloads from the store).
+    pub fn failed(&self) -> bool {
+        self.state.failed.load(Ordering::Acquire)
+    }
+
+    /// Runs `change` on the writer thread and blocks until its group is committed.
+    ///
+    /// # Errors
+    /// [`WriteFailure::Change`] with the change's own error, or
+    /// [`WriteFailure::Store`] when the group could not be committed.
+    pub fn write<T, P>(
+        &self,
+        change: impl FnOnce(&mut Engine, &mut Store) -> Result<T, P> + Send + 'static,
+    ) -> Result<T, WriteFailure<P>>
+    where
+        T: Send + 'static,
+        P: Send + 'static,
+    {
+        let (reply, answer): (SyncSender<Result<T, WriteFailure<P>>>, _) =
+            std::sync::mpsc::sync_channel(1);
+        let job: Job = Box::new(move |access| match access {
+            Ok((engine, store)) => {
+                let outcome = change(engine, store);
+                Some(Box::new(move |committed: Result<(), &str>| {
+                    let answer = match (committed, outcome) {
+                        (Err(error), _) => Err(WriteFailure::Store(error.to_owned())),
+                        (Ok(()), outcome) => outcome.map_err(WriteFailure::Change),
+                    };
+                    let _ = reply.send(answer);
+                }) as Finish)
+            }
+            Err(why) => {
+                let _ = reply.send(Err(WriteFailure::Store(why.to_owned())));
+                None
+            }
+        });
+        let stopped = || WriteFailure::Store("the writer stopped".to_owned());
+        self.sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(job)
+            .map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())?
+    }
+}
+
+fn run(
+    receiver: &Receiver<Job>,
+    engine: &RwLock<Engine>,
+    store: &Mutex<Store>,
+    state: &WriterState,
+) {
+    while let Ok(first) = receiver.recv() {
+        let mut group = vec![first];
+        while group.len() < WRITE_GROUP {
+            match receiver.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut engine = engine.write().unwrap_or_else(PoisonError::into_inner);
+        let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.failed.load(Ordering::Acquire) {
+            drop((engine, store));
+            refuse(group, "an earlier commit failed: restart the service");
+            continue;
+        }
+        if let Err(error) = store.begin_group() {
+            drop((engine, store));
+            tracing::error!(error = %error, changes = group.len(), "could not begin a write group");
+            refuse(group, "the store is busy or failing");
+            continue;
+        }
+        let size = group.len();
+        let finishes: Vec<Option<Finish>> = group
+            .into_iter()
+            .map(|job| {
+                // A change that panics answers its request with an error (its reply is
+                // dropped) and leaves the others of its group to commit.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    job(Ok((&mut engine, &mut store)))
+                }))
+                .ok()
+                .flatten()
+            })
+            .collect();
+        let committed = store.commit_group();
+        if committed.is_ok() {
+            state.groups.fetch_add(1, Ordering::Relaxed);
+            state.changes.fetch_add(size as u64, Ordering::Relaxed);
+        }
+        if let Err(error) = &committed {
+            // The engine holds the group's changes, the store does not: refuse every
+            // later request rather than answer from state that is not durable.
+            state.failed.store(true, Ordering::Release);
+            tracing::error!(error = %error, changes = size, "a write group failed to commit; the service must restart");
+        }
+        drop((engine, store));
+        let committed = committed.as_ref().map(|_| ()).map_err(|_| "the store failed to commit");
+        for finish in finishes.into_iter().flatten() {
+            finish(committed);
+        }
+    }
+}
+
+/// Answers every request of a group that could not run.
+fn refuse(group: Vec<Job>, why: &str) {
+    for job in group {
+        job(Err(why));
+    }
+}
