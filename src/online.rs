@@ -488,6 +488,12 @@ impl Engine {
         }
         let started = std::time::Instant::now();
         match self.index.commit(&index_payload(self.generation)) {
+            Ok(()) if started.elapsed() >= std::time::Duration::from_millis(200) => {
+                tracing::warn!(
+                    milliseconds = started.elapsed().as_millis() as u64,
+                    "slow blocking index commit (writes waited for it)"
+                );
+            }
             Ok(()) => tracing::debug!(
                 milliseconds = started.elapsed().as_millis() as u64,
                 "blocking index committed"

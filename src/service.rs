@@ -246,10 +246,12 @@ impl Service {
     ) -> Result<Service, crate::error::StoreError> {
         store.disable_autocheckpoint()?;
         audit_store.disable_autocheckpoint()?;
-        // Acknowledged writes survive power loss too: the sync this costs is shared by
-        // every change of a group commit (and every entry of an audit group).
+        // Acknowledged writes (and their audit entries, in the same transaction)
+        // survive power loss too: the sync this costs is shared by every change of a
+        // group commit. The read audit's groups stay at `normal`: committed before the
+        // answer and safe from a crash of the process; a power cut may lose its last
+        // moments, and syncing them would halve resolve throughput (BENCHMARKS.md).
         store.set_synchronous_full()?;
-        audit_store.set_synchronous_full()?;
         let engine = Arc::new(RwLock::new(engine));
         let store = Arc::new(Mutex::new(store));
         Ok(Service {
@@ -287,11 +289,31 @@ impl Service {
 
     /// Hands a change to the one writer, which runs it with the engine and the store
     /// held for writing and commits it with others in a group; returns once it is
-    /// durable, before the caller audits and answers.
+    /// durable. The audit entry (the persons in `returned(&result)`, when any) is
+    /// written in the same transaction, so a write costs one commit, not two.
     fn write<T: Send + 'static>(
         &self,
+        caller: &Caller,
+        action: &'static str,
         change: impl FnOnce(&mut Engine, &mut Store) -> Result<T, Problem> + Send + 'static,
+        returned: fn(&T) -> Vec<String>,
     ) -> Result<T, Problem> {
+        let (key_id, role) = (caller.key_id.clone(), caller.role.as_str().to_owned());
+        let change = move |engine: &mut Engine, store: &mut Store| {
+            let result = change(engine, store)?;
+            let person_ids = returned(&result);
+            if !person_ids.is_empty() {
+                let entry = AuditEntry {
+                    at: now_rfc3339(),
+                    key_id,
+                    role,
+                    action: action.to_owned(),
+                    person_ids,
+                };
+                store.append_audit(&[entry]).map_err(Problem::internal)?;
+            }
+            Ok(result)
+        };
         self.writer.write(change).map_err(|failure| match failure {
             writer::WriteFailure::Change(problem) => problem,
             writer::WriteFailure::Store(reason) => {
@@ -784,7 +806,7 @@ async fn put_record(
         check_id("local_id", &local_id)?;
         let raw: Demographics = parse_body(&body)?;
         let (source_, local_id_, actor) = (source.clone(), local_id.clone(), caller.key_id.clone());
-        let ingested = service.write(move |engine, store| {
+        let change = move |engine: &mut Engine, store: &mut Store| {
             engine.ingest(store, &source_, &local_id_, &raw, &actor).map_err(|error| match error {
                 OnlineError::NothingToMatch { issues } => Problem::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -796,11 +818,12 @@ async fn put_record(
                 .with("issues", issues_json(&issues)),
                 error => Problem::internal(error),
             })
-        })?;
+        };
+        let ingested = service
+            .write(&caller, "put_record", change, |ingested| vec![ingested.person_id.clone()])?;
         if !ingested.unchanged {
             *service.metrics().decisions.entry(ingested.decision.as_str()).or_default() += 1;
         }
-        service.audit(&caller, "put_record", vec![ingested.person_id.clone()])?;
         let status = if ingested.unchanged { StatusCode::OK } else { StatusCode::CREATED };
         ok_json(
             status,
@@ -866,14 +889,18 @@ async fn delete_record(
     blocking(service, move |service| {
         let caller = service.authorize(&headers, Role::Writer)?;
         let removed = service
-            .write({
-                let actor = caller.key_id.clone();
-                move |engine, store| {
-                    engine.remove(store, &source, &local_id, &actor).map_err(Problem::internal)
-                }
-            })?
+            .write(
+                &caller,
+                "delete_record",
+                {
+                    let actor = caller.key_id.clone();
+                    move |engine, store| {
+                        engine.remove(store, &source, &local_id, &actor).map_err(Problem::internal)
+                    }
+                },
+                |removed| removed.iter().map(|removed| removed.person_id.clone()).collect(),
+            )?
             .ok_or_else(|| Problem::not_found("record"))?;
-        service.audit(&caller, "delete_record", vec![removed.person_id.clone()])?;
         ok_json(
             StatusCode::OK,
             json!({
@@ -1245,14 +1272,19 @@ async fn merge_persons(
         let caller = service.authorize(&headers, Role::Steward)?;
         let merge: MergeBody = parse_body(&body)?;
         require_reason(&merge.reason)?;
-        let moved = service.write({
-            let (person_id, other, actor) =
-                (person_id.clone(), merge.other.clone(), caller.key_id.clone());
-            move |engine, store| {
-                Ok(engine.merge(store, &person_id, &other, &merge.reason, &actor)?)
-            }
-        })?;
-        service.audit(&caller, "merge", vec![person_id.clone(), merge.other.clone()])?;
+        let (moved, _, _) = service.write(
+            &caller,
+            "merge",
+            {
+                let (survivor, other, actor) =
+                    (person_id.clone(), merge.other.clone(), caller.key_id.clone());
+                move |engine, store| {
+                    let moved = engine.merge(store, &survivor, &other, &merge.reason, &actor)?;
+                    Ok((moved, survivor, other))
+                }
+            },
+            |(_, survivor, other)| vec![survivor.clone(), other.clone()],
+        )?;
         ok_json(
             StatusCode::OK,
             json!({ "person_id": person_id, "merged": merge.other, "records_moved": moved }),
@@ -1291,14 +1323,20 @@ async fn split_person(
             .into_iter()
             .map(|record| (record.source_system, record.local_id))
             .collect();
-        let new_person = service.write({
-            let (person_id, actor) = (person_id.clone(), caller.key_id.clone());
-            move |engine, store| {
-                let into = split.into.as_deref();
-                Ok(engine.split(store, &person_id, &records, into, &split.reason, &actor)?)
-            }
-        })?;
-        service.audit(&caller, "split", vec![person_id.clone(), new_person.clone()])?;
+        let (_, new_person) = service.write(
+            &caller,
+            "split",
+            {
+                let (person_id, actor) = (person_id.clone(), caller.key_id.clone());
+                move |engine, store| {
+                    let into = split.into.as_deref();
+                    let new_person =
+                        engine.split(store, &person_id, &records, into, &split.reason, &actor)?;
+                    Ok((person_id, new_person))
+                }
+            },
+            |(person_id, new_person)| vec![person_id.clone(), new_person.clone()],
+        )?;
         ok_json(StatusCode::OK, json!({ "person_id": person_id, "new_person_id": new_person }))
     })
     .await
@@ -1441,14 +1479,18 @@ async fn decide_review(
                     .detail("decision is `match` or `no_match`"));
             }
         };
-        let person = service.write({
-            let (review_id, reason, actor) =
-                (review_id.clone(), decision.reason.clone(), caller.key_id.clone());
-            move |engine, store| {
-                Ok(engine.decide_review(store, &review_id, &answer, &reason, &actor)?)
-            }
-        })?;
-        service.audit(&caller, "decide_review", vec![person.clone()])?;
+        let person = service.write(
+            &caller,
+            "decide_review",
+            {
+                let (review_id, reason, actor) =
+                    (review_id.clone(), decision.reason.clone(), caller.key_id.clone());
+                move |engine, store| {
+                    Ok(engine.decide_review(store, &review_id, &answer, &reason, &actor)?)
+                }
+            },
+            |person| vec![person.clone()],
+        )?;
         ok_json(
             StatusCode::OK,
             json!({ "review_id": review_id, "decision": decision.decision, "person_id": person }),

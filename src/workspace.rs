@@ -112,6 +112,11 @@ impl Workspace {
         let normalizer = Normalizer::new(options);
         let nicknames = normalizer.nicknames();
         let mut linker = Linker::default();
+        // Room reserved up front for half as many again: growing a vector of a million
+        // entries later would copy it whole, and a service would briefly hold it twice.
+        // (Capacity that is never written costs address space, not memory.)
+        let stored = usize::try_from(store.n_records()?).unwrap_or(0);
+        linker.entries.reserve_exact(stored + stored / 2 + 4096);
         // A chunk at a time: each record's normalised values move into its prepared
         // form in parallel, and the store is never held twice over.
         store.for_each_record_chunk(LOAD_CHUNK, |chunk| -> Result<(), WorkspaceError> {

@@ -10,12 +10,16 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::online::Engine;
 use crate::store::Store;
 
 /// Most changes one group takes.
 const WRITE_GROUP: usize = 256;
+
+/// A group slower than this is logged (with where its time went).
+const SLOW_GROUP: Duration = Duration::from_millis(200);
 
 /// What a change leaves to do once its group's commit is known: answer its request.
 type Finish = Box<dyn FnOnce(Result<(), &str>) + Send>;
@@ -130,8 +134,10 @@ fn run(
                 Err(_) => break,
             }
         }
+        let started = Instant::now();
         let mut engine = engine.write().unwrap_or_else(PoisonError::into_inner);
         let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+        let locked = started.elapsed();
         if state.failed.load(Ordering::Acquire) {
             drop((engine, store));
             refuse(group, "an earlier commit failed: restart the service");
@@ -156,7 +162,18 @@ fn run(
                 .flatten()
             })
             .collect();
+        let ran = started.elapsed();
         let committed = store.commit_group();
+        let took = started.elapsed();
+        if took >= SLOW_GROUP {
+            tracing::warn!(
+                changes = size,
+                lock_ms = locked.as_millis() as u64,
+                run_ms = (ran - locked).as_millis() as u64,
+                commit_ms = (took - ran).as_millis() as u64,
+                "slow write group"
+            );
+        }
         if committed.is_ok() {
             state.groups.fetch_add(1, Ordering::Relaxed);
             state.changes.fetch_add(size as u64, Ordering::Relaxed);
