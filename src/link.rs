@@ -743,8 +743,16 @@ fn link_batch(
     let (written, indexed) = std::thread::scope(|scope| {
         let keys = &keys;
         let indexer = scope.spawn(move || {
+            let started = std::time::Instant::now();
             let mut writer = index_run(index, shared, work, keys, progress)?;
-            writer.commit_when(|| store_outcome.recv().ok().flatten().map(index_payload))
+            let added = started.elapsed().as_secs_f64();
+            let committed = writer.commit_when(|| {
+                let prepared = started.elapsed().as_secs_f64();
+                tracing::debug!(added, prepared, "index: documents added, commit prepared");
+                store_outcome.recv().ok().flatten().map(index_payload)
+            });
+            tracing::debug!(seconds = started.elapsed().as_secs_f64(), "index: committed");
+            committed
         });
         let items = write_items(prepared, work, &decisions, &report.reviews);
         let context =

@@ -49,14 +49,14 @@ pub const INDEX_WRITER_BUDGET: usize = 128 * 1024 * 1024;
 
 /// The store generation an index payload names, when it names one in this key format.
 fn payload_generation(payload: &str) -> Option<u64> {
-    payload.strip_prefix("k2 gen:")?.parse().ok()
+    payload.strip_prefix("k3 gen:")?.parse().ok()
 }
 
 /// The index commit payload that says the index is level with store generation `g`.
-/// It names the key format too (`k2`: kind-tagged 64-bit hashes), so an index built
+/// It names the key format too (`k3`: kind-tagged 64-bit hashes, thirteen kinds), so an index built
 /// by an older version with other keys is rebuilt.
 pub fn index_payload(generation: u64) -> String {
-    format!("k2 gen:{generation}")
+    format!("k3 gen:{generation}")
 }
 
 /// Takes the data folder's exclusive lock (released when the file is dropped or the

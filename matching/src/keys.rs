@@ -7,7 +7,7 @@ use crate::compare::{CompField, ComparableRecord};
 /// The kinds of blocking key, in bit order for [`shared_key_kinds`], with the fields
 /// each one forces to agree. Training uses this to estimate a field's `m` only from
 /// pairs that met through a key not involving that field.
-pub const KEY_KINDS: [(&str, &[CompField]); 11] = [
+pub const KEY_KINDS: [(&str, &[CompField]); 13] = [
     ("n", &[CompField::NhsNumber]),
     ("dn", &[CompField::DateOfBirth, CompField::FamilyName, CompField::GivenName]),
     ("dg", &[CompField::DateOfBirth, CompField::GivenName]),
@@ -19,6 +19,8 @@ pub const KEY_KINDS: [(&str, &[CompField]); 11] = [
     ("e", &[CompField::Email]),
     ("fy", &[CompField::FamilyName, CompField::DateOfBirth, CompField::GivenName]),
     ("ah", &[CompField::Address, CompField::FamilyName]),
+    ("pd", &[CompField::Postcode, CompField::DateOfBirth]),
+    ("ia", &[CompField::Identifier]),
 ];
 
 /// A blocking key: a 64-bit FNV-1a hash of the key's text whose low four bits are
@@ -76,6 +78,8 @@ mod kind {
     pub const EMAIL: usize = 8;
     pub const FAMILY_YEAR: usize = 9;
     pub const ADDRESS: usize = 10;
+    pub const POSTCODE_DATE: usize = 11;
+    pub const IDENTIFIER_DIGITS: usize = 12;
 }
 
 fn key(kind: usize, text: std::fmt::Arguments<'_>) -> BlockingKey {
@@ -108,6 +112,8 @@ pub fn kinds_not_involving(field: CompField) -> u16 {
 /// | `t` / `e` | phone / email | moves where contact details stay |
 /// | `fy` | family-name phonetic code, birth year and month, given initial | errors in day, postcode and given name together |
 /// | `ah` | house number and first street word, family-name phonetic code | errors in birth date, postcode and given name |
+/// | `pd` | postcode and birth date | both names changed (marriage and a nickname, or a clerk's swap) |
+/// | `ia` | identifier system and its characters sorted | an identifier typed with two characters transposed, with names changed |
 pub fn blocking_keys(record: &ComparableRecord) -> Vec<BlockingKey> {
     let normalized = &record.record;
     let mut keys = Vec::with_capacity(12);
@@ -171,12 +177,24 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<BlockingKey> {
                 keys.push(key(kind::POSTCODE_NAME, format_args!("{}|{code}", postcode.code)));
             }
         }
+        if let Some(date) = normalized.date_of_birth {
+            keys.push(key(
+                kind::POSTCODE_DATE,
+                format_args!("{}|{:04}{:02}{:02}", postcode.code, date.year, date.month, date.day),
+            ));
+        }
     }
     for identifier in &normalized.identifiers {
         keys.push(key(
             kind::IDENTIFIER,
             format_args!("{}|{}", identifier.system, identifier.value),
         ));
+        let mut sorted: Vec<char> = identifier.value.chars().collect();
+        sorted.sort_unstable();
+        if sorted.len() >= 4 {
+            let sorted: String = sorted.into_iter().collect();
+            keys.push(key(kind::IDENTIFIER_DIGITS, format_args!("{}|{sorted}", identifier.system)));
+        }
     }
     if let Some(phone) = &normalized.phone {
         keys.push(key(kind::PHONE, format_args!("{phone}")));
@@ -215,7 +233,7 @@ mod tests {
         assert!(keys.windows(2).all(|pair| pair[0] < pair[1]));
         let kinds: std::collections::BTreeSet<usize> = keys.iter().map(|&k| key_kind(k)).collect();
         let names: Vec<&str> = kinds.iter().map(|&kind| KEY_KINDS[kind].0).collect();
-        assert_eq!(names, ["dn", "dg", "pg", "pn", "ny", "fy"]);
+        assert_eq!(names, ["dn", "dg", "pg", "pn", "ny", "fy", "pd"]);
     }
 
     #[test]
@@ -225,6 +243,37 @@ mod tests {
         let shared = shared_key_kinds(&a, &swapped);
         assert_ne!(shared & (1 << kind::DATE_NAME), 0, "date with either name's code");
         assert_ne!(shared & (1 << kind::NAMES_YEAR), 0, "both codes, sorted, with the year");
+    }
+
+    #[test]
+    fn both_names_changed_still_meet_on_postcode_and_birth_date() {
+        let a = keys_of("Mary", "Smith", "1990-03-12", "LS1 4AB");
+        let married = keys_of("Wendy", "Okafor", "12/03/1990", "ls14ab");
+        assert_eq!(shared_key_kinds(&a, &married), 1 << kind::POSTCODE_DATE);
+    }
+
+    #[test]
+    fn a_transposed_identifier_still_meets() {
+        let normalizer = Normalizer::new(NormalizeOptions {
+            today: BirthDate { year: 2026, month: 11, day: 24 },
+            refuse_test_nhs_numbers: false,
+        });
+        let keys = |value: &str| {
+            let (record, _) = normalizer.normalize(&Demographics {
+                given_name: Some("Ann".to_owned()),
+                identifiers: vec![crate::Identifier {
+                    system: "council".to_owned(),
+                    value: value.to_owned(),
+                }],
+                ..Demographics::default()
+            });
+            blocking_keys(&ComparableRecord::new(record, normalizer.nicknames()))
+        };
+        assert_eq!(
+            shared_key_kinds(&keys("3983966"), &keys("3989366")),
+            1 << kind::IDENTIFIER_DIGITS
+        );
+        assert_eq!(shared_key_kinds(&keys("3983966"), &keys("3983967")), 0);
     }
 
     #[test]
