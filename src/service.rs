@@ -384,6 +384,39 @@ impl Service {
         }
     }
 
+    /// Stores one source record through the writer (see [`Service::write`]) and counts
+    /// its decision.
+    fn ingest(
+        &self,
+        caller: &Caller,
+        action: &'static str,
+        source: &str,
+        local_id: &str,
+        raw: Demographics,
+    ) -> Result<crate::online::Ingested, Problem> {
+        let (source, local_id, actor) =
+            (source.to_owned(), local_id.to_owned(), caller.key_id.clone());
+        let change = move |engine: &mut Engine, store: &mut Store| {
+            engine.ingest(store, &source, &local_id, &raw, &actor).map_err(|error| match error {
+                OnlineError::NothingToMatch { issues } => Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "the record has nothing to match on",
+                )
+                .detail(
+                    "a record needs a valid NHS number, an identifier, a name or a date of birth",
+                )
+                .with("issues", issues_json(&issues)),
+                error => Problem::internal(error),
+            })
+        };
+        let ingested =
+            self.write(caller, action, change, |ingested| vec![ingested.person_id.clone()])?;
+        if !ingested.unchanged {
+            *self.metrics().decisions.entry(ingested.decision.as_str()).or_default() += 1;
+        }
+        Ok(ingested)
+    }
+
     /// The answer to every request once a group commit failed.
     fn unavailable(&self) -> Problem {
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the store failed to commit")
@@ -574,7 +607,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/reviews/{id}/decision", post(decide_review))
         .route("/fhir/Patient/$match", post(fhir::patient_match))
         .route("/fhir/Patient/{id}", get(fhir::patient_read))
-        .route("/fhir/Patient", get(fhir::patient_search))
+        .route("/fhir/Patient", get(fhir::patient_search).put(fhir::patient_update))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route_layer(axum::middleware::from_fn_with_state(service.clone(), track))
@@ -805,25 +838,7 @@ async fn put_record(
         check_id("source", &source)?;
         check_id("local_id", &local_id)?;
         let raw: Demographics = parse_body(&body)?;
-        let (source_, local_id_, actor) = (source.clone(), local_id.clone(), caller.key_id.clone());
-        let change = move |engine: &mut Engine, store: &mut Store| {
-            engine.ingest(store, &source_, &local_id_, &raw, &actor).map_err(|error| match error {
-                OnlineError::NothingToMatch { issues } => Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "the record has nothing to match on",
-                )
-                .detail(
-                    "a record needs a valid NHS number, an identifier, a name or a date of birth",
-                )
-                .with("issues", issues_json(&issues)),
-                error => Problem::internal(error),
-            })
-        };
-        let ingested = service
-            .write(&caller, "put_record", change, |ingested| vec![ingested.person_id.clone()])?;
-        if !ingested.unchanged {
-            *service.metrics().decisions.entry(ingested.decision.as_str()).or_default() += 1;
-        }
+        let ingested = service.ingest(&caller, "put_record", &source, &local_id, raw)?;
         let status = if ingested.unchanged { StatusCode::OK } else { StatusCode::CREATED };
         ok_json(
             status,
@@ -1611,15 +1626,26 @@ mod tests {
         let document: Value = serde_json::from_str(OPENAPI_JSON).expect("valid JSON");
         assert_eq!(document["openapi"], "3.0.3");
         let source = include_str!("service.rs");
-        let routes: Vec<&str> = source
-            .lines()
-            .filter_map(|line| line.trim().strip_prefix(".route(\""))
-            .filter_map(|rest| rest.split('"').next())
-            .collect();
-        assert!(routes.len() > 15);
-        for route in routes {
-            assert!(document["paths"][route].is_object(), "{route} is in openapi.json");
+        let router = &source[source.find("pub fn router").unwrap()..];
+        let router = &router[..router.find(".route_layer").unwrap()];
+        let mut routes = 0;
+        for route in router.split(".route(").skip(1) {
+            let path = route.split('"').nth(1).expect("a quoted path");
+            let handlers = route.split('"').nth(2).expect("handlers after the path");
+            for method in ["get", "put", "post", "delete"] {
+                let routed = handlers
+                    .match_indices(&format!("{method}("))
+                    .any(|(at, _)| at == 0 || !handlers.as_bytes()[at - 1].is_ascii_alphanumeric());
+                if routed {
+                    routes += 1;
+                    assert!(
+                        document["paths"][path][method].is_object(),
+                        "{method} {path} is in openapi.json"
+                    );
+                }
+            }
         }
+        assert!(routes > 20, "{routes} routes found");
     }
 
     #[test]

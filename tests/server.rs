@@ -80,6 +80,7 @@ fn read(path: &Path) -> String {
 struct Reply {
     status: u16,
     content_type: String,
+    location: Option<String>,
     body: String,
 }
 
@@ -121,7 +122,12 @@ fn http(address: &str, method: &str, path: &str, token: Option<&str>, body: Opti
     } else {
         body.to_owned()
     };
-    Reply { status, content_type: header("content-type").unwrap_or_default(), body }
+    Reply {
+        status,
+        content_type: header("content-type").unwrap_or_default(),
+        location: header("location"),
+        body,
+    }
 }
 
 fn dechunk(mut body: &str) -> String {
@@ -938,6 +944,47 @@ fn fhir_match_read_search_metrics_and_openapi() {
     let openapi = server.call("GET", "/openapi.json", Some(&keys.reader), None).json();
     assert_eq!(openapi["openapi"], "3.0.3");
     assert!(openapi["paths"]["/v1/resolve"]["post"].is_object());
+
+    // A source system stores its Patient by conditional update: the identifier names
+    // the source system and the record's id there. An invalid NHS number is kept,
+    // reported against its element, and not matched on; the person is in Location.
+    let source_patient = json!({
+        "resourceType": "Patient",
+        "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "943 476 5918"}],
+        "name": [{"use": "official", "family": FAMILY, "given": [GIVEN]}],
+        "birthDate": "1961-07-14",
+        "gender": "male",
+        "address": [{"use": "home", "line": ["1 Park Row"], "postalCode": "LS1 4AB"}],
+    })
+    .to_string();
+    let path = "/fhir/Patient?identifier=https://trust.example/Id/mrn|MRN0042";
+    let stored = server.call("PUT", path, Some(&keys.writer), Some(&source_patient));
+    assert_eq!(stored.status, 201, "{}", stored.body);
+    assert_eq!(stored.content_type, "application/fhir+json");
+    assert_eq!(stored.location.as_deref(), Some(format!("/fhir/Patient/{person}").as_str()));
+    let outcome = stored.json();
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    assert!(outcome["issue"][0]["diagnostics"].as_str().unwrap().contains("linked"), "{outcome}");
+    assert_eq!(outcome["issue"][1]["severity"], "warning");
+    assert_eq!(outcome["issue"][1]["expression"][0], "Patient.identifier");
+    assert!(!stored.body.contains("943"), "values are never echoed: {}", stored.body);
+    let again = server.call("PUT", path, Some(&keys.writer), Some(&source_patient));
+    assert_eq!(again.status, 200, "the same Patient again changes nothing");
+    let record = server.call(
+        "GET",
+        "/v1/records/https:%2F%2Ftrust.example%2FId%2Fmrn/MRN0042",
+        Some(&keys.reader),
+        None,
+    );
+    assert_eq!(record.status, 200, "{}", record.body);
+    assert_eq!(record.json()["person_id"], person.as_str());
+    let refused = server.call("PUT", path, Some(&keys.reader), Some(&source_patient));
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.json()["resourceType"], "OperationOutcome");
+    let no_identifier =
+        server.call("PUT", "/fhir/Patient", Some(&keys.writer), Some(&source_patient));
+    assert_eq!(no_identifier.status, 400);
+    assert_eq!(no_identifier.json()["resourceType"], "OperationOutcome");
 }
 
 #[test]

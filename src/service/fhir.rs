@@ -1,6 +1,7 @@
-//! FHIR R4: `Patient/$match`, Patient read and search by identifier, over the same
-//! engine. Patients in are source records' demographics; Patients out are golden
-//! records. Errors are OperationOutcome resources.
+//! FHIR R4: `Patient/$match`, Patient read and search by identifier, and a source
+//! system's Patient stored by conditional update, over the same engine. Patients in are
+//! source records' demographics; Patients out are golden records. Errors are
+//! OperationOutcome resources.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -352,6 +353,92 @@ pub async fn patient_read(
     .await
 }
 
+/// The `system|value` of an `identifier` query parameter.
+fn identifier_token(query: &HashMap<String, String>) -> Result<(String, String), Problem> {
+    let token = query
+        .get("identifier")
+        .ok_or_else(|| invalid("an identifier is needed: ?identifier=system|value"))?;
+    token
+        .split_once('|')
+        .filter(|(system, value)| !system.is_empty() && !value.is_empty())
+        .map(|(system, value)| (system.to_owned(), value.to_owned()))
+        .ok_or_else(|| invalid("identifier is system|value"))
+}
+
+/// The FHIR element a field's values come from, for an issue's `expression`.
+fn element(field: mpi_matching::Field) -> &'static str {
+    use mpi_matching::Field;
+    match field {
+        Field::SourceSystem | Field::LocalId | Field::NhsNumber | Field::Identifier => {
+            "Patient.identifier"
+        }
+        Field::GivenName => "Patient.name.given",
+        Field::FamilyName => "Patient.name.family",
+        Field::DateOfBirth => "Patient.birthDate",
+        Field::Sex => "Patient.gender",
+        Field::AddressLine1 | Field::AddressLine2 => "Patient.address.line",
+        Field::Town => "Patient.address.city",
+        Field::Postcode => "Patient.address.postalCode",
+        Field::Phone | Field::Email => "Patient.telecom",
+    }
+}
+
+/// `PUT /fhir/Patient?identifier=system|value`: a source system stores its Patient (a
+/// conditional update). The identifier's system is the source system and its value
+/// the record's id there; the record is decided exactly as `PUT /v1/records` decides
+/// it. The answer is an OperationOutcome saying the decision and any unusable value,
+/// with the person's golden record in `Location`.
+pub async fn patient_update(
+    State(service): State<Arc<Service>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    run(service, move |service| {
+        let caller = service.authorize(&headers, Role::Writer)?;
+        let (source, local_id) = identifier_token(&query)?;
+        super::check_id("identifier system", &source)?;
+        super::check_id("identifier value", &local_id)?;
+        let patient: Value = super::parse_body(&body)?;
+        let raw = patient_demographics(&patient)?;
+        let ingested = service.ingest(&caller, "fhir_update", &source, &local_id, raw)?;
+        let mut issues = vec![json!({
+            "severity": "information",
+            "code": "informational",
+            "diagnostics": format!(
+                "record {}: {}{}",
+                if ingested.unchanged { "unchanged" } else { "stored" },
+                ingested.decision.as_str(),
+                ingested.probability.map(|p| format!(" (probability {p:.6})")).unwrap_or_default(),
+            ),
+        })];
+        issues.extend(ingested.issues.iter().map(|issue| {
+            json!({
+                "severity": "warning",
+                "code": "value",
+                "diagnostics": format!(
+                    "{}: {}; the value is kept and not used for matching",
+                    issue.field.as_str(),
+                    issue.kind.reason()
+                ),
+                "expression": [element(issue.field)],
+            })
+        }));
+        let status = if ingested.unchanged { StatusCode::OK } else { StatusCode::CREATED };
+        let location = format!("/fhir/Patient/{}", ingested.person_id);
+        Ok((
+            status,
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON)),
+                (header::LOCATION, HeaderValue::from_str(&location).map_err(Problem::internal)?),
+            ],
+            json!({"resourceType": "OperationOutcome", "issue": issues}).to_string(),
+        )
+            .into_response())
+    })
+    .await
+}
+
 /// `GET /fhir/Patient?identifier=system|value`.
 pub async fn patient_search(
     State(service): State<Arc<Service>>,
@@ -360,21 +447,12 @@ pub async fn patient_search(
 ) -> Response {
     run(service, move |service| {
         let caller = service.authorize(&headers, Role::Reader)?;
-        let token = query
-            .get("identifier")
-            .ok_or_else(|| invalid("search by identifier: ?identifier=system|value"))?;
-        let (system, value) = token
-            .split_once('|')
-            .filter(|(system, value)| !system.is_empty() && !value.is_empty())
-            .ok_or_else(|| invalid("identifier is system|value"))?;
+        let (system, value) = identifier_token(&query)?;
         let raw = if system == NHS_NUMBER_SYSTEM {
-            Demographics { nhs_number: Some(value.to_owned()), ..Demographics::default() }
+            Demographics { nhs_number: Some(value), ..Demographics::default() }
         } else {
             Demographics {
-                identifiers: vec![Identifier {
-                    system: system.to_owned(),
-                    value: value.to_owned(),
-                }],
+                identifiers: vec![Identifier { system, value }],
                 ..Demographics::default()
             }
         };
