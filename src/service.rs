@@ -1396,6 +1396,37 @@ async fn list_reviews(
             .flat_map(|review| review.candidate_persons.as_array().cloned().unwrap_or_default())
             .filter_map(|candidate| candidate["person_id"].as_str().map(str::to_owned))
             .collect();
+        // An open review's record or candidates may have changed since it opened: its
+        // probability now is the best over its (live) candidate persons.
+        let reviews: Vec<Value> = {
+            let engine = service.read_engine();
+            reviews
+                .iter()
+                .map(|review| {
+                    let current = (review.status == "open")
+                        .then(|| engine.linker.position(review.record_id))
+                        .flatten()
+                        .and_then(|position| {
+                            review
+                                .candidate_persons
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|candidate| {
+                                    engine.person_of(candidate["person_id"].as_str()?)
+                                })
+                                .filter_map(|person| {
+                                    engine.best_pair(position, engine.live_person(person))
+                                })
+                                .map(|(_, score)| score.probability)
+                                .reduce(f64::max)
+                        });
+                    let mut row = serde_json::to_value(review).unwrap_or_default();
+                    row["current_probability"] = json!(current);
+                    row
+                })
+                .collect()
+        };
         service.audit(&caller, "list_reviews", person_ids)?;
         ok_json(StatusCode::OK, json!({ "reviews": reviews, "total": total }))
     })

@@ -607,6 +607,14 @@ fn stewards_work_reviews_and_their_decisions_stick() {
     assert!(candidate["best_record"]["values"].is_object());
     assert!(candidate["comparison"]["contributions"].as_array().is_some_and(|c| !c.is_empty()));
     let target = candidate["person_id"].as_str().unwrap().to_owned();
+    // The list carries each open review's probability as it is now, as the detail does.
+    let best_now = detail["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|candidate| candidate["probability"].as_f64())
+        .fold(f64::MIN, f64::max);
+    assert!((first["current_probability"].as_f64().unwrap() - best_now).abs() < 1e-9, "{first}");
 
     // match: the record joins the candidate person, manually.
     let no_reason = json!({"decision": "match", "reason": ""}).to_string();
