@@ -900,6 +900,7 @@ pub fn write_results(
     extra_events: Vec<Event>,
 ) -> Result<u64, LinkError> {
     let WriteContext { model, thresholds, actor } = *context;
+    let started = std::time::Instant::now();
     let evidence: Vec<Option<String>> = items
         .par_iter()
         .map(|item| {
@@ -909,6 +910,7 @@ pub fn write_results(
                 .map(|score| evidence_json(&score, model.version))
         })
         .collect();
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "write: evidence made");
     let mut batch = Batch { actor: actor.to_owned(), ..Batch::default() };
     let mut seen_new_persons = std::collections::HashSet::new();
     for (item, evidence) in items.iter().zip(&evidence) {
@@ -988,6 +990,7 @@ pub fn write_results(
         batch.retired_persons.push((emptied.clone(), survivor.clone()));
     }
     batch.events.extend(extra_events);
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "write: batch built");
     Ok(store.write_batch(&batch)?)
 }
 

@@ -991,9 +991,41 @@ impl Store {
     /// Writes one batch in one transaction: records (insert or update), new persons,
     /// persons retired, links and reviews; bumps the generation and returns it.
     ///
+    /// A bulk batch (100,000 new records or more, outside a group) is written with a
+    /// rollback journal instead of the write-ahead log: pages the store did not have
+    /// before are written once, into the database, where the log would hold them all and
+    /// a checkpoint then copy them again. The journal (fully synced) still makes the
+    /// transaction atomic and durable (a crash rolls it back on the next open); the store
+    /// returns to WAL afterwards.
+    ///
     /// # Errors
     /// When SQLite fails; nothing is written then.
     pub fn write_batch(&mut self, batch: &Batch<'_>) -> Result<u64, StoreError> {
+        let bulk = batch.records.len() >= BULK_THRESHOLD && batch.updated_records.is_empty();
+        // Leaving WAL needs the only connection; if another is open it stays in WAL.
+        let journaled = bulk
+            && !self.in_group
+            && self
+                .connection
+                .pragma_update_and_check(None, "journal_mode", "DELETE", |row| {
+                    row.get::<_, String>(0)
+                })
+                .is_ok_and(|mode| mode.eq_ignore_ascii_case("delete"));
+        if journaled {
+            // A rollback journal is safe against power loss only when fully synced.
+            self.connection.pragma_update(None, "synchronous", "FULL")?;
+        }
+        let written = self.write_batch_transaction(batch);
+        if journaled {
+            self.connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| {
+                row.get::<_, String>(0)
+            })?;
+            self.connection.pragma_update(None, "synchronous", "NORMAL")?;
+        }
+        written
+    }
+
+    fn write_batch_transaction(&mut self, batch: &Batch<'_>) -> Result<u64, StoreError> {
         let started = std::time::Instant::now();
         let lap = |phase: &str| {
             tracing::debug!(phase, seconds = started.elapsed().as_secs_f64(), "write")
@@ -1531,6 +1563,46 @@ mod tests {
         // Outside a group, each write is its own transaction again.
         assert_eq!(writer.write_batch(&batch(&["d"])).expect("write"), 3);
         assert_eq!(persons(&reader), 3);
+    }
+
+    #[test]
+    fn a_bulk_batch_lands_whole_and_the_store_stays_in_wal() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let normalized = NormalizedRecord::default();
+        let local_ids: Vec<String> = (0..BULK_THRESHOLD).map(|i| format!("L{i}")).collect();
+        let batch = |first_id: u64| Batch {
+            new_persons: vec![("p".to_owned(), false)],
+            records: local_ids
+                .iter()
+                .enumerate()
+                .map(|(i, local_id)| RecordWrite {
+                    id: first_id + i as u64,
+                    source_system: "s",
+                    local_id,
+                    raw: "{}",
+                    normalized: &normalized,
+                    issues: &[],
+                    person_id: "p",
+                    decision: "new",
+                    probability: None,
+                })
+                .collect(),
+            ..Batch::default()
+        };
+        let mode = |store: &Store| -> String {
+            store.connection.query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap()
+        };
+        assert_eq!(store.write_batch(&batch(1)).expect("bulk write"), 1);
+        assert_eq!(store.n_records().expect("count"), BULK_THRESHOLD as u64);
+        assert_eq!(mode(&store), "wal");
+        // The same person and local ids again (under new record ids) are refused, and
+        // nothing of the failed bulk batch remains.
+        let failed = store.write_batch(&batch(1_000_000));
+        assert!(failed.is_err());
+        assert_eq!(store.n_records().expect("count"), BULK_THRESHOLD as u64);
+        assert_eq!(store.generation().expect("generation"), 1);
+        assert_eq!(mode(&store), "wal");
     }
 
     #[test]
