@@ -53,8 +53,8 @@ fn payload_generation(payload: &str) -> Option<u64> {
 }
 
 /// The index commit payload that says the index is level with store generation `g`.
-/// It names the key format too (`k3`: kind-tagged 64-bit hashes, thirteen kinds), so an index built
-/// by an older version with other keys is rebuilt.
+/// It names the key format too (`k3`: kind-tagged 64-bit hashes of thirteen kinds), so
+/// an index built by an older version with other keys is rebuilt.
 pub fn index_payload(generation: u64) -> String {
     format!("k3 gen:{generation}")
 }
