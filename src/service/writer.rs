@@ -26,7 +26,7 @@ type Finish = Box<dyn FnOnce(Result<(), &str>) + Send>;
 
 /// A change waiting for the writer: run with the engine and the store, or refused
 /// with a reason (then it answers its request at once).
-type Job = Box<dyn FnOnce(Result<(&mut Engine, &mut Store), &str>) -> Option<Finish> + Send>;
+type Job<E> = Box<dyn FnOnce(Result<(&mut E, &mut Store), &str>) -> Option<Finish> + Send>;
 
 /// Why a change was not made durable.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,11 +37,17 @@ pub enum WriteFailure<P> {
     Store(String),
 }
 
-/// The handle requests use to hand changes to the writer.
-#[derive(Debug)]
-pub struct Writer {
-    sender: Mutex<Sender<Job>>,
+/// The handle requests use to hand changes to the writer. `E` is the in-memory state
+/// the changes update with the store: the service's [`Engine`].
+pub struct Writer<E = Engine> {
+    sender: Mutex<Sender<Job<E>>>,
     state: Arc<WriterState>,
+}
+
+impl<E> std::fmt::Debug for Writer<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").field("state", &self.state).finish_non_exhaustive()
+    }
 }
 
 /// What the writer thread shares with the handle.
@@ -55,10 +61,10 @@ struct WriterState {
     changes: AtomicU64,
 }
 
-impl Writer {
+impl<E: Send + Sync + 'static> Writer<E> {
     /// Starts the writer thread over the service's engine and store.
-    pub fn start(engine: Arc<RwLock<Engine>>, store: Arc<Mutex<Store>>) -> Writer {
-        let (sender, receiver) = std::sync::mpsc::channel::<Job>();
+    pub fn start(engine: Arc<RwLock<E>>, store: Arc<Mutex<Store>>) -> Writer<E> {
+        let (sender, receiver) = std::sync::mpsc::channel::<Job<E>>();
         let state = Arc::new(WriterState::default());
         let shared = Arc::clone(&state);
         std::thread::Builder::new()
@@ -86,7 +92,7 @@ impl Writer {
     /// [`WriteFailure::Store`] when the group could not be committed.
     pub fn write<T, P>(
         &self,
-        change: impl FnOnce(&mut Engine, &mut Store) -> Result<T, P> + Send + 'static,
+        change: impl FnOnce(&mut E, &mut Store) -> Result<T, P> + Send + 'static,
     ) -> Result<T, WriteFailure<P>>
     where
         T: Send + 'static,
@@ -94,7 +100,7 @@ impl Writer {
     {
         let (reply, answer): (SyncSender<Result<T, WriteFailure<P>>>, _) =
             std::sync::mpsc::sync_channel(1);
-        let job: Job = Box::new(move |access| match access {
+        let job: Job<E> = Box::new(move |access| match access {
             Ok((engine, store)) => {
                 let outcome = change(engine, store);
                 Some(Box::new(move |committed: Result<(), &str>| {
@@ -120,9 +126,9 @@ impl Writer {
     }
 }
 
-fn run(
-    receiver: &Receiver<Job>,
-    engine: &RwLock<Engine>,
+fn run<E>(
+    receiver: &Receiver<Job<E>>,
+    engine: &RwLock<E>,
     store: &Mutex<Store>,
     state: &WriterState,
 ) {
@@ -193,8 +199,80 @@ fn run(
 }
 
 /// Answers every request of a group that could not run.
-fn refuse(group: Vec<Job>, why: &str) {
+fn refuse<E>(group: Vec<Job<E>>, why: &str) {
     for job in group {
         job(Err(why));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Batch;
+
+    fn person(id: &str) -> Batch<'static> {
+        Batch { new_persons: vec![(id.to_owned(), false)], ..Batch::default() }
+    }
+
+    #[test]
+    fn concurrent_changes_commit_in_groups_and_a_failed_change_rolls_back_alone() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let store = Arc::new(Mutex::new(Store::open(dir.path()).expect("open")));
+        let state = Arc::new(RwLock::new(Vec::<u32>::new()));
+        let writer = Arc::new(Writer::start(Arc::clone(&state), store));
+        let threads: Vec<_> = (0..8u32)
+            .map(|thread| {
+                let writer = Arc::clone(&writer);
+                std::thread::spawn(move || {
+                    for i in 0..25u32 {
+                        let n = thread * 100 + i;
+                        let written = writer.write(move |state: &mut Vec<u32>, store| {
+                            state.push(n);
+                            store.write_batch(&person(&format!("p{n}"))).map_err(|e| e.to_string())
+                        });
+                        assert!(written.is_ok(), "{written:?}");
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("a writing thread");
+        }
+        // One change fails half way (a person id twice): only its own rows go.
+        let failed = writer.write(|_: &mut Vec<u32>, store| {
+            store.write_batch(&Batch {
+                new_persons: vec![("q".to_owned(), false), ("q".to_owned(), false)],
+                ..Batch::default()
+            })
+        });
+        assert!(matches!(failed, Err(WriteFailure::Change(_))));
+        let reader = Store::open(dir.path()).expect("a second connection");
+        let created = reader.events(0, 10_000).expect("events");
+        assert_eq!(created.len(), 200, "every acknowledged change is stored, the failed one not");
+        assert_eq!(state.read().unwrap().len(), 200);
+        let (groups, changes) = writer.committed();
+        assert_eq!(changes, 201, "the failed change's group committed too");
+        assert!(groups <= changes);
+        assert!(!writer.failed());
+    }
+
+    #[test]
+    fn a_failed_commit_fails_its_group_and_refuses_what_follows() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let store = Arc::new(Mutex::new(Store::open(dir.path()).expect("open")));
+        let writer = Writer::start(Arc::new(RwLock::new(())), store);
+        assert!(writer.write(|(), store| store.write_batch(&person("a"))).is_ok());
+        // A change that ends the group's transaction itself makes the group's commit fail.
+        let broken = writer.write(|(), store| {
+            store.write_batch(&person("b"))?;
+            store.commit_group()
+        });
+        assert!(matches!(broken, Err(WriteFailure::Store(_))), "{broken:?}");
+        assert!(writer.failed());
+        let refused = writer.write(|(), store| store.write_batch(&person("c")));
+        match refused {
+            Err(WriteFailure::Store(reason)) => assert!(reason.contains("restart"), "{reason}"),
+            other => panic!("refused, not {other:?}"),
+        }
     }
 }
