@@ -787,7 +787,7 @@ fn index_run(
     keys: &[Vec<BlockingKey>],
     progress: &dyn Progress,
 ) -> Result<BlockingIndexWriter, mpi_index::IndexError> {
-    let mut writer = index.writer(INDEX_WRITER_BUDGET)?;
+    let mut writer = index.bulk_writer(INDEX_WRITER_BUDGET)?;
     for &(_, position, is_update) in work {
         let id = linker.entries[position].id;
         if is_update {

@@ -136,6 +136,22 @@ impl BlockingIndex {
         Ok(BlockingIndexWriter { writer, fields: self.fields })
     }
 
+    /// A writer for one large batch of documents: as [`BlockingIndex::writer`], but it
+    /// never merges. Merges started while a batch indexes would be cut off when it
+    /// commits and drops the writer, their work wasted; later writers merge only small
+    /// segments.
+    ///
+    /// # Errors
+    /// [`IndexError::Tantivy`] when another writer holds the lock.
+    pub fn bulk_writer(
+        &self,
+        memory_budget_bytes: usize,
+    ) -> Result<BlockingIndexWriter, IndexError> {
+        let writer = self.writer(memory_budget_bytes)?;
+        writer.writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+        Ok(writer)
+    }
+
     /// Makes the last commit visible to searches.
     ///
     /// # Errors
