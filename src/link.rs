@@ -911,9 +911,14 @@ pub fn write_results(
         })
         .collect();
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "write: evidence made");
-    let mut batch = Batch { actor: actor.to_owned(), ..Batch::default() };
-    let mut seen_new_persons = std::collections::HashSet::new();
-    for (item, evidence) in items.iter().zip(&evidence) {
+    let mut batch = Batch {
+        actor: actor.to_owned(),
+        records: Vec::with_capacity(items.len()),
+        links: Vec::with_capacity(items.len()),
+        ..Batch::default()
+    };
+    let mut seen_new_persons = std::collections::HashSet::with_capacity(items.len() / 2);
+    for (item, mut evidence) in items.iter().zip(evidence) {
         let decision = item.decision;
         let entry = &linker.entries[item.position];
         if item.is_update {
@@ -958,7 +963,8 @@ pub fn write_results(
             matched_record_id: if linked { matched_id } else { None },
             method: "automatic",
             probability: decision.probability,
-            evidence: if linked { evidence.clone() } else { None },
+            // A link's evidence moves into it; a review's (never both) into the review.
+            evidence: if linked { evidence.take() } else { None },
             model_version: Some(model.version),
             upper: thresholds.upper,
             lower: thresholds.lower,
@@ -979,7 +985,7 @@ pub fn write_results(
                 reason: decision.reason.map_or("", |reason| reason.as_str()),
                 reason_code: decision.reason.map_or("uncertain", |reason| reason.code()),
                 priority: decision.reason.map_or(4, |reason| reason.priority()),
-                evidence: evidence.clone(),
+                evidence: evidence.take(),
             });
         }
     }
