@@ -181,8 +181,6 @@ struct Prepared {
     /// The raw values as the store keeps them (JSON), made once here so the raw
     /// values themselves need not be held until the write.
     raw_json: String,
-    /// Moved into the linker once the record has a position.
-    record: Option<ComparableRecord>,
     issues: Vec<Issue>,
     keys: Vec<BlockingKey>,
 }
@@ -311,7 +309,10 @@ pub fn link(
     // Normalise and prepare in parallel.
     progress.stage("normalising", rows.len() as u64);
     let normalizer = &workspace.normalizer;
-    let mut prepared: Vec<Prepared> = rows
+    // The prepared records are held apart from the rest: they move into the linker
+    // once placed, and their vector is then freed whole (a slot inside `Prepared`
+    // would stay allocated, and empty, for the rest of the run).
+    let (mut prepared, mut records): (Vec<Prepared>, Vec<Option<ComparableRecord>>) = rows
         .into_par_iter()
         .enumerate()
         .filter(|(index, _)| keep[*index])
@@ -320,17 +321,17 @@ pub fn link(
             let record = ComparableRecord::new(normalized, normalizer.nicknames());
             let keys = blocking_keys(&record);
             progress.advance(1);
-            Prepared {
+            let item = Prepared {
                 outcome_index: outcome_of_row[index],
                 raw_json: raw_json(&row.demographics),
                 source_system: row.source_system,
                 local_id: row.local_id,
-                record: Some(record),
                 issues,
                 keys,
-            }
+            };
+            (item, Some(record))
         })
-        .collect();
+        .unzip();
     for item in &prepared {
         for issue in item.issues.iter().filter(|issue| issue.kind.value_ignored()) {
             report.issues.push((item.outcome_index, *issue));
@@ -363,8 +364,7 @@ pub fn link(
     drop(existing);
     let mut unchanged: Vec<usize> = Vec::new();
     for &(item_index, position) in &updates {
-        let unchanged_values = prepared[item_index]
-            .record
+        let unchanged_values = records[item_index]
             .as_ref()
             .is_some_and(|record| record.record == linker.entries[position].record.record);
         if unchanged_values {
@@ -378,13 +378,14 @@ pub fn link(
     }
     report.n_unchanged = unchanged.len();
     let first_new_position = linker.entries.len();
+    linker.entries.reserve_exact(new_items.len());
     for &item_index in &new_items {
         let item = &mut prepared[item_index];
         linker.entries.push(Entry {
             id: next_id,
             source_system: item.source_system.clone(),
             local_id: item.local_id.clone(),
-            record: item.record.take().expect("each prepared record is placed once"),
+            record: records[item_index].take().expect("each prepared record is placed once"),
             person: PersonKey::MAX,
             decision: DecisionKind::New,
             probability: None,
@@ -398,9 +399,10 @@ pub fn link(
     for &(item_index, position, is_update) in &work {
         if is_update {
             linker.entries[position].record =
-                prepared[item_index].record.take().expect("each prepared record is placed once");
+                records[item_index].take().expect("each prepared record is placed once");
         }
     }
+    drop(records);
     work.sort_by_key(|&(item_index, _, _)| prepared[item_index].outcome_index);
 
     let model = resolve_model_early(workspace, options)?;
