@@ -187,14 +187,7 @@ impl Auditor {
         std::thread::Builder::new()
             .name("audit".to_owned())
             .spawn(move || {
-                while let Ok(first) = receiver.recv() {
-                    let mut group = vec![first];
-                    while group.len() < AUDIT_GROUP {
-                        match receiver.try_recv() {
-                            Ok(next) => group.push(next),
-                            Err(_) => break,
-                        }
-                    }
+                while let Some(group) = writer::next_group(&receiver, AUDIT_GROUP) {
                     let entries: Vec<AuditEntry> =
                         group.iter().map(|(entry, _)| entry.clone()).collect();
                     let result = store.append_audit(&entries).map_err(|error| error_chain(&error));

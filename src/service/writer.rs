@@ -126,20 +126,26 @@ impl<E: Send + Sync + 'static> Writer<E> {
     }
 }
 
+/// Waits for the next item, then takes whatever else is already waiting, up to `max`
+/// in all: a group for one commit. None once every sender is gone.
+pub(super) fn next_group<T>(receiver: &Receiver<T>, max: usize) -> Option<Vec<T>> {
+    let mut group = vec![receiver.recv().ok()?];
+    while group.len() < max {
+        match receiver.try_recv() {
+            Ok(next) => group.push(next),
+            Err(_) => break,
+        }
+    }
+    Some(group)
+}
+
 fn run<E>(
     receiver: &Receiver<Job<E>>,
     engine: &RwLock<E>,
     store: &Mutex<Store>,
     state: &WriterState,
 ) {
-    while let Ok(first) = receiver.recv() {
-        let mut group = vec![first];
-        while group.len() < WRITE_GROUP {
-            match receiver.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
-            }
-        }
+    while let Some(group) = next_group(receiver, WRITE_GROUP) {
         let started = Instant::now();
         let mut engine = engine.write().unwrap_or_else(PoisonError::into_inner);
         let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
