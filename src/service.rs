@@ -1059,6 +1059,29 @@ fn golden_record(engine: &Engine, person: PersonKey) -> Value {
     })
 }
 
+/// A person looked up by id for reading.
+pub(crate) enum Found {
+    /// A live person with records.
+    Live(PersonKey),
+    /// Merged away: the survivor's id.
+    MergedInto(String),
+}
+
+/// Looks a person up: 404 when unknown (`what` names it), 410 when retired with no
+/// records, the survivor when merged.
+fn find_person(engine: &Engine, person_id: &str, what: &str) -> Result<Found, Problem> {
+    let person = engine.person_of(person_id).ok_or_else(|| Problem::not_found(what))?;
+    let live = engine.live_person(person);
+    if live != person {
+        return Ok(Found::MergedInto(engine.linker.persons[live as usize].id.clone()));
+    }
+    if engine.linker.persons[person as usize].members.is_empty() {
+        return Err(Problem::new(StatusCode::GONE, &format!("{what} retired"))
+            .detail("the person has no records left"));
+    }
+    Ok(Found::Live(person))
+}
+
 async fn get_person(
     State(service): State<Arc<Service>>,
     Path(person_id): Path<String>,
@@ -1067,23 +1090,19 @@ async fn get_person(
     blocking(service, move |service| {
         let caller = service.authorize(&headers, Role::Reader)?;
         let engine = service.read_engine();
-        let person = engine.person_of(&person_id).ok_or_else(|| Problem::not_found("person"))?;
-        let live = engine.live_person(person);
-        if live != person {
+        let person = match find_person(&engine, &person_id, "person")? {
+            Found::Live(person) => person,
             // Merged: answer with the survivor, a redirect the client can follow.
-            let survivor = &engine.linker.persons[live as usize].id;
-            return Ok((
-                StatusCode::PERMANENT_REDIRECT,
-                [(header::LOCATION, format!("/v1/persons/{survivor}"))],
-                json!({ "person_id": person_id, "merged_into": survivor }).to_string(),
-            )
-                .into_response());
-        }
+            Found::MergedInto(survivor) => {
+                return Ok((
+                    StatusCode::PERMANENT_REDIRECT,
+                    [(header::LOCATION, format!("/v1/persons/{survivor}"))],
+                    json!({ "person_id": person_id, "merged_into": survivor }).to_string(),
+                )
+                    .into_response());
+            }
+        };
         let slot = &engine.linker.persons[person as usize];
-        if slot.members.is_empty() {
-            return Err(Problem::new(StatusCode::GONE, "person retired")
-                .detail("the person has no records left"));
-        }
         let golden = golden_record(&engine, person);
         let ids: Vec<u64> =
             slot.members.iter().map(|&position| engine.linker.entries[position].id).collect();

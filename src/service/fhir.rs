@@ -331,20 +331,17 @@ pub async fn patient_read(
     run(service, move |service| {
         let caller = service.authorize(&headers, Role::Reader)?;
         let engine = service.read_engine();
-        let person = engine.person_of(&person_id).ok_or_else(|| Problem::not_found("Patient"))?;
-        let live = engine.live_person(person);
-        if live != person {
-            let survivor = &engine.linker.persons[live as usize].id;
-            return Ok((
-                StatusCode::PERMANENT_REDIRECT,
-                [(header::LOCATION, format!("/fhir/Patient/{survivor}"))],
-                "",
-            )
-                .into_response());
-        }
-        if engine.linker.persons[person as usize].members.is_empty() {
-            return Err(Problem::new(StatusCode::GONE, "Patient retired"));
-        }
+        let person = match super::find_person(&engine, &person_id, "Patient")? {
+            super::Found::Live(person) => person,
+            super::Found::MergedInto(survivor) => {
+                return Ok((
+                    StatusCode::PERMANENT_REDIRECT,
+                    [(header::LOCATION, format!("/fhir/Patient/{survivor}"))],
+                    "",
+                )
+                    .into_response());
+            }
+        };
         let resource = patient_resource(&engine, person);
         drop(engine);
         service.audit(&caller, "fhir_read", vec![person_id])?;
