@@ -15,7 +15,7 @@ use crate::engine::{
     Decision, DecisionKind, Entry, Linker, PersonKey, ScoredCandidate, score_pairs,
 };
 use crate::input::{InputRow, RowError};
-use crate::store::{Batch, Event, LinkWrite, RecordWrite, ReviewWrite, Store};
+use crate::store::{Batch, BatchShape, Event, LinkWrite, RecordWrite, ReviewWrite, Store};
 use crate::workspace::{INDEX_WRITER_BUDGET, Workspace, WorkspaceError, index_payload};
 
 /// The shipped default model, trained on synthetic UK data (`data/default_model.json`).
@@ -901,8 +901,52 @@ pub fn write_results(
     context: &WriteContext<'_>,
     extra_events: Vec<Event>,
 ) -> Result<u64, LinkError> {
+    let actor = context.actor;
+    let shape = BatchShape {
+        actor,
+        n_records: items.len(),
+        all_new: items.iter().all(|item| !item.is_update),
+    };
+    let mut seen_new_persons = std::collections::HashSet::with_capacity(items.len() / 2);
+    let mut extra_events = Some(extra_events);
+    // A chunk at a time: its evidence is made in parallel, its rows handed to the
+    // store, and both freed before the next (a million links' evidence and rows at
+    // once would be most of a batch's memory). The last chunk (the only one, even
+    // if empty, for a small write) carries the retirements and the extra events.
+    let n_chunks = items.len().div_ceil(WRITE_CHUNK).max(1);
+    Ok(store.write_batch_chunks(&shape, |write| {
+        for index in 0..n_chunks {
+            let chunk = &items[index * WRITE_CHUNK..items.len().min((index + 1) * WRITE_CHUNK)];
+            let mut batch = chunk_batch(linker, chunk, context, &mut seen_new_persons);
+            if index + 1 == n_chunks {
+                for &(emptied, survivor) in retired {
+                    let (emptied, survivor) = (
+                        &linker.persons[emptied as usize].id,
+                        &linker.persons[survivor as usize].id,
+                    );
+                    batch.events.push(Event::new("person_retired", emptied, None).other(survivor));
+                    batch.retired_persons.push((emptied.clone(), survivor.clone()));
+                }
+                batch.events.extend(extra_events.take().unwrap_or_default());
+            }
+            write(&batch)?;
+        }
+        Ok(())
+    })?)
+}
+
+/// Records a batch hands the store at a time.
+const WRITE_CHUNK: usize = 50_000;
+
+/// One chunk's rows for the store: its records, new persons (each once over the whole
+/// run: `seen_new_persons`), links with evidence, reviews and events.
+fn chunk_batch<'a>(
+    linker: &'a Linker,
+    items: &[WriteItem<'a>],
+    context: &WriteContext<'_>,
+    seen_new_persons: &mut std::collections::HashSet<PersonKey>,
+) -> Batch<'a> {
     let WriteContext { model, thresholds, actor } = *context;
-    let started = std::time::Instant::now();
     let evidence: Vec<Option<String>> = items
         .par_iter()
         .map(|item| {
@@ -912,14 +956,12 @@ pub fn write_results(
                 .map(|score| evidence_json(&score, model.version))
         })
         .collect();
-    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "write: evidence made");
     let mut batch = Batch {
         actor: actor.to_owned(),
         records: Vec::with_capacity(items.len()),
         links: Vec::with_capacity(items.len()),
         ..Batch::default()
     };
-    let mut seen_new_persons = std::collections::HashSet::with_capacity(items.len() / 2);
     for (item, mut evidence) in items.iter().zip(evidence) {
         let decision = item.decision;
         let entry = &linker.entries[item.position];
@@ -991,15 +1033,7 @@ pub fn write_results(
             });
         }
     }
-    for &(emptied, survivor) in retired {
-        let (emptied, survivor) =
-            (&linker.persons[emptied as usize].id, &linker.persons[survivor as usize].id);
-        batch.events.push(Event::new("person_retired", emptied, None).other(survivor));
-        batch.retired_persons.push((emptied.clone(), survivor.clone()));
-    }
-    batch.events.extend(extra_events);
-    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "write: batch built");
-    Ok(store.write_batch(&batch)?)
+    batch
 }
 
 /// The store items of a link run's decided records.

@@ -127,7 +127,7 @@ const MIGRATIONS: &[&str] = &[
 
 /// SQLite's page cache per connection, and while a large batch writes.
 const DEFAULT_CACHE_MIB: u32 = 32;
-const BATCH_CACHE_MIB: u32 = 256;
+const BATCH_CACHE_MIB: u32 = 64;
 
 /// Batches at least this large drop and rebuild the secondary indexes around their
 /// inserts.
@@ -1001,7 +1001,28 @@ impl Store {
     /// # Errors
     /// When SQLite fails; nothing is written then.
     pub fn write_batch(&mut self, batch: &Batch<'_>) -> Result<u64, StoreError> {
-        let bulk = batch.records.len() >= BULK_THRESHOLD && batch.updated_records.is_empty();
+        let shape = BatchShape {
+            actor: &batch.actor,
+            n_records: batch.records.len(),
+            all_new: batch.updated_records.is_empty(),
+        };
+        self.write_batch_chunks(&shape, |write| write(batch))
+    }
+
+    /// [`Store::write_batch`] for a batch handed over in chunks, so that a million
+    /// records' rows never sit in memory at once: `produce` calls `write` once per
+    /// chunk, in order, and everything is committed in one transaction when it returns.
+    /// Each chunk's `actor` is ignored (the shape's is used); its `updated_records`
+    /// name the updated records among its own. Feed events are written after every
+    /// chunk's rows, in chunk order, as one batch would write them.
+    ///
+    /// # Errors
+    /// When SQLite fails or `produce` does; nothing is written then.
+    pub fn write_batch_chunks<F>(&mut self, shape: &BatchShape<'_>, produce: F) -> Result<u64, StoreError>
+    where
+        F: FnOnce(&mut dyn FnMut(&Batch<'_>) -> Result<(), StoreError>) -> Result<(), StoreError>,
+    {
+        let bulk = shape.n_records >= BULK_THRESHOLD && shape.all_new;
         // Leaving WAL needs the only connection; if another is open it stays in WAL.
         let journaled = bulk
             && !self.in_group
@@ -1015,7 +1036,15 @@ impl Store {
             // A rollback journal is safe against power loss only when fully synced.
             self.connection.pragma_update(None, "synchronous", "FULL")?;
         }
-        let written = self.write_batch_transaction(batch);
+        if bulk {
+            // Rebuilding the secondary indexes sorts every key; in a temporary file
+            // that sort spills to disk instead of holding a million keys in memory.
+            self.connection.pragma_update(None, "temp_store", "FILE")?;
+        }
+        let written = self.write_batch_transaction(shape, produce);
+        if bulk {
+            self.connection.pragma_update(None, "temp_store", "MEMORY")?;
+        }
         if journaled {
             self.connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| {
                 row.get::<_, String>(0)
@@ -1025,7 +1054,14 @@ impl Store {
         written
     }
 
-    fn write_batch_transaction(&mut self, batch: &Batch<'_>) -> Result<u64, StoreError> {
+    fn write_batch_transaction<F>(
+        &mut self,
+        shape: &BatchShape<'_>,
+        produce: F,
+    ) -> Result<u64, StoreError>
+    where
+        F: FnOnce(&mut dyn FnMut(&Batch<'_>) -> Result<(), StoreError>) -> Result<(), StoreError>,
+    {
         let started = std::time::Instant::now();
         let lap = |phase: &str| {
             tracing::debug!(phase, seconds = started.elapsed().as_secs_f64(), "write")
@@ -1035,13 +1071,13 @@ impl Store {
         // A large batch inserts into the tables without their secondary indexes and
         // builds them afterwards: building an index by sorting is far cheaper than
         // inserting a million random keys into a B-tree one by one.
-        let bulk = batch.records.len() >= BULK_THRESHOLD && batch.updated_records.is_empty();
+        let bulk = shape.n_records >= BULK_THRESHOLD && shape.all_new;
         if bulk {
             transaction.execute_batch(DROP_SECONDARY_INDEXES)?;
         }
         // A large batch inserts into several B-tree indexes, and a small cache turns
         // that into IO: it gets a large one while it writes.
-        let large = batch.records.len() >= BULK_THRESHOLD / 10;
+        let large = shape.n_records >= BULK_THRESHOLD / 10;
         if large {
             transaction.pragma_update(None, "cache_size", -i64::from(BATCH_CACHE_MIB) * 1024)?;
         }
@@ -1055,6 +1091,10 @@ impl Store {
             [],
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )?;
+        // The chunks' own events wait for the end: the feed lists them after the
+        // set-wise events of the batch's new persons and records, as one batch would.
+        let mut events: Vec<Event> = Vec::new();
+        let mut highest: Option<u64> = None;
         {
             let mut insert_record = transaction.prepare(
                 "INSERT INTO records (id, source_system, local_id, raw, normalized, issues, person_id, decision, probability, updated_at, generation)
@@ -1064,118 +1104,122 @@ impl Store {
                    probability = excluded.probability, updated_at = excluded.updated_at,
                    generation = excluded.generation",
             )?;
-            // JSON is made in parallel, a chunk at a time (bounded memory), while the
-            // inserts stay on this one connection.
-            for chunk in batch.records.chunks(50_000) {
-                let serialized: Vec<(String, String)> = chunk
-                    .par_iter()
-                    .map(|record| (json(record.normalized), json(&record.issues)))
-                    .collect();
-                for (record, (normalized, issues)) in chunk.iter().zip(serialized) {
-                    insert_record.execute(params![
-                        record.id,
-                        record.source_system,
-                        record.local_id,
-                        record.raw,
-                        normalized,
-                        issues,
-                        record.person_id,
-                        record.decision,
-                        record.probability,
-                        now,
-                        next_generation,
-                    ])?;
-                }
-            }
-            lap("records");
             let mut insert_person = transaction
                 .prepare("INSERT INTO persons (id, created_at, provisional) VALUES (?1, ?2, ?3)")?;
-            for (person, provisional) in &batch.new_persons {
-                insert_person.execute(params![person, now, provisional])?;
-            }
             let mut retire =
                 transaction.prepare("UPDATE persons SET retired_into = ?2 WHERE id = ?1")?;
-            for (person, survivor) in &batch.retired_persons {
-                retire.execute(params![person, survivor])?;
-            }
             let mut deactivate = transaction
                 .prepare("UPDATE links SET active = 0 WHERE record_id = ?1 AND active = 1")?;
-            lap("persons");
             let mut insert_link = transaction.prepare(
                 "INSERT INTO links (record_id, person_id, matched_record_id, method, probability, evidence, model_version, upper_threshold, lower_threshold, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
-            for link in &batch.links {
-                if batch.updated_records.contains(&link.record_id) {
-                    deactivate.execute(params![link.record_id])?;
-                }
-                insert_link.execute(params![
-                    link.record_id,
-                    link.person_id,
-                    link.matched_record_id,
-                    link.method,
-                    link.probability,
-                    link.evidence,
-                    link.model_version,
-                    link.upper,
-                    link.lower,
-                    now,
-                ])?;
-            }
             let mut close_reviews = transaction.prepare(
                 "UPDATE reviews SET status = 'superseded' WHERE record_id = ?1 AND status = 'open'",
             )?;
-            for record in
-                batch.records.iter().filter(|record| batch.updated_records.contains(&record.id))
-            {
-                if record.decision != "review" {
-                    close_reviews.execute(params![record.id])?;
-                }
-            }
             let mut insert_review = transaction.prepare(
                 "INSERT INTO reviews (id, record_id, candidate_persons, best_record_id, probability, reason, evidence, created_at, reason_code, priority)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
-            for review in &batch.reviews {
-                if batch.updated_records.contains(&review.record_id) {
-                    close_reviews.execute(params![review.record_id])?;
+            let mut write = |batch: &Batch<'_>| -> Result<(), StoreError> {
+                // JSON is made in parallel, a slice at a time (bounded memory), while
+                // the inserts stay on this one connection.
+                for chunk in batch.records.chunks(50_000) {
+                    let serialized: Vec<(String, String)> = chunk
+                        .par_iter()
+                        .map(|record| (json(record.normalized), json(&record.issues)))
+                        .collect();
+                    for (record, (normalized, issues)) in chunk.iter().zip(serialized) {
+                        insert_record.execute(params![
+                            record.id,
+                            record.source_system,
+                            record.local_id,
+                            record.raw,
+                            normalized,
+                            issues,
+                            record.person_id,
+                            record.decision,
+                            record.probability,
+                            now,
+                            next_generation,
+                        ])?;
+                        highest = highest.max(Some(record.id));
+                    }
                 }
-                insert_review.execute(params![
-                    review.id,
-                    review.record_id,
-                    review.candidate_persons,
-                    review.best_record_id,
-                    review.probability,
-                    review.reason,
-                    review.evidence,
-                    now,
-                    review.reason_code,
-                    review.priority,
-                ])?;
-            }
+                for (person, provisional) in &batch.new_persons {
+                    insert_person.execute(params![person, now, provisional])?;
+                }
+                for (person, survivor) in &batch.retired_persons {
+                    retire.execute(params![person, survivor])?;
+                }
+                for link in &batch.links {
+                    if batch.updated_records.contains(&link.record_id) {
+                        deactivate.execute(params![link.record_id])?;
+                    }
+                    insert_link.execute(params![
+                        link.record_id,
+                        link.person_id,
+                        link.matched_record_id,
+                        link.method,
+                        link.probability,
+                        link.evidence,
+                        link.model_version,
+                        link.upper,
+                        link.lower,
+                        now,
+                    ])?;
+                }
+                for record in
+                    batch.records.iter().filter(|record| batch.updated_records.contains(&record.id))
+                {
+                    if record.decision != "review" {
+                        close_reviews.execute(params![record.id])?;
+                    }
+                }
+                for review in &batch.reviews {
+                    if batch.updated_records.contains(&review.record_id) {
+                        close_reviews.execute(params![review.record_id])?;
+                    }
+                    insert_review.execute(params![
+                        review.id,
+                        review.record_id,
+                        review.candidate_persons,
+                        review.best_record_id,
+                        review.probability,
+                        review.reason,
+                        review.evidence,
+                        now,
+                        review.reason_code,
+                        review.priority,
+                    ])?;
+                }
+                events.extend(batch.events.iter().cloned());
+                Ok(())
+            };
+            produce(&mut write)?;
         }
-        lap("links and reviews");
+        lap("records, persons, links and reviews");
         // The feed's events for new persons and new records are made set-wise here (a
         // million rows bound one by one from Rust would double a batch's write time);
         // the batch carries only the rest (updates, reviews, retirements).
         transaction.execute(
             "INSERT INTO events (at, kind, person_id, actor)
              SELECT ?1, 'person_created', id, ?2 FROM persons WHERE rowid > ?3 ORDER BY rowid",
-            params![now, batch.actor, last_person],
+            params![now, shape.actor, last_person],
         )?;
         transaction.execute(
             "INSERT INTO events (at, kind, person_id, record_id, detail, actor)
              SELECT ?1, 'record_linked', person_id, id, json_object('decision', decision), ?2
              FROM records WHERE id > ?3 ORDER BY id",
-            params![now, batch.actor, last_record],
+            params![now, shape.actor, last_record],
         )?;
-        insert_events(&transaction, &batch.events, &batch.actor, &now)?;
+        insert_events(&transaction, &events, shape.actor, &now)?;
         lap("events");
         if bulk {
             transaction.execute_batch(CREATE_SECONDARY_INDEXES)?;
         }
         lap("indexes");
-        if let Some(highest) = batch.records.iter().map(|record| record.id).max() {
+        if let Some(highest) = highest {
             transaction.execute(
                 "UPDATE meta SET value = max(CAST(value AS INTEGER), ?1) WHERE key = 'last_record_id'",
                 params![highest],
@@ -1280,6 +1324,18 @@ pub struct AuditEntry {
     pub action: String,
     /// Every person id the response carried.
     pub person_ids: Vec<String>,
+}
+
+/// What [`Store::write_batch_chunks`] needs to know before the first chunk.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchShape<'a> {
+    /// Who made the changes: an API key id, or `mpi link`.
+    pub actor: &'a str,
+    /// Records the chunks will write, in all.
+    pub n_records: usize,
+    /// True when none of them is already in the store (only then may a large batch
+    /// drop and rebuild the secondary indexes).
+    pub all_new: bool,
 }
 
 /// Everything one run writes, committed in one transaction.

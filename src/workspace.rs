@@ -45,7 +45,7 @@ pub enum WorkspaceError {
 const LOAD_CHUNK: usize = 50_000;
 
 /// Memory the index writer may use for indexing before it flushes a segment.
-pub const INDEX_WRITER_BUDGET: usize = 128 * 1024 * 1024;
+pub const INDEX_WRITER_BUDGET: usize = 64 * 1024 * 1024;
 
 /// The store generation an index payload names, when it names one in this key format.
 fn payload_generation(payload: &str) -> Option<u64> {
