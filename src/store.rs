@@ -1018,7 +1018,11 @@ impl Store {
     ///
     /// # Errors
     /// When SQLite fails or `produce` does; nothing is written then.
-    pub fn write_batch_chunks<F>(&mut self, shape: &BatchShape<'_>, produce: F) -> Result<u64, StoreError>
+    pub fn write_batch_chunks<F>(
+        &mut self,
+        shape: &BatchShape<'_>,
+        produce: F,
+    ) -> Result<u64, StoreError>
     where
         F: FnOnce(&mut dyn FnMut(&Batch<'_>) -> Result<(), StoreError>) -> Result<(), StoreError>,
     {
@@ -1659,6 +1663,66 @@ mod tests {
         assert_eq!(store.n_records().expect("count"), BULK_THRESHOLD as u64);
         assert_eq!(store.generation().expect("generation"), 1);
         assert_eq!(mode(&store), "wal");
+    }
+
+    #[test]
+    fn a_batch_in_chunks_is_one_transaction_with_its_events_after_its_rows() {
+        let mut store = Store::open_in_memory().expect("open");
+        let normalized = NormalizedRecord::default();
+        let chunk = |id: u64, person: &'static str| Batch {
+            new_persons: vec![(person.to_owned(), false)],
+            records: vec![RecordWrite {
+                id,
+                source_system: "s",
+                local_id: person,
+                raw: "{}",
+                normalized: &normalized,
+                issues: &[],
+                person_id: person,
+                decision: "new",
+                probability: None,
+            }],
+            events: vec![Event::new("person_retired", person, None)],
+            ..Batch::default()
+        };
+        let shape = BatchShape { actor: "test", n_records: 2, all_new: true };
+        let generation = store
+            .write_batch_chunks(&shape, |write| {
+                write(&chunk(1, "a"))?;
+                write(&chunk(2, "b"))
+            })
+            .expect("write");
+        assert_eq!(generation, 1);
+        assert_eq!(store.n_records().expect("count"), 2);
+        let kinds: Vec<(String, String)> = store
+            .connection
+            .prepare("SELECT kind, person_id FROM events ORDER BY seq")
+            .expect("prepare")
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let kinds: Vec<(&str, &str)> =
+            kinds.iter().map(|(kind, person)| (kind.as_str(), person.as_str())).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("person_created", "a"),
+                ("person_created", "b"),
+                ("record_linked", "a"),
+                ("record_linked", "b"),
+                ("person_retired", "a"),
+                ("person_retired", "b"),
+            ]
+        );
+        // A producer that fails after its first chunk leaves nothing of the batch.
+        let failed = store.write_batch_chunks(&shape, |write| {
+            write(&chunk(3, "c"))?;
+            Err(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+        });
+        assert!(failed.is_err());
+        assert_eq!(store.n_records().expect("count"), 2);
+        assert_eq!(store.generation().expect("generation"), 1);
     }
 
     #[test]
