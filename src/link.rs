@@ -77,16 +77,29 @@ pub struct RowOutcome {
     pub file: usize,
     /// Line in the file.
     pub line: u64,
-    /// Source system.
-    pub source_system: String,
-    /// Local id.
-    pub local_id: String,
+    /// Source system and local id of a rejected row, as far as they could be read
+    /// (any other row's are its record's: [`RowOutcome::ids`]).
+    pub rejected_ids: Option<Box<(String, String)>>,
     /// Position of the record in the linker (None when rejected).
     pub position: Option<usize>,
-    /// The decision word: linked, new, review, unchanged-as-before, or rejected.
-    pub decision: String,
+    /// The decision word: linked, new, review, unchanged, or rejected.
+    pub decision: &'static str,
     /// Probability of the best match.
     pub probability: Option<f64>,
+}
+
+impl RowOutcome {
+    /// The row's source system and local id.
+    pub fn ids<'a>(&'a self, linker: &'a Linker) -> (&'a str, &'a str) {
+        match (self.position, &self.rejected_ids) {
+            (Some(position), _) => {
+                let entry = &linker.entries[position];
+                (&entry.source_system, &entry.local_id)
+            }
+            (None, Some(ids)) => (&ids.0, &ids.1),
+            (None, None) => ("", ""),
+        }
+    }
 }
 
 /// A review opened by the run.
@@ -173,14 +186,107 @@ pub fn raw_json(raw: &Demographics) -> String {
     serde_json::to_string(raw).expect("plain data always serialises")
 }
 
+/// Raw values held from reading until the write. A million rows' JSON, field names
+/// and all, would be a tenth of a batch's memory; packed, the values take less than
+/// half as much, and each chunk's JSON is made as it is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeldRaw {
+    /// Each value of [`Demographics`] in field order after a U+001F (an absent one
+    /// empty), then each identifier as U+001F, its system, U+001E, its value.
+    Packed(Box<str>),
+    /// The JSON ([`raw_json`]), for values a packing could not hold exactly (an empty
+    /// value, or one holding a separator).
+    Json(Box<str>),
+}
+
+const PACKED_FIELD: char = '\u{1f}';
+const PACKED_PAIR: char = '\u{1e}';
+
+impl HeldRaw {
+    /// Holds raw values.
+    pub fn new(raw: &Demographics) -> HeldRaw {
+        let values = raw_values(raw);
+        let fits = |value: &str| !value.contains([PACKED_FIELD, PACKED_PAIR]);
+        let packable =
+            values.iter().all(|value| value.as_deref().is_none_or(|v| !v.is_empty() && fits(v)))
+                && raw.identifiers.iter().all(|id| fits(&id.system) && fits(&id.value));
+        if !packable {
+            return HeldRaw::Json(raw_json(raw).into());
+        }
+        let mut packed = String::with_capacity(64);
+        for value in values {
+            packed.push(PACKED_FIELD);
+            packed.push_str(value.as_deref().unwrap_or(""));
+        }
+        for identifier in &raw.identifiers {
+            packed.push(PACKED_FIELD);
+            packed.push_str(&identifier.system);
+            packed.push(PACKED_PAIR);
+            packed.push_str(&identifier.value);
+        }
+        HeldRaw::Packed(packed.into())
+    }
+
+    /// The raw values as the store keeps them (JSON).
+    pub fn json(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            HeldRaw::Json(json) => std::borrow::Cow::Borrowed(json),
+            HeldRaw::Packed(packed) => std::borrow::Cow::Owned(raw_json(&unpack(packed))),
+        }
+    }
+}
+
+/// The values of `raw` other than its identifiers, in field order.
+fn raw_values(raw: &Demographics) -> [&Option<String>; 11] {
+    [
+        &raw.nhs_number,
+        &raw.given_name,
+        &raw.family_name,
+        &raw.date_of_birth,
+        &raw.sex,
+        &raw.address_line1,
+        &raw.address_line2,
+        &raw.town,
+        &raw.postcode,
+        &raw.phone,
+        &raw.email,
+    ]
+}
+
+fn unpack(packed: &str) -> Demographics {
+    let mut raw = Demographics::default();
+    let mut parts = packed.split(PACKED_FIELD).skip(1);
+    for slot in [
+        &mut raw.nhs_number,
+        &mut raw.given_name,
+        &mut raw.family_name,
+        &mut raw.date_of_birth,
+        &mut raw.sex,
+        &mut raw.address_line1,
+        &mut raw.address_line2,
+        &mut raw.town,
+        &mut raw.postcode,
+        &mut raw.phone,
+        &mut raw.email,
+    ] {
+        *slot = parts.next().filter(|value| !value.is_empty()).map(str::to_owned);
+    }
+    raw.identifiers = parts
+        .map(|part| {
+            let (system, value) = part.split_once(PACKED_PAIR).unwrap_or((part, ""));
+            mpi_matching::Identifier { system: system.to_owned(), value: value.to_owned() }
+        })
+        .collect();
+    raw
+}
+
 /// A row prepared for linking.
 struct Prepared {
     outcome_index: usize,
     source_system: String,
     local_id: String,
-    /// The raw values as the store keeps them (JSON), made once here so the raw
-    /// values themselves need not be held until the write.
-    raw_json: String,
+    /// The raw values, held compactly until the write.
+    raw: HeldRaw,
     issues: Vec<Issue>,
     keys: Vec<BlockingKey>,
 }
@@ -259,14 +365,12 @@ pub fn link(
         match row {
             Some(row_index) => {
                 outcome_of_row[row_index] = outcome_index;
-                let row = &rows[row_index];
                 report.outcomes.push(RowOutcome {
                     file,
                     line,
-                    source_system: row.source_system.clone(),
-                    local_id: row.local_id.clone(),
+                    rejected_ids: None,
                     position: None,
-                    decision: String::new(),
+                    decision: "",
                     probability: None,
                 });
             }
@@ -275,10 +379,12 @@ pub fn link(
                 report.outcomes.push(RowOutcome {
                     file,
                     line,
-                    source_system: error.source_system.clone().unwrap_or_default(),
-                    local_id: error.local_id.clone().unwrap_or_default(),
+                    rejected_ids: Some(Box::new((
+                        error.source_system.clone().unwrap_or_default(),
+                        error.local_id.clone().unwrap_or_default(),
+                    ))),
                     position: None,
-                    decision: "rejected".to_owned(),
+                    decision: "rejected",
                     probability: None,
                 });
             }
@@ -323,7 +429,7 @@ pub fn link(
             progress.advance(1);
             let item = Prepared {
                 outcome_index: outcome_of_row[index],
-                raw_json: raw_json(&row.demographics),
+                raw: HeldRaw::new(&row.demographics),
                 source_system: row.source_system,
                 local_id: row.local_id,
                 issues,
@@ -371,7 +477,7 @@ pub fn link(
             unchanged.push(item_index);
             let outcome = &mut report.outcomes[prepared[item_index].outcome_index];
             outcome.position = Some(position);
-            outcome.decision = "unchanged".to_owned();
+            outcome.decision = "unchanged";
         } else {
             work.push((item_index, position, true));
         }
@@ -383,8 +489,8 @@ pub fn link(
         let item = &mut prepared[item_index];
         linker.entries.push(Entry {
             id: next_id,
-            source_system: item.source_system.clone(),
-            local_id: item.local_id.clone(),
+            source_system: std::mem::take(&mut item.source_system),
+            local_id: std::mem::take(&mut item.local_id),
             record: records[item_index].take().expect("each prepared record is placed once"),
             person: PersonKey::MAX,
             decision: DecisionKind::New,
@@ -440,7 +546,7 @@ pub fn link(
     for (earlier, last) in repeated_rows {
         let (position, decision, probability) = {
             let outcome = &report.outcomes[last];
-            (outcome.position, outcome.decision.clone(), outcome.probability)
+            (outcome.position, outcome.decision, outcome.probability)
         };
         let outcome = &mut report.outcomes[earlier];
         outcome.position = position;
@@ -452,7 +558,7 @@ pub fn link(
         let outcome = &mut report.outcomes[prepared[item_index].outcome_index];
         if let Some(position) = outcome.position {
             let entry = &workspace.linker.entries[position];
-            outcome.decision = entry.decision.as_str().to_owned();
+            outcome.decision = entry.decision.as_str();
             outcome.probability = entry.probability;
         }
     }
@@ -811,7 +917,7 @@ fn record_outcomes(
     for (&(item_index, position, _), decision) in work.iter().zip(decisions) {
         let outcome = &mut report.outcomes[prepared[item_index].outcome_index];
         outcome.position = Some(position);
-        outcome.decision = decision.kind.as_str().to_owned();
+        outcome.decision = decision.kind.as_str();
         outcome.probability = decision.probability;
         match decision.kind {
             DecisionKind::Linked => report.n_linked += 1,
@@ -875,8 +981,7 @@ pub struct WriteItem<'a> {
     /// The record's position in the linker.
     pub position: usize,
     /// Its raw values.
-    /// Its raw values as JSON ([`raw_json`]).
-    pub raw: &'a str,
+    pub raw: &'a HeldRaw,
     /// Issues found normalising it.
     pub issues: &'a [Issue],
     /// True when the record was already in the store.
@@ -947,13 +1052,14 @@ fn chunk_batch<'a>(
     seen_new_persons: &mut std::collections::HashSet<PersonKey>,
 ) -> Batch<'a> {
     let WriteContext { model, thresholds, actor } = *context;
-    let evidence: Vec<Option<String>> = items
+    let made: Vec<(Option<String>, std::borrow::Cow<'a, str>)> = items
         .par_iter()
         .map(|item| {
-            (item.decision.kind != DecisionKind::New)
+            let evidence = (item.decision.kind != DecisionKind::New)
                 .then(|| linker.evidence(item.position, item.decision, model))
                 .flatten()
-                .map(|score| evidence_json(&score, model.version))
+                .map(|score| evidence_json(&score, model.version));
+            (evidence, item.raw.json())
         })
         .collect();
     let mut batch = Batch {
@@ -962,7 +1068,7 @@ fn chunk_batch<'a>(
         links: Vec::with_capacity(items.len()),
         ..Batch::default()
     };
-    for (item, mut evidence) in items.iter().zip(evidence) {
+    for (item, (mut evidence, raw)) in items.iter().zip(made) {
         let decision = item.decision;
         let entry = &linker.entries[item.position];
         if item.is_update {
@@ -973,7 +1079,7 @@ fn chunk_batch<'a>(
             id: entry.id,
             source_system: &entry.source_system,
             local_id: &entry.local_id,
-            raw: item.raw,
+            raw,
             normalized: &entry.record.record,
             issues: item.issues,
             person_id: &person.id,
@@ -1049,7 +1155,7 @@ fn write_items<'a>(
         .zip(decisions)
         .map(|(&(item_index, position, is_update), decision)| WriteItem {
             position,
-            raw: &prepared[item_index].raw_json,
+            raw: &prepared[item_index].raw,
             issues: &prepared[item_index].issues,
             is_update,
             decision,
@@ -1128,4 +1234,60 @@ fn link_online(
     }
     clock.lap("link online");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mpi_matching::Identifier;
+    use quickcheck_macros::quickcheck;
+
+    fn demographics(
+        values: Vec<Option<String>>,
+        identifiers: Vec<(String, String)>,
+    ) -> Demographics {
+        let mut values = values.into_iter().chain(std::iter::repeat(None));
+        let mut next = || values.next().flatten();
+        Demographics {
+            nhs_number: next(),
+            given_name: next(),
+            family_name: next(),
+            date_of_birth: next(),
+            sex: next(),
+            address_line1: next(),
+            address_line2: next(),
+            town: next(),
+            postcode: next(),
+            phone: next(),
+            email: next(),
+            identifiers: identifiers
+                .into_iter()
+                .map(|(system, value)| Identifier { system, value })
+                .collect(),
+        }
+    }
+
+    #[quickcheck]
+    fn held_raw_values_give_back_the_same_json(
+        values: Vec<Option<String>>,
+        identifiers: Vec<(String, String)>,
+    ) -> bool {
+        let raw = demographics(values, identifiers);
+        HeldRaw::new(&raw).json() == raw_json(&raw)
+    }
+
+    #[test]
+    fn ordinary_raw_values_are_packed_and_awkward_ones_kept_as_json() {
+        let ordinary = demographics(
+            vec![Some("943 476 5919".into()), None, Some("Smith".into())],
+            vec![("ssn".into(), "123".into())],
+        );
+        assert!(matches!(HeldRaw::new(&ordinary), HeldRaw::Packed(_)));
+        assert_eq!(HeldRaw::new(&ordinary).json(), raw_json(&ordinary));
+        for awkward in [Some(String::new()), Some("a\u{1f}b".into()), Some("a\u{1e}".into())] {
+            let raw = demographics(vec![None, awkward], Vec::new());
+            assert!(matches!(HeldRaw::new(&raw), HeldRaw::Json(_)));
+            assert_eq!(HeldRaw::new(&raw).json(), raw_json(&raw));
+        }
+    }
 }

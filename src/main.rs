@@ -530,7 +530,9 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
     let errors_path = output::sibling(&args.out, ".errors.csv");
     write(&args.out, &|out| output::write_results(out, &report, &workspace.linker, &args.files))?;
     write(&reviews_path, &|out| output::write_reviews(out, &report, &workspace.linker))?;
-    write(&errors_path, &|out| output::write_errors(out, &report, &rejected, &args.files))?;
+    write(&errors_path, &|out| {
+        output::write_errors(out, &report, &workspace.linker, &rejected, &args.files)
+    })?;
 
     let mut stdout = std::io::stdout().lock();
     let decided = (report.n_linked + report.n_new + report.n_review).max(1);

@@ -50,11 +50,12 @@ pub fn write_results<W: Write>(
         };
         let file =
             files.get(outcome.file).map(|path| path.display().to_string()).unwrap_or_default();
+        let (source_system, local_id) = outcome.ids(linker);
         writer.write_record([
-            outcome.source_system.as_str(),
-            outcome.local_id.as_str(),
+            source_system,
+            local_id,
             person_id,
-            outcome.decision.as_str(),
+            outcome.decision,
             &probability_text(outcome.probability),
             nhs,
             &file,
@@ -108,6 +109,7 @@ pub fn write_reviews<W: Write>(out: W, report: &LinkReport, linker: &Linker) -> 
 pub fn write_errors<W: Write>(
     out: W,
     report: &LinkReport,
+    linker: &Linker,
     rejected: &[RowError],
     files: &[PathBuf],
 ) -> csv::Result<()> {
@@ -139,12 +141,13 @@ pub fn write_errors<W: Write>(
     }
     for (outcome_index, issue) in &report.issues {
         let outcome = &report.outcomes[*outcome_index];
+        let (source_system, local_id) = outcome.ids(linker);
         rows.push((
             outcome.file,
             outcome.line,
             [
-                outcome.source_system.clone(),
-                outcome.local_id.clone(),
+                source_system.to_owned(),
+                local_id.to_owned(),
                 issue.field.as_str().to_owned(),
                 issue.kind.reason().to_owned(),
                 "row kept, value ignored for matching".to_owned(),

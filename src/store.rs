@@ -182,7 +182,7 @@ pub struct RecordWrite<'a> {
     /// Id in the source system.
     pub local_id: &'a str,
     /// Raw values, as JSON.
-    pub raw: &'a str,
+    pub raw: std::borrow::Cow<'a, str>,
     /// Normalised values.
     pub normalized: &'a NormalizedRecord,
     /// Issues found normalising.
@@ -1640,7 +1640,7 @@ mod tests {
                     id: first_id + i as u64,
                     source_system: "s",
                     local_id,
-                    raw: "{}",
+                    raw: "{}".into(),
                     normalized: &normalized,
                     issues: &[],
                     person_id: "p",
@@ -1675,7 +1675,7 @@ mod tests {
                 id,
                 source_system: "s",
                 local_id: person,
-                raw: "{}",
+                raw: "{}".into(),
                 normalized: &normalized,
                 issues: &[],
                 person_id: person,
