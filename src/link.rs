@@ -338,7 +338,7 @@ impl Progress for NoProgress {
 /// When the store or index fails; nothing is committed then.
 pub fn link(
     workspace: &mut Workspace,
-    rows: Vec<InputRow>,
+    mut rows: Vec<InputRow>,
     rejected: &[RowError],
     options: &LinkOptions,
     progress: &dyn Progress,
@@ -418,17 +418,27 @@ pub fn link(
     // The prepared records are held apart from the rest: they move into the linker
     // once placed, and their vector is then freed whole (a slot inside `Prepared`
     // would stay allocated, and empty, for the rest of the run).
+    // The repeated rows leave first, in place: the parallel pass then knows its length
+    // and writes its results straight into two vectors of the right size (a filtered
+    // one would gather pieces and copy them, holding both at once).
+    let kept_outcomes: Vec<usize> = outcome_of_row
+        .iter()
+        .zip(&keep)
+        .filter_map(|(&outcome, &kept)| kept.then_some(outcome))
+        .collect();
+    let mut kept = keep.iter();
+    rows.retain(|_| kept.next().copied().unwrap_or(false));
+    drop(keep);
     let (mut prepared, mut records): (Vec<Prepared>, Vec<Option<ComparableRecord>>) = rows
         .into_par_iter()
-        .enumerate()
-        .filter(|(index, _)| keep[*index])
-        .map(|(index, row)| {
+        .zip(kept_outcomes)
+        .map(|(row, outcome_index)| {
             let (normalized, issues) = normalizer.normalize(&row.demographics);
             let record = ComparableRecord::new(normalized, normalizer.nicknames());
             let keys = blocking_keys(&record);
             progress.advance(1);
             let item = Prepared {
-                outcome_index: outcome_of_row[index],
+                outcome_index,
                 raw: HeldRaw::new(&row.demographics),
                 source_system: row.source_system,
                 local_id: row.local_id,
@@ -770,12 +780,10 @@ fn link_batch(
     }
     report.model_version = model.version;
     report.model_source = Some(source);
-    // From here only the run's own keys are needed, to index it after the write.
-    for (position, record_keys) in keys.iter_mut().enumerate() {
-        if !in_run.contains_key(&position) {
-            *record_keys = Vec::new();
-        }
-    }
+    // The keys are not held for indexing after the write: a million records' keys
+    // are 150 MB, and the indexing thread makes each record's again as it adds it.
+    drop(keys);
+    drop(in_run);
     clock.lap("train");
 
     progress.stage("scoring", work.len() as u64);
@@ -849,10 +857,9 @@ fn link_batch(
     let shared: &Linker = linker;
     let index: &BlockingIndex = index;
     let (written, indexed) = std::thread::scope(|scope| {
-        let keys = &keys;
         let indexer = scope.spawn(move || {
             let started = std::time::Instant::now();
-            let mut writer = index_run(index, shared, work, keys, progress)?;
+            let mut writer = index_run(index, shared, work, progress)?;
             let added = started.elapsed().as_secs_f64();
             let committed = writer.commit_when(|| {
                 let prepared = started.elapsed().as_secs_f64();
@@ -892,16 +899,16 @@ fn index_run(
     index: &BlockingIndex,
     linker: &Linker,
     work: &[(usize, usize, bool)],
-    keys: &[Vec<BlockingKey>],
     progress: &dyn Progress,
 ) -> Result<BlockingIndexWriter, mpi_index::IndexError> {
     let mut writer = index.bulk_writer(INDEX_WRITER_BUDGET)?;
     for &(_, position, is_update) in work {
-        let id = linker.entries[position].id;
+        let entry = &linker.entries[position];
+        let keys = blocking_keys(&entry.record);
         if is_update {
-            writer.update(id, &keys[position])?;
+            writer.update(entry.id, &keys)?;
         } else {
-            writer.add(id, &keys[position])?;
+            writer.add(entry.id, &keys)?;
         }
         progress.advance(1);
     }
