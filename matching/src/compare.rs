@@ -175,15 +175,15 @@ pub struct ComparableRecord {
     /// The normalised record.
     pub record: NormalizedRecord,
     /// Phonetic code of each given name.
-    pub given_phonetic: Vec<String>,
+    pub given_phonetic: Box<[Box<str>]>,
     /// Nickname-group canonical name of each given name.
-    pub given_canonical: Vec<String>,
+    pub given_canonical: Box<[Box<str>]>,
     /// Nickname groups of the first given name.
-    pub first_given_groups: Vec<u32>,
+    pub first_given_groups: Box<[u32]>,
     /// Phonetic code of the family name's first token.
-    pub family_phonetic: String,
+    pub family_phonetic: Box<str>,
     /// Family name split on spaces, hyphens and apostrophes, with Mc/Mac unified.
-    pub family_tokens: Vec<String>,
+    pub family_tokens: Box<[Box<str>]>,
     /// Date of birth as eight ASCII digits `YYYYMMDD`.
     pub dob_digits: Option<[u8; 8]>,
 }
@@ -191,17 +191,24 @@ pub struct ComparableRecord {
 impl ComparableRecord {
     /// Prepares a normalised record.
     pub fn new(record: NormalizedRecord, nicknames: &Nicknames) -> ComparableRecord {
-        let given_phonetic = record.given_names.iter().map(|name| phonetic(name)).collect();
+        // Exact-size boxes, not vectors and strings with room to grow: a million
+        // records are held at once.
+        let given_phonetic =
+            record.given_names.iter().map(|name| phonetic(name).into_boxed_str()).collect();
         let given_canonical =
-            record.given_names.iter().map(|name| nicknames.canonical(name).to_owned()).collect();
+            record.given_names.iter().map(|name| nicknames.canonical(name).into()).collect();
         let first_given_groups = record
             .given_names
             .first()
-            .map(|name| nicknames.groups(name).to_vec())
+            .map(|name| nicknames.groups(name).into())
             .unwrap_or_default();
-        let family_tokens = record.family_name.as_deref().map(family_tokens).unwrap_or_default();
+        let family_tokens: Box<[Box<str>]> = record
+            .family_name
+            .as_deref()
+            .map(|family| family_tokens(family).into_iter().map(String::into_boxed_str).collect())
+            .unwrap_or_default();
         let family_phonetic =
-            family_tokens.first().map(|token| phonetic(token)).unwrap_or_default();
+            family_tokens.first().map(|token| phonetic(token).into_boxed_str()).unwrap_or_default();
         let dob_digits = record.date_of_birth.map(dob_digits);
         ComparableRecord {
             record,
@@ -461,10 +468,10 @@ fn compare_postcode(a: Option<&PostalCode>, b: Option<&PostalCode>) -> u8 {
         return 0;
     }
     if a.is_uk && b.is_uk {
-        if a.sector == b.sector {
+        if a.sector() == b.sector() {
             return 1;
         }
-        if a.district == b.district {
+        if a.district() == b.district() {
             return 2;
         }
         return 3;

@@ -163,16 +163,64 @@ impl BirthDate {
 
 /// A normalised postal code.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "PostalCodeJson", from = "PostalCodeJson")]
 pub struct PostalCode {
     /// Canonical form: a UK postcode in upper case with one space before the inward
     /// code (`LS1 4AB`); any other code upper-cased with spaces removed (`2615`).
     pub code: String,
-    /// True when `code` is a valid UK postcode (then `district` and `sector` are set).
+    /// True when `code` is a valid UK postcode (then it has a district and a sector).
     pub is_uk: bool,
+}
+
+impl PostalCode {
     /// UK outward code (`LS1`), empty for non-UK codes.
-    pub district: String,
+    pub fn district(&self) -> &str {
+        self.uk_prefix(0)
+    }
+
     /// UK sector (`LS1 4`), empty for non-UK codes.
-    pub sector: String,
+    pub fn sector(&self) -> &str {
+        self.uk_prefix(2)
+    }
+
+    /// The code up to its space and `after` characters more (UK codes only: ASCII,
+    /// one space before a three-character inward code).
+    fn uk_prefix(&self, after: usize) -> &str {
+        if !self.is_uk {
+            return "";
+        }
+        let space = self.code.find(' ').unwrap_or(self.code.len());
+        &self.code[..(space + after).min(self.code.len())]
+    }
+}
+
+/// How a postal code is stored: the district and sector are written out for readers
+/// of the store and made again from the code when read.
+#[derive(Serialize, Deserialize)]
+struct PostalCodeJson {
+    code: String,
+    is_uk: bool,
+    #[serde(default)]
+    district: String,
+    #[serde(default)]
+    sector: String,
+}
+
+impl From<PostalCode> for PostalCodeJson {
+    fn from(postcode: PostalCode) -> PostalCodeJson {
+        PostalCodeJson {
+            district: postcode.district().to_owned(),
+            sector: postcode.sector().to_owned(),
+            code: postcode.code,
+            is_uk: postcode.is_uk,
+        }
+    }
+}
+
+impl From<PostalCodeJson> for PostalCode {
+    fn from(json: PostalCodeJson) -> PostalCode {
+        PostalCode { code: json.code, is_uk: json.is_uk }
+    }
 }
 
 /// A normalised address.
@@ -283,4 +331,24 @@ pub struct Issue {
     pub field: Field,
     /// What is wrong with it.
     pub kind: IssueKind,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postal_code_is_stored_with_its_district_and_sector_and_read_back_from_its_code() {
+        let uk = PostalCode { code: "LS1 4AB".into(), is_uk: true };
+        let json = serde_json::to_value(&uk).expect("serialise");
+        assert_eq!(
+            json,
+            serde_json::json!({"code": "LS1 4AB", "is_uk": true, "district": "LS1", "sector": "LS1 4"})
+        );
+        assert_eq!(serde_json::from_value::<PostalCode>(json).expect("read back"), uk);
+        let plain = PostalCode { code: "2615".into(), is_uk: false };
+        assert_eq!((plain.district(), plain.sector()), ("", ""));
+        let stored = serde_json::json!({"code": "2615", "is_uk": false});
+        assert_eq!(serde_json::from_value::<PostalCode>(stored).expect("read"), plain);
+    }
 }

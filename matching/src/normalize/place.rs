@@ -43,12 +43,7 @@ pub fn normalize_postcode(raw: &str) -> Result<PostalCode, IssueKind> {
     }
     let bytes = compact.as_bytes();
     if compact == "GIR0AA" {
-        return Ok(PostalCode {
-            code: "GIR 0AA".into(),
-            is_uk: true,
-            district: "GIR".into(),
-            sector: "GIR 0".into(),
-        });
+        return Ok(PostalCode { code: "GIR 0AA".into(), is_uk: true });
     }
     if (5..=7).contains(&bytes.len()) {
         let (outward, inward) = bytes.split_at(bytes.len() - 3);
@@ -57,22 +52,12 @@ pub fn normalize_postcode(raw: &str) -> Result<PostalCode, IssueKind> {
         if inward_valid && is_valid_outward(outward) {
             let outward = &compact[..compact.len() - 3];
             let inward = &compact[compact.len() - 3..];
-            return Ok(PostalCode {
-                code: format!("{outward} {inward}"),
-                is_uk: true,
-                district: outward.to_owned(),
-                sector: format!("{outward} {}", &inward[..1]),
-            });
+            return Ok(PostalCode { code: format!("{outward} {inward}"), is_uk: true });
         }
     }
     // Not UK: a plain code, kept when it has at least one digit (a postal code, not a word).
     if compact.bytes().any(|b| b.is_ascii_digit()) {
-        return Ok(PostalCode {
-            code: compact,
-            is_uk: false,
-            district: String::new(),
-            sector: String::new(),
-        });
+        return Ok(PostalCode { code: compact, is_uk: false });
     }
     Err(IssueKind::Unparseable)
 }
@@ -193,7 +178,7 @@ mod tests {
         let got = normalize_postcode(raw).ok();
         let got = got
             .as_ref()
-            .map(|p| (p.code.as_str(), p.is_uk, p.district.as_str(), p.sector.as_str()));
+            .map(|p| (p.code.as_str(), p.is_uk, p.district(), p.sector()));
         assert_eq!(got, expected, "input {raw:?}");
     }
 
