@@ -818,6 +818,10 @@ fn link_batch(
         if let Some(emptied) = linker.apply(position, &mut decision) {
             retired.push((emptied, decision.person));
         }
+        if decision.kind != DecisionKind::Review {
+            // Only a review keeps its candidate persons (the store lists them with it).
+            decision.candidates = Vec::new();
+        }
         decisions.push(decision);
         progress.advance(1);
     }

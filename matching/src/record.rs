@@ -276,6 +276,39 @@ pub struct NormalizedRecord {
     pub identifiers: Vec<Identifier>,
 }
 
+impl NormalizedRecord {
+    /// Gives back the room its strings and lists have to grow: normalisers build
+    /// values a character at a time, and a million records are held at once.
+    pub fn shrink_to_fit(&mut self) {
+        let strings = [
+            self.nhs_number.as_mut(),
+            self.family_name.as_mut(),
+            self.name_suffix.as_mut(),
+            self.postcode.as_mut().map(|postcode| &mut postcode.code),
+            self.phone.as_mut(),
+            self.email.as_mut(),
+        ];
+        for string in strings.into_iter().flatten() {
+            string.shrink_to_fit();
+        }
+        if let Some(address) = &mut self.address {
+            address.text.shrink_to_fit();
+            if let Some(number) = &mut address.house_number {
+                number.shrink_to_fit();
+            }
+        }
+        for name in &mut self.given_names {
+            name.shrink_to_fit();
+        }
+        self.given_names.shrink_to_fit();
+        for identifier in &mut self.identifiers {
+            identifier.system.shrink_to_fit();
+            identifier.value.shrink_to_fit();
+        }
+        self.identifiers.shrink_to_fit();
+    }
+}
+
 /// Why a value could not be used. Carries no personal data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

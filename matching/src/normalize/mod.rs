@@ -139,6 +139,8 @@ impl Normalizer {
         }
         record.identifiers.sort();
         record.identifiers.dedup();
+        record.shrink_to_fit();
+        issues.shrink_to_fit();
         (record, issues)
     }
 }
