@@ -176,9 +176,7 @@ mod tests {
     #[track_caller]
     fn check_postcode(raw: &str, expected: Option<(&str, bool, &str, &str)>) {
         let got = normalize_postcode(raw).ok();
-        let got = got
-            .as_ref()
-            .map(|p| (p.code.as_str(), p.is_uk, p.district(), p.sector()));
+        let got = got.as_ref().map(|p| (p.code.as_str(), p.is_uk, p.district(), p.sector()));
         assert_eq!(got, expected, "input {raw:?}");
     }
 
