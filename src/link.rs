@@ -721,9 +721,14 @@ fn link_batch(
     let memory = MemoryIndex::build(
         linker.entries.iter().zip(&keys).map(|(entry, keys)| (entry.id, keys.as_slice())),
     );
-    let in_run: HashMap<usize, usize> =
-        work.iter().enumerate().map(|(order, &(_, position, _))| (position, order)).collect();
-    let compared: Vec<Result<Vec<(usize, Gamma)>, mpi_index::IndexError>> = work
+    // Where each updated record's run neighbours fall in the run's order (only updates
+    // need it; a run of new records skips building a map of a million entries).
+    let in_run: HashMap<usize, usize> = if work.iter().any(|&(_, _, is_update)| is_update) {
+        work.iter().enumerate().map(|(order, &(_, position, _))| (position, order)).collect()
+    } else {
+        HashMap::new()
+    };
+    let compared: Vec<Vec<(usize, Gamma)>> = work
         .par_iter()
         .enumerate()
         .map(|(order, &(_, position, is_update))| {
@@ -747,10 +752,9 @@ fn link_batch(
                 })
                 .collect();
             progress.advance(1);
-            Ok(pairs)
+            pairs
         })
         .collect();
-    let compared: Vec<Vec<(usize, Gamma)>> = compared.into_iter().collect::<Result<_, _>>()?;
     drop(memory);
     report.n_pairs = compared.iter().map(|pairs| pairs.len() as u64).sum();
     clock.lap("block and compare");

@@ -632,7 +632,11 @@ pub struct MemoryIndex {
 impl MemoryIndex {
     /// Builds the index from (record id, keys) pairs.
     pub fn build<'a>(records: impl IntoIterator<Item = (RecordId, &'a [Key])>) -> MemoryIndex {
-        let mut pairs: Vec<(Key, RecordId)> = Vec::new();
+        // Sized once: grown by doubling, a million records' pairs could hold twice
+        // the room they need at the moment memory is tightest.
+        let records: Vec<(RecordId, &[Key])> = records.into_iter().collect();
+        let mut pairs: Vec<(Key, RecordId)> =
+            Vec::with_capacity(records.iter().map(|(_, keys)| keys.len()).sum());
         for (record_id, keys) in records {
             pairs.extend(keys.iter().map(|&key| (key, record_id)));
         }
