@@ -632,30 +632,43 @@ pub struct MemoryIndex {
 impl MemoryIndex {
     /// Builds the index from (record id, keys) pairs.
     pub fn build<'a>(records: impl IntoIterator<Item = (RecordId, &'a [Key])>) -> MemoryIndex {
-        // Sized once: grown by doubling, a million records' pairs could hold twice
-        // the room they need at the moment memory is tightest.
+        // Every (key, record id) pair, flat, sorted by key; then, in the same buffer,
+        // the record ids alone take the place of the pairs (each written at or before
+        // where its pair was read). A million records' pairs are 200 MB: a second
+        // buffer for the ids would be half as much again when memory is tightest.
         let records: Vec<(RecordId, &[Key])> = records.into_iter().collect();
-        let mut pairs: Vec<(Key, RecordId)> =
-            Vec::with_capacity(records.iter().map(|(_, keys)| keys.len()).sum());
+        let mut flat: Vec<u64> =
+            Vec::with_capacity(2 * records.iter().map(|(_, keys)| keys.len()).sum::<usize>());
         for (record_id, keys) in records {
-            pairs.extend(keys.iter().map(|&key| (key, record_id)));
+            flat.extend(keys.iter().flat_map(|&key| [key, record_id]));
         }
-        pairs.sort_unstable();
-        pairs.dedup();
+        flat.as_chunks_mut::<2>().0.sort_unstable();
         let mut index = MemoryIndex {
             keys: Vec::new(),
             directory: Vec::new(),
             prefix_bits: 0,
             offsets: Vec::new(),
-            ids: Vec::with_capacity(pairs.len()),
+            ids: Vec::new(),
         };
-        for (key, record_id) in pairs {
-            if index.keys.last() != Some(&key) {
-                index.keys.push(key);
-                index.offsets.push(index.ids.len());
+        let mut n_ids = 0;
+        let mut previous: Option<[u64; 2]> = None;
+        for read in 0..flat.len() / 2 {
+            let pair = [flat[2 * read], flat[2 * read + 1]];
+            if previous == Some(pair) {
+                continue;
             }
-            index.ids.push(record_id);
+            let [key, record_id] = pair;
+            if previous.is_none_or(|[last_key, _]| last_key != key) {
+                index.keys.push(key);
+                index.offsets.push(n_ids);
+            }
+            previous = Some(pair);
+            flat[n_ids] = record_id;
+            n_ids += 1;
         }
+        flat.truncate(n_ids);
+        flat.shrink_to_fit();
+        index.ids = flat;
         index.offsets.push(index.ids.len());
         index.prefix_bits = index.keys.len().max(1).ilog2().clamp(1, 26);
         let n_prefixes = 1usize << index.prefix_bits;
