@@ -283,8 +283,6 @@ fn unpack(packed: &str) -> Demographics {
 /// A row prepared for linking.
 struct Prepared {
     outcome_index: usize,
-    source_system: String,
-    local_id: String,
     /// The raw values, held compactly until the write.
     raw: HeldRaw,
     issues: Vec<Issue>,
@@ -415,12 +413,11 @@ pub fn link(
     // Normalise and prepare in parallel.
     progress.stage("normalising", rows.len() as u64);
     let normalizer = &workspace.normalizer;
-    // The prepared records are held apart from the rest: they move into the linker
-    // once placed, and their vector is then freed whole (a slot inside `Prepared`
-    // would stay allocated, and empty, for the rest of the run).
     // The repeated rows leave first, in place: the parallel pass then knows its length
     // and writes its results straight into two vectors of the right size (a filtered
-    // one would gather pieces and copy them, holding both at once).
+    // one would gather pieces and copy them, holding both at once). Each row becomes
+    // the linker's entry it will be (the record held nowhere else, so there is never
+    // a second copy of a million of them), and what the write needs besides.
     let kept_outcomes: Vec<usize> = outcome_of_row
         .iter()
         .zip(&keep)
@@ -429,7 +426,7 @@ pub fn link(
     let mut kept = keep.iter();
     rows.retain(|_| kept.next().copied().unwrap_or(false));
     drop(keep);
-    let (mut prepared, mut records): (Vec<Prepared>, Vec<Option<ComparableRecord>>) = rows
+    let (mut prepared, mut arrivals): (Vec<Prepared>, Vec<Entry>) = rows
         .into_par_iter()
         .zip(kept_outcomes)
         .map(|(row, outcome_index)| {
@@ -437,15 +434,19 @@ pub fn link(
             let record = ComparableRecord::new(normalized, normalizer.nicknames());
             let keys = blocking_keys(&record);
             progress.advance(1);
-            let item = Prepared {
-                outcome_index,
-                raw: HeldRaw::new(&row.demographics),
+            let item =
+                Prepared { outcome_index, raw: HeldRaw::new(&row.demographics), issues, keys };
+            let entry = Entry {
+                id: 0,
                 source_system: row.source_system,
                 local_id: row.local_id,
-                issues,
-                keys,
+                record,
+                person: PersonKey::MAX,
+                decision: DecisionKind::New,
+                probability: None,
+                manual: false,
             };
-            (item, Some(record))
+            (item, entry)
         })
         .unzip();
     for item in &prepared {
@@ -457,7 +458,7 @@ pub fn link(
     clock.lap("normalise");
 
     // Ids: a known (source, local id) keeps its record; the rest get new ids in input order.
-    let mut next_id = workspace.store.max_record_id()? + 1;
+    let next_id = workspace.store.max_record_id()? + 1;
     let linker = &mut workspace.linker;
     let existing: HashMap<(&str, &str), usize> = linker
         .entries
@@ -471,8 +472,8 @@ pub fn link(
     let mut work: Vec<(usize, usize, bool)> = Vec::with_capacity(prepared.len());
     let mut new_items: Vec<usize> = Vec::new();
     let mut updates: Vec<(usize, usize)> = Vec::new();
-    for (item_index, item) in prepared.iter().enumerate() {
-        match existing.get(&(item.source_system.as_str(), item.local_id.as_str())) {
+    for (item_index, arrival) in arrivals.iter().enumerate() {
+        match existing.get(&(arrival.source_system.as_str(), arrival.local_id.as_str())) {
             Some(&position) => updates.push((item_index, position)),
             None => new_items.push(item_index),
         }
@@ -480,45 +481,39 @@ pub fn link(
     drop(existing);
     let mut unchanged: Vec<usize> = Vec::new();
     for &(item_index, position) in &updates {
-        let unchanged_values = records[item_index]
-            .as_ref()
-            .is_some_and(|record| record.record == linker.entries[position].record.record);
-        if unchanged_values {
+        if arrivals[item_index].record.record == linker.entries[position].record.record {
             unchanged.push(item_index);
             let outcome = &mut report.outcomes[prepared[item_index].outcome_index];
             outcome.position = Some(position);
             outcome.decision = "unchanged";
         } else {
+            // An updated record takes its new values now; it is decided in input order
+            // with everything else.
+            linker.entries[position].record = std::mem::take(&mut arrivals[item_index].record);
             work.push((item_index, position, true));
         }
     }
     report.n_unchanged = unchanged.len();
+    // The new records join the linker in input order: the arrivals vector itself when
+    // the linker is empty, else appended to it.
     let first_new_position = linker.entries.len();
-    linker.entries.reserve_exact(new_items.len());
-    for &item_index in &new_items {
-        let item = &mut prepared[item_index];
-        linker.entries.push(Entry {
-            id: next_id,
-            source_system: std::mem::take(&mut item.source_system),
-            local_id: std::mem::take(&mut item.local_id),
-            record: records[item_index].take().expect("each prepared record is placed once"),
-            person: PersonKey::MAX,
-            decision: DecisionKind::New,
-            probability: None,
-            manual: false,
-        });
-        next_id += 1;
-        work.push((item_index, linker.entries.len() - 1, false));
+    let mut is_new = vec![false; arrivals.len()];
+    for (&item_index, id) in new_items.iter().zip(next_id..) {
+        arrivals[item_index].id = id;
+        is_new[item_index] = true;
     }
-    // Updated records take their new values now; they are decided in input order
-    // with everything else.
-    for &(item_index, position, is_update) in &work {
-        if is_update {
-            linker.entries[position].record =
-                records[item_index].take().expect("each prepared record is placed once");
-        }
+    let mut new_flags = is_new.iter();
+    arrivals.retain(|_| new_flags.next().copied().unwrap_or(false));
+    drop(is_new);
+    if linker.entries.is_empty() {
+        linker.entries = arrivals;
+    } else {
+        linker.entries.append(&mut arrivals);
+        drop(arrivals);
     }
-    drop(records);
+    for (offset, &item_index) in new_items.iter().enumerate() {
+        work.push((item_index, first_new_position + offset, false));
+    }
     work.sort_by_key(|&(item_index, _, _)| prepared[item_index].outcome_index);
 
     let model = resolve_model_early(workspace, options)?;
