@@ -223,7 +223,7 @@ impl ComparableRecord {
 
     /// The first given name, if any.
     pub fn first_given(&self) -> Option<&str> {
-        self.record.given_names.first().map(String::as_str)
+        self.record.given_names.first().map(|name| &**name)
     }
 }
 

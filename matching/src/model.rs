@@ -110,10 +110,10 @@ impl TermFrequencies {
             frequencies.n_records += 1;
             let record = &record.record;
             if let Some(given) = record.given_names.first() {
-                *frequencies.given_name.entry(given.clone()).or_default() += 1;
+                *frequencies.given_name.entry(given.to_string()).or_default() += 1;
             }
             if let Some(family) = &record.family_name {
-                *frequencies.family_name.entry(family.clone()).or_default() += 1;
+                *frequencies.family_name.entry(family.to_string()).or_default() += 1;
             }
             if let Some(postcode) = &record.postcode {
                 *frequencies.postcode.entry(postcode.code.clone()).or_default() += 1;

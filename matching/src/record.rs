@@ -228,9 +228,9 @@ impl From<PostalCodeJson> for PostalCode {
 pub struct Address {
     /// Lines joined, lower case, abbreviations expanded (`rd` -> `road`), punctuation
     /// removed, single spaces: `flat 3 12 high street leeds`.
-    pub text: String,
+    pub text: Box<str>,
     /// The first house or flat number found (`12`, `12a`), if any.
-    pub house_number: Option<String>,
+    pub house_number: Option<Box<str>>,
 }
 
 /// A record after normalisation: canonical values for comparison, with `None` for
@@ -239,19 +239,19 @@ pub struct Address {
 pub struct NormalizedRecord {
     /// Ten digits, check digit valid, not a placeholder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nhs_number: Option<String>,
+    pub nhs_number: Option<Box<str>>,
     /// Given names in order, folded to lower-case ASCII, titles removed:
     /// `["mary", "jane"]`. Empty when missing or a placeholder.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub given_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "<[_]>::is_empty")]
+    pub given_names: Box<[Box<str>]>,
     /// Family name folded to lower-case ASCII, titles and suffixes removed, hyphens
     /// and apostrophes kept as written (`o'brien`, `smith-jones`). None when missing or
     /// a placeholder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub family_name: Option<String>,
+    pub family_name: Option<Box<str>>,
     /// A generational suffix found in the names (`jr`, `sr`, `ii`, `iii`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name_suffix: Option<String>,
+    pub name_suffix: Option<Box<str>>,
     /// A valid, non-placeholder date of birth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date_of_birth: Option<BirthDate>,
@@ -267,10 +267,10 @@ pub struct NormalizedRecord {
     /// UK numbers as `+44` then the national number without its leading zero
     /// (`+447700900123`); other numbers as digits with a leading `+` when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phone: Option<String>,
+    pub phone: Option<Box<str>>,
     /// Lower-cased, trimmed email with a plausible `local@domain.tld` shape.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
+    pub email: Option<Box<str>>,
     /// Other identifiers, system and value trimmed; value upper-cased without spaces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub identifiers: Vec<Identifier>,
@@ -280,27 +280,9 @@ impl NormalizedRecord {
     /// Gives back the room its strings and lists have to grow: normalisers build
     /// values a character at a time, and a million records are held at once.
     pub fn shrink_to_fit(&mut self) {
-        let strings = [
-            self.nhs_number.as_mut(),
-            self.family_name.as_mut(),
-            self.name_suffix.as_mut(),
-            self.postcode.as_mut().map(|postcode| &mut postcode.code),
-            self.phone.as_mut(),
-            self.email.as_mut(),
-        ];
-        for string in strings.into_iter().flatten() {
-            string.shrink_to_fit();
+        if let Some(postcode) = &mut self.postcode {
+            postcode.code.shrink_to_fit();
         }
-        if let Some(address) = &mut self.address {
-            address.text.shrink_to_fit();
-            if let Some(number) = &mut address.house_number {
-                number.shrink_to_fit();
-            }
-        }
-        for name in &mut self.given_names {
-            name.shrink_to_fit();
-        }
-        self.given_names.shrink_to_fit();
         for identifier in &mut self.identifiers {
             identifier.system.shrink_to_fit();
             identifier.value.shrink_to_fit();

@@ -63,23 +63,23 @@ impl Normalizer {
 
         if let Some(value) = present(&raw.nhs_number) {
             match normalize_nhs_number(value, self.options.refuse_test_nhs_numbers) {
-                Ok(number) => record.nhs_number = Some(number),
+                Ok(number) => record.nhs_number = Some(number.into()),
                 Err(kind) => report(Field::NhsNumber, kind),
             }
         }
         if let Some(value) = present(&raw.given_name) {
             let (names, suffix, issue) = normalize_given_names(value);
-            record.given_names = names;
-            record.name_suffix = suffix;
+            record.given_names = names.into_iter().map(String::into_boxed_str).collect();
+            record.name_suffix = suffix.map(String::into_boxed_str);
             if let Some(kind) = issue {
                 report(Field::GivenName, kind);
             }
         }
         if let Some(value) = present(&raw.family_name) {
             let (family, suffix, issue) = normalize_family_name(value);
-            record.family_name = family;
+            record.family_name = family.map(String::into_boxed_str);
             if record.name_suffix.is_none() {
-                record.name_suffix = suffix;
+                record.name_suffix = suffix.map(String::into_boxed_str);
             }
             if let Some(kind) = issue {
                 report(Field::FamilyName, kind);
@@ -115,13 +115,13 @@ impl Normalizer {
         );
         if let Some(value) = present(&raw.phone) {
             match normalize_phone(value) {
-                Ok(phone) => record.phone = Some(phone),
+                Ok(phone) => record.phone = Some(phone.into()),
                 Err(kind) => report(Field::Phone, kind),
             }
         }
         if let Some(value) = present(&raw.email) {
             match normalize_email(value) {
-                Ok(email) => record.email = Some(email),
+                Ok(email) => record.email = Some(email.into()),
                 Err(kind) => report(Field::Email, kind),
             }
         }
@@ -224,13 +224,13 @@ mod tests {
         };
         let (record, issues) = normalizer().normalize(&raw);
         assert_eq!(record.nhs_number, None);
-        assert_eq!(record.given_names, ["john", "paul"]);
+        assert_eq!(record.given_names, ["john".into(), "paul".into()].into());
         assert_eq!(record.family_name.as_deref(), Some("smith"));
         assert_eq!(record.name_suffix.as_deref(), Some("jr"));
         assert_eq!(record.date_of_birth, None);
         assert_eq!(record.sex, Some(crate::record::Sex::Male));
         assert!(record.postcode.as_ref().is_some_and(|code| !code.is_uk && code.code == "2615"));
-        assert_eq!(record.address.as_ref().map(|a| a.text.as_str()), Some("12 high street"));
+        assert_eq!(record.address.as_ref().map(|a| &*a.text), Some("12 high street"));
         assert_eq!(record.phone.as_deref(), Some("+447700900123"));
         assert_eq!(record.identifiers, [Identifier { system: "ssn".into(), value: "1234".into() }]);
         let fields: Vec<(Field, IssueKind)> =
@@ -271,6 +271,6 @@ mod tests {
         };
         let (record, _) = normalizer().normalize(&raw);
         // A normalised family name is stable under normalisation.
-        record.family_name.is_none_or(|family| normalize_family_name(&family).0 == Some(family))
+        record.family_name.is_none_or(|family| normalize_family_name(&family).0.as_deref() == Some(&*family))
     }
 }

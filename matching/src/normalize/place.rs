@@ -164,7 +164,7 @@ pub fn normalize_address(
     if words.is_empty() {
         return None;
     }
-    Some(Address { text: words.join(" "), house_number })
+    Some(Address { text: words.join(" ").into(), house_number: house_number.map(String::into_boxed_str) })
 }
 
 #[cfg(test)]
@@ -199,7 +199,7 @@ mod tests {
     fn check_address(line1: &str, line2: Option<&str>, text: &str, number: Option<&str>) {
         let got = normalize_address(Some(line1), line2, None).expect("an address");
         assert_eq!(
-            (got.text.as_str(), got.house_number.as_deref()),
+            (&*got.text, got.house_number.as_deref()),
             (text, number),
             "input {line1:?}"
         );
