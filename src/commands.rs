@@ -114,9 +114,7 @@ pub fn eval(
         .entries
         .iter()
         .enumerate()
-        .map(|(position, entry)| {
-            ((entry.source_system.as_str(), entry.local_id.as_str()), position)
-        })
+        .map(|(position, entry)| ((&*entry.source_system, &*entry.local_id), position))
         .collect();
     let mut positions = Vec::new();
     let mut truth_labels = Vec::new();
@@ -237,8 +235,8 @@ pub fn export<W: Write>(linker: &Linker, out: W) -> csv::Result<()> {
     for entry in &linker.entries {
         let person = entry.person as usize;
         writer.write_record([
-            entry.source_system.as_str(),
-            entry.local_id.as_str(),
+            &*entry.source_system,
+            &*entry.local_id,
             linker.persons[person].id.as_str(),
             entry.decision.as_str(),
             &entry.probability.map(|p| format!("{p:.6}")).unwrap_or_default(),

@@ -23,10 +23,10 @@ pub type PersonKey = u32;
 pub struct Entry {
     /// Record id (store and index).
     pub id: u64,
-    /// Source system.
-    pub source_system: String,
+    /// Source system (shared by every record of the system).
+    pub source_system: std::sync::Arc<str>,
     /// Id in the source system.
-    pub local_id: String,
+    pub local_id: Box<str>,
     /// The record prepared for comparison.
     pub record: ComparableRecord,
     /// Its person.
@@ -37,6 +37,37 @@ pub struct Entry {
     pub probability: Option<f64>,
     /// True when a steward placed the record: the engine never moves it.
     pub manual: bool,
+}
+
+/// Source-system names, one allocation per system shared by all its records (a
+/// million records come from a handful of systems).
+#[derive(Debug, Default)]
+pub struct SourceNames(HashMap<Box<str>, std::sync::Arc<str>>);
+
+impl SourceNames {
+    /// The names of a set of records, each once.
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> SourceNames {
+        let mut sources = SourceNames::default();
+        for name in names {
+            sources.intern(name);
+        }
+        sources
+    }
+
+    /// The shared name, added if new.
+    pub fn intern(&mut self, name: &str) -> std::sync::Arc<str> {
+        if let Some(shared) = self.0.get(name) {
+            return shared.clone();
+        }
+        let shared: std::sync::Arc<str> = name.into();
+        self.0.insert(name.into(), shared.clone());
+        shared
+    }
+
+    /// The shared name (a name not seen before gets an allocation of its own).
+    pub fn get(&self, name: &str) -> std::sync::Arc<str> {
+        self.0.get(name).cloned().unwrap_or_else(|| name.into())
+    }
 }
 
 /// A person held by the engine.

@@ -12,7 +12,7 @@ use mpi_matching::{
 use rayon::prelude::*;
 
 use crate::engine::{
-    Decision, DecisionKind, Entry, Linker, PersonKey, ScoredCandidate, score_pairs,
+    Decision, DecisionKind, Entry, Linker, PersonKey, ScoredCandidate, SourceNames, score_pairs,
 };
 use crate::input::{InputRow, RowError};
 use crate::store::{Batch, BatchShape, Event, LinkWrite, RecordWrite, ReviewWrite, Store};
@@ -426,6 +426,7 @@ pub fn link(
     let mut kept = keep.iter();
     rows.retain(|_| kept.next().copied().unwrap_or(false));
     drop(keep);
+    let sources = SourceNames::new(rows.iter().map(|row| row.source_system.as_str()));
     let (mut prepared, mut arrivals): (Vec<Prepared>, Vec<Entry>) = rows
         .into_par_iter()
         .zip(kept_outcomes)
@@ -438,8 +439,8 @@ pub fn link(
                 Prepared { outcome_index, raw: HeldRaw::new(&row.demographics), issues, keys };
             let entry = Entry {
                 id: 0,
-                source_system: row.source_system,
-                local_id: row.local_id,
+                source_system: sources.get(&row.source_system),
+                local_id: row.local_id.into(),
                 record,
                 person: PersonKey::MAX,
                 decision: DecisionKind::New,
@@ -464,16 +465,14 @@ pub fn link(
         .entries
         .iter()
         .enumerate()
-        .map(|(position, entry)| {
-            ((entry.source_system.as_str(), entry.local_id.as_str()), position)
-        })
+        .map(|(position, entry)| ((&*entry.source_system, &*entry.local_id), position))
         .collect();
     // (prepared index, position, is_update)
     let mut work: Vec<(usize, usize, bool)> = Vec::with_capacity(prepared.len());
     let mut new_items: Vec<usize> = Vec::new();
     let mut updates: Vec<(usize, usize)> = Vec::new();
     for (item_index, arrival) in arrivals.iter().enumerate() {
-        match existing.get(&(arrival.source_system.as_str(), arrival.local_id.as_str())) {
+        match existing.get(&(&*arrival.source_system, &*arrival.local_id)) {
             Some(&position) => updates.push((item_index, position)),
             None => new_items.push(item_index),
         }

@@ -708,7 +708,7 @@ fn explain(args: ExplainArgs) -> Result<ExitCode> {
             .linker
             .entries
             .iter()
-            .position(|entry| entry.source_system == source && entry.local_id == local)
+            .position(|entry| *entry.source_system == *source && *entry.local_id == *local)
             .with_context(|| format!("no record {text} in the store"))
     };
     let (a, b) = (find(&args.first)?, find(&args.second)?);

@@ -99,7 +99,7 @@ impl SourceIndex {
 
     fn is(entries: &[Entry], position: usize, source: &str, local_id: &str) -> bool {
         let entry = &entries[position];
-        entry.source_system == source && entry.local_id == local_id
+        *entry.source_system == *source && *entry.local_id == *local_id
     }
 
     fn get(&self, entries: &[Entry], source: &str, local_id: &str) -> Option<usize> {
@@ -112,7 +112,7 @@ impl SourceIndex {
 
     fn insert(&mut self, entries: &[Entry], position: usize) {
         let entry = &entries[position];
-        let (source, local_id) = (entry.source_system.as_str(), entry.local_id.as_str());
+        let (source, local_id) = (&*entry.source_system, &*entry.local_id);
         match self.by_hash.entry(Self::hash(source, local_id)) {
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(position);
@@ -129,7 +129,7 @@ impl SourceIndex {
 
     fn remove(&mut self, entries: &[Entry], position: usize) {
         let entry = &entries[position];
-        let (source, local_id) = (entry.source_system.as_str(), entry.local_id.as_str());
+        let (source, local_id) = (&*entry.source_system, &*entry.local_id);
         let hash = Self::hash(source, local_id);
         if self.by_hash.get(&hash) == Some(&position) {
             self.by_hash.remove(&hash);
@@ -332,8 +332,8 @@ impl Engine {
             None => {
                 self.linker.entries.push(Entry {
                     id: self.next_id,
-                    source_system: source.to_owned(),
-                    local_id: local_id.to_owned(),
+                    source_system: source.into(),
+                    local_id: local_id.into(),
                     record,
                     person: PersonKey::MAX,
                     decision: DecisionKind::New,

@@ -1030,7 +1030,8 @@ fn golden_record(engine: &Engine, person: PersonKey) -> Value {
         let entry = &linker.entries[position];
         engine
             .verified_sources
-            .contains(&entry.source_system)
+            .iter()
+            .any(|source| **source == *entry.source_system)
             .then_some(entry.record.record.nhs_number.as_deref())
             .flatten()
     });
@@ -1113,8 +1114,8 @@ async fn get_person(
                 let entry = &engine.linker.entries[position];
                 (
                     entry.id,
-                    entry.source_system.clone(),
-                    entry.local_id.clone(),
+                    entry.source_system.to_string(),
+                    entry.local_id.to_string(),
                     entry.decision,
                     entry.probability,
                 )
@@ -1198,8 +1199,8 @@ fn persons_holding(
             continue;
         }
         match persons.iter_mut().find(|(person, _)| *person == entry.person) {
-            Some((_, sources)) => sources.push(entry.source_system.clone()),
-            None => persons.push((entry.person, vec![entry.source_system.clone()])),
+            Some((_, sources)) => sources.push(entry.source_system.to_string()),
+            None => persons.push((entry.person, vec![entry.source_system.to_string()])),
         }
     }
     for (_, sources) in &mut persons {
@@ -1453,8 +1454,8 @@ fn record_side(engine: &Engine, store: &Store, position: usize) -> Result<Value,
         .then(|| engine.linker.persons[entry.person as usize].id.clone());
     Ok(json!({
         "record_id": entry.id,
-        "source_system": entry.source_system,
-        "local_id": entry.local_id,
+        "source_system": &*entry.source_system,
+        "local_id": &*entry.local_id,
         "person_id": person,
         "values": raw.into_iter().next().map(|(_, values)| values),
     }))

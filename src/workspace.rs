@@ -112,6 +112,7 @@ impl Workspace {
         let normalizer = Normalizer::new(options);
         let nicknames = normalizer.nicknames();
         let mut linker = Linker::default();
+        let mut sources = crate::engine::SourceNames::default();
         // Room reserved up front for half as many again: growing a vector of a million
         // entries later would copy it whole, and a service would briefly hold it twice.
         // (Capacity that is never written costs address space, not memory.)
@@ -131,8 +132,8 @@ impl Workspace {
                 let person = linker.person_key(&record.person_id, record.decision == "review");
                 linker.entries.push(Entry {
                     id: record.id,
-                    source_system: record.source_system,
-                    local_id: record.local_id,
+                    source_system: sources.intern(&record.source_system),
+                    local_id: record.local_id.into(),
                     record: comparable,
                     person: PersonKey::MAX,
                     decision: DecisionKind::parse(&record.decision).unwrap_or(DecisionKind::New),

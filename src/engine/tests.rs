@@ -42,8 +42,8 @@ impl Harness {
         let id = self.linker.entries.len() as u64 + 1;
         self.linker.entries.push(Entry {
             id,
-            source_system: "test".to_owned(),
-            local_id: id.to_string(),
+            source_system: "test".into(),
+            local_id: id.to_string().into(),
             record,
             person: PersonKey::MAX,
             decision: DecisionKind::New,
@@ -245,4 +245,14 @@ fn a_household_link_needs_a_birth_date_and_a_given_name_on_both() {
         ..person("Charles", "Babbage", "1951-12-26", Some("9434765919"))
     });
     assert_eq!(decision.kind, DecisionKind::Linked);
+}
+
+#[test]
+fn records_of_one_source_share_its_name() {
+    let mut sources = SourceNames::new(["acute", "council", "acute"]);
+    let (a, b) = (sources.get("acute"), sources.intern("acute"));
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
+    assert_eq!(&*sources.get("gp"), "gp", "an unseen name still reads back");
+    assert!(!std::sync::Arc::ptr_eq(&sources.get("gp"), &sources.get("gp")));
+    assert!(std::sync::Arc::ptr_eq(&sources.intern("gp"), &sources.get("gp")));
 }

@@ -271,6 +271,8 @@ mod tests {
         };
         let (record, _) = normalizer().normalize(&raw);
         // A normalised family name is stable under normalisation.
-        record.family_name.is_none_or(|family| normalize_family_name(&family).0.as_deref() == Some(&*family))
+        record
+            .family_name
+            .is_none_or(|family| normalize_family_name(&family).0.as_deref() == Some(&*family))
     }
 }

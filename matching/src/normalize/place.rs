@@ -164,7 +164,10 @@ pub fn normalize_address(
     if words.is_empty() {
         return None;
     }
-    Some(Address { text: words.join(" ").into(), house_number: house_number.map(String::into_boxed_str) })
+    Some(Address {
+        text: words.join(" ").into(),
+        house_number: house_number.map(String::into_boxed_str),
+    })
 }
 
 #[cfg(test)]
@@ -198,11 +201,7 @@ mod tests {
     #[track_caller]
     fn check_address(line1: &str, line2: Option<&str>, text: &str, number: Option<&str>) {
         let got = normalize_address(Some(line1), line2, None).expect("an address");
-        assert_eq!(
-            (&*got.text, got.house_number.as_deref()),
-            (text, number),
-            "input {line1:?}"
-        );
+        assert_eq!((&*got.text, got.house_number.as_deref()), (text, number), "input {line1:?}");
     }
 
     #[test]
