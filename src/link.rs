@@ -236,41 +236,56 @@ impl HeldRaw {
     }
 }
 
-/// The values of `raw` other than its identifiers, in field order.
+/// The values of `raw` other than its identifiers, in field order. (Destructured
+/// whole, as [`unpack`] builds it whole, so a field added to [`Demographics`] cannot be
+/// forgotten by either.)
 fn raw_values(raw: &Demographics) -> [&Option<String>; 11] {
+    let Demographics {
+        nhs_number,
+        given_name,
+        family_name,
+        date_of_birth,
+        sex,
+        address_line1,
+        address_line2,
+        town,
+        postcode,
+        phone,
+        email,
+        identifiers: _,
+    } = raw;
     [
-        &raw.nhs_number,
-        &raw.given_name,
-        &raw.family_name,
-        &raw.date_of_birth,
-        &raw.sex,
-        &raw.address_line1,
-        &raw.address_line2,
-        &raw.town,
-        &raw.postcode,
-        &raw.phone,
-        &raw.email,
+        nhs_number,
+        given_name,
+        family_name,
+        date_of_birth,
+        sex,
+        address_line1,
+        address_line2,
+        town,
+        postcode,
+        phone,
+        email,
     ]
 }
 
 fn unpack(packed: &str) -> Demographics {
-    let mut raw = Demographics::default();
     let mut parts = packed.split(PACKED_FIELD).skip(1);
-    for slot in [
-        &mut raw.nhs_number,
-        &mut raw.given_name,
-        &mut raw.family_name,
-        &mut raw.date_of_birth,
-        &mut raw.sex,
-        &mut raw.address_line1,
-        &mut raw.address_line2,
-        &mut raw.town,
-        &mut raw.postcode,
-        &mut raw.phone,
-        &mut raw.email,
-    ] {
-        *slot = parts.next().filter(|value| !value.is_empty()).map(str::to_owned);
-    }
+    let mut next = || parts.next().filter(|value| !value.is_empty()).map(str::to_owned);
+    let mut raw = Demographics {
+        nhs_number: next(),
+        given_name: next(),
+        family_name: next(),
+        date_of_birth: next(),
+        sex: next(),
+        address_line1: next(),
+        address_line2: next(),
+        town: next(),
+        postcode: next(),
+        phone: next(),
+        email: next(),
+        identifiers: Vec::new(),
+    };
     raw.identifiers = parts
         .map(|part| {
             let (system, value) = part.split_once(PACKED_PAIR).unwrap_or((part, ""));
