@@ -577,26 +577,37 @@ impl Linker {
 
     /// Golden-record NHS number of a person: the valid NHS number held by most of its
     /// records, ties to the most recent record (highest id); `without` leaves one record
-    /// out (to tell what a change did).
+    /// out (to tell what a change did). (The service's golden record orders by source
+    /// trust first, then recency, and counts the same way: [`majority_nhs_number`].)
     pub fn person_nhs_number(&self, person: PersonKey, without: Option<usize>) -> Option<&str> {
-        let mut counts: Vec<(&str, usize, u64)> = Vec::new();
-        for &member in &self.persons[person as usize].members {
-            if Some(member) == without {
-                continue;
-            }
-            let entry = &self.entries[member];
-            if let Some(nhs) = entry.record.record.nhs_number.as_deref() {
-                match counts.iter_mut().find(|(value, _, _)| *value == nhs) {
-                    Some(slot) => {
-                        slot.1 += 1;
-                        slot.2 = slot.2.max(entry.id);
-                    }
-                    None => counts.push((nhs, 1, entry.id)),
-                }
-            }
-        }
-        counts.into_iter().max_by_key(|&(_, count, last)| (count, last)).map(|(nhs, _, _)| nhs)
+        let mut members: Vec<&Entry> = self.persons[person as usize]
+            .members
+            .iter()
+            .filter(|&&member| Some(member) != without)
+            .map(|&member| &self.entries[member])
+            .collect();
+        members.sort_unstable_by_key(|entry| std::cmp::Reverse(entry.id));
+        majority_nhs_number(
+            members.iter().filter_map(|entry| entry.record.record.nhs_number.as_deref()),
+        )
     }
+}
+
+/// The NHS number most of `numbers` agree on; among equals, the one met first
+/// (`numbers` come in order of preference).
+pub fn majority_nhs_number<'a>(numbers: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for nhs in numbers {
+        match counts.iter_mut().find(|(value, _)| *value == nhs) {
+            Some(slot) => slot.1 += 1,
+            None => counts.push((nhs, 1)),
+        }
+    }
+    counts
+        .iter()
+        .enumerate()
+        .max_by_key(|&(order, &(_, count))| (count, std::cmp::Reverse(order)))
+        .map(|(_, &(nhs, _))| nhs)
 }
 
 /// Scores candidate pairs with a model: (candidate, gamma) to (candidate, gamma, weight).

@@ -1015,16 +1015,6 @@ fn golden_record(engine: &Engine, person: PersonKey) -> Value {
     let first = |pick: &dyn Fn(&NormalizedRecord) -> Option<Value>| {
         records.iter().find_map(|record| pick(record)).unwrap_or(Value::Null)
     };
-    // The NHS number most records agree on; among equals, the first in survivorship order.
-    let mut nhs_counts: Vec<(&str, usize)> = Vec::new();
-    for record in &records {
-        if let Some(nhs) = record.nhs_number.as_deref() {
-            match nhs_counts.iter_mut().find(|(value, _)| *value == nhs) {
-                Some(slot) => slot.1 += 1,
-                None => nhs_counts.push((nhs, 1)),
-            }
-        }
-    }
     // A verified source's NHS number (a PDS trace) comes before any count.
     let verified = members.iter().find_map(|&position| {
         let entry = &linker.entries[position];
@@ -1035,12 +1025,12 @@ fn golden_record(engine: &Engine, person: PersonKey) -> Value {
             .then_some(entry.record.record.nhs_number.as_deref())
             .flatten()
     });
+    // Else the NHS number most records agree on; among equals, the first in
+    // survivorship order.
     let nhs_number = verified.or_else(|| {
-        nhs_counts
-            .iter()
-            .enumerate()
-            .max_by_key(|&(order, &(_, count))| (count, std::cmp::Reverse(order)))
-            .map(|(_, &(nhs, _))| nhs)
+        crate::engine::majority_nhs_number(
+            records.iter().filter_map(|record| record.nhs_number.as_deref()),
+        )
     });
     let mut identifiers: Vec<&mpi_matching::Identifier> =
         records.iter().flat_map(|record| &record.identifiers).collect();

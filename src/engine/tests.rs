@@ -256,3 +256,11 @@ fn records_of_one_source_share_its_name() {
     assert!(!std::sync::Arc::ptr_eq(&sources.get("gp"), &sources.get("gp")));
     assert!(std::sync::Arc::ptr_eq(&sources.intern("gp"), &sources.get("gp")));
 }
+
+#[test]
+fn the_nhs_number_most_records_hold_wins_and_a_tie_goes_to_the_first_in_order() {
+    assert_eq!(majority_nhs_number([]), None);
+    assert_eq!(majority_nhs_number(["a", "b", "b"]), Some("b"));
+    assert_eq!(majority_nhs_number(["a", "b", "a", "b"]), Some("a"));
+    assert_eq!(majority_nhs_number(["b", "a", "a", "b"]), Some("b"));
+}
