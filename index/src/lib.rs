@@ -311,8 +311,15 @@ impl IndexSearcher {
 
 /// Most shared keys first, ties by record id, at most `limit`.
 fn rank(counts: HashMap<RecordId, u32>, limit: usize) -> Vec<Candidate> {
-    let mut candidates: Vec<Candidate> =
-        counts.into_iter().map(|(record_id, n_keys)| Candidate { record_id, n_keys }).collect();
+    rank_candidates(
+        counts.into_iter().map(|(record_id, n_keys)| Candidate { record_id, n_keys }).collect(),
+        limit,
+    )
+}
+
+/// The one ranking every candidate source answers with: most shared keys first, ties
+/// by record id (never by timing or layout), at most `limit`.
+fn rank_candidates(mut candidates: Vec<Candidate>, limit: usize) -> Vec<Candidate> {
     candidates.sort_unstable_by(|a, b| b.n_keys.cmp(&a.n_keys).then(a.record_id.cmp(&b.record_id)));
     candidates.truncate(limit);
     candidates
@@ -720,13 +727,10 @@ impl MemoryIndex {
             hits.extend(postings[..end].iter().filter(|&&id| exclude != Some(id)));
         }
         hits.sort_unstable();
-        let mut candidates: Vec<Candidate> = hits
+        let counted = hits
             .chunk_by(|a, b| a == b)
             .map(|run| Candidate { record_id: run[0], n_keys: run.len() as u32 })
             .collect();
-        candidates
-            .sort_unstable_by(|a, b| b.n_keys.cmp(&a.n_keys).then(a.record_id.cmp(&b.record_id)));
-        candidates.truncate(limit);
-        candidates
+        rank_candidates(counted, limit)
     }
 }
