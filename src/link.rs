@@ -189,15 +189,14 @@ pub fn raw_json(raw: &Demographics) -> String {
 /// Raw values held from reading until the write. A million rows' JSON, field names
 /// and all, would be a tenth of a batch's memory; packed, the values take less than
 /// half as much, and each chunk's JSON is made as it is written.
+///
+/// One string: either packed (each value of [`Demographics`] in field order after a
+/// U+001F, an absent one empty, then each identifier as U+001F, its system, U+001E,
+/// its value), so starting with U+001F, or, for values a packing could not hold
+/// exactly (an empty value, or one holding a separator), the JSON ([`raw_json`]),
+/// starting with `{`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HeldRaw {
-    /// Each value of [`Demographics`] in field order after a U+001F (an absent one
-    /// empty), then each identifier as U+001F, its system, U+001E, its value.
-    Packed(Box<str>),
-    /// The JSON ([`raw_json`]), for values a packing could not hold exactly (an empty
-    /// value, or one holding a separator).
-    Json(Box<str>),
-}
+pub struct HeldRaw(Box<str>);
 
 const PACKED_FIELD: char = '\u{1f}';
 const PACKED_PAIR: char = '\u{1e}';
@@ -211,7 +210,7 @@ impl HeldRaw {
             values.iter().all(|value| value.as_deref().is_none_or(|v| !v.is_empty() && fits(v)))
                 && raw.identifiers.iter().all(|id| fits(&id.system) && fits(&id.value));
         if !packable {
-            return HeldRaw::Json(raw_json(raw).into());
+            return HeldRaw(raw_json(raw).into());
         }
         let mut packed = String::with_capacity(64);
         for value in values {
@@ -224,14 +223,20 @@ impl HeldRaw {
             packed.push(PACKED_PAIR);
             packed.push_str(&identifier.value);
         }
-        HeldRaw::Packed(packed.into())
+        HeldRaw(packed.into())
+    }
+
+    /// True when the values are packed (not held as JSON).
+    pub fn is_packed(&self) -> bool {
+        self.0.starts_with(PACKED_FIELD)
     }
 
     /// The raw values as the store keeps them (JSON).
     pub fn json(&self) -> std::borrow::Cow<'_, str> {
-        match self {
-            HeldRaw::Json(json) => std::borrow::Cow::Borrowed(json),
-            HeldRaw::Packed(packed) => std::borrow::Cow::Owned(raw_json(&unpack(packed))),
+        if self.is_packed() {
+            std::borrow::Cow::Owned(raw_json(&unpack(&self.0)))
+        } else {
+            std::borrow::Cow::Borrowed(&self.0)
         }
     }
 }
@@ -300,8 +305,7 @@ struct Prepared {
     outcome_index: usize,
     /// The raw values, held compactly until the write.
     raw: HeldRaw,
-    issues: Vec<Issue>,
-    keys: Vec<BlockingKey>,
+    issues: Box<[Issue]>,
 }
 
 /// Errors of a link run (input problems are reported before this point).
@@ -442,7 +446,12 @@ pub fn link(
     rows.retain(|_| kept.next().copied().unwrap_or(false));
     drop(keep);
     let sources = SourceNames::new(rows.iter().map(|row| row.source_system.as_str()));
-    let (mut prepared, mut arrivals): (Vec<Prepared>, Vec<Entry>) = rows
+    // (prepared, (entries, blocking keys)), each in row order
+    #[allow(clippy::type_complexity)]
+    let (prepared, (mut arrivals, mut run_keys)): (
+        Vec<Prepared>,
+        (Vec<Entry>, Vec<Vec<BlockingKey>>),
+    ) = rows
         .into_par_iter()
         .zip(kept_outcomes)
         .map(|(row, outcome_index)| {
@@ -450,8 +459,11 @@ pub fn link(
             let record = ComparableRecord::new(normalized, normalizer.nicknames());
             let keys = blocking_keys(&record);
             progress.advance(1);
-            let item =
-                Prepared { outcome_index, raw: HeldRaw::new(&row.demographics), issues, keys };
+            let item = Prepared {
+                outcome_index,
+                raw: HeldRaw::new(&row.demographics),
+                issues: issues.into_boxed_slice(),
+            };
             let entry = Entry {
                 id: 0,
                 source_system: sources.get(&row.source_system),
@@ -462,7 +474,7 @@ pub fn link(
                 probability: None,
                 manual: false,
             };
-            (item, entry)
+            (item, (entry, keys))
         })
         .unzip();
     for item in &prepared {
@@ -538,7 +550,8 @@ pub fn link(
         };
         link_online(
             workspace,
-            &mut prepared,
+            &prepared,
+            &run_keys,
             &work,
             model,
             options,
@@ -549,7 +562,8 @@ pub fn link(
     } else {
         link_batch(
             workspace,
-            &mut prepared,
+            &prepared,
+            &mut run_keys,
             &work,
             model,
             options,
@@ -701,7 +715,8 @@ pub fn default_model() -> Model {
 #[allow(clippy::too_many_arguments)]
 fn link_batch(
     workspace: &mut Workspace,
-    prepared: &mut [Prepared],
+    prepared: &[Prepared],
+    run_keys: &mut [Vec<BlockingKey>],
     work: &[(usize, usize, bool)],
     model: Option<(Model, ModelSource)>,
     options: &LinkOptions,
@@ -718,7 +733,7 @@ fn link_batch(
     let mut keys: Vec<Vec<BlockingKey>> = vec![Vec::new(); linker.entries.len()];
     let mut in_run_keys = vec![false; linker.entries.len()];
     for &(item_index, position, _) in work {
-        keys[position] = std::mem::take(&mut prepared[item_index].keys);
+        keys[position] = std::mem::take(&mut run_keys[item_index]);
         in_run_keys[position] = true;
     }
     keys.par_iter_mut().zip(&in_run_keys).enumerate().for_each(|(position, (keys, &given))| {
@@ -1191,7 +1206,8 @@ fn write_items<'a>(
 #[allow(clippy::too_many_arguments)]
 fn link_online(
     workspace: &mut Workspace,
-    prepared: &mut [Prepared],
+    prepared: &[Prepared],
+    run_keys: &[Vec<BlockingKey>],
     work: &[(usize, usize, bool)],
     model: (Model, ModelSource),
     options: &LinkOptions,
@@ -1210,7 +1226,7 @@ fn link_online(
             &mut workspace.linker,
             &workspace.index,
             position,
-            &prepared[item_index].keys,
+            &run_keys[item_index],
             &model,
             options.thresholds,
             options.max_candidates,
@@ -1244,7 +1260,7 @@ fn link_online(
             )?;
             workspace.linker.settle_new_persons();
             let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;
-            let keys: &[BlockingKey] = &prepared[item_index].keys;
+            let keys: &[BlockingKey] = &run_keys[item_index];
             if is_update {
                 writer.update(id, keys)?;
             } else {
@@ -1306,11 +1322,11 @@ mod tests {
             vec![Some("943 476 5919".into()), None, Some("Smith".into())],
             vec![("ssn".into(), "123".into())],
         );
-        assert!(matches!(HeldRaw::new(&ordinary), HeldRaw::Packed(_)));
+        assert!(HeldRaw::new(&ordinary).is_packed());
         assert_eq!(HeldRaw::new(&ordinary).json(), raw_json(&ordinary));
         for awkward in [Some(String::new()), Some("a\u{1f}b".into()), Some("a\u{1e}".into())] {
             let raw = demographics(vec![None, awkward], Vec::new());
-            assert!(matches!(HeldRaw::new(&raw), HeldRaw::Json(_)));
+            assert!(!HeldRaw::new(&raw).is_packed());
             assert_eq!(HeldRaw::new(&raw).json(), raw_json(&raw));
         }
     }
