@@ -127,7 +127,7 @@ const MIGRATIONS: &[&str] = &[
 
 /// SQLite's page cache per connection, and while a large batch writes.
 const DEFAULT_CACHE_MIB: u32 = 32;
-const BATCH_CACHE_MIB: u32 = 64;
+const BATCH_CACHE_MIB: u32 = 32;
 
 /// Batches at least this large drop and rebuild the secondary indexes around their
 /// inserts.
