@@ -75,7 +75,7 @@ pub fn train(
         .collect();
     let groups: Vec<(usize, &[(usize, Gamma)])> =
         compared.iter().enumerate().map(|(position, pairs)| (position, pairs.as_slice())).collect();
-    let blocked = training_patterns(&groups, &keys);
+    let blocked = training_patterns(&groups, &|position| keys[position].clone());
     let records: Vec<_> = linker.entries.iter().map(|entry| &entry.record).collect();
     let n_pairs = compared.iter().map(|pairs| pairs.len() as u64).sum();
     let mut model = train_model(&records, &blocked, n_pairs, seed)?;

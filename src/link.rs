@@ -678,11 +678,11 @@ pub const MAX_TRAINING_PAIRS: usize = 1_000_000;
 
 /// Counts the comparison patterns of blocked pairs for training, each tagged with the
 /// kinds of blocking key the pair shared (bits above the gamma's 40). Takes every
-/// k-th record's pairs when there are more than [`MAX_TRAINING_PAIRS`]. `keys[p]`
-/// are the blocking keys of the record at position `p`.
+/// k-th record's pairs when there are more than [`MAX_TRAINING_PAIRS`]. `keys_of(p)`
+/// gives the blocking keys of the record at position `p`.
 pub fn training_patterns(
     groups: &[(usize, &[(usize, Gamma)])],
-    keys: &[Vec<BlockingKey>],
+    keys_of: &(dyn Fn(usize) -> Vec<BlockingKey> + Sync),
 ) -> PatternCounts {
     let total: usize = groups.iter().map(|(_, pairs)| pairs.len()).sum();
     let step = total.div_ceil(MAX_TRAINING_PAIRS).max(1);
@@ -691,8 +691,9 @@ pub fn training_patterns(
         .enumerate()
         .filter(|(index, _)| index % step == 0)
         .fold(PatternCounts::new, |mut counts, (_, &(position, pairs))| {
+            let own = keys_of(position);
             for &(candidate, gamma) in pairs {
-                let kinds = shared_key_kinds(&keys[position], &keys[candidate]);
+                let kinds = shared_key_kinds(&own, &keys_of(candidate));
                 *counts.entry(gamma.pack() | (u64::from(kinds) << 40)).or_default() += 1;
             }
             counts
@@ -742,9 +743,10 @@ fn link_batch(
         }
     });
     drop(in_run_keys);
-    let memory = MemoryIndex::build(
-        linker.entries.iter().zip(&keys).map(|(entry, keys)| (entry.id, keys.as_slice())),
-    );
+    // The index takes the keys over and drops each record's as it goes: from here a
+    // record's keys are made again where needed (a million records' keys are 150 MB,
+    // and this is when memory is tightest).
+    let memory = MemoryIndex::build(linker.entries.iter().map(|entry| entry.id).zip(keys));
     // Where each updated record's run neighbours fall in the run's order (only updates
     // need it; a run of new records skips building a map of a million entries).
     let in_run: HashMap<usize, usize> = if work.iter().any(|&(_, _, is_update)| is_update) {
@@ -758,8 +760,12 @@ fn link_batch(
         .map(|(order, &(_, position, is_update))| {
             let entry = &linker.entries[position];
             let below = if is_update { None } else { Some(entry.id) };
-            let candidates =
-                memory.candidates(&keys[position], below, Some(entry.id), options.max_candidates);
+            let candidates = memory.candidates(
+                &blocking_keys(&entry.record),
+                below,
+                Some(entry.id),
+                options.max_candidates,
+            );
             let pairs = candidates
                 .into_iter()
                 .filter_map(|candidate| linker.position(candidate.record_id))
@@ -793,7 +799,9 @@ fn link_batch(
                 .zip(&compared)
                 .map(|(&(_, position, _), pairs)| (position, pairs.as_slice()))
                 .collect();
-            let blocked = training_patterns(&groups, &keys);
+            let blocked = training_patterns(&groups, &|position| {
+                blocking_keys(&linker.entries[position].record)
+            });
             let records: Vec<&ComparableRecord> =
                 linker.entries.iter().map(|entry| &entry.record).collect();
             match train_model(&records, &blocked, report.n_pairs, options.seed) {
@@ -808,9 +816,6 @@ fn link_batch(
     }
     report.model_version = model.version;
     report.model_source = Some(source);
-    // The keys are not held for indexing after the write: a million records' keys
-    // are 150 MB, and the indexing thread makes each record's again as it adds it.
-    drop(keys);
     drop(in_run);
     clock.lap("train");
 
@@ -901,10 +906,18 @@ fn link_batch(
             tracing::debug!(seconds = started.elapsed().as_secs_f64(), "index: committed");
             committed
         });
-        let items = write_items(prepared, work, &decisions, &report.reviews);
+        let items = RunItems::new(prepared, work, &decisions, &report.reviews);
         let context =
             WriteContext { model: &model, thresholds: options.thresholds, actor: BATCH_ACTOR };
-        let written = write_results(store, shared, &items, &retired, &context, nhs_events);
+        let written = write_results(
+            store,
+            shared,
+            work.len(),
+            &|index| items.item(index),
+            &retired,
+            &context,
+            nhs_events,
+        );
         let _ = store_done.send(written.as_ref().ok().copied());
         (written, indexer.join())
     });
@@ -1037,10 +1050,14 @@ pub struct WriteItem<'a> {
 ///
 /// # Errors
 /// When the store fails; nothing is written then.
-pub fn write_results(
+///
+/// `item(i)` gives the `i`-th of `n_items` records to write, in decision order; a run's
+/// items are made a chunk at a time, as they are written.
+pub fn write_results<'a>(
     store: &mut Store,
     linker: &Linker,
-    items: &[WriteItem<'_>],
+    n_items: usize,
+    item: &(dyn Fn(usize) -> WriteItem<'a> + Sync),
     retired: &[(PersonKey, PersonKey)],
     context: &WriteContext<'_>,
     extra_events: Vec<Event>,
@@ -1048,20 +1065,21 @@ pub fn write_results(
     let actor = context.actor;
     let shape = BatchShape {
         actor,
-        n_records: items.len(),
-        all_new: items.iter().all(|item| !item.is_update),
+        n_records: n_items,
+        all_new: (0..n_items).all(|index| !item(index).is_update),
     };
-    let mut seen_new_persons = std::collections::HashSet::with_capacity(items.len() / 2);
+    let mut seen_new_persons = std::collections::HashSet::with_capacity(n_items / 2);
     let mut extra_events = Some(extra_events);
     // A chunk at a time: its evidence is made in parallel, its rows handed to the
     // store, and both freed before the next (a million links' evidence and rows at
     // once would be most of a batch's memory). The last chunk (the only one, even
     // if empty, for a small write) carries the retirements and the extra events.
-    let n_chunks = items.len().div_ceil(WRITE_CHUNK).max(1);
+    let n_chunks = n_items.div_ceil(WRITE_CHUNK).max(1);
     Ok(store.write_batch_chunks(&shape, |write| {
         for index in 0..n_chunks {
-            let chunk = &items[index * WRITE_CHUNK..items.len().min((index + 1) * WRITE_CHUNK)];
-            let mut batch = chunk_batch(linker, chunk, context, &mut seen_new_persons);
+            let chunk: Vec<WriteItem<'a>> =
+                (index * WRITE_CHUNK..n_items.min((index + 1) * WRITE_CHUNK)).map(item).collect();
+            let mut batch = chunk_batch(linker, &chunk, context, &mut seen_new_persons);
             if index + 1 == n_chunks {
                 for &(emptied, survivor) in retired {
                     let (emptied, survivor) = (
@@ -1181,26 +1199,38 @@ fn chunk_batch<'a>(
     batch
 }
 
-/// The store items of a link run's decided records.
-fn write_items<'a>(
+/// The store items of a link run's decided records, made one at a time as they are
+/// written.
+struct RunItems<'a> {
     prepared: &'a [Prepared],
-    work: &[(usize, usize, bool)],
+    work: &'a [(usize, usize, bool)],
     decisions: &'a [Decision],
-    reviews: &'a [OpenedReview],
-) -> Vec<WriteItem<'a>> {
-    let review_by_position: HashMap<usize, &OpenedReview> =
-        reviews.iter().map(|review| (review.position, review)).collect();
-    work.iter()
-        .zip(decisions)
-        .map(|(&(item_index, position, is_update), decision)| WriteItem {
+    review_by_position: HashMap<usize, &'a OpenedReview>,
+}
+
+impl<'a> RunItems<'a> {
+    fn new(
+        prepared: &'a [Prepared],
+        work: &'a [(usize, usize, bool)],
+        decisions: &'a [Decision],
+        reviews: &'a [OpenedReview],
+    ) -> RunItems<'a> {
+        let review_by_position = reviews.iter().map(|review| (review.position, review)).collect();
+        RunItems { prepared, work, decisions, review_by_position }
+    }
+
+    /// The `index`-th decided record's item.
+    fn item(&self, index: usize) -> WriteItem<'a> {
+        let (item_index, position, is_update) = self.work[index];
+        WriteItem {
             position,
-            raw: &prepared[item_index].raw,
-            issues: &prepared[item_index].issues,
+            raw: &self.prepared[item_index].raw,
+            issues: &self.prepared[item_index].issues,
             is_update,
-            decision,
-            review_id: review_by_position.get(&position).map(|review| review.id.as_str()),
-        })
-        .collect()
+            decision: &self.decisions[index],
+            review_id: self.review_by_position.get(&position).map(|review| review.id.as_str()),
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1244,7 +1274,7 @@ fn link_online(
         report.n_review += step_report.n_review;
         report.reviews.extend(step_report.reviews.iter().cloned());
         if !options.dry_run {
-            let items = write_items(
+            let items = RunItems::new(
                 prepared,
                 &single,
                 std::slice::from_ref(&decision),
@@ -1253,7 +1283,8 @@ fn link_online(
             let generation = write_results(
                 &mut workspace.store,
                 &workspace.linker,
-                &items,
+                1,
+                &|index| items.item(index),
                 &retired,
                 &WriteContext { model: &model, thresholds: options.thresholds, actor: BATCH_ACTOR },
                 Vec::new(),

@@ -413,7 +413,8 @@ impl Engine {
         let generation = write_results(
             store,
             &self.linker,
-            &[item],
+            1,
+            &|_| item,
             &retired,
             &WriteContext { model: &self.model, thresholds: self.thresholds, actor },
             events,

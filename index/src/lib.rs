@@ -638,16 +638,19 @@ pub struct MemoryIndex {
 
 impl MemoryIndex {
     /// Builds the index from (record id, keys) pairs.
-    pub fn build<'a>(records: impl IntoIterator<Item = (RecordId, &'a [Key])>) -> MemoryIndex {
+    /// Records handed over with their keys owned (`Vec<Key>`) are dropped one by one
+    /// as their pairs are taken, so the keys are never held twice.
+    pub fn build<K: AsRef<[Key]>>(records: impl IntoIterator<Item = (RecordId, K)>) -> MemoryIndex {
         // Every (key, record id) pair, flat, sorted by key; then, in the same buffer,
         // the record ids alone take the place of the pairs (each written at or before
         // where its pair was read). A million records' pairs are 200 MB: a second
         // buffer for the ids would be half as much again when memory is tightest.
-        let records: Vec<(RecordId, &[Key])> = records.into_iter().collect();
-        let mut flat: Vec<u64> =
-            Vec::with_capacity(2 * records.iter().map(|(_, keys)| keys.len()).sum::<usize>());
+        let records: Vec<(RecordId, K)> = records.into_iter().collect();
+        let mut flat: Vec<u64> = Vec::with_capacity(
+            2 * records.iter().map(|(_, keys)| keys.as_ref().len()).sum::<usize>(),
+        );
         for (record_id, keys) in records {
-            flat.extend(keys.iter().flat_map(|&key| [key, record_id]));
+            flat.extend(keys.as_ref().iter().flat_map(|&key| [key, record_id]));
         }
         flat.as_chunks_mut::<2>().0.sort_unstable();
         let mut index = MemoryIndex {
