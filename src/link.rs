@@ -210,7 +210,7 @@ impl HeldRaw {
             values.iter().all(|value| value.as_deref().is_none_or(|v| !v.is_empty() && fits(v)))
                 && raw.identifiers.iter().all(|id| fits(&id.system) && fits(&id.value));
         if !packable {
-            return HeldRaw(raw_json(raw).into());
+            return HeldRaw::json_now(raw);
         }
         let mut packed = String::with_capacity(64);
         for value in values {
@@ -224,6 +224,12 @@ impl HeldRaw {
             packed.push_str(&identifier.value);
         }
         HeldRaw(packed.into())
+    }
+
+    /// Holds raw values as their JSON, for a write that follows at once (nothing to
+    /// pack and unpack again).
+    pub fn json_now(raw: &Demographics) -> HeldRaw {
+        HeldRaw(raw_json(raw).into())
     }
 
     /// True when the values are packed (not held as JSON).
@@ -442,22 +448,15 @@ pub fn link(
         .zip(&keep)
         .filter_map(|(&outcome, &kept)| kept.then_some(outcome))
         .collect();
-    let mut kept = keep.iter();
-    rows.retain(|_| kept.next().copied().unwrap_or(false));
+    retain_flagged(&mut rows, &keep);
     drop(keep);
     let sources = SourceNames::new(rows.iter().map(|row| row.source_system.as_str()));
-    // (prepared, (entries, blocking keys)), each in row order
-    #[allow(clippy::type_complexity)]
-    let (prepared, (mut arrivals, mut run_keys)): (
-        Vec<Prepared>,
-        (Vec<Entry>, Vec<Vec<BlockingKey>>),
-    ) = rows
+    let (prepared, mut arrivals): (Vec<Prepared>, Vec<Entry>) = rows
         .into_par_iter()
         .zip(kept_outcomes)
         .map(|(row, outcome_index)| {
             let (normalized, issues) = normalizer.normalize(&row.demographics);
             let record = ComparableRecord::new(normalized, normalizer.nicknames());
-            let keys = blocking_keys(&record);
             progress.advance(1);
             let item = Prepared {
                 outcome_index,
@@ -474,7 +473,7 @@ pub fn link(
                 probability: None,
                 manual: false,
             };
-            (item, (entry, keys))
+            (item, entry)
         })
         .unzip();
     for item in &prepared {
@@ -528,8 +527,7 @@ pub fn link(
         arrivals[item_index].id = id;
         is_new[item_index] = true;
     }
-    let mut new_flags = is_new.iter();
-    arrivals.retain(|_| new_flags.next().copied().unwrap_or(false));
+    retain_flagged(&mut arrivals, &is_new);
     drop(is_new);
     if linker.entries.is_empty() {
         linker.entries = arrivals;
@@ -548,29 +546,9 @@ pub fn link(
             rollback_entries(workspace, first_new_position);
             return Err(LinkError::NoModel);
         };
-        link_online(
-            workspace,
-            &prepared,
-            &run_keys,
-            &work,
-            model,
-            options,
-            &mut report,
-            progress,
-            &mut clock,
-        )
+        link_online(workspace, &prepared, &work, model, options, &mut report, progress, &mut clock)
     } else {
-        link_batch(
-            workspace,
-            &prepared,
-            &mut run_keys,
-            &work,
-            model,
-            options,
-            &mut report,
-            progress,
-            &mut clock,
-        )
+        link_batch(workspace, &prepared, &work, model, options, &mut report, progress, &mut clock)
     };
     if let Err(error) = result {
         rollback_entries(workspace, first_new_position);
@@ -600,6 +578,12 @@ pub fn link(
         workspace.linker.persons.iter().filter(|person| !person.members.is_empty()).count();
     report.stages = clock.stages;
     Ok(report)
+}
+
+/// Keeps, in place and in order, the items whose flag is set.
+fn retain_flagged<T>(items: &mut Vec<T>, keep: &[bool]) {
+    let mut flags = keep.iter();
+    items.retain(|_| flags.next().copied().unwrap_or(false));
 }
 
 fn rollback_entries(workspace: &mut Workspace, first_new_position: usize) {
@@ -717,7 +701,6 @@ pub fn default_model() -> Model {
 fn link_batch(
     workspace: &mut Workspace,
     prepared: &[Prepared],
-    run_keys: &mut [Vec<BlockingKey>],
     work: &[(usize, usize, bool)],
     model: Option<(Model, ModelSource)>,
     options: &LinkOptions,
@@ -730,19 +713,9 @@ fn link_batch(
     // `mpi_index::MemoryIndex`), built from the keys of every record.
     progress.stage("blocking and comparing", work.len() as u64);
     let linker = &workspace.linker;
-    // Every record's keys: the run's records hand theirs over, the others' are made.
-    let mut keys: Vec<Vec<BlockingKey>> = vec![Vec::new(); linker.entries.len()];
-    let mut in_run_keys = vec![false; linker.entries.len()];
-    for &(item_index, position, _) in work {
-        keys[position] = std::mem::take(&mut run_keys[item_index]);
-        in_run_keys[position] = true;
-    }
-    keys.par_iter_mut().zip(&in_run_keys).enumerate().for_each(|(position, (keys, &given))| {
-        if !given {
-            *keys = blocking_keys(&linker.entries[position].record);
-        }
-    });
-    drop(in_run_keys);
+    // Every record's keys, made from its record.
+    let keys: Vec<Vec<BlockingKey>> =
+        linker.entries.par_iter().map(|entry| blocking_keys(&entry.record)).collect();
     // The index takes the keys over and drops each record's as it goes: from here a
     // record's keys are made again where needed (a million records' keys are 150 MB,
     // and this is when memory is tightest).
@@ -1237,7 +1210,6 @@ impl<'a> RunItems<'a> {
 fn link_online(
     workspace: &mut Workspace,
     prepared: &[Prepared],
-    run_keys: &[Vec<BlockingKey>],
     work: &[(usize, usize, bool)],
     model: (Model, ModelSource),
     options: &LinkOptions,
@@ -1252,11 +1224,12 @@ fn link_online(
     let mut decisions = Vec::with_capacity(work.len());
     for &(item_index, position, is_update) in work {
         let id = workspace.linker.entries[position].id;
+        let keys = blocking_keys(&workspace.linker.entries[position].record);
         let (decision, emptied, n_pairs) = crate::online::decide_one(
             &mut workspace.linker,
             &workspace.index,
             position,
-            &run_keys[item_index],
+            &keys,
             &model,
             options.thresholds,
             options.max_candidates,
@@ -1291,11 +1264,10 @@ fn link_online(
             )?;
             workspace.linker.settle_new_persons();
             let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;
-            let keys: &[BlockingKey] = &run_keys[item_index];
             if is_update {
-                writer.update(id, keys)?;
+                writer.update(id, &keys)?;
             } else {
-                writer.add(id, keys)?;
+                writer.add(id, &keys)?;
             }
             writer.commit(&index_payload(generation))?;
             workspace.index.reload()?;

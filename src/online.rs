@@ -400,7 +400,7 @@ impl Engine {
             (decision.kind == DecisionKind::Review).then(|| uuid::Uuid::new_v4().to_string());
         let retired: Vec<(PersonKey, PersonKey)> =
             emptied.map(|emptied| (emptied, decision.person)).into_iter().collect();
-        let raw = crate::link::HeldRaw::new(raw);
+        let raw = crate::link::HeldRaw::json_now(raw);
         let item = WriteItem {
             position,
             raw: &raw,
