@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 
 use mpi_matching::{
-    CompField, ComparableRecord, Gamma, Model, Score, Thresholds, compare, probability,
+    CompField, ComparableRecord, Gamma, Model, Score, Sex, TermFrequencies, Thresholds, compare,
+    probability,
 };
 use serde::Serialize;
 
@@ -269,6 +270,80 @@ pub fn relative_signature(gamma: &Gamma) -> Option<ReviewReason> {
     None
 }
 
+/// Twins the two records cannot tell apart: one household, one family name, one birth
+/// date, no agreeing NHS number or identifier, and given names that are not plainly one
+/// name. The model weighs such a pair by what most same-household pairs with one birth
+/// date are, the same person with a slip in the name; this check keeps out of automatic
+/// links the few that are twins:
+/// - a boy and a girl, whatever their names (Olivia and Oliver, Sam and Sam);
+/// - names that share only a middle name (Yusuf Oscar and Oscar);
+/// - two different names both established in the data (Aoife and Alfie, Emily and
+///   Amelia: twins' names are often alike), unless they are one edit apart.
+///
+/// An initial, a nickname, a one-letter typo or a rare spelling of a common name stays
+/// with the model: a twin's record that carries only an initial is as likely to be
+/// either twin, and the check on the person's other records still applies.
+pub fn possible_twins(
+    gamma: &Gamma,
+    a: &ComparableRecord,
+    b: &ComparableRecord,
+    frequencies: Option<&TermFrequencies>,
+) -> bool {
+    if gamma.level(CompField::NhsNumber) == Some(0) || gamma.level(CompField::Identifier) == Some(0)
+    {
+        return false;
+    }
+    if !gamma.same_household()
+        || gamma.level(CompField::DateOfBirth) != Some(0)
+        || gamma.level(CompField::FamilyName).is_none_or(|family| family > 1)
+    {
+        return false;
+    }
+    let boy_and_girl = matches!(
+        (a.record.sex, b.record.sex),
+        (Some(Sex::Male), Some(Sex::Female)) | (Some(Sex::Female), Some(Sex::Male))
+    );
+    let two_names = || {
+        !a.first_given_one_edit_apart(b)
+            && a.first_given().zip(b.first_given()).is_some_and(|(first_a, first_b)| {
+                // Without counts (a model from elsewhere), any two names may be twins'.
+                frequencies.is_none_or(|frequencies| {
+                    frequencies.both_established(CompField::GivenName, first_a, first_b)
+                })
+            })
+    };
+    match gamma.level(CompField::GivenName) {
+        // No given name on one side: the household rule decides.
+        None | Some(0) => false,
+        Some(_) if boy_and_girl => true,
+        Some(level) => match CompField::GivenName.levels()[usize::from(level)] {
+            "other_given_name" => true,
+            "close" | "phonetic" | "similar" | "different" => two_names(),
+            _ => false,
+        },
+    }
+}
+
+/// A parent and child of one name the records cannot tell apart: the same given and
+/// family name, birth dates that are plainly different, no agreeing NHS number or
+/// identifier, and one home (a shared household, or the same postcode where the
+/// address differs by a slip or a flat). The model weighs the birth date as one field
+/// among many, so name and postcode can outvote it; a father and son of one name at one
+/// postcode are common enough that this is never linked automatically.
+pub fn possible_parent_and_child(gamma: &Gamma) -> bool {
+    if gamma.level(CompField::NhsNumber) == Some(0) || gamma.level(CompField::Identifier) == Some(0)
+    {
+        return false;
+    }
+    let dob_different = gamma
+        .level(CompField::DateOfBirth)
+        .is_some_and(|dob| usize::from(dob) + 1 == CompField::DateOfBirth.levels().len());
+    dob_different
+        && gamma.level(CompField::GivenName).is_some_and(|given| given <= 1)
+        && gamma.level(CompField::FamilyName).is_some_and(|family| family <= 1)
+        && (gamma.same_household() || gamma.level(CompField::Postcode) == Some(0))
+}
+
 /// Below this share of matches among same-household pairs, households in the data hold
 /// different people often enough that an address cannot stand in for identity.
 pub const RELATIVES_COMMON_BELOW: f64 = 0.9;
@@ -475,6 +550,14 @@ impl Linker {
             && best_gamma.level(CompField::GivenName).is_some();
         if relatives_common && best_gamma.same_household() && !identified && !comparable {
             return review(ReviewReason::HouseholdWithoutIdentity);
+        }
+        if relatives_common
+            && possible_twins(&best_gamma, record, best_record, model.term_frequencies.as_ref())
+        {
+            return review(ReviewReason::PossibleTwins);
+        }
+        if relatives_common && possible_parent_and_child(&best_gamma) {
+            return review(ReviewReason::PossibleParentAndChild);
         }
         // The link is refused when the record conflicts strongly with any record of the person.
         for &member in

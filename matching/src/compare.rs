@@ -153,11 +153,14 @@ impl Gamma {
         Gamma(levels)
     }
 
-    /// True when the pair shares a household: the same address, or at least two of
-    /// postcode, phone and email exactly the same.
+    /// True when the pair may share a household: the same address, the same phone
+    /// number (a landline, or a parent's mobile on a child's record, is the household's),
+    /// or both postcode and email exactly the same. A phone agreeing where one record
+    /// has no address is household evidence too: counting it as independent of the
+    /// family name is how twins and Jr/Sr pairs get merged.
     pub fn same_household(&self) -> bool {
         let exact = |field| self.level(field) == Some(0);
-        if exact(CompField::Address) {
+        if exact(CompField::Address) || exact(CompField::Phone) {
             return true;
         }
         [CompField::Postcode, CompField::Phone, CompField::Email]
@@ -224,6 +227,16 @@ impl ComparableRecord {
     /// The first given name, if any.
     pub fn first_given(&self) -> Option<&str> {
         self.record.given_names.first().map(|name| &**name)
+    }
+
+    /// True when both first given names are present and one edit apart (a letter
+    /// added, dropped, changed or two swapped): a typo, where two names further apart
+    /// that the comparison still calls close (Olivia and Oliver) may be two people.
+    pub fn first_given_one_edit_apart(&self, other: &ComparableRecord) -> bool {
+        match (self.first_given(), other.first_given()) {
+            (Some(a), Some(b)) => damerau_levenshtein(a, b) <= 1,
+            _ => false,
+        }
     }
 }
 

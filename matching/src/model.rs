@@ -146,7 +146,29 @@ impl TermFrequencies {
         let count = table.get(value).copied().unwrap_or(1);
         Some(f64::from(count) / self.n_records as f64)
     }
+
+    /// True when two values of a field are both established in the data rather than
+    /// one being a slip of the other: the rarer is seen at least
+    /// [`ESTABLISHED_MIN_COUNT`] times and at least [`ESTABLISHED_MIN_SHARE`] as often as
+    /// the commoner. A typo is far rarer than the name it mangles ("Olvia" against
+    /// "Olivia"); two real names (Olivia and Oliver) are both common. False for a field
+    /// without a table.
+    pub fn both_established(&self, field: CompField, a: &str, b: &str) -> bool {
+        let Some(table) = self.table(field) else {
+            return false;
+        };
+        let count = |value: &str| table.get(value).copied().unwrap_or(1);
+        let (a, b) = (count(a), count(b));
+        let (rarer, commoner) = (a.min(b), a.max(b));
+        rarer >= ESTABLISHED_MIN_COUNT
+            && f64::from(rarer) >= ESTABLISHED_MIN_SHARE * f64::from(commoner)
+    }
 }
+
+/// See [`TermFrequencies::both_established`].
+pub const ESTABLISHED_MIN_COUNT: u32 = 3;
+/// See [`TermFrequencies::both_established`].
+pub const ESTABLISHED_MIN_SHARE: f64 = 0.05;
 
 /// How a model was trained: enough to reproduce it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
