@@ -293,8 +293,7 @@ pub fn possible_twins(
     {
         return false;
     }
-    if !gamma.same_household()
-        || gamma.level(CompField::DateOfBirth) != Some(0)
+    if gamma.level(CompField::DateOfBirth) != Some(0)
         || gamma.level(CompField::FamilyName).is_none_or(|family| family > 1)
     {
         return false;
@@ -316,11 +315,15 @@ pub fn possible_twins(
         // No given name on one side: the household rule decides.
         None | Some(0) => false,
         Some(_) if boy_and_girl => true,
-        Some(level) => match CompField::GivenName.levels()[usize::from(level)] {
-            "other_given_name" => true,
-            "close" | "phonetic" | "similar" | "different" => two_names(),
-            _ => false,
-        },
+        Some(level) => {
+            let one_place = gamma.same_household() || gamma.level(CompField::Postcode) == Some(0);
+            one_place
+                && match CompField::GivenName.levels()[usize::from(level)] {
+                    "other_given_name" => true,
+                    "close" | "phonetic" | "similar" | "different" => two_names(),
+                    _ => false,
+                }
+        }
     }
 }
 
@@ -575,10 +578,16 @@ impl Linker {
                 return review(ReviewReason::GenerationConflict);
             }
             if member != best.best_position
-                && gamma.same_household()
+                && (relatives_common || gamma.same_household())
                 && let Some(reason) = relative_signature(&gamma)
             {
                 return review(reason);
+            }
+            if member != best.best_position
+                && relatives_common
+                && possible_twins(&gamma, record, other, model.term_frequencies.as_ref())
+            {
+                return review(ReviewReason::PossibleTwins);
             }
             if member != best.best_position
                 && probability(model.weight(&gamma, record, other)) < CONFLICT_PROBABILITY
