@@ -528,6 +528,20 @@ mod tests {
     }
 
     #[test]
+    fn established_names_are_both_common() {
+        let mut frequencies = TermFrequencies { n_records: 10_000, ..TermFrequencies::default() };
+        for (name, count) in [("olivia", 300), ("oliver", 280), ("olvia", 4), ("aoife", 20)] {
+            frequencies.given_name.insert(name.to_owned(), count);
+        }
+        let established = |a, b| frequencies.both_established(CompField::GivenName, a, b);
+        assert!(established("olivia", "oliver"));
+        assert!(established("aoife", "oliver"), "a twentieth as common is enough");
+        assert!(!established("olivia", "olvia"), "a typo is far rarer than its name");
+        assert!(!established("olivia", "zebedee"), "a name seen once is not established");
+        assert!(!frequencies.both_established(CompField::Sex, "olivia", "oliver"));
+    }
+
+    #[test]
     fn thresholds_validate() {
         assert!(Thresholds { upper: 0.9, lower: 0.3 }.validate().is_ok());
         assert!(Thresholds { upper: 0.3, lower: 0.9 }.validate().is_err());

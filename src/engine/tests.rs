@@ -264,3 +264,80 @@ fn the_nhs_number_most_records_hold_wins_and_a_tie_goes_to_the_first_in_order() 
     assert_eq!(majority_nhs_number(["a", "b", "a", "b"]), Some("a"));
     assert_eq!(majority_nhs_number(["b", "a", "a", "b"]), Some("b"));
 }
+
+/// A harness whose model treats households as real care data does (relatives are
+/// common) and knows how common the test's given names are.
+fn household_harness(names: &[&str]) -> Harness {
+    let mut harness = Harness::new();
+    harness.model.household_lambda = 0.2;
+    let mut frequencies = mpi_matching::TermFrequencies { n_records: 10_000, ..Default::default() };
+    for name in names {
+        frequencies.given_name.insert(name.to_lowercase(), 200);
+    }
+    harness.model.term_frequencies = Some(frequencies);
+    harness
+}
+
+#[test]
+fn twins_with_alike_names_are_not_linked() {
+    // Two established names that the comparison calls close: Aoife and Alfie.
+    let mut harness = household_harness(&["Aoife", "Alfie"]);
+    harness.add(person("Aoife", "Howard", "1971-03-18", None));
+    let decision = harness.add(person("Alfie", "Howard", "1971-03-18", None));
+    assert_eq!(decision.kind, DecisionKind::Review, "{decision:?}");
+    assert!(!harness.same_person(0, 1));
+
+    // A boy and a girl of one birth date, whatever their names.
+    let mut harness = household_harness(&["Olivia"]);
+    harness.add(Demographics {
+        sex: Some("F".into()),
+        ..person("Olivia", "Webb", "1989-10-25", None)
+    });
+    let decision = harness.add(Demographics {
+        sex: Some("M".into()),
+        ..person("Olivai", "Webb", "1989-10-25", None)
+    });
+    assert_ne!(decision.kind, DecisionKind::Linked, "{decision:?}");
+    let (a, b) = (&harness.linker.entries[0].record, &harness.linker.entries[1].record);
+    assert!(possible_twins(&compare(a, b), a, b, harness.model.term_frequencies.as_ref()));
+    assert!(!possible_twins(&compare(a, a), a, a, harness.model.term_frequencies.as_ref()));
+
+    // The same name with a one-letter slip is the same person.
+    let mut harness = household_harness(&["Olivia"]);
+    harness.add(person("Olivia", "Webb", "1989-10-25", None));
+    let decision = harness.add(person("Olivai", "Webb", "1989-10-25", None));
+    assert_eq!(decision.kind, DecisionKind::Linked, "{decision:?}");
+}
+
+#[test]
+fn twins_sharing_only_a_phone_are_not_linked() {
+    let mut harness = household_harness(&["Julie", "Lily"]);
+    harness.add(person("Julie", "Lewis", "1974-08-21", None));
+    // No address: only the household's landline, family name and birth date agree.
+    let decision = harness.add(Demographics {
+        address_line1: None,
+        postcode: None,
+        ..person("Lily", "Lewis", "1974-08-21", None)
+    });
+    assert_ne!(decision.kind, DecisionKind::Linked, "{decision:?}");
+    assert!(!harness.same_person(0, 1));
+}
+
+#[test]
+fn father_and_son_of_one_name_at_one_postcode_are_not_linked() {
+    let mut harness = household_harness(&["Gordon"]);
+    harness.add(Demographics { phone: None, ..person("Gordon", "Gardner", "1966-04-05", None) });
+    // Another street in the same postcode, a birth date a generation apart.
+    let decision = harness.add(Demographics {
+        address_line1: Some("44 Queensway".into()),
+        phone: None,
+        ..person("Gordon", "Gardner", "1989-03-20", None)
+    });
+    assert_ne!(decision.kind, DecisionKind::Linked, "{decision:?}");
+    let gamma = compare(&harness.linker.entries[0].record, &harness.linker.entries[1].record);
+    assert!(possible_parent_and_child(&gamma));
+    // The same pair with one NHS number is one person with a wrong birth date.
+    let mut with_nhs = gamma;
+    with_nhs.0[CompField::NhsNumber.index()] = 0;
+    assert!(!possible_parent_and_child(&with_nhs));
+}

@@ -100,15 +100,29 @@ fn household_field_levels() {
 }
 
 #[test]
-fn household_is_address_or_two_contacts() {
+fn household_is_address_phone_or_two_contacts() {
     let a = record("addr=12 High Street;pc=LS1 4AB");
     let b = record("addr=12 High St;pc=LS1 4AB");
     assert!(compare(&a, &b).same_household());
     let c = record("addr=99 Other Road;pc=LS1 4AB");
     assert!(!compare(&a, &c).same_household());
-    let d = record("pc=LS1 4AB;phone=07700900123");
-    let e = record("pc=LS1 4AB;phone=07700 900123");
+    let d = record("pc=LS1 4AB;email=ada@example.com");
+    let e = record("pc=LS1 4AB;email=ADA@example.com");
     assert!(compare(&d, &e).same_household());
+    // A landline on a record without an address is the household's too.
+    let f = record("addr=12 High Street;pc=LS1 4AB;phone=0113 496 0000");
+    let g = record("phone=01134960000");
+    assert!(compare(&f, &g).same_household());
+    assert!(!compare(&f, &record("phone=0113 496 0001")).same_household());
+}
+
+#[test]
+fn one_edit_apart_is_a_typo_and_two_is_not() {
+    let olivia = record("given=Olivia");
+    assert!(olivia.first_given_one_edit_apart(&record("given=Olivai")));
+    assert!(olivia.first_given_one_edit_apart(&record("given=Olivia")));
+    assert!(!olivia.first_given_one_edit_apart(&record("given=Oliver")));
+    assert!(!olivia.first_given_one_edit_apart(&record("family=Smith")));
 }
 
 #[test]
