@@ -6,7 +6,7 @@ use std::io::Write;
 use mpi_matching::{BlockingKey, Gamma, Model, Score, blocking_keys, compare};
 use rayon::prelude::*;
 
-use crate::engine::Linker;
+use crate::engine::{Linker, ScoredCandidate, candidate_pair};
 use crate::eval::{EvalReport, TruthRow, evaluate, pair_completeness};
 use crate::link::{LinkError, train_model, training_patterns};
 use crate::output::RESULT_COLUMNS;
@@ -62,18 +62,18 @@ pub fn train(
 ) -> Result<Model, LinkError> {
     let BlockedPairs { sets, keys } = blocked_pairs(workspace, max_candidates)?;
     let linker = &workspace.linker;
-    let compared: Vec<Vec<(usize, Gamma)>> = sets
+    let compared: Vec<Vec<ScoredCandidate>> = sets
         .par_iter()
         .enumerate()
         .map(|(position, candidates)| {
             let record = &linker.entries[position].record;
             candidates
                 .iter()
-                .map(|&candidate| (candidate, compare(record, &linker.entries[candidate].record)))
+                .map(|&candidate| candidate_pair(record, candidate, &linker.entries))
                 .collect()
         })
         .collect();
-    let groups: Vec<(usize, &[(usize, Gamma)])> =
+    let groups: Vec<(usize, &[ScoredCandidate])> =
         compared.iter().enumerate().map(|(position, pairs)| (position, pairs.as_slice())).collect();
     let blocked = training_patterns(&groups, &|position| keys[position].clone());
     let records: Vec<_> = linker.entries.iter().map(|entry| &entry.record).collect();

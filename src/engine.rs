@@ -351,8 +351,10 @@ pub fn possible_parent_and_child(gamma: &Gamma) -> bool {
 /// different people often enough that an address cannot stand in for identity.
 pub const RELATIVES_COMMON_BELOW: f64 = 0.9;
 
-/// A scored candidate pair: candidate position, comparison, weight.
-pub type ScoredCandidate = (usize, Gamma, f64);
+/// A candidate pair: the candidate's position, the comparison, and the weight once
+/// scored (NaN before). The position is a u32: a batch holds a pair for every
+/// candidate of every record, six million at a million records.
+pub type ScoredCandidate = (u32, Gamma, f64);
 
 /// The in-memory linkage state shared by batch and online linking.
 #[derive(Debug, Default)]
@@ -446,6 +448,7 @@ impl Linker {
         let mut by_person: HashMap<PersonKey, (f64, usize)> = HashMap::new();
         let separated = self.separated.get(&position).map_or(&[][..], Vec::as_slice);
         for &(candidate, _, weight) in scored {
+            let candidate = candidate as usize;
             let person = self.entries[candidate].person;
             if person == PersonKey::MAX || separated.contains(&person) {
                 continue;
@@ -702,19 +705,26 @@ pub fn majority_nhs_number<'a>(numbers: impl IntoIterator<Item = &'a str>) -> Op
         .map(|(_, &(nhs, _))| nhs)
 }
 
-/// Scores candidate pairs with a model: (candidate, gamma) to (candidate, gamma, weight).
+/// The unscored pair of `record` with the record at position `candidate`.
+pub fn candidate_pair(
+    record: &ComparableRecord,
+    candidate: usize,
+    entries: &[Entry],
+) -> ScoredCandidate {
+    let position = u32::try_from(candidate).expect("a linker holds fewer than 2^32 records");
+    (position, compare(record, &entries[candidate].record), f64::NAN)
+}
+
+/// Scores candidate pairs in place with a model.
 pub fn score_pairs(
     record: &ComparableRecord,
-    pairs: &[(usize, Gamma)],
+    pairs: &mut [ScoredCandidate],
     model: &Model,
     entries: &[Entry],
-) -> Vec<ScoredCandidate> {
-    pairs
-        .iter()
-        .map(|&(candidate, gamma)| {
-            (candidate, gamma, model.weight(&gamma, record, &entries[candidate].record))
-        })
-        .collect()
+) {
+    for (candidate, gamma, weight) in pairs {
+        *weight = model.weight(gamma, record, &entries[*candidate as usize].record);
+    }
 }
 
 #[cfg(test)]

@@ -6,13 +6,14 @@ use std::time::Instant;
 
 use mpi_index::{BlockingIndex, BlockingIndexWriter, MemoryIndex};
 use mpi_matching::{
-    BlockingKey, ComparableRecord, Demographics, Gamma, Issue, MatchError, Model, PatternCounts,
+    BlockingKey, ComparableRecord, Demographics, Issue, MatchError, Model, PatternCounts,
     TermFrequencies, Thresholds, TrainOptions, blocking_keys, compare, shared_key_kinds,
 };
 use rayon::prelude::*;
 
 use crate::engine::{
-    Decision, DecisionKind, Entry, Linker, PersonKey, ScoredCandidate, SourceNames, score_pairs,
+    Decision, DecisionKind, Entry, Linker, PersonKey, ScoredCandidate, SourceNames, candidate_pair,
+    score_pairs,
 };
 use crate::input::{InputRow, RowError};
 use crate::store::{Batch, BatchShape, Event, LinkWrite, RecordWrite, ReviewWrite, Store};
@@ -665,7 +666,7 @@ pub const MAX_TRAINING_PAIRS: usize = 1_000_000;
 /// k-th record's pairs when there are more than [`MAX_TRAINING_PAIRS`]. `keys_of(p)`
 /// gives the blocking keys of the record at position `p`.
 pub fn training_patterns(
-    groups: &[(usize, &[(usize, Gamma)])],
+    groups: &[(usize, &[ScoredCandidate])],
     keys_of: &(dyn Fn(usize) -> Vec<BlockingKey> + Sync),
 ) -> PatternCounts {
     let total: usize = groups.iter().map(|(_, pairs)| pairs.len()).sum();
@@ -676,8 +677,8 @@ pub fn training_patterns(
         .filter(|(index, _)| index % step == 0)
         .fold(PatternCounts::new, |mut counts, (_, &(position, pairs))| {
             let own = keys_of(position);
-            for &(candidate, gamma) in pairs {
-                let kinds = shared_key_kinds(&own, &keys_of(candidate));
+            for &(candidate, gamma, _) in pairs {
+                let kinds = shared_key_kinds(&own, &keys_of(candidate as usize));
                 *counts.entry(gamma.pack() | (u64::from(kinds) << 40)).or_default() += 1;
             }
             counts
@@ -727,7 +728,7 @@ fn link_batch(
     } else {
         HashMap::new()
     };
-    let compared: Vec<Vec<(usize, Gamma)>> = work
+    let mut compared: Vec<Vec<ScoredCandidate>> = work
         .par_iter()
         .enumerate()
         .map(|(order, &(_, position, is_update))| {
@@ -750,9 +751,7 @@ fn link_batch(
                 .filter(|candidate| {
                     !is_update || in_run.get(candidate).is_none_or(|&other| other < order)
                 })
-                .map(|candidate| {
-                    (candidate, compare(&entry.record, &linker.entries[candidate].record))
-                })
+                .map(|candidate| candidate_pair(&entry.record, candidate, &linker.entries))
                 .collect();
             progress.advance(1);
             pairs
@@ -767,7 +766,7 @@ fn link_batch(
         Some(found) => found,
         None => {
             progress.stage("training", 0);
-            let groups: Vec<(usize, &[(usize, Gamma)])> = work
+            let groups: Vec<(usize, &[ScoredCandidate])> = work
                 .iter()
                 .zip(&compared)
                 .map(|(&(_, position, _), pairs)| (position, pairs.as_slice()))
@@ -794,15 +793,12 @@ fn link_batch(
 
     progress.stage("scoring", work.len() as u64);
     let linker = &workspace.linker;
-    let scored: Vec<Vec<ScoredCandidate>> = work
-        .par_iter()
-        .zip(&compared)
-        .map(|(&(_, position, _), pairs)| {
-            progress.advance(1);
-            score_pairs(&linker.entries[position].record, pairs, &model, &linker.entries)
-        })
-        .collect();
-    drop(compared);
+    // Scored where they lie: the pairs are the largest thing a batch holds.
+    work.par_iter().zip(&mut compared).for_each(|(&(_, position, _), pairs)| {
+        progress.advance(1);
+        score_pairs(&linker.entries[position].record, pairs, &model, &linker.entries);
+    });
+    let scored = compared;
     clock.lap("score");
 
     progress.stage("deciding", work.len() as u64);

@@ -14,7 +14,8 @@ use mpi_matching::{
 };
 
 use crate::engine::{
-    Decision, DecisionKind, Entry, Linker, PersonKey, ReviewReason, ScoredCandidate, score_pairs,
+    Decision, DecisionKind, Entry, Linker, PersonKey, ReviewReason, ScoredCandidate,
+    candidate_pair, score_pairs,
 };
 use crate::link::{LinkError, WriteContext, WriteItem, write_results};
 use crate::store::{Event, StewardChange, Store};
@@ -40,15 +41,15 @@ pub fn decide_one(
     // The index holds exactly the records that arrived before this one.
     let candidates = index.candidates(keys, None, Some(id), max_candidates)?;
     let record = &linker.entries[position].record;
-    let pairs: Vec<(usize, Gamma)> = candidates
+    let mut scored: Vec<ScoredCandidate> = candidates
         .into_iter()
         .filter_map(|candidate| linker.position(candidate.record_id))
-        .map(|candidate| (candidate, compare(record, &linker.entries[candidate].record)))
+        .map(|candidate| candidate_pair(record, candidate, &linker.entries))
         .collect();
-    let scored = score_pairs(record, &pairs, model, &linker.entries);
+    score_pairs(record, &mut scored, model, &linker.entries);
     let mut decision = linker.decide(position, &scored, model, thresholds);
     let emptied = linker.apply(position, &mut decision);
-    Ok((decision, emptied, pairs.len()))
+    Ok((decision, emptied, scored.len()))
 }
 
 /// Why an online request could not be carried out.
@@ -564,15 +565,16 @@ impl Engine {
         let keys = blocking_keys(probe);
         let candidates = self.index.candidates(&keys, None, None, self.max_candidates)?;
         let linker = &self.linker;
-        let pairs: Vec<(usize, Gamma)> = candidates
+        let mut scored: Vec<ScoredCandidate> = candidates
             .into_iter()
             .filter_map(|candidate| linker.position(candidate.record_id))
             .filter(|&position| linker.entries[position].person != PersonKey::MAX)
-            .map(|position| (position, compare(probe, &linker.entries[position].record)))
+            .map(|position| candidate_pair(probe, position, &linker.entries))
             .collect();
-        let scored: Vec<ScoredCandidate> = score_pairs(probe, &pairs, &self.model, &linker.entries);
+        score_pairs(probe, &mut scored, &self.model, &linker.entries);
         let mut best: HashMap<PersonKey, (f64, usize, Gamma)> = HashMap::new();
         for (position, gamma, weight) in scored {
+            let position = position as usize;
             let person = linker.entries[position].person;
             let slot = best.entry(person).or_insert((f64::NEG_INFINITY, position, gamma));
             if weight > slot.0 || (weight == slot.0 && position < slot.1) {

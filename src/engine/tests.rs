@@ -51,23 +51,11 @@ impl Harness {
             manual: false,
         });
         let position = self.linker.entries.len() - 1;
-        let pairs: Vec<(usize, Gamma)> = (0..position)
-            .map(|candidate| {
-                (
-                    candidate,
-                    compare(
-                        &self.linker.entries[position].record,
-                        &self.linker.entries[candidate].record,
-                    ),
-                )
-            })
+        let record = &self.linker.entries[position].record;
+        let mut scored: Vec<ScoredCandidate> = (0..position)
+            .map(|candidate| candidate_pair(record, candidate, &self.linker.entries))
             .collect();
-        let scored = score_pairs(
-            &self.linker.entries[position].record,
-            &pairs,
-            &self.model,
-            &self.linker.entries,
-        );
+        score_pairs(record, &mut scored, &self.model, &self.linker.entries);
         let mut decision = self.linker.decide(position, &scored, &self.model, Thresholds::DEFAULT);
         self.linker.apply(position, &mut decision);
         decision
