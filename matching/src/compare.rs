@@ -172,61 +172,144 @@ impl Gamma {
 }
 
 /// A record prepared for fast comparison: the normalised values plus what every pair
-/// would otherwise recompute (phonetic codes, nickname groups, date digits).
+/// would otherwise recompute (phonetic codes, nickname groups), read through accessors.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ComparableRecord {
     /// The normalised record.
     pub record: NormalizedRecord,
-    /// Phonetic code of each given name.
-    pub given_phonetic: Box<[Box<str>]>,
-    /// Nickname-group canonical name of each given name.
-    pub given_canonical: Box<[Box<str>]>,
-    /// Nickname groups of the first given name.
-    pub first_given_groups: Box<[u32]>,
-    /// Phonetic code of the family name's first token.
-    pub family_phonetic: Box<str>,
-    /// Family name split on spaces, hyphens and apostrophes, with Mc/Mac unified.
-    pub family_tokens: Box<[Box<str>]>,
-    /// Date of birth as eight ASCII digits `YYYYMMDD`.
-    pub dob_digits: Option<[u8; 8]>,
+    /// The codes derived from the names.
+    codes: NameCodes,
+}
+
+/// What comparisons derive from a record's names, in two allocations rather than one
+/// per code (a million records are held at once): the phonetic code and nickname-group
+/// name of each given name, the family name's phonetic code and tokens, and the
+/// nickname groups of the first given name.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct NameCodes {
+    /// Every code's text, one after another.
+    text: Box<str>,
+    /// `[g, t]` (given names, family tokens), then where in `text` each code ends:
+    /// g given phonetic codes, g given canonical names, the family phonetic code and t
+    /// family tokens; then the first given name's nickname groups. Empty for a record
+    /// made by `Default`.
+    layout: Box<[u32]>,
+}
+
+impl NameCodes {
+    fn new(
+        given_phonetic: &[String],
+        given_canonical: &[&str],
+        family_phonetic: &str,
+        family_tokens: &[String],
+        groups: &[u32],
+    ) -> NameCodes {
+        let mut text = String::new();
+        let mut layout = Vec::with_capacity(3 + 2 * given_phonetic.len() + family_tokens.len());
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        layout.push(count(given_phonetic.len()));
+        layout.push(count(family_tokens.len()));
+        let codes = given_phonetic
+            .iter()
+            .map(String::as_str)
+            .chain(given_canonical.iter().copied())
+            .chain([family_phonetic])
+            .chain(family_tokens.iter().map(String::as_str));
+        for code in codes {
+            text.push_str(code);
+            layout.push(count(text.len()));
+        }
+        layout.extend_from_slice(groups);
+        NameCodes { text: text.into_boxed_str(), layout: layout.into_boxed_slice() }
+    }
+
+    fn given_count(&self) -> usize {
+        self.layout.first().map_or(0, |&n| n as usize)
+    }
+
+    fn token_count(&self) -> usize {
+        self.layout.get(1).map_or(0, |&n| n as usize)
+    }
+
+    /// The code in slot `slot` (0 is the first given phonetic code); empty when absent.
+    fn code(&self, slot: usize) -> &str {
+        let Some(&end) = self.layout.get(2 + slot) else {
+            return "";
+        };
+        let start = if slot == 0 { 0 } else { self.layout[1 + slot] };
+        &self.text[start as usize..end as usize]
+    }
+
+    fn groups(&self) -> &[u32] {
+        let start = 2 + 2 * self.given_count() + 1 + self.token_count();
+        self.layout.get(start..).unwrap_or_default()
+    }
 }
 
 impl ComparableRecord {
     /// Prepares a normalised record.
     pub fn new(record: NormalizedRecord, nicknames: &Nicknames) -> ComparableRecord {
-        // Exact-size boxes, not vectors and strings with room to grow: a million
-        // records are held at once.
-        let given_phonetic =
-            record.given_names.iter().map(|name| phonetic(name).into_boxed_str()).collect();
-        let given_canonical =
-            record.given_names.iter().map(|name| nicknames.canonical(name).into()).collect();
-        let first_given_groups = record
-            .given_names
-            .first()
-            .map(|name| nicknames.groups(name).into())
-            .unwrap_or_default();
-        let family_tokens: Box<[Box<str>]> = record
-            .family_name
-            .as_deref()
-            .map(|family| family_tokens(family).into_iter().map(String::into_boxed_str).collect())
-            .unwrap_or_default();
+        let given_phonetic: Vec<String> =
+            record.given_names.iter().map(|name| phonetic(name)).collect();
+        let given_canonical: Vec<&str> =
+            record.given_names.iter().map(|name| nicknames.canonical(name)).collect();
+        let groups = record.given_names.first().map_or(&[][..], |name| nicknames.groups(name));
+        let family_tokens = record.family_name.as_deref().map(family_tokens).unwrap_or_default();
         let family_phonetic =
-            family_tokens.first().map(|token| phonetic(token).into_boxed_str()).unwrap_or_default();
-        let dob_digits = record.date_of_birth.map(dob_digits);
-        ComparableRecord {
-            record,
-            given_phonetic,
-            given_canonical,
-            first_given_groups,
-            family_phonetic,
-            family_tokens,
-            dob_digits,
-        }
+            family_tokens.first().map(|token| phonetic(token)).unwrap_or_default();
+        let codes = NameCodes::new(
+            &given_phonetic,
+            &given_canonical,
+            &family_phonetic,
+            &family_tokens,
+            groups,
+        );
+        ComparableRecord { record, codes }
     }
 
     /// The first given name, if any.
     pub fn first_given(&self) -> Option<&str> {
         self.record.given_names.first().map(|name| &**name)
+    }
+
+    /// Phonetic code of the `index`th given name ("" when there is none).
+    pub fn given_phonetic(&self, index: usize) -> &str {
+        if index >= self.codes.given_count() {
+            return "";
+        }
+        self.codes.code(index)
+    }
+
+    /// Nickname-group canonical name of the `index`th given name ("" when none).
+    pub fn given_canonical(&self, index: usize) -> &str {
+        let count = self.codes.given_count();
+        if index >= count {
+            return "";
+        }
+        self.codes.code(count + index)
+    }
+
+    /// Nickname-group canonical names of every given name, in order.
+    pub fn given_canonicals(&self) -> impl Iterator<Item = &str> + Clone {
+        let count = self.codes.given_count();
+        (count..2 * count).map(|slot| self.codes.code(slot))
+    }
+
+    /// Nickname groups of the first given name, sorted.
+    pub fn first_given_groups(&self) -> &[u32] {
+        self.codes.groups()
+    }
+
+    /// Phonetic code of the family name's first token ("" when none).
+    pub fn family_phonetic(&self) -> &str {
+        self.codes.code(2 * self.codes.given_count())
+    }
+
+    /// Family name split on spaces, hyphens and apostrophes, with Mc/Mac unified (see
+    /// [`family_tokens`]).
+    pub fn family_tokens(&self) -> impl Iterator<Item = &str> + Clone {
+        let first = 2 * self.codes.given_count() + 1;
+        (first..first + self.codes.token_count()).map(|slot| self.codes.code(slot))
     }
 
     /// True when both first given names are present and one edit apart (a letter
@@ -240,11 +323,20 @@ impl ComparableRecord {
     }
 }
 
+/// A date as eight ASCII digits `YYYYMMDD`, for digit-level comparison.
 fn dob_digits(date: BirthDate) -> [u8; 8] {
-    let text = format!("{:04}{:02}{:02}", date.year, date.month, date.day);
-    let mut digits = [b'0'; 8];
-    digits.copy_from_slice(&text.as_bytes()[..8]);
-    digits
+    let (year, month, day) = (u32::from(date.year), u32::from(date.month), u32::from(date.day));
+    let digit = |value: u32| b'0' + (value % 10) as u8;
+    [
+        digit(year / 1000),
+        digit(year / 100),
+        digit(year / 10),
+        digit(year),
+        digit(month / 10),
+        digit(month),
+        digit(day / 10),
+        digit(day),
+    ]
 }
 
 /// Splits a folded family name into comparable tokens: `o'brien-smith` gives
@@ -298,8 +390,7 @@ pub fn compare(a: &ComparableRecord, b: &ComparableRecord) -> Gamma {
     };
     levels[CompField::GivenName.index()] = given_level;
     levels[CompField::FamilyName.index()] = family_level;
-    levels[CompField::DateOfBirth.index()] =
-        compare_dob(ra.date_of_birth, a.dob_digits, rb.date_of_birth, b.dob_digits);
+    levels[CompField::DateOfBirth.index()] = compare_dob(ra.date_of_birth, rb.date_of_birth);
     levels[CompField::Sex.index()] = compare_sex(ra.sex, rb.sex);
     levels[CompField::Identifier.index()] = compare_identifiers(&ra.identifiers, &rb.identifiers);
     levels[CompField::Postcode.index()] =
@@ -366,10 +457,10 @@ fn compare_given(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
     if first_a == first_b {
         return 0;
     }
-    let nickname = a.given_canonical[0] == b.given_canonical[0]
-        || a.first_given_groups
+    let nickname = a.given_canonical(0) == b.given_canonical(0)
+        || a.first_given_groups()
             .iter()
-            .any(|group| b.first_given_groups.binary_search(group).is_ok());
+            .any(|group| b.first_given_groups().binary_search(group).is_ok());
     if nickname {
         return 1;
     }
@@ -377,13 +468,13 @@ fn compare_given(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
     if similarity >= 0.92 {
         return 2;
     }
-    if !a.given_phonetic[0].is_empty() && a.given_phonetic[0] == b.given_phonetic[0] {
+    if !a.given_phonetic(0).is_empty() && a.given_phonetic(0) == b.given_phonetic(0) {
         return 3;
     }
     let names_a = &a.record.given_names;
     let names_b = &b.record.given_names;
     let shares_other = names_a.iter().any(|name| name.len() > 1 && names_b.contains(name))
-        || a.given_canonical.iter().any(|canon| b.given_canonical.contains(canon));
+        || a.given_canonicals().any(|canon| b.given_canonicals().any(|other| other == canon));
     if shares_other {
         return 4;
     }
@@ -403,17 +494,21 @@ fn compare_family(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
     else {
         return MISSING;
     };
-    if family_a == family_b || (!a.family_tokens.is_empty() && a.family_tokens == b.family_tokens) {
+    if family_a == family_b
+        || (a.family_tokens().next().is_some() && a.family_tokens().eq(b.family_tokens()))
+    {
         return 0;
     }
     let similarity = jaro_winkler(family_a, family_b);
     if similarity >= 0.92 || (family_a.len() >= 4 && damerau_levenshtein(family_a, family_b) <= 1) {
         return 1;
     }
-    if !a.family_phonetic.is_empty() && a.family_phonetic == b.family_phonetic {
+    if !a.family_phonetic().is_empty() && a.family_phonetic() == b.family_phonetic() {
         return 2;
     }
-    if a.family_tokens.iter().any(|token| token.len() > 1 && b.family_tokens.contains(token)) {
+    if a.family_tokens()
+        .any(|token| token.len() > 1 && b.family_tokens().any(|other| other == token))
+    {
         return 3;
     }
     if similarity >= 0.8 {
@@ -422,13 +517,8 @@ fn compare_family(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
     5
 }
 
-fn compare_dob(
-    a: Option<BirthDate>,
-    digits_a: Option<[u8; 8]>,
-    b: Option<BirthDate>,
-    digits_b: Option<[u8; 8]>,
-) -> u8 {
-    let (Some(a), Some(b), Some(digits_a), Some(digits_b)) = (a, b, digits_a, digits_b) else {
+fn compare_dob(a: Option<BirthDate>, b: Option<BirthDate>) -> u8 {
+    let (Some(a), Some(b)) = (a, b) else {
         return MISSING;
     };
     if a == b {
@@ -437,6 +527,7 @@ fn compare_dob(
     if a.year == b.year && a.day == b.month && a.month == b.day {
         return 1;
     }
+    let (digits_a, digits_b) = (dob_digits(a), dob_digits(b));
     let differing = digits_a.iter().zip(&digits_b).filter(|(x, y)| x != y).count();
     let transposed = differing == 2 && {
         let positions: Vec<usize> = (0..8).filter(|&i| digits_a[i] != digits_b[i]).collect();

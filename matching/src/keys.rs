@@ -120,9 +120,9 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<BlockingKey> {
     if let Some(nhs) = &normalized.nhs_number {
         keys.push(key(kind::NHS, format_args!("{nhs}")));
     }
-    let family_code = &*record.family_phonetic;
-    let given_code = record.given_phonetic.first().map_or("", |code| &**code);
-    let given_group = record.given_canonical.first().map_or("", |name| &**name);
+    let family_code = record.family_phonetic();
+    let given_code = record.given_phonetic(0);
+    let given_group = record.given_canonical(0);
     if let Some(date) = normalized.date_of_birth {
         let (low, high) =
             if date.day <= date.month { (date.day, date.month) } else { (date.month, date.day) };
