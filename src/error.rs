@@ -35,6 +35,9 @@ pub enum StoreError {
     /// A stored model is invalid.
     #[error("the stored model is invalid")]
     Model(#[source] mpi_matching::MatchError),
+    /// A run's temporary file (its rows' raw values, waiting for the write) failed.
+    #[error("the run's temporary file in the data folder failed")]
+    TempFile(#[source] std::io::Error),
 }
 
 /// An input file that cannot be processed at all (as opposed to a bad row).

@@ -2,6 +2,7 @@
 //! time, and report every row's person and decision.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Instant;
 
 use mpi_index::{BlockingIndex, BlockingIndexWriter, MemoryIndex};
@@ -248,6 +249,94 @@ impl HeldRaw {
     }
 }
 
+/// A batch's raw values, moved out of memory into an unnamed temporary file in the data
+/// folder after normalising (the file vanishes when dropped, or if the process dies),
+/// and read back a row at a time as the write needs them: a million rows' raw values
+/// are 130 MB that nothing else reads.
+pub struct RawSpill {
+    file: std::fs::File,
+    /// Where each row's values end in the file (row `i` starts where `i - 1` ends).
+    ends: Vec<u64>,
+}
+
+impl std::fmt::Debug for RawSpill {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "RawSpill({} rows)", self.ends.len())
+    }
+}
+
+impl RawSpill {
+    /// Moves every row's held raw values into a new file in `dir`.
+    ///
+    /// # Errors
+    /// When the file cannot be made or written.
+    fn take(dir: &Path, prepared: &mut [Prepared]) -> std::io::Result<RawSpill> {
+        use std::io::Write;
+        let file = tempfile::tempfile_in(dir)?;
+        let mut out = std::io::BufWriter::new(&file);
+        let mut ends = Vec::with_capacity(prepared.len());
+        let mut end = 0u64;
+        for item in prepared {
+            let held = std::mem::replace(&mut item.raw, HeldRaw(Box::default()));
+            out.write_all(held.0.as_bytes())?;
+            end += held.0.len() as u64;
+            ends.push(end);
+        }
+        out.flush()?;
+        drop(out);
+        Ok(RawSpill { file, ends })
+    }
+
+    /// The raw values of row `index` as the store keeps them (JSON).
+    ///
+    /// # Errors
+    /// When the file cannot be read, or holds something else than was written.
+    pub fn json(&self, index: usize) -> std::io::Result<String> {
+        use std::os::unix::fs::FileExt;
+        let start = index.checked_sub(1).map_or(0, |before| self.ends[before]);
+        let mut bytes = vec![0; usize::try_from(self.ends[index] - start).unwrap_or(usize::MAX)];
+        self.file.read_exact_at(&mut bytes, start)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))?;
+        Ok(HeldRaw(text.into_boxed_str()).json().into_owned())
+    }
+}
+
+/// Where a record's raw values wait for the write.
+#[derive(Clone, Copy)]
+pub enum RawValues<'a> {
+    /// In memory.
+    Held(&'a HeldRaw),
+    /// Row `.1` of a batch's temporary file.
+    Spilled(&'a RawSpill, usize),
+}
+
+impl std::fmt::Debug for RawValues<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Raw values are personal data: never printed.
+        match self {
+            RawValues::Held(_) => formatter.write_str("RawValues::Held"),
+            RawValues::Spilled(_, index) => write!(formatter, "RawValues::Spilled({index})"),
+        }
+    }
+}
+
+impl<'a> RawValues<'a> {
+    /// The raw values as the store keeps them (JSON).
+    ///
+    /// # Errors
+    /// When a temporary file cannot be read.
+    pub fn json(&self) -> Result<std::borrow::Cow<'a, str>, crate::error::StoreError> {
+        match *self {
+            RawValues::Held(held) => Ok(held.json()),
+            RawValues::Spilled(spill, index) => spill
+                .json(index)
+                .map(std::borrow::Cow::Owned)
+                .map_err(crate::error::StoreError::TempFile),
+        }
+    }
+}
+
 /// The values of `raw` other than its identifiers, in field order. (Destructured
 /// whole, as [`unpack`] builds it whole, so a field added to [`Demographics`] cannot be
 /// forgotten by either.)
@@ -452,7 +541,7 @@ pub fn link(
     retain_flagged(&mut rows, &keep);
     drop(keep);
     let sources = SourceNames::new(rows.iter().map(|row| row.source_system.as_str()));
-    let (prepared, mut arrivals): (Vec<Prepared>, Vec<Entry>) = rows
+    let (mut prepared, mut arrivals): (Vec<Prepared>, Vec<Entry>) = rows
         .into_par_iter()
         .zip(kept_outcomes)
         .map(|(row, outcome_index)| {
@@ -549,7 +638,16 @@ pub fn link(
         };
         link_online(workspace, &prepared, &work, model, options, &mut report, progress, &mut clock)
     } else {
-        link_batch(workspace, &prepared, &work, model, options, &mut report, progress, &mut clock)
+        link_batch(
+            workspace,
+            &mut prepared,
+            &work,
+            model,
+            options,
+            &mut report,
+            progress,
+            &mut clock,
+        )
     };
     if let Err(error) = result {
         rollback_entries(workspace, first_new_position);
@@ -701,7 +799,7 @@ pub fn default_model() -> Model {
 #[allow(clippy::too_many_arguments)]
 fn link_batch(
     workspace: &mut Workspace,
-    prepared: &[Prepared],
+    prepared: &mut [Prepared],
     work: &[(usize, usize, bool)],
     model: Option<(Model, ModelSource)>,
     options: &LinkOptions,
@@ -709,6 +807,13 @@ fn link_batch(
     progress: &dyn Progress,
     clock: &mut Stopwatch,
 ) -> Result<(), LinkError> {
+    // The raw values wait for the write on disk, not in memory.
+    let spill = if options.dry_run {
+        None
+    } else {
+        Some(RawSpill::take(&workspace.dir, prepared).map_err(crate::error::StoreError::TempFile)?)
+    };
+    let prepared: &[Prepared] = prepared;
     // Candidates among the records before each one, as the online path would see them.
     // The batch asks an in-memory copy of the index's postings (the same ranking, see
     // `mpi_index::MemoryIndex`), built from the keys of every record.
@@ -875,7 +980,7 @@ fn link_batch(
             tracing::debug!(seconds = started.elapsed().as_secs_f64(), "index: committed");
             committed
         });
-        let items = RunItems::new(prepared, work, &decisions, &report.reviews);
+        let items = RunItems::new(prepared, spill.as_ref(), work, &decisions, &report.reviews);
         let context =
             WriteContext { model: &model, thresholds: options.thresholds, actor: BATCH_ACTOR };
         let written = write_results(
@@ -1002,7 +1107,7 @@ pub struct WriteItem<'a> {
     /// The record's position in the linker.
     pub position: usize,
     /// Its raw values.
-    pub raw: &'a HeldRaw,
+    pub raw: RawValues<'a>,
     /// Issues found normalising it.
     pub issues: &'a [Issue],
     /// True when the record was already in the store.
@@ -1048,7 +1153,7 @@ pub fn write_results<'a>(
         for index in 0..n_chunks {
             let chunk: Vec<WriteItem<'a>> =
                 (index * WRITE_CHUNK..n_items.min((index + 1) * WRITE_CHUNK)).map(item).collect();
-            let mut batch = chunk_batch(linker, &chunk, context, &mut seen_new_persons);
+            let mut batch = chunk_batch(linker, &chunk, context, &mut seen_new_persons)?;
             if index + 1 == n_chunks {
                 for &(emptied, survivor) in retired {
                     let (emptied, survivor) = (
@@ -1076,7 +1181,7 @@ fn chunk_batch<'a>(
     items: &[WriteItem<'a>],
     context: &WriteContext<'_>,
     seen_new_persons: &mut std::collections::HashSet<PersonKey>,
-) -> Batch<'a> {
+) -> Result<Batch<'a>, crate::error::StoreError> {
     let WriteContext { model, thresholds, actor } = *context;
     let made: Vec<(Option<String>, std::borrow::Cow<'a, str>)> = items
         .par_iter()
@@ -1085,9 +1190,9 @@ fn chunk_batch<'a>(
                 .then(|| linker.evidence(item.position, item.decision, model))
                 .flatten()
                 .map(|score| evidence_json(&score, model.version));
-            (evidence, item.raw.json())
+            Ok((evidence, item.raw.json()?))
         })
-        .collect();
+        .collect::<Result<_, crate::error::StoreError>>()?;
     let mut batch = Batch {
         actor: actor.to_owned(),
         records: Vec::with_capacity(items.len()),
@@ -1165,13 +1270,15 @@ fn chunk_batch<'a>(
             });
         }
     }
-    batch
+    Ok(batch)
 }
 
 /// The store items of a link run's decided records, made one at a time as they are
 /// written.
 struct RunItems<'a> {
     prepared: &'a [Prepared],
+    /// Where the raw values went, if they left `prepared`.
+    spill: Option<&'a RawSpill>,
     work: &'a [(usize, usize, bool)],
     decisions: &'a [Decision],
     review_by_position: HashMap<usize, &'a OpenedReview>,
@@ -1180,12 +1287,13 @@ struct RunItems<'a> {
 impl<'a> RunItems<'a> {
     fn new(
         prepared: &'a [Prepared],
+        spill: Option<&'a RawSpill>,
         work: &'a [(usize, usize, bool)],
         decisions: &'a [Decision],
         reviews: &'a [OpenedReview],
     ) -> RunItems<'a> {
         let review_by_position = reviews.iter().map(|review| (review.position, review)).collect();
-        RunItems { prepared, work, decisions, review_by_position }
+        RunItems { prepared, spill, work, decisions, review_by_position }
     }
 
     /// The `index`-th decided record's item.
@@ -1193,7 +1301,10 @@ impl<'a> RunItems<'a> {
         let (item_index, position, is_update) = self.work[index];
         WriteItem {
             position,
-            raw: &self.prepared[item_index].raw,
+            raw: match self.spill {
+                Some(spill) => RawValues::Spilled(spill, item_index),
+                None => RawValues::Held(&self.prepared[item_index].raw),
+            },
             issues: &self.prepared[item_index].issues,
             is_update,
             decision: &self.decisions[index],
@@ -1245,6 +1356,7 @@ fn link_online(
         if !options.dry_run {
             let items = RunItems::new(
                 prepared,
+                None,
                 &single,
                 std::slice::from_ref(&decision),
                 &step_report.reviews,
@@ -1328,5 +1440,29 @@ mod tests {
             assert!(!HeldRaw::new(&raw).is_packed());
             assert_eq!(HeldRaw::new(&raw).json(), raw_json(&raw));
         }
+    }
+
+    #[quickcheck]
+    fn spilled_raw_values_come_back_as_the_same_json(
+        rows: Vec<(Vec<Option<String>>, Vec<(String, String)>)>,
+    ) -> bool {
+        let raws: Vec<Demographics> =
+            rows.into_iter().map(|(values, ids)| demographics(values, ids)).collect();
+        let mut prepared: Vec<Prepared> = raws
+            .iter()
+            .enumerate()
+            .map(|(outcome_index, raw)| Prepared {
+                outcome_index,
+                raw: HeldRaw::new(raw),
+                issues: Box::default(),
+            })
+            .collect();
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let spill = RawSpill::take(dir.path(), &mut prepared).expect("spill");
+        // The values left memory, and every row reads back whole, in any order.
+        prepared.iter().all(|item| item.raw.0.is_empty())
+            && (0..raws.len())
+                .rev()
+                .all(|index| spill.json(index).expect("read back") == raw_json(&raws[index]))
     }
 }

@@ -404,7 +404,7 @@ impl Engine {
         let raw = crate::link::HeldRaw::json_now(raw);
         let item = WriteItem {
             position,
-            raw: &raw,
+            raw: crate::link::RawValues::Held(&raw),
             issues,
             is_update,
             decision: &decision,
