@@ -1442,10 +1442,11 @@ mod tests {
         }
     }
 
+    /// A row for a property: its values in field order and its identifiers.
+    type RowValues = (Vec<Option<String>>, Vec<(String, String)>);
+
     #[quickcheck]
-    fn spilled_raw_values_come_back_as_the_same_json(
-        rows: Vec<(Vec<Option<String>>, Vec<(String, String)>)>,
-    ) -> bool {
+    fn spilled_raw_values_come_back_as_the_same_json(rows: Vec<RowValues>) -> bool {
         let raws: Vec<Demographics> =
             rows.into_iter().map(|(values, ids)| demographics(values, ids)).collect();
         let mut prepared: Vec<Prepared> = raws
