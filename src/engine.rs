@@ -299,7 +299,7 @@ pub fn possible_twins(
         return false;
     }
     let boy_and_girl = matches!(
-        (a.record.sex, b.record.sex),
+        (a.sex(), b.sex()),
         (Some(Sex::Male), Some(Sex::Female)) | (Some(Sex::Female), Some(Sex::Male))
     );
     let two_names = || {
@@ -575,7 +575,7 @@ impl Linker {
             if gamma.level(CompField::NhsNumber) == Some(1) {
                 return review(ReviewReason::NhsNumberConflict);
             }
-            if let (Some(a), Some(b)) = (&record.record.name_suffix, &other.record.name_suffix)
+            if let (Some(a), Some(b)) = (record.name_suffix(), other.name_suffix())
                 && a != b
             {
                 return review(ReviewReason::GenerationConflict);
@@ -682,9 +682,7 @@ impl Linker {
             .map(|&member| &self.entries[member])
             .collect();
         members.sort_unstable_by_key(|entry| std::cmp::Reverse(entry.id));
-        majority_nhs_number(
-            members.iter().filter_map(|entry| entry.record.record.nhs_number.as_deref()),
-        )
+        majority_nhs_number(members.iter().filter_map(|entry| entry.record.nhs_number()))
     }
 }
 

@@ -596,7 +596,7 @@ pub fn link(
     drop(existing);
     let mut unchanged: Vec<usize> = Vec::new();
     for &(item_index, position) in &updates {
-        if arrivals[item_index].record.record == linker.entries[position].record.record {
+        if arrivals[item_index].record == linker.entries[position].record {
             unchanged.push(item_index);
             let outcome = &mut report.outcomes[prepared[item_index].outcome_index];
             outcome.position = Some(position);
@@ -1183,14 +1183,16 @@ fn chunk_batch<'a>(
     seen_new_persons: &mut std::collections::HashSet<PersonKey>,
 ) -> Result<Batch<'a>, crate::error::StoreError> {
     let WriteContext { model, thresholds, actor } = *context;
-    let made: Vec<(Option<String>, std::borrow::Cow<'a, str>)> = items
+    type Made<'a> = (Option<String>, std::borrow::Cow<'a, str>, mpi_matching::NormalizedRecord);
+    let made: Vec<Made<'a>> = items
         .par_iter()
         .map(|item| {
             let evidence = (item.decision.kind != DecisionKind::New)
                 .then(|| linker.evidence(item.position, item.decision, model))
                 .flatten()
                 .map(|score| evidence_json(&score, model.version));
-            Ok((evidence, item.raw.json()?))
+            let normalized = linker.entries[item.position].record.to_normalized();
+            Ok((evidence, item.raw.json()?, normalized))
         })
         .collect::<Result<_, crate::error::StoreError>>()?;
     let mut batch = Batch {
@@ -1199,7 +1201,7 @@ fn chunk_batch<'a>(
         links: Vec::with_capacity(items.len()),
         ..Batch::default()
     };
-    for (item, (mut evidence, raw)) in items.iter().zip(made) {
+    for (item, (mut evidence, raw, normalized)) in items.iter().zip(made) {
         let decision = item.decision;
         let entry = &linker.entries[item.position];
         if item.is_update {
@@ -1211,7 +1213,7 @@ fn chunk_batch<'a>(
             source_system: &entry.source_system,
             local_id: &entry.local_id,
             raw,
-            normalized: &entry.record.record,
+            normalized: std::borrow::Cow::Owned(normalized),
             issues: item.issues,
             person_id: &person.id,
             decision: decision.kind.as_str(),

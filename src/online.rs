@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use mpi_index::{CandidateSource, IndexError, LiveIndex};
 use mpi_matching::{
-    BlockingKey, ComparableRecord, Demographics, Gamma, Issue, Model, NormalizedRecord, Score,
-    Thresholds, blocking_keys, compare, probability,
+    BlockingKey, ComparableRecord, Demographics, Gamma, Issue, Model, Score, Thresholds,
+    blocking_keys, compare, probability,
 };
 
 use crate::engine::{
@@ -298,7 +298,7 @@ impl Engine {
         actor: &str,
     ) -> Result<Ingested, OnlineError> {
         let (record, issues) = self.prepare(raw);
-        if !has_something_to_match(&record.record) {
+        if !has_something_to_match(&record) {
             return Err(OnlineError::NothingToMatch { issues });
         }
         let issues: Vec<Issue> =
@@ -306,7 +306,7 @@ impl Engine {
         let existing = self.position_of(source, local_id);
         if let Some(position) = existing {
             let entry = &self.linker.entries[position];
-            if entry.record.record == record.record {
+            if entry.record == record {
                 return Ok(Ingested {
                     record_id: entry.id,
                     person_id: self.linker.persons[entry.person as usize].id.clone(),
@@ -597,12 +597,12 @@ impl Engine {
 
 /// A record is worth storing when it carries a valid NHS number, another identifier,
 /// a name or a date of birth.
-pub fn has_something_to_match(record: &NormalizedRecord) -> bool {
-    record.nhs_number.is_some()
-        || !record.identifiers.is_empty()
-        || !record.given_names.is_empty()
-        || record.family_name.is_some()
-        || record.date_of_birth.is_some()
+pub fn has_something_to_match(record: &ComparableRecord) -> bool {
+    record.nhs_number().is_some()
+        || record.identifiers().len() > 0
+        || record.given_names().len() > 0
+        || record.family_name().is_some()
+        || record.date_of_birth().is_some()
 }
 
 /// Why a steward's change could not be made.

@@ -958,7 +958,7 @@ async fn resolve(State(service): State<Arc<Service>>, headers: HeaderMap, body: 
         let raw: Demographics = parse_body(&serde_json::to_vec(&fields).unwrap_or_default())?;
         let engine = service.read_engine();
         let (probe, issues) = engine.prepare(&raw);
-        if !crate::online::has_something_to_match(&probe.record) {
+        if !crate::online::has_something_to_match(&probe) {
             return Err(Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "the probe has nothing to match on",
@@ -1010,10 +1010,10 @@ fn golden_record(engine: &Engine, person: PersonKey) -> Value {
         let entry = &linker.entries[position];
         (engine.trust_rank(&entry.source_system), std::cmp::Reverse(entry.id))
     });
-    let records: Vec<&NormalizedRecord> =
-        members.iter().map(|&position| &linker.entries[position].record.record).collect();
+    let records: Vec<NormalizedRecord> =
+        members.iter().map(|&position| linker.entries[position].record.to_normalized()).collect();
     let first = |pick: &dyn Fn(&NormalizedRecord) -> Option<Value>| {
-        records.iter().find_map(|record| pick(record)).unwrap_or(Value::Null)
+        records.iter().find_map(pick).unwrap_or(Value::Null)
     };
     // A verified source's NHS number (a PDS trace) comes before any count.
     let verified = members.iter().find_map(|&position| {
@@ -1022,7 +1022,7 @@ fn golden_record(engine: &Engine, person: PersonKey) -> Value {
             .verified_sources
             .iter()
             .any(|source| **source == *entry.source_system)
-            .then_some(entry.record.record.nhs_number.as_deref())
+            .then_some(entry.record.nhs_number())
             .flatten()
     });
     // Else the NHS number most records agree on; among equals, the first in
@@ -1168,7 +1168,7 @@ fn persons_holding(
     raw: &Demographics,
 ) -> Result<Vec<(PersonKey, Vec<String>)>, Problem> {
     let (probe, issues) = engine.prepare(raw);
-    if probe.record.nhs_number.is_none() && probe.record.identifiers.is_empty() {
+    if probe.nhs_number().is_none() && probe.identifiers().len() == 0 {
         return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "unusable identifier")
             .with("issues", issues_json(&issues)));
     }
@@ -1180,9 +1180,9 @@ fn persons_holding(
     for candidate in candidates {
         let Some(position) = engine.linker.position(candidate.record_id) else { continue };
         let entry = &engine.linker.entries[position];
-        let holds = match (&probe.record.nhs_number, probe.record.identifiers.first()) {
-            (Some(nhs), _) => entry.record.record.nhs_number.as_ref() == Some(nhs),
-            (None, Some(identifier)) => entry.record.record.identifiers.contains(identifier),
+        let holds = match (probe.nhs_number(), probe.identifiers().next()) {
+            (Some(nhs), _) => entry.record.nhs_number() == Some(nhs),
+            (None, Some(identifier)) => entry.record.identifiers().any(|held| held == identifier),
             (None, None) => false,
         };
         if !holds || entry.person == PersonKey::MAX {

@@ -184,7 +184,7 @@ pub struct RecordWrite<'a> {
     /// Raw values, as JSON.
     pub raw: std::borrow::Cow<'a, str>,
     /// Normalised values.
-    pub normalized: &'a NormalizedRecord,
+    pub normalized: std::borrow::Cow<'a, NormalizedRecord>,
     /// Issues found normalising.
     pub issues: &'a [Issue],
     /// Person.
@@ -1131,7 +1131,7 @@ impl Store {
                 for chunk in batch.records.chunks(50_000) {
                     let serialized: Vec<(String, String)> = chunk
                         .par_iter()
-                        .map(|record| (json(record.normalized), json(&record.issues)))
+                        .map(|record| (json(&*record.normalized), json(&record.issues)))
                         .collect();
                     for (record, (normalized, issues)) in chunk.iter().zip(serialized) {
                         insert_record.execute(params![
@@ -1641,7 +1641,7 @@ mod tests {
                     source_system: "s",
                     local_id,
                     raw: "{}".into(),
-                    normalized: &normalized,
+                    normalized: std::borrow::Cow::Borrowed(&normalized),
                     issues: &[],
                     person_id: "p",
                     decision: "new",
@@ -1676,7 +1676,7 @@ mod tests {
                 source_system: "s",
                 local_id: person,
                 raw: "{}".into(),
-                normalized: &normalized,
+                normalized: std::borrow::Cow::Borrowed(&normalized),
                 issues: &[],
                 person_id: person,
                 decision: "new",

@@ -171,79 +171,75 @@ impl Gamma {
     }
 }
 
-/// A record prepared for fast comparison: the normalised values plus what every pair
+/// A record prepared for fast comparison: the normalised values and what every pair
 /// would otherwise recompute (phonetic codes, nickname groups), read through accessors.
+///
+/// Every string lives in one allocation and their boundaries in a second (a million
+/// records are held at once: a struct of boxed strings took 350 bytes inline and a
+/// dozen allocations a record). [`ComparableRecord::to_normalized`] gives the
+/// [`NormalizedRecord`] back.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ComparableRecord {
-    /// The normalised record.
-    pub record: NormalizedRecord,
-    /// The codes derived from the names.
-    codes: NameCodes,
-}
-
-/// What comparisons derive from a record's names, in two allocations rather than one
-/// per code (a million records are held at once): the phonetic code and nickname-group
-/// name of each given name, the family name's phonetic code and tokens, and the
-/// nickname groups of the first given name.
-#[derive(Clone, Debug, Default, PartialEq)]
-struct NameCodes {
-    /// Every code's text, one after another.
+    /// Every value and code, one after another.
     text: Box<str>,
-    /// `[g, t]` (given names, family tokens), then where in `text` each code ends:
-    /// g given phonetic codes, g given canonical names, the family phonetic code and t
-    /// family tokens; then the first given name's nickname groups. Empty for a record
-    /// made by `Default`.
+    /// `[g, t, i]` (given names, family tokens, identifiers), then where in `text` each
+    /// slot ends (the [`Slot`]s, then g given names, g given phonetic codes, g given
+    /// canonical names, the family phonetic code, t family tokens and i identifiers'
+    /// system and value), then the first given name's nickname groups. Empty for a
+    /// record made by `Default`.
     layout: Box<[u32]>,
+    date_of_birth: Option<BirthDate>,
+    sex: Option<Sex>,
+    /// Bit `s` set when optional slot `s` holds a value; [`UK_POSTCODE`] when the
+    /// postcode is a UK one.
+    present: u16,
 }
 
-impl NameCodes {
-    fn new(
-        given_phonetic: &[String],
-        given_canonical: &[&str],
-        family_phonetic: &str,
-        family_tokens: &[String],
-        groups: &[u32],
-    ) -> NameCodes {
-        let mut text = String::new();
-        let mut layout = Vec::with_capacity(3 + 2 * given_phonetic.len() + family_tokens.len());
-        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        layout.push(count(given_phonetic.len()));
-        layout.push(count(family_tokens.len()));
-        let codes = given_phonetic
-            .iter()
-            .map(String::as_str)
-            .chain(given_canonical.iter().copied())
-            .chain([family_phonetic])
-            .chain(family_tokens.iter().map(String::as_str));
-        for code in codes {
-            text.push_str(code);
-            layout.push(count(text.len()));
-        }
-        layout.extend_from_slice(groups);
-        NameCodes { text: text.into_boxed_str(), layout: layout.into_boxed_slice() }
+/// The optional single values, in slot order.
+#[derive(Clone, Copy)]
+enum Slot {
+    Nhs,
+    Family,
+    Suffix,
+    Postcode,
+    Address,
+    HouseNumber,
+    Phone,
+    Email,
+}
+
+const FIXED_SLOTS: usize = 8;
+const HEADER: usize = 3;
+const UK_POSTCODE: u16 = 1 << FIXED_SLOTS;
+
+/// A postal code read from a [`ComparableRecord`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PostalCodeRef<'a> {
+    /// As [`PostalCode::code`].
+    pub code: &'a str,
+    /// As [`PostalCode::is_uk`].
+    pub is_uk: bool,
+}
+
+impl<'a> PostalCodeRef<'a> {
+    /// UK outward code (`LS1`), empty for non-UK codes.
+    pub fn district(&self) -> &'a str {
+        PostalCode::uk_prefix_of(self.code, self.is_uk, 0)
     }
 
-    fn given_count(&self) -> usize {
-        self.layout.first().map_or(0, |&n| n as usize)
+    /// UK sector (`LS1 4`), empty for non-UK codes.
+    pub fn sector(&self) -> &'a str {
+        PostalCode::uk_prefix_of(self.code, self.is_uk, 2)
     }
+}
 
-    fn token_count(&self) -> usize {
-        self.layout.get(1).map_or(0, |&n| n as usize)
-    }
-
-    /// The code in slot `slot` (0 is the first given phonetic code); empty when absent.
-    fn code(&self, slot: usize) -> &str {
-        let Some(&end) = self.layout.get(2 + slot) else {
-            return "";
-        };
-        let start = if slot == 0 { 0 } else { self.layout[1 + slot] };
-        &self.text[start as usize..end as usize]
-    }
-
-    fn groups(&self) -> &[u32] {
-        let start = 2 + 2 * self.given_count() + 1 + self.token_count();
-        self.layout.get(start..).unwrap_or_default()
-    }
+/// An address read from a [`ComparableRecord`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddressRef<'a> {
+    /// As [`crate::Address::text`].
+    pub text: &'a str,
+    /// As [`crate::Address::house_number`].
+    pub house_number: Option<&'a str>,
 }
 
 impl ComparableRecord {
@@ -251,65 +247,239 @@ impl ComparableRecord {
     pub fn new(record: NormalizedRecord, nicknames: &Nicknames) -> ComparableRecord {
         let given_phonetic: Vec<String> =
             record.given_names.iter().map(|name| phonetic(name)).collect();
-        let given_canonical: Vec<&str> =
-            record.given_names.iter().map(|name| nicknames.canonical(name)).collect();
-        let groups = record.given_names.first().map_or(&[][..], |name| nicknames.groups(name));
         let family_tokens = record.family_name.as_deref().map(family_tokens).unwrap_or_default();
         let family_phonetic =
             family_tokens.first().map(|token| phonetic(token)).unwrap_or_default();
-        let codes = NameCodes::new(
-            &given_phonetic,
-            &given_canonical,
-            &family_phonetic,
-            &family_tokens,
-            groups,
+        let groups = record.given_names.first().map_or(&[][..], |name| nicknames.groups(name));
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+
+        let mut text = String::new();
+        let mut layout = Vec::with_capacity(
+            HEADER + FIXED_SLOTS + 3 * record.given_names.len() + 1 + family_tokens.len(),
         );
-        ComparableRecord { record, codes }
+        layout.extend([
+            count(record.given_names.len()),
+            count(family_tokens.len()),
+            count(record.identifiers.len()),
+        ]);
+        let mut present = 0u16;
+        let address = record.address.as_ref();
+        let optional = [
+            record.nhs_number.as_deref(),
+            record.family_name.as_deref(),
+            record.name_suffix.as_deref(),
+            record.postcode.as_ref().map(|postcode| postcode.code.as_str()),
+            address.map(|address| &*address.text),
+            address.and_then(|address| address.house_number.as_deref()),
+            record.phone.as_deref(),
+            record.email.as_deref(),
+        ];
+        for (slot, value) in optional.into_iter().enumerate() {
+            if let Some(value) = value {
+                present |= 1 << slot;
+                text.push_str(value);
+            }
+            layout.push(count(text.len()));
+        }
+        if record.postcode.as_ref().is_some_and(|postcode| postcode.is_uk) {
+            present |= UK_POSTCODE;
+        }
+        let codes = record
+            .given_names
+            .iter()
+            .map(|name| &**name)
+            .chain(given_phonetic.iter().map(String::as_str))
+            .chain(record.given_names.iter().map(|name| nicknames.canonical(name)))
+            .chain([family_phonetic.as_str()])
+            .chain(family_tokens.iter().map(String::as_str))
+            .chain(record.identifiers.iter().flat_map(|id| [id.system.as_str(), &id.value]));
+        for code in codes {
+            text.push_str(code);
+            layout.push(count(text.len()));
+        }
+        layout.extend_from_slice(groups);
+        ComparableRecord {
+            text: text.into_boxed_str(),
+            layout: layout.into_boxed_slice(),
+            date_of_birth: record.date_of_birth,
+            sex: record.sex,
+            present,
+        }
+    }
+
+    /// The normalised record this was prepared from.
+    pub fn to_normalized(&self) -> NormalizedRecord {
+        let owned = |value: Option<&str>| value.map(Box::<str>::from);
+        NormalizedRecord {
+            nhs_number: owned(self.nhs_number()),
+            given_names: self.given_names().map(Box::<str>::from).collect(),
+            family_name: owned(self.family_name()),
+            name_suffix: owned(self.name_suffix()),
+            date_of_birth: self.date_of_birth,
+            sex: self.sex,
+            postcode: self.postcode().map(|postcode| PostalCode {
+                code: postcode.code.to_owned(),
+                is_uk: postcode.is_uk,
+            }),
+            address: self.address().map(|address| crate::record::Address {
+                text: address.text.into(),
+                house_number: owned(address.house_number),
+            }),
+            phone: owned(self.phone()),
+            email: owned(self.email()),
+            identifiers: self
+                .identifiers()
+                .map(|(system, value)| Identifier {
+                    system: system.to_owned(),
+                    value: value.to_owned(),
+                })
+                .collect(),
+        }
+    }
+
+    fn count(&self, index: usize) -> usize {
+        self.layout.get(index).map_or(0, |&n| n as usize)
+    }
+
+    fn given_count(&self) -> usize {
+        self.count(0)
+    }
+
+    fn token_count(&self) -> usize {
+        self.count(1)
+    }
+
+    fn identifier_count(&self) -> usize {
+        self.count(2)
+    }
+
+    /// The text of slot `slot` (0 is the first fixed slot); empty when absent.
+    fn slot(&self, slot: usize) -> &str {
+        let Some(&end) = self.layout.get(HEADER + slot) else {
+            return "";
+        };
+        let start = if slot == 0 { 0 } else { self.layout[HEADER + slot - 1] };
+        &self.text[start as usize..end as usize]
+    }
+
+    fn optional(&self, slot: Slot) -> Option<&str> {
+        let slot = slot as usize;
+        (self.present & (1 << slot) != 0).then(|| self.slot(slot))
+    }
+
+    /// Slot of the `index`th value of the `part`th run of `g` slots after the fixed
+    /// ones (0 given names, 1 phonetic codes, 2 canonical names).
+    fn given_slot(&self, part: usize, index: usize) -> &str {
+        let count = self.given_count();
+        if index >= count {
+            return "";
+        }
+        self.slot(FIXED_SLOTS + part * count + index)
+    }
+
+    /// Ten digits, check digit valid.
+    pub fn nhs_number(&self) -> Option<&str> {
+        self.optional(Slot::Nhs)
+    }
+
+    /// Given names in order, folded, titles removed.
+    pub fn given_names(&self) -> impl ExactSizeIterator<Item = &str> + Clone {
+        (0..self.given_count()).map(|index| self.given_slot(0, index))
     }
 
     /// The first given name, if any.
     pub fn first_given(&self) -> Option<&str> {
-        self.record.given_names.first().map(|name| &**name)
+        (self.given_count() > 0).then(|| self.given_slot(0, 0))
+    }
+
+    /// Family name, folded.
+    pub fn family_name(&self) -> Option<&str> {
+        self.optional(Slot::Family)
+    }
+
+    /// A generational suffix (`jr`, `sr`, `ii`, ...).
+    pub fn name_suffix(&self) -> Option<&str> {
+        self.optional(Slot::Suffix)
+    }
+
+    /// A valid, non-placeholder date of birth.
+    pub fn date_of_birth(&self) -> Option<BirthDate> {
+        self.date_of_birth
+    }
+
+    /// Administrative sex.
+    pub fn sex(&self) -> Option<Sex> {
+        self.sex
+    }
+
+    /// Postal code.
+    pub fn postcode(&self) -> Option<PostalCodeRef<'_>> {
+        self.optional(Slot::Postcode)
+            .map(|code| PostalCodeRef { code, is_uk: self.present & UK_POSTCODE != 0 })
+    }
+
+    /// Address text and house number.
+    pub fn address(&self) -> Option<AddressRef<'_>> {
+        self.optional(Slot::Address)
+            .map(|text| AddressRef { text, house_number: self.optional(Slot::HouseNumber) })
+    }
+
+    /// Phone number, one form for UK numbers.
+    pub fn phone(&self) -> Option<&str> {
+        self.optional(Slot::Phone)
+    }
+
+    /// Email address.
+    pub fn email(&self) -> Option<&str> {
+        self.optional(Slot::Email)
+    }
+
+    /// Other identifiers as (system, value).
+    pub fn identifiers(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone {
+        let first = FIXED_SLOTS + 3 * self.given_count() + 1 + self.token_count();
+        (0..self.identifier_count())
+            .map(move |index| (self.slot(first + 2 * index), self.slot(first + 2 * index + 1)))
     }
 
     /// Phonetic code of the `index`th given name ("" when there is none).
     pub fn given_phonetic(&self, index: usize) -> &str {
-        if index >= self.codes.given_count() {
-            return "";
-        }
-        self.codes.code(index)
+        self.given_slot(1, index)
     }
 
     /// Nickname-group canonical name of the `index`th given name ("" when none).
     pub fn given_canonical(&self, index: usize) -> &str {
-        let count = self.codes.given_count();
-        if index >= count {
-            return "";
-        }
-        self.codes.code(count + index)
+        self.given_slot(2, index)
     }
 
     /// Nickname-group canonical names of every given name, in order.
     pub fn given_canonicals(&self) -> impl Iterator<Item = &str> + Clone {
-        let count = self.codes.given_count();
-        (count..2 * count).map(|slot| self.codes.code(slot))
+        (0..self.given_count()).map(|index| self.given_slot(2, index))
     }
 
     /// Nickname groups of the first given name, sorted.
     pub fn first_given_groups(&self) -> &[u32] {
-        self.codes.groups()
+        let start = HEADER
+            + FIXED_SLOTS
+            + 3 * self.given_count()
+            + 1
+            + self.token_count()
+            + 2 * self.identifier_count();
+        self.layout.get(start..).unwrap_or_default()
     }
 
     /// Phonetic code of the family name's first token ("" when none).
     pub fn family_phonetic(&self) -> &str {
-        self.codes.code(2 * self.codes.given_count())
+        if self.layout.is_empty() {
+            return "";
+        }
+        self.slot(FIXED_SLOTS + 3 * self.given_count())
     }
 
     /// Family name split on spaces, hyphens and apostrophes, with Mc/Mac unified (see
     /// [`family_tokens`]).
     pub fn family_tokens(&self) -> impl Iterator<Item = &str> + Clone {
-        let first = 2 * self.codes.given_count() + 1;
-        (first..first + self.codes.token_count()).map(|slot| self.codes.code(slot))
+        let first = FIXED_SLOTS + 3 * self.given_count() + 1;
+        (first..first + self.token_count()).map(|slot| self.slot(slot))
     }
 
     /// True when both first given names are present and one edit apart (a letter
@@ -376,9 +546,7 @@ pub fn family_tokens(family: &str) -> Vec<String> {
 /// Compares two prepared records field by field.
 pub fn compare(a: &ComparableRecord, b: &ComparableRecord) -> Gamma {
     let mut levels = [MISSING; N_FIELDS];
-    let (ra, rb) = (&a.record, &b.record);
-    levels[CompField::NhsNumber.index()] =
-        equal_level(ra.nhs_number.as_deref(), rb.nhs_number.as_deref());
+    levels[CompField::NhsNumber.index()] = equal_level(a.nhs_number(), b.nhs_number());
 
     let straight = (compare_given(a, b), compare_family(a, b));
     // Given and family names swapped on one record (common with family-name-first
@@ -390,14 +558,13 @@ pub fn compare(a: &ComparableRecord, b: &ComparableRecord) -> Gamma {
     };
     levels[CompField::GivenName.index()] = given_level;
     levels[CompField::FamilyName.index()] = family_level;
-    levels[CompField::DateOfBirth.index()] = compare_dob(ra.date_of_birth, rb.date_of_birth);
-    levels[CompField::Sex.index()] = compare_sex(ra.sex, rb.sex);
-    levels[CompField::Identifier.index()] = compare_identifiers(&ra.identifiers, &rb.identifiers);
-    levels[CompField::Postcode.index()] =
-        compare_postcode(ra.postcode.as_ref(), rb.postcode.as_ref());
-    levels[CompField::Address.index()] = compare_address(ra, rb);
-    levels[CompField::Phone.index()] = equal_level(ra.phone.as_deref(), rb.phone.as_deref());
-    levels[CompField::Email.index()] = equal_level(ra.email.as_deref(), rb.email.as_deref());
+    levels[CompField::DateOfBirth.index()] = compare_dob(a.date_of_birth(), b.date_of_birth());
+    levels[CompField::Sex.index()] = compare_sex(a.sex(), b.sex());
+    levels[CompField::Identifier.index()] = compare_identifiers(a, b);
+    levels[CompField::Postcode.index()] = compare_postcode(a.postcode(), b.postcode());
+    levels[CompField::Address.index()] = compare_address(a.address(), b.address());
+    levels[CompField::Phone.index()] = equal_level(a.phone(), b.phone());
+    levels[CompField::Email.index()] = equal_level(a.email(), b.email());
     Gamma(levels)
 }
 
@@ -411,7 +578,7 @@ fn equal_level(a: Option<&str>, b: Option<&str>) -> u8 {
 /// Some(true) when one record has given and family names the other way round.
 fn swapped_names(a: &ComparableRecord, b: &ComparableRecord) -> Option<bool> {
     let (given_a, given_b) = (a.first_given()?, b.first_given()?);
-    let (family_a, family_b) = (a.record.family_name.as_deref()?, b.record.family_name.as_deref()?);
+    let (family_a, family_b) = (a.family_name()?, b.family_name()?);
     Some(given_a != family_a && given_a == family_b && family_a == given_b)
 }
 
@@ -420,9 +587,9 @@ fn swapped_names(a: &ComparableRecord, b: &ComparableRecord) -> Option<bool> {
 /// and beats the straight one.
 fn swapped_reading(a: &ComparableRecord, b: &ComparableRecord) -> Option<(u8, u8)> {
     let given_b = b.first_given()?;
-    let family_b = b.record.family_name.as_deref()?;
+    let family_b = b.family_name()?;
     let given_a = a.first_given()?;
-    let family_a = a.record.family_name.as_deref()?;
+    let family_a = a.family_name()?;
     // The reading needs one exact cross match; most pairs have none, so check that
     // before anything costly.
     if given_a != family_b && family_a != given_b {
@@ -471,10 +638,9 @@ fn compare_given(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
     if !a.given_phonetic(0).is_empty() && a.given_phonetic(0) == b.given_phonetic(0) {
         return 3;
     }
-    let names_a = &a.record.given_names;
-    let names_b = &b.record.given_names;
-    let shares_other = names_a.iter().any(|name| name.len() > 1 && names_b.contains(name))
-        || a.given_canonicals().any(|canon| b.given_canonicals().any(|other| other == canon));
+    let shares_other =
+        a.given_names().any(|name| name.len() > 1 && b.given_names().any(|other| other == name))
+            || a.given_canonicals().any(|canon| b.given_canonicals().any(|other| other == canon));
     if shares_other {
         return 4;
     }
@@ -489,9 +655,7 @@ fn compare_given(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
 }
 
 fn compare_family(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
-    let (Some(family_a), Some(family_b)) =
-        (a.record.family_name.as_deref(), b.record.family_name.as_deref())
-    else {
+    let (Some(family_a), Some(family_b)) = (a.family_name(), b.family_name()) else {
         return MISSING;
     };
     if family_a == family_b
@@ -551,11 +715,11 @@ fn compare_sex(a: Option<Sex>, b: Option<Sex>) -> u8 {
     }
 }
 
-fn compare_identifiers(a: &[Identifier], b: &[Identifier]) -> u8 {
+fn compare_identifiers(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
     let mut shared_system = false;
-    for id_a in a {
-        for id_b in b.iter().filter(|id_b| id_b.system == id_a.system) {
-            if id_b.value == id_a.value {
+    for (system_a, value_a) in a.identifiers() {
+        for (_, value_b) in b.identifiers().filter(|&(system_b, _)| system_b == system_a) {
+            if value_b == value_a {
                 return 0;
             }
             shared_system = true;
@@ -564,7 +728,7 @@ fn compare_identifiers(a: &[Identifier], b: &[Identifier]) -> u8 {
     if shared_system { 1 } else { MISSING }
 }
 
-fn compare_postcode(a: Option<&PostalCode>, b: Option<&PostalCode>) -> u8 {
+fn compare_postcode(a: Option<PostalCodeRef<'_>>, b: Option<PostalCodeRef<'_>>) -> u8 {
     let (Some(a), Some(b)) = (a, b) else {
         return MISSING;
     };
@@ -581,21 +745,21 @@ fn compare_postcode(a: Option<&PostalCode>, b: Option<&PostalCode>) -> u8 {
         return 3;
     }
     // Plain codes (another country's): one character off is the nearest level.
-    if damerau_levenshtein(&a.code, &b.code) <= 1 {
+    if damerau_levenshtein(a.code, b.code) <= 1 {
         return 1;
     }
     3
 }
 
-fn compare_address(a: &NormalizedRecord, b: &NormalizedRecord) -> u8 {
-    let (Some(a), Some(b)) = (a.address.as_ref(), b.address.as_ref()) else {
+fn compare_address(a: Option<AddressRef<'_>>, b: Option<AddressRef<'_>>) -> u8 {
+    let (Some(a), Some(b)) = (a, b) else {
         return MISSING;
     };
     if a.text == b.text {
         return 0;
     }
-    let similarity = jaro_winkler(&a.text, &b.text);
-    match (&a.house_number, &b.house_number) {
+    let similarity = jaro_winkler(a.text, b.text);
+    match (a.house_number, b.house_number) {
         (Some(number_a), Some(number_b)) if number_a != number_b => 3,
         (Some(_), Some(_)) if similarity >= 0.85 => 1,
         _ if similarity >= 0.88 => 2,

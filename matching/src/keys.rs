@@ -115,15 +115,14 @@ pub fn kinds_not_involving(field: CompField) -> u16 {
 /// | `pd` | postcode and birth date | both names changed (marriage and a nickname, or a clerk's swap) |
 /// | `ia` | identifier system and its characters sorted | an identifier typed with two characters transposed, with names changed |
 pub fn blocking_keys(record: &ComparableRecord) -> Vec<BlockingKey> {
-    let normalized = &record.record;
     let mut keys = Vec::with_capacity(12);
-    if let Some(nhs) = &normalized.nhs_number {
+    if let Some(nhs) = record.nhs_number() {
         keys.push(key(kind::NHS, format_args!("{nhs}")));
     }
     let family_code = record.family_phonetic();
     let given_code = record.given_phonetic(0);
     let given_group = record.given_canonical(0);
-    if let Some(date) = normalized.date_of_birth {
+    if let Some(date) = record.date_of_birth() {
         let (low, high) =
             if date.day <= date.month { (date.day, date.month) } else { (date.month, date.day) };
         let year = date.year;
@@ -148,7 +147,7 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<BlockingKey> {
         }
     }
     let given_initial = record.first_given().and_then(|name| name.chars().next());
-    if let (Some(date), Some(initial)) = (normalized.date_of_birth, given_initial)
+    if let (Some(date), Some(initial)) = (record.date_of_birth(), given_initial)
         && !family_code.is_empty()
     {
         keys.push(key(
@@ -156,8 +155,8 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<BlockingKey> {
             format_args!("{family_code}|{:04}{:02}|{initial}", date.year, date.month),
         ));
     }
-    if let Some(address) = &normalized.address
-        && let Some(number) = &address.house_number
+    if let Some(address) = record.address()
+        && let Some(number) = address.house_number
         && !family_code.is_empty()
     {
         let street = address
@@ -168,7 +167,7 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<BlockingKey> {
             keys.push(key(kind::ADDRESS, format_args!("{number}|{street}|{family_code}")));
         }
     }
-    if let Some(postcode) = &normalized.postcode {
+    if let Some(postcode) = record.postcode() {
         if let Some(initial) = given_initial {
             keys.push(key(kind::POSTCODE_INITIAL, format_args!("{}|{initial}", postcode.code)));
         }
@@ -177,29 +176,26 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<BlockingKey> {
                 keys.push(key(kind::POSTCODE_NAME, format_args!("{}|{code}", postcode.code)));
             }
         }
-        if let Some(date) = normalized.date_of_birth {
+        if let Some(date) = record.date_of_birth() {
             keys.push(key(
                 kind::POSTCODE_DATE,
                 format_args!("{}|{:04}{:02}{:02}", postcode.code, date.year, date.month, date.day),
             ));
         }
     }
-    for identifier in &normalized.identifiers {
-        keys.push(key(
-            kind::IDENTIFIER,
-            format_args!("{}|{}", identifier.system, identifier.value),
-        ));
-        let mut sorted: Vec<char> = identifier.value.chars().collect();
+    for (system, value) in record.identifiers() {
+        keys.push(key(kind::IDENTIFIER, format_args!("{system}|{value}")));
+        let mut sorted: Vec<char> = value.chars().collect();
         sorted.sort_unstable();
         if sorted.len() >= 4 {
             let sorted: String = sorted.into_iter().collect();
-            keys.push(key(kind::IDENTIFIER_DIGITS, format_args!("{}|{sorted}", identifier.system)));
+            keys.push(key(kind::IDENTIFIER_DIGITS, format_args!("{system}|{sorted}")));
         }
     }
-    if let Some(phone) = &normalized.phone {
+    if let Some(phone) = record.phone() {
         keys.push(key(kind::PHONE, format_args!("{phone}")));
     }
-    if let Some(email) = &normalized.email {
+    if let Some(email) = record.email() {
         keys.push(key(kind::EMAIL, format_args!("{email}")));
     }
     keys.sort_unstable();

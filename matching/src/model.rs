@@ -108,15 +108,14 @@ impl TermFrequencies {
         let mut frequencies = TermFrequencies::default();
         for record in records {
             frequencies.n_records += 1;
-            let record = &record.record;
-            if let Some(given) = record.given_names.first() {
-                *frequencies.given_name.entry(given.to_string()).or_default() += 1;
+            if let Some(given) = record.first_given() {
+                *frequencies.given_name.entry(given.to_owned()).or_default() += 1;
             }
-            if let Some(family) = &record.family_name {
-                *frequencies.family_name.entry(family.to_string()).or_default() += 1;
+            if let Some(family) = record.family_name() {
+                *frequencies.family_name.entry(family.to_owned()).or_default() += 1;
             }
-            if let Some(postcode) = &record.postcode {
-                *frequencies.postcode.entry(postcode.code.clone()).or_default() += 1;
+            if let Some(postcode) = record.postcode() {
+                *frequencies.postcode.entry(postcode.code.to_owned()).or_default() += 1;
             }
         }
         for table in
@@ -374,8 +373,8 @@ impl Model {
     fn tf_value(field: CompField, record: &ComparableRecord) -> Option<&str> {
         match field {
             CompField::GivenName => record.first_given(),
-            CompField::FamilyName => record.record.family_name.as_deref(),
-            CompField::Postcode => record.record.postcode.as_ref().map(|code| code.code.as_str()),
+            CompField::FamilyName => record.family_name(),
+            CompField::Postcode => record.postcode().map(|postcode| postcode.code),
             _ => None,
         }
     }

@@ -183,14 +183,18 @@ impl PostalCode {
         self.uk_prefix(2)
     }
 
+    fn uk_prefix(&self, after: usize) -> &str {
+        PostalCode::uk_prefix_of(&self.code, self.is_uk, after)
+    }
+
     /// The code up to its space and `after` characters more (UK codes only: ASCII,
     /// one space before a three-character inward code).
-    fn uk_prefix(&self, after: usize) -> &str {
-        if !self.is_uk {
+    pub(crate) fn uk_prefix_of(code: &str, is_uk: bool, after: usize) -> &str {
+        if !is_uk {
             return "";
         }
-        let space = self.code.find(' ').unwrap_or(self.code.len());
-        &self.code[..(space + after).min(self.code.len())]
+        let space = code.find(' ').unwrap_or(code.len());
+        &code[..(space + after).min(code.len())]
     }
 }
 

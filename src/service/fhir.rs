@@ -276,7 +276,7 @@ pub async fn patient_match(
         let raw = patient_demographics(&patient)?;
         let engine = service.read_engine();
         let (probe, _) = engine.prepare(&raw);
-        if !has_something_to_match(&probe.record) {
+        if !has_something_to_match(&probe) {
             return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "the Patient has nothing to match on")
                 .detail("it needs a valid NHS number, an identifier, a name or a birth date"));
         }

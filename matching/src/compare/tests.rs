@@ -220,3 +220,56 @@ fn swapped_names_use_the_commoner_frequency() {
     let gamma = compare(&a, &b);
     assert_eq!(model.weight(&gamma, &a, &b), model.weight(&compare(&b, &a), &b, &a));
 }
+
+/// Raw values for a property: the fields in order, then identifiers.
+type RawFields = (Vec<Option<String>>, Vec<(String, String)>);
+
+#[quickcheck]
+fn a_prepared_record_gives_back_its_normalised_values((values, ids): RawFields) -> bool {
+    let mut values = values.into_iter();
+    let mut next = || values.next().flatten();
+    let raw = Demographics {
+        nhs_number: next(),
+        given_name: next(),
+        family_name: next(),
+        date_of_birth: next(),
+        sex: next(),
+        address_line1: next(),
+        address_line2: next(),
+        town: next(),
+        postcode: next(),
+        phone: next(),
+        email: next(),
+        identifiers: ids.into_iter().map(|(system, value)| Identifier { system, value }).collect(),
+    };
+    let normalizer = normalizer();
+    let normalized = normalizer.normalize(&raw).0;
+    let prepared = ComparableRecord::new(normalized.clone(), normalizer.nicknames());
+    prepared.to_normalized() == normalized
+        && prepared.first_given() == normalized.given_names.first().map(|name| &**name)
+        && prepared.identifiers().len() == normalized.identifiers.len()
+}
+
+#[test]
+fn a_full_record_reads_back_through_its_accessors() {
+    let full = record(
+        "nhs=943 476 5919;given=Mary Jane;family=Smith-Jones Jr;dob=1985-12-10;sex=F;\
+         addr=Flat 3, 12 High St;pc=LS1 4AB;phone=07700 900123;email=mary@example.com",
+    );
+    assert_eq!(full.nhs_number(), Some("9434765919"));
+    assert_eq!(full.given_names().collect::<Vec<_>>(), ["mary", "jane"]);
+    assert_eq!(full.family_tokens().collect::<Vec<_>>(), ["smith", "jones"]);
+    assert_eq!(full.name_suffix(), Some("jr"));
+    let postcode = full.postcode().expect("postcode");
+    assert_eq!(
+        (postcode.code, postcode.district(), postcode.sector()),
+        ("LS1 4AB", "LS1", "LS1 4")
+    );
+    assert_eq!(full.address().and_then(|address| address.house_number), Some("12"));
+    assert!(!full.family_phonetic().is_empty());
+    let again = ComparableRecord::new(full.to_normalized(), normalizer().nicknames());
+    assert_eq!(again, full);
+    let empty = ComparableRecord::default();
+    assert_eq!((empty.first_given(), empty.family_phonetic(), empty.postcode()), (None, "", None));
+    assert_eq!(empty.to_normalized(), NormalizedRecord::default());
+}
