@@ -5,6 +5,7 @@
 //! `mpi-index`, and linked into persons by the [`engine`]. SQLite ([`store`]) is the
 //! source of truth; the index is derived from it and rebuilt when behind.
 
+pub mod alloc;
 pub mod commands;
 pub mod engine;
 pub mod error;

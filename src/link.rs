@@ -814,6 +814,9 @@ fn link_batch(
         Some(RawSpill::take(&workspace.dir, prepared).map_err(crate::error::StoreError::TempFile)?)
     };
     let prepared: &[Prepared] = prepared;
+    // The file's rows and their raw values are gone: their pages go back now, before
+    // blocking allocates.
+    crate::alloc::release_freed_memory();
     // Candidates among the records before each one, as the online path would see them.
     // The batch asks an in-memory copy of the index's postings (the same ranking, see
     // `mpi_index::MemoryIndex`), built from the keys of every record.
@@ -863,6 +866,7 @@ fn link_batch(
         })
         .collect();
     drop(memory);
+    crate::alloc::release_freed_memory();
     report.n_pairs = compared.iter().map(|pairs| pairs.len() as u64).sum();
     clock.lap("block and compare");
 
@@ -933,6 +937,7 @@ fn link_batch(
         progress.advance(1);
     }
     drop(scored);
+    crate::alloc::release_freed_memory();
     let mut nhs_changed: Vec<&str> = nhs_before
         .iter()
         .filter(|&(&person, before)| {
@@ -1166,6 +1171,11 @@ pub fn write_results<'a>(
                 batch.events.extend(extra_events.take().unwrap_or_default());
             }
             write(&batch)?;
+            drop(batch);
+            if n_chunks > 1 {
+                // A large write's chunks free as much as they allocate.
+                crate::alloc::release_freed_memory();
+            }
         }
         Ok(())
     })?)
