@@ -337,10 +337,13 @@ impl<'a> RawValues<'a> {
     }
 }
 
+/// The number of [`Demographics`] values other than its identifiers.
+const RAW_VALUES: usize = 11;
+
 /// The values of `raw` other than its identifiers, in field order. (Destructured
 /// whole, as [`unpack`] builds it whole, so a field added to [`Demographics`] cannot be
 /// forgotten by either.)
-fn raw_values(raw: &Demographics) -> [&Option<String>; 11] {
+fn raw_values(raw: &Demographics) -> [&Option<String>; RAW_VALUES] {
     let Demographics {
         nhs_number,
         given_name,
@@ -372,28 +375,18 @@ fn raw_values(raw: &Demographics) -> [&Option<String>; 11] {
 
 fn unpack(packed: &str) -> Demographics {
     let mut parts = packed.split(PACKED_FIELD).skip(1);
-    let mut next = || parts.next().filter(|value| !value.is_empty()).map(str::to_owned);
-    let mut raw = Demographics {
-        nhs_number: next(),
-        given_name: next(),
-        family_name: next(),
-        date_of_birth: next(),
-        sex: next(),
-        address_line1: next(),
-        address_line2: next(),
-        town: next(),
-        postcode: next(),
-        phone: next(),
-        email: next(),
-        identifiers: Vec::new(),
-    };
-    raw.identifiers = parts
+    let values = parts
+        .by_ref()
+        .take(RAW_VALUES)
+        .map(|value| (!value.is_empty()).then(|| value.to_owned()))
+        .collect::<Vec<_>>();
+    let identifiers = parts
         .map(|part| {
             let (system, value) = part.split_once(PACKED_PAIR).unwrap_or((part, ""));
             mpi_matching::Identifier { system: system.to_owned(), value: value.to_owned() }
         })
         .collect();
-    raw
+    Demographics::from_values(values, identifiers)
 }
 
 /// A row prepared for linking.
@@ -1409,25 +1402,9 @@ mod tests {
         values: Vec<Option<String>>,
         identifiers: Vec<(String, String)>,
     ) -> Demographics {
-        let mut values = values.into_iter().chain(std::iter::repeat(None));
-        let mut next = || values.next().flatten();
-        Demographics {
-            nhs_number: next(),
-            given_name: next(),
-            family_name: next(),
-            date_of_birth: next(),
-            sex: next(),
-            address_line1: next(),
-            address_line2: next(),
-            town: next(),
-            postcode: next(),
-            phone: next(),
-            email: next(),
-            identifiers: identifiers
-                .into_iter()
-                .map(|(system, value)| Identifier { system, value })
-                .collect(),
-        }
+        let identifiers =
+            identifiers.into_iter().map(|(system, value)| Identifier { system, value }).collect();
+        Demographics::from_values(values, identifiers)
     }
 
     #[quickcheck]

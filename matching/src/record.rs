@@ -122,6 +122,33 @@ pub struct Demographics {
     pub identifiers: Vec<Identifier>,
 }
 
+impl Demographics {
+    /// Demographics from the values of its fields in the order they are declared
+    /// (`nhs_number` first, `email` last; values past the end are absent), and
+    /// identifiers. Built whole, so a field added to the struct fails to compile here.
+    pub fn from_values(
+        values: impl IntoIterator<Item = Option<String>>,
+        identifiers: Vec<Identifier>,
+    ) -> Demographics {
+        let mut values = values.into_iter();
+        let mut next = || values.next().flatten();
+        Demographics {
+            nhs_number: next(),
+            given_name: next(),
+            family_name: next(),
+            date_of_birth: next(),
+            sex: next(),
+            address_line1: next(),
+            address_line2: next(),
+            town: next(),
+            postcode: next(),
+            phone: next(),
+            email: next(),
+            identifiers,
+        }
+    }
+}
+
 /// An identifier other than the NHS number, as a (system, value) pair.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Identifier {

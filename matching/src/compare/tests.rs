@@ -226,22 +226,8 @@ type RawFields = (Vec<Option<String>>, Vec<(String, String)>);
 
 #[quickcheck]
 fn a_prepared_record_gives_back_its_normalised_values((values, ids): RawFields) -> bool {
-    let mut values = values.into_iter();
-    let mut next = || values.next().flatten();
-    let raw = Demographics {
-        nhs_number: next(),
-        given_name: next(),
-        family_name: next(),
-        date_of_birth: next(),
-        sex: next(),
-        address_line1: next(),
-        address_line2: next(),
-        town: next(),
-        postcode: next(),
-        phone: next(),
-        email: next(),
-        identifiers: ids.into_iter().map(|(system, value)| Identifier { system, value }).collect(),
-    };
+    let ids = ids.into_iter().map(|(system, value)| Identifier { system, value }).collect();
+    let raw = Demographics::from_values(values, ids);
     let normalizer = normalizer();
     let normalized = normalizer.normalize(&raw).0;
     let prepared = ComparableRecord::new(normalized.clone(), normalizer.nicknames());
