@@ -347,6 +347,55 @@ pub fn possible_parent_and_child(gamma: &Gamma) -> bool {
         && (gamma.same_household() || gamma.level(CompField::Postcode) == Some(0))
 }
 
+/// Why a pair that scores as a match must still not be taken as one without a steward,
+/// if it must not: one NHS number on records whose other details say different
+/// people (a mother and her newborn); and, where the model's household prior says
+/// people sharing an address are often different people (relatives, care homes; data
+/// without real households, its prior near 1, is not held to these), a household link
+/// with no birth date or given name on one side and nothing identifying, twins the
+/// records cannot tell apart, or a parent and child of one name at one home.
+///
+/// The decision applies it to a record's best match; a resolve answers with it, so a
+/// service asking "who is this?" never hears "certain" of someone's twin.
+pub fn pair_caution(
+    gamma: &Gamma,
+    a: &ComparableRecord,
+    b: &ComparableRecord,
+    model: &Model,
+    thresholds: Thresholds,
+) -> Option<ReviewReason> {
+    if gamma.level(CompField::NhsNumber) == Some(0) {
+        let without = probability(model.weight_without_nhs_number(gamma, a, b));
+        let dob_disagrees = gamma.level(CompField::DateOfBirth).is_some_and(|level| level >= 3);
+        let given_disagrees = gamma
+            .level(CompField::GivenName)
+            .is_some_and(|level| usize::from(level) + 1 == CompField::GivenName.levels().len());
+        if without < thresholds.lower && (dob_disagrees || given_disagrees) {
+            return Some(ReviewReason::SharedNhsNumber);
+        }
+    }
+    if model.household_lambda >= RELATIVES_COMMON_BELOW {
+        return None;
+    }
+    // Where sharing an address often means different people, the address says nothing
+    // about who is who: a link there needs the birth date and the given name on both
+    // records, or an agreeing NHS number or identifier.
+    let identified = gamma.level(CompField::NhsNumber) == Some(0)
+        || gamma.level(CompField::Identifier) == Some(0);
+    let comparable = gamma.level(CompField::DateOfBirth).is_some()
+        && gamma.level(CompField::GivenName).is_some();
+    if gamma.same_household() && !identified && !comparable {
+        return Some(ReviewReason::HouseholdWithoutIdentity);
+    }
+    if possible_twins(gamma, a, b, model.term_frequencies.as_ref()) {
+        return Some(ReviewReason::PossibleTwins);
+    }
+    if possible_parent_and_child(gamma) {
+        return Some(ReviewReason::PossibleParentAndChild);
+    }
+    None
+}
+
 /// Below this share of matches among same-household pairs, households in the data hold
 /// different people often enough that an address cannot stand in for identity.
 pub const RELATIVES_COMMON_BELOW: f64 = 0.9;
@@ -529,42 +578,12 @@ impl Linker {
         }) {
             return review(ReviewReason::SeveralPersons);
         }
-        // One NHS number on two records whose other details say different people.
         let best_record = &self.entries[best.best_position].record;
         let best_gamma = compare(record, best_record);
-        if best_gamma.level(CompField::NhsNumber) == Some(0) {
-            let without =
-                probability(model.weight_without_nhs_number(&best_gamma, record, best_record));
-            let dob_disagrees =
-                best_gamma.level(CompField::DateOfBirth).is_some_and(|level| level >= 3);
-            let given_disagrees = best_gamma
-                .level(CompField::GivenName)
-                .is_some_and(|level| usize::from(level) + 1 == CompField::GivenName.levels().len());
-            if without < thresholds.lower && (dob_disagrees || given_disagrees) {
-                return review(ReviewReason::SharedNhsNumber);
-            }
+        if let Some(reason) = pair_caution(&best_gamma, record, best_record, model, thresholds) {
+            return review(reason);
         }
-        // Where sharing an address often means different people (the model's
-        // household prior says so: relatives, care homes), the address says nothing
-        // about who is who: a link there needs the birth date and the given name on
-        // both records, or an agreeing NHS number or identifier. Data without real
-        // households (the prior near 1) is not held to this.
         let relatives_common = model.household_lambda < RELATIVES_COMMON_BELOW;
-        let identified = best_gamma.level(CompField::NhsNumber) == Some(0)
-            || best_gamma.level(CompField::Identifier) == Some(0);
-        let comparable = best_gamma.level(CompField::DateOfBirth).is_some()
-            && best_gamma.level(CompField::GivenName).is_some();
-        if relatives_common && best_gamma.same_household() && !identified && !comparable {
-            return review(ReviewReason::HouseholdWithoutIdentity);
-        }
-        if relatives_common
-            && possible_twins(&best_gamma, record, best_record, model.term_frequencies.as_ref())
-        {
-            return review(ReviewReason::PossibleTwins);
-        }
-        if relatives_common && possible_parent_and_child(&best_gamma) {
-            return review(ReviewReason::PossibleParentAndChild);
-        }
         // The link is refused when the record conflicts strongly with any record of the person.
         for &member in
             self.persons[best.person as usize].members.iter().filter(|&&member| member != position)

@@ -15,7 +15,7 @@ use mpi_matching::{
 
 use crate::engine::{
     Decision, DecisionKind, Entry, Linker, PersonKey, ReviewReason, ScoredCandidate,
-    candidate_pair, score_pairs,
+    candidate_pair, pair_caution, score_pairs,
 };
 use crate::link::{LinkError, WriteContext, WriteItem, write_results};
 use crate::store::{Event, StewardChange, Store};
@@ -192,6 +192,18 @@ pub struct Match {
     pub probability: f64,
     /// The score of that best pair, with its explanation.
     pub score: Score,
+    /// Why that pair must not be taken as the same person without a steward however
+    /// high it scores (twins, a parent and child, a shared NHS number...), if it must
+    /// not: the rule the engine applies before linking ([`crate::engine::pair_caution`]).
+    pub caution: Option<ReviewReason>,
+}
+
+impl Match {
+    /// True when the match is at or above the upper threshold and nothing makes it
+    /// uncertain: what a system may take as the person.
+    pub fn is_certain(&self, thresholds: Thresholds) -> bool {
+        self.probability >= thresholds.upper && self.caution.is_none()
+    }
 }
 
 /// The engine of the service: every record in memory, the blocking index with its one
@@ -584,8 +596,10 @@ impl Engine {
         let mut matches: Vec<(Match, usize)> = best
             .into_iter()
             .map(|(person, (weight, position, gamma))| {
-                let score = self.model.score(&gamma, probe, &linker.entries[position].record);
-                (Match { person, probability: probability(weight), score }, position)
+                let record = &linker.entries[position].record;
+                let score = self.model.score(&gamma, probe, record);
+                let caution = pair_caution(&gamma, probe, record, &self.model, self.thresholds);
+                (Match { person, probability: probability(weight), score, caution }, position)
             })
             .collect();
         matches.sort_by(|(a, a_position), (b, b_position)| {

@@ -564,6 +564,19 @@ fn issues_json(issues: &[Issue]) -> Value {
     )
 }
 
+/// The match grade of a resolve's match: its probability's, but never above "possible"
+/// when the engine would not link the pair without a steward (twins, a parent and
+/// child of one name, one NHS number on a mother and her baby).
+pub fn match_grade(
+    found: &crate::online::Match,
+    thresholds: mpi_matching::Thresholds,
+) -> &'static str {
+    match (found.caution, grade(found.probability, thresholds)) {
+        (Some(_), "certain" | "probable") => "possible",
+        (_, grade) => grade,
+    }
+}
+
 /// The match grade of a probability, as FHIR's match-grade extension names them.
 pub fn grade(probability: f64, thresholds: mpi_matching::Thresholds) -> &'static str {
     let middle = (thresholds.lower + thresholds.upper) / 2.0;
@@ -972,7 +985,7 @@ async fn resolve(State(service): State<Arc<Service>>, headers: HeaderMap, body: 
             ResolveMode::List => matches.iter().take(limit).collect(),
             ResolveMode::Single => {
                 let certain: Vec<&Match> =
-                    matches.iter().filter(|found| found.probability >= thresholds.upper).collect();
+                    matches.iter().filter(|found| found.is_certain(thresholds)).collect();
                 if certain.len() == 1 { certain } else { Vec::new() }
             }
         };
@@ -982,7 +995,8 @@ async fn resolve(State(service): State<Arc<Service>>, headers: HeaderMap, body: 
                 json!({
                     "person_id": engine.linker.persons[found.person as usize].id,
                     "probability": found.probability,
-                    "grade": grade(found.probability, thresholds),
+                    "grade": match_grade(found, thresholds),
+                    "caution": found.caution.map(crate::engine::ReviewReason::code),
                     "explanation": found.score,
                 })
             })

@@ -1138,3 +1138,53 @@ fn batch_runs_feed_nhs_number_changes_too() {
     assert_eq!(changed[0]["person_id"], person.as_str());
     assert_eq!(changed[0]["actor"], "mpi link");
 }
+
+#[test]
+fn a_twin_is_never_a_certain_match() {
+    // The sample holds twins: Joshua (male) and Edith (female) Wright, born 2002-07-18,
+    // at one address with one phone.
+    let dir = TempDir::new().unwrap();
+    let store = sample_store(&dir);
+    let keys = keys(&store);
+    let server = Server::start(&store, &[]);
+    let resolve = |probe: Value| {
+        let body = probe.to_string();
+        let reply = server.call("POST", "/v1/resolve", Some(&keys.steward), Some(&body)).json();
+        reply["candidates"].as_array().unwrap().clone()
+    };
+    let home = json!({"family_name": "Wright", "date_of_birth": "2002-07-18",
+        "postcode": "B11 4BQ", "phone": "01632 571137", "mode": "list"});
+    let with = |extra: Value| {
+        let mut probe = home.clone();
+        probe.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        probe
+    };
+
+    // Edith herself is certain; her brother comes back flagged, at most possible.
+    let found = resolve(with(json!({"given_name": "Edith"})));
+    assert_eq!((found[0]["grade"].as_str(), found[0]["caution"].as_str()), (Some("certain"), None));
+    let twin = found.iter().find(|candidate| candidate["caution"] == "possible_twins");
+    let twin = twin.unwrap_or_else(|| panic!("the twin is flagged: {found:?}"));
+    assert!(matches!(twin["grade"].as_str(), Some("possible" | "certainly-not")), "{twin}");
+    assert_ne!(twin["person_id"], found[0]["person_id"]);
+
+    // "Josh", a girl: his name, her sex. It scores high against Joshua, but a boy and
+    // a girl of one birth date are twins to the engine, so the grade stays possible.
+    let found = resolve(with(json!({"given_name": "Josh", "sex": "female"})));
+    for candidate in &found {
+        if candidate["caution"].is_string() {
+            assert!(matches!(candidate["grade"].as_str(), Some("possible" | "certainly-not")));
+        }
+    }
+    assert!(
+        found
+            .iter()
+            .any(|c| c["caution"] == "possible_twins" && c["probability"].as_f64() > Some(0.5))
+    );
+    // A system asking for one certain match gets none.
+    let mut single = with(json!({"given_name": "Josh", "sex": "female"}));
+    single.as_object_mut().unwrap().remove("mode");
+    let body = single.to_string();
+    let reply = server.call("POST", "/v1/resolve", Some(&keys.reader), Some(&body)).json();
+    assert_eq!(reply["candidates"].as_array().map(Vec::len), Some(0), "{reply}");
+}

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use mpi_matching::{Demographics, Identifier};
 use serde_json::{Value, json};
 
-use super::{Problem, Reply, Role, Service, blocking, golden_record, grade};
+use super::{Problem, Reply, Role, Service, blocking, golden_record, match_grade};
 use crate::engine::PersonKey;
 use crate::online::{Engine, has_something_to_match};
 
@@ -288,7 +288,7 @@ pub async fn patient_match(
         let mut chosen: Vec<_> = matches
             .iter()
             .filter(|found| found.probability >= thresholds.lower)
-            .filter(|found| !only_certain || found.probability >= thresholds.upper)
+            .filter(|found| !only_certain || found.is_certain(thresholds))
             .collect();
         if !steward && chosen.len() > 1 {
             chosen.clear();
@@ -304,7 +304,7 @@ pub async fn patient_match(
                     "search": {
                         "mode": "match",
                         "score": found.probability,
-                        "extension": [{"url": MATCH_GRADE_EXTENSION, "valueCode": grade(found.probability, thresholds)}],
+                        "extension": [{"url": MATCH_GRADE_EXTENSION, "valueCode": match_grade(found, thresholds)}],
                     },
                 })
             })
