@@ -270,15 +270,17 @@ pub fn relative_signature(gamma: &Gamma) -> Option<ReviewReason> {
     None
 }
 
-/// Twins the two records cannot tell apart: one household, one family name, one birth
-/// date, no agreeing NHS number or identifier, and given names that are not plainly one
-/// name. The model weighs such a pair by what most same-household pairs with one birth
-/// date are, the same person with a slip in the name; this check keeps out of automatic
+/// Twins the two records cannot tell apart: one family name, one birth date, no
+/// agreeing NHS number or identifier, and given names that are not plainly one name.
+/// The model weighs such a pair by what most pairs with one birth date and family name
+/// are, the same person with a slip in the name; this check keeps out of automatic
 /// links the few that are twins:
-/// - a boy and a girl, whatever their names (Olivia and Oliver, Sam and Sam);
-/// - names that share only a middle name (Yusuf Oscar and Oscar);
-/// - two different names both established in the data (Aoife and Alfie, Emily and
-///   Amelia: twins' names are often alike), unless they are one edit apart.
+/// - a boy and a girl with names not exactly the same, wherever they live (Olivia and
+///   Oliver, Sam for Samuel and for Samantha);
+/// - at one home (a shared household or postcode), names that share only a middle name
+///   (Yusuf Oscar and Oscar), or two different names both established in the data
+///   (Aoife and Alfie, Emily and Amelia: twins' names are often alike) unless they are
+///   one edit apart.
 ///
 /// An initial, a nickname, a one-letter typo or a rare spelling of a common name stays
 /// with the model: a twin's record that carries only an initial is as likely to be
