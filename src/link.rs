@@ -266,25 +266,32 @@ impl std::fmt::Debug for RawSpill {
 }
 
 impl RawSpill {
-    /// Moves every row's held raw values into a new file in `dir`.
+    /// An empty spill: a new unnamed file in `dir`.
     ///
     /// # Errors
-    /// When the file cannot be made or written.
-    fn take(dir: &Path, prepared: &mut [Prepared]) -> std::io::Result<RawSpill> {
-        use std::io::Write;
-        let file = tempfile::tempfile_in(dir)?;
-        let mut out = std::io::BufWriter::new(&file);
-        let mut ends = Vec::with_capacity(prepared.len());
-        let mut end = 0u64;
+    /// When the file cannot be made.
+    fn new(dir: &Path) -> std::io::Result<RawSpill> {
+        Ok(RawSpill { file: tempfile::tempfile_in(dir)?, ends: Vec::new() })
+    }
+
+    /// Moves the held raw values of the next rows into the file, in order.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    fn append(&mut self, prepared: &mut [Prepared]) -> std::io::Result<()> {
+        use std::io::{Seek, Write};
+        let mut end = self.ends.last().copied().unwrap_or(0);
+        let mut file = &self.file;
+        file.seek(std::io::SeekFrom::Start(end))?;
+        let mut out = std::io::BufWriter::new(file);
+        self.ends.reserve(prepared.len());
         for item in prepared {
             let held = std::mem::replace(&mut item.raw, HeldRaw(Box::default()));
             out.write_all(held.0.as_bytes())?;
             end += held.0.len() as u64;
-            ends.push(end);
+            self.ends.push(end);
         }
-        out.flush()?;
-        drop(out);
-        Ok(RawSpill { file, ends })
+        out.flush()
     }
 
     /// The raw values of row `index` as the store keeps them (JSON).
@@ -534,31 +541,55 @@ pub fn link(
     retain_flagged(&mut rows, &keep);
     drop(keep);
     let sources = SourceNames::new(rows.iter().map(|row| row.source_system.as_str()));
-    let (mut prepared, mut arrivals): (Vec<Prepared>, Vec<Entry>) = rows
-        .into_par_iter()
-        .zip(kept_outcomes)
-        .map(|(row, outcome_index)| {
-            let (normalized, issues) = normalizer.normalize(&row.demographics);
-            let record = ComparableRecord::new(normalized, normalizer.nicknames());
-            progress.advance(1);
-            let item = Prepared {
-                outcome_index,
-                raw: HeldRaw::new(&row.demographics),
-                issues: issues.into_boxed_slice(),
-            };
-            let entry = Entry {
-                id: 0,
-                source_system: sources.get(&row.source_system),
-                local_id: row.local_id.into(),
-                record,
-                person: PersonKey::MAX,
-                decision: DecisionKind::New,
-                probability: None,
-                manual: false,
-            };
-            (item, entry)
-        })
-        .unzip();
+    // A batch's raw values wait for the write on disk, not in memory: each chunk's go
+    // to the spill as soon as it is normalised.
+    let mut spill = (!options.online && !options.dry_run)
+        .then(|| RawSpill::new(&workspace.dir))
+        .transpose()
+        .map_err(crate::error::StoreError::TempFile)?;
+    let n_rows = rows.len();
+    let mut prepared: Vec<Prepared> = Vec::with_capacity(n_rows);
+    let mut arrivals: Vec<Entry> = Vec::with_capacity(n_rows);
+    let mut pending = rows.into_iter().zip(kept_outcomes);
+    loop {
+        let chunk: Vec<(InputRow, usize)> = pending.by_ref().take(NORMALISE_CHUNK).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let (mut chunk_prepared, mut chunk_arrivals): (Vec<Prepared>, Vec<Entry>) = chunk
+            .into_par_iter()
+            .map(|(row, outcome_index)| {
+                let (normalized, issues) = normalizer.normalize(&row.demographics);
+                let record = ComparableRecord::new(normalized, normalizer.nicknames());
+                progress.advance(1);
+                let item = Prepared {
+                    outcome_index,
+                    raw: HeldRaw::new(&row.demographics),
+                    issues: issues.into_boxed_slice(),
+                };
+                let entry = Entry {
+                    id: 0,
+                    source_system: sources.get(&row.source_system),
+                    local_id: row.local_id.into(),
+                    record,
+                    person: PersonKey::MAX,
+                    decision: DecisionKind::New,
+                    probability: None,
+                    manual: false,
+                };
+                (item, entry)
+            })
+            .unzip();
+        if let Some(spill) = &mut spill {
+            spill.append(&mut chunk_prepared).map_err(crate::error::StoreError::TempFile)?;
+        }
+        prepared.append(&mut chunk_prepared);
+        arrivals.append(&mut chunk_arrivals);
+        // The chunk's rows and the normaliser's temporary values are freed: their
+        // pages go back before the next chunk.
+        crate::alloc::release_freed_memory();
+    }
+    drop(pending);
     for item in &prepared {
         for issue in item.issues.iter().filter(|issue| issue.kind.value_ignored()) {
             report.issues.push((item.outcome_index, *issue));
@@ -633,7 +664,8 @@ pub fn link(
     } else {
         link_batch(
             workspace,
-            &mut prepared,
+            &prepared,
+            spill,
             &work,
             model,
             options,
@@ -784,6 +816,19 @@ fn merge_counts(mut a: PatternCounts, b: PatternCounts) -> PatternCounts {
     a
 }
 
+/// Rows normalised at a time: each chunk's raw values go to the spill before the next
+/// is made, so a million rows' raw values are never in memory at once.
+const NORMALISE_CHUNK: usize = 65_536;
+
+/// Moves every record's values into fresh allocations made one after another on this
+/// thread (see the call in `link_batch`).
+fn pack_records(entries: &mut [Entry]) {
+    for entry in entries {
+        entry.record = entry.record.clone();
+        entry.local_id = entry.local_id.clone();
+    }
+}
+
 /// The shipped default model.
 pub fn default_model() -> Model {
     Model::from_json(DEFAULT_MODEL_JSON).expect("the shipped default model is valid")
@@ -792,7 +837,8 @@ pub fn default_model() -> Model {
 #[allow(clippy::too_many_arguments)]
 fn link_batch(
     workspace: &mut Workspace,
-    prepared: &mut [Prepared],
+    prepared: &[Prepared],
+    spill: Option<RawSpill>,
     work: &[(usize, usize, bool)],
     model: Option<(Model, ModelSource)>,
     options: &LinkOptions,
@@ -800,15 +846,12 @@ fn link_batch(
     progress: &dyn Progress,
     clock: &mut Stopwatch,
 ) -> Result<(), LinkError> {
-    // The raw values wait for the write on disk, not in memory.
-    let spill = if options.dry_run {
-        None
-    } else {
-        Some(RawSpill::take(&workspace.dir, prepared).map_err(crate::error::StoreError::TempFile)?)
-    };
-    let prepared: &[Prepared] = prepared;
-    // The file's rows and their raw values are gone: their pages go back now, before
-    // blocking allocates.
+    // The records were made on the worker threads between the normaliser's temporary
+    // values; made again one after another here, they fill whole pages, and the
+    // workers' pages (and the file's rows and raw values, gone now) go back to the
+    // OS before blocking allocates. At a million records this returns 0.3 GiB for
+    // 0.2 s.
+    pack_records(&mut workspace.linker.entries);
     crate::alloc::release_freed_memory();
     // Candidates among the records before each one, as the online path would see them.
     // The batch asks an in-memory copy of the index's postings (the same ranking, see
@@ -1448,7 +1491,12 @@ mod tests {
             })
             .collect();
         let dir = tempfile::tempdir().expect("temporary folder");
-        let spill = RawSpill::take(dir.path(), &mut prepared).expect("spill");
+        // In two appends, as the normalise pass writes it a chunk at a time.
+        let mut spill = RawSpill::new(dir.path()).expect("spill");
+        let half = prepared.len() / 2;
+        let (first, second) = prepared.split_at_mut(half);
+        spill.append(first).expect("first chunk");
+        spill.append(second).expect("second chunk");
         // The values left memory, and every row reads back whole, in any order.
         prepared.iter().all(|item| item.raw.0.is_empty())
             && (0..raws.len())

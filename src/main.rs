@@ -484,7 +484,12 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
     let mut rejected = Vec::new();
     for (index, path) in args.files.iter().enumerate() {
         let file = read_csv(path, index, &map, args.source.as_deref())?;
-        rows.extend(file.rows);
+        if rows.is_empty() {
+            // One file (the usual case): its rows, not a copy of them.
+            rows = file.rows;
+        } else {
+            rows.extend(file.rows);
+        }
         rejected.extend(file.rejected);
     }
     if args.strict && !rejected.is_empty() {
