@@ -528,11 +528,11 @@ pub fn link(
     // Normalise and prepare in parallel.
     progress.stage("normalising", rows.len() as u64);
     let normalizer = &workspace.normalizer;
-    // The repeated rows leave first, in place: the parallel pass then knows its length
-    // and writes its results straight into two vectors of the right size (a filtered
-    // one would gather pieces and copy them, holding both at once). Each row becomes
-    // the linker's entry it will be (the record held nowhere else, so there is never
-    // a second copy of a million of them), and what the write needs besides.
+    // The repeated rows leave first, in place: the pass then knows its length and
+    // fills two vectors sized once, a chunk of rows at a time (each chunk in
+    // parallel). Each row becomes the linker's entry it will be (the record held
+    // nowhere else, so there is never a second copy of a million of them), and what
+    // the write needs besides.
     let kept_outcomes: Vec<usize> = outcome_of_row
         .iter()
         .zip(&keep)
