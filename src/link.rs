@@ -72,28 +72,63 @@ pub enum ModelSource {
     Default(String),
 }
 
-/// One input row's outcome, in input order.
+/// One input row's outcome, in input order. Small: one is held for every row of a run.
 #[derive(Clone, Debug)]
 pub struct RowOutcome {
     /// File index.
-    pub file: usize,
+    pub file: u32,
     /// Line in the file.
     pub line: u64,
     /// Source system and local id of a rejected row, as far as they could be read
     /// (any other row's are its record's: [`RowOutcome::ids`]).
     pub rejected_ids: Option<Box<(String, String)>>,
     /// Position of the record in the linker (None when rejected).
-    pub position: Option<usize>,
-    /// The decision word: linked, new, review, unchanged, or rejected.
-    pub decision: &'static str,
+    pub position: Option<u32>,
+    /// What became of the row.
+    pub decision: RowDecision,
     /// Probability of the best match.
     pub probability: Option<f64>,
 }
 
+/// What became of an input row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowDecision {
+    /// Not decided yet.
+    Pending,
+    /// Linked, new or in review.
+    Decided(DecisionKind),
+    /// Sent again with the values the store already holds.
+    Unchanged,
+    /// Could not be read as a record.
+    Rejected,
+}
+
+impl RowDecision {
+    /// The word in the results file: linked, new, review, unchanged or rejected.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RowDecision::Pending => "",
+            RowDecision::Decided(kind) => kind.as_str(),
+            RowDecision::Unchanged => "unchanged",
+            RowDecision::Rejected => "rejected",
+        }
+    }
+}
+
+/// A linker position as a row outcome holds it.
+fn outcome_position(position: usize) -> u32 {
+    u32::try_from(position).expect("a linker holds fewer than 2^32 records")
+}
+
 impl RowOutcome {
+    /// The row's record's position in the linker (None when rejected).
+    pub fn position(&self) -> Option<usize> {
+        self.position.map(|position| position as usize)
+    }
+
     /// The row's source system and local id.
     pub fn ids<'a>(&'a self, linker: &'a Linker) -> (&'a str, &'a str) {
-        match (self.position, &self.rejected_ids) {
+        match (self.position(), &self.rejected_ids) {
             (Some(position), _) => {
                 let entry = &linker.entries[position];
                 (&entry.source_system, &entry.local_id)
@@ -475,6 +510,7 @@ pub fn link(
         sorted.into_iter()
     };
     for (outcome_index, &(file, line, row)) in order.iter().enumerate() {
+        let file = u32::try_from(file).expect("fewer than 2^32 input files");
         match row {
             Some(row_index) => {
                 outcome_of_row[row_index] = outcome_index;
@@ -483,7 +519,7 @@ pub fn link(
                     line,
                     rejected_ids: None,
                     position: None,
-                    decision: "",
+                    decision: RowDecision::Pending,
                     probability: None,
                 });
             }
@@ -497,7 +533,7 @@ pub fn link(
                         error.local_id.clone().unwrap_or_default(),
                     ))),
                     position: None,
-                    decision: "rejected",
+                    decision: RowDecision::Rejected,
                     probability: None,
                 });
             }
@@ -623,8 +659,8 @@ pub fn link(
         if arrivals[item_index].record == linker.entries[position].record {
             unchanged.push(item_index);
             let outcome = &mut report.outcomes[prepared[item_index].outcome_index];
-            outcome.position = Some(position);
-            outcome.decision = "unchanged";
+            outcome.position = Some(outcome_position(position));
+            outcome.decision = RowDecision::Unchanged;
         } else {
             // An updated record takes its new values now; it is decided in input order
             // with everything else.
@@ -691,9 +727,9 @@ pub fn link(
     // Unchanged records report their current decision.
     for item_index in unchanged {
         let outcome = &mut report.outcomes[prepared[item_index].outcome_index];
-        if let Some(position) = outcome.position {
+        if let Some(position) = outcome.position() {
             let entry = &workspace.linker.entries[position];
-            outcome.decision = entry.decision.as_str();
+            outcome.decision = RowDecision::Decided(entry.decision);
             outcome.probability = entry.probability;
         }
     }
@@ -1083,8 +1119,8 @@ fn record_outcomes(
 ) {
     for (&(item_index, position, _), decision) in work.iter().zip(decisions) {
         let outcome = &mut report.outcomes[prepared[item_index].outcome_index];
-        outcome.position = Some(position);
-        outcome.decision = decision.kind.as_str();
+        outcome.position = Some(outcome_position(position));
+        outcome.decision = RowDecision::Decided(decision.kind);
         outcome.probability = decision.probability;
         match decision.kind {
             DecisionKind::Linked => report.n_linked += 1,

@@ -38,7 +38,7 @@ pub fn write_results<W: Write>(
     header.extend(["input_file", "line"]);
     writer.write_record(&header)?;
     for outcome in &report.outcomes {
-        let (person_id, nhs) = match outcome.position {
+        let (person_id, nhs) = match outcome.position() {
             Some(position) => {
                 let person = linker.entries[position].person;
                 (
@@ -48,14 +48,16 @@ pub fn write_results<W: Write>(
             }
             None => ("", ""),
         };
-        let file =
-            files.get(outcome.file).map(|path| path.display().to_string()).unwrap_or_default();
+        let file = files
+            .get(outcome.file as usize)
+            .map(|path| path.display().to_string())
+            .unwrap_or_default();
         let (source_system, local_id) = outcome.ids(linker);
         writer.write_record([
             source_system,
             local_id,
             person_id,
-            outcome.decision,
+            outcome.decision.as_str(),
             &probability_text(outcome.probability),
             nhs,
             &file,
@@ -143,7 +145,7 @@ pub fn write_errors<W: Write>(
         let outcome = &report.outcomes[*outcome_index];
         let (source_system, local_id) = outcome.ids(linker);
         rows.push((
-            outcome.file,
+            outcome.file as usize,
             outcome.line,
             [
                 source_system.to_owned(),
