@@ -248,8 +248,7 @@ pub const CONFLICT_PROBABILITY: f64 = 0.01;
 /// never linked automatically, whatever its score: the evidence that would link them
 /// is exactly what relatives share.
 pub fn relative_signature(gamma: &Gamma) -> Option<ReviewReason> {
-    if gamma.level(CompField::NhsNumber) == Some(0) || gamma.level(CompField::Identifier) == Some(0)
-    {
+    if identified(gamma) {
         // One NHS number or other identifier: a typo in a name or date, not a relative.
         return None;
     }
@@ -291,8 +290,7 @@ pub fn possible_twins(
     b: &ComparableRecord,
     frequencies: Option<&TermFrequencies>,
 ) -> bool {
-    if gamma.level(CompField::NhsNumber) == Some(0) || gamma.level(CompField::Identifier) == Some(0)
-    {
+    if identified(gamma) {
         return false;
     }
     if gamma.level(CompField::DateOfBirth) != Some(0)
@@ -336,8 +334,7 @@ pub fn possible_twins(
 /// among many, so name and postcode can outvote it; a father and son of one name at one
 /// postcode are common enough that this is never linked automatically.
 pub fn possible_parent_and_child(gamma: &Gamma) -> bool {
-    if gamma.level(CompField::NhsNumber) == Some(0) || gamma.level(CompField::Identifier) == Some(0)
-    {
+    if identified(gamma) {
         return false;
     }
     let dob_different = gamma
@@ -376,17 +373,15 @@ pub fn pair_caution(
             return Some(ReviewReason::SharedNhsNumber);
         }
     }
-    if model.household_lambda >= RELATIVES_COMMON_BELOW {
+    if !relatives_common(model) {
         return None;
     }
     // Where sharing an address often means different people, the address says nothing
     // about who is who: a link there needs the birth date and the given name on both
     // records, or an agreeing NHS number or identifier.
-    let identified = gamma.level(CompField::NhsNumber) == Some(0)
-        || gamma.level(CompField::Identifier) == Some(0);
     let comparable = gamma.level(CompField::DateOfBirth).is_some()
         && gamma.level(CompField::GivenName).is_some();
-    if gamma.same_household() && !identified && !comparable {
+    if gamma.same_household() && !identified(gamma) && !comparable {
         return Some(ReviewReason::HouseholdWithoutIdentity);
     }
     if possible_twins(gamma, a, b, model.term_frequencies.as_ref()) {
@@ -401,6 +396,18 @@ pub fn pair_caution(
 /// Below this share of matches among same-household pairs, households in the data hold
 /// different people often enough that an address cannot stand in for identity.
 pub const RELATIVES_COMMON_BELOW: f64 = 0.9;
+
+/// True when the model says sharing an address often means different people (its
+/// household prior is below [`RELATIVES_COMMON_BELOW`]): the relatives rules apply.
+fn relatives_common(model: &Model) -> bool {
+    model.household_lambda < RELATIVES_COMMON_BELOW
+}
+
+/// True when the pair agrees on an NHS number or another identifier: a typo in a name
+/// or date then, not a relative.
+fn identified(gamma: &Gamma) -> bool {
+    gamma.level(CompField::NhsNumber) == Some(0) || gamma.level(CompField::Identifier) == Some(0)
+}
 
 /// A candidate pair: the candidate's position, the comparison, and the weight once
 /// scored (NaN before). The position is a u32: a batch holds a pair for every
@@ -585,7 +592,7 @@ impl Linker {
         if let Some(reason) = pair_caution(&best_gamma, record, best_record, model, thresholds) {
             return review(reason);
         }
-        let relatives_common = model.household_lambda < RELATIVES_COMMON_BELOW;
+        let relatives_common = relatives_common(model);
         // The link is refused when the record conflicts strongly with any record of the person.
         for &member in
             self.persons[best.person as usize].members.iter().filter(|&&member| member != position)
@@ -724,14 +731,19 @@ pub fn majority_nhs_number<'a>(numbers: impl IntoIterator<Item = &'a str>) -> Op
         .map(|(_, &(nhs, _))| nhs)
 }
 
+/// A linker position in the four bytes pairs and row outcomes keep it in (there is
+/// one of each for every candidate pair and every row of a run).
+pub fn compact_position(position: usize) -> u32 {
+    u32::try_from(position).expect("a linker holds fewer than 2^32 records")
+}
+
 /// The unscored pair of `record` with the record at position `candidate`.
 pub fn candidate_pair(
     record: &ComparableRecord,
     candidate: usize,
     entries: &[Entry],
 ) -> ScoredCandidate {
-    let position = u32::try_from(candidate).expect("a linker holds fewer than 2^32 records");
-    (position, compare(record, &entries[candidate].record), f64::NAN)
+    (compact_position(candidate), compare(record, &entries[candidate].record), f64::NAN)
 }
 
 /// Scores candidate pairs in place with a model.

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::engine::{
     Decision, DecisionKind, Entry, Linker, PersonKey, ScoredCandidate, SourceNames, candidate_pair,
-    score_pairs,
+    compact_position, score_pairs,
 };
 use crate::input::{InputRow, RowError};
 use crate::store::{Batch, BatchShape, Event, LinkWrite, RecordWrite, ReviewWrite, Store};
@@ -113,11 +113,6 @@ impl RowDecision {
             RowDecision::Rejected => "rejected",
         }
     }
-}
-
-/// A linker position as a row outcome holds it.
-fn outcome_position(position: usize) -> u32 {
-    u32::try_from(position).expect("a linker holds fewer than 2^32 records")
 }
 
 impl RowOutcome {
@@ -274,6 +269,12 @@ impl HeldRaw {
         self.0.starts_with(PACKED_FIELD)
     }
 
+    /// The raw values as the store keeps them (JSON), taking the held string when it
+    /// is the JSON already.
+    pub fn into_json(self) -> String {
+        if self.is_packed() { raw_json(&unpack(&self.0)) } else { self.0.into_string() }
+    }
+
     /// The raw values as the store keeps them (JSON).
     pub fn json(&self) -> std::borrow::Cow<'_, str> {
         if self.is_packed() {
@@ -340,7 +341,7 @@ impl RawSpill {
         self.file.read_exact_at(&mut bytes, start)?;
         let text = String::from_utf8(bytes)
             .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))?;
-        Ok(HeldRaw(text.into_boxed_str()).json().into_owned())
+        Ok(HeldRaw(text.into_boxed_str()).into_json())
     }
 }
 
@@ -659,7 +660,7 @@ pub fn link(
         if arrivals[item_index].record == linker.entries[position].record {
             unchanged.push(item_index);
             let outcome = &mut report.outcomes[prepared[item_index].outcome_index];
-            outcome.position = Some(outcome_position(position));
+            outcome.position = Some(compact_position(position));
             outcome.decision = RowDecision::Unchanged;
         } else {
             // An updated record takes its new values now; it is decided in input order
@@ -1119,7 +1120,7 @@ fn record_outcomes(
 ) {
     for (&(item_index, position, _), decision) in work.iter().zip(decisions) {
         let outcome = &mut report.outcomes[prepared[item_index].outcome_index];
-        outcome.position = Some(outcome_position(position));
+        outcome.position = Some(compact_position(position));
         outcome.decision = RowDecision::Decided(decision.kind);
         outcome.probability = decision.probability;
         match decision.kind {

@@ -367,6 +367,16 @@ impl ComparableRecord {
         (self.present & (1 << slot) != 0).then(|| self.slot(slot))
     }
 
+    /// The slot of the family phonetic code; the family tokens follow it, then the
+    /// identifiers' systems and values.
+    fn family_slot(&self) -> usize {
+        FIXED_SLOTS + 3 * self.given_count()
+    }
+
+    fn identifier_slot(&self) -> usize {
+        self.family_slot() + 1 + self.token_count()
+    }
+
     /// Slot of the `index`th value of the `part`th run of `g` slots after the fixed
     /// ones (0 given names, 1 phonetic codes, 2 canonical names).
     fn given_slot(&self, part: usize, index: usize) -> &str {
@@ -436,7 +446,7 @@ impl ComparableRecord {
 
     /// Other identifiers as (system, value).
     pub fn identifiers(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone {
-        let first = FIXED_SLOTS + 3 * self.given_count() + 1 + self.token_count();
+        let first = self.identifier_slot();
         (0..self.identifier_count())
             .map(move |index| (self.slot(first + 2 * index), self.slot(first + 2 * index + 1)))
     }
@@ -458,27 +468,19 @@ impl ComparableRecord {
 
     /// Nickname groups of the first given name, sorted.
     pub fn first_given_groups(&self) -> &[u32] {
-        let start = HEADER
-            + FIXED_SLOTS
-            + 3 * self.given_count()
-            + 1
-            + self.token_count()
-            + 2 * self.identifier_count();
+        let start = HEADER + self.identifier_slot() + 2 * self.identifier_count();
         self.layout.get(start..).unwrap_or_default()
     }
 
     /// Phonetic code of the family name's first token ("" when none).
     pub fn family_phonetic(&self) -> &str {
-        if self.layout.is_empty() {
-            return "";
-        }
-        self.slot(FIXED_SLOTS + 3 * self.given_count())
+        self.slot(self.family_slot())
     }
 
     /// Family name split on spaces, hyphens and apostrophes, with Mc/Mac unified (see
     /// [`family_tokens`]).
     pub fn family_tokens(&self) -> impl Iterator<Item = &str> + Clone {
-        let first = FIXED_SLOTS + 3 * self.given_count() + 1;
+        let first = self.family_slot() + 1;
         (first..first + self.token_count()).map(|slot| self.slot(slot))
     }
 
