@@ -622,9 +622,6 @@ pub fn link(
         }
         prepared.append(&mut chunk_prepared);
         arrivals.append(&mut chunk_arrivals);
-        // The chunk's rows and the normaliser's temporary values are freed: their
-        // pages go back before the next chunk.
-        crate::alloc::release_freed_memory();
     }
     drop(pending);
     for item in &prepared {
