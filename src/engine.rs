@@ -608,8 +608,11 @@ impl Linker {
             {
                 return review(ReviewReason::GenerationConflict);
             }
+            // The relatives checks hold only where the model says relatives are common:
+            // where households are one person (FEBRL), a record with its given name
+            // replaced is a slip, not a twin.
             if member != best.best_position
-                && (relatives_common || gamma.same_household())
+                && relatives_common
                 && let Some(reason) = relative_signature(&gamma)
             {
                 return review(reason);

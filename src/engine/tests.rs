@@ -329,3 +329,30 @@ fn father_and_son_of_one_name_at_one_postcode_are_not_linked() {
     with_nhs.0[CompField::NhsNumber.index()] = 0;
     assert!(!possible_parent_and_child(&with_nhs));
 }
+
+#[test]
+fn where_households_are_one_person_a_slip_in_another_record_is_no_twin() {
+    // Jonah's person holds a copy with a slip in the given name and no identifier. A
+    // third record with the given name replaced but Jonah's identifier is Jonah too
+    // where the data's households are one person (FEBRL's); where relatives are
+    // common, that copy looks like a twin and the link waits for a steward.
+    let record = |given: &str, ssn: Option<&str>| Demographics {
+        identifiers: ssn
+            .map(|ssn| mpi_matching::Identifier { system: "ssn".into(), value: ssn.into() })
+            .into_iter()
+            .collect(),
+        ..person(given, "Nguyen", "1959-10-19", None)
+    };
+    for (household_lambda, linked) in [(0.95, true), (0.2, false)] {
+        let mut harness = Harness::new();
+        harness.model.household_lambda = household_lambda;
+        harness.add(record("Jonah", Some("9550440")));
+        let slip = harness.add(record("Jonai", None));
+        assert_eq!(slip.kind, DecisionKind::Linked, "{slip:?}");
+        let decision = harness.add(record("Tara", Some("9550440")));
+        assert_eq!(decision.kind == DecisionKind::Linked, linked, "{decision:?}");
+        if !linked {
+            assert_eq!(decision.reason, Some(ReviewReason::PossibleTwins));
+        }
+    }
+}
