@@ -237,7 +237,7 @@ pub fn export<W: Write>(linker: &Linker, out: W) -> csv::Result<()> {
         writer.write_record([
             &*entry.source_system,
             &*entry.local_id,
-            linker.persons[person].id.as_str(),
+            &linker.persons[person].id.to_string(),
             entry.decision.as_str(),
             &entry.probability.map(|p| format!("{p:.6}")).unwrap_or_default(),
             nhs_numbers[person].unwrap_or(""),

@@ -15,6 +15,7 @@ use mpi_matching::{
     probability,
 };
 use serde::Serialize;
+use uuid::Uuid;
 
 /// Internal person handle (index into [`Linker::persons`]).
 pub type PersonKey = u32;
@@ -74,8 +75,8 @@ impl SourceNames {
 /// A person held by the engine.
 #[derive(Debug)]
 pub struct PersonSlot {
-    /// Stable id.
-    pub id: String,
+    /// Stable id (a UUID: 16 bytes, where its text would take 60 in two copies).
+    pub id: Uuid,
     /// Positions (into [`Linker::entries`]) of its records.
     pub members: Vec<usize>,
     /// True when created by this run.
@@ -207,7 +208,7 @@ pub struct PersonCandidate {
     #[serde(skip)]
     pub person: PersonKey,
     /// Person id.
-    pub person_id: String,
+    pub person_id: Uuid,
     /// Best probability against the person's records.
     pub probability: f64,
     /// Position of the best-matching record.
@@ -422,7 +423,7 @@ pub struct Linker {
     /// Every person.
     pub persons: Vec<PersonSlot>,
     /// Person id to handle.
-    pub person_keys: HashMap<String, PersonKey>,
+    pub person_keys: HashMap<Uuid, PersonKey>,
     /// Persons created since the store last committed (their `is_new` is set).
     pub unsettled: Vec<PersonKey>,
     /// Persons a steward said a record (by position) is not: never linked to it.
@@ -444,28 +445,33 @@ impl Linker {
 
     /// The handle of a person id, adding the person if unseen (records loaded from
     /// the store).
-    pub fn person_key(&mut self, person_id: &str, provisional: bool) -> PersonKey {
-        if let Some(&key) = self.person_keys.get(person_id) {
+    pub fn person_key(&mut self, id: Uuid, provisional: bool) -> PersonKey {
+        if let Some(&key) = self.person_keys.get(&id) {
             return key;
         }
         let key = self.persons.len() as PersonKey;
         self.persons.push(PersonSlot {
-            id: person_id.to_owned(),
+            id,
             members: Vec::new(),
             is_new: false,
             provisional,
             retired_into: None,
         });
-        self.person_keys.insert(person_id.to_owned(), key);
+        self.person_keys.insert(id, key);
         key
+    }
+
+    /// The handle of a person id as text (None when unknown or not a UUID).
+    pub fn find_person(&self, person_id: &str) -> Option<PersonKey> {
+        let id = Uuid::parse_str(person_id).ok()?;
+        self.person_keys.get(&id).copied()
     }
 
     /// Creates a new person with a fresh UUID.
     pub fn new_person(&mut self, provisional: bool) -> PersonKey {
         // Time-ordered (v7): ids of new persons sort together, so the store's indexes on
         // person ids grow at one end instead of at random places.
-        let id = uuid::Uuid::now_v7().to_string();
-        let key = self.person_key(&id, provisional);
+        let key = self.person_key(Uuid::now_v7(), provisional);
         self.persons[key as usize].is_new = true;
         self.unsettled.push(key);
         key
@@ -522,7 +528,7 @@ impl Linker {
             .into_iter()
             .map(|(person, (weight, best_position))| PersonCandidate {
                 person,
-                person_id: self.persons[person as usize].id.clone(),
+                person_id: self.persons[person as usize].id,
                 probability: probability(weight),
                 best_position,
             })

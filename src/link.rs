@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use mpi_index::{BlockingIndex, BlockingIndexWriter, MemoryIndex};
+use mpi_index::{BlockingIndex, BlockingIndexWriter, MemoryIndexBuilder};
 use mpi_matching::{
     BlockingKey, ComparableRecord, Demographics, Issue, MatchError, Model, PatternCounts,
     TermFrequencies, Thresholds, TrainOptions, blocking_keys, compare, shared_key_kinds,
@@ -863,6 +863,13 @@ fn pack_records(entries: &mut [Entry]) {
     }
 }
 
+/// Records whose blocking keys are made at a time for the in-memory index.
+const KEY_CHUNK: usize = 65_536;
+
+/// Room reserved in the in-memory index per record: a record has about twelve keys
+/// and at most fourteen without other identifiers; room not used costs no memory.
+const KEYS_RESERVED_PER_RECORD: usize = 14;
+
 /// The shipped default model.
 pub fn default_model() -> Model {
     Model::from_json(DEFAULT_MODEL_JSON).expect("the shipped default model is valid")
@@ -892,13 +899,19 @@ fn link_batch(
     // `mpi_index::MemoryIndex`), built from the keys of every record.
     progress.stage("blocking and comparing", work.len() as u64);
     let linker = &workspace.linker;
-    // Every record's keys, made from its record.
-    let keys: Vec<Vec<BlockingKey>> =
-        linker.entries.par_iter().map(|entry| blocking_keys(&entry.record)).collect();
-    // The index takes the keys over and drops each record's as it goes: from here a
-    // record's keys are made again where needed (a million records' keys are 150 MB,
-    // and this is when memory is tightest).
-    let memory = MemoryIndex::build(linker.entries.iter().map(|entry| entry.id).zip(keys));
+    // The records' keys are made a chunk at a time, in parallel, and handed to the
+    // index; from here a record's keys are made again where needed (a million
+    // records' keys are 150 MB, and this is when memory is tightest).
+    let mut builder =
+        MemoryIndexBuilder::with_capacity(linker.entries.len() * KEYS_RESERVED_PER_RECORD);
+    for chunk in linker.entries.chunks(KEY_CHUNK) {
+        let keys: Vec<Vec<BlockingKey>> =
+            chunk.par_iter().map(|entry| blocking_keys(&entry.record)).collect();
+        for (entry, keys) in chunk.iter().zip(&keys) {
+            builder.add(entry.id, keys);
+        }
+    }
+    let memory = builder.build();
     // Where each updated record's run neighbours fall in the run's order (only updates
     // need it; a run of new records skips building a map of a million entries).
     let in_run: HashMap<usize, usize> = if work.iter().any(|&(_, _, is_update)| is_update) {
@@ -1008,14 +1021,15 @@ fn link_batch(
     }
     drop(scored);
     crate::alloc::release_freed_memory();
-    let mut nhs_changed: Vec<&str> = nhs_before
+    // (Ids sort as their text does.)
+    let mut nhs_changed: Vec<uuid::Uuid> = nhs_before
         .iter()
         .filter(|&(&person, before)| {
             let linker = &workspace.linker;
             !linker.persons[person as usize].members.is_empty()
                 && linker.person_nhs_number(person, None) != before.as_deref()
         })
-        .map(|(&person, _)| workspace.linker.persons[person as usize].id.as_str())
+        .map(|(&person, _)| workspace.linker.persons[person as usize].id)
         .collect();
     nhs_changed.sort_unstable();
     let nhs_events: Vec<Event> = nhs_changed
@@ -1236,7 +1250,7 @@ pub fn write_results<'a>(
                         &linker.persons[survivor as usize].id,
                     );
                     batch.events.push(Event::new("person_retired", emptied, None).other(survivor));
-                    batch.retired_persons.push((emptied.clone(), survivor.clone()));
+                    batch.retired_persons.push((emptied.to_string(), survivor.to_string()));
                 }
                 batch.events.extend(extra_events.take().unwrap_or_default());
             }
@@ -1288,6 +1302,7 @@ fn chunk_batch<'a>(
             batch.updated_records.insert(entry.id);
         }
         let person = &linker.persons[decision.person as usize];
+        let person_id = person.id.to_string();
         batch.records.push(RecordWrite {
             id: entry.id,
             source_system: &entry.source_system,
@@ -1295,26 +1310,26 @@ fn chunk_batch<'a>(
             raw,
             normalized: std::borrow::Cow::Owned(normalized),
             issues: item.issues,
-            person_id: &person.id,
+            person_id: person_id.clone().into(),
             decision: decision.kind.as_str(),
             probability: decision.probability,
         });
         if person.is_new && seen_new_persons.insert(decision.person) {
             // (The store adds its `person_created` event.)
-            batch.new_persons.push((person.id.clone(), person.provisional));
+            batch.new_persons.push((person_id.clone(), person.provisional));
         }
         if decision.previous != PersonKey::MAX && decision.previous != decision.person {
             let previous = &linker.persons[decision.previous as usize].id;
             batch.events.push(
                 Event::new("record_unlinked", previous, Some(entry.id))
-                    .other(&person.id)
+                    .other(&person_id)
                     .detail(serde_json::json!({"reason": "updated"})),
             );
         }
         // A new record's `record_linked` event is the store's to add.
         if item.is_update && decision.previous != decision.person {
             batch.events.push(
-                Event::new("record_linked", &person.id, Some(entry.id))
+                Event::new("record_linked", &person_id, Some(entry.id))
                     .detail(serde_json::json!({"decision": decision.kind})),
             );
         }
@@ -1322,7 +1337,7 @@ fn chunk_batch<'a>(
         let linked = decision.kind == DecisionKind::Linked;
         batch.links.push(LinkWrite {
             record_id: entry.id,
-            person_id: &person.id,
+            person_id: person_id.into(),
             matched_record_id: if linked { matched_id } else { None },
             method: "automatic",
             probability: decision.probability,
@@ -1335,7 +1350,7 @@ fn chunk_batch<'a>(
         if let Some(review_id) = item.review_id {
             batch
                 .events
-                .push(Event::new("review_opened", &person.id, Some(entry.id)).detail(
+                .push(Event::new("review_opened", person.id, Some(entry.id)).detail(
                     serde_json::json!({"review_id": review_id, "reason": decision.reason}),
                 ));
             batch.reviews.push(ReviewWrite {

@@ -285,7 +285,7 @@ impl Engine {
 
     /// A person's handle from its id.
     pub fn person_of(&self, person_id: &str) -> Option<PersonKey> {
-        self.linker.person_keys.get(person_id).copied()
+        self.linker.find_person(person_id)
     }
 
     /// Normalises and prepares a probe.
@@ -321,7 +321,7 @@ impl Engine {
             if entry.record == record {
                 return Ok(Ingested {
                     record_id: entry.id,
-                    person_id: self.linker.persons[entry.person as usize].id.clone(),
+                    person_id: self.linker.persons[entry.person as usize].id.to_string(),
                     decision: entry.decision,
                     probability: entry.probability,
                     review: None,
@@ -368,7 +368,7 @@ impl Engine {
                 let evidence = self.linker.evidence(position, &decision, &self.model);
                 Ok(Ingested {
                     record_id: id,
-                    person_id: person.id.clone(),
+                    person_id: person.id.to_string(),
                     decision: decision.kind,
                     probability: decision.probability,
                     review: review_id.zip(decision.reason),
@@ -459,7 +459,7 @@ impl Engine {
             if before != after {
                 events.push(Event::new(
                     "nhs_number_changed",
-                    &linker.persons[joined as usize].id,
+                    linker.persons[joined as usize].id,
                     None,
                 ));
             }
@@ -472,7 +472,7 @@ impl Engine {
             if before.as_deref() != after && !linker.persons[left as usize].members.is_empty() {
                 events.push(Event::new(
                     "nhs_number_changed",
-                    &linker.persons[left as usize].id,
+                    linker.persons[left as usize].id,
                     None,
                 ));
             }
@@ -545,7 +545,7 @@ impl Engine {
         let (id, person) = (entry.id, entry.person);
         let person_slot = &self.linker.persons[person as usize];
         let person_retired = person_slot.members == [position];
-        let person_id = person_slot.id.clone();
+        let person_id = person_slot.id.to_string();
         let mut events = vec![
             Event::new("record_unlinked", &person_id, Some(id))
                 .detail(json!({"reason": "deleted"})),
@@ -700,7 +700,7 @@ impl Engine {
         entry.probability = best.as_ref().map(|(_, score)| score.probability);
         crate::store::RecordMove {
             record_id: entry.id,
-            person_id: self.linker.persons[person as usize].id.clone(),
+            person_id: self.linker.persons[person as usize].id.to_string(),
             decision: decision.as_str().to_owned(),
             matched_record_id: best.as_ref().map(|&(member, _)| self.linker.entries[member].id),
             probability: best.as_ref().map(|(_, score)| score.probability),
@@ -736,7 +736,7 @@ impl Engine {
         if current == PersonKey::MAX {
             return Err(StewardError::Conflict("the record was deleted".to_owned()));
         }
-        let current_id = self.linker.persons[current as usize].id.clone();
+        let current_id = self.linker.persons[current as usize].id.to_string();
         let record_id = review.record_id;
         let candidates: Vec<String> = review
             .candidate_persons
@@ -775,7 +775,7 @@ impl Engine {
                         "the record is already in that person".to_owned(),
                     ));
                 }
-                let target_id = self.linker.persons[target as usize].id.clone();
+                let target_id = self.linker.persons[target as usize].id.to_string();
                 let moved = self.move_record(position, target, DecisionKind::Linked);
                 change.moves.push(moved);
                 change.events.push(
@@ -931,13 +931,13 @@ impl Engine {
             None => {
                 let target = self.linker.new_person(false);
                 self.linker.settle_new_persons();
-                let target_id = self.linker.persons[target as usize].id.clone();
+                let target_id = self.linker.persons[target as usize].id.to_string();
                 change.new_persons.push(target_id.clone());
                 change.events.push(Event::new("person_created", &target_id, None));
                 target
             }
         };
-        let target_id = self.linker.persons[target as usize].id.clone();
+        let target_id = self.linker.persons[target as usize].id.to_string();
         change.events.push(
             Event::new("person_split", person_id, None)
                 .other(&target_id)

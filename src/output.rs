@@ -42,11 +42,11 @@ pub fn write_results<W: Write>(
             Some(position) => {
                 let person = linker.entries[position].person;
                 (
-                    linker.persons[person as usize].id.as_str(),
+                    linker.persons[person as usize].id.to_string(),
                     nhs_numbers[person as usize].unwrap_or(""),
                 )
             }
-            None => ("", ""),
+            None => (String::new(), ""),
         };
         let file = files
             .get(outcome.file as usize)
@@ -56,7 +56,7 @@ pub fn write_results<W: Write>(
         writer.write_record([
             source_system,
             local_id,
-            person_id,
+            &person_id,
             outcome.decision.as_str(),
             &probability_text(outcome.probability),
             nhs,
@@ -92,10 +92,10 @@ pub fn write_reviews<W: Write>(out: W, report: &LinkReport, linker: &Linker) -> 
             review.id.as_str(),
             &record.source_system,
             &record.local_id,
-            &linker.persons[record.person as usize].id,
+            &linker.persons[record.person as usize].id.to_string(),
             &candidate.source_system,
             &candidate.local_id,
-            &linker.persons[candidate.person as usize].id,
+            &linker.persons[candidate.person as usize].id.to_string(),
             &probability_text(Some(review.probability)),
             review.reason,
         ])?;

@@ -1003,7 +1003,7 @@ async fn resolve(State(service): State<Arc<Service>>, headers: HeaderMap, body: 
             .collect();
         let person_ids: Vec<String> = chosen
             .iter()
-            .map(|found| engine.linker.persons[found.person as usize].id.clone())
+            .map(|found| engine.linker.persons[found.person as usize].id.to_string())
             .collect();
         drop(engine);
         service.audit(&caller, "resolve", person_ids)?;
@@ -1078,7 +1078,7 @@ fn find_person(engine: &Engine, person_id: &str, what: &str) -> Result<Found, Pr
     let person = engine.person_of(person_id).ok_or_else(|| Problem::not_found(what))?;
     let live = engine.live_person(person);
     if live != person {
-        return Ok(Found::MergedInto(engine.linker.persons[live as usize].id.clone()));
+        return Ok(Found::MergedInto(engine.linker.persons[live as usize].id.to_string()));
     }
     if engine.linker.persons[person as usize].members.is_empty() {
         return Err(Problem::new(StatusCode::GONE, &format!("{what} retired"))
@@ -1254,7 +1254,7 @@ async fn search_persons(
             .collect();
         let person_ids: Vec<String> = persons
             .iter()
-            .map(|(person, _)| engine.linker.persons[*person as usize].id.clone())
+            .map(|(person, _)| engine.linker.persons[*person as usize].id.to_string())
             .collect();
         drop(engine);
         service.audit(&caller, "search_persons", person_ids)?;
@@ -1455,7 +1455,7 @@ fn record_side(engine: &Engine, store: &Store, position: usize) -> Result<Value,
     let entry = &engine.linker.entries[position];
     let raw = store.raw_records(&[entry.id]).map_err(Problem::internal)?;
     let person = (entry.person != PersonKey::MAX)
-        .then(|| engine.linker.persons[entry.person as usize].id.clone());
+        .then(|| engine.linker.persons[entry.person as usize].id.to_string());
     Ok(json!({
         "record_id": entry.id,
         "source_system": &*entry.source_system,
@@ -1488,7 +1488,7 @@ async fn get_review(
             let Some(person_id) = candidate["person_id"].as_str() else { continue };
             let Some(person) = engine.person_of(person_id) else { continue };
             let person = engine.live_person(person);
-            person_ids.push(engine.linker.persons[person as usize].id.clone());
+            person_ids.push(engine.linker.persons[person as usize].id.to_string());
             let best = engine.best_pair(position, person);
             let (best_record, comparison) = match best {
                 Some((member, score)) => (Some(record_side(&engine, &store, member)?), Some(score)),

@@ -188,7 +188,7 @@ pub struct RecordWrite<'a> {
     /// Issues found normalising.
     pub issues: &'a [Issue],
     /// Person.
-    pub person_id: &'a str,
+    pub person_id: std::borrow::Cow<'a, str>,
     /// Decision.
     pub decision: &'a str,
     /// Probability of the best match, if any.
@@ -201,7 +201,7 @@ pub struct LinkWrite<'a> {
     /// Record linked.
     pub record_id: u64,
     /// Person it joins.
-    pub person_id: &'a str,
+    pub person_id: std::borrow::Cow<'a, str>,
     /// The record of that person it matched best.
     pub matched_record_id: Option<u64>,
     /// `automatic` or `manual`.
@@ -1559,10 +1559,10 @@ pub struct Event {
 
 impl Event {
     /// An event about a person (and maybe a record).
-    pub fn new(kind: &str, person_id: &str, record_id: Option<u64>) -> Event {
+    pub fn new(kind: &str, person_id: impl ToString, record_id: Option<u64>) -> Event {
         Event {
             kind: kind.to_owned(),
-            person_id: Some(person_id.to_owned()),
+            person_id: Some(person_id.to_string()),
             record_id,
             other_person_id: None,
             detail: None,
@@ -1570,8 +1570,8 @@ impl Event {
     }
 
     /// Sets the other person.
-    pub fn other(mut self, person_id: &str) -> Event {
-        self.other_person_id = Some(person_id.to_owned());
+    pub fn other(mut self, person_id: impl ToString) -> Event {
+        self.other_person_id = Some(person_id.to_string());
         self
     }
 
@@ -1643,7 +1643,7 @@ mod tests {
                     raw: "{}".into(),
                     normalized: std::borrow::Cow::Borrowed(&normalized),
                     issues: &[],
-                    person_id: "p",
+                    person_id: "p".into(),
                     decision: "new",
                     probability: None,
                 })
@@ -1678,7 +1678,7 @@ mod tests {
                 raw: "{}".into(),
                 normalized: std::borrow::Cow::Borrowed(&normalized),
                 issues: &[],
-                person_id: person,
+                person_id: person.into(),
                 decision: "new",
                 probability: None,
             }],

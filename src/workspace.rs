@@ -30,6 +30,12 @@ pub enum WorkspaceError {
         /// The data folder.
         dir: PathBuf,
     },
+    /// A person id in the store is not a UUID (the store was edited by hand).
+    #[error("the store holds a person id that is not a UUID: {id:?}")]
+    PersonId {
+        /// The id as stored (a generated id, not personal data).
+        id: String,
+    },
     /// The lock file could not be opened.
     #[error("could not open the lock file in {}", dir.display())]
     Lock {
@@ -61,6 +67,11 @@ pub fn index_payload(generation: u64) -> String {
 
 /// Takes the data folder's exclusive lock (released when the file is dropped or the
 /// process ends, however it ends).
+/// A stored person id as the engine holds it.
+fn parse_person_id(id: &str) -> Result<uuid::Uuid, WorkspaceError> {
+    uuid::Uuid::parse_str(id).map_err(|_| WorkspaceError::PersonId { id: id.to_owned() })
+}
+
 fn lock_dir(dir: &Path) -> Result<std::fs::File, WorkspaceError> {
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -129,7 +140,8 @@ impl Workspace {
                 })
                 .collect();
             for (record, comparable) in prepared {
-                let person = linker.person_key(&record.person_id, record.decision == "review");
+                let person = linker
+                    .person_key(parse_person_id(&record.person_id)?, record.decision == "review");
                 linker.entries.push(Entry {
                     id: record.id,
                     source_system: sources.intern(&record.source_system),
@@ -148,15 +160,15 @@ impl Workspace {
         // Persons with no records left, so that their ids still answer (a merged one
         // with its survivor), and the steward's separations.
         for (person_id, survivor) in store.retired_persons()? {
-            let person = linker.person_key(&person_id, false);
+            let person = linker.person_key(parse_person_id(&person_id)?, false);
             if let Some(survivor) = survivor {
-                let survivor = linker.person_key(&survivor, false);
+                let survivor = linker.person_key(parse_person_id(&survivor)?, false);
                 linker.persons[person as usize].retired_into = Some(survivor);
             }
         }
         for (record_id, person_id) in store.separations()? {
             if let Some(position) = linker.position(record_id) {
-                let person = linker.person_key(&person_id, false);
+                let person = linker.person_key(parse_person_id(&person_id)?, false);
                 linker.separated.entry(position).or_default().push(person);
             }
         }

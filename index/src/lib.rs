@@ -631,55 +631,65 @@ pub struct MemoryIndex {
     /// couple of memory reads where a binary search over millions of keys costs twenty.
     directory: Vec<u32>,
     prefix_bits: u32,
-    /// `ids[offsets[i]..offsets[i + 1]]` hold the records under `keys[i]`, sorted.
-    offsets: Vec<usize>,
-    ids: Vec<RecordId>,
+    /// `ids[offsets[i]..offsets[i + 1]]` hold the records under `keys[i]`, sorted, each
+    /// as its distance from `base` (the smallest record id): four bytes, not eight.
+    offsets: Vec<u32>,
+    base: RecordId,
+    ids: Vec<u32>,
 }
 
-impl MemoryIndex {
-    /// Builds the index from (record id, keys) pairs.
-    /// Records handed over with their keys owned (`Vec<Key>`) are dropped one by one
-    /// as their pairs are taken, so the keys are never held twice.
-    pub fn build<K: AsRef<[Key]>>(records: impl IntoIterator<Item = (RecordId, K)>) -> MemoryIndex {
-        // Every (key, record id) pair, flat, sorted by key; then, in the same buffer,
-        // the record ids alone take the place of the pairs (each written at or before
-        // where its pair was read). A million records' pairs are 200 MB: a second
-        // buffer for the ids would be half as much again when memory is tightest.
-        let records: Vec<(RecordId, K)> = records.into_iter().collect();
-        let mut flat: Vec<u64> = Vec::with_capacity(
-            2 * records.iter().map(|(_, keys)| keys.as_ref().len()).sum::<usize>(),
-        );
-        for (record_id, keys) in records {
-            flat.extend(keys.as_ref().iter().flat_map(|&key| [key, record_id]));
-        }
-        flat.as_chunks_mut::<2>().0.sort_unstable();
+/// Builds a [`MemoryIndex`] a record at a time, so that a caller can make records'
+/// keys a chunk at a time and never hold them all beside the index.
+#[derive(Debug, Default)]
+pub struct MemoryIndexBuilder {
+    /// Every (key, record id) pair, flat.
+    pairs: Vec<[u64; 2]>,
+}
+
+impl MemoryIndexBuilder {
+    /// A builder with room for `n_keys` (key, record) pairs. Room never filled costs
+    /// address space, not memory, so an overestimate is cheap and an underestimate
+    /// only means the pairs are copied as they grow.
+    pub fn with_capacity(n_keys: usize) -> MemoryIndexBuilder {
+        MemoryIndexBuilder { pairs: Vec::with_capacity(n_keys) }
+    }
+
+    /// Adds a record under its keys (repeated keys count once).
+    pub fn add(&mut self, record_id: RecordId, keys: &[Key]) {
+        self.pairs.extend(keys.iter().map(|&key| [key, record_id]));
+    }
+
+    /// The index.
+    ///
+    /// # Panics
+    /// When the record ids span 2^32 or more (ids are given out in order: that is four
+    /// billion records).
+    pub fn build(self) -> MemoryIndex {
+        let mut pairs = self.pairs;
+        pairs.sort_unstable();
+        pairs.dedup();
+        let base = pairs.iter().map(|&[_, record_id]| record_id).min().unwrap_or(0);
+        // Room for the worst case (every key distinct), most of it never touched.
         let mut index = MemoryIndex {
-            keys: Vec::new(),
+            keys: Vec::with_capacity(pairs.len()),
             directory: Vec::new(),
             prefix_bits: 0,
-            offsets: Vec::new(),
-            ids: Vec::new(),
+            offsets: Vec::with_capacity(pairs.len() + 1),
+            base,
+            ids: Vec::with_capacity(pairs.len()),
         };
-        let mut n_ids = 0;
-        let mut previous: Option<[u64; 2]> = None;
-        for read in 0..flat.len() / 2 {
-            let pair = [flat[2 * read], flat[2 * read + 1]];
-            if previous == Some(pair) {
-                continue;
-            }
-            let [key, record_id] = pair;
-            if previous.is_none_or(|[last_key, _]| last_key != key) {
+        let offset = |n: usize| u32::try_from(n).expect("fewer than 2^32 postings");
+        for (position, &[key, record_id]) in pairs.iter().enumerate() {
+            if index.keys.last() != Some(&key) {
                 index.keys.push(key);
-                index.offsets.push(n_ids);
+                index.offsets.push(offset(position));
             }
-            previous = Some(pair);
-            flat[n_ids] = record_id;
-            n_ids += 1;
+            index.ids.push(
+                u32::try_from(record_id - base).expect("record ids of one index span under 2^32"),
+            );
         }
-        flat.truncate(n_ids);
-        flat.shrink_to_fit();
-        index.ids = flat;
-        index.offsets.push(index.ids.len());
+        index.offsets.push(offset(pairs.len()));
+        drop(pairs);
         index.prefix_bits = index.keys.len().max(1).ilog2().clamp(1, 26);
         let n_prefixes = 1usize << index.prefix_bits;
         index.directory = Vec::with_capacity(n_prefixes + 1);
@@ -692,19 +702,34 @@ impl MemoryIndex {
         }
         index
     }
+}
+
+impl MemoryIndex {
+    /// Builds the index from (record id, keys) pairs.
+    pub fn build<K: AsRef<[Key]>>(records: impl IntoIterator<Item = (RecordId, K)>) -> MemoryIndex {
+        let mut builder = MemoryIndexBuilder::default();
+        for (record_id, keys) in records {
+            builder.add(record_id, keys.as_ref());
+        }
+        builder.build()
+    }
 
     fn prefix(&self, key: Key) -> usize {
         (key >> (64 - self.prefix_bits)) as usize
     }
 
-    fn postings(&self, key: Key) -> &[RecordId] {
+    /// The records under a key, as distances from `base`.
+    fn postings(&self, key: Key) -> &[u32] {
         if self.keys.is_empty() {
             return &[];
         }
         let prefix = self.prefix(key);
         let (start, end) = (self.directory[prefix] as usize, self.directory[prefix + 1] as usize);
         match self.keys[start..end].binary_search(&key) {
-            Ok(slot) => &self.ids[self.offsets[start + slot]..self.offsets[start + slot + 1]],
+            Ok(slot) => {
+                let slot = start + slot;
+                &self.ids[self.offsets[slot] as usize..self.offsets[slot + 1] as usize]
+            }
             Err(_) => &[],
         }
     }
@@ -722,17 +747,24 @@ impl MemoryIndex {
         distinct.dedup();
         // Every posting of every key, then counted by sorting: posting lists are short
         // and sorting a few hundred ids beats hashing them.
-        let mut hits: Vec<RecordId> = Vec::new();
+        let mut hits: Vec<u32> = Vec::new();
+        let base = self.base;
         for key in distinct {
             let postings = self.postings(key);
-            let end =
-                below.map_or(postings.len(), |below| postings.partition_point(|&id| id < below));
-            hits.extend(postings[..end].iter().filter(|&&id| exclude != Some(id)));
+            let end = below.map_or(postings.len(), |below| {
+                postings.partition_point(|&id| base + RecordId::from(id) < below)
+            });
+            hits.extend(
+                postings[..end].iter().filter(|&&id| exclude != Some(base + RecordId::from(id))),
+            );
         }
         hits.sort_unstable();
         let counted = hits
             .chunk_by(|a, b| a == b)
-            .map(|run| Candidate { record_id: run[0], n_keys: run.len() as u32 })
+            .map(|run| Candidate {
+                record_id: base + RecordId::from(run[0]),
+                n_keys: run.len() as u32,
+            })
             .collect();
         rank_candidates(counted, limit)
     }

@@ -309,7 +309,7 @@ pub async fn patient_match(
                 })
             })
             .collect();
-        let person_ids = chosen.iter().map(|found| engine.linker.persons[found.person as usize].id.clone()).collect();
+        let person_ids = chosen.iter().map(|found| engine.linker.persons[found.person as usize].id.to_string()).collect();
         drop(engine);
         service.audit(&caller, "fhir_match", person_ids)?;
         fhir(StatusCode::OK, json!({
@@ -468,7 +468,7 @@ pub async fn patient_search(
             .collect();
         let person_ids = persons
             .iter()
-            .map(|(person, _)| engine.linker.persons[*person as usize].id.clone())
+            .map(|(person, _)| engine.linker.persons[*person as usize].id.to_string())
             .collect();
         drop(engine);
         service.audit(&caller, "fhir_search", person_ids)?;
