@@ -11,6 +11,7 @@ use std::path::Path;
 use mpi_matching::{Demographics, Field, Identifier};
 
 use crate::error::InputError;
+use crate::link::HeldRaw;
 
 /// Where a column's values go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,9 +110,10 @@ pub struct InputRow {
     pub source_system: String,
     /// Id in the source system.
     pub local_id: String,
-    /// Raw demographics, boxed: a million rows are held until normalised, and the row
-    /// vector stays whole until the last is, while each box is freed as its row is.
-    pub demographics: Box<Demographics>,
+    /// Raw demographics, packed into one string: a million rows are held until
+    /// normalised (a quarter of the memory of the values one by one), and the packed
+    /// values are what the write needs too.
+    pub raw: HeldRaw,
 }
 
 /// A row that could not be read.
@@ -266,7 +268,7 @@ pub fn read_csv_bytes(
                 line,
                 source_system,
                 local_id,
-                demographics: Box::new(demographics),
+                raw: HeldRaw::new(&demographics),
             }),
             Err((field, reason, local_id, source_system)) => result.rejected.push(RowError {
                 file: file_index,
@@ -386,7 +388,7 @@ mod tests {
             (row.source_system.as_str(), row.local_id.as_str(), row.line),
             ("council", "A1", 2)
         );
-        assert_eq!(row.demographics.given_name.as_deref(), Some("Ada"));
+        assert_eq!(row.raw.demographics().given_name.as_deref(), Some("Ada"));
     }
 
     #[test]
@@ -400,9 +402,9 @@ mod tests {
         .expect("reads");
         let row = &file.rows[0];
         assert_eq!(row.local_id, "rec-1-org");
-        assert_eq!(row.demographics.address_line1.as_deref(), Some("7 wallaby place"));
+        assert_eq!(row.raw.demographics().address_line1.as_deref(), Some("7 wallaby place"));
         assert_eq!(
-            row.demographics.identifiers,
+            row.raw.demographics().identifiers,
             vec![Identifier { system: "ssn".into(), value: "1234567".into() }]
         );
     }

@@ -264,6 +264,15 @@ impl HeldRaw {
         HeldRaw(raw_json(raw).into())
     }
 
+    /// The raw values.
+    pub fn demographics(&self) -> Demographics {
+        if self.is_packed() {
+            unpack(&self.0)
+        } else {
+            serde_json::from_str(&self.0).expect("held JSON is always of raw values")
+        }
+    }
+
     /// True when the values are packed (not held as JSON).
     pub fn is_packed(&self) -> bool {
         self.0.starts_with(PACKED_FIELD)
@@ -587,6 +596,16 @@ pub fn link(
     let n_rows = rows.len();
     let mut prepared: Vec<Prepared> = Vec::with_capacity(n_rows);
     let mut arrivals: Vec<Entry> = Vec::with_capacity(n_rows);
+    // Each row's stored record (position), if its (source, local id) is known, and
+    // whether it is unchanged: checked as each chunk is made, so that an unchanged
+    // record (a file sent again) is dropped at once, not held beside its stored twin.
+    let stored = &workspace.linker.entries;
+    let existing: HashMap<(&str, &str), usize> = stored
+        .iter()
+        .enumerate()
+        .map(|(position, entry)| ((&*entry.source_system, &*entry.local_id), position))
+        .collect();
+    let mut known: Vec<Option<(usize, bool)>> = Vec::with_capacity(n_rows);
     let mut pending = rows.into_iter().zip(kept_outcomes);
     loop {
         let chunk: Vec<(InputRow, usize)> = pending.by_ref().take(NORMALISE_CHUNK).collect();
@@ -596,14 +615,11 @@ pub fn link(
         let (mut chunk_prepared, mut chunk_arrivals): (Vec<Prepared>, Vec<Entry>) = chunk
             .into_par_iter()
             .map(|(row, outcome_index)| {
-                let (normalized, issues) = normalizer.normalize(&row.demographics);
+                let (normalized, issues) = normalizer.normalize(&row.raw.demographics());
                 let record = ComparableRecord::new(normalized, normalizer.nicknames());
                 progress.advance(1);
-                let item = Prepared {
-                    outcome_index,
-                    raw: HeldRaw::new(&row.demographics),
-                    issues: issues.into_boxed_slice(),
-                };
+                let item =
+                    Prepared { outcome_index, raw: row.raw, issues: issues.into_boxed_slice() };
                 let entry = Entry {
                     id: 0,
                     source_system: sources.get(&row.source_system),
@@ -617,6 +633,17 @@ pub fn link(
                 (item, entry)
             })
             .unzip();
+        if !existing.is_empty() {
+            known.par_extend(chunk_arrivals.par_iter_mut().map(|arrival| {
+                let found = existing.get(&(&*arrival.source_system, &*arrival.local_id)).copied();
+                let unchanged =
+                    found.is_some_and(|position| stored[position].record == arrival.record);
+                if unchanged {
+                    arrival.record = ComparableRecord::default();
+                }
+                found.map(|position| (position, unchanged))
+            }));
+        }
         if let Some(spill) = &mut spill {
             spill.append(&mut chunk_prepared).map_err(crate::error::StoreError::TempFile)?;
         }
@@ -624,6 +651,7 @@ pub fn link(
         arrivals.append(&mut chunk_arrivals);
     }
     drop(pending);
+    drop(existing);
     for item in &prepared {
         for issue in item.issues.iter().filter(|issue| issue.kind.value_ignored()) {
             report.issues.push((item.outcome_index, *issue));
@@ -635,26 +663,18 @@ pub fn link(
     // Ids: a known (source, local id) keeps its record; the rest get new ids in input order.
     let next_id = workspace.store.max_record_id()? + 1;
     let linker = &mut workspace.linker;
-    let existing: HashMap<(&str, &str), usize> = linker
-        .entries
-        .iter()
-        .enumerate()
-        .map(|(position, entry)| ((&*entry.source_system, &*entry.local_id), position))
-        .collect();
     // (prepared index, position, is_update)
     let mut work: Vec<(usize, usize, bool)> = Vec::with_capacity(prepared.len());
     let mut new_items: Vec<usize> = Vec::new();
-    let mut updates: Vec<(usize, usize)> = Vec::new();
-    for (item_index, arrival) in arrivals.iter().enumerate() {
-        match existing.get(&(&*arrival.source_system, &*arrival.local_id)) {
-            Some(&position) => updates.push((item_index, position)),
-            None => new_items.push(item_index),
-        }
-    }
-    drop(existing);
     let mut unchanged: Vec<usize> = Vec::new();
-    for &(item_index, position) in &updates {
-        if arrivals[item_index].record == linker.entries[position].record {
+    // (With nothing stored, no row is known.)
+    known.resize(prepared.len(), None);
+    for (item_index, found) in known.into_iter().enumerate() {
+        let Some((position, is_unchanged)) = found else {
+            new_items.push(item_index);
+            continue;
+        };
+        if is_unchanged {
             unchanged.push(item_index);
             let outcome = &mut report.outcomes[prepared[item_index].outcome_index];
             outcome.position = Some(compact_position(position));

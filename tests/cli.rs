@@ -232,9 +232,27 @@ fn a_second_file_reconciles_against_the_first_and_ids_stay() {
 
     // Re-sending the same file changes nothing and duplicates nothing.
     let out3 = dir.path().join("r3.csv");
-    link(&out3, &second);
+    let summary = link(&out3, &second);
+    assert!(summary.contains("unchanged                   2"), "{summary}");
     let r3 = read_csv(&out3);
     assert_eq!(r3[0]["person_id"], r2[0]["person_id"]);
+    assert_eq!(r3[0]["decision"], "linked", "an unchanged row reports its decision");
+
+    // Sent again with one row changed: that row is decided again, the other kept.
+    fs::write(
+        &second,
+        "local_id,given_name,family_name,date_of_birth,postcode
+         C9,ADA,LOVELACE,10/12/1815,ls14ab
+         C10,Mary,Somerville,26/12/1780,KY3 9AA
+",
+    )
+    .unwrap();
+    let out4 = dir.path().join("r4.csv");
+    let summary = link(&out4, &second);
+    assert!(summary.contains("unchanged                   1"), "{summary}");
+    let r4 = read_csv(&out4);
+    assert_eq!(r4[0]["person_id"], r2[0]["person_id"]);
+    assert_eq!(r4[1]["person_id"], r2[1]["person_id"], "an update keeps its person");
     let exported = dir.path().join("export.csv");
     mpi_ok([
         "export".as_ref(),
