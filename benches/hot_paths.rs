@@ -21,7 +21,7 @@ fn sample() -> Vec<Demographics> {
         None,
     )
     .expect("the sample reads");
-    file.rows.into_iter().map(|row| *row.demographics).collect()
+    file.rows.into_iter().map(|row| row.raw.demographics()).collect()
 }
 
 fn hot_paths(c: &mut Criterion) {
