@@ -883,6 +883,9 @@ fn pack_records(entries: &mut [Entry]) {
     }
 }
 
+/// Records decided between returns of freed memory to the OS.
+const DECIDE_RELEASE_EVERY: usize = 131_072;
+
 /// Records whose blocking keys are made at a time for the in-memory index.
 const KEY_CHUNK: usize = 65_536;
 
@@ -1019,9 +1022,20 @@ fn link_batch(
     // The golden NHS number of each existing person the run touches, as it was before
     // the run first touched it, to tell the feed whose NHS number changed.
     let mut nhs_before: HashMap<PersonKey, Option<String>> = HashMap::new();
-    for (&(_, position, _), candidates) in work.iter().zip(&scored) {
+    // Room for a new person for every record, reserved now: grown by doubling, the
+    // persons would briefly be held twice. (Not so the id map: a hash map touches
+    // all its room as it fills.)
+    workspace.linker.persons.reserve(work.len());
+    // Each record's pairs are freed once it is decided, and the freed pages go back
+    // to the OS every so often: the pairs were the largest thing a batch held, and
+    // the persons and decisions grow as they go.
+    for (order, (&(_, position, _), candidates)) in work.iter().zip(scored).enumerate() {
+        if order % DECIDE_RELEASE_EVERY == DECIDE_RELEASE_EVERY - 1 {
+            crate::alloc::release_freed_memory();
+        }
         let linker = &mut workspace.linker;
-        let mut decision = linker.decide(position, candidates, &model, options.thresholds);
+        let mut decision = linker.decide(position, &candidates, &model, options.thresholds);
+        drop(candidates);
         for person in [decision.person, linker.entries[position].person] {
             if person != PersonKey::MAX && !linker.persons[person as usize].is_new {
                 nhs_before
@@ -1039,7 +1053,6 @@ fn link_batch(
         decisions.push(decision);
         progress.advance(1);
     }
-    drop(scored);
     crate::alloc::release_freed_memory();
     // (Ids sort as their text does.)
     let mut nhs_changed: Vec<uuid::Uuid> = nhs_before
