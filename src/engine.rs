@@ -370,7 +370,10 @@ pub fn pair_caution(
         let given_disagrees = gamma
             .level(CompField::GivenName)
             .is_some_and(|level| usize::from(level) + 1 == CompField::GivenName.levels().len());
-        if without < thresholds.lower && (dob_disagrees || given_disagrees) {
+        if without < thresholds.lower
+            && (dob_disagrees || given_disagrees)
+            && !birth_year_slip(gamma, a, b)
+        {
             return Some(ReviewReason::SharedNhsNumber);
         }
     }
@@ -392,6 +395,23 @@ pub fn pair_caution(
         return Some(ReviewReason::PossibleParentAndChild);
     }
     None
+}
+
+/// Fewer years than this between two birth dates cannot be a parent and child.
+pub const GENERATION_YEARS: u16 = 12;
+
+/// True when two records that share an NHS number differ in birth date by a slip, not
+/// a generation: the given names agree (exactly, as a nickname or within a typo) and
+/// the birth years are fewer than [`GENERATION_YEARS`] apart (1996 for 2006, 1949 for
+/// 1950, a day mistyped). A mother and her newborn, the case the shared-number rule is
+/// for, are a generation apart; twins or siblings differ in given name.
+fn birth_year_slip(gamma: &Gamma, a: &ComparableRecord, b: &ComparableRecord) -> bool {
+    let names_agree = gamma.level(CompField::GivenName).is_some_and(|level| level <= 2);
+    let years_close = a
+        .date_of_birth()
+        .zip(b.date_of_birth())
+        .is_some_and(|(a, b)| a.year.abs_diff(b.year) < GENERATION_YEARS);
+    names_agree && years_close
 }
 
 /// Below this share of matches among same-household pairs, households in the data hold

@@ -356,3 +356,20 @@ fn where_households_are_one_person_a_slip_in_another_record_is_no_twin() {
         }
     }
 }
+
+#[test]
+fn one_nhs_number_with_a_slip_in_the_birth_year_is_one_person() {
+    // The decade mistyped: the same person, whatever the rest of the household.
+    let mut harness = household_harness(&["Christopher"]);
+    harness.add(person("Christopher", "Cook", "2006-11-11", Some("9434765919")));
+    let decision = harness.add(person("Christopher", "Cook", "1996-11-11", Some("9434765919")));
+    assert_eq!(decision.kind, DecisionKind::Linked, "{decision:?}");
+
+    // A generation apart, the shared number is a conflict for a steward: a father's
+    // number on his son's record.
+    let mut harness = household_harness(&["Christopher"]);
+    harness.add(person("Christopher", "Cook", "1966-11-11", Some("9434765919")));
+    let decision = harness.add(person("Christopher", "Cook", "1996-03-02", Some("9434765919")));
+    assert_eq!(decision.kind, DecisionKind::Review, "{decision:?}");
+    assert_eq!(decision.reason, Some(ReviewReason::SharedNhsNumber));
+}
