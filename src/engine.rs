@@ -294,17 +294,31 @@ pub fn possible_twins(
     if identified(gamma) {
         return false;
     }
-    if gamma.level(CompField::DateOfBirth) != Some(0)
-        || gamma.level(CompField::FamilyName).is_none_or(|family| family > 1)
+    // Twins share a birth date, or are born either side of midnight.
+    let same_day = gamma.level(CompField::DateOfBirth) == Some(0);
+    let next_day = a
+        .date_of_birth()
+        .zip(b.date_of_birth())
+        .is_some_and(|(a, b)| a.year == b.year && a.month == b.month && a.day.abs_diff(b.day) == 1);
+    if !(same_day || next_day) || gamma.level(CompField::FamilyName).is_none_or(|family| family > 1)
     {
         return false;
     }
+    // At one home, or not known to live apart (a record without an address or phone).
+    let home_known = gamma.level(CompField::Address).is_some()
+        || gamma.level(CompField::Postcode).is_some()
+        || gamma.level(CompField::Phone).is_some();
+    let one_place =
+        gamma.same_household() || gamma.level(CompField::Postcode) == Some(0) || !home_known;
     let boy_and_girl = matches!(
         (a.sex(), b.sex()),
         (Some(Sex::Male), Some(Sex::Female)) | (Some(Sex::Female), Some(Sex::Male))
     );
+    // One edit apart and alike in sound is one name slipped or spelled two ways (Lily
+    // and Lilly); one edit apart in sound too is two names (Ella and Bella).
+    let slip = a.first_given_one_edit_apart(b) && a.given_phonetic(0) == b.given_phonetic(0);
     let two_names = || {
-        !a.first_given_one_edit_apart(b)
+        !slip
             && a.first_given().zip(b.first_given()).is_some_and(|(first_a, first_b)| {
                 // Without counts (a model from elsewhere), any two names may be twins'.
                 frequencies.is_none_or(|frequencies| {
@@ -315,9 +329,8 @@ pub fn possible_twins(
     match gamma.level(CompField::GivenName) {
         // No given name on one side: the household rule decides.
         None | Some(0) => false,
-        Some(_) if boy_and_girl => true,
+        Some(_) if boy_and_girl && (same_day || one_place) => true,
         Some(level) => {
-            let one_place = gamma.same_household() || gamma.level(CompField::Postcode) == Some(0);
             one_place
                 && match CompField::GivenName.levels()[usize::from(level)] {
                     "other_given_name" => true,

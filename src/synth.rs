@@ -738,10 +738,44 @@ fn days_in_month(year: i64, month: u32) -> u32 {
     }
 }
 
-fn nhs_number(rng: &mut Rng) -> String {
+/// Six-digit numbers drawn without repeats, in an order fixed by the seed: an affine
+/// permutation of 0..1,000,000 (`a * i + b`, with `a` prime to 10). Real NHS numbers and
+/// phone numbers belong to one person (or home) each; numbers drawn at random would
+/// collide (500,000 people share 76,000 numbers that way). After a million draws the
+/// order repeats.
+struct Distinct {
+    a: u64,
+    b: u64,
+    next: u64,
+}
+
+impl Distinct {
+    const SPACE: u64 = 1_000_000;
+
+    fn new(rng: &mut Rng) -> Distinct {
+        let a = loop {
+            let a = rng.next() % Distinct::SPACE;
+            if a % 2 == 1 && a % 5 != 0 {
+                break a;
+            }
+        };
+        Distinct { a, b: rng.next() % Distinct::SPACE, next: 0 }
+    }
+
+    fn draw(&mut self) -> u64 {
+        let index = self.next % Distinct::SPACE;
+        self.next += 1;
+        (self.a * index + self.b) % Distinct::SPACE
+    }
+}
+
+/// A valid NHS number in the 999 test range, distinct for the first 909,091 people
+/// (the range holds no more: a tenth of 999 + six digits fail the check digit).
+fn nhs_number(numbers: &mut Distinct) -> String {
     loop {
+        let six = numbers.draw();
         let mut digits: Vec<u32> = vec![9, 9, 9];
-        digits.extend((0..6).map(|_| rng.below(10) as u32));
+        digits.extend((0..6).rev().map(|place| (six / 10u64.pow(place) % 10) as u32));
         let sum: u32 = digits.iter().zip((2..=10).rev()).map(|(d, w)| d * w).sum();
         let check = match 11 - sum % 11 {
             11 => 0,
@@ -755,6 +789,9 @@ fn nhs_number(rng: &mut Rng) -> String {
 
 struct Generator {
     rng: Rng,
+    nhs_numbers: Distinct,
+    mobiles: Distinct,
+    landlines: Distinct,
     homes: Vec<Home>,
     persons: Vec<Person>,
     postcodes: Vec<(usize, String)>,
@@ -788,11 +825,11 @@ impl Generator {
 
     fn phone(&mut self, mobile: bool) -> String {
         // 07700 900000-900999 and 01632 are Ofcom's ranges for fiction; the rest of
-        // 07700 and 01632 keeps numbers distinct enough for a million people.
+        // 07700 and 01632 gives each person or home a number of its own.
         if mobile {
-            format!("07700 {:06}", self.rng.below(1_000_000))
+            format!("07700 {:06}", self.mobiles.draw())
         } else {
-            format!("01632 {:06}", self.rng.below(1_000_000))
+            format!("01632 {:06}", self.landlines.draw())
         }
     }
 
@@ -828,14 +865,16 @@ impl Generator {
         let id = self.persons.len();
         let given = self.given_names(male);
         let dob = self.birth_date(year);
-        let nhs = Some(nhs_number(&mut self.rng));
+        let nhs = Some(nhs_number(&mut self.nhs_numbers));
         let mobile = (year < 2012 && self.rng.chance(0.45)).then(|| self.phone(true));
         let email = (year < 2010 && self.rng.chance(0.3)).then(|| {
+            // The person's own address: a number after the name, as people pick when
+            // theirs is taken (one per person, so no two people share one by chance).
             format!(
                 "{}.{}{}@example.com",
                 given[0].to_lowercase(),
                 family.to_lowercase().replace(['\'', ' '], ""),
-                self.rng.below(100)
+                id
             )
         });
         self.persons.push(Person {
@@ -1194,8 +1233,12 @@ fn record(
 /// Generates records for `config.people` people (about two records each), in a
 /// shuffled order so that no file is sorted by person.
 pub fn generate(config: &SynthConfig) -> Vec<SynthRecord> {
+    let mut rng = Rng(config.seed ^ 0xA076_1D64_78BD_642F);
     let mut generator = Generator {
-        rng: Rng(config.seed ^ 0xA076_1D64_78BD_642F),
+        nhs_numbers: Distinct::new(&mut rng),
+        mobiles: Distinct::new(&mut rng),
+        landlines: Distinct::new(&mut rng),
+        rng,
         homes: Vec::new(),
         persons: Vec::with_capacity(config.people + 40),
         postcodes: Vec::new(),
@@ -1365,6 +1408,37 @@ mod tests {
                 .filter(|r| valid_nhs(&r.nhs_number))
                 .all(|r| digits(&r).starts_with("999") || digits(&r) == "0000000000")
         );
+    }
+
+    #[test]
+    fn nhs_numbers_and_contacts_belong_to_one_person() {
+        let records = generate(&SynthConfig { people: 20_000, seed: 11 });
+        // Who holds each NHS number, mobile and email (a landline is a home's).
+        let mut holders: HashMap<String, std::collections::HashSet<&str>> = HashMap::new();
+        for record in &records {
+            let nhs = record.nhs_number.replace(' ', "");
+            let values = [
+                (valid_nhs(&nhs) && nhs != "0000000000").then(|| format!("nhs {nhs}")),
+                record.phone.starts_with("07700").then(|| format!("mobile {}", record.phone)),
+                (!record.email.is_empty())
+                    .then(|| format!("email {}", record.email.to_lowercase())),
+            ];
+            for value in values.into_iter().flatten() {
+                holders.entry(value).or_default().insert(&record.person_id);
+            }
+        }
+        let shared = |kind: &str| {
+            holders
+                .iter()
+                .filter(|(value, people)| value.starts_with(kind) && people.len() > 1)
+                .count()
+        };
+        // Only the deliberate mistakes share a number: a relative's number on a record
+        // (1 in 2,000) or a digit mistyped into someone else's (rarer still). Numbers drawn
+        // at random would share about 220 here.
+        assert!(shared("nhs") <= 20, "shared NHS numbers {}", shared("nhs"));
+        assert_eq!(shared("mobile"), 0);
+        assert_eq!(shared("email"), 0);
     }
 
     #[test]

@@ -373,3 +373,34 @@ fn one_nhs_number_with_a_slip_in_the_birth_year_is_one_person() {
     assert_eq!(decision.kind, DecisionKind::Review, "{decision:?}");
     assert_eq!(decision.reason, Some(ReviewReason::SharedNhsNumber));
 }
+
+#[test]
+fn twins_with_rhyming_names_or_either_side_of_midnight_are_not_linked() {
+    // One letter apart but not alike in sound: two names (Ella and Bella).
+    let mut harness = household_harness(&["Ella", "Bella", "Lily", "Lilly"]);
+    harness.add(person("Ella", "Shepherd", "1986-01-19", None));
+    let decision = harness.add(person("Bella", "Shepherd", "1986-01-19", None));
+    assert_eq!(decision.kind, DecisionKind::Review, "{decision:?}");
+    // One letter apart and alike in sound: one name spelled two ways.
+    let decision = harness.add(person("Lily", "Evans", "1990-05-05", None));
+    assert_eq!(decision.kind, DecisionKind::New);
+    let decision = harness.add(person("Lilly", "Evans", "1990-05-05", None));
+    assert_eq!(decision.kind, DecisionKind::Linked, "{decision:?}");
+
+    // Born either side of midnight.
+    let mut harness = household_harness(&["Evie", "Elsie"]);
+    harness.add(person("Evie", "Cole", "2025-04-26", None));
+    let decision = harness.add(person("Elsie", "Cole", "2025-04-27", None));
+    assert_ne!(decision.kind, DecisionKind::Linked, "{decision:?}");
+
+    // One record without an address or phone: not known to live apart.
+    let mut harness = household_harness(&["Evie", "Elsie"]);
+    harness.add(person("Evie", "Cole", "2025-04-27", None));
+    let decision = harness.add(Demographics {
+        address_line1: None,
+        postcode: None,
+        phone: None,
+        ..person("Elsie", "Cole", "2025-04-27", None)
+    });
+    assert_ne!(decision.kind, DecisionKind::Linked, "{decision:?}");
+}
