@@ -755,7 +755,7 @@ impl Distinct {
     fn new(rng: &mut Rng) -> Distinct {
         let a = loop {
             let a = rng.next() % Distinct::SPACE;
-            if a % 2 == 1 && a % 5 != 0 {
+            if !a.is_multiple_of(2) && !a.is_multiple_of(5) {
                 break a;
             }
         };
