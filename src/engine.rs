@@ -270,21 +270,24 @@ pub fn relative_signature(gamma: &Gamma) -> Option<ReviewReason> {
     None
 }
 
-/// Twins the two records cannot tell apart: one family name, one birth date, no
-/// agreeing NHS number or identifier, and given names that are not plainly one name.
-/// The model weighs such a pair by what most pairs with one birth date and family name
-/// are, the same person with a slip in the name; this check keeps out of automatic
-/// links the few that are twins:
-/// - a boy and a girl with names not exactly the same, wherever they live (Olivia and
-///   Oliver, Sam for Samuel and for Samantha);
-/// - at one home (a shared household or postcode), names that share only a middle name
-///   (Yusuf Oscar and Oscar), or two different names both established in the data
-///   (Aoife and Alfie, Emily and Amelia: twins' names are often alike) unless they are
-///   one edit apart.
+/// Twins the two records cannot tell apart: one family name, one birth date (or two
+/// days in a row: born either side of midnight), no agreeing NHS number or identifier,
+/// and given names that are not plainly one name. The model weighs such a pair by what
+/// most pairs with one birth date and family name are, the same person with a slip in
+/// the name; this check keeps out of automatic links the few that are twins:
+/// - a boy and a girl with names not exactly the same, wherever they live if born the
+///   same day (Olivia and Oliver, Sam for Samuel and for Samantha);
+/// - at one home (a shared household or postcode, or not known to live apart: one
+///   record has no address, postcode or phone), names with nothing in common (Peggy
+///   and Freya), names that share only a middle name (Yusuf Oscar and Oscar), two
+///   different initials, or two names both established in the data (Aoife and Alfie,
+///   Emily and Amelia: twins' names are often alike) unless one edit apart and alike
+///   in sound (Lily and Lilly; but Ella and Bella are two names).
 ///
-/// An initial, a nickname, a one-letter typo or a rare spelling of a common name stays
-/// with the model: a twin's record that carries only an initial is as likely to be
-/// either twin, and the check on the person's other records still applies.
+/// An initial beside a name it begins, a nickname, a one-letter typo or a rare spelling
+/// of a common name stays with the model: a twin's record that carries only an initial
+/// is as likely to be either twin, and the check on the person's other records still
+/// applies.
 pub fn possible_twins(
     gamma: &Gamma,
     a: &ComparableRecord,
@@ -318,13 +321,16 @@ pub fn possible_twins(
     // and Lilly); one edit apart in sound too is two names (Ella and Bella).
     let slip = a.first_given_one_edit_apart(b) && a.given_phonetic(0) == b.given_phonetic(0);
     let two_names = || {
-        !slip
-            && a.first_given().zip(b.first_given()).is_some_and(|(first_a, first_b)| {
-                // Without counts (a model from elsewhere), any two names may be twins'.
-                frequencies.is_none_or(|frequencies| {
-                    frequencies.both_established(CompField::GivenName, first_a, first_b)
-                })
-            })
+        a.first_given().zip(b.first_given()).is_some_and(|(first_a, first_b)| {
+            // Two initials that differ ("E" and "I") are two names, whatever they sound.
+            let initials = first_a.chars().count() == 1 && first_b.chars().count() == 1;
+            initials
+                || (!slip
+                    // Without counts (a model from elsewhere), any two names may be twins'.
+                    && frequencies.is_none_or(|frequencies| {
+                        frequencies.both_established(CompField::GivenName, first_a, first_b)
+                    }))
+        })
     };
     match gamma.level(CompField::GivenName) {
         // No given name on one side: the household rule decides.
@@ -333,8 +339,10 @@ pub fn possible_twins(
         Some(level) => {
             one_place
                 && match CompField::GivenName.levels()[usize::from(level)] {
-                    "other_given_name" => true,
-                    "close" | "phonetic" | "similar" | "different" => two_names(),
+                    // Names with nothing in common are no slip of one another (Peggy
+                    // and Freya), however rare either is.
+                    "other_given_name" | "different" => true,
+                    "close" | "phonetic" | "similar" => two_names(),
                     _ => false,
                 }
         }
@@ -395,10 +403,13 @@ pub fn pair_caution(
     }
     // Where sharing an address often means different people, the address says nothing
     // about who is who: a link there needs the birth date and the given name on both
-    // records, or an agreeing NHS number or identifier.
+    // records, or an agreeing NHS number or identifier. The same holds for one postcode
+    // (a father and son on one street; and a pair at one postcode but two addresses
+    // is weighed as two households are not, so it scores above the pair at one address).
     let comparable = gamma.level(CompField::DateOfBirth).is_some()
         && gamma.level(CompField::GivenName).is_some();
-    if gamma.same_household() && !identified(gamma) && !comparable {
+    let one_place = gamma.same_household() || gamma.level(CompField::Postcode) == Some(0);
+    if one_place && !identified(gamma) && !comparable {
         return Some(ReviewReason::HouseholdWithoutIdentity);
     }
     if possible_twins(gamma, a, b, model.term_frequencies.as_ref()) {

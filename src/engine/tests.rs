@@ -404,3 +404,31 @@ fn twins_with_rhyming_names_or_either_side_of_midnight_are_not_linked() {
     });
     assert_ne!(decision.kind, DecisionKind::Linked, "{decision:?}");
 }
+
+#[test]
+fn relatives_at_one_postcode_are_checked_as_at_one_address() {
+    // Father and son on one street, the son's record without a birth date.
+    let mut harness = household_harness(&["Roger"]);
+    harness.add(Demographics { phone: None, ..person("Roger", "Nowak", "1943-01-01", None) });
+    let decision = harness.add(Demographics {
+        address_line1: Some("69 Oak Close".into()),
+        date_of_birth: None,
+        phone: None,
+        ..person("Roger", "Nowak", "1943-01-01", None)
+    });
+    assert_eq!(decision.kind, DecisionKind::Review, "{decision:?}");
+    assert_eq!(decision.reason, Some(ReviewReason::HouseholdWithoutIdentity));
+
+    // Twins at one postcode with names that have nothing in common, one of them rare
+    // in the data (Peggy), and twins recorded by two different initials.
+    for (first, second) in [("Freya", "Peggy"), ("E", "I")] {
+        let mut harness = household_harness(&["Freya"]);
+        harness.add(Demographics { phone: None, ..person(first, "Williams", "2011-11-07", None) });
+        let decision = harness.add(Demographics {
+            address_line1: Some("112 Alexander Road".into()),
+            phone: None,
+            ..person(second, "Williams", "2011-11-07", None)
+        });
+        assert_ne!(decision.kind, DecisionKind::Linked, "{first}/{second}: {decision:?}");
+    }
+}
