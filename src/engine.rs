@@ -192,7 +192,7 @@ impl ReviewReason {
                 "same birth date and family name, different given names: possible twins"
             }
             ReviewReason::HouseholdWithoutIdentity => {
-                "same household, but no birth date or given name on both records to tell relatives apart"
+                "same household or postcode, but no birth date or given name on both records to tell relatives apart"
             }
             ReviewReason::PossibleParentAndChild => {
                 "same names at one address, different birth dates: possible parent and child (Jr/Sr)"
