@@ -311,8 +311,7 @@ pub fn possible_twins(
     let home_known = gamma.level(CompField::Address).is_some()
         || gamma.level(CompField::Postcode).is_some()
         || gamma.level(CompField::Phone).is_some();
-    let one_place =
-        gamma.same_household() || gamma.level(CompField::Postcode) == Some(0) || !home_known;
+    let one_place = at_one_home(gamma) || !home_known;
     let boy_and_girl = matches!(
         (a.sex(), b.sex()),
         (Some(Sex::Male), Some(Sex::Female)) | (Some(Sex::Female), Some(Sex::Male))
@@ -365,7 +364,7 @@ pub fn possible_parent_and_child(gamma: &Gamma) -> bool {
     dob_different
         && gamma.level(CompField::GivenName).is_some_and(|given| given <= 1)
         && gamma.level(CompField::FamilyName).is_some_and(|family| family <= 1)
-        && (gamma.same_household() || gamma.level(CompField::Postcode) == Some(0))
+        && at_one_home(gamma)
 }
 
 /// Why a pair that scores as a match must still not be taken as one without a steward,
@@ -408,8 +407,7 @@ pub fn pair_caution(
     // is weighed as two households are not, so it scores above the pair at one address).
     let comparable = gamma.level(CompField::DateOfBirth).is_some()
         && gamma.level(CompField::GivenName).is_some();
-    let one_place = gamma.same_household() || gamma.level(CompField::Postcode) == Some(0);
-    if one_place && !identified(gamma) && !comparable {
+    if at_one_home(gamma) && !identified(gamma) && !comparable {
         return Some(ReviewReason::HouseholdWithoutIdentity);
     }
     if possible_twins(gamma, a, b, model.term_frequencies.as_ref()) {
@@ -446,6 +444,13 @@ pub const RELATIVES_COMMON_BELOW: f64 = 0.9;
 /// household prior is below [`RELATIVES_COMMON_BELOW`]): the relatives rules apply.
 fn relatives_common(model: &Model) -> bool {
     model.household_lambda < RELATIVES_COMMON_BELOW
+}
+
+/// True when the pair shares a household, or the same postcode (where the address may
+/// differ by a slip, a flat, or a relative next door): one home as the relatives rules
+/// read it.
+fn at_one_home(gamma: &Gamma) -> bool {
+    gamma.same_household() || gamma.level(CompField::Postcode) == Some(0)
 }
 
 /// True when the pair agrees on an NHS number or another identifier: a typo in a name
