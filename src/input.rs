@@ -236,13 +236,14 @@ pub fn read_csv_bytes(
     // 350 MB, and each doubling holds the old and the new at once).
     result.rows.reserve(bytes.iter().filter(|&&byte| byte == b'\n').count());
     let mut record = csv::ByteRecord::new();
+    let mut lines = LineCounter::new(bytes);
     loop {
-        let line = reader.position().line() + 1;
+        let before = reader.position().byte();
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
             Err(error) => {
-                let line = error.position().map_or(line, |position| position.line());
+                let line = lines.line_at(error.position().map_or(before, csv::Position::byte));
                 let reason = match error.kind() {
                     csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
                         format!("row has {len} fields, the header has {expected_len}")
@@ -261,7 +262,7 @@ pub fn read_csv_bytes(
                 continue;
             }
         }
-        let line = record.position().map_or(line, |position| position.line());
+        let line = lines.line_at(record.position().map_or(before, csv::Position::byte));
         match row_from_record(&record, &targets, &default_source) {
             Ok((source_system, local_id, demographics)) => result.rows.push(InputRow {
                 file: file_index,
@@ -281,6 +282,39 @@ pub fn read_csv_bytes(
         }
     }
     Ok(result)
+}
+
+/// Line numbers from byte offsets. The csv crate's own line count falls one behind
+/// for every CRLF line (BurntSushi/rust-csv#395), and council files are often
+/// saved on Windows.
+struct LineCounter<'a> {
+    bytes: &'a [u8],
+    /// Bytes before this offset are counted.
+    counted_to: usize,
+    /// Newlines before `counted_to`.
+    newlines: u64,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(bytes: &'a [u8]) -> LineCounter<'a> {
+        LineCounter { bytes, counted_to: 0, newlines: 0 }
+    }
+
+    /// The 1-based line of a row that starts at `byte`. Offsets only move forward.
+    /// After a CRLF the csv reader reports a row's start at the LF it has not yet
+    /// consumed; a row never starts with a line break, so those are stepped over.
+    fn line_at(&mut self, byte: u64) -> u64 {
+        let mut start = usize::try_from(byte).unwrap_or(usize::MAX).min(self.bytes.len());
+        while self.bytes.get(start).is_some_and(|&b| b == b'\n' || b == b'\r') {
+            start += 1;
+        }
+        if start > self.counted_to {
+            let newlines = self.bytes[self.counted_to..start].iter().filter(|&&b| b == b'\n');
+            self.newlines += newlines.count() as u64;
+            self.counted_to = start;
+        }
+        self.newlines + 1
+    }
 }
 
 type RowRejection = (&'static str, &'static str, Option<String>, Option<String>);
@@ -421,6 +455,29 @@ mod tests {
         let lines: Vec<(u64, &str)> =
             file.rejected.iter().map(|error| (error.line, error.field.as_str())).collect();
         assert_eq!(lines, [(3, "row"), (4, "local_id"), (5, "given_name")]);
+    }
+
+    #[test]
+    fn line_numbers_are_right_for_windows_line_ends_and_quoted_line_breaks() {
+        for ending in ["\n", "\r\n"] {
+            let text = [
+                "\u{feff}local_id,given_name",
+                "A1,Ada",
+                "A2,\"Ada",
+                "Mary\"",
+                "A3,Charles,extra",
+                "",
+                "A4,Mary",
+                "",
+            ]
+            .join(ending);
+            let file = read(text.as_bytes(), &ColumnMap::default()).expect("reads");
+            let rows: Vec<(&str, u64)> =
+                file.rows.iter().map(|row| (row.local_id.as_str(), row.line)).collect();
+            assert_eq!(rows, [("A1", 2), ("A2", 3), ("A4", 7)], "line ends {ending:?}");
+            let rejected: Vec<u64> = file.rejected.iter().map(|error| error.line).collect();
+            assert_eq!(rejected, [5], "line ends {ending:?}");
+        }
     }
 
     #[test]
