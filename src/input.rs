@@ -106,10 +106,10 @@ pub struct InputRow {
     pub file: usize,
     /// 1-based line number of the row in its file.
     pub line: u64,
-    /// Source system.
-    pub source_system: String,
+    /// Source system (shared by the rows that name it: a file has one or a few).
+    pub source_system: std::sync::Arc<str>,
     /// Id in the source system.
-    pub local_id: String,
+    pub local_id: Box<str>,
     /// Raw demographics, packed into one string: a million rows are held until
     /// normalised (a quarter of the memory of the values one by one), and the packed
     /// values are what the write needs too.
@@ -237,6 +237,7 @@ pub fn read_csv_bytes(
     result.rows.reserve(bytes.iter().filter(|&&byte| byte == b'\n').count());
     let mut record = csv::ByteRecord::new();
     let mut lines = LineCounter::new(bytes);
+    let mut sources = crate::engine::SourceNames::default();
     loop {
         let before = reader.position().byte();
         match reader.read_byte_record(&mut record) {
@@ -267,8 +268,8 @@ pub fn read_csv_bytes(
             Ok((source_system, local_id, demographics)) => result.rows.push(InputRow {
                 file: file_index,
                 line,
-                source_system,
-                local_id,
+                source_system: sources.intern(&source_system),
+                local_id: local_id.into(),
                 raw: HeldRaw::new(&demographics),
             }),
             Err((field, reason, local_id, source_system)) => result.rejected.push(RowError {
@@ -418,10 +419,7 @@ mod tests {
         .expect("reads");
         assert_eq!(file.rows.len(), 1);
         let row = &file.rows[0];
-        assert_eq!(
-            (row.source_system.as_str(), row.local_id.as_str(), row.line),
-            ("council", "A1", 2)
-        );
+        assert_eq!((&*row.source_system, &*row.local_id, row.line), ("council", "A1", 2));
         assert_eq!(row.raw.demographics().given_name.as_deref(), Some("Ada"));
     }
 
@@ -435,7 +433,7 @@ mod tests {
         )
         .expect("reads");
         let row = &file.rows[0];
-        assert_eq!(row.local_id, "rec-1-org");
+        assert_eq!(&*row.local_id, "rec-1-org");
         assert_eq!(row.raw.demographics().address_line1.as_deref(), Some("7 wallaby place"));
         assert_eq!(
             row.raw.demographics().identifiers,
@@ -450,7 +448,7 @@ mod tests {
             &ColumnMap::default(),
         )
         .expect("reads");
-        let ids: Vec<&str> = file.rows.iter().map(|row| row.local_id.as_str()).collect();
+        let ids: Vec<&str> = file.rows.iter().map(|row| &*row.local_id).collect();
         assert_eq!(ids, ["A1", "A5"]);
         let lines: Vec<(u64, &str)> =
             file.rejected.iter().map(|error| (error.line, error.field.as_str())).collect();
@@ -473,7 +471,7 @@ mod tests {
             .join(ending);
             let file = read(text.as_bytes(), &ColumnMap::default()).expect("reads");
             let rows: Vec<(&str, u64)> =
-                file.rows.iter().map(|row| (row.local_id.as_str(), row.line)).collect();
+                file.rows.iter().map(|row| (&*row.local_id, row.line)).collect();
             assert_eq!(rows, [("A1", 2), ("A2", 3), ("A4", 7)], "line ends {ending:?}");
             let rejected: Vec<u64> = file.rejected.iter().map(|error| error.line).collect();
             assert_eq!(rejected, [5], "line ends {ending:?}");
