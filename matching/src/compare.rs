@@ -634,7 +634,12 @@ fn compare_given(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
         return 1;
     }
     let similarity = jaro_winkler(first_a, first_b);
-    if similarity >= 0.92 {
+    // One typed letter wrong, missing, doubled or swapped (Kdith for Keith, Sacah for
+    // Sarah), which Jaro-Winkler scores low in a short name. Not in names of three
+    // letters or fewer, where one letter makes another name (Ava and Eva).
+    if similarity >= 0.92
+        || (first_a.len() >= 4 && first_b.len() >= 4 && damerau_levenshtein(first_a, first_b) <= 1)
+    {
         return 2;
     }
     if !a.given_phonetic(0).is_empty() && a.given_phonetic(0) == b.given_phonetic(0) {

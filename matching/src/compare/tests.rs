@@ -52,6 +52,10 @@ fn given_name_levels() {
     check(g, "given=Robert", "given=ROBERT", "exact");
     check(g, "given=Robert", "given=Bob", "nickname");
     check(g, "given=Jonathon", "given=Jonathan", "close");
+    // One typed letter in a short name, which Jaro-Winkler scores low.
+    check(g, "given=Keith", "given=Kdith", "close");
+    check(g, "given=Sarah", "given=Sacah", "close");
+    check(g, "given=Ava", "given=Eva", "phonetic"); // not close: one letter, another name
     check(g, "given=Mary Jane", "given=Jane", "other_given_name");
     check(g, "given=R", "given=Robert", "initial");
     check(g, "given=Robert", "given=Susan", "different");
