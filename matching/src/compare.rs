@@ -579,9 +579,16 @@ fn equal_level(a: Option<&str>, b: Option<&str>) -> u8 {
 
 /// Some(true) when one record has given and family names the other way round.
 fn swapped_names(a: &ComparableRecord, b: &ComparableRecord) -> Option<bool> {
-    let (given_a, given_b) = (a.first_given()?, b.first_given()?);
-    let (family_a, family_b) = (a.family_name()?, b.family_name()?);
-    Some(given_a != family_a && given_a == family_b && family_a == given_b)
+    let (given_a, family_a) = (a.first_given()?, a.family_name()?);
+    Some(given_a != family_a && family_reads_as_given(b, a) && family_reads_as_given(a, b))
+}
+
+/// True when `x`'s family name is `y`'s given name: the first given name, or every
+/// given name in order when the family name has several words (`Smith, Thomas Yusuf`
+/// written the other way round puts two given names in the family name).
+fn family_reads_as_given(x: &ComparableRecord, y: &ComparableRecord) -> bool {
+    x.family_name().is_some_and(|family| y.first_given() == Some(family))
+        || (x.family_tokens().nth(1).is_some() && x.family_tokens().eq(y.given_names()))
 }
 
 /// Levels of the names read across (one record's given name against the other's
@@ -594,7 +601,8 @@ fn swapped_reading(a: &ComparableRecord, b: &ComparableRecord) -> Option<(u8, u8
     let family_a = a.family_name()?;
     // The reading needs one exact cross match; most pairs have none, so check that
     // before anything costly.
-    if given_a != family_b && family_a != given_b {
+    let (a_as_b, b_as_a) = (family_reads_as_given(a, b), family_reads_as_given(b, a));
+    if !a_as_b && !b_as_a {
         return None;
     }
     // Rank of a cross comparison: 0 exact, 1 close, 2 phonetic, 3 different.
@@ -614,7 +622,8 @@ fn swapped_reading(a: &ComparableRecord, b: &ComparableRecord) -> Option<(u8, u8
     // given name: the given name is what tells relatives apart (twins, one of them
     // written family name first, must not read as a given-name match), and the reading
     // is the same whichever record comes first.
-    let (first, second) = (rank(given_a, family_b), rank(family_a, given_b));
+    let first = if b_as_a { 0 } else { rank(given_a, family_b) };
+    let second = if a_as_b { 0 } else { rank(family_a, given_b) };
     let (best, worst) = (first.min(second), first.max(second));
     (best == 0).then_some(([0, 2, 3, 7][worst], [0, 1, 2, 5][best]))
 }

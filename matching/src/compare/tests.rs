@@ -77,6 +77,12 @@ fn family_name_levels() {
 fn swapped_names_agree() {
     check(CompField::GivenName, "given=Wei;family=Zhang", "given=Zhang;family=Wei", "exact");
     check(CompField::FamilyName, "given=Wei;family=Zhang", "given=Zhang;family=Wei", "exact");
+    // Two given names carried into the family name by the swap.
+    let (swapped, straight) =
+        ("given=Smith;family=Thomas Yusuf", "given=Thomas Yusuf;family=Smith");
+    check(CompField::GivenName, swapped, straight, "exact");
+    check(CompField::FamilyName, swapped, straight, "exact");
+    check(CompField::GivenName, straight, swapped, "exact");
 }
 
 #[test]
