@@ -583,12 +583,16 @@ fn swapped_names(a: &ComparableRecord, b: &ComparableRecord) -> Option<bool> {
     Some(given_a != family_a && family_reads_as_given(b, a) && family_reads_as_given(a, b))
 }
 
-/// True when `x`'s family name is `y`'s given name: the first given name, or every
-/// given name in order when the family name has several words (`Smith, Thomas Yusuf`
-/// written the other way round puts two given names in the family name).
+/// True when `x`'s family name is `y`'s given name: the first given name, or, when the
+/// family name has several words, the first of them (`Smith, Thomas Yusuf` written the
+/// other way round puts the given names in the family name, and one record may carry
+/// only the first).
 fn family_reads_as_given(x: &ComparableRecord, y: &ComparableRecord) -> bool {
-    x.family_name().is_some_and(|family| y.first_given() == Some(family))
-        || (x.family_tokens().nth(1).is_some() && x.family_tokens().eq(y.given_names()))
+    let Some(first_given) = y.first_given() else {
+        return false;
+    };
+    x.family_name() == Some(first_given)
+        || (x.family_tokens().nth(1).is_some() && x.family_tokens().next() == Some(first_given))
 }
 
 /// Levels of the names read across (one record's given name against the other's

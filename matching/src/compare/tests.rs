@@ -83,6 +83,9 @@ fn swapped_names_agree() {
     check(CompField::GivenName, swapped, straight, "exact");
     check(CompField::FamilyName, swapped, straight, "exact");
     check(CompField::GivenName, straight, swapped, "exact");
+    let only_first = "given=Thomas;family=Smith";
+    check(CompField::GivenName, swapped, only_first, "exact");
+    check(CompField::FamilyName, swapped, only_first, "exact");
 }
 
 #[test]
