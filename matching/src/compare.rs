@@ -5,9 +5,7 @@
 //! ordered from the strongest agreement to plain disagreement; the scoring model gives
 //! each level its own weight.
 
-use strsim::damerau_levenshtein;
-
-use crate::similarity::jaro_winkler;
+use crate::similarity::{jaro_winkler, within_one_edit};
 
 use crate::normalize::{Nicknames, phonetic};
 use crate::record::{BirthDate, Identifier, NormalizedRecord, PostalCode, Sex};
@@ -489,7 +487,7 @@ impl ComparableRecord {
     /// that the comparison still calls close (Olivia and Oliver) may be two people.
     pub fn first_given_one_edit_apart(&self, other: &ComparableRecord) -> bool {
         match (self.first_given(), other.first_given()) {
-            (Some(a), Some(b)) => damerau_levenshtein(a, b) <= 1,
+            (Some(a), Some(b)) => within_one_edit(a, b),
             _ => false,
         }
     }
@@ -651,7 +649,7 @@ fn compare_given(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
     // Sarah), which Jaro-Winkler scores low in a short name. Not in names of three
     // letters or fewer, where one letter makes another name (Ava and Eva).
     if similarity >= 0.92
-        || (first_a.len() >= 4 && first_b.len() >= 4 && damerau_levenshtein(first_a, first_b) <= 1)
+        || (first_a.len() >= 4 && first_b.len() >= 4 && within_one_edit(first_a, first_b))
     {
         return 2;
     }
@@ -684,7 +682,7 @@ fn compare_family(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
         return 0;
     }
     let similarity = jaro_winkler(family_a, family_b);
-    if similarity >= 0.92 || (family_a.len() >= 4 && damerau_levenshtein(family_a, family_b) <= 1) {
+    if similarity >= 0.92 || (family_a.len() >= 4 && within_one_edit(family_a, family_b)) {
         return 1;
     }
     if !a.family_phonetic().is_empty() && a.family_phonetic() == b.family_phonetic() {
@@ -765,7 +763,7 @@ fn compare_postcode(a: Option<PostalCodeRef<'_>>, b: Option<PostalCodeRef<'_>>) 
         return 3;
     }
     // Plain codes (another country's): one character off is the nearest level.
-    if damerau_levenshtein(a.code, b.code) <= 1 {
+    if within_one_edit(a.code, b.code) {
         return 1;
     }
     3

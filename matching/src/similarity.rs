@@ -1,6 +1,8 @@
 //! Jaro-Winkler for the short ASCII strings comparisons see most (folded names,
 //! addresses): the same arithmetic as `strsim::jaro_winkler`, without its heap
-//! allocation per call. Anything longer or not ASCII goes to strsim.
+//! allocation per call. Anything longer or not ASCII goes to strsim. And a test for
+//! one edit apart that needs no edit distance (strsim's Damerau-Levenshtein builds a
+//! hash map per call, and scoring asks this of millions of pairs).
 
 /// Longest input handled on the stack.
 const MAX_LEN: usize = 64;
@@ -71,6 +73,32 @@ fn jaro(a: &[u8], b: &[u8]) -> f64 {
         / 3.0
 }
 
+/// True when `a` and `b` are at most one edit apart: equal, or one character added,
+/// dropped, changed, or two neighbours swapped. The same as
+/// `strsim::damerau_levenshtein(a, b) <= 1`, in one pass.
+pub fn within_one_edit(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        within_one_edit_of(a.as_bytes(), b.as_bytes())
+    } else {
+        let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+        within_one_edit_of(&a, &b)
+    }
+}
+
+fn within_one_edit_of<T: PartialEq>(a: &[T], b: &[T]) -> bool {
+    let common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let (a, b) = (&a[common..], &b[common..]);
+    match (a.len(), b.len()) {
+        (0, 0) => true,
+        (m, n) if m == n => {
+            a[1..] == b[1..] || (m >= 2 && a[0] == b[1] && a[1] == b[0] && a[2..] == b[2..])
+        }
+        (m, n) if m + 1 == n => a == &b[1..],
+        (m, n) if n + 1 == m => &a[1..] == b,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use quickcheck_macros::quickcheck;
@@ -100,5 +128,34 @@ mod tests {
         let (a, b) = (small(&a), small(&b));
         jaro_winkler(&a, &b) == strsim::jaro_winkler(&a, &b)
             && jaro_winkler(&any_a, &any_b) == strsim::jaro_winkler(&any_a, &any_b)
+    }
+
+    #[test]
+    fn one_edit_examples() {
+        for (a, b, expected) in [
+            ("keith", "kdith", true),
+            ("deborah", "deboarh", true),
+            ("anna", "ana", true),
+            ("ana", "anna", true),
+            ("smith", "smith", true),
+            ("", "a", true),
+            ("ab", "ba", true),
+            ("abc", "ca", false),
+            ("deborah", "dbeoarh", false),
+            ("zoë", "zoe", true),
+        ] {
+            assert_eq!(within_one_edit(a, b), expected, "{a} {b}");
+        }
+    }
+
+    /// The same answer as strsim's Damerau-Levenshtein distance, on short strings over
+    /// a small alphabet (where one edit is common) and on any strings.
+    #[quickcheck]
+    fn one_edit_equals_strsim(a: Vec<u8>, b: Vec<u8>, any_a: String, any_b: String) -> bool {
+        let small =
+            |bytes: &[u8]| bytes.iter().map(|byte| char::from(b'a' + byte % 3)).collect::<String>();
+        let (a, b) = (small(&a[..a.len().min(6)]), small(&b[..b.len().min(6)]));
+        within_one_edit(&a, &b) == (strsim::damerau_levenshtein(&a, &b) <= 1)
+            && within_one_edit(&any_a, &any_b) == (strsim::damerau_levenshtein(&any_a, &any_b) <= 1)
     }
 }
