@@ -1003,9 +1003,12 @@ fn link_batch(
                 .filter_map(|candidate| linker.position(candidate.record_id))
                 // An updated record sees only the run's records that came before it.
                 // Its id is older than the run's new records, so `below` cannot say
-                // that; filtering after the limit is an approximation of the online
-                // order that differs only when more than `max_candidates` records
-                // share keys with it.
+                // that, and the filter comes after the limit. Where rows are sent one
+                // by one, a record updated later in the run would still be seen, with
+                // its old values; here it is not seen at all (and a new record before
+                // it sees its new values). The two differ only for records that share
+                // keys with a record updated after them (two members of one home
+                // re-sent with a new address), or with more than `max_candidates`.
                 .filter(|candidate| {
                     !is_update || in_run.get(candidate).is_none_or(|&other| other < order)
                 })
