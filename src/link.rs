@@ -147,6 +147,11 @@ pub struct OpenedReview {
     pub probability: f64,
     /// Why.
     pub reason: &'static str,
+    /// Every candidate person at or above the lower threshold, in the engine's order
+    /// (confirmed persons above the upper threshold first, then by probability): its
+    /// best-matching record's position and the probability against it. (Two persons
+    /// above the upper threshold make a review whose steward must see both.)
+    pub candidates: Vec<(usize, f64)>,
 }
 
 /// What a link run did.
@@ -1225,6 +1230,11 @@ fn record_outcomes(
                     best_position: decision.matched_position.unwrap_or(position),
                     probability: decision.probability.unwrap_or_default(),
                     reason: decision.reason.map_or("", |reason| reason.as_str()),
+                    candidates: decision
+                        .candidates
+                        .iter()
+                        .map(|candidate| (candidate.best_position, candidate.probability))
+                        .collect(),
                 });
             }
         }

@@ -68,7 +68,9 @@ pub fn write_results<W: Write>(
     Ok(())
 }
 
-/// Writes the reviews the run opened: the record, its best candidate, why.
+/// Writes the reviews the run opened: the record, a candidate, the probability, why;
+/// a row for each candidate person, the best first, under one review id (a record
+/// that matches two persons above the upper threshold names both).
 ///
 /// # Errors
 /// When writing fails.
@@ -87,18 +89,23 @@ pub fn write_reviews<W: Write>(out: W, report: &LinkReport, linker: &Linker) -> 
     ])?;
     for review in &report.reviews {
         let record = &linker.entries[review.position];
-        let candidate = &linker.entries[review.best_position];
-        writer.write_record([
-            review.id.as_str(),
-            &record.source_system,
-            &record.local_id,
-            &linker.persons[record.person as usize].id.to_string(),
-            &candidate.source_system,
-            &candidate.local_id,
-            &linker.persons[candidate.person as usize].id.to_string(),
-            &probability_text(Some(review.probability)),
-            review.reason,
-        ])?;
+        let best = [(review.best_position, review.probability)];
+        let candidates =
+            if review.candidates.is_empty() { &best[..] } else { &review.candidates[..] };
+        for &(position, probability) in candidates {
+            let candidate = &linker.entries[position];
+            writer.write_record([
+                review.id.as_str(),
+                &record.source_system,
+                &record.local_id,
+                &linker.persons[record.person as usize].id.to_string(),
+                &candidate.source_system,
+                &candidate.local_id,
+                &linker.persons[candidate.person as usize].id.to_string(),
+                &probability_text(Some(probability)),
+                review.reason,
+            ])?;
+        }
     }
     writer.flush()?;
     Ok(())

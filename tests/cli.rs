@@ -43,8 +43,26 @@ fn sample_links_and_evaluates() {
         assert!(["linked", "new", "review"].contains(&row["decision"].as_str()), "{row:?}");
         assert!(!row["person_id"].is_empty());
     }
-    assert!(dir.path().join("results.csv.reviews.csv").exists());
     assert!(dir.path().join("results.csv.errors.csv").exists());
+    // Every review names its candidate persons, a row each under one review id: one
+    // that two persons match above the upper threshold names both (the sample has one).
+    let reviews = read_csv(&dir.path().join("results.csv.reviews.csv"));
+    let mut by_review: std::collections::BTreeMap<&str, Vec<_>> = Default::default();
+    for row in &reviews {
+        by_review.entry(row["review_id"].as_str()).or_default().push(row);
+    }
+    let in_review = rows.iter().filter(|row| row["decision"] == "review").count();
+    assert_eq!(by_review.len(), in_review);
+    let several: Vec<_> = by_review
+        .values()
+        .filter(|rows| rows[0]["reason"].starts_with("more than one person"))
+        .collect();
+    assert!(!several.is_empty(), "{reviews:?}");
+    for rows in several {
+        let persons: std::collections::BTreeSet<&str> =
+            rows.iter().map(|row| row["candidate_person_id"].as_str()).collect();
+        assert!(persons.len() >= 2, "{rows:?}");
+    }
 
     let eval = mpi_ok([
         "eval".as_ref(),
