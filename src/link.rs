@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use mpi_index::{BlockingIndex, BlockingIndexWriter, MemoryIndexBuilder};
+use mpi_index::{BlockingIndex, BlockingIndexWriter, MemoryIndex, MemoryIndexBuilder};
 use mpi_matching::{
     BlockingKey, ComparableRecord, Demographics, Issue, MatchError, Model, PatternCounts,
     TermFrequencies, Thresholds, TrainOptions, blocking_keys, compare, shared_key_kinds,
@@ -13,8 +13,8 @@ use mpi_matching::{
 use rayon::prelude::*;
 
 use crate::engine::{
-    Decision, DecisionKind, Entry, Linker, PersonKey, ScoredCandidate, SourceNames, candidate_pair,
-    compact_position, score_pairs,
+    Decision, DecisionKind, Entry, Linker, PersonKey, ScoredCandidate, SourceNames,
+    compact_position,
 };
 use crate::input::{InputRow, RowError};
 use crate::store::{Batch, BatchShape, Event, LinkWrite, RecordWrite, ReviewWrite, Store};
@@ -677,6 +677,8 @@ pub fn link(
     let mut work: Vec<(usize, usize, bool)> = Vec::with_capacity(prepared.len());
     let mut new_items: Vec<usize> = Vec::new();
     let mut unchanged: Vec<usize> = Vec::new();
+    // Updated records' new values, by position, until their turn.
+    let mut updates: HashMap<usize, ComparableRecord> = HashMap::new();
     // (With nothing stored, no row is known.)
     known.resize(prepared.len(), None);
     for (item_index, found) in known.into_iter().enumerate() {
@@ -690,9 +692,10 @@ pub fn link(
             outcome.position = Some(compact_position(position));
             outcome.decision = RowDecision::Unchanged;
         } else {
-            // An updated record takes its new values now; it is decided in input order
-            // with everything else.
-            linker.entries[position].record = std::mem::take(&mut arrivals[item_index].record);
+            // An updated record keeps its stored values until its turn in input order,
+            // as it would if the rows were sent one by one: the records before it in
+            // the run see it as it was.
+            updates.insert(position, std::mem::take(&mut arrivals[item_index].record));
             work.push((item_index, position, true));
         }
     }
@@ -724,13 +727,24 @@ pub fn link(
             rollback_entries(workspace, first_new_position);
             return Err(LinkError::NoModel);
         };
-        link_online(workspace, &prepared, &work, model, options, &mut report, progress, &mut clock)
+        link_online(
+            workspace,
+            &prepared,
+            &work,
+            updates,
+            model,
+            options,
+            &mut report,
+            progress,
+            &mut clock,
+        )
     } else {
         link_batch(
             workspace,
             &prepared,
             spill,
             &work,
+            updates,
             model,
             options,
             &mut report,
@@ -953,6 +967,7 @@ fn link_batch(
     prepared: &[Prepared],
     spill: Option<RawSpill>,
     work: &[(usize, usize, bool)],
+    mut updates: HashMap<usize, ComparableRecord>,
     model: Option<(Model, ModelSource)>,
     options: &LinkOptions,
     report: &mut LinkReport,
@@ -984,40 +999,75 @@ fn link_batch(
         }
     }
     let memory = builder.build();
-    // Where each updated record's run neighbours fall in the run's order (only updates
-    // need it; a run of new records skips building a map of a million entries).
-    let in_run: HashMap<usize, usize> = if work.iter().any(|&(_, _, is_update)| is_update) {
-        work.iter().enumerate().map(|(order, &(_, position, _))| (position, order)).collect()
-    } else {
+    // A run that updates stored records: each update keeps its stored values (in
+    // `memory`) until its turn and has its new ones (in `updated`) after it, as if the
+    // rows were sent one by one. A run of new records only (a first load, another
+    // system's file) needs none of this: the records before one are those below its id.
+    let in_run: HashMap<usize, usize> = if updates.is_empty() {
         HashMap::new()
+    } else {
+        work.iter().enumerate().map(|(order, &(_, position, _))| (position, order)).collect()
+    };
+    let updated = (!updates.is_empty()).then(|| {
+        MemoryIndex::build(
+            updates
+                .iter()
+                .map(|(&position, record)| (linker.entries[position].id, blocking_keys(record))),
+        )
+    });
+    // A record's values as the record at `order` in the run sees them.
+    let as_seen_at = |order: usize, position: usize| -> &ComparableRecord {
+        match (updates.get(&position), in_run.get(&position)) {
+            (Some(record), Some(&turn)) if turn <= order => record,
+            _ => &linker.entries[position].record,
+        }
     };
     let mut compared: Vec<Vec<ScoredCandidate>> = work
         .par_iter()
         .enumerate()
-        .map(|(order, &(_, position, is_update))| {
+        .map(|(order, &(_, position, _))| {
             let entry = &linker.entries[position];
-            let below = if is_update { None } else { Some(entry.id) };
-            let candidates = memory.candidates(
-                &blocking_keys(&entry.record),
-                below,
-                Some(entry.id),
-                options.max_candidates,
-            );
+            let record = as_seen_at(order, position);
+            let keys = blocking_keys(record);
+            let candidates = match &updated {
+                None => {
+                    memory.candidates(&keys, Some(entry.id), Some(entry.id), options.max_candidates)
+                }
+                Some(updated) => {
+                    // Before this record's turn: the records not in the run, the run's
+                    // records before it, and the old values of those updated after it;
+                    // from `updated`, the new values of those updated before it.
+                    let turn =
+                        |id| linker.position(id).and_then(|other| in_run.get(&other)).copied();
+                    let mut hits = Vec::new();
+                    memory.hits(
+                        &keys,
+                        |id| {
+                            id != entry.id
+                                && turn(id).is_none_or(|other| {
+                                    let is_update = linker
+                                        .position(id)
+                                        .is_some_and(|other| updates.contains_key(&other));
+                                    if is_update { other > order } else { other < order }
+                                })
+                        },
+                        &mut hits,
+                    );
+                    updated.hits(
+                        &keys,
+                        |id| id != entry.id && turn(id).is_some_and(|other| other < order),
+                        &mut hits,
+                    );
+                    mpi_index::rank_hits(hits, options.max_candidates)
+                }
+            };
             let pairs = candidates
                 .into_iter()
                 .filter_map(|candidate| linker.position(candidate.record_id))
-                // An updated record sees only the run's records that came before it.
-                // Its id is older than the run's new records, so `below` cannot say
-                // that, and the filter comes after the limit. Where rows are sent one
-                // by one, a record updated later in the run would still be seen, with
-                // its old values; here it is not seen at all (and a new record before
-                // it sees its new values). The two differ only for records that share
-                // keys with a record updated after them (two members of one home
-                // re-sent with a new address), or with more than `max_candidates`.
-                .filter(|candidate| {
-                    !is_update || in_run.get(candidate).is_none_or(|&other| other < order)
+                .map(|candidate| {
+                    let seen = as_seen_at(order, candidate);
+                    (compact_position(candidate), compare(record, seen), f64::NAN)
                 })
-                .map(|candidate| candidate_pair(&entry.record, candidate, &linker.entries))
                 .collect();
             progress.advance(1);
             pairs
@@ -1038,11 +1088,12 @@ fn link_batch(
                 .zip(&compared)
                 .map(|(&(_, position, _), pairs)| (position, pairs.as_slice()))
                 .collect();
-            let blocked = training_patterns(&groups, &|position| {
-                blocking_keys(&linker.entries[position].record)
-            });
-            let records: Vec<&ComparableRecord> =
-                linker.entries.iter().map(|entry| &entry.record).collect();
+            // On the records as they stand once the input is loaded (updates' new values).
+            let latest = |position: usize| {
+                updates.get(&position).unwrap_or(&linker.entries[position].record)
+            };
+            let blocked = training_patterns(&groups, &|position| blocking_keys(latest(position)));
+            let records: Vec<&ComparableRecord> = (0..linker.entries.len()).map(latest).collect();
             match train_model(&records, &blocked, report.n_pairs, options.seed) {
                 Ok(model) => (model, ModelSource::Trained),
                 Err(MatchError::NotEnoughData(why)) => (default_model(), ModelSource::Default(why)),
@@ -1055,16 +1106,20 @@ fn link_batch(
     }
     report.model_version = model.version;
     report.model_source = Some(source);
-    drop(in_run);
     clock.lap("train");
 
     progress.stage("scoring", work.len() as u64);
-    let linker = &workspace.linker;
     // Scored where they lie: the pairs are the largest thing a batch holds.
-    work.par_iter().zip(&mut compared).for_each(|(&(_, position, _), pairs)| {
-        progress.advance(1);
-        score_pairs(&linker.entries[position].record, pairs, &model, &linker.entries);
-    });
+    work.par_iter().enumerate().zip(&mut compared).for_each(
+        |((order, &(_, position, _)), pairs)| {
+            progress.advance(1);
+            let record = as_seen_at(order, position);
+            for (candidate, gamma, weight) in pairs.iter_mut() {
+                *weight = model.weight(gamma, record, as_seen_at(order, *candidate as usize));
+            }
+        },
+    );
+    drop(in_run);
     let scored = compared;
     clock.lap("score");
 
@@ -1086,6 +1141,10 @@ fn link_batch(
             crate::alloc::release_freed_memory();
         }
         let linker = &mut workspace.linker;
+        // An update's new values take effect at its turn.
+        if let Some(record) = updates.remove(&position) {
+            linker.entries[position].record = record;
+        }
         let mut decision = linker.decide(position, &candidates, &model, options.thresholds);
         drop(candidates);
         for person in [decision.person, linker.entries[position].person] {
@@ -1505,6 +1564,7 @@ fn link_online(
     workspace: &mut Workspace,
     prepared: &[Prepared],
     work: &[(usize, usize, bool)],
+    mut updates: HashMap<usize, ComparableRecord>,
     model: (Model, ModelSource),
     options: &LinkOptions,
     report: &mut LinkReport,
@@ -1517,6 +1577,9 @@ fn link_online(
     progress.stage("linking one by one", work.len() as u64);
     let mut decisions = Vec::with_capacity(work.len());
     for &(item_index, position, is_update) in work {
+        if let Some(record) = updates.remove(&position) {
+            workspace.linker.entries[position].record = record;
+        }
         let id = workspace.linker.entries[position].id;
         let keys = blocking_keys(&workspace.linker.entries[position].record);
         let (decision, emptied, n_pairs) = crate::online::decide_one(

@@ -205,6 +205,90 @@ fn batch_and_one_by_one_agree() {
     assert_eq!(decisions(&batch), decisions(&online));
 }
 
+/// A second file that updates stored records (households moving, names re-typed) and
+/// adds new ones, in another order: linked in one batch it gives the same persons and
+/// decisions as its rows sent one by one, each update seen as it was until its turn.
+#[test]
+fn batch_and_one_by_one_agree_on_a_file_of_updates() {
+    let dir = TempDir::new().unwrap();
+    let first = dir.path().join("synth.csv");
+    let extra = dir.path().join("extra.csv");
+    mpi_ok(["synth", "--people", "400", "--seed", "5", "--out", first.to_str().unwrap()]);
+    mpi_ok(["synth", "--people", "150", "--seed", "6", "--out", extra.to_str().unwrap()]);
+    let rows = read_csv(&first);
+    let columns = header(&first);
+    let mut postcodes: Vec<&str> = rows.iter().map(|row| row["postcode"].as_str()).collect();
+    postcodes.sort_unstable();
+    postcodes.dedup();
+    let second = dir.path().join("second.csv");
+    let mut writer = csv::Writer::from_path(&second).unwrap();
+    writer.write_record(&columns).unwrap();
+    let extra_rows = read_csv(&extra);
+    for (index, row) in rows.iter().rev().enumerate() {
+        let mut row = row.clone();
+        let home = postcodes.binary_search(&row["postcode"].as_str()).unwrap();
+        if home % 3 == 0 && !row["postcode"].is_empty() {
+            // The whole household moves.
+            row.insert("address_line1".into(), format!("{} Moved Road", home + 1));
+            row.insert("address_line2".into(), String::new());
+            row.insert("postcode".into(), format!("LS{} {}AB", home % 27 + 1, home % 10));
+        }
+        if index % 7 == 0 {
+            let initial: String = row["given_name"].chars().take(1).collect();
+            row.insert("given_name".into(), initial);
+        }
+        writer.write_record(columns.iter().map(|column| row[column].as_str())).unwrap();
+        if let Some(new) = extra_rows.get(index / 3).filter(|_| index % 3 == 0) {
+            let mut new = new.clone();
+            new.insert("local_id".into(), format!("N-{}", new["local_id"]));
+            writer.write_record(columns.iter().map(|column| new[column].as_str())).unwrap();
+        }
+    }
+    writer.flush().unwrap();
+    drop(writer);
+
+    let model = data("default_model.json");
+    let run = |mode: Option<&str>, name: &str| {
+        let store = dir.path().join(format!("store-{name}"));
+        let link = |file: &std::path::Path, mode: Option<&str>, out: &str| {
+            let mut args: Vec<std::ffi::OsString> = vec![
+                "link".into(),
+                "--model".into(),
+                model.clone().into(),
+                "--data".into(),
+                store.clone().into(),
+                "--out".into(),
+                dir.path().join(out).into(),
+            ];
+            args.extend(mode.map(Into::into));
+            args.push(file.into());
+            mpi_ok(&args);
+            read_csv(&dir.path().join(out))
+        };
+        link(&first, None, &format!("first-{name}.csv"));
+        let results = link(&second, mode, &format!("second-{name}.csv"));
+        let exported = dir.path().join(format!("export-{name}.csv"));
+        mpi_ok([
+            "export".as_ref(),
+            "--data".as_ref(),
+            store.as_os_str(),
+            "--out".as_ref(),
+            exported.as_os_str(),
+        ]);
+        (results, read_csv(&exported))
+    };
+    let (batch, batch_store) = run(None, "batch");
+    let (online, online_store) = run(Some("--online"), "online");
+    let decisions = |rows: &[std::collections::HashMap<String, String>]| -> Vec<(String, String)> {
+        rows.iter().map(|row| (row["local_id"].clone(), row["decision"].clone())).collect()
+    };
+    let (batch, online) = (decisions(&batch), decisions(&online));
+    assert!(batch.iter().any(|(_, decision)| decision == "linked"));
+    let differing: Vec<_> = batch.iter().zip(&online).filter(|(a, b)| a != b).collect();
+    assert!(differing.is_empty(), "batch and one by one differ: {differing:?}");
+    assert_eq!(partition(&batch_store), partition(&online_store));
+}
+
 #[test]
 fn a_second_file_reconciles_against_the_first_and_ids_stay() {
     let dir = TempDir::new().unwrap();

@@ -325,6 +325,18 @@ fn rank_candidates(mut candidates: Vec<Candidate>, limit: usize) -> Vec<Candidat
     candidates
 }
 
+/// Ranks the hits of [`MemoryIndex::hits`] (a record id once for each key it shares),
+/// as every candidate source does: most shared keys first, ties by record id, at most
+/// `limit`.
+pub fn rank_hits(mut hits: Vec<RecordId>, limit: usize) -> Vec<Candidate> {
+    hits.sort_unstable();
+    let counted = hits
+        .chunk_by(|a, b| a == b)
+        .map(|run| Candidate { record_id: run[0], n_keys: run.len() as u32 })
+        .collect();
+    rank_candidates(counted, limit)
+}
+
 /// Anything that answers candidate queries with [`IndexSearcher::candidates`]'s contract.
 pub trait CandidateSource {
     /// See [`IndexSearcher::candidates`].
@@ -731,6 +743,26 @@ impl MemoryIndex {
                 &self.ids[self.offsets[slot] as usize..self.offsets[slot + 1] as usize]
             }
             Err(_) => &[],
+        }
+    }
+
+    /// Adds to `hits` a record id for every distinct key of `keys` each record is
+    /// indexed under, for the records `visible` keeps; [`rank_hits`] then ranks them
+    /// as [`MemoryIndex::candidates`] would. For callers whose visible records are not
+    /// simply those below an id, or who ask two indexes at once (a batch that updates
+    /// records sees each one's old values before its turn and its new values after).
+    pub fn hits(&self, keys: &[Key], visible: impl Fn(RecordId) -> bool, hits: &mut Vec<RecordId>) {
+        let mut distinct = keys.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let base = self.base;
+        for key in distinct {
+            hits.extend(
+                self.postings(key)
+                    .iter()
+                    .map(|&id| base + RecordId::from(id))
+                    .filter(|&record_id| visible(record_id)),
+            );
         }
     }
 

@@ -217,6 +217,48 @@ fn memory_index_matches_tantivy(
     TestResult::passed()
 }
 
+/// Hits filtered by any rule and ranked answer as `candidates` does for the rule
+/// "below an id, not this one", and hits from two indexes over disjoint records rank
+/// as one index over them all.
+#[quickcheck]
+fn ranked_hits_match_candidates(
+    records: Vec<Vec<u8>>,
+    probes: Vec<(Vec<u8>, u8, u8)>,
+) -> TestResult {
+    if records.len() > 50 {
+        return TestResult::discard();
+    }
+    let key = |byte: &u8| u64::from(byte % 7).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let keyed: Vec<(u64, Vec<Key>)> = records
+        .iter()
+        .enumerate()
+        .map(|(id, record)| (id as u64 + 1, record.iter().map(key).collect()))
+        .collect();
+    let whole = MemoryIndex::build(keyed.iter().map(|(id, keys)| (*id, keys.as_slice())));
+    let (odd, even): (Vec<_>, Vec<_>) = keyed.iter().partition(|(id, _)| id % 2 == 1);
+    let odd = MemoryIndex::build(odd.iter().map(|(id, keys)| (*id, keys.as_slice())));
+    let even = MemoryIndex::build(even.iter().map(|(id, keys)| (*id, keys.as_slice())));
+    for (probe, below, limit) in probes {
+        let probe_keys: Vec<Key> = probe.iter().map(key).collect();
+        let (below, exclude, limit) =
+            (u64::from(below % 55), u64::from(below % 7), usize::from(limit % 15));
+        let visible = |id: u64| id < below && id != exclude;
+        let expected = whole.candidates(&probe_keys, Some(below), Some(exclude), limit);
+        let mut hits = Vec::new();
+        whole.hits(&probe_keys, visible, &mut hits);
+        if rank_hits(hits, limit) != expected {
+            return TestResult::failed();
+        }
+        let mut hits = Vec::new();
+        odd.hits(&probe_keys, visible, &mut hits);
+        even.hits(&probe_keys, visible, &mut hits);
+        if rank_hits(hits, limit) != expected {
+            return TestResult::failed();
+        }
+    }
+    TestResult::passed()
+}
+
 /// The live index answers, between commits and after them, exactly as a brute-force
 /// model of the records as they stand.
 #[quickcheck]
