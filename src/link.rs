@@ -1034,28 +1034,35 @@ fn link_batch(
                     memory.candidates(&keys, Some(entry.id), Some(entry.id), options.max_candidates)
                 }
                 Some(updated) => {
-                    // Before this record's turn: the records not in the run, the run's
-                    // records before it, and the old values of those updated after it;
-                    // from `updated`, the new values of those updated before it.
-                    let turn =
-                        |id| linker.position(id).and_then(|other| in_run.get(&other)).copied();
+                    // A record's turn in the run and whether it updates a stored one
+                    // (None: stored and not in the run).
+                    let turn_of = |id| {
+                        let position = linker.position(id)?;
+                        let &turn = in_run.get(&position)?;
+                        Some((turn, updates.contains_key(&position)))
+                    };
                     let mut hits = Vec::new();
                     memory.hits(
                         &keys,
                         |id| {
                             id != entry.id
-                                && turn(id).is_none_or(|other| {
-                                    let is_update = linker
-                                        .position(id)
-                                        .is_some_and(|other| updates.contains_key(&other));
-                                    if is_update { other > order } else { other < order }
-                                })
+                                && match turn_of(id) {
+                                    None => true,
+                                    // Its stored values, until its turn.
+                                    Some((turn, true)) => turn > order,
+                                    // A new record, once its turn has come.
+                                    Some((turn, false)) => turn < order,
+                                }
                         },
                         &mut hits,
                     );
+                    // The new values of the updates whose turn has come.
                     updated.hits(
                         &keys,
-                        |id| id != entry.id && turn(id).is_some_and(|other| other < order),
+                        |id| {
+                            id != entry.id
+                                && matches!(turn_of(id), Some((turn, true)) if turn < order)
+                        },
                         &mut hits,
                     );
                     mpi_index::rank_hits(hits, options.max_candidates)
