@@ -783,6 +783,24 @@ pub fn link(
 }
 
 /// Keeps, in place and in order, the items whose flag is set.
+/// A record's turn in a run and whether it updates a stored record, in four bytes.
+#[derive(Clone, Copy)]
+struct Turn(u32);
+
+impl Turn {
+    const NOT_IN_RUN: Turn = Turn(u32::MAX);
+
+    fn new(order: usize, is_update: bool) -> Turn {
+        let order = u32::try_from(order).ok().filter(|&order| order < u32::MAX >> 1);
+        Turn(order.expect("fewer than 2^31 records in one run") << 1 | u32::from(is_update))
+    }
+
+    /// (order, is update), or None for a record not in the run.
+    fn get(self) -> Option<(usize, bool)> {
+        (self.0 != u32::MAX).then_some(((self.0 >> 1) as usize, self.0 & 1 == 1))
+    }
+}
+
 /// (source, local id) pairs found by a 64-bit hash in one sorted vector: 16 bytes an
 /// item, where a map of string pairs takes over 40 (86 MB for a million rows, held
 /// beside the rows and the loaded store at the run's peak).
@@ -1003,10 +1021,24 @@ fn link_batch(
     // `memory`) until its turn and has its new ones (in `updated`) after it, as if the
     // rows were sent one by one. A run of new records only (a first load, another
     // system's file) needs none of this: the records before one are those below its id.
-    let in_run: HashMap<usize, usize> = if updates.is_empty() {
-        HashMap::new()
+    // Each record's turn in the run and whether it is an update, by record id (less the
+    // first): a flat table, read for every posting a query meets, without touching the
+    // records themselves.
+    let first_id = linker.entries.first().map_or(0, |entry| entry.id);
+    let turns: Vec<Turn> = if updates.is_empty() {
+        Vec::new()
     } else {
-        work.iter().enumerate().map(|(order, &(_, position, _))| (position, order)).collect()
+        let span = linker.entries.last().map_or(0, |entry| entry.id - first_id + 1);
+        let mut turns = vec![Turn::NOT_IN_RUN; usize::try_from(span).expect("ids span memory")];
+        for (order, &(_, position, is_update)) in work.iter().enumerate() {
+            turns[(linker.entries[position].id - first_id) as usize] = Turn::new(order, is_update);
+        }
+        turns
+    };
+    // (None: stored and not in the run.)
+    let turn_of = |id: u64| {
+        let index = usize::try_from(id.checked_sub(first_id)?).ok()?;
+        turns.get(index)?.get()
     };
     let updated = (!updates.is_empty()).then(|| {
         MemoryIndex::build(
@@ -1017,8 +1049,8 @@ fn link_batch(
     });
     // A record's values as the record at `order` in the run sees them.
     let as_seen_at = |order: usize, position: usize| -> &ComparableRecord {
-        match (updates.get(&position), in_run.get(&position)) {
-            (Some(record), Some(&turn)) if turn <= order => record,
+        match turn_of(linker.entries[position].id) {
+            Some((turn, true)) if turn <= order => &updates[&position],
             _ => &linker.entries[position].record,
         }
     };
@@ -1034,13 +1066,6 @@ fn link_batch(
                     memory.candidates(&keys, Some(entry.id), Some(entry.id), options.max_candidates)
                 }
                 Some(updated) => {
-                    // A record's turn in the run and whether it updates a stored one
-                    // (None: stored and not in the run).
-                    let turn_of = |id| {
-                        let position = linker.position(id)?;
-                        let &turn = in_run.get(&position)?;
-                        Some((turn, updates.contains_key(&position)))
-                    };
                     let mut hits = Vec::new();
                     memory.hits(
                         &keys,
@@ -1126,7 +1151,7 @@ fn link_batch(
             }
         },
     );
-    drop(in_run);
+    drop(turns);
     let scored = compared;
     clock.lap("score");
 
