@@ -77,15 +77,8 @@ fn sample_links_and_evaluates() {
     assert_eq!(json_number(&eval, "hard_groups_merged"), 0.0, "{eval}");
 
     // Export gives every record with its person, in the results format.
-    let exported = dir.path().join("export.csv");
-    mpi_ok([
-        "export".as_ref(),
-        "--data".as_ref(),
-        dir.path().join("store").as_os_str(),
-        "--out".as_ref(),
-        exported.as_os_str(),
-    ]);
-    assert_eq!(partition(&read_csv(&exported)), partition(&rows));
+    let exported = export(&dir.path().join("store"), &dir.path().join("export.csv"));
+    assert_eq!(partition(&exported), partition(&rows));
 }
 
 fn febrl_link(
@@ -267,15 +260,7 @@ fn batch_and_one_by_one_agree_on_a_file_of_updates() {
         };
         link(&first, None, &format!("first-{name}.csv"));
         let results = link(&second, mode, &format!("second-{name}.csv"));
-        let exported = dir.path().join(format!("export-{name}.csv"));
-        mpi_ok([
-            "export".as_ref(),
-            "--data".as_ref(),
-            store.as_os_str(),
-            "--out".as_ref(),
-            exported.as_os_str(),
-        ]);
-        (results, read_csv(&exported))
+        (results, export(&store, &dir.path().join(format!("export-{name}.csv"))))
     };
     let (batch, batch_store) = run(None, "batch");
     let (online, online_store) = run(Some("--online"), "online");
@@ -358,15 +343,7 @@ fn a_second_file_reconciles_against_the_first_and_ids_stay() {
     let r4 = read_csv(&out4);
     assert_eq!(r4[0]["person_id"], r2[0]["person_id"]);
     assert_eq!(r4[1]["person_id"], r2[1]["person_id"], "an update keeps its person");
-    let exported = dir.path().join("export.csv");
-    mpi_ok([
-        "export".as_ref(),
-        "--data".as_ref(),
-        store.as_os_str(),
-        "--out".as_ref(),
-        exported.as_os_str(),
-    ]);
-    assert_eq!(read_csv(&exported).len(), 4);
+    assert_eq!(export(&store, &dir.path().join("export.csv")).len(), 4);
 }
 
 #[test]

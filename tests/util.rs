@@ -55,6 +55,18 @@ pub fn read_csv(path: &Path) -> Vec<HashMap<String, String>> {
         .collect()
 }
 
+/// Every record in a store, with its person, through `mpi export`.
+pub fn export(store: &Path, out: &Path) -> Vec<HashMap<String, String>> {
+    mpi_ok([
+        "export".as_ref(),
+        "--data".as_ref(),
+        store.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    read_csv(out)
+}
+
 /// The header of a CSV file.
 pub fn header(path: &Path) -> Vec<String> {
     let mut reader = csv::Reader::from_path(path).expect("csv");

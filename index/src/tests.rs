@@ -175,6 +175,21 @@ fn candidates_match_a_brute_force_model(
     TestResult::from_bool(got == expected)
 }
 
+/// One of seven keys for a byte, spread over the high bits as hashed keys are, so that
+/// an index's directory is exercised.
+fn seven_keys(byte: &u8) -> Key {
+    u64::from(byte % 7).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Records with ids from 1, keyed by [`seven_keys`].
+fn keyed_records(records: &[Vec<u8>]) -> Vec<(u64, Vec<Key>)> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(id, record)| (id as u64 + 1, record.iter().map(seven_keys).collect()))
+        .collect()
+}
+
 /// The batch's in-memory index answers exactly as the tantivy index does.
 #[quickcheck]
 fn memory_index_matches_tantivy(
@@ -185,13 +200,8 @@ fn memory_index_matches_tantivy(
     if records.len() > 50 {
         return TestResult::discard();
     }
-    // Spread over the high bits, as hashed keys are, so the directory is exercised.
-    let key = |byte: &u8| u64::from(byte % 7).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let keyed: Vec<(u64, Vec<Key>)> = records
-        .iter()
-        .enumerate()
-        .map(|(id, record)| (id as u64 + 1, record.iter().map(key).collect()))
-        .collect();
+    let key = seven_keys;
+    let keyed = keyed_records(&records);
     let index = BlockingIndex::create_in_ram().unwrap();
     let mut writer = index.writer(20_000_000).unwrap();
     for (position, (id, record_keys)) in keyed.iter().enumerate() {
@@ -228,12 +238,8 @@ fn ranked_hits_match_candidates(
     if records.len() > 50 {
         return TestResult::discard();
     }
-    let key = |byte: &u8| u64::from(byte % 7).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let keyed: Vec<(u64, Vec<Key>)> = records
-        .iter()
-        .enumerate()
-        .map(|(id, record)| (id as u64 + 1, record.iter().map(key).collect()))
-        .collect();
+    let key = seven_keys;
+    let keyed = keyed_records(&records);
     let whole = MemoryIndex::build(keyed.iter().map(|(id, keys)| (*id, keys.as_slice())));
     let (odd, even): (Vec<_>, Vec<_>) = keyed.iter().partition(|(id, _)| id % 2 == 1);
     let odd = MemoryIndex::build(odd.iter().map(|(id, keys)| (*id, keys.as_slice())));
