@@ -811,8 +811,19 @@ pub fn score_pairs(
     model: &Model,
     entries: &[Entry],
 ) {
+    score_pairs_against(record, pairs, model, |candidate| &entries[candidate].record);
+}
+
+/// [`score_pairs`], with each candidate's values as `values_of` gives them (a batch
+/// that updates records scores a pair with the values the record's turn sees).
+pub fn score_pairs_against<'a>(
+    record: &ComparableRecord,
+    pairs: &mut [ScoredCandidate],
+    model: &Model,
+    values_of: impl Fn(usize) -> &'a ComparableRecord,
+) {
     for (candidate, gamma, weight) in pairs {
-        *weight = model.weight(gamma, record, &entries[*candidate as usize].record);
+        *weight = model.weight(gamma, record, values_of(*candidate as usize));
     }
 }
 

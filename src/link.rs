@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::engine::{
     Decision, DecisionKind, Entry, Linker, PersonKey, ScoredCandidate, SourceNames,
-    compact_position,
+    compact_position, score_pairs_against,
 };
 use crate::input::{InputRow, RowError};
 use crate::store::{Batch, BatchShape, Event, LinkWrite, RecordWrite, ReviewWrite, Store};
@@ -141,16 +141,12 @@ pub struct OpenedReview {
     pub id: String,
     /// Position of the record in review.
     pub position: usize,
-    /// Position of the best candidate record.
-    pub best_position: usize,
-    /// Best probability.
-    pub probability: f64,
     /// Why.
     pub reason: &'static str,
-    /// Every candidate person at or above the lower threshold, in the engine's order
-    /// (confirmed persons above the upper threshold first, then by probability): its
-    /// best-matching record's position and the probability against it. (Two persons
-    /// above the upper threshold make a review whose steward must see both.)
+    /// Every candidate person at or above the lower threshold, the best first (then
+    /// in the engine's order): its best-matching record's position and the probability
+    /// against it. Never empty. (Two persons above the upper threshold make a review
+    /// whose steward must see both.)
     pub candidates: Vec<(usize, f64)>,
 }
 
@@ -782,7 +778,6 @@ pub fn link(
     Ok(report)
 }
 
-/// Keeps, in place and in order, the items whose flag is set.
 /// A record's turn in a run and whether it updates a stored record, in four bytes.
 #[derive(Clone, Copy)]
 struct Turn(u32);
@@ -840,6 +835,7 @@ impl IdHashes {
     }
 }
 
+/// Keeps, in place and in order, the items whose flag is set.
 fn retain_flagged<T>(items: &mut Vec<T>, keep: &[bool]) {
     let mut flags = keep.iter();
     items.retain(|_| flags.next().copied().unwrap_or(false));
@@ -1021,9 +1017,9 @@ fn link_batch(
     // `memory`) until its turn and has its new ones (in `updated`) after it, as if the
     // rows were sent one by one. A run of new records only (a first load, another
     // system's file) needs none of this: the records before one are those below its id.
-    // Each record's turn in the run and whether it is an update, by record id (less the
-    // first): a flat table, read for every posting a query meets, without touching the
-    // records themselves.
+    // `turns` holds each record's turn and whether it is an update, by record id less
+    // the first: a flat table, read for every posting a query meets without touching
+    // the records themselves.
     let first_id = linker.entries.first().map_or(0, |entry| entry.id);
     let turns: Vec<Turn> = if updates.is_empty() {
         Vec::new()
@@ -1145,10 +1141,8 @@ fn link_batch(
     work.par_iter().enumerate().zip(&mut compared).for_each(
         |((order, &(_, position, _)), pairs)| {
             progress.advance(1);
-            let record = as_seen_at(order, position);
-            for (candidate, gamma, weight) in pairs.iter_mut() {
-                *weight = model.weight(gamma, record, as_seen_at(order, *candidate as usize));
-            }
+            let values_of = |candidate| as_seen_at(order, candidate);
+            score_pairs_against(as_seen_at(order, position), pairs, &model, values_of);
         },
     );
     drop(turns);
@@ -1318,8 +1312,6 @@ fn record_outcomes(
                 report.reviews.push(OpenedReview {
                     id: uuid::Uuid::new_v4().to_string(),
                     position,
-                    best_position: decision.matched_position.unwrap_or(position),
-                    probability: decision.probability.unwrap_or_default(),
                     reason: decision.reason.map_or("", |reason| reason.as_str()),
                     candidates: decision
                         .candidates

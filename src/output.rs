@@ -89,10 +89,7 @@ pub fn write_reviews<W: Write>(out: W, report: &LinkReport, linker: &Linker) -> 
     ])?;
     for review in &report.reviews {
         let record = &linker.entries[review.position];
-        let best = [(review.best_position, review.probability)];
-        let candidates =
-            if review.candidates.is_empty() { &best[..] } else { &review.candidates[..] };
-        for &(position, probability) in candidates {
+        for &(position, probability) in &review.candidates {
             let candidate = &linker.entries[position];
             writer.write_record([
                 review.id.as_str(),
