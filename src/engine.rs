@@ -72,6 +72,15 @@ impl SourceNames {
     }
 }
 
+/// A 64-bit hash of a record's (source, local id), for look-ups that do not hold the
+/// ids twice (the service's id index, a batch's repeated and re-sent rows).
+pub fn id_hash(source: &str, local_id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    (source, local_id).hash(&mut hasher);
+    hasher.finish()
+}
+
 /// A person held by the engine.
 #[derive(Debug)]
 pub struct PersonSlot {

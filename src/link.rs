@@ -13,8 +13,8 @@ use mpi_matching::{
 use rayon::prelude::*;
 
 use crate::engine::{
-    Decision, DecisionKind, Entry, Linker, PersonKey, ScoredCandidate, SourceNames,
-    compact_position, score_pairs_against,
+    Decision, DecisionKind, Entry, Linker, PersonKey, ScoredCandidate, compact_position,
+    score_pairs_against,
 };
 use crate::input::{InputRow, RowError};
 use crate::store::{Batch, BatchShape, Event, LinkWrite, RecordWrite, ReviewWrite, Store};
@@ -591,7 +591,6 @@ pub fn link(
         .collect();
     retain_flagged(&mut rows, &keep);
     drop(keep);
-    let sources = SourceNames::new(rows.iter().map(|row| &*row.source_system));
     // A batch's raw values wait for the write on disk, not in memory: each chunk's go
     // to the spill as soon as it is normalised.
     let mut spill = (!options.online && !options.dry_run)
@@ -624,7 +623,7 @@ pub fn link(
                     Prepared { outcome_index, raw: row.raw, issues: issues.into_boxed_slice() };
                 let entry = Entry {
                     id: 0,
-                    source_system: sources.get(&row.source_system),
+                    source_system: row.source_system,
                     local_id: row.local_id,
                     record,
                     person: PersonKey::MAX,
@@ -802,19 +801,15 @@ impl Turn {
 struct IdHashes(Vec<(u64, u32)>);
 
 impl IdHashes {
-    fn hash(source: &str, local_id: &str) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::hash::DefaultHasher::new();
-        (source, local_id).hash(&mut hasher);
-        hasher.finish()
-    }
-
     /// Over the ids of items `0..n`, in order.
     fn new<'a>(ids: impl IndexedParallelIterator<Item = (&'a str, &'a str)>) -> IdHashes {
         let mut hashes: Vec<(u64, u32)> = ids
             .enumerate()
             .map(|(index, (source, local_id))| {
-                (Self::hash(source, local_id), u32::try_from(index).expect("fewer than 2^32 ids"))
+                (
+                    crate::engine::id_hash(source, local_id),
+                    u32::try_from(index).expect("fewer than 2^32 ids"),
+                )
             })
             .collect();
         hashes.par_sort_unstable();
@@ -828,7 +823,7 @@ impl IdHashes {
     /// The items whose id has the same hash, in item order: the caller compares the
     /// ids themselves (a hash may collide).
     fn matches(&self, source: &str, local_id: &str) -> impl DoubleEndedIterator<Item = usize> {
-        let hash = Self::hash(source, local_id);
+        let hash = crate::engine::id_hash(source, local_id);
         let start = self.0.partition_point(|&(other, _)| other < hash);
         let end = self.0.partition_point(|&(other, _)| other <= hash);
         self.0[start..end].iter().map(|&(_, index)| index as usize)

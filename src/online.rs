@@ -91,20 +91,13 @@ struct SourceIndex {
 }
 
 impl SourceIndex {
-    fn hash(source: &str, local_id: &str) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::hash::DefaultHasher::new();
-        (source, local_id).hash(&mut hasher);
-        hasher.finish()
-    }
-
     fn is(entries: &[Entry], position: usize, source: &str, local_id: &str) -> bool {
         let entry = &entries[position];
         *entry.source_system == *source && *entry.local_id == *local_id
     }
 
     fn get(&self, entries: &[Entry], source: &str, local_id: &str) -> Option<usize> {
-        match self.by_hash.get(&Self::hash(source, local_id)) {
+        match self.by_hash.get(&crate::engine::id_hash(source, local_id)) {
             Some(&position) if Self::is(entries, position, source, local_id) => Some(position),
             _ if self.overflow.is_empty() => None,
             _ => self.overflow.get(&(source.to_owned(), local_id.to_owned())).copied(),
@@ -114,7 +107,7 @@ impl SourceIndex {
     fn insert(&mut self, entries: &[Entry], position: usize) {
         let entry = &entries[position];
         let (source, local_id) = (&*entry.source_system, &*entry.local_id);
-        match self.by_hash.entry(Self::hash(source, local_id)) {
+        match self.by_hash.entry(crate::engine::id_hash(source, local_id)) {
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(position);
             }
@@ -131,7 +124,7 @@ impl SourceIndex {
     fn remove(&mut self, entries: &[Entry], position: usize) {
         let entry = &entries[position];
         let (source, local_id) = (&*entry.source_system, &*entry.local_id);
-        let hash = Self::hash(source, local_id);
+        let hash = crate::engine::id_hash(source, local_id);
         if self.by_hash.get(&hash) == Some(&position) {
             self.by_hash.remove(&hash);
         } else {
