@@ -82,9 +82,8 @@ impl CompField {
     /// The names of this field's levels, strongest agreement first.
     pub fn levels(self) -> &'static [&'static str] {
         match self {
-            CompField::NhsNumber | CompField::Phone | CompField::Email | CompField::Identifier => {
-                &["exact", "different"]
-            }
+            CompField::NhsNumber | CompField::Phone | CompField::Email => &["exact", "different"],
+            CompField::Identifier => &["exact", "one_character_off", "different"],
             CompField::GivenName => &[
                 "exact",
                 "nickname",
@@ -594,24 +593,27 @@ fn family_reads_as_given(x: &ComparableRecord, y: &ComparableRecord) -> bool {
 }
 
 /// Levels of the names read across (one record's given name against the other's
-/// family name and the other way round), when that reading has an exact agreement
-/// and beats the straight one.
+/// family name and the other way round), when that reading has an exact agreement,
+/// or one typed letter off, and beats the straight one.
 fn swapped_reading(a: &ComparableRecord, b: &ComparableRecord) -> Option<(u8, u8)> {
     let given_b = b.first_given()?;
     let family_b = b.family_name()?;
     let given_a = a.first_given()?;
     let family_a = a.family_name()?;
-    // The reading needs one exact cross match; most pairs have none, so check that
-    // before anything costly.
+    // One typed letter off, as in `compare_given`: not in names of three letters or
+    // fewer, where one letter makes another name.
+    let one_typo = |x: &str, y: &str| x.len() >= 4 && y.len() >= 4 && within_one_edit(x, y);
+    // The reading needs one cross match, exact or one typo off; most pairs have none,
+    // so check that before anything costly.
     let (a_as_b, b_as_a) = (family_reads_as_given(a, b), family_reads_as_given(b, a));
-    if !a_as_b && !b_as_a {
+    if !a_as_b && !b_as_a && !one_typo(given_a, family_b) && !one_typo(family_a, given_b) {
         return None;
     }
     // Rank of a cross comparison: 0 exact, 1 close, 2 phonetic, 3 different.
     let rank = |x: &str, y: &str| -> usize {
         if x == y {
             0
-        } else if jaro_winkler(x, y) >= 0.92 {
+        } else if one_typo(x, y) || jaro_winkler(x, y) >= 0.92 {
             1
         } else if !x.is_empty() && phonetic(x) == phonetic(y) {
             2
@@ -627,7 +629,7 @@ fn swapped_reading(a: &ComparableRecord, b: &ComparableRecord) -> Option<(u8, u8
     let first = if b_as_a { 0 } else { rank(given_a, family_b) };
     let second = if a_as_b { 0 } else { rank(family_a, given_b) };
     let (best, worst) = (first.min(second), first.max(second));
-    (best == 0).then_some(([0, 2, 3, 7][worst], [0, 1, 2, 5][best]))
+    (best <= 1).then_some(([0, 2, 3, 7][worst], [0, 1, 2, 5][best]))
 }
 
 fn compare_given(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
@@ -733,17 +735,27 @@ fn compare_sex(a: Option<Sex>, b: Option<Sex>) -> u8 {
     }
 }
 
+/// Shortest identifier compared as one character off: below it, one character is
+/// too large a share of the value to call a typing slip.
+const MIN_ONE_OFF_IDENTIFIER: usize = 5;
+
+/// Exact, one character off (a slip of the keyboard: one character added, dropped,
+/// changed, or two neighbours swapped), or different, over the identifiers of a
+/// system both records carry. The NHS number is not compared this way: its check
+/// digit rejects such slips before they get here.
 fn compare_identifiers(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
-    let mut shared_system = false;
+    let mut best = MISSING;
     for (system_a, value_a) in a.identifiers() {
         for (_, value_b) in b.identifiers().filter(|&(system_b, _)| system_b == system_a) {
             if value_b == value_a {
                 return 0;
             }
-            shared_system = true;
+            let one_off = value_a.len().min(value_b.len()) >= MIN_ONE_OFF_IDENTIFIER
+                && within_one_edit(value_a, value_b);
+            best = best.min(if one_off { 1 } else { 2 });
         }
     }
-    if shared_system { 1 } else { MISSING }
+    best
 }
 
 fn compare_postcode(a: Option<PostalCodeRef<'_>>, b: Option<PostalCodeRef<'_>>) -> u8 {

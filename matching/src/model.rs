@@ -24,8 +24,9 @@ use crate::error::MatchError;
 
 /// Format name written in every model file.
 pub const MODEL_FORMAT: &str = "mpi-fellegi-sunter";
-/// The model file format version this crate reads and writes.
-pub const MODEL_FORMAT_VERSION: u32 = 1;
+/// The model file format version this crate writes. It also reads version 1, whose
+/// identifiers had no `one_character_off` level (see [`Model::from_json`]).
+pub const MODEL_FORMAT_VERSION: u32 = 2;
 
 /// One level of one compared field.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -277,11 +278,31 @@ impl Model {
     /// # Errors
     /// [`MatchError::ModelFormat`] when the JSON is not a model of a supported
     /// version or its fields do not match [`CompField`].
+    ///
+    /// A version 1 model (identifiers compared as exact or different) is read as
+    /// version 2 with an identifier one character off weighed as different, so a
+    /// store's trained model decides as it did until it is trained again.
     pub fn from_json(text: &str) -> Result<Model, MatchError> {
-        let model: Model = serde_json::from_str(text)
+        let mut model: Model = serde_json::from_str(text)
             .map_err(|error| MatchError::ModelFormat(format!("not a model file: {error}")))?;
+        if model.format == MODEL_FORMAT && model.format_version == 1 {
+            model.upgrade_from_version_1();
+        }
         model.validate()?;
         Ok(model)
+    }
+
+    fn upgrade_from_version_1(&mut self) {
+        let identifier = CompField::Identifier;
+        if let Some(params) = self.fields.get_mut(identifier.index())
+            && params.field == identifier.as_str()
+            && params.levels.len() == 2
+        {
+            let mut one_off = params.levels[1].clone();
+            one_off.name = identifier.levels()[1].to_owned();
+            params.levels.insert(1, one_off);
+        }
+        self.format_version = MODEL_FORMAT_VERSION;
     }
 
     /// Serialises to pretty JSON.
@@ -538,6 +559,27 @@ mod tests {
         assert!(!established("olivia", "olvia"), "a typo is far rarer than its name");
         assert!(!established("olivia", "zebedee"), "a name seen once is not established");
         assert!(!frequencies.both_established(CompField::Sex, "olivia", "oliver"));
+    }
+
+    /// A store's model saved before identifiers had a one-character-off level still
+    /// loads, and weighs such a pair as it did: as different.
+    #[test]
+    fn a_version_1_model_loads_with_one_character_off_weighed_as_different() {
+        let mut old: serde_json::Value =
+            serde_json::from_str(&crate::train::default_model().to_json()).expect("json");
+        old["format_version"] = 1.into();
+        let identifier = CompField::Identifier.index();
+        let levels = old["fields"][identifier]["levels"].as_array_mut().expect("levels");
+        levels.remove(1);
+        let model = Model::from_json(&old.to_string()).expect("a version 1 model loads");
+        assert_eq!(model.format_version, MODEL_FORMAT_VERSION);
+        let levels = &model.fields[identifier].levels;
+        let names: Vec<&str> = levels.iter().map(|level| level.name.as_str()).collect();
+        assert_eq!(names, CompField::Identifier.levels());
+        assert_eq!((levels[1].m, levels[1].u), (levels[2].m, levels[2].u));
+        // Other versions are still refused.
+        old["format_version"] = 7.into();
+        assert!(Model::from_json(&old.to_string()).is_err());
     }
 
     #[test]

@@ -123,8 +123,8 @@ pub fn default_model() -> Model {
         ],
         // sex: same, different
         [(0.98, 0.5, 0.5), (0.02, 0.5, 0.5), X, X, X, X, X, X],
-        // identifier: exact, different
-        [(0.95, 1e-5, 1e-3), (0.05, 0.999_99, 0.999), X, X, X, X, X, X],
+        // identifier: exact, one character off, different
+        [(0.93, 1e-5, 1e-3), (0.02, 1e-4, 1e-3), (0.05, 0.999_89, 0.998), X, X, X, X, X],
         // postcode: exact, sector, district, different
         [
             (0.8, 0.0005, 0.0005),
@@ -292,7 +292,12 @@ fn em_fields(
         .iter()
         .map(|(gamma, _)| {
             let exact = |field| uses(field) && gamma.level(field) == Some(0);
-            let differs = |field| uses(field) && gamma.level(field) == Some(1);
+            let differs = |field: CompField| {
+                uses(field)
+                    && gamma
+                        .level(field)
+                        .is_some_and(|level| usize::from(level) + 1 == field.levels().len())
+            };
             let close = |field: CompField| {
                 uses(field) && gamma.level(field).is_some_and(|level| level <= 2)
             };

@@ -33,6 +33,11 @@ fn record(spec: &str) -> ComparableRecord {
             "pc" => raw.postcode = value,
             "phone" => raw.phone = value,
             "email" => raw.email = value,
+            "id" => {
+                let (system, value) = part["id=".len()..].split_once(':').expect("id=SYSTEM:VALUE");
+                raw.identifiers
+                    .push(crate::Identifier { system: system.to_owned(), value: value.to_owned() });
+            }
             other => panic!("unknown test field {other}"),
         }
     }
@@ -86,6 +91,40 @@ fn swapped_names_agree() {
     let only_first = "given=Thomas;family=Smith";
     check(CompField::GivenName, swapped, only_first, "exact");
     check(CompField::FamilyName, swapped, only_first, "exact");
+}
+
+/// Swapped and mistyped: the cross reading is taken when one cross pair is a typo
+/// apart, with the better pair credited to the family name and the given name read
+/// as it is (different here), so a twin written family name first stays a twin.
+#[test]
+fn swapped_names_with_a_typo_agree_on_the_family_name() {
+    let (straight, swapped) = ("given=Amy;family=Chandler", "given=Chandelr;family=Ay");
+    for (a, b) in [(straight, swapped), (swapped, straight)] {
+        check(CompField::FamilyName, a, b, "close");
+        check(CompField::GivenName, a, b, "different");
+    }
+    let (straight, swapped) = ("given=Robin;family=Morrison", "given=Morrisn;family=Robyn");
+    check(CompField::FamilyName, straight, swapped, "close");
+    check(CompField::GivenName, straight, swapped, "close");
+    // Short names are not read across on a typo: one letter makes another name.
+    check(CompField::FamilyName, "given=Ava;family=Lee", "given=Lea;family=Eve", "different");
+}
+
+#[test]
+fn identifier_levels() {
+    let i = CompField::Identifier;
+    check(i, "id=hospital:K123456", "id=hospital:k123456", "exact");
+    // A slip of the keyboard: two neighbours swapped, one changed, one dropped.
+    check(i, "id=ssn:2345085", "id=ssn:2345058", "one_character_off");
+    check(i, "id=ssn:2345085", "id=ssn:2345086", "one_character_off");
+    check(i, "id=ssn:2345085", "id=ssn:234585", "one_character_off");
+    check(i, "id=ssn:2345085", "id=ssn:2354058", "different");
+    // In a short identifier one character is too much of it to call a slip.
+    check(i, "id=case:1234", "id=case:1243", "different");
+    // Another system's value is not compared at all.
+    check(i, "id=ssn:2345085", "id=case:2345085", "missing");
+    // Any exact agreement within a shared system wins.
+    check(i, "id=case:A1;id=case:B22222", "id=case:B22222", "exact");
 }
 
 #[test]
