@@ -235,6 +235,11 @@ struct SynthArgs {
     /// Truth file (default: OUT with `_truth` before the extension).
     #[arg(long)]
     truth: Option<PathBuf>,
+    /// Adds a `hospital_number` column: one number per person, given out in sequence,
+    /// on six records in ten, one in a hundred of them typed with a digit wrong (load
+    /// it with `--map hospital_number=id:hosp`). The other columns do not change.
+    #[arg(long)]
+    hospital_numbers: bool,
 }
 
 fn main() -> ExitCode {
@@ -754,8 +759,11 @@ fn synth(args: SynthArgs) -> Result<ExitCode> {
             .unwrap_or_default();
         args.out.with_file_name(format!("{stem}_truth.csv"))
     });
-    let records =
-        mpi::synth::generate(&mpi::synth::SynthConfig { people: args.people, seed: args.seed });
+    let records = mpi::synth::generate(&mpi::synth::SynthConfig {
+        people: args.people,
+        seed: args.seed,
+        hospital_numbers: args.hospital_numbers,
+    });
     let create = |path: &Path| -> Result<BufWriter<File>> {
         Ok(BufWriter::new(
             File::create(path).with_context(|| format!("creating {}", path.display()))?,

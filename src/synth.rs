@@ -21,6 +21,9 @@ pub struct SynthConfig {
     pub people: usize,
     /// Seed.
     pub seed: u64,
+    /// Adds a `hospital_number` column (see [`add_hospital_numbers`]). The other
+    /// columns are the same with it or without it.
+    pub hospital_numbers: bool,
 }
 
 /// One generated record with its true person. Empty strings are missing values.
@@ -43,6 +46,8 @@ pub struct SynthRecord {
     pub postcode: String,
     pub phone: String,
     pub email: String,
+    /// Empty unless [`SynthConfig::hospital_numbers`].
+    pub hospital_number: String,
 }
 
 const MALE: &[&str] = &[
@@ -1227,6 +1232,7 @@ fn record(
         postcode,
         phone,
         email,
+        hospital_number: String::new(),
     }
 }
 
@@ -1297,16 +1303,50 @@ pub fn generate(config: &SynthConfig) -> Vec<SynthRecord> {
         let j = generator.rng.below(i + 1);
         records.swap(i, j);
     }
+    if config.hospital_numbers {
+        add_hospital_numbers(&mut records, config.seed);
+    }
     records
 }
 
-/// Writes records as CSV with the canonical columns.
+/// Share of records that carry the person's hospital number.
+const HOSPITAL_NUMBER_SHARE: f64 = 0.6;
+/// Share of those typed with one digit wrong.
+const HOSPITAL_NUMBER_TYPOS: f64 = 0.01;
+
+/// Gives each person a hospital number, handed out in sequence in the order people
+/// first appear in the file (`H1000000`, `H1000001`, ...), as a hospital's numbers are:
+/// neighbours differ in one digit. Six records in ten carry it, and one in a hundred of
+/// those has a digit typed wrong. Draws from its own generator, so the other columns
+/// do not change.
+fn add_hospital_numbers(records: &mut [SynthRecord], seed: u64) {
+    let mut rng = Rng(seed ^ 0x4D52_4E5F_4E55_4D42);
+    let mut numbers: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for record in records {
+        let next = numbers.len();
+        let number = *numbers.entry(record.person_id.clone()).or_insert(next);
+        if !rng.chance(HOSPITAL_NUMBER_SHARE) {
+            continue;
+        }
+        let mut digits = format!("{:07}", 1_000_000 + number).into_bytes();
+        if rng.chance(HOSPITAL_NUMBER_TYPOS) {
+            let at = rng.below(digits.len());
+            let other = (digits[at] - b'0' + 1 + rng.below(9) as u8) % 10;
+            digits[at] = b'0' + other;
+        }
+        record.hospital_number = format!("H{}", String::from_utf8(digits).expect("ASCII digits"));
+    }
+}
+
+/// Writes records as CSV with the canonical columns, and `hospital_number` after them
+/// when any record has one.
 ///
 /// # Errors
 /// When writing fails.
 pub fn write_records<W: Write>(records: &[SynthRecord], out: W) -> std::io::Result<()> {
     let mut writer = csv::Writer::from_writer(out);
-    writer.write_record([
+    let hospital_numbers = records.iter().any(|r| !r.hospital_number.is_empty());
+    let mut header = vec![
         "source_system",
         "local_id",
         "nhs_number",
@@ -1320,9 +1360,13 @@ pub fn write_records<W: Write>(records: &[SynthRecord], out: W) -> std::io::Resu
         "postcode",
         "phone",
         "email",
-    ])?;
+    ];
+    if hospital_numbers {
+        header.push("hospital_number");
+    }
+    writer.write_record(&header)?;
     for r in records {
-        writer.write_record([
+        let mut row = vec![
             &r.source_system,
             &r.local_id,
             &r.nhs_number,
@@ -1336,7 +1380,11 @@ pub fn write_records<W: Write>(records: &[SynthRecord], out: W) -> std::io::Resu
             &r.postcode,
             &r.phone,
             &r.email,
-        ])?;
+        ];
+        if hospital_numbers {
+            row.push(&r.hospital_number);
+        }
+        writer.write_record(&row)?;
     }
     writer.flush()
 }
@@ -1381,9 +1429,9 @@ mod tests {
 
     #[test]
     fn deterministic_for_a_seed() {
-        let a = generate(&SynthConfig { people: 500, seed: 1 });
-        let b = generate(&SynthConfig { people: 500, seed: 1 });
-        let c = generate(&SynthConfig { people: 500, seed: 2 });
+        let a = generate(&SynthConfig { people: 500, seed: 1, hospital_numbers: false });
+        let b = generate(&SynthConfig { people: 500, seed: 1, hospital_numbers: false });
+        let c = generate(&SynthConfig { people: 500, seed: 2, hospital_numbers: false });
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
@@ -1391,7 +1439,7 @@ mod tests {
     #[test]
     fn shape_of_the_data() {
         let people = 20_000;
-        let records = generate(&SynthConfig { people, seed: 7 });
+        let records = generate(&SynthConfig { people, seed: 7, hospital_numbers: false });
         let ratio = records.len() as f64 / people as f64;
         assert!((1.8..2.4).contains(&ratio), "records per person {ratio}");
         let persons: std::collections::HashSet<&str> =
@@ -1412,7 +1460,7 @@ mod tests {
 
     #[test]
     fn nhs_numbers_and_contacts_belong_to_one_person() {
-        let records = generate(&SynthConfig { people: 20_000, seed: 11 });
+        let records = generate(&SynthConfig { people: 20_000, seed: 11, hospital_numbers: false });
         // Who holds each NHS number, mobile and email (a landline is a home's).
         let mut holders: HashMap<String, std::collections::HashSet<&str>> = HashMap::new();
         for record in &records {
@@ -1443,7 +1491,7 @@ mod tests {
 
     #[test]
     fn twins_and_jr_sr() {
-        let records = generate(&SynthConfig { people: 30_000, seed: 3 });
+        let records = generate(&SynthConfig { people: 30_000, seed: 3, hospital_numbers: false });
         let mut groups: HashMap<&str, Vec<&SynthRecord>> = HashMap::new();
         for record in records.iter().filter(|r| r.hard_group.is_some()) {
             groups.entry(record.hard_group.as_deref().unwrap()).or_default().push(record);
@@ -1466,8 +1514,46 @@ mod tests {
     }
 
     #[test]
+    fn hospital_numbers_are_one_per_person_in_sequence_and_change_nothing_else() {
+        let config = SynthConfig { people: 5_000, seed: 4, hospital_numbers: false };
+        let plain = generate(&config);
+        let with = generate(&SynthConfig { hospital_numbers: true, ..config });
+        // Numbered in order of first appearance; each carried copy is the person's own
+        // number or it with one digit wrong.
+        let mut order: HashMap<&str, usize> = HashMap::new();
+        let (mut carried, mut mistyped) = (0, 0);
+        for (a, b) in plain.iter().zip(&with) {
+            assert_eq!(a, &SynthRecord { hospital_number: String::new(), ..b.clone() });
+            let next = order.len();
+            let own = format!("H{}", 1_000_000 + *order.entry(&b.person_id).or_insert(next));
+            if b.hospital_number.is_empty() {
+                continue;
+            }
+            carried += 1;
+            let differing =
+                own.bytes().zip(b.hospital_number.bytes()).filter(|(x, y)| x != y).count();
+            assert_eq!(own.len(), b.hospital_number.len());
+            assert!(differing <= 1, "{own} carried as {}", b.hospital_number);
+            mistyped += differing;
+        }
+        let share = carried as f64 / with.len() as f64;
+        assert!((0.57..0.63).contains(&share), "{share}");
+        assert!(mistyped > 0 && mistyped < carried / 50, "{mistyped} of {carried}");
+        let mut out = Vec::new();
+        write_records(&with, &mut out).unwrap();
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .ends_with(",email,hospital_number")
+        );
+    }
+
+    #[test]
     fn csv_headers() {
-        let records = generate(&SynthConfig { people: 10, seed: 1 });
+        let records = generate(&SynthConfig { people: 10, seed: 1, hospital_numbers: false });
         let mut out = Vec::new();
         write_records(&records, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();

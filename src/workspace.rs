@@ -55,23 +55,24 @@ pub const INDEX_WRITER_BUDGET: usize = 64 * 1024 * 1024;
 
 /// The store generation an index payload names, when it names one in this key format.
 fn payload_generation(payload: &str) -> Option<u64> {
-    payload.strip_prefix("k3 gen:")?.parse().ok()
+    payload.strip_prefix("k4 gen:")?.parse().ok()
 }
 
 /// The index commit payload that says the index is level with store generation `g`.
-/// It names the key format too (`k3`: kind-tagged 64-bit hashes of thirteen kinds), so
-/// an index built by an older version with other keys is rebuilt.
+/// It names the key format too (`k4`: kind-tagged 64-bit hashes of thirteen kinds, the
+/// identifier's one-edit keys among them), so an index built by an older version with
+/// other keys is rebuilt.
 pub fn index_payload(generation: u64) -> String {
-    format!("k3 gen:{generation}")
+    format!("k4 gen:{generation}")
 }
 
-/// Takes the data folder's exclusive lock (released when the file is dropped or the
-/// process ends, however it ends).
 /// A stored person id as the engine holds it.
 fn parse_person_id(id: &str) -> Result<uuid::Uuid, WorkspaceError> {
     uuid::Uuid::parse_str(id).map_err(|_| WorkspaceError::PersonId { id: id.to_owned() })
 }
 
+/// Takes the data folder's exclusive lock (released when the file is dropped or the
+/// process ends, however it ends).
 fn lock_dir(dir: &Path) -> Result<std::fs::File, WorkspaceError> {
     let file = std::fs::OpenOptions::new()
         .create(true)

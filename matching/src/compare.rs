@@ -737,7 +737,7 @@ fn compare_sex(a: Option<Sex>, b: Option<Sex>) -> u8 {
 
 /// Shortest identifier compared as one character off: below it, one character is
 /// too large a share of the value to call a typing slip.
-const MIN_ONE_OFF_IDENTIFIER: usize = 5;
+pub(crate) const MIN_ONE_OFF_IDENTIFIER: usize = 5;
 
 /// Exact, one character off (a slip of the keyboard: one character added, dropped,
 /// changed, or two neighbours swapped), or different, over the identifiers of a

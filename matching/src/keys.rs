@@ -2,7 +2,7 @@
 //! meet as candidates. Several keys are ORed, so one wrong field does not hide a
 //! match. Keys hold personal data: they go to the index, never to logs.
 
-use crate::compare::{CompField, ComparableRecord};
+use crate::compare::{CompField, ComparableRecord, MIN_ONE_OFF_IDENTIFIER};
 
 /// The kinds of blocking key, in bit order for [`shared_key_kinds`], with the fields
 /// each one forces to agree. Training uses this to estimate a field's `m` only from
@@ -20,7 +20,7 @@ pub const KEY_KINDS: [(&str, &[CompField]); 13] = [
     ("fy", &[CompField::FamilyName, CompField::DateOfBirth, CompField::GivenName]),
     ("ah", &[CompField::Address, CompField::FamilyName]),
     ("pd", &[CompField::Postcode, CompField::DateOfBirth]),
-    ("ia", &[CompField::Identifier]),
+    ("ie", &[CompField::Identifier, CompField::GivenName]),
 ];
 
 /// A blocking key: a 64-bit FNV-1a hash of the key's text whose low four bits are
@@ -79,7 +79,7 @@ mod kind {
     pub const FAMILY_YEAR: usize = 9;
     pub const ADDRESS: usize = 10;
     pub const POSTCODE_DATE: usize = 11;
-    pub const IDENTIFIER_DIGITS: usize = 12;
+    pub const IDENTIFIER_EDIT: usize = 12;
 }
 
 fn key(kind: usize, text: std::fmt::Arguments<'_>) -> BlockingKey {
@@ -113,7 +113,7 @@ pub fn kinds_not_involving(field: CompField) -> u16 {
 /// | `fy` | family-name phonetic code, birth year and month, given initial | errors in day, postcode and given name together |
 /// | `ah` | house number and first street word, family-name phonetic code | errors in birth date, postcode and given name |
 /// | `pd` | postcode and birth date | both names changed (marriage and a nickname, or a clerk's swap) |
-/// | `ia` | identifier system and its characters sorted | an identifier typed with two characters transposed, with names changed |
+/// | `ie` | identifier system, its value or the value with one character dropped (one key each), given-name initial | an identifier one character off, with birth date and postcode wrong too |
 pub fn blocking_keys(record: &ComparableRecord) -> Vec<BlockingKey> {
     let mut keys = Vec::with_capacity(12);
     if let Some(nhs) = record.nhs_number() {
@@ -185,11 +185,21 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<BlockingKey> {
     }
     for (system, value) in record.identifiers() {
         keys.push(key(kind::IDENTIFIER, format_args!("{system}|{value}")));
-        let mut sorted: Vec<char> = value.chars().collect();
-        sorted.sort_unstable();
-        if sorted.len() >= 4 {
-            let sorted: String = sorted.into_iter().collect();
-            keys.push(key(kind::IDENTIFIER_DIGITS, format_args!("{system}|{sorted}")));
+        // Within one edit (a character added, dropped or changed, or two neighbours
+        // swapped), two values share the value itself or one of its one-character
+        // deletions. With the given initial: numbers given out in sequence share a
+        // deletion with nine neighbours each, which the initial thins to about one.
+        if let Some(initial) = given_initial
+            && value.len() >= MIN_ONE_OFF_IDENTIFIER
+        {
+            keys.push(key(kind::IDENTIFIER_EDIT, format_args!("{system}|{value}|{initial}")));
+            for (at, dropped) in value.char_indices() {
+                let (before, after) = (&value[..at], &value[at + dropped.len_utf8()..]);
+                keys.push(key(
+                    kind::IDENTIFIER_EDIT,
+                    format_args!("{system}|{before}{after}|{initial}"),
+                ));
+            }
         }
     }
     if let Some(phone) = record.phone() {
@@ -249,14 +259,14 @@ mod tests {
     }
 
     #[test]
-    fn a_transposed_identifier_still_meets() {
+    fn an_identifier_one_character_off_still_meets() {
         let normalizer = Normalizer::new(NormalizeOptions {
             today: BirthDate { year: 2026, month: 11, day: 24 },
             refuse_test_nhs_numbers: false,
         });
-        let keys = |value: &str| {
+        let keys = |given: &str, value: &str| {
             let (record, _) = normalizer.normalize(&Demographics {
-                given_name: Some("Ann".to_owned()),
+                given_name: Some(given.to_owned()),
                 identifiers: vec![crate::Identifier {
                     system: "council".to_owned(),
                     value: value.to_owned(),
@@ -265,11 +275,15 @@ mod tests {
             });
             blocking_keys(&ComparableRecord::new(record, normalizer.nicknames()))
         };
-        assert_eq!(
-            shared_key_kinds(&keys("3983966"), &keys("3989366")),
-            1 << kind::IDENTIFIER_DIGITS
-        );
-        assert_eq!(shared_key_kinds(&keys("3983966"), &keys("3983967")), 0);
+        let edit = 1 << kind::IDENTIFIER_EDIT;
+        let a = keys("Ann", "3983966");
+        for slip in ["3989366", "3983967", "398966", "39839660", "1983966"] {
+            assert_eq!(shared_key_kinds(&a, &keys("Anne", slip)), edit, "{slip}");
+        }
+        assert_eq!(shared_key_kinds(&a, &keys("Ann", "3983966")), edit | 1 << kind::IDENTIFIER);
+        assert_eq!(shared_key_kinds(&a, &keys("Ann", "3988866")), 0, "two characters off");
+        assert_eq!(shared_key_kinds(&a, &keys("Bea", "3983967")), 0, "another initial");
+        assert_eq!(shared_key_kinds(&keys("Ann", "1234"), &keys("Ann", "1243")), 0, "too short");
     }
 
     #[test]
