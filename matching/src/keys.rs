@@ -20,7 +20,7 @@ pub const KEY_KINDS: [(&str, &[CompField]); 13] = [
     ("fy", &[CompField::FamilyName, CompField::DateOfBirth, CompField::GivenName]),
     ("ah", &[CompField::Address, CompField::FamilyName]),
     ("pd", &[CompField::Postcode, CompField::DateOfBirth]),
-    ("ie", &[CompField::Identifier, CompField::GivenName]),
+    ("ie", &[CompField::Identifier, CompField::GivenName, CompField::FamilyName]),
 ];
 
 /// A blocking key: a 64-bit FNV-1a hash of the key's text whose low four bits are
@@ -113,7 +113,7 @@ pub fn kinds_not_involving(field: CompField) -> u16 {
 /// | `fy` | family-name phonetic code, birth year and month, given initial | errors in day, postcode and given name together |
 /// | `ah` | house number and first street word, family-name phonetic code | errors in birth date, postcode and given name |
 /// | `pd` | postcode and birth date | both names changed (marriage and a nickname, or a clerk's swap) |
-/// | `ie` | identifier system, its value or the value with one character dropped (one key each), given-name initial | an identifier one character off, with birth date and postcode wrong too |
+/// | `ie` | identifier system, its value or the value with one character dropped (one key each), given and family initials | an identifier one character off, with birth date and postcode wrong too |
 pub fn blocking_keys(record: &ComparableRecord) -> Vec<BlockingKey> {
     let mut keys = Vec::with_capacity(12);
     if let Some(nhs) = record.nhs_number() {
@@ -187,17 +187,18 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<BlockingKey> {
         keys.push(key(kind::IDENTIFIER, format_args!("{system}|{value}")));
         // Within one edit (a character added, dropped or changed, or two neighbours
         // swapped), two values share the value itself or one of its one-character
-        // deletions. With the given initial: numbers given out in sequence share a
-        // deletion with nine neighbours each, which the initial thins to about one.
-        if let Some(initial) = given_initial
+        // deletions. With the given and family initials: numbers given out in sequence
+        // share a deletion with nine neighbours each, which the initials thin to none.
+        if let Some(given) = given_initial
+            && let Some(family) = record.family_name().and_then(|name| name.chars().next())
             && value.len() >= MIN_ONE_OFF_IDENTIFIER
         {
-            keys.push(key(kind::IDENTIFIER_EDIT, format_args!("{system}|{value}|{initial}")));
+            keys.push(key(kind::IDENTIFIER_EDIT, format_args!("{system}|{value}|{given}{family}")));
             for (at, dropped) in value.char_indices() {
                 let (before, after) = (&value[..at], &value[at + dropped.len_utf8()..]);
                 keys.push(key(
                     kind::IDENTIFIER_EDIT,
-                    format_args!("{system}|{before}{after}|{initial}"),
+                    format_args!("{system}|{before}{after}|{given}{family}"),
                 ));
             }
         }
@@ -264,9 +265,11 @@ mod tests {
             today: BirthDate { year: 2026, month: 11, day: 24 },
             refuse_test_nhs_numbers: false,
         });
-        let keys = |given: &str, value: &str| {
+        let keys = |name: &str, value: &str| {
+            let (given, family) = name.split_once(' ').expect("given and family name");
             let (record, _) = normalizer.normalize(&Demographics {
                 given_name: Some(given.to_owned()),
+                family_name: Some(family.to_owned()),
                 identifiers: vec![crate::Identifier {
                     system: "council".to_owned(),
                     value: value.to_owned(),
@@ -276,14 +279,22 @@ mod tests {
             blocking_keys(&ComparableRecord::new(record, normalizer.nicknames()))
         };
         let edit = 1 << kind::IDENTIFIER_EDIT;
-        let a = keys("Ann", "3983966");
+        let a = keys("Ann Okafor", "3983966");
         for slip in ["3989366", "3983967", "398966", "39839660", "1983966"] {
-            assert_eq!(shared_key_kinds(&a, &keys("Anne", slip)), edit, "{slip}");
+            assert_eq!(shared_key_kinds(&a, &keys("Anne Okafor", slip)), edit, "{slip}");
         }
-        assert_eq!(shared_key_kinds(&a, &keys("Ann", "3983966")), edit | 1 << kind::IDENTIFIER);
-        assert_eq!(shared_key_kinds(&a, &keys("Ann", "3988866")), 0, "two characters off");
-        assert_eq!(shared_key_kinds(&a, &keys("Bea", "3983967")), 0, "another initial");
-        assert_eq!(shared_key_kinds(&keys("Ann", "1234"), &keys("Ann", "1243")), 0, "too short");
+        assert_eq!(
+            shared_key_kinds(&a, &keys("Ann Okafor", "3983966")),
+            edit | 1 << kind::IDENTIFIER
+        );
+        assert_eq!(shared_key_kinds(&a, &keys("Ann Okafor", "3988866")), 0, "two characters off");
+        assert_eq!(shared_key_kinds(&a, &keys("Bea Okafor", "3983967")), 0, "another initial");
+        assert_eq!(shared_key_kinds(&a, &keys("Ann Smith", "3983967")), 0, "another family");
+        assert_eq!(
+            shared_key_kinds(&keys("Ann Okafor", "1234"), &keys("Ann Okafor", "1243")),
+            0,
+            "too short"
+        );
     }
 
     #[test]
