@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use mpi_index::{BlockingIndex, BlockingIndexWriter, MemoryIndex, MemoryIndexBuilder};
+use mpi_index::{BlockingIndex, BlockingIndexWriter, MemoryIndex, MemoryIndexBuilder, RecordId};
 use mpi_matching::{
     BlockingKey, ComparableRecord, Demographics, Issue, MatchError, Model, PatternCounts,
     TermFrequencies, Thresholds, TrainOptions, blocking_keys, compare, shared_key_kinds,
@@ -1275,14 +1275,17 @@ fn index_run(
     progress: &dyn Progress,
 ) -> Result<BlockingIndexWriter, mpi_index::IndexError> {
     let mut writer = index.bulk_writer(INDEX_WRITER_BUDGET)?;
-    for &(_, position, is_update) in work {
+    // The updated records' old keys go in one operation, before any new keys are added.
+    let updated: Vec<RecordId> = work
+        .iter()
+        .filter(|&&(_, _, is_update)| is_update)
+        .map(|&(_, position, _)| linker.entries[position].id)
+        .collect();
+    writer.delete_many(&updated)?;
+    drop(updated);
+    for &(_, position, _) in work {
         let entry = &linker.entries[position];
-        let keys = blocking_keys(&entry.record);
-        if is_update {
-            writer.update(entry.id, &keys)?;
-        } else {
-            writer.add(entry.id, &keys)?;
-        }
+        writer.add(entry.id, &blocking_keys(&entry.record))?;
         progress.advance(1);
     }
     Ok(writer)

@@ -571,6 +571,23 @@ impl BlockingIndexWriter {
         Ok(())
     }
 
+    /// Removes many records in one operation: for a batch that replaces a large share
+    /// of the index. Each [`BlockingIndexWriter::delete`] holds about a kilobyte in
+    /// tantivy's delete queue until the commit (a scoring weight per term), so 400,000
+    /// one by one held 0.4 GB; one set of terms holds 8 bytes a record. Records added
+    /// after this call are not affected, so call it before adding their new keys.
+    ///
+    /// # Errors
+    /// When tantivy cannot build the query.
+    pub fn delete_many(&mut self, record_ids: &[RecordId]) -> Result<(), IndexError> {
+        if record_ids.is_empty() {
+            return Ok(());
+        }
+        let terms = record_ids.iter().map(|&id| Term::from_field_u64(self.fields.rid, id));
+        self.writer.delete_query(Box::new(tantivy::query::TermSetQuery::new(terms)))?;
+        Ok(())
+    }
+
     /// Removes every record (before a rebuild).
     ///
     /// # Errors

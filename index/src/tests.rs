@@ -75,6 +75,25 @@ fn update_delete_and_delete_all() {
     check(&index, &["a", "b"], None, None, 10, &[]);
 }
 
+/// A batch of updates: the old keys of many records go in one operation, then their
+/// new keys are added; records outside the set keep theirs, and the new keys survive.
+#[test]
+fn delete_many_then_add_replaces_those_records_only() {
+    let index = index_of(&[(1, &["a"]), (2, &["a", "b"]), (3, &["a"]), (4, &["c"])]);
+    let mut writer = index.bulk_writer(20_000_000).unwrap();
+    writer.delete_many(&[1, 2, 4]).unwrap();
+    writer.add(1, &keys(&["b"])).unwrap();
+    writer.add(2, &keys(&["c"])).unwrap();
+    writer.add(5, &keys(&["a"])).unwrap();
+    writer.delete_many(&[]).unwrap();
+    writer.commit("updated").unwrap();
+    index.reload().unwrap();
+    check(&index, &["a"], None, None, 10, &[(3, 1), (5, 1)]);
+    check(&index, &["b"], None, None, 10, &[(1, 1)]);
+    check(&index, &["c"], None, None, 10, &[(2, 1)]);
+    assert_eq!(index.num_records(), 4);
+}
+
 #[test]
 fn rollback_drops_uncommitted_changes() {
     let index = index_of(&[(1, &["a"])]);
