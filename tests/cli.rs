@@ -506,6 +506,42 @@ fn malformed_files_fail_clearly_without_writing() {
     assert!(!output.status.success());
 }
 
+/// A store too small to train falls back on the shipped default model; an agreeing
+/// hospital number still counts there (the synthetic data it was trained on has no
+/// identifiers, so the file carries starting values for them, not neutral ones).
+#[test]
+fn an_agreeing_identifier_counts_on_the_shipped_default_model() {
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("tiny.csv");
+    fs::write(
+        &file,
+        "source_system,local_id,given_name,family_name,date_of_birth,postcode,hospital_number\n\
+         acute,1,Jonathan,Smyth,1980-01-01,LS1 4AB,H1234567\n\
+         gp,2,John,Smith,,M1 1AA,H1234567\n",
+    )
+    .unwrap();
+    let probability = |map: &[&str], name: &str| -> f64 {
+        let out = dir.path().join(format!("{name}.csv"));
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "link".into(),
+            "--data".into(),
+            dir.path().join(name).into(),
+            "--out".into(),
+            out.clone().into(),
+        ];
+        args.extend(map.iter().map(Into::into));
+        args.push(file.clone().into());
+        let summary = mpi_ok(&args);
+        assert!(summary.contains("shipped default"), "{summary}");
+        // Empty when no candidate was found at all.
+        read_csv(&out)[1]["match_probability"].parse().unwrap_or(0.0)
+    };
+    let with = probability(&["--map", "hospital_number=id:hosp"], "with");
+    let without = probability(&[], "without");
+    assert!(with > 0.5, "the same hospital number: {with}");
+    assert!(without < 0.01, "names alike, nothing else: {without}");
+}
+
 #[test]
 fn explain_reads_as_a_breakdown() {
     let dir = TempDir::new().unwrap();
