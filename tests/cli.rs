@@ -520,15 +520,10 @@ fn an_agreeing_identifier_counts_on_the_shipped_default_model() {
          gp,2,John,Smith,,M1 1AA,H1234567\n",
     )
     .unwrap();
-    let probability = |map: &[&str], name: &str| -> f64 {
-        let out = dir.path().join(format!("{name}.csv"));
-        let mut args: Vec<std::ffi::OsString> = vec![
-            "link".into(),
-            "--data".into(),
-            dir.path().join(name).into(),
-            "--out".into(),
-            out.clone().into(),
-        ];
+    let probability = |map: &[&str]| -> f64 {
+        let run = TempDir::new().unwrap();
+        let out = run.path().join("results.csv");
+        let mut args = link_args(&run, &out);
         args.extend(map.iter().map(Into::into));
         args.push(file.clone().into());
         let summary = mpi_ok(&args);
@@ -536,8 +531,8 @@ fn an_agreeing_identifier_counts_on_the_shipped_default_model() {
         // Empty when no candidate was found at all.
         read_csv(&out)[1]["match_probability"].parse().unwrap_or(0.0)
     };
-    let with = probability(&["--map", "hospital_number=id:hosp"], "with");
-    let without = probability(&[], "without");
+    let with = probability(&["--map", "hospital_number=id:hosp"]);
+    let without = probability(&[]);
     assert!(with > 0.5, "the same hospital number: {with}");
     assert!(without < 0.01, "names alike, nothing else: {without}");
 }

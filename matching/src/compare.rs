@@ -592,6 +592,13 @@ fn family_reads_as_given(x: &ComparableRecord, y: &ComparableRecord) -> bool {
         || (x.family_tokens().nth(1).is_some() && x.family_tokens().next() == Some(first_given))
 }
 
+/// One typed letter wrong, missing, doubled or swapped between two names (Kdith for
+/// Keith, Sacah for Sarah), which Jaro-Winkler scores low in a short name. Not in names
+/// of three letters or fewer, where one letter makes another name (Ava and Eva).
+fn one_typo(a: &str, b: &str) -> bool {
+    a.len() >= 4 && b.len() >= 4 && within_one_edit(a, b)
+}
+
 /// Levels of the names read across (one record's given name against the other's
 /// family name and the other way round), when that reading has an exact agreement,
 /// or one typed letter off, and beats the straight one.
@@ -600,9 +607,6 @@ fn swapped_reading(a: &ComparableRecord, b: &ComparableRecord) -> Option<(u8, u8
     let family_b = b.family_name()?;
     let given_a = a.first_given()?;
     let family_a = a.family_name()?;
-    // One typed letter off, as in `compare_given`: not in names of three letters or
-    // fewer, where one letter makes another name.
-    let one_typo = |x: &str, y: &str| x.len() >= 4 && y.len() >= 4 && within_one_edit(x, y);
     // The reading needs one cross match, exact or one typo off; most pairs have none,
     // so check that before anything costly.
     let (a_as_b, b_as_a) = (family_reads_as_given(a, b), family_reads_as_given(b, a));
@@ -647,12 +651,7 @@ fn compare_given(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
         return 1;
     }
     let similarity = jaro_winkler(first_a, first_b);
-    // One typed letter wrong, missing, doubled or swapped (Kdith for Keith, Sacah for
-    // Sarah), which Jaro-Winkler scores low in a short name. Not in names of three
-    // letters or fewer, where one letter makes another name (Ava and Eva).
-    if similarity >= 0.92
-        || (first_a.len() >= 4 && first_b.len() >= 4 && within_one_edit(first_a, first_b))
-    {
+    if similarity >= 0.92 || one_typo(first_a, first_b) {
         return 2;
     }
     if !a.given_phonetic(0).is_empty() && a.given_phonetic(0) == b.given_phonetic(0) {
