@@ -280,7 +280,8 @@ pub fn relative_signature(gamma: &Gamma) -> Option<ReviewReason> {
 }
 
 /// Twins the two records cannot tell apart: one family name, one birth date (or two
-/// days in a row: born either side of midnight), no agreeing NHS number or identifier,
+/// days in a row: born either side of midnight; or one with a slip, day and month
+/// swapped or a digit off), no agreeing NHS number or identifier,
 /// and given names that are not plainly one name. The model weighs such a pair by what
 /// most pairs with one birth date and family name are, the same person with a slip in
 /// the name; this check keeps out of automatic links the few that are twins:
@@ -312,7 +313,11 @@ pub fn possible_twins(
         .date_of_birth()
         .zip(b.date_of_birth())
         .is_some_and(|(a, b)| a.year == b.year && a.month == b.month && a.day.abs_diff(b.day) == 1);
-    if !(same_day || next_day) || gamma.level(CompField::FamilyName).is_none_or(|family| family > 1)
+    // A twin's date with a slip in it (day and month swapped, one digit off) still
+    // leaves the given name the only thing that tells the two apart.
+    let slipped = gamma.level(CompField::DateOfBirth).is_some_and(|level| (1..=2).contains(&level));
+    if !(same_day || next_day || slipped)
+        || gamma.level(CompField::FamilyName).is_none_or(|family| family > 1)
     {
         return false;
     }
@@ -414,8 +419,10 @@ pub fn pair_caution(
     // records, or an agreeing NHS number or identifier. The same holds for one postcode
     // (a father and son on one street; and a pair at one postcode but two addresses
     // is weighed as two households are not, so it scores above the pair at one address).
-    let comparable = gamma.level(CompField::DateOfBirth).is_some()
-        && gamma.level(CompField::GivenName).is_some();
+    // A woman's record without a birth date whose names agree is the exception (see
+    // `woman_named_alike`).
+    let comparable = gamma.level(CompField::GivenName).is_some()
+        && (gamma.level(CompField::DateOfBirth).is_some() || woman_named_alike(gamma, a, b));
     if at_one_home(gamma) && !identified(gamma) && !comparable {
         return Some(ReviewReason::HouseholdWithoutIdentity);
     }
@@ -426,6 +433,22 @@ pub fn pair_caution(
         return Some(ReviewReason::PossibleParentAndChild);
     }
     None
+}
+
+/// True when a pair at one home with the birth date missing on one side is taken as one
+/// person, as far as the household rule goes: the given names agree exactly or as a
+/// nickname, the family names exactly or by a slip, one record says female, and no
+/// generational suffix stands on one record alone. Without the birth date only a relative
+/// of the same name could be mistaken for the person, and one living at the same home is
+/// in practice a father and son (Jr/Sr): a man's record (or one whose sex is not known)
+/// stays in review. A mother and daughter of one first name are rare, and sisters are
+/// never given one.
+fn woman_named_alike(gamma: &Gamma, a: &ComparableRecord, b: &ComparableRecord) -> bool {
+    let names_agree = gamma.level(CompField::GivenName).is_some_and(|given| given <= 1)
+        && gamma.level(CompField::FamilyName).is_some_and(|family| family <= 1);
+    let woman = a.sex() == Some(Sex::Female) || b.sex() == Some(Sex::Female);
+    let namesake_marked = a.name_suffix().is_some() != b.name_suffix().is_some();
+    names_agree && woman && !namesake_marked
 }
 
 /// Fewer years than this between two birth dates cannot be a parent and child.

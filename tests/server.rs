@@ -1141,7 +1141,7 @@ fn batch_runs_feed_nhs_number_changes_too() {
 
 #[test]
 fn a_twin_is_never_a_certain_match() {
-    // The sample holds twins: Isaac (male) and Olivia (female) Taylor, born 1980-08-07,
+    // The sample holds twins: Harper (female) and Kwame (male) Young, born 2017-02-07,
     // at one address with one phone.
     let dir = TempDir::new().unwrap();
     let store = sample_store(&dir);
@@ -1152,26 +1152,26 @@ fn a_twin_is_never_a_certain_match() {
         let reply = server.call("POST", "/v1/resolve", Some(&keys.steward), Some(&body)).json();
         reply["candidates"].as_array().unwrap().clone()
     };
-    let home = json!({"family_name": "Taylor", "date_of_birth": "1980-08-07",
-        "postcode": "N1 2UB", "phone": "01632 960103", "mode": "list"});
+    let home = json!({"family_name": "Young", "date_of_birth": "2017-02-07",
+        "postcode": "CF10 6JH", "phone": "01632 897441", "mode": "list"});
     let with = |extra: Value| {
         let mut probe = home.clone();
         probe.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         probe
     };
 
-    // Olivia herself is certain; her brother comes back flagged, at most possible.
-    let found = resolve(with(json!({"given_name": "Olivia"})));
+    // Harper herself is certain; her brother comes back flagged, at most possible.
+    let found = resolve(with(json!({"given_name": "Harper"})));
     assert_eq!((found[0]["grade"].as_str(), found[0]["caution"].as_str()), (Some("certain"), None));
     let twin = found.iter().find(|candidate| candidate["caution"] == "possible_twins");
     let twin = twin.unwrap_or_else(|| panic!("the twin is flagged: {found:?}"));
     assert!(matches!(twin["grade"].as_str(), Some("possible" | "certainly-not")), "{twin}");
     assert_ne!(twin["person_id"], found[0]["person_id"]);
 
-    // "Isaak", a girl: his name with a slip, her sex. It scores high against Isaac, but
+    // "Kwamee", a girl: his name with a slip, her sex. It scores high against Kwame, but
     // a boy and a girl of one birth date are twins to the engine, so the grade stays
     // possible.
-    let found = resolve(with(json!({"given_name": "Isaak", "sex": "female"})));
+    let found = resolve(with(json!({"given_name": "Kwamee", "sex": "female"})));
     for candidate in &found {
         if candidate["caution"].is_string() {
             assert!(matches!(candidate["grade"].as_str(), Some("possible" | "certainly-not")));
@@ -1183,7 +1183,7 @@ fn a_twin_is_never_a_certain_match() {
             .any(|c| c["caution"] == "possible_twins" && c["probability"].as_f64() > Some(0.5))
     );
     // A system asking for one certain match gets none.
-    let mut single = with(json!({"given_name": "Isaak", "sex": "female"}));
+    let mut single = with(json!({"given_name": "Kwamee", "sex": "female"}));
     single.as_object_mut().unwrap().remove("mode");
     let body = single.to_string();
     let reply = server.call("POST", "/v1/resolve", Some(&keys.reader), Some(&body)).json();

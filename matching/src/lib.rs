@@ -37,6 +37,6 @@ pub use crate::{
         Address, BirthDate, Demographics, Field, Identifier, Issue, IssueKind, NormalizedRecord,
         PostalCode, Sex,
     },
-    similarity::jaro_winkler,
+    similarity::{jaro_winkler, within_one_edit},
     train::{PatternCounts, TrainOptions, default_model, train},
 };
