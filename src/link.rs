@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use mpi_index::{BlockingIndex, BlockingIndexWriter, MemoryIndex, MemoryIndexBuilder, RecordId};
 use mpi_matching::{
-    BlockingKey, ComparableRecord, Demographics, Issue, MatchError, Model, PatternCounts,
-    TermFrequencies, Thresholds, TrainOptions, blocking_keys, compare, shared_key_kinds,
+    Agreement, BlockingKey, ComparableRecord, Demographics, Issue, MatchError, Model,
+    PatternCounts, TermFrequencies, Thresholds, TrainOptions, blocking_keys, compare,
+    shared_key_kinds,
 };
 use rayon::prelude::*;
 
@@ -899,6 +900,9 @@ pub fn train_model(
         seed,
         n_records: records.len() as u64,
         n_blocked_pairs,
+        birth_date_agreement: Agreement::count(
+            records.iter().filter_map(|record| record.date_of_birth()),
+        ),
         ..TrainOptions::default()
     };
     let mut model = mpi_matching::train(blocked, &random, &options)?;

@@ -38,5 +38,5 @@ pub use crate::{
         PostalCode, Sex,
     },
     similarity::{jaro_winkler, within_one_edit},
-    train::{PatternCounts, TrainOptions, default_model, train},
+    train::{Agreement, PatternCounts, TrainOptions, default_model, train},
 };

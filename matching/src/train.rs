@@ -44,6 +44,14 @@ pub struct TrainOptions {
     pub n_records: u64,
     /// Blocked pairs in all, when `blocked` is a sample of them.
     pub n_blocked_pairs: u64,
+    /// The pairs of records (both with a birth date) and how many of them agree on it,
+    /// counted over every record ([`Agreement::count`]). When given, u of
+    /// `date_of_birth = exact` comes from it, less the pairs EM takes for matches,
+    /// in place of the random pairs' estimate: two people's dates agree in about one
+    /// pair in 30,000, so a million random pairs see some thirty such pairs and a
+    /// smaller store a handful, most of them one person's two records; and the birth
+    /// date is the field that tells relatives apart.
+    pub birth_date_agreement: Option<Agreement>,
 }
 
 impl Default for TrainOptions {
@@ -56,6 +64,7 @@ impl Default for TrainOptions {
             seed: 42,
             n_records: 0,
             n_blocked_pairs: 0,
+            birth_date_agreement: None,
         }
     }
 }
@@ -163,6 +172,59 @@ type LevelCounts = [[f64; 8]; N_FIELDS];
 fn normalised(counts: &[f64], smoothing: f64) -> Vec<f64> {
     let total: f64 = counts.iter().sum::<f64>() + smoothing * counts.len() as f64;
     counts.iter().map(|count| (count + smoothing) / total).collect()
+}
+
+/// Pairs of values and how many of them are equal, counted exactly over every value
+/// (what random pairs estimate, without their sampling noise).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Agreement {
+    /// Pairs of distinct items: N(N-1)/2.
+    pub pairs: f64,
+    /// Pairs whose values are equal: the sum of n(n-1)/2 over the distinct values.
+    pub agreeing: f64,
+}
+
+impl Agreement {
+    /// Counts the pairs of `items` and the equal ones. None for fewer than two items.
+    pub fn count<T: std::hash::Hash + Eq>(items: impl IntoIterator<Item = T>) -> Option<Agreement> {
+        let mut counts: std::collections::HashMap<T, u64> = std::collections::HashMap::new();
+        for item in items {
+            *counts.entry(item).or_default() += 1;
+        }
+        let n = counts.values().sum::<u64>() as f64;
+        let agreeing =
+            counts.values().map(|&count| count as f64 * (count as f64 - 1.0) / 2.0).sum();
+        (n >= 2.0).then(|| Agreement { pairs: n * (n - 1.0) / 2.0, agreeing })
+    }
+
+    /// The share of pairs that agree.
+    pub fn rate(&self) -> f64 {
+        self.agreeing / self.pairs
+    }
+
+    /// The share among pairs that are not one person, given how many pairs are matches
+    /// and how many of those agree: at 100,000 records one person's two records are a
+    /// third of the pairs with one birth date. Kept within a twentieth of the raw share
+    /// and the raw share itself, so a poor fit cannot wipe it out.
+    fn without_matches(&self, matches: f64, matches_agreeing: f64) -> f64 {
+        let rate = self.rate();
+        let corrected = (self.agreeing - matches_agreeing) / (self.pairs - matches).max(1.0);
+        corrected.clamp(rate / 20.0, rate)
+    }
+}
+
+/// Puts a counted u in place of the sampled one for a field's `exact` level (level 0),
+/// scaling the other levels to share the rest as they did.
+fn set_exact_u(u: &mut LevelCounts, field: CompField, rate: f64) {
+    let levels = &mut u[field.index()][..field.levels().len()];
+    let rate = rate.clamp(1e-12, 0.5);
+    let rest: f64 = levels[1..].iter().sum();
+    if rest > 0.0 {
+        for level in &mut levels[1..] {
+            *level *= (1.0 - rate) / rest;
+        }
+    }
+    levels[0] = rate;
 }
 
 /// Estimates u for every field from random-pair patterns.
@@ -351,6 +413,10 @@ fn em_fields(
 
 /// Trains a model from blocked-pair and random-pair pattern counts.
 ///
+/// With `options.birth_date_agreement`, twice: the first fit says how many pairs with
+/// birth dates are matches, and how many of those agree, which the counted agreement
+/// then loses to give u; the second fit trains with that u.
+///
 /// # Errors
 /// [`MatchError::NotEnoughData`] when there are fewer blocked pairs than
 /// `options.min_blocked_pairs` or no random pairs.
@@ -359,6 +425,31 @@ pub fn train(
     random: &PatternCounts,
     options: &TrainOptions,
 ) -> Result<Model, MatchError> {
+    let Some(agreement) = options.birth_date_agreement else {
+        return Ok(fit(blocked, random, options, None)?.0);
+    };
+    let (_, matches) = fit(blocked, random, options, Some(agreement.rate()))?;
+    let u_exact = agreement.without_matches(matches.with_birth_dates, matches.agreeing);
+    Ok(fit(blocked, random, options, Some(u_exact))?.0)
+}
+
+/// Expected matching pairs among the pairs with a birth date on both records, and how
+/// many of them agree on it exactly, read off a fit's posteriors.
+#[derive(Debug, Default)]
+struct BirthDateMatches {
+    with_birth_dates: f64,
+    agreeing: f64,
+}
+
+/// One fit: u from the random pairs (with `date_of_birth = exact` set to
+/// `birth_date_u` when given), m by EM over the blocked pairs, the priors and the
+/// household model.
+fn fit(
+    blocked: &PatternCounts,
+    random: &PatternCounts,
+    options: &TrainOptions,
+    birth_date_u: Option<f64>,
+) -> Result<(Model, BirthDateMatches), MatchError> {
     let n_blocked: u64 = blocked.values().sum();
     let n_random: u64 = random.values().sum();
     if n_blocked < options.min_blocked_pairs {
@@ -371,7 +462,10 @@ pub fn train(
         return Err(MatchError::NotEnoughData("no random pairs".to_owned()));
     }
     let start = default_model();
-    let u = estimate_u(random);
+    let mut u = estimate_u(random);
+    if let Some(rate) = birth_date_u {
+        set_exact_u(&mut u, CompField::DateOfBirth, rate);
+    }
     let mut m: LevelCounts = [[0.0; 8]; N_FIELDS];
     for field in CompField::ALL {
         for (level, params) in start.fields[field.index()].levels.iter().enumerate() {
@@ -479,6 +573,15 @@ pub fn train(
     } else {
         1.0
     };
+    let mut birth_date_matches = BirthDateMatches::default();
+    for ((gamma, count), posterior) in patterns.iter().zip(&posteriors) {
+        if let Some(level) = gamma.level(CompField::DateOfBirth) {
+            birth_date_matches.with_birth_dates += posterior * count * scale;
+            if level == 0 {
+                birth_date_matches.agreeing += posterior * count * scale;
+            }
+        }
+    }
     let n_records = options.n_records as f64;
     let all_pairs = n_records * (n_records - 1.0) / 2.0;
     let outside_lambda = if all_pairs >= 1.0 {
@@ -580,7 +683,7 @@ pub fn train(
         converged,
         note: String::new(),
     };
-    Ok(model)
+    Ok((model, birth_date_matches))
 }
 
 #[cfg(test)]

@@ -84,6 +84,40 @@ fn em_recovers_m_and_classifies_without_labels() {
 }
 
 #[test]
+fn agreement_counts_every_pair_once() {
+    let agreement = Agreement::count(["a", "a", "b", "b", "b", "c"]).unwrap();
+    assert_eq!(agreement, Agreement { pairs: 15.0, agreeing: 4.0 });
+    assert!((agreement.rate() - 4.0 / 15.0).abs() < 1e-12);
+    assert_eq!(Agreement::count(["a"]), None);
+    assert_eq!(Agreement::count(Vec::<&str>::new()), None);
+}
+
+#[test]
+fn counted_birth_date_agreement_is_u_without_the_matches() {
+    // 200,000 blocked pairs, a fifth of them matches (about 93% of which share a birth
+    // date), among 100 million pairs in all, of which 3 in 100,000 non-matches share one.
+    let mut rng = SplitMix(7);
+    let blocked = simulate(&mut rng, 200_000, 0.2);
+    let random = simulate(&mut rng, 200_000, 0.0);
+    let pairs = 1e8;
+    let agreeing = 40_000.0 * 0.93 + (pairs - 40_000.0) * 3e-5;
+    let options = TrainOptions {
+        birth_date_agreement: Some(Agreement { pairs, agreeing }),
+        ..TrainOptions::default()
+    };
+    let model = train(&blocked, &random, &options).expect("enough data");
+    let levels = &model.fields[CompField::DateOfBirth.index()].levels;
+    // The raw share (4.0e-4) is mostly the matches; without them it is the 3e-5.
+    assert!((levels[0].u - 3e-5).abs() < 0.3e-5, "u(dob exact) {}", levels[0].u);
+    let total: f64 = levels.iter().map(|level| level.u).sum();
+    assert!((total - 1.0).abs() < 1e-9, "u sums to {total}");
+    // Without the count, u comes from the random pairs as before.
+    let sampled = train(&blocked, &random, &TrainOptions::default()).expect("enough data");
+    let sampled_u = sampled.fields[CompField::DateOfBirth.index()].levels[0].u;
+    assert!((sampled_u - levels[0].u).abs() > 1e-5, "{sampled_u}");
+}
+
+#[test]
 fn too_few_pairs_is_an_error() {
     let mut rng = SplitMix(1);
     let blocked = simulate(&mut rng, 10, 0.5);
