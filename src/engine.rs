@@ -316,16 +316,14 @@ pub fn possible_twins(
     // A twin's date with a slip in it (day and month swapped, one digit off) still
     // leaves the given name the only thing that tells the two apart.
     let slipped = gamma.level(CompField::DateOfBirth).is_some_and(|level| (1..=2).contains(&level));
+    // A family name missing on one side (UNKNOWN) does not tell them apart either.
     if !(same_day || next_day || slipped)
-        || gamma.level(CompField::FamilyName).is_none_or(|family| family > 1)
+        || gamma.level(CompField::FamilyName).is_some_and(|family| family > 1)
     {
         return false;
     }
     // At one home, or not known to live apart (a record without an address or phone).
-    let home_known = gamma.level(CompField::Address).is_some()
-        || gamma.level(CompField::Postcode).is_some()
-        || gamma.level(CompField::Phone).is_some();
-    let one_place = at_one_home(gamma) || !home_known;
+    let one_place = at_one_home(gamma) || !home_known(gamma);
     let boy_and_girl = matches!(
         (a.sex(), b.sex()),
         (Some(Sex::Male), Some(Sex::Female)) | (Some(Sex::Female), Some(Sex::Male))
@@ -418,12 +416,14 @@ pub fn pair_caution(
     // about who is who: a link there needs the birth date and the given name on both
     // records, or an agreeing NHS number or identifier. The same holds for one postcode
     // (a father and son on one street; and a pair at one postcode but two addresses
-    // is weighed as two households are not, so it scores above the pair at one address).
+    // is weighed as two households are not, so it scores above the pair at one address),
+    // and for a record with no address, postcode or phone: it may live at the other's
+    // home (a family name and birth date alone, no given name, are either twin's).
     // A woman's record without a birth date whose names agree is the exception (see
     // `woman_named_alike`).
     let comparable = gamma.level(CompField::GivenName).is_some()
         && (gamma.level(CompField::DateOfBirth).is_some() || woman_named_alike(gamma, a, b));
-    if at_one_home(gamma) && !identified(gamma) && !comparable {
+    if (at_one_home(gamma) || !home_known(gamma)) && !identified(gamma) && !comparable {
         return Some(ReviewReason::HouseholdWithoutIdentity);
     }
     if possible_twins(gamma, a, b, model.term_frequencies.as_ref()) {
@@ -483,6 +483,15 @@ fn relatives_common(model: &Model) -> bool {
 /// read it.
 fn at_one_home(gamma: &Gamma) -> bool {
     gamma.same_household() || gamma.level(CompField::Postcode) == Some(0)
+}
+
+/// True when the pair can say whether the two live apart: both records have an address,
+/// a postcode or a phone to compare. A record with none of them may live at the other's
+/// home, and the relatives rules treat it so.
+fn home_known(gamma: &Gamma) -> bool {
+    gamma.level(CompField::Address).is_some()
+        || gamma.level(CompField::Postcode).is_some()
+        || gamma.level(CompField::Phone).is_some()
 }
 
 /// True when the pair agrees on an NHS number or another identifier: a typo in a name

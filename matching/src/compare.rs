@@ -654,7 +654,13 @@ fn compare_given(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
     if similarity >= 0.92 || one_typo(first_a, first_b) {
         return 2;
     }
-    if !a.given_phonetic(0).is_empty() && a.given_phonetic(0) == b.given_phonetic(0) {
+    // Sound needs a name: two initials that differ (A and O share a phonetic code) are
+    // two names.
+    if first_a.len() > 1
+        && first_b.len() > 1
+        && !a.given_phonetic(0).is_empty()
+        && a.given_phonetic(0) == b.given_phonetic(0)
+    {
         return 3;
     }
     let shares_other =

@@ -293,6 +293,34 @@ fn twins_with_a_slip_in_the_birth_date_are_still_twins() {
 }
 
 #[test]
+fn a_record_not_known_to_live_apart_or_without_a_family_name_is_checked_as_a_relative() {
+    let mut harness = household_harness(&["Julie", "Olivia"]);
+    // Only a family name and birth date, no address: either twin's, wherever they live.
+    harness
+        .add(Demographics { sex: Some("F".into()), ..person("Julie", "Owen", "1996-03-22", None) });
+    harness.add(Demographics {
+        given_name: None,
+        address_line1: None,
+        postcode: None,
+        phone: None,
+        ..person("Julie", "Owen", "1996-03-22", None)
+    });
+    // An initial with the family name UNKNOWN, at her sister's home, her birth date.
+    harness
+        .add(Demographics { sex: Some("F".into()), ..person("O", "Wilson", "1987-09-27", None) });
+    harness
+        .add(Demographics { sex: Some("F".into()), ..person("A", "UNKNOWN", "1987-09-27", None) });
+    let entries = &harness.linker.entries;
+    let caution = |a: usize, b: usize| {
+        let (a, b) = (&entries[a].record, &entries[b].record);
+        pair_caution(&compare(a, b), a, b, &harness.model, Thresholds::DEFAULT)
+    };
+    assert_eq!(caution(0, 1), Some(ReviewReason::HouseholdWithoutIdentity));
+    assert_eq!(caution(2, 3), Some(ReviewReason::PossibleTwins));
+    assert!(!harness.same_person(2, 3));
+}
+
+#[test]
 fn records_of_one_source_share_its_name() {
     let mut sources = SourceNames::new(["acute", "council", "acute"]);
     let (a, b) = (sources.get("acute"), sources.intern("acute"));

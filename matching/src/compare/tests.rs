@@ -63,6 +63,10 @@ fn given_name_levels() {
     check(g, "given=Ava", "given=Eva", "phonetic"); // not close: one letter, another name
     check(g, "given=Mary Jane", "given=Jane", "other_given_name");
     check(g, "given=R", "given=Robert", "initial");
+    check(g, "given=A", "given=Adam", "initial");
+    // Two initials that differ are two names, though A and O share a phonetic code.
+    check(g, "given=A", "given=O", "different");
+    check(g, "given=C", "given=K", "different");
     check(g, "given=Robert", "given=Susan", "different");
     check(g, "given=Robert", "family=Smith", "missing");
     check(g, "given=Zoë", "given=Zoe", "exact");
