@@ -152,6 +152,9 @@ pub enum ReviewReason {
     /// One household, and no birth date, given name or identifier on both records to
     /// tell its members apart.
     HouseholdWithoutIdentity,
+    /// One home and one given name, birth dates a slip apart and family names that
+    /// differ: two residents of a care home as likely as one person.
+    ResidentsAlike,
 }
 
 impl ReviewReason {
@@ -167,6 +170,7 @@ impl ReviewReason {
             ReviewReason::PossibleTwins => "possible_twins",
             ReviewReason::PossibleParentAndChild => "possible_parent_and_child",
             ReviewReason::HouseholdWithoutIdentity => "household_without_identity",
+            ReviewReason::ResidentsAlike => "residents_alike",
         }
     }
 
@@ -178,7 +182,8 @@ impl ReviewReason {
             ReviewReason::PossibleTwins
             | ReviewReason::PossibleParentAndChild
             | ReviewReason::GenerationConflict
-            | ReviewReason::HouseholdWithoutIdentity => 2,
+            | ReviewReason::HouseholdWithoutIdentity
+            | ReviewReason::ResidentsAlike => 2,
             ReviewReason::SeveralPersons | ReviewReason::ConflictWithPerson => 3,
             ReviewReason::Uncertain => 4,
         }
@@ -205,6 +210,9 @@ impl ReviewReason {
             }
             ReviewReason::PossibleParentAndChild => {
                 "same names at one address, different birth dates: possible parent and child (Jr/Sr)"
+            }
+            ReviewReason::ResidentsAlike => {
+                "same home and given name, birth dates a slip apart, family names differ: possibly two residents"
             }
         }
     }
@@ -384,8 +392,9 @@ pub fn possible_parent_and_child(gamma: &Gamma) -> bool {
 /// people (a mother and her newborn); and, where the model's household prior says
 /// people sharing an address are often different people (relatives, care homes; data
 /// without real households, its prior near 1, is not held to these), a household link
-/// with no birth date or given name on one side and nothing identifying, twins the
-/// records cannot tell apart, or a parent and child of one name at one home.
+/// with no birth date or given name on one side and nothing identifying, two residents
+/// alike, twins the records cannot tell apart, or a parent and child of one name at one
+/// home.
 ///
 /// The decision applies it to a record's best match; a resolve answers with it, so a
 /// service asking "who is this?" never hears "certain" of someone's twin.
@@ -426,6 +435,9 @@ pub fn pair_caution(
     if (at_one_home(gamma) || !home_known(gamma)) && !identified(gamma) && !comparable {
         return Some(ReviewReason::HouseholdWithoutIdentity);
     }
+    if residents_alike(gamma) {
+        return Some(ReviewReason::ResidentsAlike);
+    }
     if possible_twins(gamma, a, b, model.term_frequencies.as_ref()) {
         return Some(ReviewReason::PossibleTwins);
     }
@@ -449,6 +461,21 @@ fn woman_named_alike(gamma: &Gamma, a: &ComparableRecord, b: &ComparableRecord) 
     let woman = a.sex() == Some(Sex::Female) || b.sex() == Some(Sex::Female);
     let namesake_marked = a.name_suffix().is_some() != b.name_suffix().is_some();
     names_agree && woman && !namesake_marked
+}
+
+/// Two residents of one home (a care home) that the records cannot tell apart: no
+/// agreeing NHS number or identifier, birth dates a slip apart (day and month swapped,
+/// a digit off) and family names that neither agree nor are a slip of each other (or
+/// one is missing). Inside a household a different family name is weak evidence
+/// against a match, because partners and care-home residents differ in it, so a given
+/// name and a nearly agreeing date outscore it (Ella Wrinht born 1933-05-17 and Ella
+/// King born 1937-05-17, one nursing home, 0.993); one person's records at one home
+/// rarely differ in both.
+pub fn residents_alike(gamma: &Gamma) -> bool {
+    at_one_home(gamma)
+        && !identified(gamma)
+        && gamma.level(CompField::DateOfBirth).is_some_and(|level| (1..=2).contains(&level))
+        && gamma.level(CompField::FamilyName).is_none_or(|family| family > 1)
 }
 
 /// Fewer years than this between two birth dates cannot be a parent and child.

@@ -321,6 +321,33 @@ fn a_record_not_known_to_live_apart_or_without_a_family_name_is_checked_as_a_rel
 }
 
 #[test]
+fn two_residents_of_one_name_and_nearly_one_birth_date_are_not_linked() {
+    let home = |given: &str, family: &str, dob: &str| Demographics {
+        address_line1: Some("Beechcroft Nursing Home".into()),
+        postcode: Some("B11 7TP".into()),
+        phone: None,
+        sex: Some("F".into()),
+        ..person(given, family, dob, None)
+    };
+    let mut harness = household_harness(&["Ella"]);
+    harness.add(home("Ella", "Wright", "1933-05-07"));
+    harness.add(home("Ella", "King", "1937-05-07")); // a digit off, another family name
+    harness.add(home("Ella", "UNKNOWN", "1933-07-05")); // swapped, no family name
+    harness.add(home("Ella", "Wright", "1937-05-07")); // a digit off, her family name
+    harness.add(home("Ella", "King", "1950-01-02")); // plainly another date
+    let entries = &harness.linker.entries;
+    let caution = |a: usize, b: usize| {
+        let (a, b) = (&entries[a].record, &entries[b].record);
+        pair_caution(&compare(a, b), a, b, &harness.model, Thresholds::DEFAULT)
+    };
+    assert_eq!(caution(0, 1), Some(ReviewReason::ResidentsAlike));
+    assert_eq!(caution(0, 2), Some(ReviewReason::ResidentsAlike));
+    assert_eq!(caution(0, 3), None);
+    assert!(!residents_alike(&compare(&entries[0].record, &entries[4].record)));
+    assert!(!harness.same_person(0, 1));
+}
+
+#[test]
 fn records_of_one_source_share_its_name() {
     let mut sources = SourceNames::new(["acute", "council", "acute"]);
     let (a, b) = (sources.get("acute"), sources.intern("acute"));
