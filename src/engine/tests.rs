@@ -61,6 +61,12 @@ impl Harness {
         decision
     }
 
+    /// The best-pair caution between two added records (see [`pair_caution`]).
+    fn caution(&self, a: usize, b: usize) -> Option<ReviewReason> {
+        let (a, b) = (&self.linker.entries[a].record, &self.linker.entries[b].record);
+        pair_caution(&compare(a, b), a, b, &self.model, Thresholds::DEFAULT)
+    }
+
     fn same_person(&self, a: usize, b: usize) -> bool {
         self.linker.entries[a].person == self.linker.entries[b].person
     }
@@ -263,9 +269,7 @@ fn a_womans_record_without_a_birth_date_links_at_her_home_but_a_mans_is_reviewed
             date_of_birth: None,
             ..person(later_given, later_family, "1985-12-10", None)
         });
-        let (a, b) = (&harness.linker.entries[0].record, &harness.linker.entries[1].record);
-        let caution = pair_caution(&compare(a, b), a, b, &harness.model, Thresholds::DEFAULT);
-        assert_eq!(caution, expected, "{later_given} {later_family}");
+        assert_eq!(harness.caution(0, 1), expected, "{later_given} {later_family}");
     }
 }
 
@@ -310,13 +314,8 @@ fn a_record_not_known_to_live_apart_or_without_a_family_name_is_checked_as_a_rel
         .add(Demographics { sex: Some("F".into()), ..person("O", "Wilson", "1987-09-27", None) });
     harness
         .add(Demographics { sex: Some("F".into()), ..person("A", "UNKNOWN", "1987-09-27", None) });
-    let entries = &harness.linker.entries;
-    let caution = |a: usize, b: usize| {
-        let (a, b) = (&entries[a].record, &entries[b].record);
-        pair_caution(&compare(a, b), a, b, &harness.model, Thresholds::DEFAULT)
-    };
-    assert_eq!(caution(0, 1), Some(ReviewReason::HouseholdWithoutIdentity));
-    assert_eq!(caution(2, 3), Some(ReviewReason::PossibleTwins));
+    assert_eq!(harness.caution(0, 1), Some(ReviewReason::HouseholdWithoutIdentity));
+    assert_eq!(harness.caution(2, 3), Some(ReviewReason::PossibleTwins));
     assert!(!harness.same_person(2, 3));
 }
 
@@ -335,14 +334,10 @@ fn two_residents_of_one_name_and_nearly_one_birth_date_are_not_linked() {
     harness.add(home("Ella", "UNKNOWN", "1933-07-05")); // swapped, no family name
     harness.add(home("Ella", "Wright", "1937-05-07")); // a digit off, her family name
     harness.add(home("Ella", "King", "1950-01-02")); // plainly another date
+    assert_eq!(harness.caution(0, 1), Some(ReviewReason::ResidentsAlike));
+    assert_eq!(harness.caution(0, 2), Some(ReviewReason::ResidentsAlike));
+    assert_eq!(harness.caution(0, 3), None);
     let entries = &harness.linker.entries;
-    let caution = |a: usize, b: usize| {
-        let (a, b) = (&entries[a].record, &entries[b].record);
-        pair_caution(&compare(a, b), a, b, &harness.model, Thresholds::DEFAULT)
-    };
-    assert_eq!(caution(0, 1), Some(ReviewReason::ResidentsAlike));
-    assert_eq!(caution(0, 2), Some(ReviewReason::ResidentsAlike));
-    assert_eq!(caution(0, 3), None);
     assert!(!residents_alike(&compare(&entries[0].record, &entries[4].record)));
     assert!(!harness.same_person(0, 1));
 }
