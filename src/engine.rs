@@ -705,8 +705,24 @@ impl Linker {
         if best.probability < thresholds.upper {
             return review(ReviewReason::Uncertain);
         }
+        // A provisional person held apart from the best one as a possible relative (its
+        // record in review as the best person's twin, say) is someone else the record may
+        // be, not a pending copy of the best person: it makes the link ambiguous.
+        let possible_relative = |second: &PersonCandidate| {
+            let (theirs, ours) = (
+                &self.entries[second.best_position].record,
+                &self.entries[best.best_position].record,
+            );
+            let gamma = compare(theirs, ours);
+            relatives_common(model)
+                && (possible_twins(&gamma, theirs, ours, model.term_frequencies.as_ref())
+                    || relative_signature(&gamma).is_some()
+                    || possible_parent_and_child(&gamma)
+                    || residents_alike(&gamma))
+        };
         if ranked.get(1).is_some_and(|second| {
-            second.probability >= thresholds.upper && (provisional(&best) || !provisional(second))
+            second.probability >= thresholds.upper
+                && (provisional(&best) || !provisional(second) || possible_relative(second))
         }) {
             return review(ReviewReason::SeveralPersons);
         }

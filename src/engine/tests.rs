@@ -343,6 +343,25 @@ fn two_residents_of_one_name_and_nearly_one_birth_date_are_not_linked() {
 }
 
 #[test]
+fn a_twin_held_in_review_makes_a_record_either_twin_could_be_ambiguous() {
+    let mut harness = household_harness(&["Thomas", "Timothy"]);
+    let male = |given: &str| Demographics {
+        sex: Some("M".into()),
+        ..person(given, "Thompson", "1979-08-26", None)
+    };
+    assert_eq!(harness.add(male("Thomas")).kind, DecisionKind::New);
+    // His twin's record waits for a steward in a provisional person of its own.
+    let twin = harness.add(male("Timothy"));
+    assert_eq!(twin.kind, DecisionKind::Review, "{twin:?}");
+    let (a, b) = (&harness.linker.entries[0].record, &harness.linker.entries[1].record);
+    assert!(possible_twins(&compare(a, b), a, b, harness.model.term_frequencies.as_ref()));
+    // "T Thompson" is either of them: not linked to Thomas because Timothy is pending.
+    let decision = harness.add(male("T"));
+    assert_eq!(decision.kind, DecisionKind::Review, "{decision:?}");
+    assert!(!harness.same_person(0, 2));
+}
+
+#[test]
 fn records_of_one_source_share_its_name() {
     let mut sources = SourceNames::new(["acute", "council", "acute"]);
     let (a, b) = (sources.get("acute"), sources.intern("acute"));
