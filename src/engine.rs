@@ -447,6 +447,18 @@ pub fn pair_caution(
     None
 }
 
+/// True when two records carry a relatives rule's sign of two people (twins, a parent
+/// and child, two residents alike), where the model says relatives are common: the
+/// records a steward must tell apart, whatever they score.
+fn held_apart_as_relatives(a: &ComparableRecord, b: &ComparableRecord, model: &Model) -> bool {
+    let gamma = compare(a, b);
+    relatives_common(model)
+        && (possible_twins(&gamma, a, b, model.term_frequencies.as_ref())
+            || relative_signature(&gamma).is_some()
+            || possible_parent_and_child(&gamma)
+            || residents_alike(&gamma))
+}
+
 /// True when a pair at one home with the birth date missing on one side is taken as one
 /// person, as far as the household rule goes: the given names agree exactly or as a
 /// nickname, the family names exactly or by a slip, one record says female, and no
@@ -713,12 +725,7 @@ impl Linker {
                 &self.entries[second.best_position].record,
                 &self.entries[best.best_position].record,
             );
-            let gamma = compare(theirs, ours);
-            relatives_common(model)
-                && (possible_twins(&gamma, theirs, ours, model.term_frequencies.as_ref())
-                    || relative_signature(&gamma).is_some()
-                    || possible_parent_and_child(&gamma)
-                    || residents_alike(&gamma))
+            held_apart_as_relatives(theirs, ours, model)
         };
         if ranked.get(1).is_some_and(|second| {
             second.probability >= thresholds.upper

@@ -561,11 +561,19 @@ fn fit(
     // Prior outside households: P(match) for two records drawn at random, because u
     // came from random pairs. The expected number of matching pairs outside
     // households (blocking finds nearly all of them) over all pairs of records.
+    // The same pass counts the matches among pairs with birth dates (for `train`).
     let (mut outside_match, mut sampled) = (0.0, 0.0);
+    let mut birth_date_matches = BirthDateMatches::default();
     for ((gamma, count), posterior) in patterns.iter().zip(&posteriors) {
         sampled += count;
         if !gamma.same_household() {
             outside_match += posterior * count;
+        }
+        if let Some(level) = gamma.level(CompField::DateOfBirth) {
+            birth_date_matches.with_birth_dates += posterior * count;
+            if level == 0 {
+                birth_date_matches.agreeing += posterior * count;
+            }
         }
     }
     let scale = if options.n_blocked_pairs as f64 > sampled {
@@ -573,15 +581,8 @@ fn fit(
     } else {
         1.0
     };
-    let mut birth_date_matches = BirthDateMatches::default();
-    for ((gamma, count), posterior) in patterns.iter().zip(&posteriors) {
-        if let Some(level) = gamma.level(CompField::DateOfBirth) {
-            birth_date_matches.with_birth_dates += posterior * count * scale;
-            if level == 0 {
-                birth_date_matches.agreeing += posterior * count * scale;
-            }
-        }
-    }
+    birth_date_matches.with_birth_dates *= scale;
+    birth_date_matches.agreeing *= scale;
     let n_records = options.n_records as f64;
     let all_pairs = n_records * (n_records - 1.0) / 2.0;
     let outside_lambda = if all_pairs >= 1.0 {
