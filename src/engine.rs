@@ -636,7 +636,6 @@ impl Linker {
         if self.entries[position].manual {
             return self.keep(position);
         }
-        let record = &self.entries[position].record;
         // A record's score against a person is its best score against the person's records.
         let mut by_person: HashMap<PersonKey, (f64, usize)> = HashMap::new();
         let separated = self.separated.get(&position).map_or(&[][..], Vec::as_slice);
@@ -733,57 +732,91 @@ impl Linker {
         }) {
             return review(ReviewReason::SeveralPersons);
         }
-        let best_record = &self.entries[best.best_position].record;
+        let link = |to: &PersonCandidate| Decision {
+            kind: DecisionKind::Linked,
+            person: to.person,
+            probability: Some(to.probability),
+            matched_position: Some(to.best_position),
+            candidates: candidates.clone(),
+            reason: None,
+            previous: PersonKey::MAX,
+        };
+        let Some(reason) = self.refusal(position, &best, model, thresholds) else {
+            return link(&best);
+        };
+        // The best person is refused, but a pending record is certainly this one: a
+        // provisional person, the only one above the upper threshold, that takes the
+        // record without a doubt of its own. Both records wait on one review (James
+        // Walker born 9/4/37 three times at one home, beside a James Walker there with
+        // no birth date: one person in review, not three).
+        if !provisional(&best) {
+            let mut pending = ranked[1..].iter().filter(|candidate| {
+                provisional(candidate) && candidate.probability >= thresholds.upper
+            });
+            if let (Some(pending), None) = (pending.next(), pending.next())
+                && self.refusal(position, pending, model, thresholds).is_none()
+            {
+                return link(pending);
+            }
+        }
+        review(reason)
+    }
+
+    /// Why the record at `position` must not link to `to`, if it must not: the caution
+    /// on its best pair with the person ([`pair_caution`]), or a strong conflict with
+    /// any other record of the person (another NHS number, another generational suffix,
+    /// a relative's signature, a probability below [`CONFLICT_PROBABILITY`]).
+    fn refusal(
+        &self,
+        position: usize,
+        to: &PersonCandidate,
+        model: &Model,
+        thresholds: Thresholds,
+    ) -> Option<ReviewReason> {
+        let record = &self.entries[position].record;
+        let best_record = &self.entries[to.best_position].record;
         let best_gamma = compare(record, best_record);
         if let Some(reason) = pair_caution(&best_gamma, record, best_record, model, thresholds) {
-            return review(reason);
+            return Some(reason);
         }
         let relatives_common = relatives_common(model);
         // The link is refused when the record conflicts strongly with any record of the person.
         for &member in
-            self.persons[best.person as usize].members.iter().filter(|&&member| member != position)
+            self.persons[to.person as usize].members.iter().filter(|&&member| member != position)
         {
             let other = &self.entries[member].record;
             let gamma =
-                if member == best.best_position { best_gamma } else { compare(record, other) };
+                if member == to.best_position { best_gamma } else { compare(record, other) };
             if gamma.level(CompField::NhsNumber) == Some(1) {
-                return review(ReviewReason::NhsNumberConflict);
+                return Some(ReviewReason::NhsNumberConflict);
             }
             if let (Some(a), Some(b)) = (record.name_suffix(), other.name_suffix())
                 && a != b
             {
-                return review(ReviewReason::GenerationConflict);
+                return Some(ReviewReason::GenerationConflict);
             }
             // The relatives checks hold only where the model says relatives are common:
             // where households are one person (FEBRL), a record with its given name
             // replaced is a slip, not a twin.
-            if member != best.best_position
+            if member != to.best_position
                 && relatives_common
                 && let Some(reason) = relative_signature(&gamma)
             {
-                return review(reason);
+                return Some(reason);
             }
-            if member != best.best_position
+            if member != to.best_position
                 && relatives_common
                 && possible_twins(&gamma, record, other, model.term_frequencies.as_ref())
             {
-                return review(ReviewReason::PossibleTwins);
+                return Some(ReviewReason::PossibleTwins);
             }
-            if member != best.best_position
+            if member != to.best_position
                 && probability(model.weight(&gamma, record, other)) < CONFLICT_PROBABILITY
             {
-                return review(ReviewReason::ConflictWithPerson);
+                return Some(ReviewReason::ConflictWithPerson);
             }
         }
-        Decision {
-            kind: DecisionKind::Linked,
-            person: best.person,
-            probability: Some(best.probability),
-            matched_position: Some(best.best_position),
-            candidates,
-            reason: None,
-            previous: PersonKey::MAX,
-        }
+        None
     }
 
     /// The decision that keeps a steward-placed record where it is.

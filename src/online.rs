@@ -685,10 +685,22 @@ impl Engine {
         person: PersonKey,
         decision: DecisionKind,
     ) -> crate::store::RecordMove {
+        self.move_into(position, person, decision, true)
+    }
+
+    /// Moves a record into a person, pinned there or not, and returns the store's
+    /// description of the move.
+    fn move_into(
+        &mut self,
+        position: usize,
+        person: PersonKey,
+        decision: DecisionKind,
+        pinned: bool,
+    ) -> crate::store::RecordMove {
         let best = self.best_pair(position, person);
         self.linker.assign(position, person);
         let entry = &mut self.linker.entries[position];
-        entry.manual = true;
+        entry.manual = pinned;
         entry.decision = decision;
         entry.probability = best.as_ref().map(|(_, score)| score.probability);
         crate::store::RecordMove {
@@ -700,7 +712,7 @@ impl Engine {
             evidence: best
                 .as_ref()
                 .map(|(_, score)| crate::link::evidence_json(score, self.model.version)),
-            manual: true,
+            manual: pinned,
         }
     }
 
@@ -781,6 +793,31 @@ impl Engine {
                         json!({"decision": "linked", "method": "manual", "review_id": review_id}),
                     ),
                 );
+                // Records the engine linked to the pending record were taken as that
+                // record: they follow it (not pinned, so the engine may still move them).
+                if self.linker.persons[current as usize].provisional {
+                    let followers: Vec<usize> = self.linker.persons[current as usize]
+                        .members
+                        .iter()
+                        .copied()
+                        .filter(|&member| !self.linker.entries[member].manual)
+                        .collect();
+                    for member in followers {
+                        let moved = self.move_into(member, target, DecisionKind::Linked, false);
+                        let member_id = moved.record_id;
+                        change.moves.push(moved);
+                        change.events.push(
+                            Event::new("record_unlinked", &current_id, Some(member_id))
+                                .other(&target_id)
+                                .detail(json!({"reason": "review", "review_id": review_id})),
+                        );
+                        change.events.push(
+                            Event::new("record_linked", &target_id, Some(member_id)).detail(
+                                json!({"decision": "linked", "method": "follows_review", "review_id": review_id}),
+                            ),
+                        );
+                    }
+                }
                 if self.linker.persons[current as usize].members.is_empty() {
                     self.linker.persons[current as usize].retired_into = Some(target);
                     change.retired_persons.push((current_id.clone(), Some(target_id.clone())));

@@ -711,6 +711,59 @@ fn stewards_work_reviews_and_their_decisions_stick() {
 }
 
 #[test]
+fn a_record_taken_as_a_pending_one_follows_the_stewards_match() {
+    let dir = TempDir::new().unwrap();
+    let store = sample_store(&dir);
+    let keys = keys(&store);
+    let server = Server::start(&store, &[]);
+    let home = |given: Option<&str>, dob: &str| {
+        json!({
+            "given_name": given, "family_name": FAMILY, "date_of_birth": dob, "sex": "male",
+            "address_line1": "138 Springfield Road", "postcode": "S6 9NE",
+        })
+    };
+    // No given name: a man of this birth date and family name at this home, or his twin.
+    let undated = created(&server, &keys.writer, "/v1/records/care/W1", &home(None, "1937-04-09"));
+    let pending =
+        created(&server, &keys.writer, "/v1/records/care/W2", &home(Some(GIVEN), "1937-04-09"));
+    assert_eq!(pending["decision"], "review", "{pending}");
+    // The same man again: he joins the pending record's person, not a review of his own.
+    let again =
+        created(&server, &keys.writer, "/v1/records/gp/W3", &home(Some(GIVEN), "09/04/1937"));
+    assert_eq!(again["decision"], "linked", "{again}");
+    assert_eq!(again["person_id"], pending["person_id"]);
+    let reviews = open_reviews(&server, &keys.steward);
+    let review = reviews
+        .iter()
+        .find(|review| review["record_id"] == pending["record_id"])
+        .expect("the pending record's review");
+    assert!(reviews.iter().all(|review| review["record_id"] != again["record_id"]));
+
+    // The steward says the pending record is the undated one's man: both records go.
+    let id = review["id"].as_str().unwrap();
+    let body = json!({"decision": "match", "person_id": undated["person_id"], "reason": "one man, checked with the home"})
+        .to_string();
+    let decided = server.call(
+        "POST",
+        &format!("/v1/reviews/{id}/decision"),
+        Some(&keys.steward),
+        Some(&body),
+    );
+    assert_eq!(decided.status, 200, "{}", decided.body);
+    for path in ["/v1/records/care/W2", "/v1/records/gp/W3"] {
+        let record = server.call("GET", path, Some(&keys.reader), None).json();
+        assert_eq!(record["person_id"], undated["person_id"], "{path}");
+    }
+    let retired = server.call(
+        "GET",
+        &format!("/v1/persons/{}", pending["person_id"].as_str().unwrap()),
+        Some(&keys.reader),
+        None,
+    );
+    assert_eq!(retired.status, 308, "the emptied pending person redirects");
+}
+
+#[test]
 fn merge_and_split_keep_history_redirect_and_reverse() {
     let dir = TempDir::new().unwrap();
     let store = dir.path().join("store");

@@ -199,6 +199,36 @@ fn a_pending_review_does_not_make_a_clear_link_ambiguous() {
 }
 
 #[test]
+fn a_record_certain_to_be_a_pending_record_joins_its_provisional_person() {
+    // James Walker with no birth date at one home, then James Walker born 9/4/37 there
+    // twice: the first dated record waits for a steward (the undated one could be his
+    // son), and the second is that record without a doubt, so it joins its provisional
+    // person and waits on the same review instead of opening another.
+    let mut harness = household_harness(&["James"]);
+    // Households of two records of one person for every three of relatives: the undated
+    // record scores above the upper threshold.
+    harness.model.household_lambda = 0.4;
+    let man = |dob: Option<&str>| Demographics {
+        sex: Some("M".into()),
+        date_of_birth: dob.map(str::to_owned),
+        ..person("James", "Walker", "", None)
+    };
+    harness.add(man(None));
+    let first = harness.add(man(Some("1937-04-09")));
+    assert_eq!(first.kind, DecisionKind::Review);
+    assert_eq!(first.reason, Some(ReviewReason::HouseholdWithoutIdentity));
+    let second = harness.add(man(Some("09/04/1937")));
+    assert_eq!(second.kind, DecisionKind::Linked, "{second:?}");
+    assert!(harness.same_person(1, 2));
+    assert!(!harness.same_person(0, 2));
+    assert!(harness.linker.persons[harness.linker.entries[2].person as usize].provisional);
+
+    // A record that is not certainly the pending one still opens its own review.
+    let third = harness.add(Demographics { given_name: None, ..man(Some("1937-04-09")) });
+    assert_eq!(third.kind, DecisionKind::Review, "{third:?}");
+}
+
+#[test]
 fn relative_signatures() {
     let mut harness = Harness::new();
     harness.add(person("Thomas", "Babbage", "2001-05-05", None));
