@@ -186,6 +186,20 @@ impl BirthDate {
     pub fn to_iso(self) -> String {
         format!("{:04}-{:02}-{:02}", self.year, self.month, self.day)
     }
+
+    /// Days since 1 March of year 0 in the proleptic Gregorian calendar: consecutive
+    /// dates are consecutive numbers, across months and years.
+    pub fn day_number(self) -> i64 {
+        // Years start in March, so the leap day ends a year.
+        let (month, year) = (i64::from(self.month), i64::from(self.year));
+        let year = if month <= 2 { year - 1 } else { year };
+        let month_from_march = (month + 9) % 12;
+        year * 365 + year.div_euclid(4) - year.div_euclid(100)
+            + year.div_euclid(400)
+            + (153 * month_from_march + 2) / 5
+            + i64::from(self.day)
+            - 1
+    }
 }
 
 /// A normalised postal code.

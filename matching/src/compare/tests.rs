@@ -138,6 +138,16 @@ fn date_of_birth_levels() {
     check(d, "dob=1951-04-03", "dob=1951-03-04", "day_month_swapped");
     check(d, "dob=1951-04-03", "dob=1961-04-03", "one_digit_off");
     check(d, "dob=1951-04-13", "dob=1951-04-18", "one_digit_off");
+    // A slip of a year or a day, though two digits change.
+    check(d, "dob=1989-07-28", "dob=1990-07-28", "one_digit_off");
+    check(d, "dob=2020-07-13", "dob=2019-07-13", "one_digit_off");
+    check(d, "dob=1951-04-10", "dob=1951-04-09", "one_digit_off");
+    check(d, "dob=1951-01-31", "dob=1951-02-01", "one_digit_off");
+    check(d, "dob=1999-12-31", "dob=2000-01-01", "one_digit_off");
+    check(d, "dob=2024-02-29", "dob=2024-03-01", "one_digit_off");
+    // Two years or two days are not a slip.
+    check(d, "dob=1989-07-28", "dob=1991-07-28", "different");
+    check(d, "dob=1951-04-10", "dob=1951-04-08", "same_year");
     check(d, "dob=1951-04-03", "dob=1951-09-20", "same_year");
     check(d, "dob=1951-04-03", "dob=1980-11-20", "different");
 }

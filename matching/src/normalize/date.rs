@@ -168,6 +168,24 @@ mod tests {
         check("", Err(IssueKind::Unparseable));
     }
 
+    /// Each valid date's day number is one more than the day before's, whatever
+    /// month or year boundary lies between.
+    #[quickcheck]
+    fn day_numbers_count_days(year: u16, month: u8, day: u8) -> bool {
+        let year = 1880 + year % 200;
+        let month = 1 + month % 12;
+        let day = 1 + day % days_in_month(year, month);
+        let date = BirthDate { year, month, day };
+        let next = if day < days_in_month(year, month) {
+            BirthDate { day: day + 1, ..date }
+        } else if month < 12 {
+            BirthDate { month: month + 1, day: 1, ..date }
+        } else {
+            BirthDate { year: year + 1, month: 1, day: 1 }
+        };
+        next.day_number() == date.day_number() + 1
+    }
+
     #[quickcheck]
     fn iso_output_parses_back(raw: String) -> bool {
         match normalize_birth_date(&raw, TODAY) {
