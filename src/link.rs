@@ -903,6 +903,9 @@ pub fn train_model(
         birth_date_agreement: Agreement::count(
             records.iter().filter_map(|record| record.date_of_birth()),
         ),
+        nhs_number_agreement: Agreement::count(
+            records.iter().filter_map(|record| record.nhs_number()),
+        ),
         ..TrainOptions::default()
     };
     let mut model = mpi_matching::train(blocked, &random, &options)?;

@@ -6,7 +6,10 @@
 //! they make.
 //!
 //! 1. `u` per level is the level's share among random record pairs (almost all of
-//!    which are different people), with add-one-half smoothing.
+//!    which are different people), with add-one-half smoothing; where the caller
+//!    counted how many pairs of all records agree on the birth date or the NHS number
+//!    ([`Agreement`]), that count less the pairs EM takes for matches gives the
+//!    `exact` level instead.
 //! 2. EM over blocked pairs estimates `m` and `lambda` from the fields that tell
 //!    people apart (NHS number, given name, date of birth, sex, identifiers), with `u`
 //!    fixed. The family name and the household fields (address, postcode, phone,
@@ -52,6 +55,11 @@ pub struct TrainOptions {
     /// smaller store a handful, most of them one person's two records; and the birth
     /// date is the field that tells relatives apart.
     pub birth_date_agreement: Option<Agreement>,
+    /// The same for the NHS number, over the records with a valid one. Two people
+    /// share a number only by a mistake, so random pairs that agree on it are nearly
+    /// all one person's records: their share is the match rate, not u, and an
+    /// agreeing number would weigh no more than the prior takes away.
+    pub nhs_number_agreement: Option<Agreement>,
 }
 
 impl Default for TrainOptions {
@@ -65,6 +73,7 @@ impl Default for TrainOptions {
             n_records: 0,
             n_blocked_pairs: 0,
             birth_date_agreement: None,
+            nhs_number_agreement: None,
         }
     }
 }
@@ -413,9 +422,10 @@ fn em_fields(
 
 /// Trains a model from blocked-pair and random-pair pattern counts.
 ///
-/// With `options.birth_date_agreement`, twice: the first fit says how many pairs with
-/// birth dates are matches, and how many of those agree, which the counted agreement
-/// then loses to give u; the second fit trains with that u.
+/// With a counted agreement (`options.birth_date_agreement`,
+/// `options.nhs_number_agreement`), twice: the first fit says how many pairs with the
+/// field on both records are matches, and how many of those agree, which the counted
+/// agreement then loses to give u; the second fit trains with that u.
 ///
 /// # Errors
 /// [`MatchError::NotEnoughData`] when there are fewer blocked pairs than
@@ -425,31 +435,46 @@ pub fn train(
     random: &PatternCounts,
     options: &TrainOptions,
 ) -> Result<Model, MatchError> {
-    let Some(agreement) = options.birth_date_agreement else {
-        return Ok(fit(blocked, random, options, None)?.0);
-    };
-    let (_, matches) = fit(blocked, random, options, Some(agreement.rate()))?;
-    let u_exact = agreement.without_matches(matches.with_birth_dates, matches.agreeing);
-    Ok(fit(blocked, random, options, Some(u_exact))?.0)
+    let counted: Vec<(CompField, Agreement)> = [
+        (CompField::DateOfBirth, options.birth_date_agreement),
+        (CompField::NhsNumber, options.nhs_number_agreement),
+    ]
+    .into_iter()
+    .filter_map(|(field, agreement)| Some((field, agreement?)))
+    .collect();
+    if counted.is_empty() {
+        return Ok(fit(blocked, random, options, &[])?.0);
+    }
+    let raw: Vec<(CompField, f64)> =
+        counted.iter().map(|(field, agreement)| (*field, agreement.rate())).collect();
+    let (_, matches) = fit(blocked, random, options, &raw)?;
+    let corrected: Vec<(CompField, f64)> = counted
+        .iter()
+        .zip(&matches)
+        .map(|((field, agreement), matches)| {
+            (*field, agreement.without_matches(matches.with_values, matches.agreeing))
+        })
+        .collect();
+    Ok(fit(blocked, random, options, &corrected)?.0)
 }
 
-/// Expected matching pairs among the pairs with a birth date on both records, and how
-/// many of them agree on it exactly, read off a fit's posteriors.
+/// Expected matching pairs among the pairs with a field on both records, and how many
+/// of them agree on it exactly, read off a fit's posteriors.
 #[derive(Debug, Default)]
-struct BirthDateMatches {
-    with_birth_dates: f64,
+struct FieldMatches {
+    with_values: f64,
     agreeing: f64,
 }
 
-/// One fit: u from the random pairs (with `date_of_birth = exact` set to
-/// `birth_date_u` when given), m by EM over the blocked pairs, the priors and the
-/// household model.
+/// One fit: u from the random pairs (with each field's `exact` level in `exact_u` set
+/// as given), m by EM over the blocked pairs, the priors and the household model.
+/// Returns the model and, for each field of `exact_u` in order, its expected matches.
 fn fit(
     blocked: &PatternCounts,
     random: &PatternCounts,
     options: &TrainOptions,
-    birth_date_u: Option<f64>,
-) -> Result<(Model, BirthDateMatches), MatchError> {
+    exact_u: &[(CompField, f64)],
+) -> Result<(Model, Vec<FieldMatches>), MatchError> {
     let n_blocked: u64 = blocked.values().sum();
     let n_random: u64 = random.values().sum();
     if n_blocked < options.min_blocked_pairs {
@@ -463,8 +488,8 @@ fn fit(
     }
     let start = default_model();
     let mut u = estimate_u(random);
-    if let Some(rate) = birth_date_u {
-        set_exact_u(&mut u, CompField::DateOfBirth, rate);
+    for &(field, rate) in exact_u {
+        set_exact_u(&mut u, field, rate);
     }
     let mut m: LevelCounts = [[0.0; 8]; N_FIELDS];
     for field in CompField::ALL {
@@ -561,18 +586,22 @@ fn fit(
     // Prior outside households: P(match) for two records drawn at random, because u
     // came from random pairs. The expected number of matching pairs outside
     // households (blocking finds nearly all of them) over all pairs of records.
-    // The same pass counts the matches among pairs with birth dates (for `train`).
+    // The same pass counts the matches among pairs with the counted fields (for
+    // `train`).
     let (mut outside_match, mut sampled) = (0.0, 0.0);
-    let mut birth_date_matches = BirthDateMatches::default();
+    let mut field_matches: Vec<FieldMatches> =
+        exact_u.iter().map(|_| FieldMatches::default()).collect();
     for ((gamma, count), posterior) in patterns.iter().zip(&posteriors) {
         sampled += count;
         if !gamma.same_household() {
             outside_match += posterior * count;
         }
-        if let Some(level) = gamma.level(CompField::DateOfBirth) {
-            birth_date_matches.with_birth_dates += posterior * count;
-            if level == 0 {
-                birth_date_matches.agreeing += posterior * count;
+        for ((field, _), matches) in exact_u.iter().zip(&mut field_matches) {
+            if let Some(level) = gamma.level(*field) {
+                matches.with_values += posterior * count;
+                if level == 0 {
+                    matches.agreeing += posterior * count;
+                }
             }
         }
     }
@@ -581,8 +610,10 @@ fn fit(
     } else {
         1.0
     };
-    birth_date_matches.with_birth_dates *= scale;
-    birth_date_matches.agreeing *= scale;
+    for matches in &mut field_matches {
+        matches.with_values *= scale;
+        matches.agreeing *= scale;
+    }
     let n_records = options.n_records as f64;
     let all_pairs = n_records * (n_records - 1.0) / 2.0;
     let outside_lambda = if all_pairs >= 1.0 {
@@ -684,7 +715,7 @@ fn fit(
         converged,
         note: String::new(),
     };
-    Ok((model, birth_date_matches))
+    Ok((model, field_matches))
 }
 
 #[cfg(test)]

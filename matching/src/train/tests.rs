@@ -118,6 +118,32 @@ fn counted_birth_date_agreement_is_u_without_the_matches() {
 }
 
 #[test]
+fn counted_nhs_number_agreement_is_u_without_the_matches_beside_the_birth_date() {
+    // As above, with both fields counted at once: the NHS number's agreeing pairs are
+    // nearly all the matches (random pairs would say u is the match rate).
+    let mut rng = SplitMix(11);
+    let blocked = simulate(&mut rng, 200_000, 0.2);
+    let random = simulate(&mut rng, 200_000, 0.0);
+    let truth = default_model();
+    let m_nhs = truth.fields[CompField::NhsNumber.index()].levels[0].m;
+    let pairs = 1e8;
+    let matches = 40_000.0;
+    let nhs = Agreement { pairs, agreeing: matches * m_nhs + (pairs - matches) * 5e-5 };
+    let dob = Agreement { pairs, agreeing: matches * 0.93 + (pairs - matches) * 3e-5 };
+    let options = TrainOptions {
+        birth_date_agreement: Some(dob),
+        nhs_number_agreement: Some(nhs),
+        ..TrainOptions::default()
+    };
+    let model = train(&blocked, &random, &options).expect("enough data");
+    let u_nhs = model.fields[CompField::NhsNumber.index()].levels[0].u;
+    let u_dob = model.fields[CompField::DateOfBirth.index()].levels[0].u;
+    assert!(nhs.rate() > 4e-4, "the raw share {}", nhs.rate());
+    assert!((u_nhs - 5e-5).abs() < 0.5e-5, "u(nhs exact) {u_nhs}");
+    assert!((u_dob - 3e-5).abs() < 0.3e-5, "u(dob exact) {u_dob}");
+}
+
+#[test]
 fn too_few_pairs_is_an_error() {
     let mut rng = SplitMix(1);
     let blocked = simulate(&mut rng, 10, 0.5);
