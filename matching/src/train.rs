@@ -14,8 +14,13 @@
 //!    people apart (NHS number, given name, date of birth, sex, identifiers), with `u`
 //!    fixed. The family name and the household fields (address, postcode, phone,
 //!    email) are left out of this step because they agree together for relatives,
-//!    which would pull relatives into the match class; their `m` is then read off the
-//!    final posteriors.
+//!    which would pull relatives into the match class. Their `m` is read off the
+//!    pairs that share an NHS number (one person's records, whatever else they say)
+//!    where there are 1,000 or more, else off the final posteriors. A household field
+//!    weighs only pairs outside a household (inside one it counts once, through the
+//!    household prior), so its `m` is read off those pairs alone: a different
+//!    postcode is what nearly every match outside a household has, and the prior of
+//!    such a pair already holds the move.
 //! 3. A second EM over the blocked pairs that share a household, with `m` fixed,
 //!    estimates `u_household` (agreement among different members of one household)
 //!    and `household_lambda`. `u_household` is shrunk towards `u` by a pseudo-count,
@@ -571,15 +576,45 @@ fn fit(
     let read_off = || CompField::ALL.into_iter().filter(|field| !PERSON_FIELDS.contains(field));
     let mut household_counts: LevelCounts = [[0.0; 8]; N_FIELDS];
     for ((gamma, count), posterior) in patterns.iter().zip(&posteriors) {
+        let household = gamma.same_household();
         for field in read_off() {
+            // A household field weighs only pairs outside a household (inside one it
+            // counts through the household prior), so its m is read off those.
+            if household && field.is_household() {
+                continue;
+            }
             if let Some(level) = gamma.level(field) {
                 household_counts[field.index()][usize::from(level)] += posterior * count;
             }
         }
     }
+    // Pairs that share an NHS number are one person's records whatever else they say;
+    // where there are enough of them, they give these fields' m directly, where the
+    // posteriors cannot: at a million records many people share a given name and birth
+    // date, and the person fields alone take them for one person.
+    let mut anchored: LevelCounts = [[0.0; 8]; N_FIELDS];
+    for (gamma, count) in &patterns {
+        if gamma.level(CompField::NhsNumber) != Some(0) {
+            continue;
+        }
+        let household = gamma.same_household();
+        for field in read_off() {
+            if household && field.is_household() {
+                continue;
+            }
+            if let Some(level) = gamma.level(field) {
+                anchored[field.index()][usize::from(level)] += count;
+            }
+        }
+    }
     for field in read_off() {
         let n_levels = field.levels().len();
-        let estimate = normalised(&household_counts[field.index()][..n_levels], 0.01);
+        let source = if anchored[field.index()][..n_levels].iter().sum::<f64>() >= 1000.0 {
+            &anchored
+        } else {
+            &household_counts
+        };
+        let estimate = normalised(&source[field.index()][..n_levels], 0.01);
         m[field.index()][..n_levels].copy_from_slice(&estimate);
     }
 

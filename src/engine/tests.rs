@@ -229,6 +229,37 @@ fn a_record_certain_to_be_a_pending_record_joins_its_provisional_person() {
 }
 
 #[test]
+fn twins_living_apart_are_still_twins() {
+    // Grown-up twins keep their family name and birth date and live apart: a record
+    // with only those two in common, its given name missing or plainly another, is
+    // either twin's, wherever it lives. The same name at two addresses is a move.
+    let twins = Some(ReviewReason::PossibleTwins);
+    for (later_given, expected) in [(None, twins), (Some("Isla"), twins), (Some("Ella"), None)] {
+        let mut harness = household_harness(&["Ella", "Isla"]);
+        harness.add(person("Ella", "Rose", "1982-03-10", None));
+        harness.add(Demographics {
+            given_name: later_given.map(str::to_owned),
+            address_line1: Some("118 Acacia Avenue".into()),
+            postcode: Some("EC1A 9YH".into()),
+            phone: None,
+            ..person("", "Rose", "1982-03-10", None)
+        });
+        assert_eq!(harness.caution(0, 1), expected, "{later_given:?}");
+    }
+    // An agreeing NHS number says which twin.
+    let mut harness = household_harness(&["Ella"]);
+    harness.add(person("Ella", "Rose", "1982-03-10", Some("9434765919")));
+    harness.add(Demographics {
+        given_name: None,
+        postcode: Some("EC1A 9YH".into()),
+        address_line1: None,
+        phone: None,
+        ..person("", "Rose", "1982-03-10", Some("9434765919"))
+    });
+    assert_eq!(harness.caution(0, 1), None);
+}
+
+#[test]
 fn relative_signatures() {
     let mut harness = Harness::new();
     harness.add(person("Thomas", "Babbage", "2001-05-05", None));

@@ -143,6 +143,76 @@ fn counted_nhs_number_agreement_is_u_without_the_matches_beside_the_birth_date()
     assert!((u_dob - 3e-5).abs() < 0.3e-5, "u(dob exact) {u_dob}");
 }
 
+/// A pattern with the given (field, level) pairs and every other field missing.
+fn pattern(levels: &[(CompField, u8)]) -> u64 {
+    let mut gamma = Gamma([MISSING; N_FIELDS]);
+    for &(field, level) in levels {
+        gamma.0[field.index()] = level;
+    }
+    gamma.pack()
+}
+
+#[test]
+fn family_and_household_m_come_from_pairs_that_share_an_nhs_number() {
+    use CompField::{Address, DateOfBirth, FamilyName, GivenName, NhsNumber, Postcode, Sex};
+    let (exact, different) = (0, |field: CompField| (field.levels().len() - 1) as u8);
+    let mut blocked = PatternCounts::new();
+    // 5,000 pairs of one person that share an NHS number: 2% with another family name,
+    // a tenth of them moved (address and postcode differ), the rest at one address.
+    for (moved, count) in [(false, 4410), (true, 490)] {
+        let levels = [
+            (NhsNumber, exact),
+            (GivenName, exact),
+            (DateOfBirth, exact),
+            (Sex, exact),
+            (FamilyName, exact),
+            (Address, if moved { different(Address) } else { exact }),
+            (Postcode, if moved { different(Postcode) } else { exact }),
+        ];
+        *blocked.entry(pattern(&levels)).or_default() += count;
+    }
+    let renamed = [
+        (NhsNumber, exact),
+        (GivenName, exact),
+        (DateOfBirth, exact),
+        (Sex, exact),
+        (FamilyName, different(FamilyName)),
+        (Address, different(Address)),
+        (Postcode, different(Postcode)),
+    ];
+    *blocked.entry(pattern(&renamed)).or_default() += 100;
+    // 5,000 pairs of two people of one given name and birth date, no NHS numbers: the
+    // person fields alone take them for one person.
+    let namesakes = [
+        (GivenName, exact),
+        (DateOfBirth, exact),
+        (Sex, exact),
+        (FamilyName, different(FamilyName)),
+        (Address, different(Address)),
+        (Postcode, different(Postcode)),
+    ];
+    *blocked.entry(pattern(&namesakes)).or_default() += 5_000;
+    // And 20,000 plainly different people.
+    let strangers = [
+        (GivenName, different(GivenName)),
+        (DateOfBirth, different(DateOfBirth)),
+        (FamilyName, different(FamilyName)),
+        (Address, different(Address)),
+        (Postcode, different(Postcode)),
+    ];
+    *blocked.entry(pattern(&strangers)).or_default() += 20_000;
+    let mut rng = SplitMix(3);
+    let random = simulate(&mut rng, 100_000, 0.0);
+    let model = train(&blocked, &random, &TrainOptions::default()).expect("enough data");
+    let m = |field: CompField, level: u8| model.fields[field.index()].levels[usize::from(level)].m;
+    // 100 of 5,000, not the namesakes' half.
+    let family_different = m(FamilyName, different(FamilyName));
+    assert!((family_different - 0.02).abs() < 0.005, "m(family different) {family_different}");
+    // The postcode weighs only pairs outside a household: of those, every one differs.
+    let postcode_different = m(Postcode, different(Postcode));
+    assert!(postcode_different > 0.98, "m(postcode different) {postcode_different}");
+}
+
 #[test]
 fn too_few_pairs_is_an_error() {
     let mut rng = SplitMix(1);
