@@ -506,6 +506,9 @@ pub fn residents_alike(gamma: &Gamma) -> bool {
         && gamma.level(CompField::FamilyName).is_none_or(|family| family > 1)
 }
 
+/// Given-name levels up to this one (exact, nickname, close: a slip) are one name.
+const GIVEN_ONE_NAME: u8 = 2;
+
 /// Fewer years than this between two birth dates cannot be a parent and child.
 pub const GENERATION_YEARS: u16 = 12;
 
@@ -795,7 +798,18 @@ impl Linker {
         if let Some(reason) = pair_caution(&best_gamma, record, best_record, model, thresholds) {
             return Some(reason);
         }
-        let relatives_common = relatives_common(model);
+        // A record whose given name is one with the best record's bears no relative's
+        // sign beside another record of the person when it also shares an NHS number or
+        // identifier with the best record (Blil, a slip of Bill, beside Willyam), or
+        // beside a record whose given name is one with the best record's too (Sue, where
+        // the best record says Susan, beside USSAN): a nickname and a slip, not two
+        // people.
+        let one_name = |gamma: &Gamma| {
+            gamma.level(CompField::GivenName).is_some_and(|given| given <= GIVEN_ONE_NAME)
+        };
+        let best_one_name = one_name(&best_gamma);
+        let relatives_common =
+            relatives_common(model) && !(best_one_name && identified(&best_gamma));
         // The link is refused when the record conflicts strongly with any record of the person.
         for &member in
             self.persons[to.person as usize].members.iter().filter(|&&member| member != position)
@@ -814,14 +828,13 @@ impl Linker {
             // The relatives checks hold only where the model says relatives are common:
             // where households are one person (FEBRL), a record with its given name
             // replaced is a slip, not a twin.
-            if member != to.best_position
+            let relatives_checked = member != to.best_position
                 && relatives_common
-                && let Some(reason) = relative_signature(&gamma)
-            {
+                && !(best_one_name && one_name(&compare(best_record, other)));
+            if relatives_checked && let Some(reason) = relative_signature(&gamma) {
                 return Some(reason);
             }
-            if member != to.best_position
-                && relatives_common
+            if relatives_checked
                 && possible_twins(&gamma, record, other, model.term_frequencies.as_ref())
             {
                 return Some(ReviewReason::PossibleTwins);

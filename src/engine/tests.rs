@@ -260,6 +260,37 @@ fn twins_living_apart_are_still_twins() {
 }
 
 #[test]
+fn a_nickname_beside_a_typo_of_the_full_name_is_no_twin() {
+    // Susan, then USSAN (a slip of Susan), then Sue: Sue and USSAN share nothing as
+    // written, but each is one name with Susan, so they are no twins of each other.
+    let mut harness = household_harness(&["Susan", "Sue"]);
+    harness.add(person("Susan", "Phillips", "1990-02-03", None));
+    let slip = harness.add(person("USSAN", "Phillips", "1990-02-03", None));
+    assert_eq!(slip.kind, DecisionKind::Linked, "{slip:?}");
+    let nickname = harness.add(person("Sue", "Phillips", "1990-02-03", None));
+    assert_eq!(nickname.kind, DecisionKind::Linked, "{nickname:?}");
+    assert!(harness.same_person(0, 2));
+
+    // Bill (with an NHS number), William, Willyam: one man. Blil, with Bill's number, is
+    // his, though Blil and Willyam look like two names and Willyam is no slip of Bill.
+    let mut harness = household_harness(&["William", "Bill"]);
+    harness.add(person("Bill", "Woods", "1964-12-20", Some("9434765919")));
+    for given in ["William", "Willyam"] {
+        let decision = harness.add(person(given, "Woods", "1964-12-20", None));
+        assert_eq!(decision.kind, DecisionKind::Linked, "{given}: {decision:?}");
+    }
+    let typo = harness.add(person("Blil", "Woods", "1964-12-20", Some("9434765919")));
+    assert_eq!(typo.kind, DecisionKind::Linked, "{typo:?}");
+
+    // Without the number, a Timothy beside Thomas and Tom is still a possible twin.
+    let mut harness = household_harness(&["Thomas", "Tom", "Timothy"]);
+    harness.add(person("Thomas", "Young", "2017-02-07", None));
+    harness.add(person("Tom", "Young", "2017-02-07", None));
+    let twin = harness.add(person("Timothy", "Young", "2017-02-07", None));
+    assert_ne!(twin.kind, DecisionKind::Linked, "{twin:?}");
+}
+
+#[test]
 fn relative_signatures() {
     let mut harness = Harness::new();
     harness.add(person("Thomas", "Babbage", "2001-05-05", None));
