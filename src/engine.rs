@@ -239,7 +239,9 @@ pub struct PersonCandidate {
 pub struct Decision {
     /// Linked, new or review.
     pub kind: DecisionKind,
-    /// The person the record now belongs to.
+    /// The person the record now belongs to (set by [`Linker::apply`]; before it, the
+    /// person to link to, or for a new or review decision the record's own person when
+    /// it keeps it, else none).
     pub person: PersonKey,
     /// Best probability against any candidate person (None without candidates).
     pub probability: Option<f64>,
@@ -655,13 +657,49 @@ impl Linker {
         if self.entries[position].manual {
             return self.keep(position);
         }
+        let mut decision = self.decide_among(position, scored, model, thresholds);
+        // A record in review at the head of its provisional person, sent again, keeps
+        // the records that joined it (they wait on its review, or stand with it) while
+        // it still matches one of them at the upper threshold: the decision names that
+        // person for `apply`.
+        if matches!(decision.kind, DecisionKind::New | DecisionKind::Review)
+            && self.heads_pending(position)
+        {
+            let own = self.entries[position].person;
+            let own_best = scored
+                .iter()
+                .filter(|&&(candidate, _, _)| self.entries[candidate as usize].person == own)
+                .map(|&(_, _, weight)| weight)
+                .fold(f64::NEG_INFINITY, f64::max);
+            if probability(own_best) >= thresholds.upper {
+                decision.person = own;
+            }
+        }
+        decision
+    }
+
+    /// [`Linker::decide`] for a record no steward placed, among the persons of the
+    /// other records.
+    fn decide_among(
+        &self,
+        position: usize,
+        scored: &[ScoredCandidate],
+        model: &Model,
+        thresholds: Thresholds,
+    ) -> Decision {
         // A record's score against a person is its best score against the person's records.
         let mut by_person: HashMap<PersonKey, (f64, usize)> = HashMap::new();
         let separated = self.separated.get(&position).map_or(&[][..], Vec::as_slice);
+        // A record in review sent again is not taken for the records that joined its
+        // provisional person because of it: that would settle its own review.
+        let own_pending = self.heads_pending(position).then_some(self.entries[position].person);
         for &(candidate, _, weight) in scored {
             let candidate = candidate as usize;
             let person = self.entries[candidate].person;
-            if person == PersonKey::MAX || separated.contains(&person) {
+            if person == PersonKey::MAX
+                || separated.contains(&person)
+                || own_pending == Some(person)
+            {
                 continue;
             }
             let slot = by_person.entry(person).or_insert((f64::NEG_INFINITY, candidate));
@@ -874,10 +912,15 @@ impl Linker {
             decision.person = old;
             return None;
         }
-        let old_alone = old != PersonKey::MAX && self.persons[old as usize].members == [position];
+        // A record alone in its person keeps it unless it links; so does one in review
+        // at the head of its provisional person when the decision names that person
+        // (it still matches the records that joined it).
+        let keeps_person = old != PersonKey::MAX
+            && (self.persons[old as usize].members == [position]
+                || (decision.person == old && self.heads_pending(position)));
         let person = match decision.kind {
             DecisionKind::Linked => decision.person,
-            DecisionKind::New | DecisionKind::Review if old_alone => {
+            DecisionKind::New | DecisionKind::Review if keeps_person => {
                 self.persons[old as usize].provisional = decision.kind == DecisionKind::Review;
                 old
             }
@@ -889,9 +932,32 @@ impl Linker {
         self.entries[position].probability = decision.probability;
         if person != old {
             self.assign(position, person);
+            if old != PersonKey::MAX {
+                self.refresh_provisional(old);
+            }
         }
         (old != PersonKey::MAX && old != person && self.persons[old as usize].members.is_empty())
             .then_some(old)
+    }
+
+    /// True when the record at `position` is in review at the head of its provisional
+    /// person: the record the person waits on.
+    fn heads_pending(&self, position: usize) -> bool {
+        let entry = &self.entries[position];
+        entry.person != PersonKey::MAX
+            && self.persons[entry.person as usize].provisional
+            && entry.decision == DecisionKind::Review
+    }
+
+    /// A person is provisional while its first record (the one it was made for) is in
+    /// review, as a store read back says: when that record leaves (linked elsewhere,
+    /// deleted), the records that joined it stand as a person of their own.
+    pub fn refresh_provisional(&mut self, person: PersonKey) {
+        let slot = &self.persons[person as usize];
+        let first = slot.members.iter().min_by_key(|&&member| self.entries[member].id);
+        let provisional =
+            first.is_some_and(|&member| self.entries[member].decision == DecisionKind::Review);
+        self.persons[person as usize].provisional = provisional;
     }
 
     /// The score and explanation of the decision's best pair, for the link evidence.

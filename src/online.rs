@@ -556,6 +556,7 @@ impl Engine {
         // The entry stays in memory (positions are stable) but belongs to no one, and
         // no index or lookup can reach it.
         self.linker.entries[position].person = PersonKey::MAX;
+        self.linker.refresh_provisional(person);
         self.by_source.remove(&self.linker.entries, position);
         self.index_change(generation, |index| index.delete(id));
         Ok(Some(Removed { record_id: id, person_id, person_retired }))

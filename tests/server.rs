@@ -761,6 +761,37 @@ fn a_record_taken_as_a_pending_one_follows_the_stewards_match() {
         None,
     );
     assert_eq!(retired.status, 308, "the emptied pending person redirects");
+
+    // Another pending record with a record that joined it; the pending one is deleted:
+    // the other stands as a person of its own, no longer waiting on a review.
+    let other_home = |given: Option<&str>, dob: &str| {
+        json!({
+            "given_name": given, "family_name": "Pemberton-Vale", "date_of_birth": dob,
+            "sex": "female", "address_line1": "4 Orchard Close", "postcode": "LS8 2QT",
+        })
+    };
+    created(&server, &keys.writer, "/v1/records/care/V1", &other_home(None, "1941-02-17"));
+    let pending = created(
+        &server,
+        &keys.writer,
+        "/v1/records/care/V2",
+        &other_home(Some("Ottilie"), "1941-02-17"),
+    );
+    assert_eq!(pending["decision"], "review", "{pending}");
+    let joined = created(
+        &server,
+        &keys.writer,
+        "/v1/records/gp/V3",
+        &other_home(Some("Ottilie"), "17/02/1941"),
+    );
+    assert_eq!(joined["person_id"], pending["person_id"], "{joined}");
+    let person_path = format!("/v1/persons/{}", pending["person_id"].as_str().unwrap());
+    let person = server.call("GET", &person_path, Some(&keys.reader), None).json();
+    assert_eq!(person["provisional"], true, "{person}");
+    assert_eq!(server.call("DELETE", "/v1/records/care/V2", Some(&keys.writer), None).status, 200);
+    let person = server.call("GET", &person_path, Some(&keys.reader), None).json();
+    assert_eq!(person["provisional"], false, "{person}");
+    assert_eq!(person["records"].as_array().unwrap().len(), 1, "{person}");
 }
 
 #[test]

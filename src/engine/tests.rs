@@ -61,6 +61,23 @@ impl Harness {
         decision
     }
 
+    /// Sends the record at `position` again with new values and decides it as an
+    /// update is decided: against every other record.
+    fn resend(&mut self, position: usize, raw: Demographics) -> Decision {
+        let (normalized, _) = self.normalizer.normalize(&raw);
+        self.linker.entries[position].record =
+            ComparableRecord::new(normalized, self.normalizer.nicknames());
+        let record = &self.linker.entries[position].record;
+        let mut scored: Vec<ScoredCandidate> = (0..self.linker.entries.len())
+            .filter(|&candidate| candidate != position)
+            .map(|candidate| candidate_pair(record, candidate, &self.linker.entries))
+            .collect();
+        score_pairs(record, &mut scored, &self.model, &self.linker.entries);
+        let mut decision = self.linker.decide(position, &scored, &self.model, Thresholds::DEFAULT);
+        self.linker.apply(position, &mut decision);
+        decision
+    }
+
     /// The best-pair caution between two added records (see [`pair_caution`]).
     fn caution(&self, a: usize, b: usize) -> Option<ReviewReason> {
         let (a, b) = (&self.linker.entries[a].record, &self.linker.entries[b].record);
@@ -226,6 +243,22 @@ fn a_record_certain_to_be_a_pending_record_joins_its_provisional_person() {
     // A record that is not certainly the pending one still opens its own review.
     let third = harness.add(Demographics { given_name: None, ..man(Some("1937-04-09")) });
     assert_eq!(third.kind, DecisionKind::Review, "{third:?}");
+
+    // The pending record sent again (a new phone) is not settled by the record that
+    // joined it: it stays in review, at the head of its person, with that record.
+    let pending = harness.linker.entries[1].person;
+    let again = harness
+        .resend(1, Demographics { phone: Some("0113 496 0999".into()), ..man(Some("1937-04-09")) });
+    assert_eq!(again.kind, DecisionKind::Review, "{again:?}");
+    assert_eq!(harness.linker.entries[1].person, pending);
+    assert!(harness.same_person(1, 2));
+    assert!(harness.linker.persons[pending as usize].provisional);
+    // Sent again as someone else entirely, it leaves; the record that joined it stands
+    // as a person of its own, as a store read back would have it.
+    let gone = harness.resend(1, person("Zebedee", "Quillfeather", "1990-01-01", None));
+    assert_eq!(gone.kind, DecisionKind::New, "{gone:?}");
+    assert!(!harness.same_person(1, 2));
+    assert!(!harness.linker.persons[harness.linker.entries[2].person as usize].provisional);
 }
 
 #[test]
