@@ -643,7 +643,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         if model.training.converged { "" } else { ", not converged" }
     );
     println!(
-        "  P(match) among candidate pairs {:.4}, among household pairs {:.4}",
+        "  P(match) for two records at random outside a household {:.2e}, for two in one household {:.4}",
         model.lambda, model.household_lambda
     );
     Ok(ExitCode::SUCCESS)

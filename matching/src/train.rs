@@ -20,7 +20,10 @@
 //!    weighs only pairs outside a household (inside one it counts once, through the
 //!    household prior), so its `m` is read off those pairs alone: a different
 //!    postcode is what nearly every match outside a household has, and the prior of
-//!    such a pair already holds the move.
+//!    such a pair already holds the move. The prior of two random records outside a
+//!    household is the matches outside households over all pairs: counted from the
+//!    pairs that share an NHS number, over the share of pairs that both have one,
+//!    where there are 1,000 or more such pairs; else from the posteriors.
 //! 3. A second EM over the blocked pairs that share a household, with `m` fixed,
 //!    estimates `u_household` (agreement among different members of one household)
 //!    and `household_lambda`. `u_household` is shrunk towards `u` by a pseudo-count,
@@ -188,6 +191,10 @@ fn normalised(counts: &[f64], smoothing: f64) -> Vec<f64> {
     counts.iter().map(|count| (count + smoothing) / total).collect()
 }
 
+/// Fewest pairs sharing an NHS number that the family name's and household fields' m,
+/// and the prior outside households, are read off (the posteriors give them otherwise).
+const MIN_ANCHORED_PAIRS: f64 = 1000.0;
+
 /// Pairs of values and how many of them are equal, counted exactly over every value
 /// (what random pairs estimate, without their sampling noise).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -209,6 +216,11 @@ impl Agreement {
         let agreeing =
             counts.values().map(|&count| count as f64 * (count as f64 - 1.0) / 2.0).sum();
         (n >= 2.0).then(|| Agreement { pairs: n * (n - 1.0) / 2.0, agreeing })
+    }
+
+    /// How many items were counted (from the pairs: N(N-1)/2).
+    pub fn items(&self) -> f64 {
+        f64::midpoint(1.0, (1.0 + 8.0 * self.pairs).sqrt())
     }
 
     /// The share of pairs that agree.
@@ -609,11 +621,12 @@ fn fit(
     }
     for field in read_off() {
         let n_levels = field.levels().len();
-        let source = if anchored[field.index()][..n_levels].iter().sum::<f64>() >= 1000.0 {
-            &anchored
-        } else {
-            &household_counts
-        };
+        let source =
+            if anchored[field.index()][..n_levels].iter().sum::<f64>() >= MIN_ANCHORED_PAIRS {
+                &anchored
+            } else {
+                &household_counts
+            };
         let estimate = normalised(&source[field.index()][..n_levels], 0.01);
         m[field.index()][..n_levels].copy_from_slice(&estimate);
     }
@@ -651,10 +664,27 @@ fn fit(
     }
     let n_records = options.n_records as f64;
     let all_pairs = n_records * (n_records - 1.0) / 2.0;
-    let outside_lambda = if all_pairs >= 1.0 {
-        (outside_match * scale / all_pairs).clamp(1e-12, 0.5)
-    } else {
-        lambda
+    // Where records carry NHS numbers, the matches outside a household are counted
+    // from those that share one: the blocked pairs with one NHS number outside a
+    // household, over the share of pairs of records that both have a number (each of
+    // a person's records has one or not as its source gives it). The posteriors count
+    // namesakes as matches at scale (a given name and birth date shared by two people
+    // outside a household: at 1M they made the prior five times too high).
+    let anchored_outside: f64 = patterns
+        .iter()
+        .filter(|(gamma, _)| {
+            gamma.level(CompField::NhsNumber) == Some(0) && !gamma.same_household()
+        })
+        .map(|(_, count)| count)
+        .sum();
+    let with_nhs = options.nhs_number_agreement.map(|agreement| agreement.items());
+    let outside_lambda = match with_nhs {
+        Some(with_nhs) if anchored_outside >= MIN_ANCHORED_PAIRS && n_records >= 2.0 => {
+            let both = (with_nhs / n_records).powi(2);
+            (anchored_outside * scale / both / all_pairs).clamp(1e-12, 0.5)
+        }
+        _ if all_pairs >= 1.0 => (outside_match * scale / all_pairs).clamp(1e-12, 0.5),
+        _ => lambda,
     };
 
     // Stage 2: within households, m fixed, estimate u_household and the prior. Given

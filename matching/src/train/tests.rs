@@ -214,6 +214,71 @@ fn family_and_household_m_come_from_pairs_that_share_an_nhs_number() {
 }
 
 #[test]
+fn the_prior_outside_households_is_counted_from_pairs_that_share_an_nhs_number() {
+    use CompField::{Address, DateOfBirth, FamilyName, GivenName, NhsNumber, Postcode, Sex};
+    let (exact, different) = (0, |field: CompField| (field.levels().len() - 1) as u8);
+    let one_person = |moved: bool| {
+        let home = if moved { different(Address) } else { exact };
+        let postcode = if moved { different(Postcode) } else { exact };
+        pattern(&[
+            (NhsNumber, exact),
+            (GivenName, exact),
+            (DateOfBirth, exact),
+            (Sex, exact),
+            (FamilyName, exact),
+            (Address, home),
+            (Postcode, postcode),
+        ])
+    };
+    let mut blocked = PatternCounts::new();
+    // 2,000 pairs of one person that share an NHS number outside a household (moved),
+    // 3,000 at one address; 50,000 namesakes (one given name and birth date, no NHS
+    // numbers) that the person fields alone take for matches; 20,000 strangers.
+    *blocked.entry(one_person(true)).or_default() += 2_000;
+    *blocked.entry(one_person(false)).or_default() += 3_000;
+    let namesakes = pattern(&[
+        (GivenName, exact),
+        (DateOfBirth, exact),
+        (Sex, exact),
+        (FamilyName, different(FamilyName)),
+        (Address, different(Address)),
+        (Postcode, different(Postcode)),
+    ]);
+    *blocked.entry(namesakes).or_default() += 50_000;
+    let strangers = pattern(&[
+        (GivenName, different(GivenName)),
+        (DateOfBirth, different(DateOfBirth)),
+        (FamilyName, different(FamilyName)),
+        (Address, different(Address)),
+        (Postcode, different(Postcode)),
+    ]);
+    *blocked.entry(strangers).or_default() += 20_000;
+    let mut rng = SplitMix(5);
+    let random = simulate(&mut rng, 100_000, 0.0);
+    // 100,000 records, half of them with an NHS number: a quarter of pairs have one on
+    // both sides, so 2,000 sharing one outside a household stand for 8,000 matches.
+    let n_records: u64 = 100_000;
+    let with_nhs = 50_000.0;
+    let options = TrainOptions {
+        n_records,
+        nhs_number_agreement: Some(Agreement {
+            pairs: with_nhs * (with_nhs - 1.0) / 2.0,
+            agreeing: 5_000.0,
+        }),
+        ..TrainOptions::default()
+    };
+    assert!((options.nhs_number_agreement.unwrap().items() - with_nhs).abs() < 1e-6);
+    let model = train(&blocked, &random, &options).expect("enough data");
+    let all_pairs = 100_000.0 * 99_999.0 / 2.0;
+    let expected = 8_000.0 / all_pairs;
+    assert!(
+        (model.lambda - expected).abs() < expected * 0.01,
+        "lambda {} where {expected}",
+        model.lambda
+    );
+}
+
+#[test]
 fn too_few_pairs_is_an_error() {
     let mut rng = SplitMix(1);
     let blocked = simulate(&mut rng, 10, 0.5);
