@@ -570,6 +570,16 @@ fn open_reviews(server: &Server, token: &str) -> Vec<Value> {
     reply.json()["reviews"].as_array().unwrap().clone()
 }
 
+/// A steward's decision on a review.
+fn decide_review(server: &Server, steward: &str, id: &str, body: &Value) -> Reply {
+    server.call(
+        "POST",
+        &format!("/v1/reviews/{id}/decision"),
+        Some(steward),
+        Some(&body.to_string()),
+    )
+}
+
 fn record_path(record: &Value) -> String {
     format!(
         "/v1/records/{}/{}",
@@ -617,34 +627,13 @@ fn stewards_work_reviews_and_their_decisions_stick() {
     assert!((first["current_probability"].as_f64().unwrap() - best_now).abs() < 1e-9, "{first}");
 
     // match: the record joins the candidate person, manually.
-    let no_reason = json!({"decision": "match", "reason": ""}).to_string();
-    assert_eq!(
-        server
-            .call(
-                "POST",
-                &format!("/v1/reviews/{id}/decision"),
-                Some(&keys.steward),
-                Some(&no_reason)
-            )
-            .status,
-        400
-    );
-    let body =
-        json!({"decision": "match", "reason": "same person, checked with the GP"}).to_string();
-    let decided = server.call(
-        "POST",
-        &format!("/v1/reviews/{id}/decision"),
-        Some(&keys.steward),
-        Some(&body),
-    );
+    let no_reason = json!({"decision": "match", "reason": ""});
+    assert_eq!(decide_review(&server, &keys.steward, id, &no_reason).status, 400);
+    let body = json!({"decision": "match", "reason": "same person, checked with the GP"});
+    let decided = decide_review(&server, &keys.steward, id, &body);
     assert_eq!(decided.status, 200, "{}", decided.body);
     assert_eq!(decided.json()["person_id"], target.as_str());
-    let again = server.call(
-        "POST",
-        &format!("/v1/reviews/{id}/decision"),
-        Some(&keys.steward),
-        Some(&body),
-    );
+    let again = decide_review(&server, &keys.steward, id, &body);
     assert_eq!(again.status, 409, "a closed review cannot be decided again");
     let path = record_path(&detail["record"]);
     let record = server.call("GET", &path, Some(&keys.reader), None).json();
@@ -661,13 +650,8 @@ fn stewards_work_reviews_and_their_decisions_stick() {
     let detail = server.call("GET", &format!("/v1/reviews/{id}"), Some(&keys.steward), None).json();
     let separated = detail["candidates"][0]["person_id"].as_str().unwrap().to_owned();
     let own = detail["record"]["person_id"].as_str().unwrap().to_owned();
-    let body = json!({"decision": "no_match", "reason": "different people: twins"}).to_string();
-    let decided = server.call(
-        "POST",
-        &format!("/v1/reviews/{id}/decision"),
-        Some(&keys.steward),
-        Some(&body),
-    );
+    let body = json!({"decision": "no_match", "reason": "different people: twins"});
+    let decided = decide_review(&server, &keys.steward, id, &body);
     assert_eq!(decided.status, 200, "{}", decided.body);
     assert_eq!(decided.json()["person_id"], own.as_str());
     let path = record_path(&detail["record"]);
@@ -741,14 +725,8 @@ fn a_record_taken_as_a_pending_one_follows_the_stewards_match() {
 
     // The steward says the pending record is the undated one's man: both records go.
     let id = review["id"].as_str().unwrap();
-    let body = json!({"decision": "match", "person_id": undated["person_id"], "reason": "one man, checked with the home"})
-        .to_string();
-    let decided = server.call(
-        "POST",
-        &format!("/v1/reviews/{id}/decision"),
-        Some(&keys.steward),
-        Some(&body),
-    );
+    let body = json!({"decision": "match", "person_id": undated["person_id"], "reason": "one man, checked with the home"});
+    let decided = decide_review(&server, &keys.steward, id, &body);
     assert_eq!(decided.status, 200, "{}", decided.body);
     for path in ["/v1/records/care/W2", "/v1/records/gp/W3"] {
         let record = server.call("GET", path, Some(&keys.reader), None).json();

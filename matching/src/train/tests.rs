@@ -152,10 +152,41 @@ fn pattern(levels: &[(CompField, u8)]) -> u64 {
     gamma.pack()
 }
 
+/// The highest level of a field: `different`.
+fn different(field: CompField) -> u8 {
+    (field.levels().len() - 1) as u8
+}
+
+/// Two people of one given name and birth date at two addresses, no NHS numbers: the
+/// person fields alone take them for one person.
+fn namesakes() -> u64 {
+    use CompField::{Address, DateOfBirth, FamilyName, GivenName, Postcode, Sex};
+    pattern(&[
+        (GivenName, 0),
+        (DateOfBirth, 0),
+        (Sex, 0),
+        (FamilyName, different(FamilyName)),
+        (Address, different(Address)),
+        (Postcode, different(Postcode)),
+    ])
+}
+
+/// Two plainly different people.
+fn strangers() -> u64 {
+    use CompField::{Address, DateOfBirth, FamilyName, GivenName, Postcode};
+    pattern(&[
+        (GivenName, different(GivenName)),
+        (DateOfBirth, different(DateOfBirth)),
+        (FamilyName, different(FamilyName)),
+        (Address, different(Address)),
+        (Postcode, different(Postcode)),
+    ])
+}
+
 #[test]
 fn family_and_household_m_come_from_pairs_that_share_an_nhs_number() {
     use CompField::{Address, DateOfBirth, FamilyName, GivenName, NhsNumber, Postcode, Sex};
-    let (exact, different) = (0, |field: CompField| (field.levels().len() - 1) as u8);
+    let exact = 0;
     let mut blocked = PatternCounts::new();
     // 5,000 pairs of one person that share an NHS number: 2% with another family name,
     // a tenth of them moved (address and postcode differ), the rest at one address.
@@ -181,26 +212,9 @@ fn family_and_household_m_come_from_pairs_that_share_an_nhs_number() {
         (Postcode, different(Postcode)),
     ];
     *blocked.entry(pattern(&renamed)).or_default() += 100;
-    // 5,000 pairs of two people of one given name and birth date, no NHS numbers: the
-    // person fields alone take them for one person.
-    let namesakes = [
-        (GivenName, exact),
-        (DateOfBirth, exact),
-        (Sex, exact),
-        (FamilyName, different(FamilyName)),
-        (Address, different(Address)),
-        (Postcode, different(Postcode)),
-    ];
-    *blocked.entry(pattern(&namesakes)).or_default() += 5_000;
-    // And 20,000 plainly different people.
-    let strangers = [
-        (GivenName, different(GivenName)),
-        (DateOfBirth, different(DateOfBirth)),
-        (FamilyName, different(FamilyName)),
-        (Address, different(Address)),
-        (Postcode, different(Postcode)),
-    ];
-    *blocked.entry(pattern(&strangers)).or_default() += 20_000;
+    // 5,000 namesakes and 20,000 plainly different people.
+    *blocked.entry(namesakes()).or_default() += 5_000;
+    *blocked.entry(strangers()).or_default() += 20_000;
     let mut rng = SplitMix(3);
     let random = simulate(&mut rng, 100_000, 0.0);
     let model = train(&blocked, &random, &TrainOptions::default()).expect("enough data");
@@ -216,7 +230,7 @@ fn family_and_household_m_come_from_pairs_that_share_an_nhs_number() {
 #[test]
 fn the_prior_outside_households_is_counted_from_pairs_that_share_an_nhs_number() {
     use CompField::{Address, DateOfBirth, FamilyName, GivenName, NhsNumber, Postcode, Sex};
-    let (exact, different) = (0, |field: CompField| (field.levels().len() - 1) as u8);
+    let exact = 0;
     let one_person = |moved: bool| {
         let home = if moved { different(Address) } else { exact };
         let postcode = if moved { different(Postcode) } else { exact };
@@ -236,23 +250,8 @@ fn the_prior_outside_households_is_counted_from_pairs_that_share_an_nhs_number()
     // numbers) that the person fields alone take for matches; 20,000 strangers.
     *blocked.entry(one_person(true)).or_default() += 2_000;
     *blocked.entry(one_person(false)).or_default() += 3_000;
-    let namesakes = pattern(&[
-        (GivenName, exact),
-        (DateOfBirth, exact),
-        (Sex, exact),
-        (FamilyName, different(FamilyName)),
-        (Address, different(Address)),
-        (Postcode, different(Postcode)),
-    ]);
-    *blocked.entry(namesakes).or_default() += 50_000;
-    let strangers = pattern(&[
-        (GivenName, different(GivenName)),
-        (DateOfBirth, different(DateOfBirth)),
-        (FamilyName, different(FamilyName)),
-        (Address, different(Address)),
-        (Postcode, different(Postcode)),
-    ]);
-    *blocked.entry(strangers).or_default() += 20_000;
+    *blocked.entry(namesakes()).or_default() += 50_000;
+    *blocked.entry(strangers()).or_default() += 20_000;
     let mut rng = SplitMix(5);
     let random = simulate(&mut rng, 100_000, 0.0);
     // 100,000 records, half of them with an NHS number: a quarter of pairs have one on
