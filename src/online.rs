@@ -782,42 +782,36 @@ impl Engine {
                     ));
                 }
                 let target_id = self.linker.persons[target as usize].id.to_string();
-                let moved = self.move_record(position, target, DecisionKind::Linked);
-                change.moves.push(moved);
-                change.events.push(
-                    Event::new("record_unlinked", &current_id, Some(record_id))
-                        .other(&target_id)
-                        .detail(json!({"reason": "review", "review_id": review_id})),
-                );
-                change.events.push(
-                    Event::new("record_linked", &target_id, Some(record_id)).detail(
-                        json!({"decision": "linked", "method": "manual", "review_id": review_id}),
-                    ),
-                );
-                // Records the engine linked to the pending record were taken as that
-                // record: they follow it (not pinned, so the engine may still move them).
-                if self.linker.persons[current as usize].provisional {
-                    let followers: Vec<usize> = self.linker.persons[current as usize]
-                        .members
+                // The record moves, pinned. Records the engine linked to it while it was
+                // pending were taken as that record: they follow it (not pinned, so the
+                // engine may still move them).
+                let slot = &self.linker.persons[current as usize];
+                let followers: Vec<usize> = if slot.provisional {
+                    slot.members
                         .iter()
                         .copied()
-                        .filter(|&member| !self.linker.entries[member].manual)
-                        .collect();
-                    for member in followers {
-                        let moved = self.move_into(member, target, DecisionKind::Linked, false);
-                        let member_id = moved.record_id;
-                        change.moves.push(moved);
-                        change.events.push(
-                            Event::new("record_unlinked", &current_id, Some(member_id))
-                                .other(&target_id)
-                                .detail(json!({"reason": "review", "review_id": review_id})),
-                        );
-                        change.events.push(
-                            Event::new("record_linked", &target_id, Some(member_id)).detail(
-                                json!({"decision": "linked", "method": "follows_review", "review_id": review_id}),
-                            ),
-                        );
-                    }
+                        .filter(|&member| member != position && !self.linker.entries[member].manual)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let moving = std::iter::once((position, true))
+                    .chain(followers.into_iter().map(|member| (member, false)));
+                for (member, pinned) in moving {
+                    let moved = self.move_into(member, target, DecisionKind::Linked, pinned);
+                    let member_id = moved.record_id;
+                    change.moves.push(moved);
+                    change.events.push(
+                        Event::new("record_unlinked", &current_id, Some(member_id))
+                            .other(&target_id)
+                            .detail(json!({"reason": "review", "review_id": review_id})),
+                    );
+                    let method = if pinned { "manual" } else { "follows_review" };
+                    change.events.push(
+                        Event::new("record_linked", &target_id, Some(member_id)).detail(
+                            json!({"decision": "linked", "method": method, "review_id": review_id}),
+                        ),
+                    );
                 }
                 if self.linker.persons[current as usize].members.is_empty() {
                     self.linker.persons[current as usize].retired_into = Some(target);
