@@ -584,11 +584,22 @@ fn fit(
     let lambda = fit_lambda(&patterns, &u, &m, options);
     let (posteriors, _) = e_step(&patterns, &PERSON_FIELDS, &u, &m, lambda);
 
-    // m of the family name and household fields, read off the final posteriors.
+    // m of the family name and household fields, read off the final posteriors, and
+    // off the pairs that share an NHS number: they are one person's records whatever
+    // else they say, so where there are enough of them they give these fields' m
+    // directly, where the posteriors cannot (at a million records many people share a
+    // given name and birth date, and the person fields alone take them for one person).
+    // The same pass counts those pairs outside a household, for the prior below.
     let read_off = || CompField::ALL.into_iter().filter(|field| !PERSON_FIELDS.contains(field));
     let mut household_counts: LevelCounts = [[0.0; 8]; N_FIELDS];
+    let mut anchored: LevelCounts = [[0.0; 8]; N_FIELDS];
+    let mut anchored_outside = 0.0;
     for ((gamma, count), posterior) in patterns.iter().zip(&posteriors) {
         let household = gamma.same_household();
+        let shares_nhs = gamma.level(CompField::NhsNumber) == Some(0);
+        if shares_nhs && !household {
+            anchored_outside += count;
+        }
         for field in read_off() {
             // A household field weighs only pairs outside a household (inside one it
             // counts through the household prior), so its m is read off those.
@@ -596,26 +607,11 @@ fn fit(
                 continue;
             }
             if let Some(level) = gamma.level(field) {
-                household_counts[field.index()][usize::from(level)] += posterior * count;
-            }
-        }
-    }
-    // Pairs that share an NHS number are one person's records whatever else they say;
-    // where there are enough of them, they give these fields' m directly, where the
-    // posteriors cannot: at a million records many people share a given name and birth
-    // date, and the person fields alone take them for one person.
-    let mut anchored: LevelCounts = [[0.0; 8]; N_FIELDS];
-    for (gamma, count) in &patterns {
-        if gamma.level(CompField::NhsNumber) != Some(0) {
-            continue;
-        }
-        let household = gamma.same_household();
-        for field in read_off() {
-            if household && field.is_household() {
-                continue;
-            }
-            if let Some(level) = gamma.level(field) {
-                anchored[field.index()][usize::from(level)] += count;
+                let level = usize::from(level);
+                household_counts[field.index()][level] += posterior * count;
+                if shares_nhs {
+                    anchored[field.index()][level] += count;
+                }
             }
         }
     }
@@ -670,13 +666,6 @@ fn fit(
     // a person's records has one or not as its source gives it). The posteriors count
     // namesakes as matches at scale (a given name and birth date shared by two people
     // outside a household: at 1M they made the prior five times too high).
-    let anchored_outside: f64 = patterns
-        .iter()
-        .filter(|(gamma, _)| {
-            gamma.level(CompField::NhsNumber) == Some(0) && !gamma.same_household()
-        })
-        .map(|(_, count)| count)
-        .sum();
     let with_nhs = options.nhs_number_agreement.map(|agreement| agreement.items());
     let outside_lambda = match with_nhs {
         Some(with_nhs) if anchored_outside >= MIN_ANCHORED_PAIRS && n_records >= 2.0 => {
