@@ -727,9 +727,9 @@ fn compare_dob(a: Option<BirthDate>, b: Option<BirthDate>) -> u8 {
     // A slip of one: the year before or after on the same day (1989 for 1990, which
     // differ in two digits), or the day before or after (the 9th for the 10th, the
     // 31st of January for the 1st of February).
-    let year_slip = a.month == b.month && a.day == b.day && a.year.abs_diff(b.year) == 1;
-    let day_slip = (a.day_number() - b.day_number()).abs() == 1;
-    if differing == 1 || transposed || year_slip || day_slip {
+    let year_slip = || a.month == b.month && a.day == b.day && a.year.abs_diff(b.year) == 1;
+    let day_slip = || (a.day_number() - b.day_number()).abs() == 1;
+    if differing == 1 || transposed || year_slip() || day_slip() {
         return 2;
     }
     if a.year == b.year {
