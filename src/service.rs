@@ -1481,9 +1481,21 @@ async fn get_review(
             .position(review.record_id)
             .ok_or_else(|| Problem::not_found("record"))?;
         let record = record_side(&engine, &store, position)?;
+        // The records the engine linked to the pending record (a match moves them too).
+        let own = engine.linker.entries[position].person;
+        let mut person_ids = Vec::new();
+        let mut joined = Vec::new();
+        if own != PersonKey::MAX {
+            let slot = &engine.linker.persons[own as usize];
+            person_ids.push(slot.id.to_string());
+            if slot.provisional {
+                for &member in slot.members.iter().filter(|&&member| member != position) {
+                    joined.push(record_side(&engine, &store, member)?);
+                }
+            }
+        }
         // Each candidate person with its best record and the per-field comparison.
         let mut candidates = Vec::new();
-        let mut person_ids = Vec::new();
         for candidate in review.candidate_persons.as_array().cloned().unwrap_or_default() {
             let Some(person_id) = candidate["person_id"].as_str() else { continue };
             let Some(person) = engine.person_of(person_id) else { continue };
@@ -1505,7 +1517,10 @@ async fn get_review(
         drop(store);
         drop(engine);
         service.audit(&caller, "read_review", person_ids)?;
-        ok_json(StatusCode::OK, json!({ "review": review, "record": record, "candidates": candidates }))
+        ok_json(
+            StatusCode::OK,
+            json!({ "review": review, "record": record, "joined": joined, "candidates": candidates }),
+        )
     })
     .await
 }

@@ -722,9 +722,15 @@ fn a_record_taken_as_a_pending_one_follows_the_stewards_match() {
         .find(|review| review["record_id"] == pending["record_id"])
         .expect("the pending record's review");
     assert!(reviews.iter().all(|review| review["record_id"] != again["record_id"]));
+    // The steward sees the record that joined the pending one, which a match moves too.
+    let id = review["id"].as_str().unwrap();
+    let detail = server.call("GET", &format!("/v1/reviews/{id}"), Some(&keys.steward), None).json();
+    let joined = detail["joined"].as_array().unwrap();
+    assert_eq!(joined.len(), 1, "{detail}");
+    assert_eq!(joined[0]["record_id"], again["record_id"]);
+    assert_eq!(joined[0]["values"]["date_of_birth"], "09/04/1937");
 
     // The steward says the pending record is the undated one's man: both records go.
-    let id = review["id"].as_str().unwrap();
     let body = json!({"decision": "match", "person_id": undated["person_id"], "reason": "one man, checked with the home"});
     let decided = decide_review(&server, &keys.steward, id, &body);
     assert_eq!(decided.status, 200, "{}", decided.body);
