@@ -173,7 +173,7 @@ pub fn explain(linker: &Linker, a: usize, b: usize, model: &Model) -> (Gamma, Sc
 pub fn render_explanation(score: &Score, model: &Model) -> String {
     let mut text = String::new();
     let prior_kind =
-        if score.same_household { "same-household pairs" } else { "two random records" };
+        if score.same_household { "same-household pairs" } else { "records living apart" };
     text.push_str(&format!("{:<16} {:<28} {:>8}\n", "field", "comparison", "weight"));
     text.push_str(&format!(
         "{:<16} {:<28} {:>+8.2}\n",
@@ -207,6 +207,12 @@ pub fn render_explanation(score: &Score, model: &Model) -> String {
             "The records share a household: address, postcode, phone and email count once, through the\n\
              household prior, and names, date of birth and NHS number are weighed against other members\n\
              of one household.\n",
+        );
+    } else {
+        text.push_str(
+            "The records do not share a household: the prior of two such records already allows for a\n\
+             move, so a different address or postcode weighs little more, and names, date of birth\n\
+             and NHS number decide.\n",
         );
     }
     let thresholds = model.thresholds;
@@ -245,4 +251,31 @@ pub fn export<W: Write>(linker: &Linker, out: W) -> csv::Result<()> {
     }
     writer.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn score(same_household: bool) -> Score {
+        Score {
+            weight: 3.5,
+            probability: 0.92,
+            prior: -18.5,
+            same_household,
+            contributions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_explanation_says_how_the_home_was_counted() {
+        let model = mpi_matching::default_model();
+        let apart = render_explanation(&score(false), &model);
+        assert!(apart.contains("prior odds, records living apart"), "{apart}");
+        assert!(apart.contains("already allows for a\nmove"), "{apart}");
+        let together = render_explanation(&score(true), &model);
+        assert!(together.contains("prior odds, same-household pairs"), "{together}");
+        assert!(together.contains("count once, through the"), "{together}");
+        assert!(together.contains("between the thresholds: a review"), "{together}");
+    }
 }
