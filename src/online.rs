@@ -984,6 +984,8 @@ impl Engine {
             change.separations.push((moved.record_id, person_id.to_owned()));
             change.moves.push(moved);
         }
+        // A pending record split out leaves the records that joined it a person of their own.
+        self.linker.refresh_provisional(person);
         let generation = store.write_steward(&change)?;
         self.settled(generation);
         Ok(target_id)

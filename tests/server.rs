@@ -776,6 +776,32 @@ fn a_record_taken_as_a_pending_one_follows_the_stewards_match() {
     let person = server.call("GET", &person_path, Some(&keys.reader), None).json();
     assert_eq!(person["provisional"], false, "{person}");
     assert_eq!(person["records"].as_array().unwrap().len(), 1, "{person}");
+
+    // So it does when a steward splits the pending record out.
+    let third_home = |given: Option<&str>| {
+        json!({
+            "given_name": given, "family_name": "Ashworth-Lyle", "date_of_birth": "1938-11-02",
+            "sex": "male", "address_line1": "9 Mill Lane", "postcode": "M20 4QT",
+        })
+    };
+    created(&server, &keys.writer, "/v1/records/care/V6", &third_home(None));
+    let pending =
+        created(&server, &keys.writer, "/v1/records/care/V4", &third_home(Some("Ambrose")));
+    let joined = created(&server, &keys.writer, "/v1/records/gp/V5", &third_home(Some("Ambrose")));
+    assert_eq!(pending["decision"], "review", "{pending}");
+    assert_eq!(joined["person_id"], pending["person_id"], "{joined}");
+    let person_path = format!("/v1/persons/{}", pending["person_id"].as_str().unwrap());
+    let split =
+        json!({"records": [{"source_system": "care", "local_id": "V4"}], "reason": "checking"});
+    let split = server.call(
+        "POST",
+        &format!("{person_path}/split"),
+        Some(&keys.steward),
+        Some(&split.to_string()),
+    );
+    assert_eq!(split.status, 200, "{}", split.body);
+    let person = server.call("GET", &person_path, Some(&keys.reader), None).json();
+    assert_eq!(person["provisional"], false, "{person}");
 }
 
 #[test]
