@@ -636,12 +636,21 @@ impl Linker {
 
     /// Moves a record into a person.
     pub fn assign(&mut self, position: usize, person: PersonKey) {
+        self.detach(position);
+        self.entries[position].person = person;
+        self.persons[person as usize].members.push(position);
+    }
+
+    /// Takes a record out of its person (it then belongs to no one). The person it
+    /// leaves stays provisional only while its first record is still in review
+    /// (a store read back says the same).
+    pub fn detach(&mut self, position: usize) {
         let old = self.entries[position].person;
         if old != PersonKey::MAX {
             self.persons[old as usize].members.retain(|&member| member != position);
+            self.entries[position].person = PersonKey::MAX;
+            self.refresh_provisional(old);
         }
-        self.entries[position].person = person;
-        self.persons[person as usize].members.push(position);
     }
 
     /// Decides where the record at `position` goes, given its scored candidates
@@ -932,9 +941,6 @@ impl Linker {
         self.entries[position].probability = decision.probability;
         if person != old {
             self.assign(position, person);
-            if old != PersonKey::MAX {
-                self.refresh_provisional(old);
-            }
         }
         (old != PersonKey::MAX && old != person && self.persons[old as usize].members.is_empty())
             .then_some(old)
@@ -952,7 +958,7 @@ impl Linker {
     /// A person is provisional while its first record (the one it was made for) is in
     /// review, as a store read back says: when that record leaves (linked elsewhere,
     /// deleted), the records that joined it stand as a person of their own.
-    pub fn refresh_provisional(&mut self, person: PersonKey) {
+    fn refresh_provisional(&mut self, person: PersonKey) {
         let slot = &self.persons[person as usize];
         let first = slot.members.iter().min_by_key(|&&member| self.entries[member].id);
         let provisional =

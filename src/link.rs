@@ -841,10 +841,7 @@ fn rollback_entries(workspace: &mut Workspace, first_new_position: usize) {
     // Drop the run's new records from memory; the store was not written.
     let linker = &mut workspace.linker;
     for position in first_new_position..linker.entries.len() {
-        let person = linker.entries[position].person;
-        if person != PersonKey::MAX {
-            linker.persons[person as usize].members.retain(|&member| member != position);
-        }
+        linker.detach(position);
     }
     linker.entries.truncate(first_new_position);
 }

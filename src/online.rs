@@ -374,10 +374,7 @@ impl Engine {
                 // Not acknowledged: a new record leaves memory again. (An update that
                 // failed to write is reloaded from the store on the next start.)
                 if !is_update {
-                    let person = self.linker.entries[position].person;
-                    if person != PersonKey::MAX {
-                        self.linker.persons[person as usize].members.retain(|&m| m != position);
-                    }
+                    self.linker.detach(position);
                     self.linker.entries.pop();
                     self.next_id -= 1;
                 }
@@ -552,11 +549,9 @@ impl Engine {
             &events,
             actor,
         )?;
-        self.linker.persons[person as usize].members.retain(|&member| member != position);
         // The entry stays in memory (positions are stable) but belongs to no one, and
         // no index or lookup can reach it.
-        self.linker.entries[position].person = PersonKey::MAX;
-        self.linker.refresh_provisional(person);
+        self.linker.detach(position);
         self.by_source.remove(&self.linker.entries, position);
         self.index_change(generation, |index| index.delete(id));
         Ok(Some(Removed { record_id: id, person_id, person_retired }))
@@ -984,8 +979,6 @@ impl Engine {
             change.separations.push((moved.record_id, person_id.to_owned()));
             change.moves.push(moved);
         }
-        // A pending record split out leaves the records that joined it a person of their own.
-        self.linker.refresh_provisional(person);
         let generation = store.write_steward(&change)?;
         self.settled(generation);
         Ok(target_id)
