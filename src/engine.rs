@@ -257,10 +257,15 @@ pub struct Decision {
 }
 
 /// A record conflicts strongly with a record of a person, and is not linked to it
-/// automatically, when their match probability is below this (besides two valid NHS
-/// numbers or two generational suffixes that differ). Set low on purpose: messy
-/// but true duplicates in one person often score between the thresholds against
-/// each other; only records that are clearly someone else block a link.
+/// automatically, when the evidence of their fields alone, from even odds, gives a
+/// match probability below this (besides two valid NHS numbers or two generational
+/// suffixes that differ): their fields say 100 to 1 they are two people. Set low on
+/// purpose: messy but true duplicates in one person often score between the
+/// thresholds against each other; only records that are clearly someone else block a
+/// link. It is the evidence, not the pair's probability, because the probability
+/// carries the prior of two records picked at random, which falls as the store grows:
+/// at a million records an old record of the person (her maiden name, an earlier
+/// address) would count as a conflict, though her given name and birth date agree.
 pub const CONFLICT_PROBABILITY: f64 = 0.01;
 
 /// The classic look-alike relatives, read off a comparison: twins (same birth date and
@@ -887,7 +892,7 @@ impl Linker {
                 return Some(ReviewReason::PossibleTwins);
             }
             if member != to.best_position
-                && probability(model.weight(&gamma, record, other)) < CONFLICT_PROBABILITY
+                && probability(model.evidence(&gamma, record, other)) < CONFLICT_PROBABILITY
             {
                 return Some(ReviewReason::ConflictWithPerson);
             }

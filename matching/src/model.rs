@@ -468,6 +468,12 @@ impl Model {
         weight
     }
 
+    /// The evidence of a pair's fields in bits: its weight without the prior, what
+    /// they say from even odds.
+    pub fn evidence(&self, gamma: &Gamma, a: &ComparableRecord, b: &ComparableRecord) -> f64 {
+        self.weight(gamma, a, b) - self.prior(gamma.same_household())
+    }
+
     /// Prior weight in bits.
     pub fn prior(&self, household: bool) -> f64 {
         log_odds(if household { self.household_lambda } else { self.lambda })

@@ -156,6 +156,44 @@ fn no_transitive_chaining() {
 }
 
 #[test]
+fn an_old_record_of_the_person_is_no_conflict_however_large_the_store() {
+    let mut harness = Harness::new();
+    // Jane's record from before she married and moved, and her current one: one NHS
+    // number.
+    harness.add(Demographics {
+        family_name: Some("Jones".to_owned()),
+        sex: Some("F".to_owned()),
+        address_line1: Some("4 Mill Lane".to_owned()),
+        postcode: Some("M20 1RN".to_owned()),
+        phone: None,
+        ..person("Jane", "Jones", "1960-03-02", Some("9434765919"))
+    });
+    let current = Demographics {
+        sex: Some("F".to_owned()),
+        ..person("Jane", "Smith", "1960-03-02", Some("9434765919"))
+    };
+    assert_eq!(harness.add(current.clone()).kind, DecisionKind::Linked);
+    // In a store of millions two records picked at random are one person about once in
+    // a hundred million pairs: against the old record, a new copy of her current one
+    // scores below 0.01, though its given name, birth date and sex all agree.
+    harness.model.lambda = 1e-8;
+    let (old, copy) = (
+        &harness.linker.entries[0].record,
+        ComparableRecord::new(
+            harness.normalizer.normalize(&Demographics { nhs_number: None, ..current.clone() }).0,
+            harness.normalizer.nicknames(),
+        ),
+    );
+    let gamma = compare(&copy, old);
+    assert!(probability(harness.model.weight(&gamma, &copy, old)) < CONFLICT_PROBABILITY);
+    assert!(harness.model.evidence(&gamma, &copy, old) > 0.0);
+    // It is her, and links.
+    let decision = harness.add(Demographics { nhs_number: None, ..current });
+    assert_eq!(decision.kind, DecisionKind::Linked, "{:?}", decision.reason);
+    assert!(harness.same_person(0, 2));
+}
+
+#[test]
 fn several_persons_above_the_threshold_open_a_review() {
     let mut harness = Harness::new();
     // Two persons who are certainly different (different NHS numbers)...
