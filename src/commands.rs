@@ -7,7 +7,7 @@ use mpi_matching::{BlockingKey, Gamma, Model, Score, blocking_keys, compare};
 use rayon::prelude::*;
 
 use crate::engine::{Linker, ScoredCandidate, candidate_pair};
-use crate::eval::{EvalReport, TruthRow, evaluate, pair_completeness};
+use crate::eval::{EvalReport, TruthRow, evaluate, missed_pairs_by_cause, pair_completeness};
 use crate::link::{LinkError, train_model, training_patterns};
 use crate::output::RESULT_COLUMNS;
 use crate::workspace::Workspace;
@@ -98,6 +98,13 @@ pub struct Evaluation {
     pub n_evaluated: usize,
     /// Records in review (each alone in a provisional person).
     pub n_review: usize,
+    /// The true pairs not linked, by the decision that split them off (see
+    /// [`missed_pairs_by_cause`]): `new person`, `review: REASON`, `linked to another
+    /// person`, `placed by a steward`.
+    pub missed: Vec<(String, u64)>,
+    /// The figures if every open review were accepted: each record in review joined
+    /// the person of its best candidate record. What working the queue is worth.
+    pub if_reviews_accepted: EvalReport,
 }
 
 /// `mpi eval`: compares the store's persons with a truth file.
@@ -152,6 +159,45 @@ pub fn eval(
         .iter()
         .filter(|&&position| linker.entries[position].decision == crate::DecisionKind::Review)
         .count();
+
+    // Each open review's reason and best candidate record, by the record in review.
+    let open = crate::store::ReviewFilter::status("open");
+    let reviews: HashMap<u64, (String, Option<u64>)> = workspace
+        .store
+        .reviews(&open, usize::MAX >> 1, 0)?
+        .into_iter()
+        .map(|review| (review.record_id, (review.reason, review.best_record_id)))
+        .collect();
+    let causes: Vec<String> = positions
+        .iter()
+        .map(|&position| {
+            let entry = &linker.entries[position];
+            match entry.decision {
+                _ if entry.manual => "placed by a steward".to_owned(),
+                crate::DecisionKind::Review => match reviews.get(&entry.id) {
+                    Some((reason, _)) => format!("review: {reason}"),
+                    None => "review".to_owned(),
+                },
+                crate::DecisionKind::New => "new person".to_owned(),
+                crate::DecisionKind::Linked => "linked to another person".to_owned(),
+            }
+        })
+        .collect();
+    let order: Vec<u64> = positions.iter().map(|&position| linker.entries[position].id).collect();
+    let missed = missed_pairs_by_cause(&predicted, &truth_labels, &order, &causes);
+    let accepted: Vec<u32> = positions
+        .iter()
+        .zip(&predicted)
+        .map(|(&position, &person)| {
+            let entry = &linker.entries[position];
+            reviews
+                .get(&entry.id)
+                .filter(|_| entry.decision == crate::DecisionKind::Review && !entry.manual)
+                .and_then(|(_, best)| linker.position((*best)?))
+                .map_or(person, |best| linker.entries[best].person)
+        })
+        .collect();
+    let if_reviews_accepted = evaluate(&accepted, &truth_labels, &hard_groups);
     Ok(Evaluation {
         report,
         pair_completeness: completeness,
@@ -159,6 +205,8 @@ pub fn eval(
         n_missing,
         n_evaluated: positions.len(),
         n_review,
+        missed,
+        if_reviews_accepted,
     })
 }
 

@@ -663,6 +663,7 @@ fn eval(args: EvalArgs) -> Result<ExitCode> {
     let workspace = open_workspace(&args.data)?;
     let evaluation = commands::eval(&workspace, &truth, args.max_candidates)?;
     let report = &evaluation.report;
+    let accepted = &evaluation.if_reviews_accepted;
     if args.json {
         println!(
             "{}",
@@ -680,6 +681,18 @@ fn eval(args: EvalArgs) -> Result<ExitCode> {
                 "in_review": evaluation.n_review,
                 "pair_completeness": evaluation.pair_completeness,
                 "candidates_per_record": evaluation.candidates_per_record,
+                "missed_pairs": evaluation.missed.iter().map(|(cause, pairs)| serde_json::json!({
+                    "cause": cause,
+                    "pairs": pairs,
+                    "share": *pairs as f64 / report.n_true_pairs.max(1) as f64,
+                })).collect::<Vec<_>>(),
+                "if_reviews_accepted": {
+                    "precision": accepted.precision,
+                    "recall": accepted.recall,
+                    "f1": accepted.f1,
+                    "false_merges": accepted.false_merges,
+                    "hard_groups_merged": accepted.hard_pairs_merged,
+                },
             })
         );
         return Ok(ExitCode::SUCCESS);
@@ -703,6 +716,28 @@ fn eval(args: EvalArgs) -> Result<ExitCode> {
     println!("records in review         {:>10}", evaluation.n_review);
     println!("blocking pair completeness {:>9.4}", evaluation.pair_completeness);
     println!("candidates per record     {:>10.2}", evaluation.candidates_per_record);
+    if !evaluation.missed.is_empty() {
+        println!();
+        println!("true pairs not linked, by the decision that set each piece of a person apart:");
+        for (cause, pairs) in &evaluation.missed {
+            let share = *pairs as f64 / report.n_true_pairs.max(1) as f64;
+            println!("  {cause:<48} {pairs:>8}  {share:.4}");
+        }
+    }
+    if evaluation.n_review > 0 {
+        println!();
+        println!(
+            "if every open review were accepted (each record joined its best candidate's person):"
+        );
+        println!(
+            "  precision {:.4}, recall {:.4}, F1 {:.4}, false merges {}, twins/Jr-Sr merged {}",
+            accepted.precision,
+            accepted.recall,
+            accepted.f1,
+            accepted.false_merges,
+            accepted.hard_pairs_merged
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

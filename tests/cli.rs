@@ -57,6 +57,16 @@ fn sample_links_and_evaluates() {
     let f1 = json_number(&eval, "f1");
     assert!(f1 >= SAMPLE_F1_FLOOR, "sample F1 {f1}");
     assert_eq!(json_number(&eval, "hard_groups_merged"), 0.0, "{eval}");
+    // Every true pair not linked is put down to a decision, and the sample's reviews
+    // hold some of them: accepting them all would link more.
+    let value: serde_json::Value = serde_json::from_str(eval.trim()).unwrap();
+    let missed = value["missed_pairs"].as_array().expect("missed_pairs");
+    let share: f64 = missed.iter().map(|cause| cause["share"].as_f64().unwrap()).sum();
+    assert!((share - (1.0 - json_number(&eval, "recall"))).abs() < 1e-9, "{eval}");
+    assert!(missed.iter().any(|cause| cause["cause"].as_str().unwrap().starts_with("review: ")));
+    assert!(
+        value["if_reviews_accepted"]["recall"].as_f64().unwrap() > json_number(&eval, "recall")
+    );
 
     // Export gives every record with its person, in the results format.
     let exported = export(&dir.path().join("store"), &dir.path().join("export.csv"));
