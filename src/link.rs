@@ -14,8 +14,8 @@ use mpi_matching::{
 use rayon::prelude::*;
 
 use crate::engine::{
-    Decision, DecisionKind, Entry, Linker, PersonKey, ScoredCandidate, compact_position,
-    score_pairs_against,
+    Decision, DecisionKind, Entry, Linker, PersonKey, ReviewReason, ScoredCandidate,
+    compact_position, score_pairs_against,
 };
 use crate::input::{InputRow, RowError};
 use crate::store::{Batch, BatchShape, Event, LinkWrite, RecordWrite, ReviewWrite, Store};
@@ -143,7 +143,7 @@ pub struct OpenedReview {
     /// Position of the record in review.
     pub position: usize,
     /// Why.
-    pub reason: &'static str,
+    pub reason: ReviewReason,
     /// Every candidate person at or above the lower threshold, the best first (then
     /// in the engine's order): its best-matching record's position and the probability
     /// against it. Never empty. (Two persons above the upper threshold make a review
@@ -1314,7 +1314,7 @@ fn record_outcomes(
                 report.reviews.push(OpenedReview {
                     id: uuid::Uuid::new_v4().to_string(),
                     position,
-                    reason: decision.reason.map_or("", |reason| reason.as_str()),
+                    reason: decision.reason.unwrap_or(ReviewReason::Uncertain),
                     candidates: decision
                         .candidates
                         .iter()

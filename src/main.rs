@@ -583,6 +583,18 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
         report.n_review,
         100.0 * report.n_review as f64 / decided as f64
     )?;
+    // What the steward's queue holds, by reason (most first).
+    let mut by_reason: Vec<(&str, usize)> = Vec::new();
+    for review in &report.reviews {
+        match by_reason.iter_mut().find(|(code, _)| *code == review.reason.code()) {
+            Some((_, count)) => *count += 1,
+            None => by_reason.push((review.reason.code(), 1)),
+        }
+    }
+    by_reason.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    for (code, count) in by_reason {
+        writeln!(stdout, "{count:>31}  {code}")?;
+    }
     writeln!(stdout, "  persons in store   {:>10}", report.n_persons)?;
     writeln!(stdout, "  records in store   {:>10}", report.n_records)?;
     writeln!(

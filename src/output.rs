@@ -100,7 +100,7 @@ pub fn write_reviews<W: Write>(out: W, report: &LinkReport, linker: &Linker) -> 
                 &candidate.local_id,
                 &linker.persons[candidate.person as usize].id.to_string(),
                 &probability_text(Some(probability)),
-                review.reason,
+                review.reason.as_str(),
             ])?;
         }
     }

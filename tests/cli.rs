@@ -30,6 +30,19 @@ fn sample_links_and_evaluates() {
     args.push(data("sample/records.csv").into());
     let summary = mpi_ok(&args);
     assert!(summary.contains("auto-links"), "{summary}");
+    // The reviews are counted by reason under their total, and add up to it.
+    let lines: Vec<&str> = summary.lines().collect();
+    let at = lines.iter().position(|line| line.trim_start().starts_with("reviews")).unwrap();
+    let total: usize = lines[at].split_whitespace().nth(1).unwrap().parse().unwrap();
+    let by_reason: Vec<(usize, &str)> = lines[at + 1..]
+        .iter()
+        .map_while(|line| {
+            let (count, code) = line.trim().split_once("  ")?;
+            Some((count.parse().ok()?, code.trim()))
+        })
+        .collect();
+    assert!(by_reason.iter().any(|&(_, code)| code == "uncertain"), "{summary}");
+    assert_eq!(by_reason.iter().map(|&(count, _)| count).sum::<usize>(), total, "{summary}");
 
     // Every input row comes back, with the contract's leading columns in order.
     let rows = read_csv(&out);
