@@ -6,7 +6,7 @@ use std::io::Write;
 use mpi_matching::{BlockingKey, Gamma, Model, Score, blocking_keys, compare};
 use rayon::prelude::*;
 
-use crate::engine::{Linker, ScoredCandidate, candidate_pair};
+use crate::engine::{Linker, ReviewReason, ScoredCandidate, candidate_pair, pair_caution};
 use crate::eval::{EvalReport, TruthRow, evaluate, missed_pairs_by_cause, pair_completeness};
 use crate::link::{LinkError, train_model, training_patterns};
 use crate::output::RESULT_COLUMNS;
@@ -210,15 +210,24 @@ pub fn eval(
     })
 }
 
-/// `mpi explain`: the comparison and score of two stored records.
-pub fn explain(linker: &Linker, a: usize, b: usize, model: &Model) -> (Gamma, Score) {
+/// `mpi explain`: the comparison and score of two stored records, and the rule that
+/// keeps them from an automatic link whatever they score, if one does (the engine's
+/// [`pair_caution`], as it applies to a record's best match).
+pub fn explain(
+    linker: &Linker,
+    a: usize,
+    b: usize,
+    model: &Model,
+) -> (Gamma, Score, Option<ReviewReason>) {
     let (record_a, record_b) = (&linker.entries[a].record, &linker.entries[b].record);
     let gamma = compare(record_a, record_b);
-    (gamma, model.score(&gamma, record_a, record_b))
+    let caution = pair_caution(&gamma, record_a, record_b, model, model.thresholds);
+    (gamma, model.score(&gamma, record_a, record_b), caution)
 }
 
-/// Renders an explanation as a person reads it.
-pub fn render_explanation(score: &Score, model: &Model) -> String {
+/// Renders an explanation as a person reads it, with the rule that holds the pair for
+/// a steward, if one does.
+pub fn render_explanation(score: &Score, model: &Model, caution: Option<ReviewReason>) -> String {
     let mut text = String::new();
     let prior_kind =
         if score.same_household { "same-household pairs" } else { "records living apart" };
@@ -264,12 +273,19 @@ pub fn render_explanation(score: &Score, model: &Model) -> String {
         );
     }
     let thresholds = model.thresholds;
-    let verdict = if score.probability >= thresholds.upper {
-        "at or above the upper threshold: a link"
-    } else if score.probability >= thresholds.lower {
-        "between the thresholds: a review"
-    } else {
-        "below the lower threshold: different people"
+    let held = caution.map(|reason| {
+        format!(
+            "at or above the upper threshold, but never linked without a\nsteward: {}",
+            reason.as_str()
+        )
+    });
+    let verdict = match held {
+        Some(held) if score.probability >= thresholds.upper => held,
+        _ if score.probability >= thresholds.upper => {
+            "at or above the upper threshold: a link".to_owned()
+        }
+        _ if score.probability >= thresholds.lower => "between the thresholds: a review".to_owned(),
+        _ => "below the lower threshold: different people".to_owned(),
     };
     text.push_str(&format!(
         "With thresholds {} / {}: {verdict}.\n",
@@ -318,12 +334,24 @@ mod tests {
     #[test]
     fn an_explanation_says_how_the_home_was_counted() {
         let model = mpi_matching::default_model();
-        let apart = render_explanation(&score(false), &model);
+        let apart = render_explanation(&score(false), &model, None);
         assert!(apart.contains("prior odds, records living apart"), "{apart}");
         assert!(apart.contains("already allows for a\nmove"), "{apart}");
-        let together = render_explanation(&score(true), &model);
+        let together = render_explanation(&score(true), &model, None);
         assert!(together.contains("prior odds, same-household pairs"), "{together}");
         assert!(together.contains("count once, through the"), "{together}");
         assert!(together.contains("between the thresholds: a review"), "{together}");
+    }
+
+    #[test]
+    fn an_explanation_says_which_rule_holds_a_sure_pair_for_a_steward() {
+        let model = mpi_matching::default_model();
+        let sure = Score { probability: 0.999, ..score(true) };
+        let linked = render_explanation(&sure, &model, None);
+        assert!(linked.contains("at or above the upper threshold: a link"), "{linked}");
+        let held = render_explanation(&sure, &model, Some(ReviewReason::PossibleTwins));
+        assert!(held.contains("but never linked without a\nsteward"), "{held}");
+        assert!(held.contains(ReviewReason::PossibleTwins.as_str()), "{held}");
+        assert!(!held.contains(": a link."), "{held}");
     }
 }

@@ -773,10 +773,10 @@ fn explain(args: ExplainArgs) -> Result<ExitCode> {
         Some(path) => read_model(path)?,
         None => workspace.store.latest_model()?.unwrap_or_else(mpi::link::default_model),
     };
-    let (_, score) = commands::explain(&workspace.linker, a, b, &model);
+    let (_, score, caution) = commands::explain(&workspace.linker, a, b, &model);
     let same = workspace.linker.entries[a].person == workspace.linker.entries[b].person;
     println!("{} vs {}", args.first, args.second);
-    print!("{}", commands::render_explanation(&score, &model));
+    print!("{}", commands::render_explanation(&score, &model, caution));
     println!(
         "In the store they are {}.",
         if same { "the same person" } else { "different persons" }

@@ -577,7 +577,8 @@ fn explain_reads_as_a_breakdown() {
         &input,
         "local_id,given_name,family_name,date_of_birth,postcode\n\
          G1,Robert,Owen,1971-05-14,LS1 4AB\n\
-         G2,Bob,Owen,14/05/1971,LS1 4AB\n",
+         G2,Bob,Owen,14/05/1971,LS1 4AB\n\
+         G3,,Owen,1971-05-14,LS1 4AB\n",
     )
     .unwrap();
     let store = dir.path().join("store");
@@ -592,6 +593,10 @@ fn explain_reads_as_a_breakdown() {
     let text = mpi_ok(["explain", "gp:G1", "gp:G2", "--data", store.to_str().unwrap()]);
     assert!(text.contains("given_name") && text.contains("nickname"), "{text}");
     assert!(text.contains("match probability"), "{text}");
+    assert!(text.contains("at or above the upper threshold: a link"), "{text}");
+    // A sure score the household rule holds for a steward says so, and why.
+    let text = mpi_ok(["explain", "gp:G1", "gp:G3", "--data", store.to_str().unwrap()]);
+    assert!(text.contains("but never linked without a\nsteward: same household"), "{text}");
     let missing = mpi(["explain", "gp:G1", "gp:NOPE", "--data", store.to_str().unwrap()]);
     assert!(!missing.status.success());
 }
