@@ -592,9 +592,10 @@ fn family_reads_as_given(x: &ComparableRecord, y: &ComparableRecord) -> bool {
         || (x.family_tokens().nth(1).is_some() && x.family_tokens().next() == Some(first_given))
 }
 
-/// One typed letter wrong, missing, doubled or swapped between two names (Kdith for
-/// Keith, Sacah for Sarah), which Jaro-Winkler scores low in a short name. Not in names
-/// of three letters or fewer, where one letter makes another name (Ava and Eva).
+/// One typed letter wrong, missing, doubled or swapped between a given name and a
+/// family name read across (names swapped on one record: Kdith for Keith). Not in
+/// names of three letters or fewer, where one letter makes another name (Ava and Eva)
+/// and, read across, no twins check stands behind the reading.
 fn one_typo(a: &str, b: &str) -> bool {
     a.len() >= 4 && b.len() >= 4 && within_one_edit(a, b)
 }
@@ -636,6 +637,25 @@ fn swapped_reading(a: &ComparableRecord, b: &ComparableRecord) -> Option<(u8, u8
     (best <= 1).then_some(([0, 2, 3, 7][worst], [0, 1, 2, 5][best]))
 }
 
+/// One typed letter wrong, missing, doubled or swapped in a first given name (Kdith for
+/// Keith), which Jaro-Winkler scores low in a short name; and between two names of two
+/// or three letters (Amx for Max, Iy for Ivy, Ada for Ava) when the slip changes the
+/// sound. A letter that leaves a short name's sound alone usually makes another name
+/// (Ava and Eva, Tom and Tim): such a pair is left to the phonetic level and the twins
+/// check. A short name beside a longer one is not read as a slip of it (Ian is not a
+/// slip of Bian, a slip of Brian: Ian may be his twin).
+fn given_slip(a: &ComparableRecord, b: &ComparableRecord, first_a: &str, first_b: &str) -> bool {
+    let (shorter, longer) = (first_a.len().min(first_b.len()), first_a.len().max(first_b.len()));
+    if shorter >= 4 {
+        within_one_edit(first_a, first_b)
+    } else {
+        shorter >= 2
+            && longer <= 3
+            && a.given_phonetic(0) != b.given_phonetic(0)
+            && within_one_edit(first_a, first_b)
+    }
+}
+
 fn compare_given(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
     let (Some(first_a), Some(first_b)) = (a.first_given(), b.first_given()) else {
         return MISSING;
@@ -651,7 +671,7 @@ fn compare_given(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
         return 1;
     }
     let similarity = jaro_winkler(first_a, first_b);
-    if similarity >= 0.92 || one_typo(first_a, first_b) {
+    if similarity >= 0.92 || given_slip(a, b, first_a, first_b) {
         return 2;
     }
     // Sound needs a name: two initials that differ (A and O share a phonetic code) are

@@ -564,6 +564,21 @@ fn twins_with_alike_names_are_not_linked() {
     assert_eq!(decision.kind, DecisionKind::Review, "{decision:?}");
     assert!(!harness.same_person(0, 1));
 
+    // Two common short names a letter apart are two names: Ava and Eva (alike in
+    // sound), Ada and Ava (not).
+    for (first, second) in [("Ava", "Eva"), ("Ada", "Ava")] {
+        let mut harness = household_harness(&[first, second]);
+        harness.add(person(first, "Howard", "2011-06-02", None));
+        let decision = harness.add(person(second, "Howard", "2011-06-02", None));
+        assert_eq!(decision.kind, DecisionKind::Review, "{second}: {decision:?}");
+        assert!(!harness.same_person(0, 1));
+    }
+    // But a slip in a short name is the same person: Amx for Max.
+    let mut harness = household_harness(&["Max"]);
+    harness.add(person("Max", "Howard", "2011-06-02", None));
+    let decision = harness.add(person("Amx", "Howard", "2011-06-02", None));
+    assert_eq!(decision.kind, DecisionKind::Linked, "{decision:?}");
+
     // A boy and a girl of one birth date, whatever their names.
     let mut harness = household_harness(&["Olivia"]);
     harness.add(Demographics {
