@@ -860,8 +860,18 @@ impl Linker {
             gamma.level(CompField::GivenName).is_some_and(|given| given <= GIVEN_ONE_NAME)
         };
         let best_one_name = one_name(&best_gamma);
-        let relatives_common =
-            relatives_common(model) && !(best_one_name && identified(&best_gamma));
+        // A record with the best record's given name, family name and birth date, to the
+        // letter, is a relative of another record of the person exactly when the best
+        // record is: that question was settled when those two were put together.
+        let as_the_best_record = record.first_given().is_some()
+            && record.date_of_birth().is_some()
+            && record.first_given() == best_record.first_given()
+            && record.family_name() == best_record.family_name()
+            && record.date_of_birth() == best_record.date_of_birth()
+            && best_gamma.level(CompField::Sex) != Some(1);
+        let relatives_common = relatives_common(model)
+            && !(best_one_name && identified(&best_gamma))
+            && !as_the_best_record;
         // The link is refused when the record conflicts strongly with any record of the person.
         for &member in
             self.persons[to.person as usize].members.iter().filter(|&&member| member != position)

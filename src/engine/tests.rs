@@ -602,6 +602,27 @@ fn twins_with_alike_names_are_not_linked() {
 }
 
 #[test]
+fn a_copy_of_the_best_record_is_no_twin_of_another_record_of_its_person() {
+    let mut harness = household_harness(&["Anthony", "Antonia"]);
+    harness.add(person("Anthony", "Hodgson", "1968-02-11", Some("9434765919")));
+    // His NHS number on a record with a name like his, both names in common use: one
+    // person by the number.
+    let other = harness.add(person("Antonia", "Hodgson", "1968-02-11", Some("9434765919")));
+    assert_eq!(other.kind, DecisionKind::Linked, "{other:?}");
+    // A record that is Anthony's to the letter, without the number: against Antonia's
+    // it looks like a twin, but so does Anthony's own record, which the number put with
+    // hers. It asks nothing new, and joins them.
+    let decision = harness.add(person("Anthony", "Hodgson", "1968-02-11", None));
+    let entries = &harness.linker.entries;
+    let (a, b, copy) = (&entries[0].record, &entries[1].record, &entries[2].record);
+    let frequencies = harness.model.term_frequencies.as_ref();
+    assert!(possible_twins(&compare(copy, b), copy, b, frequencies));
+    assert!(!possible_twins(&compare(copy, a), copy, a, frequencies));
+    assert_eq!(decision.kind, DecisionKind::Linked, "{decision:?}");
+    assert!(harness.same_person(0, 2));
+}
+
+#[test]
 fn twins_sharing_only_a_phone_are_not_linked() {
     let mut harness = household_harness(&["Julie", "Lily"]);
     harness.add(person("Julie", "Lewis", "1974-08-21", None));
