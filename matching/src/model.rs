@@ -227,6 +227,14 @@ pub struct Model {
 /// can decide a pair alone.
 const MAX_FIELD_WEIGHT: f64 = 20.0;
 
+/// The bound on the NHS number's weight. Its u is counted over every record, not
+/// sampled (see `train::TrainOptions::nhs_number_agreement`), so its weight may reach
+/// what the count says: held to [`MAX_FIELD_WEIGHT`], an agreeing number could not
+/// outweigh the prior of two records at random in a store of a million (-22.4 bits),
+/// and one person's records with a new family name at a new address waited for a
+/// steward though they shared it.
+const MAX_NHS_NUMBER_WEIGHT: f64 = 40.0;
+
 /// One field's part in a score.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Contribution {
@@ -387,7 +395,9 @@ impl Model {
     pub fn level_weight(&self, field: CompField, level: u8, household: bool) -> f64 {
         let params = self.level(field, level);
         let u = if household { params.u_household } else { params.u };
-        (params.m / u).log2().clamp(-MAX_FIELD_WEIGHT, MAX_FIELD_WEIGHT)
+        let bound =
+            if field == CompField::NhsNumber { MAX_NHS_NUMBER_WEIGHT } else { MAX_FIELD_WEIGHT };
+        (params.m / u).log2().clamp(-bound, bound)
     }
 
     /// The value whose frequency adjusts an exact agreement, if the field has one.

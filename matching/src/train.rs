@@ -230,14 +230,26 @@ impl Agreement {
 
     /// The share among pairs that are not one person, given how many pairs are matches
     /// and how many of those agree: at 100,000 records one person's two records are a
-    /// third of the pairs with one birth date. Kept within a twentieth of the raw share
+    /// third of the pairs with one birth date. Kept between `floor` of the raw share
     /// and the raw share itself, so a poor fit cannot wipe it out.
-    fn without_matches(&self, matches: f64, matches_agreeing: f64) -> f64 {
+    fn without_matches(&self, matches: f64, matches_agreeing: f64, floor: f64) -> f64 {
         let rate = self.rate();
         let corrected = (self.agreeing - matches_agreeing) / (self.pairs - matches).max(1.0);
-        corrected.clamp(rate / 20.0, rate)
+        corrected.clamp(rate * floor, rate)
     }
 }
+
+/// The least share of a counted agreement left to pairs of two people: a birth date
+/// two people share is common (one pair in 30,000), and most of its agreeing pairs are
+/// still two people's at 100,000 records.
+const COUNTED_U_FLOOR: f64 = 1.0 / 20.0;
+
+/// The same for the NHS number, where nearly every agreeing pair is one person's
+/// records: two people share a number only by a mistake (a relative's number, a slip
+/// that makes another valid one). At 100,000 synthetic records the count leaves them a
+/// nine-hundredth of the agreeing pairs (u 1.7e-8); held to a twentieth (7.5e-7), an
+/// agreeing number weighed four bits less than the data says.
+const NHS_NUMBER_U_FLOOR: f64 = 1.0 / 1000.0;
 
 /// Puts a counted u in place of the sampled one for a field's `exact` level (level 0),
 /// scaling the other levels to share the rest as they did.
@@ -469,7 +481,11 @@ pub fn train(
         .iter()
         .zip(&matches)
         .map(|((field, agreement), matches)| {
-            (*field, agreement.without_matches(matches.with_values, matches.agreeing))
+            let floor = match field {
+                CompField::NhsNumber => NHS_NUMBER_U_FLOOR,
+                _ => COUNTED_U_FLOOR,
+            };
+            (*field, agreement.without_matches(matches.with_values, matches.agreeing, floor))
         })
         .collect();
     Ok(fit(blocked, random, options, &corrected)?.0)

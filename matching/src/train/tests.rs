@@ -143,6 +143,30 @@ fn counted_nhs_number_agreement_is_u_without_the_matches_beside_the_birth_date()
     assert!((u_dob - 3e-5).abs() < 0.3e-5, "u(dob exact) {u_dob}");
 }
 
+#[test]
+fn an_nhs_number_two_people_share_is_as_rare_as_the_count_says() {
+    // Two people share a number in one pair in two billion; one person's records share
+    // it in nearly every pair of them: the non-matches are an eight-hundredth of the
+    // agreeing pairs, far below the twentieth a birth date is held to.
+    let mut rng = SplitMix(12);
+    let blocked = simulate(&mut rng, 200_000, 0.2);
+    let random = simulate(&mut rng, 200_000, 0.0);
+    let m_nhs = default_model().fields[CompField::NhsNumber.index()].levels[0].m;
+    let (pairs, matches) = (1e8, 40_000.0);
+    let nhs = Agreement { pairs, agreeing: matches * m_nhs + (pairs - matches) * 5e-7 };
+    let options = TrainOptions { nhs_number_agreement: Some(nhs), ..TrainOptions::default() };
+    let model = train(&blocked, &random, &options).expect("enough data");
+    let u_nhs = model.fields[CompField::NhsNumber.index()].levels[0].u;
+    // (So few non-matches are within the fit's error on the matches: the count is
+    // trusted down to a thousandth of the raw share.)
+    assert!(nhs.rate() / u_nhs > 500.0, "raw share {} against u {u_nhs}", nhs.rate());
+    assert!(u_nhs < 1e-6, "u(nhs exact) {u_nhs}");
+    // And it weighs what it says, past the bound other fields keep.
+    let weight = model.level_weight(CompField::NhsNumber, 0, false);
+    let m_trained = model.fields[CompField::NhsNumber.index()].levels[0].m;
+    assert!(weight > 20.5 && (weight - (m_trained / u_nhs).log2()).abs() < 1e-9, "{weight}");
+}
+
 /// A pattern with the given (field, level) pairs and every other field missing.
 fn pattern(levels: &[(CompField, u8)]) -> u64 {
     let mut gamma = Gamma([MISSING; N_FIELDS]);
