@@ -160,7 +160,8 @@ pub fn eval(
         .filter(|&&position| linker.entries[position].decision == crate::DecisionKind::Review)
         .count();
 
-    // Each open review's reason and best candidate record, by the record in review.
+    // Each open review's reason and best candidate record, by the record in review
+    // (all of them: no limit).
     let open = crate::store::ReviewFilter::status("open");
     let reviews: HashMap<u64, (String, Option<u64>)> = workspace
         .store
@@ -168,35 +169,28 @@ pub fn eval(
         .into_iter()
         .map(|review| (review.record_id, (review.reason, review.best_record_id)))
         .collect();
-    let causes: Vec<String> = positions
-        .iter()
-        .map(|&position| {
-            let entry = &linker.entries[position];
-            match entry.decision {
-                _ if entry.manual => "placed by a steward".to_owned(),
-                crate::DecisionKind::Review => match reviews.get(&entry.id) {
-                    Some((reason, _)) => format!("review: {reason}"),
-                    None => "review".to_owned(),
-                },
-                crate::DecisionKind::New => "new person".to_owned(),
-                crate::DecisionKind::Linked => "linked to another person".to_owned(),
-            }
-        })
-        .collect();
-    let order: Vec<u64> = positions.iter().map(|&position| linker.entries[position].id).collect();
-    let missed = missed_pairs_by_cause(&predicted, &truth_labels, &order, &causes);
-    let accepted: Vec<u32> = positions
+    // Each record's cause, should it be split off its person, and its person if every
+    // open review were accepted (a record in review joins its best candidate's).
+    let (causes, accepted): (Vec<String>, Vec<u32>) = positions
         .iter()
         .zip(&predicted)
         .map(|(&position, &person)| {
             let entry = &linker.entries[position];
-            reviews
-                .get(&entry.id)
-                .filter(|_| entry.decision == crate::DecisionKind::Review && !entry.manual)
-                .and_then(|(_, best)| linker.position((*best)?))
-                .map_or(person, |best| linker.entries[best].person)
+            match (entry.decision, reviews.get(&entry.id)) {
+                _ if entry.manual => ("placed by a steward".to_owned(), person),
+                (crate::DecisionKind::Review, Some((reason, best))) => {
+                    let best = best.and_then(|best| linker.position(best));
+                    let accepted = best.map_or(person, |best| linker.entries[best].person);
+                    (format!("review: {reason}"), accepted)
+                }
+                (crate::DecisionKind::Review, None) => ("review".to_owned(), person),
+                (crate::DecisionKind::New, _) => ("new person".to_owned(), person),
+                (crate::DecisionKind::Linked, _) => ("linked to another person".to_owned(), person),
+            }
         })
-        .collect();
+        .unzip();
+    let order: Vec<u64> = positions.iter().map(|&position| linker.entries[position].id).collect();
+    let missed = missed_pairs_by_cause(&predicted, &truth_labels, &order, &causes);
     let if_reviews_accepted = evaluate(&accepted, &truth_labels, &hard_groups);
     Ok(Evaluation {
         report,
@@ -273,19 +267,18 @@ pub fn render_explanation(score: &Score, model: &Model, caution: Option<ReviewRe
         );
     }
     let thresholds = model.thresholds;
-    let held = caution.map(|reason| {
-        format!(
-            "at or above the upper threshold, but never linked without a\nsteward: {}",
-            reason.as_str()
-        )
-    });
-    let verdict = match held {
-        Some(held) if score.probability >= thresholds.upper => held,
-        _ if score.probability >= thresholds.upper => {
-            "at or above the upper threshold: a link".to_owned()
+    let verdict = if score.probability >= thresholds.upper {
+        match caution {
+            Some(reason) => format!(
+                "at or above the upper threshold, but never linked without a\nsteward: {}",
+                reason.as_str()
+            ),
+            None => "at or above the upper threshold: a link".to_owned(),
         }
-        _ if score.probability >= thresholds.lower => "between the thresholds: a review".to_owned(),
-        _ => "below the lower threshold: different people".to_owned(),
+    } else if score.probability >= thresholds.lower {
+        "between the thresholds: a review".to_owned()
+    } else {
+        "below the lower threshold: different people".to_owned()
     };
     text.push_str(&format!(
         "With thresholds {} / {}: {verdict}.\n",

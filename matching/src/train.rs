@@ -464,28 +464,25 @@ pub fn train(
     random: &PatternCounts,
     options: &TrainOptions,
 ) -> Result<Model, MatchError> {
-    let counted: Vec<(CompField, Agreement)> = [
-        (CompField::DateOfBirth, options.birth_date_agreement),
-        (CompField::NhsNumber, options.nhs_number_agreement),
+    // Each counted field with the least share of its agreement left to two people.
+    let counted: Vec<(CompField, Agreement, f64)> = [
+        (CompField::DateOfBirth, options.birth_date_agreement, COUNTED_U_FLOOR),
+        (CompField::NhsNumber, options.nhs_number_agreement, NHS_NUMBER_U_FLOOR),
     ]
     .into_iter()
-    .filter_map(|(field, agreement)| Some((field, agreement?)))
+    .filter_map(|(field, agreement, floor)| Some((field, agreement?, floor)))
     .collect();
     if counted.is_empty() {
         return Ok(fit(blocked, random, options, &[])?.0);
     }
     let raw: Vec<(CompField, f64)> =
-        counted.iter().map(|(field, agreement)| (*field, agreement.rate())).collect();
+        counted.iter().map(|(field, agreement, _)| (*field, agreement.rate())).collect();
     let (_, matches) = fit(blocked, random, options, &raw)?;
     let corrected: Vec<(CompField, f64)> = counted
         .iter()
         .zip(&matches)
-        .map(|((field, agreement), matches)| {
-            let floor = match field {
-                CompField::NhsNumber => NHS_NUMBER_U_FLOOR,
-                _ => COUNTED_U_FLOOR,
-            };
-            (*field, agreement.without_matches(matches.with_values, matches.agreeing, floor))
+        .map(|((field, agreement, floor), matches)| {
+            (*field, agreement.without_matches(matches.with_values, matches.agreeing, *floor))
         })
         .collect();
     Ok(fit(blocked, random, options, &corrected)?.0)
