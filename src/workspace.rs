@@ -55,7 +55,7 @@ pub const INDEX_WRITER_BUDGET: usize = 64 * 1024 * 1024;
 
 /// The store generation an index payload names, when it names one in this key format.
 fn payload_generation(payload: &str) -> Option<u64> {
-    payload.strip_prefix("k5 gen:")?.parse().ok()
+    payload.strip_prefix("k6 gen:")?.parse().ok()
 }
 
 /// The index commit payload that says the index is level with store generation `g`.
@@ -63,7 +63,7 @@ fn payload_generation(payload: &str) -> Option<u64> {
 /// identifier's one-edit keys among them), so an index built by an older version with
 /// other keys is rebuilt.
 pub fn index_payload(generation: u64) -> String {
-    format!("k5 gen:{generation}")
+    format!("k6 gen:{generation}")
 }
 
 /// A stored person id as the engine holds it.

@@ -653,7 +653,7 @@ mod tests;
 /// one lookup per key per segment.
 #[derive(Debug, Default)]
 pub struct MemoryIndex {
-    /// Distinct keys, sorted.
+    /// Distinct keys, [`spread`], sorted.
     keys: Vec<Key>,
     /// `keys[directory[p]..directory[p + 1]]` are the keys whose top `prefix_bits` bits
     /// are `p`: keys are hashes, so each range holds a key or two, and a lookup costs a
@@ -685,7 +685,7 @@ impl MemoryIndexBuilder {
 
     /// Adds a record under its keys (repeated keys count once).
     pub fn add(&mut self, record_id: RecordId, keys: &[Key]) {
-        self.pairs.extend(keys.iter().map(|&key| [key, record_id]));
+        self.pairs.extend(keys.iter().map(|&key| [spread(key), record_id]));
     }
 
     /// The index.
@@ -733,6 +733,14 @@ impl MemoryIndexBuilder {
     }
 }
 
+/// A key as the memory index files it: multiplied by an odd constant, a one-to-one map
+/// (two keys are equal exactly when their spreads are) that carries every bit of the key
+/// into its top bits, which the directory reads. Keys need not be uniform in their top
+/// bits: the tantivy index wants them alike there (see `mpi_matching::keys`).
+fn spread(key: Key) -> Key {
+    key.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 impl MemoryIndex {
     /// Builds the index from (record id, keys) pairs.
     pub fn build<K: AsRef<[Key]>>(records: impl IntoIterator<Item = (RecordId, K)>) -> MemoryIndex {
@@ -752,6 +760,7 @@ impl MemoryIndex {
         if self.keys.is_empty() {
             return &[];
         }
+        let key = spread(key);
         let prefix = self.prefix(key);
         let (start, end) = (self.directory[prefix] as usize, self.directory[prefix + 1] as usize);
         match self.keys[start..end].binary_search(&key) {

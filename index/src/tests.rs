@@ -246,6 +246,28 @@ fn memory_index_matches_tantivy(
     TestResult::passed()
 }
 
+/// Keys alike in their top bits (as blocking keys are: six bytes of hash in eight) are
+/// found as surely as keys spread over all of them.
+#[test]
+fn memory_index_finds_keys_alike_in_their_top_bits() {
+    let records: Vec<(u64, Vec<Key>)> =
+        (1..=5_000u64).map(|id| (id, vec![(id / 2) << 4 | 3, (id % 97) << 4 | 5])).collect();
+    let memory = MemoryIndex::build(records.iter().map(|(id, keys)| (*id, keys.as_slice())));
+    for (id, keys) in records.iter().step_by(7) {
+        let found: Vec<u64> = memory
+            .candidates(&keys[..1], None, None, 10)
+            .into_iter()
+            .map(|candidate| candidate.record_id)
+            .collect();
+        let pair = id / 2;
+        let expected: Vec<u64> =
+            [pair * 2, pair * 2 + 1].into_iter().filter(|&i| (1..=5_000).contains(&i)).collect();
+        assert_eq!(found, expected, "record {id}");
+        let alike = (1..=5_000u64).filter(|other| other % 97 == id % 97).count();
+        assert_eq!(memory.candidates(&keys[1..], None, None, 100).len(), alike);
+    }
+}
+
 /// Hits filtered by any rule and ranked answer as `candidates` does for the rule
 /// "below an id, not this one", and hits from two indexes over disjoint records rank
 /// as one index over them all.
