@@ -53,17 +53,21 @@ const LOAD_CHUNK: usize = 50_000;
 /// Memory the index writer may use for indexing before it flushes a segment.
 pub const INDEX_WRITER_BUDGET: usize = 64 * 1024 * 1024;
 
+/// The key format an index payload names (`k6`: kind-tagged 48-bit hashes of thirteen
+/// kinds, the identifier's one-edit keys among them). A change to what
+/// `mpi_matching::blocking_keys` makes moves it on, so that an index built by an older
+/// version with other keys is rebuilt.
+const KEY_FORMAT: &str = "k6";
+
 /// The store generation an index payload names, when it names one in this key format.
 fn payload_generation(payload: &str) -> Option<u64> {
-    payload.strip_prefix("k6 gen:")?.parse().ok()
+    payload.strip_prefix(KEY_FORMAT)?.strip_prefix(" gen:")?.parse().ok()
 }
 
-/// The index commit payload that says the index is level with store generation `g`.
-/// It names the key format too (`k5`: kind-tagged 64-bit hashes of thirteen kinds, the
-/// identifier's one-edit keys among them), so an index built by an older version with
-/// other keys is rebuilt.
+/// The index commit payload that says the index is level with store generation `g`,
+/// in this key format.
 pub fn index_payload(generation: u64) -> String {
-    format!("k6 gen:{generation}")
+    format!("{KEY_FORMAT} gen:{generation}")
 }
 
 /// A stored person id as the engine holds it.
