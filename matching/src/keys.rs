@@ -23,16 +23,17 @@ pub const KEY_KINDS: [(&str, &[CompField]); 13] = [
     ("ie", &[CompField::Identifier, CompField::GivenName, CompField::FamilyName]),
 ];
 
-/// A blocking key: the low 48 bits of a 64-bit FNV-1a hash of the key's text, whose low
-/// four bits are replaced by its kind (its index in [`KEY_KINDS`]). Keys of different
-/// kinds never collide; two texts of one kind collide with odds of about one in 2^44
-/// (at ten million records, a query meets a key of another text about once in a
-/// hundred thousand queries), which could only add a spurious candidate that scoring
-/// then rejects. Hashes keep a million records' keys small and let the batch and the
-/// tantivy index share them. The top two bytes are zero because tantivy files a key as
-/// eight bytes in a finite-state term dictionary: every key then shares its first two
-/// bytes with every other, and building the dictionary (a node for each byte after the
-/// prefix a key shares with the one before it) costs a third less than for keys that
+/// A blocking key: the top 36 bits of a 64-bit FNV-1a hash of the key's text (its
+/// best-mixed bits), above four bits that hold its kind (its index in [`KEY_KINDS`]), in
+/// the low 40 bits of a `u64`. Keys of different kinds never collide; two texts of one
+/// kind collide with odds of about one in 2^36 (at ten million records, with a few
+/// million distinct texts of a kind, a record meets a key of another text about once in
+/// ten thousand keys), which could only add a spurious candidate that scoring then
+/// rejects. Hashes keep a million records' keys small and let the batch and the tantivy
+/// index share them. The top three bytes are zero because tantivy files a key as eight
+/// bytes in a finite-state term dictionary: every key then shares its first three bytes
+/// with every other, and building the dictionary (a node for each byte after the prefix
+/// a key shares with the one before it) costs about half what it does for keys that
 /// differ from their first byte.
 pub type BlockingKey = u64;
 
@@ -88,13 +89,14 @@ mod kind {
     pub const IDENTIFIER_EDIT: usize = 12;
 }
 
-/// The bits of the hash a key keeps (see [`BlockingKey`]); the kind fills the low four.
-const KEY_MASK: u64 = 0x0000_FFFF_FFFF_FFF0;
+/// How many of the hash's top bits a key keeps (see [`BlockingKey`]); the kind fills
+/// the four below them.
+const KEY_HASH_BITS: u32 = 36;
 
 fn key(kind: usize, text: std::fmt::Arguments<'_>) -> BlockingKey {
     let mut hasher = KeyHasher(0xcbf2_9ce4_8422_2325);
     std::fmt::Write::write_fmt(&mut hasher, text).expect("hashing never fails");
-    (hasher.0 & KEY_MASK) | kind as u64
+    ((hasher.0 >> (64 - KEY_HASH_BITS)) << 4) | kind as u64
 }
 
 /// Bit mask of the key kinds that do not force `field` to agree.

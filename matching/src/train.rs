@@ -529,11 +529,17 @@ fn fit(
     }
     // Blocked patterns carry, above the 40 bits of the gamma, the mask of the key
     // kinds the pair shared (see `keys::KEY_KINDS`).
-    let patterns: Vec<(Gamma, f64)> = blocked
+    // In order of the packed pattern: a hash map's order differs from one map to the
+    // next, and the sums below, taken in it, would differ in their last bits.
+    let mut ordered: Vec<(u64, u64)> =
+        blocked.iter().map(|(&packed, &count)| (packed, count)).collect();
+    ordered.sort_unstable();
+    let patterns: Vec<(Gamma, f64)> = ordered
         .iter()
-        .map(|(&packed, &count)| (Gamma::unpack(packed & GAMMA_BITS), count as f64))
+        .map(|&(packed, count)| (Gamma::unpack(packed & GAMMA_BITS), count as f64))
         .collect();
-    let masks: Vec<u16> = blocked.keys().map(|&packed| (packed >> 40) as u16).collect();
+    let masks: Vec<u16> = ordered.iter().map(|&(packed, _)| (packed >> 40) as u16).collect();
+    drop(ordered);
 
     // Stage 1: m of the person fields by EM, u fixed. A field's agreement is inflated
     // among pairs that met through a key built from it (the postcode-and-initial key
