@@ -5,7 +5,6 @@
 //! normalisation reports them and the row proceeds. A file that is not CSV text at
 //! all (no `local_id` column, UTF-16) fails as a whole before anything is written.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use mpi_matching::{Demographics, Field, Identifier};
@@ -325,7 +324,8 @@ fn row_from_record(
     targets: &[Vec<Target>],
     default_source: &str,
 ) -> Result<(String, String, Demographics), RowRejection> {
-    let mut values: HashMap<Field, String> = HashMap::new();
+    // By field (its discriminant): a hash map a row cost a third of reading a file.
+    let mut values: [Option<String>; Field::Identifier as usize + 1] = Default::default();
     let mut identifiers: Vec<Identifier> = Vec::new();
     let mut bad_utf8: Option<&'static str> = None;
     for (raw, column_targets) in record.iter().zip(targets) {
@@ -347,7 +347,7 @@ fn row_from_record(
         for target in column_targets {
             match target {
                 Target::Field(field) => {
-                    let slot = values.entry(*field).or_default();
+                    let slot = values[*field as usize].get_or_insert_default();
                     if !slot.is_empty() {
                         slot.push(' ');
                     }
@@ -359,16 +359,15 @@ fn row_from_record(
             }
         }
     }
-    let source_system =
-        values.remove(&Field::SourceSystem).unwrap_or_else(|| default_source.to_owned());
-    let local_id = values.remove(&Field::LocalId);
+    let mut take = |field: Field| values[field as usize].take();
+    let source_system = take(Field::SourceSystem).unwrap_or_else(|| default_source.to_owned());
+    let local_id = take(Field::LocalId);
     if let Some(field) = bad_utf8 {
         return Err((field, "value is not valid UTF-8", local_id, Some(source_system)));
     }
     let Some(local_id) = local_id else {
         return Err(("local_id", "missing local_id", None, Some(source_system)));
     };
-    let mut take = |field| values.remove(&field);
     let demographics = Demographics {
         nhs_number: take(Field::NhsNumber),
         given_name: take(Field::GivenName),

@@ -94,11 +94,23 @@ pub struct TermFrequencies {
     /// Records the counts came from.
     pub n_records: u64,
     /// Count of each first given name seen at least twice.
+    #[serde(serialize_with = "sorted")]
     pub given_name: HashMap<String, u32>,
     /// Count of each family name seen at least twice.
+    #[serde(serialize_with = "sorted")]
     pub family_name: HashMap<String, u32>,
     /// Count of each postal code seen at least twice.
+    #[serde(serialize_with = "sorted")]
     pub postcode: HashMap<String, u32>,
+}
+
+/// A map written in key order, so that one model is always the same JSON (a hash
+/// map's order differs from map to map).
+fn sorted<S: serde::Serializer>(
+    map: &HashMap<String, u32>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(map.iter().collect::<std::collections::BTreeMap<_, _>>())
 }
 
 impl TermFrequencies {
@@ -554,6 +566,25 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_table_of_frequencies_is_always_the_same_json() {
+        let names = ["smith", "jones", "patel", "brown", "taylor", "khan", "evans", "wilson"];
+        let table = |order: &mut dyn Iterator<Item = &&str>| {
+            let counts: HashMap<String, u32> =
+                order.enumerate().map(|(n, name)| ((*name).to_owned(), n as u32 % 3 + 2)).collect();
+            TermFrequencies { n_records: 40, family_name: counts, ..TermFrequencies::default() }
+        };
+        let first = serde_json::to_string(&table(&mut names.iter())).unwrap();
+        assert!(first.contains(r#""family_name":{"brown":"#), "{first}");
+        for _ in 0..8 {
+            // Each map is seeded afresh, so its own order differs from the first's.
+            let again = table(&mut names.iter());
+            assert_eq!(serde_json::to_string(&again).unwrap(), first);
+            let back: TermFrequencies = serde_json::from_str(&first).unwrap();
+            assert_eq!(back, again);
+        }
+    }
 
     #[test]
     fn probability_is_monotone_and_bounded() {
