@@ -1395,7 +1395,8 @@ fn record_outcomes(
 /// links small), as compact JSON.
 pub fn evidence_json(score: &mpi_matching::Score, model_version: u32) -> String {
     /// The evidence's JSON, written straight from borrowed values (building a
-    /// `serde_json::Value` first took a quarter of a batch's write CPU); its keys in
+    /// `serde_json::Value` first took over a third of the CPU that makes a batch's
+    /// rows for the store); its keys in
     /// the alphabetical order a `Value` object writes them in, so stored evidence reads
     /// as it always has.
     #[derive(serde::Serialize)]
