@@ -427,20 +427,24 @@ fn raw_values(raw: &Demographics) -> [&Option<String>; RAW_VALUES] {
     ]
 }
 
-/// The names [`Demographics`] serialises its values under, in field order.
-const RAW_NAMES: [&str; RAW_VALUES] = [
-    "nhs_number",
-    "given_name",
-    "family_name",
-    "date_of_birth",
-    "sex",
-    "address_line1",
-    "address_line2",
-    "town",
-    "postcode",
-    "phone",
-    "email",
-];
+/// The fields of [`Demographics`] other than its identifiers, in field order: each is
+/// serialised under its canonical column name ([`Field::as_str`]).
+const RAW_FIELDS: [mpi_matching::Field; RAW_VALUES] = {
+    use mpi_matching::Field::*;
+    [
+        NhsNumber,
+        GivenName,
+        FamilyName,
+        DateOfBirth,
+        Sex,
+        AddressLine1,
+        AddressLine2,
+        Town,
+        Postcode,
+        Phone,
+        Email,
+    ]
+};
 
 /// The JSON [`raw_json`] makes of packed values, written from the packed string
 /// itself: unpacking into a [`Demographics`] first (a dozen small strings a row) was
@@ -452,14 +456,14 @@ fn packed_json(packed: &str) -> String {
     let mut json = Vec::with_capacity(packed.len() + 160);
     json.push(b'{');
     let mut parts = packed.split(PACKED_FIELD).skip(1);
-    for (name, value) in RAW_NAMES.iter().zip(parts.by_ref()) {
+    for (field, value) in RAW_FIELDS.iter().zip(parts.by_ref()) {
         if value.is_empty() {
             continue;
         }
         if json.len() > 1 {
             json.push(b',');
         }
-        push_string(&mut json, name);
+        push_string(&mut json, field.as_str());
         json.push(b':');
         push_string(&mut json, value);
     }
@@ -1396,9 +1400,8 @@ fn record_outcomes(
 pub fn evidence_json(score: &mpi_matching::Score, model_version: u32) -> String {
     /// The evidence's JSON, written straight from borrowed values (building a
     /// `serde_json::Value` first took over a third of the CPU that makes a batch's
-    /// rows for the store); its keys in
-    /// the alphabetical order a `Value` object writes them in, so stored evidence reads
-    /// as it always has.
+    /// rows for the store); its keys in the alphabetical order a `Value` object writes
+    /// them in, so stored evidence reads as it always has.
     #[derive(serde::Serialize)]
     struct Evidence<'a> {
         fields: Vec<(&'a str, &'a str, f64)>,
