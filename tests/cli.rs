@@ -452,10 +452,10 @@ fn deleting_the_index_rebuilds_it_with_the_same_results() {
     let index = mpi_index::BlockingIndex::open_or_create(&store.join("index")).unwrap();
     let payload = index.commit_payload().unwrap();
     let (format, generation) = payload.split_once(' ').unwrap();
-    assert_ne!(format, "k6", "the key format moved on from k6");
+    assert_ne!(format, "k7", "the key format moved on from k7");
     let mut writer = index.writer(20_000_000).unwrap();
     writer.delete_all().unwrap();
-    writer.commit(&format!("k6 {generation}")).unwrap();
+    writer.commit(&format!("k7 {generation}")).unwrap();
     drop((writer, index));
     let out3 = dir.path().join("c.csv");
     mpi_ok(args(&out3));
