@@ -618,26 +618,16 @@ pub fn link(
     // A (source, local id) sent twice in one input: the last row wins, as it would
     // online, and the earlier rows report the same outcome.
     let ids = IdHashes::new(rows.par_iter().map(|row| (&*row.source_system, &*row.local_id)));
-    let mut repeated_rows: Vec<(usize, usize)> = Vec::new();
-    let keep: Vec<bool> = rows
-        .iter()
-        .enumerate()
-        .map(|(index, row)| {
-            let last = ids
-                .matches(&row.source_system, &row.local_id)
-                .rev()
-                .find(|&other| {
-                    rows[other].source_system == row.source_system
-                        && rows[other].local_id == row.local_id
-                })
-                .expect("a row finds itself");
-            if last != index {
-                repeated_rows.push((outcome_of_row[index], outcome_of_row[last]));
-            }
-            last == index
-        })
-        .collect();
+    let repeats = ids.repeats(|a, b| {
+        rows[a].source_system == rows[b].source_system && rows[a].local_id == rows[b].local_id
+    });
     drop(ids);
+    let mut keep = vec![true; rows.len()];
+    let mut repeated_rows: Vec<(usize, usize)> = Vec::with_capacity(repeats.len());
+    for (earlier, last) in repeats {
+        keep[earlier] = false;
+        repeated_rows.push((outcome_of_row[earlier], outcome_of_row[last]));
+    }
     report.n_repeated = repeated_rows.len();
 
     // Normalise and prepare in parallel.
@@ -882,6 +872,26 @@ impl IdHashes {
 
     fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Each item whose id a later item repeats, with the last item of that id, as
+    /// `(earlier, last)` in the order of the earlier: `same(a, b)` compares two items'
+    /// ids (a hash may collide). One pass over the sorted hashes, where a look-up per
+    /// item costs two binary searches (2 s for a million rows, on one thread).
+    fn repeats(&self, same: impl Fn(usize, usize) -> bool) -> Vec<(usize, usize)> {
+        let mut found = Vec::new();
+        for group in self.0.chunk_by(|a, b| a.0 == b.0).filter(|group| group.len() > 1) {
+            for (at, &(_, item)) in group.iter().enumerate() {
+                let mut later = group[at + 1..].iter().rev();
+                if let Some(&(_, last)) =
+                    later.find(|&&(_, other)| same(item as usize, other as usize))
+                {
+                    found.push((item as usize, last as usize));
+                }
+            }
+        }
+        found.sort_unstable();
+        found
     }
 
     /// The items whose id has the same hash, in item order: the caller compares the
@@ -1474,7 +1484,7 @@ pub struct WriteItem<'a> {
 /// items are made a chunk at a time, as they are written.
 pub fn write_results<'a>(
     store: &mut Store,
-    linker: &Linker,
+    linker: &'a Linker,
     n_items: usize,
     item: &(dyn Fn(usize) -> WriteItem<'a> + Sync),
     retired: &[(PersonKey, PersonKey)],
@@ -1494,30 +1504,46 @@ pub fn write_results<'a>(
     // once would be most of a batch's memory). The last chunk (the only one, even
     // if empty, for a small write) carries the retirements and the extra events.
     let n_chunks = n_items.div_ceil(WRITE_CHUNK).max(1);
-    Ok(store.write_batch_chunks(&shape, |write| {
-        for index in 0..n_chunks {
-            let chunk: Vec<WriteItem<'a>> =
-                (index * WRITE_CHUNK..n_items.min((index + 1) * WRITE_CHUNK)).map(item).collect();
-            let mut batch = chunk_batch(linker, &chunk, context, &mut seen_new_persons)?;
-            if index + 1 == n_chunks {
-                for &(emptied, survivor) in retired {
-                    let (emptied, survivor) = (
-                        &linker.persons[emptied as usize].id,
-                        &linker.persons[survivor as usize].id,
-                    );
-                    batch.events.push(Event::new("person_retired", emptied, None).other(survivor));
-                    batch.retired_persons.push((emptied.to_string(), survivor.to_string()));
-                }
-                batch.events.extend(extra_events.take().unwrap_or_default());
+    let mut make = |index: usize| -> Result<Batch<'a>, crate::error::StoreError> {
+        let chunk: Vec<WriteItem<'a>> =
+            (index * WRITE_CHUNK..n_items.min((index + 1) * WRITE_CHUNK)).map(item).collect();
+        let mut batch = chunk_batch(linker, &chunk, context, &mut seen_new_persons)?;
+        if index + 1 == n_chunks {
+            for &(emptied, survivor) in retired {
+                let (emptied, survivor) =
+                    (&linker.persons[emptied as usize].id, &linker.persons[survivor as usize].id);
+                batch.events.push(Event::new("person_retired", emptied, None).other(survivor));
+                batch.retired_persons.push((emptied.to_string(), survivor.to_string()));
             }
-            write(&batch)?;
-            drop(batch);
-            if n_chunks > 1 {
-                // A large write's chunks free as much as they allocate.
-                crate::alloc::release_freed_memory();
-            }
+            batch.events.extend(extra_events.take().unwrap_or_default());
         }
-        Ok(())
+        Ok(batch)
+    };
+    Ok(store.write_batch_chunks(&shape, |write| {
+        if n_chunks == 1 {
+            return write(&make(0)?);
+        }
+        // The store's inserts, on this thread, are the write's longest chain: the next
+        // chunk's rows and JSON are made on another thread meanwhile, one chunk ahead.
+        std::thread::scope(|scope| {
+            let (sender, made) = std::sync::mpsc::sync_channel::<Result<Batch<'a>, _>>(1);
+            scope.spawn(move || {
+                for index in 0..n_chunks {
+                    let batch = make(index);
+                    let stop = batch.is_err();
+                    if sender.send(batch).is_err() || stop {
+                        break;
+                    }
+                    // A large write's chunks free as much as they allocate.
+                    crate::alloc::release_freed_memory();
+                }
+            });
+            // An error here drops `made`, and the maker stops at its next chunk.
+            for batch in made {
+                write(&batch?)?;
+            }
+            Ok(())
+        })
     })?)
 }
 
@@ -1533,7 +1559,8 @@ fn chunk_batch<'a>(
     seen_new_persons: &mut std::collections::HashSet<PersonKey>,
 ) -> Result<Batch<'a>, crate::error::StoreError> {
     let WriteContext { model, thresholds, actor } = *context;
-    type Made<'a> = (Option<String>, std::borrow::Cow<'a, str>, mpi_matching::NormalizedRecord);
+    // Evidence and values as JSON, made in parallel.
+    type Made<'a> = (Option<String>, std::borrow::Cow<'a, str>, String, String);
     let made: Vec<Made<'a>> = items
         .par_iter()
         .map(|item| {
@@ -1542,7 +1569,9 @@ fn chunk_batch<'a>(
                 .flatten()
                 .map(|score| evidence_json(&score, model.version));
             let normalized = linker.entries[item.position].record.to_normalized();
-            Ok((evidence, item.raw.json()?, normalized))
+            let normalized = serde_json::to_string(&normalized).expect("plain data serialises");
+            let issues = serde_json::to_string(item.issues).expect("plain data serialises");
+            Ok((evidence, item.raw.json()?, normalized, issues))
         })
         .collect::<Result<_, crate::error::StoreError>>()?;
     let mut batch = Batch {
@@ -1551,7 +1580,7 @@ fn chunk_batch<'a>(
         links: Vec::with_capacity(items.len()),
         ..Batch::default()
     };
-    for (item, (mut evidence, raw, normalized)) in items.iter().zip(made) {
+    for (item, (mut evidence, raw, normalized, issues)) in items.iter().zip(made) {
         let decision = item.decision;
         let entry = &linker.entries[item.position];
         if item.is_update {
@@ -1564,8 +1593,8 @@ fn chunk_batch<'a>(
             source_system: &entry.source_system,
             local_id: &entry.local_id,
             raw,
-            normalized: std::borrow::Cow::Owned(normalized),
-            issues: item.issues,
+            normalized,
+            issues,
             person_id: person_id.clone().into(),
             decision: decision.kind.as_str(),
             probability: decision.probability,
@@ -1748,6 +1777,19 @@ fn link_online(
 mod tests {
     use super::*;
     use mpi_matching::Identifier;
+
+    #[test]
+    fn a_repeated_id_names_its_last_row_and_a_shared_hash_is_no_repeat() {
+        // Rows 0, 2 and 4 are one id; rows 1 and 3 share its hash but not the id (a
+        // collision); row 5 is alone.
+        let ids = ["a", "b", "a", "c", "a", "d"];
+        let hashes = IdHashes(vec![(9, 0), (9, 1), (9, 2), (9, 3), (9, 4), (4, 5)]);
+        let repeats = hashes.repeats(|x, y| ids[x] == ids[y]);
+        assert_eq!(repeats, [(0, 4), (2, 4)]);
+        let real = IdHashes::new([("s", "1"), ("s", "2"), ("t", "1"), ("s", "1")].into_par_iter());
+        let rows = [("s", "1"), ("s", "2"), ("t", "1"), ("s", "1")];
+        assert_eq!(real.repeats(|x, y| rows[x] == rows[y]), [(0, 3)]);
+    }
     use quickcheck_macros::quickcheck;
 
     #[test]

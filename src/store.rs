@@ -6,8 +6,7 @@
 
 use std::path::Path;
 
-use mpi_matching::{Demographics, Issue, Model, NormalizedRecord};
-use rayon::prelude::*;
+use mpi_matching::{Demographics, Model, NormalizedRecord};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::StoreError;
@@ -183,10 +182,10 @@ pub struct RecordWrite<'a> {
     pub local_id: &'a str,
     /// Raw values, as JSON.
     pub raw: std::borrow::Cow<'a, str>,
-    /// Normalised values.
-    pub normalized: std::borrow::Cow<'a, NormalizedRecord>,
-    /// Issues found normalising.
-    pub issues: &'a [Issue],
+    /// Normalised values, as JSON (a [`NormalizedRecord`]).
+    pub normalized: String,
+    /// Issues found normalising, as JSON (a list of [`mpi_matching::Issue`]).
+    pub issues: String,
     /// Person.
     pub person_id: std::borrow::Cow<'a, str>,
     /// Decision.
@@ -1126,29 +1125,21 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             let mut write = |batch: &Batch<'_>| -> Result<(), StoreError> {
-                // JSON is made in parallel, a slice at a time (bounded memory), while
-                // the inserts stay on this one connection.
-                for chunk in batch.records.chunks(50_000) {
-                    let serialized: Vec<(String, String)> = chunk
-                        .par_iter()
-                        .map(|record| (json(&*record.normalized), json(&record.issues)))
-                        .collect();
-                    for (record, (normalized, issues)) in chunk.iter().zip(serialized) {
-                        insert_record.execute(params![
-                            record.id,
-                            record.source_system,
-                            record.local_id,
-                            record.raw,
-                            normalized,
-                            issues,
-                            record.person_id,
-                            record.decision,
-                            record.probability,
-                            now,
-                            next_generation,
-                        ])?;
-                        highest = highest.max(Some(record.id));
-                    }
+                for record in &batch.records {
+                    insert_record.execute(params![
+                        record.id,
+                        record.source_system,
+                        record.local_id,
+                        record.raw,
+                        record.normalized,
+                        record.issues,
+                        record.person_id,
+                        record.decision,
+                        record.probability,
+                        now,
+                        next_generation,
+                    ])?;
+                    highest = highest.max(Some(record.id));
                 }
                 for (person, provisional) in &batch.new_persons {
                     insert_person.execute(params![person, now, provisional])?;
@@ -1646,8 +1637,8 @@ mod tests {
                     source_system: "s",
                     local_id,
                     raw: "{}".into(),
-                    normalized: std::borrow::Cow::Borrowed(&normalized),
-                    issues: &[],
+                    normalized: json(&normalized),
+                    issues: "[]".to_owned(),
                     person_id: "p".into(),
                     decision: "new",
                     probability: None,
@@ -1681,8 +1672,8 @@ mod tests {
                 source_system: "s",
                 local_id: person,
                 raw: "{}".into(),
-                normalized: std::borrow::Cow::Borrowed(&normalized),
-                issues: &[],
+                normalized: json(&normalized),
+                issues: "[]".to_owned(),
                 person_id: person.into(),
                 decision: "new",
                 probability: None,
