@@ -991,7 +991,9 @@ impl Linker {
 
     /// Golden-record NHS number of every person: see [`Linker::person_nhs_number`].
     pub fn person_nhs_numbers(&self) -> Vec<Option<&str>> {
+        use rayon::prelude::*;
         (0..self.persons.len())
+            .into_par_iter()
             .map(|person| self.person_nhs_number(person as PersonKey, None))
             .collect()
     }

@@ -1548,7 +1548,7 @@ pub fn write_results<'a>(
 }
 
 /// Records a batch hands the store at a time.
-const WRITE_CHUNK: usize = 10_000;
+const WRITE_CHUNK: usize = 5_000;
 
 /// One chunk's rows for the store: its records, new persons (each once over the whole
 /// run: `seen_new_persons`), links with evidence, reviews and events.

@@ -538,11 +538,30 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
     };
     let reviews_path = output::sibling(&args.out, ".reviews.csv");
     let errors_path = output::sibling(&args.out, ".errors.csv");
-    write(&args.out, &|out| output::write_results(out, &report, &workspace.linker, &args.files))?;
-    write(&reviews_path, &|out| output::write_reviews(out, &report, &workspace.linker))?;
-    write(&errors_path, &|out| {
-        output::write_errors(out, &report, &workspace.linker, &rejected, &args.files)
-    })?;
+    // The results (a row for every input row) on one thread, the rest on another.
+    let (results, others) = std::thread::scope(|scope| {
+        let results = scope.spawn(|| {
+            write(&args.out, &|out| {
+                output::write_results(out, &report, &workspace.linker, &args.files)
+            })
+        });
+        let others =
+            write(&reviews_path, &|out| output::write_reviews(out, &report, &workspace.linker))
+                .and_then(|()| {
+                    write(&errors_path, &|out| {
+                        output::write_errors(
+                            out,
+                            &report,
+                            &workspace.linker,
+                            &rejected,
+                            &args.files,
+                        )
+                    })
+                });
+        (results.join(), others)
+    });
+    results.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+    others?;
 
     let mut stdout = std::io::stdout().lock();
     let decided = (report.n_linked + report.n_new + report.n_review).max(1);

@@ -1,5 +1,6 @@
 //! Output files of `mpi link` and `mpi export`: results, reviews and errors, as CSV.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -33,36 +34,44 @@ pub fn write_results<W: Write>(
     files: &[PathBuf],
 ) -> csv::Result<()> {
     let nhs_numbers = linker.person_nhs_numbers();
+    let files: Vec<String> = files.iter().map(|path| path.display().to_string()).collect();
     let mut writer = csv::Writer::from_writer(out);
     let mut header: Vec<&str> = RESULT_COLUMNS.to_vec();
     header.extend(["input_file", "line"]);
     writer.write_record(&header)?;
+    // A million rows: each field is written from a buffer used again, not a string
+    // made for it.
+    let mut person_id = uuid::Uuid::encode_buffer();
+    let mut number = String::new();
     for outcome in &report.outcomes {
-        let (person_id, nhs) = match outcome.position() {
-            Some(position) => {
-                let person = linker.entries[position].person;
-                (
-                    linker.persons[person as usize].id.to_string(),
-                    nhs_numbers[person as usize].unwrap_or(""),
-                )
-            }
-            None => (String::new(), ""),
-        };
-        let file = files
-            .get(outcome.file as usize)
-            .map(|path| path.display().to_string())
-            .unwrap_or_default();
         let (source_system, local_id) = outcome.ids(linker);
-        writer.write_record([
-            source_system,
-            local_id,
-            &person_id,
-            outcome.decision.as_str(),
-            &probability_text(outcome.probability),
-            nhs,
-            &file,
-            &outcome.line.to_string(),
-        ])?;
+        writer.write_field(source_system)?;
+        writer.write_field(local_id)?;
+        let nhs = match outcome.position() {
+            Some(position) => {
+                let person = linker.entries[position].person as usize;
+                writer.write_field(
+                    linker.persons[person].id.hyphenated().encode_lower(&mut person_id),
+                )?;
+                nhs_numbers[person].unwrap_or("")
+            }
+            None => {
+                writer.write_field("")?;
+                ""
+            }
+        };
+        writer.write_field(outcome.decision.as_str())?;
+        number.clear();
+        if let Some(probability) = outcome.probability {
+            write!(number, "{probability:.6}").expect("writing to a string never fails");
+        }
+        writer.write_field(&number)?;
+        writer.write_field(nhs)?;
+        writer.write_field(files.get(outcome.file as usize).map_or("", String::as_str))?;
+        number.clear();
+        write!(number, "{}", outcome.line).expect("writing to a string never fails");
+        writer.write_field(&number)?;
+        writer.write_record(None::<&[u8]>)?;
     }
     writer.flush()?;
     Ok(())
