@@ -1332,6 +1332,9 @@ fn link_batch(
         (written, indexer.join())
     });
     written?;
+    // What the write freed goes back before the output files are made (on threads of
+    // their own, whose allocations would otherwise come on top of it).
+    crate::alloc::release_freed_memory();
     linker.settle_new_persons();
     let committed = match indexed {
         Ok(Ok(true)) => index.reload(),
