@@ -1780,6 +1780,7 @@ fn link_online(
 mod tests {
     use super::*;
     use mpi_matching::Identifier;
+    use quickcheck_macros::quickcheck;
 
     #[test]
     fn a_repeated_id_names_its_last_row_and_a_shared_hash_is_no_repeat() {
@@ -1793,7 +1794,6 @@ mod tests {
         let rows = [("s", "1"), ("s", "2"), ("t", "1"), ("s", "1")];
         assert_eq!(real.repeats(|x, y| rows[x] == rows[y]), [(0, 3)]);
     }
-    use quickcheck_macros::quickcheck;
 
     #[test]
     fn evidence_is_compact_json_with_missing_fields_left_out() {
