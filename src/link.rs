@@ -1572,9 +1572,12 @@ fn chunk_batch<'a>(
                 .flatten()
                 .map(|score| evidence_json(&score, model.version));
             let normalized = linker.entries[item.position].record.to_normalized();
-            let normalized = serde_json::to_string(&normalized).expect("plain data serialises");
-            let issues = serde_json::to_string(item.issues).expect("plain data serialises");
-            Ok((evidence, item.raw.json()?, normalized, issues))
+            Ok((
+                evidence,
+                item.raw.json()?,
+                crate::store::json(&normalized),
+                crate::store::json(&item.issues),
+            ))
         })
         .collect::<Result<_, crate::error::StoreError>>()?;
     let mut batch = Batch {

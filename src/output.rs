@@ -19,8 +19,18 @@ pub fn sibling(out: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// A probability as the output files write it (six decimals; empty when there is none),
+/// into `text` after what it holds.
+fn push_probability(text: &mut String, probability: Option<f64>) {
+    if let Some(probability) = probability {
+        write!(text, "{probability:.6}").expect("writing to a string never fails");
+    }
+}
+
 fn probability_text(probability: Option<f64>) -> String {
-    probability.map(|p| format!("{p:.6}")).unwrap_or_default()
+    let mut text = String::new();
+    push_probability(&mut text, probability);
+    text
 }
 
 /// Writes the results: every input row, in input order, with its person and decision.
@@ -62,9 +72,7 @@ pub fn write_results<W: Write>(
         };
         writer.write_field(outcome.decision.as_str())?;
         number.clear();
-        if let Some(probability) = outcome.probability {
-            write!(number, "{probability:.6}").expect("writing to a string never fails");
-        }
+        push_probability(&mut number, outcome.probability);
         writer.write_field(&number)?;
         writer.write_field(nhs)?;
         writer.write_field(files.get(outcome.file as usize).map_or("", String::as_str))?;

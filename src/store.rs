@@ -306,7 +306,8 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-fn json<T: serde::Serialize>(value: &T) -> String {
+/// Plain data (records, issues, ids) as JSON.
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("plain data always serialises")
 }
 
