@@ -812,7 +812,7 @@ impl Linker {
             reason: None,
             previous: PersonKey::MAX,
         };
-        let Some(reason) = self.refusal(position, &best, model, thresholds) else {
+        let Some(reason) = self.refusal(position, &best, scored, model, thresholds) else {
             return link(&best);
         };
         // The best person is refused, but a pending record is certainly this one: a
@@ -825,7 +825,7 @@ impl Linker {
                 provisional(candidate) && candidate.probability >= thresholds.upper
             });
             if let (Some(pending), None) = (pending.next(), pending.next())
-                && self.refusal(position, pending, model, thresholds).is_none()
+                && self.refusal(position, pending, scored, model, thresholds).is_none()
             {
                 return link(pending);
             }
@@ -841,12 +841,21 @@ impl Linker {
         &self,
         position: usize,
         to: &PersonCandidate,
+        scored: &[ScoredCandidate],
         model: &Model,
         thresholds: Thresholds,
     ) -> Option<ReviewReason> {
         let record = &self.entries[position].record;
+        // A member of the person that was a candidate was compared with the record
+        // already (against the values it has now); others are compared here.
+        let gamma_with = |member: usize| {
+            scored.iter().find(|&&(candidate, _, _)| candidate as usize == member).map_or_else(
+                || compare(record, &self.entries[member].record),
+                |&(_, gamma, _)| gamma,
+            )
+        };
         let best_record = &self.entries[to.best_position].record;
-        let best_gamma = compare(record, best_record);
+        let best_gamma = gamma_with(to.best_position);
         if let Some(reason) = pair_caution(&best_gamma, record, best_record, model, thresholds) {
             return Some(reason);
         }
@@ -877,8 +886,7 @@ impl Linker {
             self.persons[to.person as usize].members.iter().filter(|&&member| member != position)
         {
             let other = &self.entries[member].record;
-            let gamma =
-                if member == to.best_position { best_gamma } else { compare(record, other) };
+            let gamma = if member == to.best_position { best_gamma } else { gamma_with(member) };
             if gamma.level(CompField::NhsNumber) == Some(1) {
                 return Some(ReviewReason::NhsNumberConflict);
             }
