@@ -1,5 +1,6 @@
 //! Criterion benches of the hot paths: normalise a record, derive its blocking keys,
-//! query the blocking index, compare and score a pair.
+//! query the blocking index (tantivy, and the batch's in-memory copy at 1M records),
+//! compare and score a pair.
 //!
 //! `cargo bench --bench hot_paths`. Inputs come from the shipped sample.
 
@@ -7,7 +8,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use mpi::input::{ColumnMap, read_csv_bytes};
-use mpi_index::BlockingIndex;
+use mpi_index::{BlockingIndex, MemoryIndexBuilder};
 use mpi_matching::{ComparableRecord, Demographics, blocking_keys, compare, default_model};
 
 const SAMPLE: &str = include_str!("../data/sample/records.csv");
@@ -70,6 +71,41 @@ fn hot_paths(c: &mut Criterion) {
                     .candidates(black_box(&keys[i]), None, Some(i as u64 + 1), 20)
                     .expect("query"),
             )
+        })
+    });
+
+    // The batch's in-memory index at the size of the 1M run, where it is far larger
+    // than the caches: a million records of eleven keys (hashes, as real keys are),
+    // every other record sharing five keys with the one before (two records of one
+    // person), and one key in 200,000 common values (a block of about five).
+    let n_records = 1_000_000;
+    let mut state = 0x1234_5678_9abc_def0_u64;
+    let mut random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut million: Vec<Vec<u64>> = Vec::with_capacity(n_records);
+    for i in 0..n_records {
+        let mut keys: Vec<u64> = (0..10).map(|_| (random() >> 24) << 4).collect();
+        if i % 2 == 1 {
+            keys[..5].copy_from_slice(&million[i - 1][..5]);
+        }
+        keys.push(((random() % 200_000) << 4) | 3);
+        million.push(keys);
+    }
+    let mut builder = MemoryIndexBuilder::with_capacity(n_records * 11);
+    for (i, keys) in million.iter().enumerate() {
+        builder.add(i as u64 + 1, keys);
+    }
+    let memory = builder.build();
+    c.bench_function("candidates of one record (in-memory index, 1M records)", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i * 7_919 + 1) % n_records;
+            let id = i as u64 + 1;
+            black_box(memory.candidates(black_box(&million[i]), Some(id), Some(id), 20))
         })
     });
 
