@@ -766,6 +766,7 @@ impl MemoryIndex {
         spread_keys.sort_unstable();
         spread_keys.dedup();
         if self.keys.is_empty() {
+            // An empty index has no directory to read.
             spread_keys.clear();
         }
         let ranges: Vec<(usize, usize)> = spread_keys
@@ -815,7 +816,8 @@ impl MemoryIndex {
         limit: usize,
     ) -> Vec<Candidate> {
         // Every posting of every key, then counted by sorting: posting lists are short
-        // and sorting a few hundred ids beats hashing them.
+        // and sorting a few hundred ids beats hashing them. The excluded record is
+        // dropped once counted, so whole posting lists are copied as they are.
         let mut hits: Vec<u32> = Vec::new();
         let base = self.base;
         for postings in self.postings_of(keys) {
