@@ -959,13 +959,20 @@ pub fn train_model(
 ) -> Result<Model, MatchError> {
     let n_random = (records.len() * 2).clamp(10_000, 1_000_000);
     let pairs = random_pairs(records.len(), n_random, seed);
-    let random: PatternCounts = pairs
-        .par_iter()
-        .fold(PatternCounts::new, |mut counts, &(a, b)| {
-            *counts.entry(compare(records[a], records[b]).pack()).or_default() += 1;
-            counts
-        })
-        .reduce(PatternCounts::new, merge_counts);
+    // The values' counts (one pass on one thread) are made while the random pairs are
+    // compared on the others.
+    let (random, frequencies) = rayon::join(
+        || {
+            pairs
+                .par_iter()
+                .fold(PatternCounts::new, |mut counts, &(a, b)| {
+                    *counts.entry(compare(records[a], records[b]).pack()).or_default() += 1;
+                    counts
+                })
+                .reduce(PatternCounts::new, merge_counts)
+        },
+        || TermFrequencies::from_records(records.iter().copied()),
+    );
     let options = TrainOptions {
         seed,
         n_records: records.len() as u64,
@@ -980,7 +987,7 @@ pub fn train_model(
     };
     let mut model = mpi_matching::train(blocked, &random, &options)?;
     model.training.n_records = records.len() as u64;
-    model.term_frequencies = Some(TermFrequencies::from_records(records.iter().copied()));
+    model.term_frequencies = Some(frequencies);
     Ok(model)
 }
 
