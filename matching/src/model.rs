@@ -139,7 +139,7 @@ impl TermFrequencies {
                 count(&mut frequencies.family_name, family);
             }
             if let Some(postcode) = record.postcode() {
-                count(&mut frequencies.postcode, &postcode.code);
+                count(&mut frequencies.postcode, postcode.code);
             }
         }
         for table in
