@@ -32,10 +32,13 @@ use std::sync::Arc;
 
 use tantivy::columnar::Column;
 use tantivy::directory::MmapDirectory;
-use tantivy::schema::{Field, INDEXED, IndexRecordOption, Schema};
+use tantivy::query::doc_predicate_query::{
+    ConstOrVariableSegmentPredicate, DocPredicate, DocPredicateQuery,
+};
+use tantivy::schema::{Field, IndexRecordOption, NumericOptions, Schema};
 use tantivy::{
-    DocSet, Index, IndexReader, IndexWriter, InvertedIndexReader, ReloadPolicy, TERMINATED,
-    TantivyDocument, Term,
+    DocId, DocSet, Index, IndexReader, IndexWriter, InvertedIndexReader, ReloadPolicy,
+    SegmentReader, TERMINATED, TantivyDocument, Term,
 };
 
 pub use crate::error::IndexError;
@@ -61,14 +64,99 @@ pub struct Candidate {
 #[derive(Clone, Copy, Debug)]
 struct Fields {
     rid: Field,
+    rid_block: Field,
     key: Field,
 }
 
+/// A record's document is found for deletion through its block of ids: `id >>` this.
+/// The id itself is only a fast field (a column), not a term: a million distinct id
+/// terms cost a bulk load seconds of sorting and term-dictionary building, where a
+/// block term of 256 ids costs next to nothing and still narrows a delete to a few
+/// hundred documents, whose ids the column then checks.
+const RID_BLOCK_BITS: u32 = 8;
+
 fn schema() -> (Schema, Fields) {
     let mut builder = Schema::builder();
-    let rid = builder.add_u64_field("rid", INDEXED | tantivy::schema::FAST);
-    let key = builder.add_u64_field("key", INDEXED);
-    (builder.build(), Fields { rid, key })
+    let rid = builder.add_u64_field("rid", NumericOptions::default().set_fast());
+    // No field norms: nothing is scored, candidates are ranked by the keys they share.
+    let rid_block = builder.add_u64_field("rid_block", NumericOptions::default().set_indexed());
+    let key = builder.add_u64_field("key", NumericOptions::default().set_indexed());
+    (builder.build(), Fields { rid, rid_block, key })
+}
+
+/// The documents of a set of records, for deleting them: in each segment, the
+/// documents of the records' id blocks whose id column holds one of the ids.
+#[derive(Debug)]
+struct RecordDocs {
+    rid_block: Field,
+    /// Sorted, distinct.
+    ids: Vec<RecordId>,
+}
+
+impl RecordDocs {
+    fn query(rid_block: Field, record_ids: &[RecordId]) -> DocPredicateQuery {
+        let mut ids = record_ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        DocPredicateQuery::from(RecordDocs { rid_block, ids })
+    }
+}
+
+impl DocPredicate for RecordDocs {
+    type SegmentDocPredicate = fn(DocId) -> bool;
+
+    fn doc_predicate(
+        &self,
+        segment: &SegmentReader,
+    ) -> tantivy::Result<ConstOrVariableSegmentPredicate<Self::SegmentDocPredicate>> {
+        let blocks = segment.inverted_index(self.rid_block)?;
+        let rids = segment.fast_fields().u64("rid")?;
+        let mut docs: Vec<DocId> = Vec::new();
+        for block in self.ids.chunk_by(|a, b| a >> RID_BLOCK_BITS == b >> RID_BLOCK_BITS) {
+            let term = Term::from_field_u64(self.rid_block, block[0] >> RID_BLOCK_BITS);
+            let Some(mut postings) = blocks.read_postings(&term, IndexRecordOption::Basic)? else {
+                continue;
+            };
+            let mut doc = postings.doc();
+            while doc != TERMINATED {
+                if rids.first(doc).is_some_and(|id| block.binary_search(&id).is_ok()) {
+                    docs.push(doc);
+                }
+                doc = postings.advance();
+            }
+        }
+        if docs.is_empty() {
+            return Ok(ConstOrVariableSegmentPredicate::Const(false));
+        }
+        // Each block's postings are in document order, but blocks interleave.
+        docs.sort_unstable();
+        docs.dedup();
+        Ok(ConstOrVariableSegmentPredicate::Variable {
+            predicate: |_| true,
+            necessary_condition: Box::new(DocList { docs, at: 0 }),
+        })
+    }
+}
+
+/// Sorted, distinct documents, walked in order.
+struct DocList {
+    docs: Vec<DocId>,
+    at: usize,
+}
+
+impl DocSet for DocList {
+    fn advance(&mut self) -> DocId {
+        self.at = (self.at + 1).min(self.docs.len());
+        self.doc()
+    }
+
+    fn doc(&self) -> DocId {
+        self.docs.get(self.at).copied().unwrap_or(TERMINATED)
+    }
+
+    fn size_hint(&self) -> u32 {
+        u32::try_from(self.docs.len() - self.at).unwrap_or(u32::MAX)
+    }
 }
 
 /// The blocking index (reads). Cheap to share between threads.
@@ -99,7 +187,21 @@ impl BlockingIndex {
         let directory = MmapDirectory::open(dir)
             .map_err(|error| open_error(tantivy::TantivyError::from(error)))?;
         let (schema, fields) = schema();
-        let index = Index::open_or_create(directory, schema).map_err(open_error)?;
+        let index = match Index::open_or_create(directory, schema.clone()) {
+            // An index laid out by another version of this crate (its fields differ) is
+            // derived data: it is emptied, and the caller, finding no commit payload of
+            // its own, rebuilds it from its store.
+            Err(tantivy::TantivyError::SchemaError(_)) => {
+                std::fs::remove_dir_all(dir)
+                    .and_then(|()| std::fs::create_dir_all(dir))
+                    .map_err(|source| open_error(tantivy::TantivyError::from(source)))?;
+                let directory = MmapDirectory::open(dir)
+                    .map_err(|error| open_error(tantivy::TantivyError::from(error)))?;
+                Index::create(directory, schema, tantivy::IndexSettings::default())
+                    .map_err(open_error)?
+            }
+            opened => opened.map_err(open_error)?,
+        };
         BlockingIndex::from_index(index, fields)
     }
 
@@ -546,6 +648,7 @@ impl BlockingIndexWriter {
     pub fn add(&mut self, record_id: RecordId, keys: &[Key]) -> Result<(), IndexError> {
         let mut document = TantivyDocument::new();
         document.add_u64(self.fields.rid, record_id);
+        document.add_u64(self.fields.rid_block, record_id >> RID_BLOCK_BITS);
         for &key in keys {
             document.add_u64(self.fields.key, key);
         }
@@ -565,17 +668,16 @@ impl BlockingIndexWriter {
     /// Removes a record.
     ///
     /// # Errors
-    /// Never in practice; kept fallible for symmetry.
+    /// When tantivy cannot build the query.
     pub fn delete(&mut self, record_id: RecordId) -> Result<(), IndexError> {
-        self.writer.delete_term(Term::from_field_u64(self.fields.rid, record_id));
-        Ok(())
+        self.delete_many(&[record_id])
     }
 
     /// Removes many records in one operation: for a batch that replaces a large share
-    /// of the index. Each [`BlockingIndexWriter::delete`] holds about a kilobyte in
-    /// tantivy's delete queue until the commit (a scoring weight per term), so 400,000
-    /// one by one held 0.4 GB; one set of terms holds 8 bytes a record. Records added
-    /// after this call are not affected, so call it before adding their new keys.
+    /// of the index. Each [`BlockingIndexWriter::delete`] holds a query in tantivy's
+    /// delete queue until the commit (400,000 term deletes one by one once held
+    /// 0.4 GB); one query for them all holds 8 bytes a record. Records added after
+    /// this call are not affected, so call it before adding their new keys.
     ///
     /// # Errors
     /// When tantivy cannot build the query.
@@ -583,8 +685,7 @@ impl BlockingIndexWriter {
         if record_ids.is_empty() {
             return Ok(());
         }
-        let terms = record_ids.iter().map(|&id| Term::from_field_u64(self.fields.rid, id));
-        self.writer.delete_query(Box::new(tantivy::query::TermSetQuery::new(terms)))?;
+        self.writer.delete_query(Box::new(RecordDocs::query(self.fields.rid_block, record_ids)))?;
         Ok(())
     }
 

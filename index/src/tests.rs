@@ -119,6 +119,67 @@ fn reopens_from_disk_with_its_payload() {
     check(&index, &["a"], None, None, 10, &[(1, 1)]);
 }
 
+/// A delete finds its record's document through the record's block of ids, in every
+/// segment: the other records of the block, and records of other blocks, stay.
+#[test]
+fn deletes_reach_one_record_of_its_block_in_any_segment() {
+    let index = BlockingIndex::create_in_ram().unwrap();
+    let mut writer = index.bulk_writer(20_000_000).unwrap();
+    // Four commits, so each block of 256 ids spreads over several segments.
+    for part in 0..4u64 {
+        for id in (0..1_200u64).filter(|id| id % 4 == part) {
+            writer.add(id, &keys(&["a"])).unwrap();
+        }
+        writer.commit("part").unwrap();
+    }
+    let gone: Vec<u64> = (0..1_200).filter(|id| id % 7 == 3).collect();
+    writer.delete_many(&gone[..gone.len() / 2]).unwrap();
+    for &id in &gone[gone.len() / 2..] {
+        writer.delete(id).unwrap();
+    }
+    // Ids never added, in blocks that exist and in one that does not, delete nothing.
+    writer.delete_many(&[1_200, 1_201, 1_000_000]).unwrap();
+    writer.commit("deleted").unwrap();
+    index.reload().unwrap();
+    let left: Vec<u64> = (0..1_200).filter(|id| id % 7 != 3).collect();
+    assert_eq!(index.record_ids().unwrap(), left);
+    let found: Vec<u64> = index
+        .candidates(&keys(&["a"]), None, None, 2_000)
+        .unwrap()
+        .into_iter()
+        .map(|candidate| candidate.record_id)
+        .collect();
+    assert_eq!(found, left);
+}
+
+/// An index on disk laid out by another version (other fields) is emptied when opened,
+/// with no payload, so that its owner rebuilds it, instead of failing to open.
+#[test]
+fn an_index_of_another_layout_is_emptied_for_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut builder = Schema::builder();
+        let rid = builder.add_u64_field("rid", tantivy::schema::INDEXED | tantivy::schema::FAST);
+        let index = Index::create_in_dir(dir.path(), builder.build()).unwrap();
+        let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        let mut document = TantivyDocument::new();
+        document.add_u64(rid, 1);
+        writer.add_document(document).unwrap();
+        let mut prepared = writer.prepare_commit().unwrap();
+        prepared.set_payload("gen:3");
+        prepared.commit().unwrap();
+    }
+    let index = BlockingIndex::open_or_create(dir.path()).unwrap();
+    assert_eq!(index.num_records(), 0);
+    assert_eq!(index.commit_payload(), None);
+    let mut writer = index.writer(20_000_000).unwrap();
+    writer.add(1, &keys(&["a"])).unwrap();
+    writer.commit("gen:4").unwrap();
+    let reopened = BlockingIndex::open_or_create(dir.path()).unwrap();
+    assert_eq!(reopened.commit_payload().as_deref(), Some("gen:4"));
+    check(&reopened, &["a"], None, None, 10, &[(1, 1)]);
+}
+
 /// The ranking by definition: (record, distinct probe keys it shares), most first, ties
 /// by record id, at most `limit`.
 fn brute_force<'a>(
