@@ -128,9 +128,9 @@ impl DocPredicate for RecordDocs {
         if docs.is_empty() {
             return Ok(ConstOrVariableSegmentPredicate::Const(false));
         }
-        // Each block's postings are in document order, but blocks interleave.
+        // Each block's postings are in document order, but blocks interleave (a document
+        // is under one block's term only, so none comes twice).
         docs.sort_unstable();
-        docs.dedup();
         Ok(ConstOrVariableSegmentPredicate::Variable {
             predicate: |_| true,
             necessary_condition: Box::new(DocList { docs, at: 0 }),
@@ -174,7 +174,9 @@ impl std::fmt::Debug for BlockingIndex {
 }
 
 impl BlockingIndex {
-    /// Opens the index in `dir`, creating the folder and an empty index if needed.
+    /// Opens the index in `dir`, creating the folder and an empty index if needed. A
+    /// tantivy index there with other fields (laid out by an older version) is emptied,
+    /// as derived data: it opens with no commit payload, for its owner to rebuild.
     ///
     /// # Errors
     /// [`IndexError::Open`] when the folder cannot be created or holds something else.
