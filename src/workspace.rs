@@ -252,7 +252,9 @@ impl Workspace {
             .par_iter()
             .map(|entry| (entry.id, blocking_keys(&entry.record)))
             .collect();
-        let mut writer = self.index.writer(INDEX_WRITER_BUDGET)?;
+        // As a batch does: merges started while it indexes would be cut off when it
+        // commits and drops the writer; later writers merge the small segments.
+        let mut writer = self.index.bulk_writer(INDEX_WRITER_BUDGET)?;
         writer.delete_all()?;
         for (id, record_keys) in &keys {
             writer.add(*id, record_keys)?;
