@@ -75,9 +75,12 @@ struct Fields {
 /// hundred documents, whose ids the column then checks.
 const RID_BLOCK_BITS: u32 = 8;
 
+/// The record id's field: the column every hit and every delete reads the id from.
+const RID: &str = "rid";
+
 fn schema() -> (Schema, Fields) {
     let mut builder = Schema::builder();
-    let rid = builder.add_u64_field("rid", NumericOptions::default().set_fast());
+    let rid = builder.add_u64_field(RID, NumericOptions::default().set_fast());
     // No field norms: nothing is scored, candidates are ranked by the keys they share.
     let rid_block = builder.add_u64_field("rid_block", NumericOptions::default().set_indexed());
     let key = builder.add_u64_field("key", NumericOptions::default().set_indexed());
@@ -110,7 +113,7 @@ impl DocPredicate for RecordDocs {
         segment: &SegmentReader,
     ) -> tantivy::Result<ConstOrVariableSegmentPredicate<Self::SegmentDocPredicate>> {
         let blocks = segment.inverted_index(self.rid_block)?;
-        let rids = segment.fast_fields().u64("rid")?;
+        let rids = segment.fast_fields().u64(RID)?;
         let mut docs: Vec<DocId> = Vec::new();
         for block in self.ids.chunk_by(|a, b| a >> RID_BLOCK_BITS == b >> RID_BLOCK_BITS) {
             let term = Term::from_field_u64(self.rid_block, block[0] >> RID_BLOCK_BITS);
@@ -282,7 +285,7 @@ impl BlockingIndex {
         let searcher = self.reader.searcher();
         let mut ids = Vec::with_capacity(searcher.num_docs() as usize);
         for segment in searcher.segment_readers() {
-            let rids = segment.fast_fields().u64("rid")?;
+            let rids = segment.fast_fields().u64(RID)?;
             let alive = segment.alive_bitset();
             for doc in 0..segment.max_doc() {
                 if alive.is_none_or(|alive| alive.is_alive(doc))
@@ -347,7 +350,7 @@ impl IndexSearcher {
             .map(|segment| {
                 Ok(SegmentView {
                     keys: segment.inverted_index(fields.key)?,
-                    rids: segment.fast_fields().u64("rid")?,
+                    rids: segment.fast_fields().u64(RID)?,
                     alive: segment.alive_bitset().cloned(),
                 })
             })
