@@ -14,6 +14,7 @@ pub mod input;
 pub mod link;
 pub mod online;
 pub mod output;
+pub mod priority;
 mod rng;
 pub mod service;
 pub mod store;

@@ -1312,6 +1312,7 @@ fn link_batch(
     let index: &BlockingIndex = index;
     let (written, indexed) = std::thread::scope(|scope| {
         let indexer = scope.spawn(move || {
+            crate::priority::run_in_background();
             let started = std::time::Instant::now();
             let mut writer = index_run(index, shared, work, progress)?;
             let added = started.elapsed().as_secs_f64();
@@ -1375,7 +1376,7 @@ fn index_run(
         .collect();
     writer.delete_many(&updated)?;
     drop(updated);
-    for &(_, position, _) in work {
+    for position in linker.in_person_order(work.iter().map(|&(_, position, _)| position)) {
         let entry = &linker.entries[position];
         writer.add(entry.id, &blocking_keys(&entry.record))?;
         progress.advance(1);

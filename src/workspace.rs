@@ -246,11 +246,12 @@ impl Workspace {
             n_records = self.linker.entries.len(),
             "rebuilding the blocking index from the store"
         );
+        let entries = &self.linker.entries;
         let keys: Vec<(RecordId, Vec<BlockingKey>)> = self
             .linker
-            .entries
-            .par_iter()
-            .map(|entry| (entry.id, blocking_keys(&entry.record)))
+            .in_person_order(0..entries.len())
+            .into_par_iter()
+            .map(|position| (entries[position].id, blocking_keys(&entries[position].record)))
             .collect();
         // As a batch does: merges started while it indexes would be cut off when it
         // commits and drops the writer; later writers merge the small segments.

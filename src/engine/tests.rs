@@ -757,3 +757,26 @@ fn relatives_at_one_postcode_are_checked_as_at_one_address() {
         assert_ne!(decision.kind, DecisionKind::Linked, "{first}/{second}: {decision:?}");
     }
 }
+
+#[test]
+fn records_go_to_the_index_grouped_by_person() {
+    let mut harness = Harness::new();
+    // Ada, Charles, Ada again (a second record of her), then Charles's twin brother.
+    let ada = harness.add(person("Ada", "Lovelace", "1815-12-10", Some("9434765919")));
+    let charles = harness.add(person("Charles", "Babbage", "1791-12-26", None));
+    let again = harness.add(person("Ada", "Lovelace", "10/12/1815", Some("9434765919")));
+    assert_eq!(again.kind, DecisionKind::Linked);
+    assert_eq!(again.person, ada.person);
+    assert_ne!(charles.person, ada.person);
+    harness.add(person("Henry", "Babbage", "1824-09-16", None));
+    let order = harness.linker.in_person_order([3, 2, 1, 0]);
+    // One person's records side by side, each person's in position order.
+    let persons: Vec<PersonKey> =
+        order.iter().map(|&position| harness.linker.entries[position].person).collect();
+    assert_eq!(order.len(), 4);
+    let ada_at = order.iter().position(|&position| position == 0).expect("listed");
+    assert_eq!(order[ada_at + 1], 2, "{order:?} by person {persons:?}");
+    let mut sorted = order.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, [0, 1, 2, 3], "every position once");
+}
