@@ -12,15 +12,23 @@
 const BACKGROUND_NICE: i32 = 10;
 
 /// Lowers the calling thread's scheduling priority, and that of the threads it starts
-/// from now on, to [`BACKGROUND_NICE`]. Best effort: where it cannot (another operating
-/// system, a sandbox that refuses), the thread keeps its priority.
+/// from now on, to [`BACKGROUND_NICE`] (never raises it: a run started with `nice` keeps
+/// its lower priority). Best effort: where it cannot (another operating system, a
+/// sandbox that refuses), the thread keeps its priority.
 pub fn run_in_background() {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: `setpriority` takes no pointers. On Linux the nice value belongs to
-        // each thread, and `who = 0` with `PRIO_PROCESS` names the calling thread only;
-        // threads it creates afterwards inherit the value.
-        let outcome = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICE) };
+        // SAFETY: `getpriority` and `setpriority` take no pointers. On Linux the nice
+        // value belongs to each thread, and `who = 0` with `PRIO_PROCESS` names the
+        // calling thread only; threads it creates afterwards inherit the value. A failed
+        // `getpriority` returns -1, below the background value, and is then overridden.
+        let outcome = unsafe {
+            if libc::getpriority(libc::PRIO_PROCESS, 0) >= BACKGROUND_NICE {
+                0
+            } else {
+                libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICE)
+            }
+        };
         if outcome != 0 {
             tracing::debug!("could not lower the indexing thread's priority");
         }

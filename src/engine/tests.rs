@@ -761,7 +761,7 @@ fn relatives_at_one_postcode_are_checked_as_at_one_address() {
 #[test]
 fn records_go_to_the_index_grouped_by_person() {
     let mut harness = Harness::new();
-    // Ada, Charles, Ada again (a second record of her), then Charles's twin brother.
+    // Ada, Charles, Ada again (a second record of her), then Charles's son Henry.
     let ada = harness.add(person("Ada", "Lovelace", "1815-12-10", Some("9434765919")));
     let charles = harness.add(person("Charles", "Babbage", "1791-12-26", None));
     let again = harness.add(person("Ada", "Lovelace", "10/12/1815", Some("9434765919")));
