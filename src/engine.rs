@@ -712,8 +712,10 @@ impl Linker {
         model: &Model,
         thresholds: Thresholds,
     ) -> Decision {
-        // A record's score against a person is its best score against the person's records.
-        let mut by_person: HashMap<PersonKey, (f64, usize)> = HashMap::new();
+        // A record's score against a person is its best score against the person's records
+        // (a few candidates a record: a list searched in turn, not a hash map allocated
+        // for each decision; the ranking below orders the persons whatever their order).
+        let mut by_person: Vec<(PersonKey, (f64, usize))> = Vec::with_capacity(scored.len());
         let separated = self.separated.get(&position).map_or(&[][..], Vec::as_slice);
         // A record in review sent again is not taken for the records that joined its
         // provisional person because of it: that would settle its own review.
@@ -727,7 +729,14 @@ impl Linker {
             {
                 continue;
             }
-            let slot = by_person.entry(person).or_insert((f64::NEG_INFINITY, candidate));
+            let at = match by_person.iter().position(|&(listed, _)| listed == person) {
+                Some(at) => at,
+                None => {
+                    by_person.push((person, (f64::NEG_INFINITY, candidate)));
+                    by_person.len() - 1
+                }
+            };
+            let slot = &mut by_person[at].1;
             if weight > slot.0
                 || (weight == slot.0 && self.entries[candidate].id < self.entries[slot.1].id)
             {
