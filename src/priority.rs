@@ -30,7 +30,7 @@ pub fn run_in_background() {
             }
         };
         if outcome != 0 {
-            tracing::debug!("could not lower the indexing thread's priority");
+            tracing::debug!("could not lower a background thread's priority");
         }
     }
 }
