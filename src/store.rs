@@ -790,6 +790,87 @@ impl Store {
         Ok(())
     }
 
+    /// Normalises every record again from its raw values when the store was normalised
+    /// by a version of the normalisation before `version` (a store that never said is
+    /// at version 1), and records `version`. `normalize` gives a record's normalised
+    /// values and issues, as JSON, from its raw values. The records whose values change
+    /// are written with a new store generation, so that an index level with the old
+    /// one re-indexes them (see `Workspace::replay_index`); decisions already made
+    /// stand. One transaction: a crash leaves the store as it was, to be done again.
+    /// Returns how many records changed, or None when the store was up to date.
+    ///
+    /// # Errors
+    /// When SQLite fails or a record's raw values cannot be read; nothing changes then.
+    pub fn renormalize(
+        &mut self,
+        version: u32,
+        normalize: &(dyn Fn(&Demographics) -> (String, String) + Sync),
+    ) -> Result<Option<u64>, StoreError> {
+        use rayon::prelude::*;
+        let stored: u32 = self
+            .connection
+            .query_row("SELECT value FROM meta WHERE key = 'normalization_version'", [], |row| {
+                row.get::<_, String>(0)
+            })
+            .optional()?
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(1);
+        if stored >= version {
+            return Ok(None);
+        }
+        let generation = self.generation()? + 1;
+        let transaction = self.write_transaction()?;
+        let mut changed = 0;
+        let mut after = 0u64;
+        loop {
+            let chunk: Vec<(u64, String, String, String)> = transaction
+                .prepare_cached(
+                    "SELECT id, raw, normalized, issues FROM records WHERE id > ?1
+                     ORDER BY id LIMIT 8192",
+                )?
+                .query_map(params![after], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            let Some(&(last, ..)) = chunk.last() else { break };
+            after = last;
+            let updates: Vec<(u64, String, String)> = chunk
+                .into_par_iter()
+                .map(|(id, raw, normalized, issues)| {
+                    let raw: Demographics = serde_json::from_str(&raw)
+                        .map_err(|_| StoreError::Corrupt { record_id: id })?;
+                    let (new_normalized, new_issues) = normalize(&raw);
+                    Ok((new_normalized != normalized || new_issues != issues).then_some((
+                        id,
+                        new_normalized,
+                        new_issues,
+                    )))
+                })
+                .filter_map(Result::transpose)
+                .collect::<Result<_, StoreError>>()?;
+            let mut update = transaction.prepare_cached(
+                "UPDATE records SET normalized = ?2, issues = ?3, generation = ?4 WHERE id = ?1",
+            )?;
+            for (id, normalized, issues) in &updates {
+                update.execute(params![id, normalized, issues, generation])?;
+            }
+            changed += updates.len() as u64;
+        }
+        transaction.execute(
+            "INSERT INTO meta (key, value) VALUES ('normalization_version', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![version.to_string()],
+        )?;
+        if changed > 0 {
+            transaction.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'generation'",
+                params![generation.to_string()],
+            )?;
+        }
+        transaction.commit()?;
+        Ok(Some(changed))
+    }
+
     /// Ids of the records written after store generation `generation`.
     ///
     /// # Errors

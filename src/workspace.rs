@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use mpi_index::{BlockingIndex, RecordId};
-use mpi_matching::{BlockingKey, ComparableRecord, NormalizeOptions, Normalizer, blocking_keys};
+use mpi_matching::{
+    BlockingKey, ComparableRecord, NORMALIZATION_VERSION, NormalizeOptions, Normalizer,
+    blocking_keys,
+};
 use rayon::prelude::*;
 
 use crate::engine::{DecisionKind, Entry, Linker, PersonKey};
@@ -123,10 +126,23 @@ impl Workspace {
     /// # Errors
     /// When the store or the index cannot be opened.
     pub fn open(dir: &Path, options: NormalizeOptions) -> Result<Workspace, WorkspaceError> {
-        let store = Store::open(dir)?;
+        let mut store = Store::open(dir)?;
         let lock = lock_dir(dir)?;
         let normalizer = Normalizer::new(options);
         let nicknames = normalizer.nicknames();
+        // Records a former version normalised are normalised again, as new ones are.
+        let renormalize = |raw: &mpi_matching::Demographics| {
+            let (normalized, issues) = normalizer.normalize(raw);
+            let record = ComparableRecord::new(normalized, nicknames);
+            (crate::store::json(&record.to_normalized()), crate::store::json(&issues))
+        };
+        if let Some(changed) = store.renormalize(NORMALIZATION_VERSION, &renormalize)? {
+            tracing::info!(
+                changed,
+                version = NORMALIZATION_VERSION,
+                "stored records normalised again by this version"
+            );
+        }
         let mut linker = Linker::default();
         let mut sources = crate::engine::SourceNames::default();
         // Room reserved up front for half as many again: growing a vector of a million

@@ -619,6 +619,64 @@ fn explain_reads_as_a_breakdown() {
 }
 
 #[test]
+fn a_store_normalised_by_an_earlier_version_is_normalised_again_when_opened() {
+    let dir = TempDir::new().unwrap();
+    let input = dir.path().join("gp.csv");
+    fs::write(
+        &input,
+        "local_id,given_name,family_name,date_of_birth,address_line1,postcode\n\
+         G1,Ann,Lee,1971-05-14,5 Queen's Rd,LS1 4AB\n\
+         G2,Ann,Lee,1971-05-14,5 Queens Road,LS1 4AB\n",
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    mpi_ok([
+        "link".as_ref(),
+        "--data".as_ref(),
+        store.as_os_str(),
+        "--out".as_ref(),
+        dir.path().join("r.csv").as_os_str(),
+        input.as_os_str(),
+    ]);
+    // As version 1 left it: the possessive's "s" read as "south", and no version noted.
+    let database = rusqlite::Connection::open(store.join("mpi.sqlite3")).unwrap();
+    let normalized_g1 = |database: &rusqlite::Connection| -> String {
+        database
+            .query_row("SELECT normalized FROM records WHERE local_id = 'G1'", [], |row| row.get(0))
+            .unwrap()
+    };
+    let old = normalized_g1(&database).replace("queens road", "queen south road");
+    database.execute("UPDATE records SET normalized = ?1 WHERE local_id = 'G1'", [&old]).unwrap();
+    database.execute("DELETE FROM meta WHERE key = 'normalization_version'", []).unwrap();
+    let generation = |database: &rusqlite::Connection| -> String {
+        database
+            .query_row("SELECT value FROM meta WHERE key = 'generation'", [], |row| row.get(0))
+            .unwrap()
+    };
+    let before = generation(&database);
+    drop(database);
+
+    // Opened again, the store's record compares as a new one would: one address.
+    let text = mpi_ok(["explain", "gp:G1", "gp:G2", "--data", store.to_str().unwrap()]);
+    let address = text.lines().find(|line| line.starts_with("address")).unwrap();
+    assert!(address.contains("exact"), "{text}");
+    let database = rusqlite::Connection::open(store.join("mpi.sqlite3")).unwrap();
+    assert!(normalized_g1(&database).contains("5 queens road"));
+    assert_ne!(generation(&database), before, "the index re-reads what changed");
+    let version: String = database
+        .query_row("SELECT value FROM meta WHERE key = 'normalization_version'", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(version, mpi_matching::NORMALIZATION_VERSION.to_string());
+    drop(database);
+    // Once is enough: the next open changes nothing.
+    mpi_ok(["explain", "gp:G1", "gp:G2", "--data", store.to_str().unwrap()]);
+    let database = rusqlite::Connection::open(store.join("mpi.sqlite3")).unwrap();
+    assert_eq!(generation(&database), (before.parse::<u64>().unwrap() + 1).to_string());
+}
+
+#[test]
 fn train_saves_a_new_model_version() {
     let dir = TempDir::new().unwrap();
     let store = dir.path().join("store");

@@ -29,9 +29,10 @@ pub use crate::{
         TermFrequencies, Thresholds, TrainingInfo, probability,
     },
     normalize::{
-        Nicknames, NormalizeOptions, Normalizer, fold, nhs_check_digit_valid, normalize_address,
-        normalize_birth_date, normalize_email, normalize_family_name, normalize_given_names,
-        normalize_nhs_number, normalize_phone, normalize_postcode, normalize_sex, phonetic,
+        NORMALIZATION_VERSION, Nicknames, NormalizeOptions, Normalizer, fold,
+        nhs_check_digit_valid, normalize_address, normalize_birth_date, normalize_email,
+        normalize_family_name, normalize_given_names, normalize_nhs_number, normalize_phone,
+        normalize_postcode, normalize_sex, phonetic,
     },
     record::{
         Address, BirthDate, Demographics, Field, Identifier, Issue, IssueKind, NormalizedRecord,

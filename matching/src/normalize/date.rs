@@ -35,7 +35,8 @@ fn expand_year(two_digits: u16, today: BirthDate) -> u16 {
 
 /// Parses a date of birth. Accepted forms: ISO `1951-04-03` (a time part after `T` or
 /// a space is ignored), UK day-first `03/04/1951`, `3/4/1951`, `03-04-1951`,
-/// `03.04.1951`, `YYYYMMDD`, month names `3 April 1951`, `03-Apr-1951`, `3 Apr 51`.
+/// `03.04.1951`, `YYYYMMDD`, month names `3 April 1951`, `03-Apr-1951`, `3 Apr 51`,
+/// `12th of July 1980`.
 /// Two-digit years pivot on today: `YY` means 20YY when that is not after this year,
 /// otherwise 19YY (so in 2026, `25` is 2025 and `27` is 1927).
 ///
@@ -91,13 +92,16 @@ fn parse_parts(text: &str, today: BirthDate) -> Option<(u16, u8, u8)> {
         let year = number(&text[..4])?;
         return Some((year, to_u8(number(&text[4..6])?)?, to_u8(number(&text[6..])?)?));
     }
-    let parts: Vec<&str> =
-        text.split(['-', '/', '.', ' ', ',']).filter(|part| !part.is_empty()).collect();
+    // ("12th of July 1980": the "of" says nothing.)
+    let parts: Vec<&str> = text
+        .split(['-', '/', '.', ' ', ','])
+        .filter(|part| !part.is_empty() && !part.eq_ignore_ascii_case("of"))
+        .collect();
     if parts.len() != 3 {
         return None;
     }
     // ISO: year first.
-    if parts[0].len() == 4 {
+    if parts[0].len() == 4 && number(parts[0]).is_some() {
         let year = number(parts[0])?;
         let month = match number(parts[1]) {
             Some(month) => to_u8(month)?,
@@ -105,8 +109,14 @@ fn parse_parts(text: &str, today: BirthDate) -> Option<(u16, u8, u8)> {
         };
         return Some((year, month, to_u8(number(parts[2])?)?));
     }
-    // Day first (UK), month as a number or a name.
-    let day = to_u8(number(parts[0]).filter(|_| parts[0].len() <= 2)?)?;
+    // Day first (UK), month as a number or a name; the day may be written as an
+    // ordinal ("12th July 1980", "1st").
+    let day = ["st", "nd", "rd", "th", "ST", "ND", "RD", "TH"]
+        .iter()
+        .find_map(|suffix| parts[0].strip_suffix(suffix))
+        .filter(|_| number(parts[1]).is_none())
+        .unwrap_or(parts[0]);
+    let day = to_u8(number(day).filter(|_| day.len() <= 2)?)?;
     let month = match number(parts[1]) {
         Some(month) if parts[1].len() <= 2 => to_u8(month)?,
         Some(_) => return None,
@@ -138,6 +148,11 @@ mod tests {
     fn formats() {
         check("1951-04-03", Ok((1951, 4, 3)));
         check("1951-04-03T00:00:00", Ok((1951, 4, 3)));
+        check("12th July 1980", Ok((1980, 7, 12)));
+        check("1st of March 1951", Ok((1951, 3, 1)));
+        check("3RD APR 51", Ok((1951, 4, 3)));
+        // An ordinal is a day before a month's name, not before a month's number.
+        check("12th/07/1980", Err(IssueKind::Unparseable));
         check("1951-04-03 00:00", Ok((1951, 4, 3)));
         check("03/04/1951", Ok((1951, 4, 3)));
         check("3/4/1951", Ok((1951, 4, 3)));

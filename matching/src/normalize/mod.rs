@@ -20,6 +20,18 @@ use crate::record::{
     BirthDate, Demographics, Field, Identifier, Issue, IssueKind, NormalizedRecord,
 };
 
+/// The version of what normalisation makes of raw values. Raise it whenever some input's
+/// normalised value changes: a store normalised by an earlier version is normalised
+/// again from its raw values when next opened, so that its records and new ones
+/// compare alike.
+/// - 1: the first.
+/// - 2: an apostrophe joins its word in an address (`Queen's Rd` is `queens road`, not
+///   `queen south road`), and in `Flat 2/1, 12 High St` the house number is 12; the
+///   NHS's pseudo-postcodes (`ZZ99 3VZ`, no fixed abode) and addresses such as `No
+///   fixed abode` are placeholders, not values; birth dates such as `12th July 1980`
+///   are read; a note in brackets in a name (`SMITH (DECEASED)`) is dropped.
+pub const NORMALIZATION_VERSION: u32 = 2;
+
 /// Settings for normalisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NormalizeOptions {
@@ -108,11 +120,14 @@ impl Normalizer {
                 Err(kind) => report(Field::Postcode, kind),
             }
         }
-        record.address = normalize_address(
+        match normalize_address(
             present(&raw.address_line1),
             present(&raw.address_line2),
             present(&raw.town),
-        );
+        ) {
+            Ok(address) => record.address = address,
+            Err(kind) => report(Field::AddressLine1, kind),
+        }
         if let Some(value) = present(&raw.phone) {
             match normalize_phone(value) {
                 Ok(phone) => record.phone = Some(phone.into()),

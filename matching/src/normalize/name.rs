@@ -66,8 +66,26 @@ fn suffix(token: &str) -> Option<&'static str> {
     })
 }
 
-/// Folds a name and keeps letters, hyphens, apostrophes and single spaces.
+/// Folds a name and keeps letters, hyphens, apostrophes and single spaces. A note in
+/// brackets ("SMITH (DECEASED)", "JONES (NEE BROWN)", "Ann [AKA Annie]") is a clerk's,
+/// not part of the name, unless it is all there is.
 fn clean(raw: &str) -> String {
+    let mut depth = 0usize;
+    let outside: String = raw
+        .chars()
+        .filter(|&c| match c {
+            '(' | '[' => {
+                depth += 1;
+                false
+            }
+            ')' | ']' => {
+                depth = depth.saturating_sub(1);
+                false
+            }
+            _ => depth == 0,
+        })
+        .collect();
+    let raw = if outside.chars().any(char::is_alphabetic) { outside.as_str() } else { raw };
     let folded = fold(&raw.replace(['\u{2019}', '\u{2018}', '`', '\u{00B4}'], "'"));
     let mut out = String::with_capacity(folded.len());
     for c in folded.chars() {
@@ -216,6 +234,9 @@ mod tests {
         check_family("van der Berg", Some("van der berg"), None, None);
         check_family("Wiśniewski", Some("wisniewski"), None, None);
         check_family("Babbage III", Some("babbage"), Some("iii"), None);
+        check_family("SMITH (DECEASED)", Some("smith"), None, None);
+        check_family("Jones (nee Brown)", Some("jones"), None, None);
+        check_family("(Smith)", Some("smith"), None, None);
         check_family("TEST PATIENT", None, None, Some(IssueKind::Placeholder));
         check_family("zzz", None, None, Some(IssueKind::Placeholder));
         check_family("Baby of Smith", None, None, Some(IssueKind::Placeholder));

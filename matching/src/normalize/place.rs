@@ -27,6 +27,7 @@ fn is_valid_outward(outward: &[u8]) -> bool {
 /// FEBRL's Australian `2615`) is kept upper-cased without spaces, with `is_uk` false.
 ///
 /// # Errors
+/// [`IssueKind::Placeholder`] for an NHS pseudo-postcode (`ZZ99 ...`);
 /// [`IssueKind::Unparseable`] for anything else.
 pub fn normalize_postcode(raw: &str) -> Result<PostalCode, IssueKind> {
     let compact: String = raw
@@ -34,6 +35,12 @@ pub fn normalize_postcode(raw: &str) -> Result<PostalCode, IssueKind> {
         .filter(|c| !c.is_whitespace() && *c != '-')
         .flat_map(char::to_uppercase)
         .collect();
+    // The NHS's pseudo-postcodes (`ZZ99 3VZ` no fixed abode, `ZZ99 3WZ` address not
+    // known, `ZZ99 3CZ` England not otherwise specified, and one for each country of
+    // residence abroad): shared by everyone in that state, so never evidence.
+    if compact.starts_with("ZZ99") {
+        return Err(IssueKind::Placeholder);
+    }
     if !compact.is_ascii()
         || compact.len() < 3
         || compact.len() > 10
@@ -116,13 +123,28 @@ fn is_house_number(token: &str) -> bool {
 /// before a name such as `St Albans` stays `saint`), `flat 3/12` read as flat 3 of
 /// number 12. The house number is the first number (with at most one letter, `12a`)
 /// that is not a flat number. None when nothing is left.
+///
+/// # Errors
+/// [`IssueKind::Placeholder`] when the first line says there is no address (`No fixed
+/// abode`, `NFA`, `Unknown`, `N/A`): everyone so recorded would share it, and a town
+/// alone says nothing of a home.
 pub fn normalize_address(
     line1: Option<&str>,
     line2: Option<&str>,
     town: Option<&str>,
-) -> Option<Address> {
+) -> Result<Option<Address>, IssueKind> {
+    if let Some(first) = line1.or(line2) {
+        let folded = fold(first);
+        let words: Vec<&str> =
+            folded.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
+        if PLACEHOLDER_ADDRESSES.contains(&words.join(" ").as_str()) {
+            return Err(IssueKind::Placeholder);
+        }
+    }
     let joined = [line1, line2, town].into_iter().flatten().collect::<Vec<_>>().join(" ");
-    let folded = fold(&joined.replace('/', " / "));
+    // An apostrophe joins its word ("Queen's Rd", "St John's Close"): split there, the
+    // possessive's "s" would read as "south".
+    let folded = fold(&joined.replace('/', " / ")).replace(['\'', '`'], "");
     let mut tokens: Vec<String> = Vec::new();
     for raw_token in folded.split(|c: char| !c.is_ascii_alphanumeric() && c != '/') {
         if raw_token.is_empty() {
@@ -135,8 +157,13 @@ pub fn normalize_address(
     let mut after_flat = false;
     for (index, token) in tokens.iter().enumerate() {
         if token == "/" {
-            // "3/12": the number before the slash was a flat number.
-            after_flat = false;
+            // "3/12": the number before the slash was a flat number. After "flat 2", a
+            // number followed by another is the rest of the flat's position ("Flat 2/1,
+            // 12 High St", as tenement flats are written): the house number comes later.
+            let flat_position_follows = words.len() >= 2
+                && matches!(words[words.len() - 2].as_str(), "flat" | "unit" | "room" | "suite")
+                && tokens[index + 1..].iter().skip(1).any(|later| is_house_number(later));
+            after_flat = flat_position_follows;
             continue;
         }
         let next_is_slash = tokens.get(index + 1).is_some_and(|next| next == "/");
@@ -162,13 +189,33 @@ pub fn normalize_address(
         words.push(word.to_owned());
     }
     if words.is_empty() {
-        return None;
+        return Ok(None);
     }
-    Some(Address {
+    Ok(Some(Address {
         text: words.join(" ").into(),
         house_number: house_number.map(String::into_boxed_str),
-    })
+    }))
 }
+
+/// First address lines that say there is no address, as words of folded text.
+const PLACEHOLDER_ADDRESSES: &[&str] = &[
+    "no fixed abode",
+    "no fixed address",
+    "no fixed",
+    "nfa",
+    "homeless",
+    "unknown",
+    "address unknown",
+    "unknown address",
+    "not known",
+    "address not known",
+    "no address",
+    "not given",
+    "not stated",
+    "none",
+    "n a",
+    "na",
+];
 
 #[cfg(test)]
 mod tests {
@@ -194,13 +241,15 @@ mod tests {
         check_postcode("2615", Some(("2615", false, "", "")));
         check_postcode("LS1 4CI", Some(("LS14CI", false, "", "")));
         check_postcode("hello", None);
+        assert_eq!(normalize_postcode("ZZ99 3VZ"), Err(IssueKind::Placeholder));
+        assert_eq!(normalize_postcode("zz993wz"), Err(IssueKind::Placeholder));
         check_postcode("", None);
         check_postcode("!!", None);
     }
 
     #[track_caller]
     fn check_address(line1: &str, line2: Option<&str>, text: &str, number: Option<&str>) {
-        let got = normalize_address(Some(line1), line2, None).expect("an address");
+        let got = normalize_address(Some(line1), line2, None).unwrap().expect("an address");
         assert_eq!((&*got.text, got.house_number.as_deref()), (text, number), "input {line1:?}");
     }
 
@@ -210,9 +259,25 @@ mod tests {
         check_address("12a Park Rd.", Some("Leeds"), "12a park road leeds", Some("12a"));
         check_address("Flat 3, 45 Acacia Ave", None, "flat 3 45 acacia avenue", Some("45"));
         check_address("3/12 Mill Lane", None, "3 12 mill lane", Some("12"));
+        check_address("Flat 3/12 Mill Lane", None, "flat 3 12 mill lane", Some("12"));
+        check_address("Flat 2/1", Some("12 High St."), "flat 2 1 12 high street", Some("12"));
+        // A possessive is part of its word, however it is written.
+        check_address("5 Queen's Rd", None, "5 queens road", Some("5"));
+        check_address("5 Queen\u{2019}s Road", None, "5 queens road", Some("5"));
+        check_address("5 Queens Rd", None, "5 queens road", Some("5"));
+        check_address("2 St John's Close", None, "2 saint johns close", Some("2"));
         check_address("St Albans Road", None, "saint albans road", None);
         check_address("7 wallaby place", None, "7 wallaby place", Some("7"));
-        assert_eq!(normalize_address(None, Some("  "), None), None);
+        assert_eq!(normalize_address(None, Some("  "), None), Ok(None));
+        for nowhere in ["No Fixed Abode", "NFA", "n/a", "Unknown", "ADDRESS NOT KNOWN"] {
+            assert_eq!(
+                normalize_address(Some(nowhere), None, Some("Leeds")),
+                Err(IssueKind::Placeholder),
+                "{nowhere}"
+            );
+        }
+        // A street that only starts like one is an address.
+        check_address("Unknown Lane", None, "unknown lane", None);
     }
 
     #[quickcheck]
