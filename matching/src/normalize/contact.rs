@@ -5,13 +5,13 @@ use crate::record::{IssueKind, Sex};
 /// Normalises a telephone number. UK numbers (`07700 900123`, `+44 (0)7700 900123`,
 /// `0044 7700900123`, `447700900123`) become `+44` and the national number without its
 /// leading zero (`+447700900123`); other international numbers keep `+` and their
-/// digits.
+/// digits. Of several numbers in one value the first is taken, without an extension.
 ///
 /// # Errors
 /// [`IssueKind::NotNumeric`] for letters, [`IssueKind::WrongLength`] for too few or
 /// too many digits, [`IssueKind::Placeholder`] for one digit repeated.
 pub fn normalize_phone(raw: &str) -> Result<String, IssueKind> {
-    let raw = raw.trim();
+    let raw = first_number(raw.trim());
     let mut digits = String::with_capacity(16);
     for c in raw.chars() {
         match c {
@@ -52,6 +52,19 @@ pub fn normalize_phone(raw: &str) -> Result<String, IssueKind> {
         return Err(IssueKind::Placeholder);
     }
     Ok(format!("+44{national}"))
+}
+
+/// The first of several numbers in one value (`07700 900123 / 0113 496 0000`, a mobile
+/// and a landline), without an extension (`0113 496 0000 ext 12`, `x12`).
+fn first_number(value: &str) -> &str {
+    let lower = value.to_ascii_lowercase();
+    let mut end = value.len();
+    for separator in ["/", ",", ";", " or ", " and ", "ext", "x"] {
+        if let Some(at) = lower.find(separator) {
+            end = end.min(at);
+        }
+    }
+    value[..end].trim_end()
 }
 
 /// Normalises an email address: trimmed and lower-cased, with one `@`, a local part and
@@ -112,6 +125,11 @@ mod tests {
         check_phone("0113 496 0000", Ok("+441134960000"));
         check_phone("+33 1 23 45 67 89", Ok("+33123456789"));
         check_phone("12345", Err(IssueKind::WrongLength));
+        check_phone("07700 900123 / 0113 496 0000", Ok("+447700900123"));
+        check_phone("0113 496 0000 ext 12", Ok("+441134960000"));
+        check_phone("0113 496 0000 x12", Ok("+441134960000"));
+        check_phone("07700 900123 or 07700 900456", Ok("+447700900123"));
+        check_phone("mobile", Err(IssueKind::NotNumeric));
         check_phone("call me", Err(IssueKind::NotNumeric));
         check_phone("00000 000000", Err(IssueKind::Placeholder));
     }

@@ -23,7 +23,8 @@ pub fn nhs_check_digit_valid(digits: &str) -> bool {
     u32::from(bytes[9] - b'0') == check
 }
 
-/// Normalises an NHS number to ten digits: spaces and dashes are removed, the check
+/// Normalises an NHS number to ten digits: a leading label (`NHS No:`), spaces and
+/// dashes are removed, the check
 /// digit is verified, and placeholders (one digit repeated, `0123456789`,
 /// `1234567890`) are refused. Numbers starting `999` are never issued to real people;
 /// they are accepted unless `refuse_test_numbers`.
@@ -32,7 +33,7 @@ pub fn nhs_check_digit_valid(digits: &str) -> bool {
 /// The reason the value cannot be used.
 pub fn normalize_nhs_number(raw: &str, refuse_test_numbers: bool) -> Result<String, IssueKind> {
     let mut digits = String::with_capacity(10);
-    for c in raw.trim().chars() {
+    for c in without_label(raw.trim()).chars() {
         match c {
             '0'..='9' => digits.push(c),
             ' ' | '-' | '\t' => {}
@@ -53,6 +54,22 @@ pub fn normalize_nhs_number(raw: &str, refuse_test_numbers: bool) -> Result<Stri
         return Err(IssueKind::Placeholder);
     }
     Ok(digits)
+}
+
+/// The value without a label a clerk typed before it: `NHS 943 476 5919`,
+/// `NHS No: 9434765919`, `nhs number 943-476-5919`.
+fn without_label(value: &str) -> &str {
+    if !value.get(..3).is_some_and(|label| label.eq_ignore_ascii_case("nhs")) {
+        return value;
+    }
+    let mut rest = value[3..].trim_start();
+    for word in ["number", "num", "no"] {
+        if rest.get(..word.len()).is_some_and(|start| start.eq_ignore_ascii_case(word)) {
+            rest = &rest[word.len()..];
+            break;
+        }
+    }
+    rest.trim_start_matches([' ', '.', ':', '#'])
 }
 
 #[cfg(test)]
@@ -83,6 +100,11 @@ mod tests {
         check("1111111111", Err(IssueKind::Placeholder));
         check("9999999999", Err(IssueKind::Placeholder));
         check("9990001235", Ok("9990001235"));
+        check("NHS 943 476 5919", Ok("9434765919"));
+        check("NHS No: 943-476-5919", Ok("9434765919"));
+        check("nhs number 9434765919", Ok("9434765919"));
+        check("NHS", Err(IssueKind::WrongLength));
+        check("NHX 9434765919", Err(IssueKind::NotNumeric));
         assert_eq!(normalize_nhs_number("9990001235", true), Err(IssueKind::Placeholder));
     }
 
