@@ -34,7 +34,7 @@ fn expand_year(two_digits: u16, today: BirthDate) -> u16 {
 }
 
 /// Parses a date of birth. Accepted forms: ISO `1951-04-03` (a time part after `T` or
-/// a space is ignored), UK day-first `03/04/1951`, `3/4/1951`, `03-04-1951`,
+/// a space is ignored, as after any form), UK day-first `03/04/1951`, `3/4/1951`, `03-04-1951`,
 /// `03.04.1951`, `YYYYMMDD`, month names `3 April 1951`, `03-Apr-1951`, `3 Apr 51`,
 /// `12th of July 1980`.
 /// Two-digit years pivot on today: `YY` means 20YY when that is not after this year,
@@ -58,6 +58,12 @@ pub fn normalize_birth_date(raw: &str, today: BirthDate) -> Result<BirthDate, Is
         {
             &text[..position]
         }
+        _ => text,
+    };
+    // A time of day after the date, as spreadsheets and databases export it
+    // ("12/07/1980 00:00", "12 Jul 1980 00:00:00.000").
+    let text = match text.rsplit_once(' ') {
+        Some((date, time)) if time.contains(':') => date.trim_end(),
         _ => text,
     };
     let (year, month, day) = parse_parts(text, today).ok_or(IssueKind::Unparseable)?;
@@ -149,6 +155,9 @@ mod tests {
         check("1951-04-03", Ok((1951, 4, 3)));
         check("1951-04-03T00:00:00", Ok((1951, 4, 3)));
         check("12th July 1980", Ok((1980, 7, 12)));
+        check("12/07/1980 00:00", Ok((1980, 7, 12)));
+        check("12 Jul 1980 00:00:00.000", Ok((1980, 7, 12)));
+        check("1980-07-12 00:00:00", Ok((1980, 7, 12)));
         check("1st of March 1951", Ok((1951, 3, 1)));
         check("3RD APR 51", Ok((1951, 4, 3)));
         // An ordinal is a day before a month's name, not before a month's number.
