@@ -57,6 +57,9 @@ pub fn normalize_phone(raw: &str) -> Result<String, IssueKind> {
 /// The first of several numbers in one value (`07700 900123 / 0113 496 0000`, a mobile
 /// and a landline), without an extension (`0113 496 0000 ext 12`, `x12`).
 fn first_number(value: &str) -> &str {
+    if !value.bytes().any(|b| b.is_ascii_alphabetic() || b"/,;".contains(&b)) {
+        return value;
+    }
     let lower = value.to_ascii_lowercase();
     let mut end = value.len();
     for separator in ["/", ",", ";", " or ", " and ", "ext", "x"] {

@@ -133,7 +133,9 @@ pub fn normalize_address(
     line2: Option<&str>,
     town: Option<&str>,
 ) -> Result<Option<Address>, IssueKind> {
-    if let Some(first) = line1.or(line2) {
+    // (Every placeholder is without digits, and nearly every first line has some.)
+    if let Some(first) = line1.or(line2).filter(|first| !first.bytes().any(|b| b.is_ascii_digit()))
+    {
         let folded = fold(first);
         let words: Vec<&str> =
             folded.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
