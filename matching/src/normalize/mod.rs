@@ -263,6 +263,37 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_record_of_no_fixed_abode_has_no_home_to_compare() {
+        let raw = Demographics {
+            given_name: Some("Ann".into()),
+            family_name: Some("Lee (deceased)".into()),
+            date_of_birth: Some("12th July 1980".into()),
+            postcode: Some("ZZ99 3VZ".into()),
+            address_line1: Some("No Fixed Abode".into()),
+            town: Some("Leeds".into()),
+            phone: Some("07700 900123 / 0113 496 0000".into()),
+            nhs_number: Some("NHS No: 943 476 5919".into()),
+            ..Demographics::default()
+        };
+        let (record, issues) = normalizer().normalize(&raw);
+        assert_eq!(record.postcode, None);
+        assert_eq!(record.address, None);
+        assert_eq!(record.family_name.as_deref(), Some("lee"));
+        assert_eq!(record.date_of_birth, Some(BirthDate { year: 1980, month: 7, day: 12 }));
+        assert_eq!(record.phone.as_deref(), Some("+447700900123"));
+        assert_eq!(record.nhs_number.as_deref(), Some("9434765919"));
+        let fields: Vec<(Field, IssueKind)> =
+            issues.iter().map(|issue| (issue.field, issue.kind)).collect();
+        assert_eq!(
+            fields,
+            [
+                (Field::Postcode, IssueKind::Placeholder),
+                (Field::AddressLine1, IssueKind::Placeholder)
+            ]
+        );
+    }
+
     #[quickcheck]
     fn fold_is_idempotent(raw: String) -> bool {
         let once = fold(&raw);
