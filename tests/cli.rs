@@ -629,15 +629,10 @@ fn a_store_normalised_by_an_earlier_version_is_normalised_again_when_opened() {
          G2,Ann,Lee,1971-05-14,5 Queens Road,LS1 4AB\n",
     )
     .unwrap();
+    let mut args = link_args(&dir, &dir.path().join("r.csv"));
+    args.push(input.into());
+    mpi_ok(&args);
     let store = dir.path().join("store");
-    mpi_ok([
-        "link".as_ref(),
-        "--data".as_ref(),
-        store.as_os_str(),
-        "--out".as_ref(),
-        dir.path().join("r.csv").as_os_str(),
-        input.as_os_str(),
-    ]);
     // As version 1 left it: the possessive's "s" read as "south", and no version noted.
     let database = rusqlite::Connection::open(store.join("mpi.sqlite3")).unwrap();
     let normalized_g1 = |database: &rusqlite::Connection| -> String {

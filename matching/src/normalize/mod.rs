@@ -29,9 +29,9 @@ use crate::record::{
 ///   `queen south road`), and in `Flat 2/1, 12 High St` the house number is 12; the
 ///   NHS's pseudo-postcodes (`ZZ99 3VZ`, no fixed abode) and addresses such as `No
 ///   fixed abode` are placeholders, not values; birth dates such as `12th July 1980`
-///   and `12/07/1980 00:00` are read; a note in brackets in a name (`SMITH (DECEASED)`) is dropped; an NHS
-///   number's label (`NHS No: ...`) is read past; of several phone numbers in one value
-///   the first is taken, without an extension.
+///   and `12/07/1980 00:00` are read; a note in brackets in a name (`SMITH
+///   (DECEASED)`) is dropped; an NHS number's label (`NHS No: ...`) is read past; of
+///   several phone numbers in one value the first is taken, without an extension.
 pub const NORMALIZATION_VERSION: u32 = 2;
 
 /// Settings for normalisation.

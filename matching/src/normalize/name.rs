@@ -70,22 +70,11 @@ fn suffix(token: &str) -> Option<&'static str> {
 /// brackets ("SMITH (DECEASED)", "JONES (NEE BROWN)", "Ann [AKA Annie]") is a clerk's,
 /// not part of the name, unless it is all there is.
 fn clean(raw: &str) -> String {
-    let mut depth = 0usize;
-    let outside: String = raw
-        .chars()
-        .filter(|&c| match c {
-            '(' | '[' => {
-                depth += 1;
-                false
-            }
-            ')' | ']' => {
-                depth = depth.saturating_sub(1);
-                false
-            }
-            _ => depth == 0,
-        })
-        .collect();
-    let raw = if outside.chars().any(char::is_alphabetic) { outside.as_str() } else { raw };
+    let outside = raw.contains(['(', '[']).then(|| without_notes(raw));
+    let raw = match &outside {
+        Some(outside) if outside.chars().any(char::is_alphabetic) => outside.as_str(),
+        _ => raw,
+    };
     let folded = fold(&raw.replace(['\u{2019}', '\u{2018}', '`', '\u{00B4}'], "'"));
     let mut out = String::with_capacity(folded.len());
     for c in folded.chars() {
@@ -105,6 +94,24 @@ fn clean(raw: &str) -> String {
         .filter(|token| !token.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The text outside brackets.
+fn without_notes(raw: &str) -> String {
+    let mut depth = 0usize;
+    raw.chars()
+        .filter(|&c| match c {
+            '(' | '[' => {
+                depth += 1;
+                false
+            }
+            ')' | ']' => {
+                depth = depth.saturating_sub(1);
+                false
+            }
+            _ => depth == 0,
+        })
+        .collect()
 }
 
 fn is_placeholder(cleaned: &str) -> bool {

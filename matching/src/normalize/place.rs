@@ -122,7 +122,7 @@ fn is_house_number(token: &str) -> bool {
 /// removed, abbreviations expanded (`rd` to `road`, `st` to `street`; a leading `st`
 /// before a name such as `St Albans` stays `saint`), `flat 3/12` read as flat 3 of
 /// number 12. The house number is the first number (with at most one letter, `12a`)
-/// that is not a flat number. None when nothing is left.
+/// that is not a flat number. `Ok(None)` when nothing is left.
 ///
 /// # Errors
 /// [`IssueKind::Placeholder`] when the first line says there is no address (`No fixed
