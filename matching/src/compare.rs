@@ -660,7 +660,7 @@ fn compare_given(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
     let (Some(first_a), Some(first_b)) = (a.first_given(), b.first_given()) else {
         return MISSING;
     };
-    if first_a == first_b {
+    if first_a == first_b || one_compound_name(a, b) {
         return 0;
     }
     let nickname = a.given_canonical(0) == b.given_canonical(0)
@@ -699,12 +699,48 @@ fn compare_given(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
     7
 }
 
+/// True when two first given names that differ are one compound name written two ways:
+/// hyphenated, as two names, or run together (`Mary-Jane`, `Mary Jane`, `Maryjane`).
+/// The letters of one record's first name (hyphens aside) are those of the other's
+/// first name with a hyphen in either, or of the other's first two names run together
+/// (two names, not a name and an initial: `Ann A` is not `Anna`).
+fn one_compound_name(a: &ComparableRecord, b: &ComparableRecord) -> bool {
+    fn letters(name: &str) -> impl Iterator<Item = char> + '_ {
+        name.chars().filter(|&c| c != '-')
+    }
+    fn first_two(record: &ComparableRecord) -> Option<(&str, &str)> {
+        let mut names = record.given_names();
+        let (first, second) = (names.next()?, names.next()?);
+        (first.len() > 1 && second.len() > 1).then_some((first, second))
+    }
+    let (Some(first_a), Some(first_b)) = (a.first_given(), b.first_given()) else {
+        return false;
+    };
+    let hyphenated = first_a.contains('-') || first_b.contains('-');
+    (hyphenated && letters(first_a).eq(letters(first_b)))
+        || first_two(a)
+            .is_some_and(|(one, two)| letters(first_b).eq(letters(one).chain(letters(two))))
+        || first_two(b)
+            .is_some_and(|(one, two)| letters(first_a).eq(letters(one).chain(letters(two))))
+}
+
+/// True when two family names are the same names in another order (`Smith-Jones`,
+/// `Jones Smith`): a double-barrelled name's parts are often written either way round.
+fn same_names_reordered(a: &ComparableRecord, b: &ComparableRecord) -> bool {
+    let count = a.family_tokens().count();
+    count > 1
+        && count == b.family_tokens().count()
+        && a.family_tokens().all(|token| b.family_tokens().any(|other| other == token))
+        && b.family_tokens().all(|token| a.family_tokens().any(|other| other == token))
+}
+
 fn compare_family(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
     let (Some(family_a), Some(family_b)) = (a.family_name(), b.family_name()) else {
         return MISSING;
     };
     if family_a == family_b
         || (a.family_tokens().next().is_some() && a.family_tokens().eq(b.family_tokens()))
+        || same_names_reordered(a, b)
     {
         return 0;
     }

@@ -78,6 +78,14 @@ fn given_name_levels() {
     check(g, "given=Robert", "given=Susan", "different");
     check(g, "given=Robert", "family=Smith", "missing");
     check(g, "given=Zoë", "given=Zoe", "exact");
+    // One compound name written two ways.
+    check(g, "given=Mary-Jane", "given=Mary Jane", "exact");
+    check(g, "given=Mary Jane", "given=Maryjane", "exact");
+    check(g, "given=Mary-Jane", "given=Maryjane", "exact");
+    check(g, "given=Jean-Luc", "given=Jean Luc Paul", "exact");
+    // A name and an initial are not a compound ("Ann A" is not "Anna").
+    check(g, "given=Ann A", "given=Anna", "close");
+    check(g, "given=Mary-Jane", "given=Mary Ann", "similar");
 }
 
 #[test]
@@ -87,6 +95,10 @@ fn family_name_levels() {
     check(f, "family=Smith", "family=Smyth", "close");
     check(f, "family=McDonald", "family=Mac Donald", "exact");
     check(f, "family=Smith-Jones", "family=Jones", "part_of_name");
+    // A double-barrelled name either way round is one name.
+    check(f, "family=Smith-Jones", "family=Jones-Smith", "exact");
+    check(f, "family=Smith Jones", "family=Jones-Smith", "exact");
+    check(f, "family=Smith-Jones", "family=Jones-Brown", "part_of_name");
     check(f, "family=Smith", "family=Patel", "different");
 }
 
