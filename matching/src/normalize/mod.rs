@@ -31,7 +31,8 @@ use crate::record::{
 ///   fixed abode` are placeholders, not values; birth dates such as `12th July 1980`
 ///   and `12/07/1980 00:00` are read; a note in brackets in a name (`SMITH
 ///   (DECEASED)`) is dropped; an NHS number's label (`NHS No: ...`) is read past; of
-///   several phone numbers in one value the first is taken, without an extension.
+///   several phone numbers in one value the first is taken, without an extension; in a
+///   postcode, O, I or L where only a digit can stand is read as the digit.
 pub const NORMALIZATION_VERSION: u32 = 2;
 
 /// Settings for normalisation.

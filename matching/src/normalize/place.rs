@@ -23,7 +23,9 @@ fn is_valid_outward(outward: &[u8]) -> bool {
 
 /// Normalises a postcode. A UK postcode becomes upper case with one space before the
 /// inward code (`ls14ab` gives `LS1 4AB`), with its district (`LS1`) and sector
-/// (`LS1 4`). Another country's plausible code (3 to 10 letters and digits, such as
+/// (`LS1 4`). A letter O, I or L typed where only a digit can stand (the inward code's
+/// first character, the outward code's last) is read as the digit: `SW1A OAA` is
+/// `SW1A 0AA`. Another country's plausible code (3 to 10 letters and digits, such as
 /// FEBRL's Australian `2615`) is kept upper-cased without spaces, with `is_uk` false.
 ///
 /// # Errors
@@ -53,13 +55,39 @@ pub fn normalize_postcode(raw: &str) -> Result<PostalCode, IssueKind> {
         return Ok(PostalCode { code: "GIR 0AA".into(), is_uk: true });
     }
     if (5..=7).contains(&bytes.len()) {
-        let (outward, inward) = bytes.split_at(bytes.len() - 3);
-        let inward_valid = inward[0].is_ascii_digit()
-            && inward[1..].iter().all(|b| b.is_ascii_uppercase() && !INWARD_EXCLUDED.contains(b));
-        if inward_valid && is_valid_outward(outward) {
-            let outward = &compact[..compact.len() - 3];
-            let inward = &compact[compact.len() - 3..];
-            return Ok(PostalCode { code: format!("{outward} {inward}"), is_uk: true });
+        let uk = |bytes: &[u8]| {
+            let (outward, inward) = bytes.split_at(bytes.len() - 3);
+            let inward_valid = inward[0].is_ascii_digit()
+                && inward[1..]
+                    .iter()
+                    .all(|b| b.is_ascii_uppercase() && !INWARD_EXCLUDED.contains(b));
+            (inward_valid && is_valid_outward(outward)).then(|| {
+                let (outward, inward) = (
+                    std::str::from_utf8(outward).expect("ASCII"),
+                    std::str::from_utf8(inward).expect("ASCII"),
+                );
+                PostalCode { code: format!("{outward} {inward}"), is_uk: true }
+            })
+        };
+        if let Some(code) = uk(bytes) {
+            return Ok(code);
+        }
+        // A letter typed for a digit where only a digit can stand: the inward code's
+        // first character, or the outward code's last (`SW1A OAA`, `LSI 4AB`).
+        let as_digit = |b: u8| match b {
+            b'O' => b'0',
+            b'I' | b'L' => b'1',
+            other => other,
+        };
+        let mut repaired = bytes.to_vec();
+        let inward_at = repaired.len() - 3;
+        repaired[inward_at] = as_digit(repaired[inward_at]);
+        if let Some(code) = uk(&repaired) {
+            return Ok(code);
+        }
+        repaired[inward_at - 1] = as_digit(repaired[inward_at - 1]);
+        if let Some(code) = uk(&repaired) {
+            return Ok(code);
         }
     }
     // Not UK: a plain code, kept when it has at least one digit (a postal code, not a word).
@@ -244,6 +272,12 @@ mod tests {
         check_postcode("2615", Some(("2615", false, "", "")));
         check_postcode("LS1 4CI", Some(("LS14CI", false, "", "")));
         check_postcode("hello", None);
+        // A letter for a digit where only a digit can stand.
+        check_postcode("SW1A OAA", Some(("SW1A 0AA", true, "SW1A", "SW1A 0")));
+        check_postcode("LSI 4AB", Some(("LS1 4AB", true, "LS1", "LS1 4")));
+        check_postcode("OLI 1AA", Some(("OL1 1AA", true, "OL1", "OL1 1")));
+        check_postcode("LS1 IAB", Some(("LS1 1AB", true, "LS1", "LS1 1")));
+        check_postcode("LSI IAB", Some(("LS1 1AB", true, "LS1", "LS1 1")));
         assert_eq!(normalize_postcode("ZZ99 3VZ"), Err(IssueKind::Placeholder));
         assert_eq!(normalize_postcode("zz993wz"), Err(IssueKind::Placeholder));
         check_postcode("", None);
