@@ -242,6 +242,47 @@ pub fn read_truth<R: std::io::Read>(reader: R) -> Result<Vec<TruthRow>, csv::Err
     csv::Reader::from_reader(reader).deserialize().collect()
 }
 
+/// Evaluates a results file against truth: any CSV with `source_system`, `local_id`
+/// and `person_id` columns (the `mpi link` and `mpi export` format, or another
+/// linker's output written that way), so a file is measured as the store is.
+/// Returns the report and the number of truth rows without a person in the file (absent,
+/// or with an empty `person_id`, as a rejected row has). A record listed twice counts as
+/// its last row, as re-sending it updates it.
+///
+/// # Errors
+/// When the CSV cannot be read or a required column is missing.
+pub fn evaluate_results<R: std::io::Read>(
+    results: R,
+    truth: &[TruthRow],
+) -> Result<(EvalReport, usize), csv::Error> {
+    #[derive(Deserialize)]
+    struct ResultRow {
+        source_system: String,
+        local_id: String,
+        person_id: String,
+    }
+    let mut persons: HashMap<(String, String), String> = HashMap::new();
+    for row in csv::Reader::from_reader(results).deserialize() {
+        let row: ResultRow = row?;
+        let key = (row.source_system, row.local_id);
+        if row.person_id.trim().is_empty() {
+            persons.remove(&key);
+        } else {
+            persons.insert(key, row.person_id);
+        }
+    }
+    let (mut predicted, mut truth_labels, mut hard_groups) = (Vec::new(), Vec::new(), Vec::new());
+    for row in truth {
+        if let Some(person) = persons.get(&(row.source_system.clone(), row.local_id.clone())) {
+            predicted.push(person.as_str());
+            truth_labels.push(row.person_id.as_str());
+            hard_groups.push(row.hard_group.clone());
+        }
+    }
+    let n_missing = truth.len() - predicted.len();
+    Ok((evaluate(&predicted, &truth_labels, &hard_groups), n_missing))
+}
+
 #[cfg(test)]
 mod tests {
     use quickcheck_macros::quickcheck;
@@ -250,6 +291,55 @@ mod tests {
 
     fn none(n: usize) -> Vec<Option<String>> {
         vec![None; n]
+    }
+
+    fn truth_rows(rows: &[(&str, &str, &str, Option<&str>)]) -> Vec<TruthRow> {
+        rows.iter()
+            .map(|&(source_system, local_id, person_id, hard_group)| TruthRow {
+                source_system: source_system.into(),
+                local_id: local_id.into(),
+                person_id: person_id.into(),
+                hard_group: hard_group.map(Into::into),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_results_file_is_measured_against_truth_by_source_and_local_id() {
+        // Truth: a1, b1 one person; twins t1, t2 in hard group h. The results merge the
+        // twins, keep a1 and b1 apart, reject x1 (empty person id), and list b1 twice
+        // (the later row counts). Extra columns and column order do not matter.
+        let truth = truth_rows(&[
+            ("a", "1", "P1", None),
+            ("b", "1", "P1", None),
+            ("t", "1", "P2", Some("h")),
+            ("t", "2", "P3", Some("h")),
+            ("x", "1", "P4", None),
+            ("y", "1", "P5", None),
+        ]);
+        let results = "decision,local_id,source_system,person_id\n\
+                       linked,1,a,Q1\n\
+                       new,1,b,Q1\n\
+                       new,1,b,Q2\n\
+                       linked,1,t,Q3\n\
+                       linked,2,t,Q3\n\
+                       rejected,1,x,\n";
+        let (report, n_missing) = evaluate_results(results.as_bytes(), &truth).unwrap();
+        assert_eq!(n_missing, 2, "x:1 was rejected and y:1 is absent");
+        assert_eq!(report.n_records, 4);
+        assert_eq!((report.n_true_pairs, report.n_predicted_pairs), (1, 1));
+        assert_eq!(report.n_true_positive_pairs, 0);
+        assert_eq!(
+            (report.false_merges, report.hard_pairs_merged, report.n_hard_groups),
+            (1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn a_results_file_without_a_person_id_column_is_an_error() {
+        let truth = truth_rows(&[("a", "1", "P1", None)]);
+        let error = evaluate_results("source_system,local_id\na,1\n".as_bytes(), &truth);
+        assert!(error.unwrap_err().to_string().contains("person_id"));
     }
 
     #[test]

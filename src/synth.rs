@@ -26,6 +26,10 @@ pub struct SynthConfig {
     /// Adds a `hospital_number` column (see [`add_hospital_numbers`]). The other
     /// columns are the same with it or without it.
     pub hospital_numbers: bool,
+    /// Writes some values in the forms real UK files hold them (see
+    /// [`add_real_world_forms`]). The people, records and truth are the same with it
+    /// or without it.
+    pub real_world_forms: bool,
 }
 
 /// One generated record with its true person. Empty strings are missing values.
@@ -1340,7 +1344,162 @@ pub fn generate(config: &SynthConfig) -> Vec<SynthRecord> {
     if config.hospital_numbers {
         add_hospital_numbers(&mut records, config.seed);
     }
+    if config.real_world_forms {
+        add_real_world_forms(&mut records, config.seed);
+    }
     records
+}
+
+/// Rewrites values into forms seen in real UK health and care files, each on a share of
+/// the records where it can apply, drawing from its own generator so that nothing else
+/// changes:
+/// - a possessive street name written with its apostrophe (`Queen's Road`), on half;
+/// - a council or provider birth date exported from a spreadsheet with a time of day
+///   (`12/07/1980 00:00`), on a fifth of those written day/month/year;
+/// - a birth date written out with an ordinal (`12th July 1980`), on a fifth of those
+///   written with a month's name;
+/// - an NHS number with its label (`NHS No: 943 476 5919`), on 2%;
+/// - a note in brackets after the family name (`SMITH (DECEASED)`), on 0.5%;
+/// - a second phone number after the first (`07700 900123 / 07700 912345`), on 2%, and
+///   a landline's extension (`01632 960123 ext 21`), on 2%;
+/// - in a postcode, the letter O or I typed for the digit 0 or 1 where only a digit can
+///   stand (`LS1 OAB`), on 1%;
+/// - no fixed abode: the pseudo-postcode `ZZ99 3VZ` and the address `No fixed abode`, on
+///   0.3%. The only form that loses information: the address was never given.
+pub fn add_real_world_forms(records: &mut [SynthRecord], seed: u64) {
+    let mut rng = Rng(seed ^ 0x5245_414C_464F_524D);
+    for record in records {
+        // Every draw is made for every record, so one form's share moves no other's.
+        let possessive = rng.chance(0.5);
+        let spreadsheet = rng.chance(0.2);
+        let ordinal = rng.chance(0.2);
+        let nhs_label = rng.chance(0.02);
+        let note = rng.chance(0.005);
+        let second_phone = rng.chance(0.02);
+        let extension = rng.chance(0.02);
+        let postcode_letter = rng.chance(0.01);
+        let no_fixed_abode = rng.chance(0.003);
+        let (second_number, extension_number) = (rng.range(0, 99_999), rng.range(2, 99));
+
+        if possessive {
+            record.address_line1 = with_apostrophes(&record.address_line1);
+            record.address_line2 = with_apostrophes(&record.address_line2);
+        }
+        let council = matches!(record.source_system.as_str(), "council_asc" | "care_provider");
+        if spreadsheet && council && day_month_year(&record.date_of_birth) {
+            record.date_of_birth.push_str(" 00:00");
+        }
+        if ordinal && let Some(date) = with_ordinal(&record.date_of_birth) {
+            record.date_of_birth = date;
+        }
+        if nhs_label && !record.nhs_number.is_empty() {
+            record.nhs_number = format!("NHS No: {}", record.nhs_number);
+        }
+        if note && !record.family_name.is_empty() {
+            record.family_name.push_str(" (DECEASED)");
+        }
+        if second_phone && !record.phone.is_empty() {
+            record.phone = format!("{} / 07700 9{second_number:05}", record.phone);
+        } else if extension && record.phone.replace(' ', "").contains("1632") {
+            record.phone = format!("{} ext {extension_number}", record.phone);
+        }
+        if postcode_letter {
+            record.postcode = letter_for_digit(&record.postcode);
+        }
+        if no_fixed_abode {
+            record.address_line1 = "No fixed abode".to_owned();
+            record.address_line2.clear();
+            record.town.clear();
+            record.postcode = "ZZ99 3VZ".to_owned();
+        }
+    }
+}
+
+/// `Queens Road` as `Queen's Road` (any case), for the possessive street names the
+/// generator uses; `Queensway` is left alone.
+fn with_apostrophes(line: &str) -> String {
+    let lower = line.to_lowercase();
+    if lower.len() != line.len() {
+        return line.to_owned();
+    }
+    let mut out = line.to_owned();
+    for word in ["queens", "kings", "johns"] {
+        let mut from = 0;
+        while let Some(at) = lower[from..].find(word).map(|at| at + from) {
+            let end = at + word.len();
+            let starts = at == 0 || !lower.as_bytes()[at - 1].is_ascii_alphabetic();
+            let ends = end == lower.len() || !lower.as_bytes()[end].is_ascii_alphabetic();
+            if starts && ends {
+                // Offsets in `out` run one byte ahead per apostrophe already put in.
+                let shift = out.len() - line.len();
+                out.insert(end - 1 + shift, '\'');
+            }
+            from = end;
+        }
+    }
+    out
+}
+
+/// Whether a date is written day/month/year with a four-digit year (`12/7/1980`).
+fn day_month_year(date: &str) -> bool {
+    let parts: Vec<&str> = date.split('/').collect();
+    parts.len() == 3
+        && parts[2].len() == 4
+        && parts.iter().all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `05-Aug-1931` as `5th August 1931`; `None` for a date not written that way.
+fn with_ordinal(date: &str) -> Option<String> {
+    const FULL_MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let mut parts = date.split('-');
+    let (day, month, year) = (parts.next()?, parts.next()?, parts.next()?);
+    let day: u32 = day.parse().ok()?;
+    let month = MONTH_NAMES.iter().position(|name| *name == month)?;
+    let suffix = match day {
+        1 | 21 | 31 => "st",
+        2 | 22 => "nd",
+        3 | 23 => "rd",
+        _ => "th",
+    };
+    Some(format!("{day}{suffix} {} {year}", FULL_MONTHS[month]))
+}
+
+/// A postcode with O or I typed for the first 0 or 1 of its inward code, or failing
+/// that the last character of its outward code; unchanged if it has neither.
+fn letter_for_digit(postcode: &str) -> String {
+    let letter = |digit: u8| match digit {
+        b'0' => Some(b'O'),
+        b'1' => Some(b'I'),
+        _ => None,
+    };
+    let mut bytes = postcode.as_bytes().to_vec();
+    let compact: Vec<usize> =
+        (0..bytes.len()).filter(|&index| !bytes[index].is_ascii_whitespace()).collect();
+    if compact.len() < 5 {
+        return postcode.to_owned();
+    }
+    let inward_first = compact[compact.len() - 3];
+    let outward_last = compact[compact.len() - 4];
+    for at in [inward_first, outward_last] {
+        if let Some(typed) = letter(bytes[at]) {
+            bytes[at] = typed;
+            return String::from_utf8(bytes).unwrap_or_else(|_| postcode.to_owned());
+        }
+    }
+    postcode.to_owned()
 }
 
 /// Share of records that carry the person's hospital number.
@@ -1461,11 +1620,108 @@ mod tests {
         digits[9] == check
     }
 
+    fn demographics(record: &SynthRecord) -> mpi_matching::Demographics {
+        let values = [
+            &record.nhs_number,
+            &record.given_name,
+            &record.family_name,
+            &record.date_of_birth,
+            &record.sex,
+            &record.address_line1,
+            &record.address_line2,
+            &record.town,
+            &record.postcode,
+            &record.phone,
+            &record.email,
+        ];
+        mpi_matching::Demographics::from_values(
+            values.map(|value| Some(value.clone()).filter(|value| !value.is_empty())),
+            Vec::new(),
+        )
+    }
+
+    #[test]
+    fn real_world_forms_normalise_to_the_plain_values_but_no_fixed_abode() {
+        let config = SynthConfig {
+            people: 20_000,
+            seed: 5,
+            hospital_numbers: false,
+            real_world_forms: false,
+        };
+        let plain = generate(&config);
+        let real = generate(&SynthConfig { real_world_forms: true, ..config });
+        assert_eq!(plain.len(), real.len());
+        let normalizer = mpi_matching::Normalizer::new(crate::normalize_options(false));
+        // How many records each form rewrote, by a mark it leaves in the raw value.
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (plain, real) in plain.iter().zip(&real) {
+            assert_eq!(
+                (&plain.source_system, &plain.local_id, &plain.person_id, &plain.hard_group),
+                (&real.source_system, &real.local_id, &real.person_id, &real.hard_group)
+            );
+            let marks = [
+                (
+                    "apostrophe",
+                    real.address_line1.contains('\'') || real.address_line2.contains('\''),
+                ),
+                ("time of day", real.date_of_birth.ends_with(" 00:00")),
+                (
+                    "ordinal",
+                    real.date_of_birth.contains("th ") || real.date_of_birth.contains("st "),
+                ),
+                ("NHS label", real.nhs_number.starts_with("NHS No: ")),
+                ("note", real.family_name.ends_with("(DECEASED)")),
+                ("two phones", real.phone.contains(" / ")),
+                ("extension", real.phone.contains(" ext ")),
+                (
+                    "letter for digit",
+                    real.postcode != plain.postcode && real.postcode != "ZZ99 3VZ",
+                ),
+                ("no fixed abode", real.postcode == "ZZ99 3VZ"),
+            ];
+            for (form, marked) in marks {
+                *seen.entry(form).or_default() += usize::from(marked);
+            }
+            let (mut expected, _) = normalizer.normalize(&demographics(plain));
+            let (got, issues) = normalizer.normalize(&demographics(real));
+            if real.postcode == "ZZ99 3VZ" {
+                expected.postcode = None;
+                expected.address = None;
+                let placeholders: Vec<_> = issues
+                    .iter()
+                    .filter(|issue| issue.kind == mpi_matching::IssueKind::Placeholder)
+                    .map(|issue| issue.field)
+                    .collect();
+                assert!(placeholders.contains(&mpi_matching::Field::Postcode), "{issues:?}");
+                assert!(placeholders.contains(&mpi_matching::Field::AddressLine1), "{issues:?}");
+            }
+            assert_eq!(got, expected, "{real:?} against {plain:?}");
+        }
+        for (form, count) in &seen {
+            assert!(*count >= 10, "{form} written on only {count} records: {seen:?}");
+        }
+    }
+
     #[test]
     fn deterministic_for_a_seed() {
-        let a = generate(&SynthConfig { people: 500, seed: 1, hospital_numbers: false });
-        let b = generate(&SynthConfig { people: 500, seed: 1, hospital_numbers: false });
-        let c = generate(&SynthConfig { people: 500, seed: 2, hospital_numbers: false });
+        let a = generate(&SynthConfig {
+            people: 500,
+            seed: 1,
+            hospital_numbers: false,
+            real_world_forms: false,
+        });
+        let b = generate(&SynthConfig {
+            people: 500,
+            seed: 1,
+            hospital_numbers: false,
+            real_world_forms: false,
+        });
+        let c = generate(&SynthConfig {
+            people: 500,
+            seed: 2,
+            hospital_numbers: false,
+            real_world_forms: false,
+        });
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
@@ -1473,7 +1729,12 @@ mod tests {
     #[test]
     fn shape_of_the_data() {
         let people = 20_000;
-        let records = generate(&SynthConfig { people, seed: 7, hospital_numbers: false });
+        let records = generate(&SynthConfig {
+            people,
+            seed: 7,
+            hospital_numbers: false,
+            real_world_forms: false,
+        });
         let ratio = records.len() as f64 / people as f64;
         assert!((1.8..2.4).contains(&ratio), "records per person {ratio}");
         let persons: std::collections::HashSet<&str> =
@@ -1494,7 +1755,12 @@ mod tests {
 
     #[test]
     fn nhs_numbers_and_contacts_belong_to_one_person() {
-        let records = generate(&SynthConfig { people: 20_000, seed: 11, hospital_numbers: false });
+        let records = generate(&SynthConfig {
+            people: 20_000,
+            seed: 11,
+            hospital_numbers: false,
+            real_world_forms: false,
+        });
         // Who holds each NHS number, mobile and email (a landline is a home's).
         let mut holders: HashMap<String, std::collections::HashSet<&str>> = HashMap::new();
         for record in &records {
@@ -1525,7 +1791,12 @@ mod tests {
 
     #[test]
     fn twins_and_jr_sr() {
-        let records = generate(&SynthConfig { people: 30_000, seed: 3, hospital_numbers: false });
+        let records = generate(&SynthConfig {
+            people: 30_000,
+            seed: 3,
+            hospital_numbers: false,
+            real_world_forms: false,
+        });
         let mut groups: HashMap<&str, Vec<&SynthRecord>> = HashMap::new();
         for record in records.iter().filter(|r| r.hard_group.is_some()) {
             groups.entry(record.hard_group.as_deref().unwrap()).or_default().push(record);
@@ -1582,7 +1853,12 @@ mod tests {
 
     #[test]
     fn hospital_numbers_are_one_per_person_in_sequence_and_change_nothing_else() {
-        let config = SynthConfig { people: 5_000, seed: 4, hospital_numbers: false };
+        let config = SynthConfig {
+            people: 5_000,
+            seed: 4,
+            hospital_numbers: false,
+            real_world_forms: false,
+        };
         let plain = generate(&config);
         let with = generate(&SynthConfig { hospital_numbers: true, ..config });
         // Numbered in order of first appearance; each carried copy is the person's own
@@ -1620,7 +1896,12 @@ mod tests {
 
     #[test]
     fn csv_headers() {
-        let records = generate(&SynthConfig { people: 10, seed: 1, hospital_numbers: false });
+        let records = generate(&SynthConfig {
+            people: 10,
+            seed: 1,
+            hospital_numbers: false,
+            real_world_forms: false,
+        });
         let mut out = Vec::new();
         write_records(&records, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();

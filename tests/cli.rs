@@ -84,6 +84,35 @@ fn sample_links_and_evaluates() {
     // Export gives every record with its person, in the results format.
     let exported = export(&dir.path().join("store"), &dir.path().join("export.csv"));
     assert_eq!(partition(&exported), partition(&rows));
+
+    // The results file measures as the store does, without the store; a file that
+    // splits every person apart does not.
+    let from_results = mpi_ok([
+        "eval".as_ref(),
+        "--json".as_ref(),
+        "--results".as_ref(),
+        out.as_os_str(),
+        "--truth".as_ref(),
+        data("sample/truth.csv").as_os_str(),
+    ]);
+    for figure in ["f1", "precision", "recall", "records", "false_merges", "hard_groups"] {
+        assert_eq!(json_number(&from_results, figure), json_number(&eval, figure), "{figure}");
+    }
+    let apart = dir.path().join("apart.csv");
+    let mut text = String::from("source_system,local_id,person_id\n");
+    for (index, row) in rows.iter().enumerate() {
+        text.push_str(&format!("{},{},P{index}\n", row["source_system"], row["local_id"]));
+    }
+    std::fs::write(&apart, text).unwrap();
+    let split = mpi_ok([
+        "eval".as_ref(),
+        "--json".as_ref(),
+        "--results".as_ref(),
+        apart.as_os_str(),
+        "--truth".as_ref(),
+        data("sample/truth.csv").as_os_str(),
+    ]);
+    assert_eq!(json_number(&split, "recall"), 0.0, "{split}");
 }
 
 fn febrl_link(

@@ -47,17 +47,13 @@ fn expand_year(two_digits: u16, today: BirthDate) -> u16 {
 /// for anything else.
 pub fn normalize_birth_date(raw: &str, today: BirthDate) -> Result<BirthDate, IssueKind> {
     let text = raw.trim();
-    let text = match text.find(['T', 't']) {
-        Some(position) if position >= 8 => &text[..position],
-        _ => text,
+    // After an ISO date (digits and dashes), a time part after `T` or a space. Only
+    // there: a month's name holds a `t` ("23 August 1967").
+    let iso_date_before = |position: usize| {
+        position >= 8 && text[..position].bytes().all(|b| b.is_ascii_digit() || b == b'-')
     };
-    let text = match text.find(' ') {
-        Some(position)
-            if position >= 8
-                && text[..position].bytes().all(|b| b.is_ascii_digit() || b == b'-') =>
-        {
-            &text[..position]
-        }
+    let text = match text.find(['T', 't', ' ']) {
+        Some(position) if iso_date_before(position) => &text[..position],
         _ => text,
     };
     // A time of day after the date, as spreadsheets and databases export it
@@ -155,6 +151,12 @@ mod tests {
         check("1951-04-03", Ok((1951, 4, 3)));
         check("1951-04-03T00:00:00", Ok((1951, 4, 3)));
         check("12th July 1980", Ok((1980, 7, 12)));
+        // A month's name with a "t" in it is not an ISO time part.
+        check("23 August 1967", Ok((1967, 8, 23)));
+        check("23rd August 1967", Ok((1967, 8, 23)));
+        check("21st October 1999 00:00", Ok((1999, 10, 21)));
+        check("1 September 1955", Ok((1955, 9, 1)));
+        check("19510403T101500", Ok((1951, 4, 3)));
         check("12/07/1980 00:00", Ok((1980, 7, 12)));
         check("12 Jul 1980 00:00:00.000", Ok((1980, 7, 12)));
         check("1980-07-12 00:00:00", Ok((1980, 7, 12)));

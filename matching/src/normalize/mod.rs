@@ -33,7 +33,12 @@ use crate::record::{
 ///   (DECEASED)`) is dropped; an NHS number's label (`NHS No: ...`) is read past; of
 ///   several phone numbers in one value the first is taken, without an extension; in a
 ///   postcode, O, I or L where only a digit can stand is read as the digit.
-pub const NORMALIZATION_VERSION: u32 = 2;
+/// - 3: a birth date with a month's name holding a `t` (`23 August 1967`, `1st October
+///   1950`) is read: the `t` was taken for the start of an ISO time part. A postcode
+///   follows Royal Mail's letter rules (no Q, V or X first; no I, J or Z second; a short
+///   list after the district's digit), so `B1I 3GN` is repaired to `B11 3GN` and
+///   `QA1 1AA` is no UK postcode.
+pub const NORMALIZATION_VERSION: u32 = 3;
 
 /// Settings for normalisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,16 +7,21 @@ use crate::record::{Address, IssueKind, PostalCode};
 const INWARD_EXCLUDED: &[u8] = b"CIKMOV";
 
 fn is_valid_outward(outward: &[u8]) -> bool {
-    let letter = |b: &u8| b.is_ascii_uppercase();
+    // Royal Mail's letter rules: the first letter is never Q, V or X; a second letter
+    // never I, J or Z; a letter after the district's digit comes from a short list.
+    let first = |b: &u8| b.is_ascii_uppercase() && !b"QVX".contains(b);
+    let second = |b: &u8| b.is_ascii_uppercase() && !b"IJZ".contains(b);
     let digit = |b: &u8| b.is_ascii_digit();
     match outward {
         // A9, A99, A9A
-        [a, b] => letter(a) && digit(b),
-        [a, b, c] if letter(a) && digit(b) => digit(c) || letter(c),
+        [a, b] => first(a) && digit(b),
+        [a, b, c] if first(a) && digit(b) => digit(c) || b"ABCDEFGHJKPSTUW".contains(c),
         // AA9
-        [a, b, c] => letter(a) && letter(b) && digit(c),
+        [a, b, c] => first(a) && second(b) && digit(c),
         // AA99, AA9A
-        [a, b, c, d] => letter(a) && letter(b) && digit(c) && (digit(d) || letter(d)),
+        [a, b, c, d] => {
+            first(a) && second(b) && digit(c) && (digit(d) || b"ABEHMNPRVWXY".contains(d))
+        }
         _ => false,
     }
 }
@@ -278,6 +283,13 @@ mod tests {
         check_postcode("OLI 1AA", Some(("OL1 1AA", true, "OL1", "OL1 1")));
         check_postcode("LS1 IAB", Some(("LS1 1AB", true, "LS1", "LS1 1")));
         check_postcode("LSI IAB", Some(("LS1 1AB", true, "LS1", "LS1 1")));
+        // I is never the letter after a district's digit, so B1I is B11; O never the
+        // second letter of AA9A; a code starting Q is no UK postcode.
+        check_postcode("b1I3gn", Some(("B11 3GN", true, "B11", "B11 3")));
+        check_postcode("W1A 0AX", Some(("W1A 0AX", true, "W1A", "W1A 0")));
+        check_postcode("EC1O 1BB", Some(("EC10 1BB", true, "EC10", "EC10 1")));
+        check_postcode("QA1 1AA", Some(("QA11AA", false, "", "")));
+        check_postcode("LZ1 1AA", Some(("LZ11AA", false, "", "")));
         assert_eq!(normalize_postcode("ZZ99 3VZ"), Err(IssueKind::Placeholder));
         assert_eq!(normalize_postcode("zz993wz"), Err(IssueKind::Placeholder));
         check_postcode("", None);
