@@ -12,7 +12,7 @@
 
 use std::io::Write;
 
-use mpi_matching::{Nicknames, fold, phonetic, within_one_edit};
+use mpi_matching::{BirthDate, Nicknames, fold, phonetic, within_one_edit};
 
 use crate::rng::Rng;
 
@@ -1360,14 +1360,19 @@ pub fn generate(config: &SynthConfig) -> Vec<SynthRecord> {
 ///   written with a month's name;
 /// - an NHS number with its label (`NHS No: 943 476 5919`), on 2%;
 /// - a note in brackets after the family name (`SMITH (DECEASED)`), on 0.5%;
-/// - a second phone number after the first (`07700 900123 / 07700 912345`), on 2%, and
-///   a landline's extension (`01632 960123 ext 21`), on 2%;
+/// - a council or provider birth date as a spreadsheet's serial day number (`29414` for
+///   12 July 1980), on 3% of those born after May 1927;
+/// - a second phone number after the first (`07700 900123 / 07700 912345`), on 2%, a
+///   landline's extension (`01632 960123 ext 21`), on 2%, and a label before the number
+///   or a note after it (`Tel: ...`, `... (mobile)`), on 3%;
 /// - in a postcode, the letter O or I typed for the digit 0 or 1 where only a digit can
 ///   stand (`LS1 OAB`), on 1%;
 /// - no fixed abode: the pseudo-postcode `ZZ99 3VZ` and the address `No fixed abode`, on
 ///   0.3%. The only form that loses information: the address was never given.
 pub fn add_real_world_forms(records: &mut [SynthRecord], seed: u64) {
     let mut rng = Rng(seed ^ 0x5245_414C_464F_524D);
+    // A fixed "today", for the same output on any day: the generator's births end in 2025.
+    let today = BirthDate { year: 2025, month: 12, day: 31 };
     for record in records {
         // Every draw is made for every record, so one form's share moves no other's.
         let possessive = rng.chance(0.5);
@@ -1379,7 +1384,10 @@ pub fn add_real_world_forms(records: &mut [SynthRecord], seed: u64) {
         let extension = rng.chance(0.02);
         let postcode_letter = rng.chance(0.01);
         let no_fixed_abode = rng.chance(0.003);
+        let serial = rng.chance(0.03);
+        let phone_label = rng.chance(0.03);
         let (second_number, extension_number) = (rng.range(0, 99_999), rng.range(2, 99));
+        let label = *rng.pick(&["Tel: ", "Mob ", "Home: ", " (mobile)", " (home)", " daughter"]);
 
         if possessive {
             record.address_line1 = with_apostrophes(&record.address_line1);
@@ -1392,6 +1400,15 @@ pub fn add_real_world_forms(records: &mut [SynthRecord], seed: u64) {
         if ordinal && let Some(date) = with_ordinal(&record.date_of_birth) {
             record.date_of_birth = date;
         }
+        if serial
+            && council
+            && let Ok(date) = mpi_matching::normalize_birth_date(&record.date_of_birth, today)
+        {
+            let day = date.day_number() - BirthDate { year: 1899, month: 12, day: 30 }.day_number();
+            if (10_000..100_000).contains(&day) {
+                record.date_of_birth = day.to_string();
+            }
+        }
         if nhs_label && !record.nhs_number.is_empty() {
             record.nhs_number = format!("NHS No: {}", record.nhs_number);
         }
@@ -1402,6 +1419,12 @@ pub fn add_real_world_forms(records: &mut [SynthRecord], seed: u64) {
             record.phone = format!("{} / 07700 9{second_number:05}", record.phone);
         } else if extension && record.phone.replace(' ', "").contains("1632") {
             record.phone = format!("{} ext {extension_number}", record.phone);
+        } else if phone_label && !record.phone.is_empty() {
+            record.phone = if label.starts_with(' ') {
+                format!("{}{label}", record.phone)
+            } else {
+                format!("{label}{}", record.phone)
+            };
         }
         if postcode_letter {
             record.postcode = letter_for_digit(&record.postcode);
@@ -1673,6 +1696,18 @@ mod tests {
                 ("note", real.family_name.ends_with("(DECEASED)")),
                 ("two phones", real.phone.contains(" / ")),
                 ("extension", real.phone.contains(" ext ")),
+                (
+                    "phone label",
+                    real.phone.contains(':')
+                        || real.phone.ends_with(')')
+                        || real.phone.ends_with("daughter")
+                        || real.phone.starts_with("Mob "),
+                ),
+                (
+                    "serial date",
+                    real.date_of_birth.len() == 5
+                        && real.date_of_birth.bytes().all(|b| b.is_ascii_digit()),
+                ),
                 (
                     "letter for digit",
                     real.postcode != plain.postcode && real.postcode != "ZZ99 3VZ",

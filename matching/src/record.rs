@@ -200,6 +200,26 @@ impl BirthDate {
             + i64::from(self.day)
             - 1
     }
+
+    /// The date of a [`day_number`](Self::day_number), its inverse. Years outside
+    /// 0..=65535 are clamped to them.
+    pub fn from_day_number(day_number: i64) -> BirthDate {
+        // Years of 146,097 days (400 years) from 1 March of year 0, each March-based.
+        let era = day_number.div_euclid(146_097);
+        let day_of_era = day_number.rem_euclid(146_097);
+        let year_of_era =
+            (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+        let month_from_march = (5 * day_of_year + 2) / 153;
+        let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+        let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
+        let year = era * 400 + year_of_era + i64::from(month <= 2);
+        BirthDate {
+            year: year.clamp(0, i64::from(u16::MAX)) as u16,
+            month: month as u8,
+            day: day as u8,
+        }
+    }
 }
 
 /// A normalised postal code.

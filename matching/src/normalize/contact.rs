@@ -5,7 +5,8 @@ use crate::record::{IssueKind, Sex};
 /// Normalises a telephone number. UK numbers (`07700 900123`, `+44 (0)7700 900123`,
 /// `0044 7700900123`, `447700900123`) become `+44` and the national number without its
 /// leading zero (`+447700900123`); other international numbers keep `+` and their
-/// digits. Of several numbers in one value the first is taken, without an extension.
+/// digits. Of several numbers in one value the first is taken, without a label before
+/// it or a note or extension after it.
 ///
 /// # Errors
 /// [`IssueKind::NotNumeric`] for letters, [`IssueKind::WrongLength`] for too few or
@@ -54,20 +55,26 @@ pub fn normalize_phone(raw: &str) -> Result<String, IssueKind> {
     Ok(format!("+44{national}"))
 }
 
-/// The first of several numbers in one value (`07700 900123 / 0113 496 0000`, a mobile
-/// and a landline), without an extension (`0113 496 0000 ext 12`, `x12`).
+/// The first number in a value: past a label (`Tel: 0113 496 0000`, `Mob 07700
+/// 900123`), and up to a note, an extension or a second number (`07700 900123 (mobile)`,
+/// `0113 496 0000 ext 12`, `x12`, `07700 900123 / 0113 496 0000`, `... or ...`). A
+/// value without a digit is returned whole, for its letters to be reported.
 fn first_number(value: &str) -> &str {
     if !value.bytes().any(|b| b.is_ascii_alphabetic() || b"/,;".contains(&b)) {
         return value;
     }
-    let lower = value.to_ascii_lowercase();
-    let mut end = value.len();
-    for separator in ["/", ",", ";", " or ", " and ", "ext", "x"] {
-        if let Some(at) = lower.find(separator) {
-            end = end.min(at);
-        }
-    }
-    value[..end].trim_end()
+    let bytes = value.as_bytes();
+    let starts_number = |at: usize| {
+        bytes[at].is_ascii_digit()
+            || bytes[at] == b'+'
+            || (bytes[at] == b'(' && bytes.get(at + 1).is_some_and(u8::is_ascii_digit))
+    };
+    let Some(start) = (0..bytes.len()).find(|&at| starts_number(at)) else {
+        return value;
+    };
+    let number = &value[start..];
+    let end = number.find(|c: char| c.is_alphabetic() || "/,;".contains(c)).unwrap_or(number.len());
+    number[..end].trim_end_matches(|c: char| c.is_whitespace() || "(-:.".contains(c))
 }
 
 /// Normalises an email address: trimmed and lower-cased, with one `@`, a local part and
@@ -132,6 +139,13 @@ mod tests {
         check_phone("0113 496 0000 ext 12", Ok("+441134960000"));
         check_phone("0113 496 0000 x12", Ok("+441134960000"));
         check_phone("07700 900123 or 07700 900456", Ok("+447700900123"));
+        // A label before the number, a note after it.
+        check_phone("Tel: 0113 496 0000", Ok("+441134960000"));
+        check_phone("Mob 07700 900123", Ok("+447700900123"));
+        check_phone("07700 900123 (mobile)", Ok("+447700900123"));
+        check_phone("07700900123 daughter", Ok("+447700900123"));
+        check_phone("home (0113) 496 0000", Ok("+441134960000"));
+        check_phone("(mobile) 07700 900123", Ok("+447700900123"));
         check_phone("mobile", Err(IssueKind::NotNumeric));
         check_phone("call me", Err(IssueKind::NotNumeric));
         check_phone("00000 000000", Err(IssueKind::Placeholder));

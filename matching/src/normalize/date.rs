@@ -36,7 +36,10 @@ fn expand_year(two_digits: u16, today: BirthDate) -> u16 {
 /// Parses a date of birth. Accepted forms: ISO `1951-04-03` (a time part after `T` or
 /// a space is ignored, as after any form), UK day-first `03/04/1951`, `3/4/1951`, `03-04-1951`,
 /// `03.04.1951`, `YYYYMMDD`, month names `3 April 1951`, `03-Apr-1951`, `3 Apr 51`,
-/// `12th of July 1980`.
+/// `12th of July 1980`, and with the month's name first `July 12, 1980` (a name is
+/// never ambiguous). A number of five digits is a spreadsheet's serial day number, as a
+/// date column that lost its format exports it (`29414` is 12 July 1980; days since 30
+/// December 1899, so 10000 and up, from 18 May 1927).
 /// Two-digit years pivot on today: `YY` means 20YY when that is not after this year,
 /// otherwise 19YY (so in 2026, `25` is 2025 and `27` is 1927).
 ///
@@ -89,6 +92,13 @@ fn number(part: &str) -> Option<u16> {
 
 fn parse_parts(text: &str, today: BirthDate) -> Option<(u16, u8, u8)> {
     let to_u8 = |value: u16| u8::try_from(value).ok();
+    // A spreadsheet's serial day number: days since 30 December 1899.
+    if text.len() == 5 && text.bytes().all(|b| b.is_ascii_digit()) {
+        let serial: i64 = text.parse().ok()?;
+        let epoch = BirthDate { year: 1899, month: 12, day: 30 }.day_number();
+        let date = BirthDate::from_day_number(epoch + serial);
+        return Some((date.year, date.month, date.day));
+    }
     // YYYYMMDD
     if text.len() == 8 && text.bytes().all(|b| b.is_ascii_digit()) {
         let year = number(&text[..4])?;
@@ -110,6 +120,20 @@ fn parse_parts(text: &str, today: BirthDate) -> Option<(u16, u8, u8)> {
             None => month_from_name(parts[1])?,
         };
         return Some((year, month, to_u8(number(parts[2])?)?));
+    }
+    // The month's name first ("July 12, 1980", "Jul 12th 1980").
+    if let Some(month) = month_from_name(parts[0]) {
+        let day = ["st", "nd", "rd", "th", "ST", "ND", "RD", "TH"]
+            .iter()
+            .find_map(|suffix| parts[1].strip_suffix(suffix))
+            .unwrap_or(parts[1]);
+        let day = to_u8(number(day).filter(|_| day.len() <= 2)?)?;
+        let year = match parts[2].len() {
+            4 => number(parts[2])?,
+            2 => expand_year(number(parts[2])?, today),
+            _ => return None,
+        };
+        return Some((year, month, day));
     }
     // Day first (UK), month as a number or a name; the day may be written as an
     // ordinal ("12th July 1980", "1st").
@@ -151,6 +175,15 @@ mod tests {
         check("1951-04-03", Ok((1951, 4, 3)));
         check("1951-04-03T00:00:00", Ok((1951, 4, 3)));
         check("12th July 1980", Ok((1980, 7, 12)));
+        check("July 12, 1980", Ok((1980, 7, 12)));
+        check("Jul 12th 1980", Ok((1980, 7, 12)));
+        check("JULY 12 80", Ok((1980, 7, 12)));
+        // A spreadsheet's serial day numbers.
+        check("29414", Ok((1980, 7, 12)));
+        check("10000", Ok((1927, 5, 18)));
+        check("45658", Ok((2025, 1, 1)));
+        check("99999", Err(IssueKind::Impossible));
+        check("1234", Err(IssueKind::Unparseable));
         // A month's name with a "t" in it is not an ISO time part.
         check("23 August 1967", Ok((1967, 8, 23)));
         check("23rd August 1967", Ok((1967, 8, 23)));
@@ -210,6 +243,16 @@ mod tests {
             BirthDate { year: year + 1, month: 1, day: 1 }
         };
         next.day_number() == date.day_number() + 1
+    }
+
+    /// A day number turns back into its date, whatever the date.
+    #[quickcheck]
+    fn day_numbers_turn_back_into_their_dates(year: u16, month: u8, day: u8) -> bool {
+        let year = year % 10_000;
+        let month = 1 + month % 12;
+        let day = 1 + day % days_in_month(year, month);
+        let date = BirthDate { year, month, day };
+        BirthDate::from_day_number(date.day_number()) == date
     }
 
     #[quickcheck]

@@ -37,7 +37,9 @@ use crate::record::{
 ///   1950`) is read: the `t` was taken for the start of an ISO time part. A postcode
 ///   follows Royal Mail's letter rules (no Q, V or X first; no I, J or Z second; a short
 ///   list after the district's digit), so `B1I 3GN` is repaired to `B11 3GN` and
-///   `QA1 1AA` is no UK postcode.
+///   `QA1 1AA` is no UK postcode. Dates with the month's name first (`July 12, 1980`)
+///   and spreadsheets' serial day numbers (`29414`) are read. A phone number is read
+///   past a label (`Tel: `) and up to a note (`(mobile)`).
 pub const NORMALIZATION_VERSION: u32 = 3;
 
 /// Settings for normalisation.
