@@ -509,7 +509,9 @@ fn dob_digits(date: BirthDate) -> [u8; 8] {
 }
 
 /// Splits a folded family name into comparable tokens: `o'brien-smith` gives
-/// `["obrien", "smith"]`, `mc donald` and `macdonald` both give `["macdonald"]`.
+/// `["obrien", "smith"]`, `mc donald` and `macdonald` both give `["macdonald"]`, and
+/// a particle written apart joins the next word: `o brien` is `obrien`, `al hassan`
+/// and `al-hassan` are `alhassan`, `van der berg` is `vanderberg`.
 pub fn family_tokens(family: &str) -> Vec<String> {
     let mut tokens: Vec<String> = Vec::new();
     let mut pending_prefix: Option<String> = None;
@@ -526,7 +528,22 @@ pub fn family_tokens(family: &str) -> Vec<String> {
         // Particles written apart join the next word: `mac donald`, `van der berg`.
         if matches!(
             token.as_str(),
-            "mac" | "van" | "der" | "de" | "la" | "von" | "di" | "da" | "le"
+            "mac"
+                | "o"
+                | "van"
+                | "der"
+                | "de"
+                | "la"
+                | "von"
+                | "di"
+                | "da"
+                | "le"
+                | "du"
+                | "del"
+                | "al"
+                | "el"
+                | "ul"
+                | "st"
         ) {
             pending_prefix.get_or_insert_with(String::new).push_str(&token);
             continue;

@@ -100,6 +100,13 @@ fn family_name_levels() {
     check(f, "family=Smith Jones", "family=Jones-Smith", "exact");
     check(f, "family=Smith-Jones", "family=Jones-Brown", "part_of_name");
     check(f, "family=Smith", "family=Patel", "different");
+    // A particle written apart, run together or hyphenated is one name.
+    check(f, "family=O'Brien", "family=O Brien", "exact");
+    check(f, "family=OBrien", "family=O Brien", "exact");
+    check(f, "family=Al-Hassan", "family=Al Hassan", "exact");
+    check(f, "family=Alhassan", "family=Al Hassan", "exact");
+    check(f, "family=Ul Haq", "family=Ulhaq", "exact");
+    check(f, "family=St John", "family=St. John", "exact");
 }
 
 #[test]
