@@ -246,9 +246,10 @@ struct SynthArgs {
     #[arg(long)]
     hospital_numbers: bool,
     /// Writes some values as real UK files hold them: `Queen's Road`, `12/07/1980
-    /// 00:00`, `12th July 1980`, `NHS No: ...`, `SMITH (DECEASED)`, two phone numbers
-    /// or an extension, `LS1 OAB` for `LS1 0AB`, and no fixed abode (`ZZ99 3VZ`). The
-    /// people and the truth file do not change.
+    /// 00:00`, `12th July 1980`, a spreadsheet's serial date (`29414`), `NHS No: ...`,
+    /// `SMITH (DECEASED)`, `O Brien`, two phone numbers, an extension, `Tel: ...`,
+    /// `LS1 OAB` for `LS1 0AB`, and no fixed abode (`ZZ99 3VZ`). The people and the
+    /// truth file do not change.
     #[arg(long)]
     real_world_forms: bool,
 }
@@ -801,7 +802,7 @@ fn print_quality(report: &mpi::eval::EvalReport) {
     );
 }
 
-/// The linkage quality figures as JSON, for `mpi eval --results --json`.
+/// The linkage quality figures as JSON, for `mpi eval --json`.
 fn quality_json(report: &mpi::eval::EvalReport) -> serde_json::Value {
     serde_json::json!({
         "precision": report.precision,

@@ -8,7 +8,8 @@
 //! as in real care data. Each person has one to four records across health and council
 //! systems, with realistic noise: nicknames, typos, titles, initials, swapped names,
 //! married names, moves, missing and invalid NHS numbers, mixed date formats, day/month
-//! swaps and one-digit errors. Output is deterministic for a seed on any machine.
+//! swaps and one-digit errors. Optionally ([`SynthConfig::real_world_forms`]) some values
+//! are written as real UK files hold them. Output is deterministic for a seed on any machine.
 
 use std::io::Write;
 

@@ -874,10 +874,21 @@ fn compare_address(a: Option<AddressRef<'_>>, b: Option<AddressRef<'_>>) -> u8 {
     let similarity = jaro_winkler(a.text, b.text);
     match (a.house_number, b.house_number) {
         (Some(number_a), Some(number_b)) if number_a != number_b => 3,
-        (Some(_), Some(_)) if similarity >= 0.85 => 1,
-        _ if similarity >= 0.88 => 2,
+        (Some(_), Some(_)) if similarity >= 0.85 || words_within(a.text, b.text) => 1,
+        _ if similarity >= 0.88 || words_within(a.text, b.text) => 2,
         _ => 3,
     }
+}
+
+/// True when every word of the address with fewer words is in the other, and it has at
+/// least three: one address with a line more or less (`Room 4, Beechcroft Nursing Home,
+/// 5 Park Road` and `Beechcroft Nursing Home, 5 Park Road`), which Jaro-Winkler, led by
+/// the first letters, calls different.
+fn words_within(a: &str, b: &str) -> bool {
+    let spaces = |text: &str| text.bytes().filter(|&b| b == b' ').count();
+    let (shorter, longer) = if spaces(a) <= spaces(b) { (a, b) } else { (b, a) };
+    spaces(shorter) >= 2
+        && shorter.split(' ').all(|word| longer.split(' ').any(|other| other == word))
 }
 
 #[cfg(test)]

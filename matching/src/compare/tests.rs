@@ -187,6 +187,23 @@ fn household_field_levels() {
     check(CompField::Postcode, "pc=2615", "pc=2651", "same_sector");
     check(CompField::Address, "addr=12 High St", "addr=12 High Street", "exact");
     check(CompField::Address, "addr=12 High Street", "addr=14 High Street", "different");
+    // A line more or less is the same address; a town alone is not.
+    let a = CompField::Address;
+    let (room, home) = (
+        "addr=Room 4 Beechcroft Nursing Home 5 Park Rd",
+        "addr=Beechcroft Nursing Home 5 Park Road",
+    );
+    check(a, room, home, "same_number_similar_street");
+    check(a, "addr=The Old Rectory Church Lane", "addr=Old Rectory, Church Ln", "exact");
+    check(a, "addr=Rose Cottage Mill Lane Leeds", "addr=Mill Lane Leeds", "similar");
+    check(a, "addr=Rose Cottage Leeds", "addr=Leeds", "different");
+    check(a, "addr=12A Mill Road", "addr=12 A Mill Road", "exact");
+    check(
+        a,
+        "addr=Room 4 Beechcroft 5 Park Road",
+        "addr=Room 7 Beechcroft 5 Park Road",
+        "same_number_similar_street",
+    );
     check(CompField::Phone, "phone=07700 900123", "phone=+44 7700 900123", "exact");
     check(CompField::NhsNumber, "nhs=943 476 5919", "nhs=9434765919", "exact");
     check(CompField::NhsNumber, "nhs=943 476 5918", "nhs=9434765919", "missing");

@@ -39,7 +39,8 @@ use crate::record::{
 ///   list after the district's digit), so `B1I 3GN` is repaired to `B11 3GN` and
 ///   `QA1 1AA` is no UK postcode. Dates with the month's name first (`July 12, 1980`)
 ///   and spreadsheets' serial day numbers (`29414`) are read. A phone number is read
-///   past a label (`Tel: `) and up to a note (`(mobile)`).
+///   past a label (`Tel: `) and up to a note (`(mobile)`). In an address, `the` is
+///   left out and a house number's letter written apart joins it (`12 A` is `12a`).
 pub const NORMALIZATION_VERSION: u32 = 3;
 
 /// Settings for normalisation.

@@ -154,8 +154,9 @@ fn is_house_number(token: &str) -> bool {
 /// Normalises address lines and town into one comparable text: folded, punctuation
 /// removed, abbreviations expanded (`rd` to `road`, `st` to `street`; a leading `st`
 /// before a name such as `St Albans` stays `saint`), `flat 3/12` read as flat 3 of
-/// number 12. The house number is the first number (with at most one letter, `12a`)
-/// that is not a flat number. `Ok(None)` when nothing is left.
+/// number 12, `the` left out. The house number is the first number (with at most one
+/// letter, `12a`, or `12 A` written apart) that is not a flat number. `Ok(None)` when
+/// nothing is left.
 ///
 /// # Errors
 /// [`IssueKind::Placeholder`] when the first line says there is no address (`No fixed
@@ -200,6 +201,24 @@ pub fn normalize_address(
                 && matches!(words[words.len() - 2].as_str(), "flat" | "unit" | "room" | "suite")
                 && tokens[index + 1..].iter().skip(1).any(|later| is_house_number(later));
             after_flat = flat_position_follows;
+            continue;
+        }
+        // "The" says nothing ("The Old Rectory" is "Old Rectory").
+        if token == "the" {
+            continue;
+        }
+        // A house number's letter written apart ("12 A Mill Road" is 12a). Not e, n, s
+        // or w, which may be a direction ("5 E Street").
+        if let [letter @ (b'a'..=b'd' | b'f'..=b'h')] = token.as_bytes()
+            && let Some(last) = words.last_mut()
+            && !last.is_empty()
+            && last.bytes().all(|b| b.is_ascii_digit())
+        {
+            let was_house_number = house_number.as_deref() == Some(last.as_str());
+            last.push(char::from(*letter));
+            if was_house_number {
+                house_number = Some(last.clone());
+            }
             continue;
         }
         let next_is_slash = tokens.get(index + 1).is_some_and(|next| next == "/");
@@ -317,6 +336,12 @@ mod tests {
         check_address("2 St John's Close", None, "2 saint johns close", Some("2"));
         check_address("St Albans Road", None, "saint albans road", None);
         check_address("7 wallaby place", None, "7 wallaby place", Some("7"));
+        // A house number's letter written apart, and "the", which says nothing.
+        check_address("12 A Mill Road", None, "12a mill road", Some("12a"));
+        check_address("Flat 3 B", Some("5 Mill Rd"), "flat 3b 5 mill road", Some("5"));
+        check_address("5 E Street", None, "5 east street", Some("5"));
+        check_address("The Old Rectory", Some("Church Ln"), "old rectory church lane", None);
+        check_address("1 The Crescent", None, "1 crescent", Some("1"));
         assert_eq!(normalize_address(None, Some("  "), None), Ok(None));
         for nowhere in ["No Fixed Abode", "NFA", "n/a", "Unknown", "ADDRESS NOT KNOWN"] {
             assert_eq!(
