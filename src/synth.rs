@@ -1360,7 +1360,9 @@ pub fn generate(config: &SynthConfig) -> Vec<SynthRecord> {
 /// - a birth date written out with an ordinal (`12th July 1980`), on a fifth of those
 ///   written with a month's name;
 /// - an NHS number with its label (`NHS No: 943 476 5919`), on 2%;
-/// - a note in brackets after the family name (`SMITH (DECEASED)`), on 0.5%;
+/// - a note in brackets after the family name (`SMITH (DECEASED)`), on 0.5%, and a
+///   generational suffix in brackets (`Smith (Jnr)`), on half of those written;
+/// - a title alone where the given name should be (`Mr`, `Mrs`), on 0.3%;
 /// - a family name's apostrophe written as a space or left out (`O Brien`, `OBrien`),
 ///   or its hyphen as a space (`Smith Jones`), on 30% of those names;
 /// - a council or provider birth date as a spreadsheet's serial day number (`29414` for
@@ -1371,7 +1373,8 @@ pub fn generate(config: &SynthConfig) -> Vec<SynthRecord> {
 /// - in a postcode, the letter O or I typed for the digit 0 or 1 where only a digit can
 ///   stand (`LS1 OAB`), on 1%;
 /// - no fixed abode: the pseudo-postcode `ZZ99 3VZ` and the address `No fixed abode`, on
-///   0.3%. The only form that loses information: the address was never given.
+///   0.3%. With the title alone, the forms that take information away: the address, or
+///   the given name, was never given.
 pub fn add_real_world_forms(records: &mut [SynthRecord], seed: u64) {
     let mut rng = Rng(seed ^ 0x5245_414C_464F_524D);
     // A fixed "today", for the same output on any day: the generator's births end in 2025.
@@ -1391,6 +1394,8 @@ pub fn add_real_world_forms(records: &mut [SynthRecord], seed: u64) {
         let joined_apart = rng.chance(0.3);
         let run_together = rng.chance(0.5);
         let phone_label = rng.chance(0.03);
+        let bracketed_suffix = rng.chance(0.5);
+        let title_alone = rng.chance(0.003);
         let (second_number, extension_number) = (rng.range(0, 99_999), rng.range(2, 99));
         let label = *rng.pick(&["Tel: ", "Mob ", "Home: ", " (mobile)", " (home)", " daughter"]);
 
@@ -1420,6 +1425,21 @@ pub fn add_real_world_forms(records: &mut [SynthRecord], seed: u64) {
         if joined_apart && record.family_name.contains(['\'', '-']) {
             let apostrophe = if run_together { "" } else { " " };
             record.family_name = record.family_name.replace('\'', apostrophe).replace('-', " ");
+        }
+        if bracketed_suffix {
+            for (written, bracketed) in [(" Jr", " (Jnr)"), (" Sr", " (Snr)")] {
+                if let Some(family) = record.family_name.strip_suffix(written) {
+                    record.family_name = format!("{family}{bracketed}");
+                }
+            }
+        }
+        if title_alone && !record.given_name.is_empty() {
+            record.given_name = if record.sex == "female" || record.sex == "F" || record.sex == "2"
+            {
+                "Mrs".to_owned()
+            } else {
+                "Mr".to_owned()
+            };
         }
         if note && !record.family_name.is_empty() {
             record.family_name.push_str(" (DECEASED)");
@@ -1673,7 +1693,7 @@ mod tests {
     }
 
     #[test]
-    fn real_world_forms_normalise_to_the_plain_values_but_no_fixed_abode() {
+    fn real_world_forms_normalise_to_the_plain_values_but_what_they_take_away() {
         let config = SynthConfig {
             people: 20_000,
             seed: 5,
@@ -1703,6 +1723,11 @@ mod tests {
                 ),
                 ("NHS label", real.nhs_number.starts_with("NHS No: ")),
                 ("note", real.family_name.ends_with("(DECEASED)")),
+                (
+                    "bracketed suffix",
+                    real.family_name.contains("(Jnr)") || real.family_name.contains("(Snr)"),
+                ),
+                ("title alone", real.given_name == "Mr" || real.given_name == "Mrs"),
                 (
                     "family name apart",
                     plain.family_name.contains(['\'', '-'])
@@ -1740,6 +1765,11 @@ mod tests {
             assert_eq!(tokens(&got.family_name), tokens(&expected.family_name), "{real:?}");
             got.family_name = None;
             expected.family_name = None;
+            if real.given_name == "Mr" || real.given_name == "Mrs" {
+                // A title alone says no given name: the one form but no fixed abode that
+                // takes information away.
+                expected.given_names = Box::new([]);
+            }
             if real.postcode == "ZZ99 3VZ" {
                 expected.postcode = None;
                 expected.address = None;

@@ -40,7 +40,9 @@ use crate::record::{
 ///   `QA1 1AA` is no UK postcode. Dates with the month's name first (`July 12, 1980`)
 ///   and spreadsheets' serial day numbers (`29414`) are read. A phone number is read
 ///   past a label (`Tel: `) and up to a note (`(mobile)`). In an address, `the` is
-///   left out and a house number's letter written apart joins it (`12 A` is `12a`).
+///   left out and a house number's letter written apart joins it (`12 A` is `12a`). A
+///   generational suffix in brackets (`SMITH (JNR)`) is kept, and a title alone where
+///   the given name should be (`Mr`) is a placeholder.
 pub const NORMALIZATION_VERSION: u32 = 3;
 
 /// Settings for normalisation.

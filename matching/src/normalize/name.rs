@@ -68,7 +68,8 @@ fn suffix(token: &str) -> Option<&'static str> {
 
 /// Folds a name and keeps letters, hyphens, apostrophes and single spaces. A note in
 /// brackets ("SMITH (DECEASED)", "JONES (NEE BROWN)", "Ann [AKA Annie]") is a clerk's,
-/// not part of the name, unless it is all there is.
+/// not part of the name, unless it is all there is or a generational suffix ("SMITH
+/// (JNR)").
 fn clean(raw: &str) -> String {
     let outside = raw.contains(['(', '[']).then(|| without_notes(raw));
     let raw = match &outside {
@@ -96,22 +97,29 @@ fn clean(raw: &str) -> String {
         .join(" ")
 }
 
-/// The text outside brackets.
+/// The text outside brackets, and after it any note in brackets that is a generational
+/// suffix (`Jnr`, `Sr.`).
 fn without_notes(raw: &str) -> String {
+    let (mut outside, mut note) = (String::new(), String::new());
     let mut depth = 0usize;
-    raw.chars()
-        .filter(|&c| match c {
-            '(' | '[' => {
-                depth += 1;
-                false
+    for c in raw.chars() {
+        match c {
+            '(' | '[' => depth += 1,
+            ')' | ']' if depth > 0 => {
+                depth -= 1;
+                let word = note.trim().trim_end_matches('.').to_lowercase();
+                if depth == 0 && suffix(&word).is_some() {
+                    outside.push(' ');
+                    outside.push_str(&word);
+                }
+                note.clear();
             }
-            ')' | ']' => {
-                depth = depth.saturating_sub(1);
-                false
-            }
-            _ => depth == 0,
-        })
-        .collect()
+            ')' | ']' => {}
+            _ if depth == 0 => outside.push(c),
+            _ => note.push(c),
+        }
+    }
+    outside
 }
 
 fn is_placeholder(cleaned: &str) -> bool {
@@ -143,8 +151,8 @@ fn strip(tokens: &mut Vec<&str>) -> Option<String> {
 
 /// Normalises given names: folded, titles and a trailing suffix (`Jr`, `Snr`, `III`)
 /// removed, split into names in order (`Mary Jane` gives `["mary", "jane"]`; a
-/// hyphenated name stays one name). A placeholder (`UNKNOWN`, `BABY OF SMITH`) gives
-/// no names and [`IssueKind::Placeholder`].
+/// hyphenated name stays one name). A placeholder (`UNKNOWN`, `BABY OF SMITH`, a title
+/// alone) gives no names and [`IssueKind::Placeholder`].
 pub fn normalize_given_names(raw: &str) -> (Vec<String>, Option<String>, Option<IssueKind>) {
     let cleaned = clean(raw);
     if cleaned.is_empty() {
@@ -154,8 +162,11 @@ pub fn normalize_given_names(raw: &str) -> (Vec<String>, Option<String>, Option<
     let mut tokens: Vec<&str> = cleaned.split(' ').collect();
     let found_suffix = strip(&mut tokens);
     let rest = tokens.join(" ");
+    // A title alone ("Mr" where the given name should be) names no one.
+    let title_alone = tokens.len() == 1 && TITLES.contains(&tokens[0]);
     if is_placeholder(&cleaned)
         || is_placeholder(&rest)
+        || title_alone
         || tokens.first().is_some_and(|first| *first == "baby")
     {
         return (Vec::new(), None, Some(IssueKind::Placeholder));
@@ -230,6 +241,10 @@ mod tests {
         check_given("Baby of Smith", &[], None, Some(IssueKind::Placeholder));
         check_given("BABY BOY", &[], None, Some(IssueKind::Placeholder));
         check_given("123", &[], None, Some(IssueKind::NoLetters));
+        // A title where the given name should be names no one.
+        check_given("Mr", &[], None, Some(IssueKind::Placeholder));
+        check_given("MRS.", &[], None, Some(IssueKind::Placeholder));
+        check_given("John (Jnr)", &["john"], Some("jr"), None);
         check_given("", &[], None, None);
     }
 
@@ -244,6 +259,9 @@ mod tests {
         check_family("SMITH (DECEASED)", Some("smith"), None, None);
         check_family("Jones (nee Brown)", Some("jones"), None, None);
         check_family("(Smith)", Some("smith"), None, None);
+        // A suffix in brackets is still the suffix.
+        check_family("SMITH (JNR)", Some("smith"), Some("jr"), None);
+        check_family("Smith [Snr.] (deceased)", Some("smith"), Some("sr"), None);
         check_family("TEST PATIENT", None, None, Some(IssueKind::Placeholder));
         check_family("zzz", None, None, Some(IssueKind::Placeholder));
         check_family("Baby of Smith", None, None, Some(IssueKind::Placeholder));
