@@ -251,6 +251,7 @@ fn batch_and_one_by_one_agree() {
         "--seed",
         "5",
         "--hospital-numbers",
+        "--real-world-forms",
         "--out",
         records_path,
     ]);
