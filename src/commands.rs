@@ -219,6 +219,69 @@ pub fn explain(
     (gamma, model.score(&gamma, record_a, record_b), caution)
 }
 
+/// The two records' values side by side, field by field, as they were compared (after
+/// normalisation), headed by the records' names (`SOURCE:ID`). For a steward at the
+/// terminal: it shows personal data, so it is never logged.
+pub fn render_values(
+    labels: (&str, &str),
+    a: &mpi_matching::NormalizedRecord,
+    b: &mpi_matching::NormalizedRecord,
+) -> String {
+    fn values(record: &mpi_matching::NormalizedRecord) -> [String; 10] {
+        let text = |value: &Option<Box<str>>| value.as_deref().unwrap_or("").to_owned();
+        let family = match (&record.family_name, &record.name_suffix) {
+            (Some(family), Some(suffix)) => format!("{family} {suffix}"),
+            (family, _) => text(family),
+        };
+        let address =
+            record.address.as_ref().map_or(String::new(), |address| match &address.house_number {
+                Some(number) => format!("{} (number {number})", address.text),
+                None => address.text.to_string(),
+            });
+        [
+            text(&record.nhs_number),
+            record.given_names.join(" "),
+            family,
+            record.date_of_birth.map_or(String::new(), |date| date.to_iso()),
+            record.sex.map_or(String::new(), |sex| format!("{sex:?}").to_lowercase()),
+            record
+                .identifiers
+                .iter()
+                .map(|identifier| format!("{}:{}", identifier.system, identifier.value))
+                .collect::<Vec<_>>()
+                .join(", "),
+            record.postcode.as_ref().map_or(String::new(), |postcode| postcode.code.clone()),
+            address,
+            text(&record.phone),
+            text(&record.email),
+        ]
+    }
+    const FIELDS: [&str; 10] = [
+        "nhs_number",
+        "given_name",
+        "family_name",
+        "date_of_birth",
+        "sex",
+        "identifier",
+        "postcode",
+        "address",
+        "phone",
+        "email",
+    ];
+    let (values_a, values_b) = (values(a), values(b));
+    let width =
+        values_a.iter().map(|value| value.chars().count()).max().unwrap_or(0).max(labels.0.len());
+    let mut out = format!("{:<16} {:<width$}  {}\n", "field", labels.0, labels.1);
+    for ((field, value_a), value_b) in FIELDS.iter().zip(&values_a).zip(&values_b) {
+        let (value_a, value_b) = (
+            if value_a.is_empty() { "-" } else { value_a },
+            if value_b.is_empty() { "-" } else { value_b },
+        );
+        out.push_str(&format!("{field:<16} {value_a:<width$}  {value_b}\n"));
+    }
+    out
+}
+
 /// Renders an explanation as a person reads it, with the rule that holds the pair for
 /// a steward, if one does.
 pub fn render_explanation(score: &Score, model: &Model, caution: Option<ReviewReason>) -> String {

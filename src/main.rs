@@ -262,12 +262,30 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        default_sigpipe();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Lets a closed standard output end the process quietly, as other command-line tools
+/// do (`mpi explain A B | head`), instead of a panic in `println!`: Rust starts with
+/// SIGPIPE ignored, so each write fails. Not for `mpi serve`, whose writes to closed
+/// sockets must fail, not kill it. A run ended so is as safe as one interrupted: the
+/// store commits or rolls back whole, and the index is rebuilt from it.
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition touches no memory of ours, and
+    // runs before any other thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -841,6 +859,9 @@ fn explain(args: ExplainArgs) -> Result<ExitCode> {
     let (_, score, caution) = commands::explain(&workspace.linker, a, b, &model);
     let same = workspace.linker.entries[a].person == workspace.linker.entries[b].person;
     println!("{} vs {}", args.first, args.second);
+    let record = |position: usize| workspace.linker.entries[position].record.to_normalized();
+    print!("{}", commands::render_values((&args.first, &args.second), &record(a), &record(b)));
+    println!();
     print!("{}", commands::render_explanation(&score, &model, caution));
     println!(
         "In the store they are {}.",

@@ -639,6 +639,15 @@ fn explain_reads_as_a_breakdown() {
     ]);
     let text = mpi_ok(["explain", "gp:G1", "gp:G2", "--data", store.to_str().unwrap()]);
     assert!(text.contains("given_name") && text.contains("nickname"), "{text}");
+    // The values compared, side by side, as normalised: both dates read alike.
+    let values = |field: &str| -> Vec<String> {
+        let line = text.lines().find(|line| line.starts_with(field)).unwrap();
+        line.split_whitespace().skip(1).map(str::to_owned).collect()
+    };
+    assert_eq!(values("field"), ["gp:G1", "gp:G2"], "{text}");
+    assert_eq!(values("given_name"), ["robert", "bob"], "{text}");
+    assert_eq!(values("date_of_birth"), ["1971-05-14", "1971-05-14"], "{text}");
+    assert_eq!(values("nhs_number"), ["-", "-"], "{text}");
     assert!(text.contains("match probability"), "{text}");
     assert!(text.contains("at or above the upper threshold: a link"), "{text}");
     // A sure score the household rule holds for a steward says so, and why.
@@ -646,6 +655,28 @@ fn explain_reads_as_a_breakdown() {
     assert!(text.contains("but never linked without a\nsteward: same household"), "{text}");
     let missing = mpi(["explain", "gp:G1", "gp:NOPE", "--data", store.to_str().unwrap()]);
     assert!(!missing.status.success());
+}
+
+/// `mpi synth --out /dev/stdout | head -1`: the reader goes away, and the command ends
+/// quietly, as other command-line tools do, not with a panic.
+#[cfg(unix)]
+#[test]
+fn a_closed_output_pipe_ends_the_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mpi"))
+        .args(["synth", "--people", "20000", "--seed", "1", "--out", "/dev/stdout"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with("source_system,local_id"), "{first}");
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{:?} {stderr}", output.status);
 }
 
 #[test]
