@@ -123,37 +123,36 @@ fn parse_parts(text: &str, today: BirthDate) -> Option<(u16, u8, u8)> {
     }
     // The month's name first ("July 12, 1980", "Jul 12th 1980").
     if let Some(month) = month_from_name(parts[0]) {
-        let day = ["st", "nd", "rd", "th", "ST", "ND", "RD", "TH"]
-            .iter()
-            .find_map(|suffix| parts[1].strip_suffix(suffix))
-            .unwrap_or(parts[1]);
-        let day = to_u8(number(day).filter(|_| day.len() <= 2)?)?;
-        let year = match parts[2].len() {
-            4 => number(parts[2])?,
-            2 => expand_year(number(parts[2])?, today),
-            _ => return None,
-        };
-        return Some((year, month, day));
+        return Some((year_part(parts[2], today)?, month, day_part(parts[1], true)?));
     }
     // Day first (UK), month as a number or a name; the day may be written as an
-    // ordinal ("12th July 1980", "1st").
-    let day = ["st", "nd", "rd", "th", "ST", "ND", "RD", "TH"]
-        .iter()
-        .find_map(|suffix| parts[0].strip_suffix(suffix))
-        .filter(|_| number(parts[1]).is_none())
-        .unwrap_or(parts[0]);
-    let day = to_u8(number(day).filter(|_| day.len() <= 2)?)?;
+    // ordinal before a month's name ("12th July 1980", "1st").
+    let day = day_part(parts[0], number(parts[1]).is_none())?;
     let month = match number(parts[1]) {
         Some(month) if parts[1].len() <= 2 => to_u8(month)?,
         Some(_) => return None,
         None => month_from_name(parts[1])?,
     };
-    let year = match parts[2].len() {
-        4 => number(parts[2])?,
-        2 => expand_year(number(parts[2])?, today),
-        _ => return None,
-    };
-    Some((year, month, day))
+    Some((year_part(parts[2], today)?, month, day))
+}
+
+/// A day of one or two digits, with an ordinal's suffix (`12th`, `1ST`) if `ordinal`.
+fn day_part(text: &str, ordinal: bool) -> Option<u8> {
+    let day = ["st", "nd", "rd", "th", "ST", "ND", "RD", "TH"]
+        .iter()
+        .find_map(|suffix| text.strip_suffix(suffix))
+        .filter(|_| ordinal)
+        .unwrap_or(text);
+    u8::try_from(number(day).filter(|_| day.len() <= 2)?).ok()
+}
+
+/// A year of four digits, or two that pivot on today (see [`expand_year`]).
+fn year_part(text: &str, today: BirthDate) -> Option<u16> {
+    match text.len() {
+        4 => number(text),
+        2 => Some(expand_year(number(text)?, today)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
