@@ -872,10 +872,12 @@ fn compare_address(a: Option<AddressRef<'_>>, b: Option<AddressRef<'_>>) -> u8 {
         return 0;
     }
     let similarity = jaro_winkler(a.text, b.text);
+    let alike = |threshold| similarity >= threshold || words_within(a.text, b.text);
     match (a.house_number, b.house_number) {
         (Some(number_a), Some(number_b)) if number_a != number_b => 3,
-        (Some(_), Some(_)) if similarity >= 0.85 || words_within(a.text, b.text) => 1,
-        _ if similarity >= 0.88 || words_within(a.text, b.text) => 2,
+        (Some(_), Some(_)) if alike(0.85) => 1,
+        (Some(_), Some(_)) => 3,
+        _ if alike(0.88) => 2,
         _ => 3,
     }
 }
