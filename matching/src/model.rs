@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare::{CompField, ComparableRecord, Gamma, N_FIELDS};
 use crate::error::MatchError;
+use crate::record::BirthDate;
 
 /// Format name written in every model file.
 pub const MODEL_FORMAT: &str = "mpi-fellegi-sunter";
@@ -102,12 +103,26 @@ pub struct TermFrequencies {
     /// Count of each postal code seen at least twice.
     #[serde(serialize_with = "sorted")]
     pub postcode: HashMap<String, u32>,
+    /// Birth dates (`YYYYMMDD`) held by far more records than a date usually is: at
+    /// least [`CROWDED_DATE_FACTOR`] times [`date_mean_count`](Self::date_mean_count),
+    /// and 10. In UK data, the 1 January given to people whose birth date is not known.
+    /// Two records agreeing on one gain nothing from it.
+    #[serde(default, serialize_with = "sorted")]
+    pub crowded_dates: HashMap<u32, u32>,
+    /// Mean count of records per birth date held.
+    #[serde(default)]
+    pub date_mean_count: f64,
 }
+
+/// How many times the mean count of a birth date makes a date crowded (see
+/// [`TermFrequencies::crowded_dates`]): far above what twins, households and a person's
+/// several records put on one date.
+pub const CROWDED_DATE_FACTOR: f64 = 10.0;
 
 /// A map written in key order, so that one model is always the same JSON (a hash
 /// map's order differs from map to map).
-fn sorted<S: serde::Serializer>(
-    map: &HashMap<String, u32>,
+fn sorted<K: Ord + Serialize, S: serde::Serializer>(
+    map: &HashMap<K, u32>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     serializer.collect_map(map.iter().collect::<std::collections::BTreeMap<_, _>>())
@@ -130,8 +145,12 @@ impl TermFrequencies {
             }
         }
         let mut frequencies = TermFrequencies::default();
+        let mut dates: HashMap<u32, u32> = HashMap::new();
         for record in records {
             frequencies.n_records += 1;
+            if let Some(date) = record.date_of_birth() {
+                *dates.entry(date_key(date)).or_default() += 1;
+            }
             if let Some(given) = record.first_given() {
                 count(&mut frequencies.given_name, given);
             }
@@ -147,7 +166,24 @@ impl TermFrequencies {
         {
             table.retain(|_, count| *count >= 2);
         }
+        if !dates.is_empty() {
+            let held: u32 = dates.values().sum();
+            frequencies.date_mean_count = f64::from(held) / dates.len() as f64;
+            let crowded = (CROWDED_DATE_FACTOR * frequencies.date_mean_count).max(10.0);
+            dates.retain(|_, count| f64::from(*count) >= crowded);
+            frequencies.crowded_dates = dates;
+        }
         frequencies
+    }
+
+    /// How many times more records hold this birth date than hold a date on average,
+    /// when it is a crowded one.
+    pub fn date_crowding(&self, date: BirthDate) -> Option<f64> {
+        if self.crowded_dates.is_empty() || self.date_mean_count <= 0.0 {
+            return None;
+        }
+        let count = self.crowded_dates.get(&date_key(date))?;
+        Some(f64::from(*count) / self.date_mean_count)
     }
 
     fn table(&self, field: CompField) -> Option<&HashMap<String, u32>> {
@@ -186,6 +222,11 @@ impl TermFrequencies {
         rarer >= ESTABLISHED_MIN_COUNT
             && f64::from(rarer) >= ESTABLISHED_MIN_SHARE * f64::from(commoner)
     }
+}
+
+/// A birth date as the number `YYYYMMDD`.
+fn date_key(date: BirthDate) -> u32 {
+    u32::from(date.year) * 10_000 + u32::from(date.month) * 100 + u32::from(date.day)
 }
 
 /// See [`TermFrequencies::both_established`].
@@ -452,6 +493,16 @@ impl Model {
         let Some(frequencies) = &self.term_frequencies else {
             return (base, false);
         };
+        // Agreeing on a birth date far more records hold than a date usually is (the
+        // 1 January given to people whose date is not known) says nothing. (Discounted
+        // by the log of the crowding, it still linked namesakes, and held fewer of them
+        // as ambiguous: see BENCHMARKS.md.)
+        if field == CompField::DateOfBirth {
+            return match a.date_of_birth().and_then(|date| frequencies.date_crowding(date)) {
+                Some(_) => (0.0, true),
+                None => (base, false),
+            };
+        }
         // The commoner of the two records' values: the same whichever record comes
         // first, and cautious when the agreement is read across swapped names.
         let frequency_of =

@@ -369,3 +369,43 @@ fn a_full_record_reads_back_through_its_accessors() {
     assert_eq!((empty.first_given(), empty.family_phonetic(), empty.postcode()), (None, "", None));
     assert_eq!(empty.to_normalized(), NormalizedRecord::default());
 }
+
+#[test]
+fn agreeing_on_a_crowded_birth_date_says_nothing() {
+    // Forty records born on 1 January 1990 (the date given to people whose birth date is
+    // not known), two on 17 March 1990, and two hundred on dates of their own.
+    let crowd: Vec<ComparableRecord> =
+        (0..40).map(|_| record("given=Ali;family=Ahmadi;dob=1990-01-01")).collect();
+    let usual: Vec<ComparableRecord> =
+        (0..2).map(|_| record("given=Ali;family=Ahmadi;dob=1990-03-17")).collect();
+    let start = BirthDate { year: 1950, month: 1, day: 2 }.day_number();
+    let others: Vec<ComparableRecord> = (0..200)
+        .map(|n| {
+            let date = BirthDate::from_day_number(start + 3 * n);
+            record(&format!("given=Ann;family=Jones;dob={}", date.to_iso()))
+        })
+        .collect();
+    let frequencies =
+        crate::model::TermFrequencies::from_records(crowd.iter().chain(&usual).chain(&others));
+    assert_eq!(frequencies.crowded_dates.len(), 1, "{:?}", frequencies.crowded_dates);
+    let mut model = crate::train::default_model();
+    model.term_frequencies = Some(frequencies);
+
+    let score = |a: &ComparableRecord, b: &ComparableRecord| model.score(&compare(a, b), a, b);
+    let (crowded, plain) = (score(&crowd[0], &crowd[1]), score(&usual[0], &usual[1]));
+    let date_of_birth = |score: &crate::Score| {
+        score.contributions.iter().find(|c| c.field == "date_of_birth").unwrap().clone()
+    };
+    let (crowded_date, usual_date) = (date_of_birth(&crowded), date_of_birth(&plain));
+    assert_eq!((crowded_date.level.as_str(), usual_date.level.as_str()), ("exact", "exact"));
+    assert!(crowded_date.tf_adjusted && !usual_date.tf_adjusted);
+    // 40 records against a mean of 242 / 202 a date: agreeing on it says nothing.
+    assert_eq!(crowded_date.weight, 0.0);
+    assert!(usual_date.weight > 10.0, "{usual_date:?}");
+    assert!((plain.weight - crowded.weight - usual_date.weight).abs() < 1e-9);
+
+    // The table survives the model's JSON.
+    let json = model.to_json();
+    let back = crate::Model::from_json(&json).unwrap();
+    assert_eq!(back.term_frequencies, model.term_frequencies);
+}
