@@ -591,10 +591,18 @@ fn equal_level(a: Option<&str>, b: Option<&str>) -> u8 {
     }
 }
 
-/// Some(true) when one record has given and family names the other way round.
+/// Some(true) when one record has given and family names the other way round. Not
+/// when either record's given and family names are one name, which reads the same
+/// either way (and would make the reading depend on which record comes first).
 fn swapped_names(a: &ComparableRecord, b: &ComparableRecord) -> Option<bool> {
     let (given_a, family_a) = (a.first_given()?, a.family_name()?);
-    Some(given_a != family_a && family_reads_as_given(b, a) && family_reads_as_given(a, b))
+    let (given_b, family_b) = (b.first_given()?, b.family_name()?);
+    Some(
+        given_a != family_a
+            && given_b != family_b
+            && family_reads_as_given(b, a)
+            && family_reads_as_given(a, b),
+    )
 }
 
 /// True when `x`'s family name is `y`'s given name: the first given name, or, when the
