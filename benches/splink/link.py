@@ -5,7 +5,8 @@ clusters in mpi's results format (source_system, local_id, person_id), for
     python3 link.py PREPARED.csv OUT.csv [--threshold=P] [--household-fields]
 
 The settings follow Splink's own examples for person data: out-of-the-box comparisons
-with term-frequency adjustment on names and postcode, the probability two random
+(of the columns the data has; other identifiers, such as FEBRL's `soc_sec_id`, as one
+exact-match column) with term-frequency adjustment on names and postcode, the probability two random
 records match from deterministic rules, u by random sampling, m by EM blocked on date
 of birth and then on full name, pairs clustered by connected components at the
 threshold (0.5 by default, as the issue's Splink figures were taken). Address and phone
@@ -32,6 +33,7 @@ def main(prepared: str, out: str) -> None:
     frame = pd.read_csv(prepared, dtype=str, keep_default_na=False).replace({"": None})
     frame["unique_id"] = frame["unique_id"].astype(int)
     comparisons = [
+        cl.ExactMatch("identifier"),
         cl.ExactMatch("nhs_number"),
         cl.NameComparison("first_name").configure(term_frequency_adjustments=True),
         cl.NameComparison("surname").configure(term_frequency_adjustments=True),
@@ -45,23 +47,26 @@ def main(prepared: str, out: str) -> None:
             cl.JaroWinklerAtThresholds("address", [0.95, 0.88]),
             cl.ExactMatch("phone"),
         ]
+    # Only the columns the data has (FEBRL has no NHS number, sex, phone or email).
+    present = {column for column in frame.columns if frame[column].notna().any()}
+    comparisons = [c for c in comparisons if c.create_output_column_name() in present]
+    rules = [
+        ("nhs_number",), ("identifier",), ("first_name", "surname"), ("surname", "dob"),
+        ("first_name", "dob"), ("postcode", "first_name"), ("phone",), ("email",),
+    ]
+    blocking = [block_on(*rule) for rule in rules if set(rule) <= present]
+    blocking.append(
+        block_on("substr(surname, 1, 2)", "substr(dob, 1, 4)", "substr(postcode, 1, 2)"))
     settings = SettingsCreator(
         link_type="dedupe_only",
         comparisons=comparisons,
-        blocking_rules_to_generate_predictions=[
-            block_on("nhs_number"),
-            block_on("first_name", "surname"),
-            block_on("surname", "dob"),
-            block_on("first_name", "dob"),
-            block_on("postcode", "first_name"),
-            block_on("phone"),
-            block_on("email"),
-            block_on("substr(surname, 1, 2)", "substr(dob, 1, 4)", "substr(postcode, 1, 2)"),
-        ],
+        blocking_rules_to_generate_predictions=blocking,
     )
     linker = Linker(DuckDBAPI().register(frame), settings)
+    deterministic = [block_on(column) for column in ("nhs_number", "identifier")
+                     if column in present]
     linker.training.estimate_probability_two_random_records_match(
-        [block_on("nhs_number"), block_on("first_name", "surname", "dob")], recall=0.7)
+        deterministic + [block_on("first_name", "surname", "dob")], recall=0.7)
     linker.training.estimate_u_using_random_sampling(max_pairs=1e7, seed=1)
     linker.training.estimate_parameters_using_expectation_maximisation(block_on("dob"))
     linker.training.estimate_parameters_using_expectation_maximisation(

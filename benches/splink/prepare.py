@@ -13,7 +13,7 @@ import sys
 
 COLUMNS = [
     "unique_id", "source_system", "local_id", "nhs_number", "first_name", "middle_names",
-    "surname", "dob", "sex", "postcode", "address", "phone", "email",
+    "surname", "dob", "sex", "postcode", "address", "phone", "email", "identifier",
 ]
 
 
@@ -35,6 +35,7 @@ def main(store: str, out: str) -> None:
                 dob, record.get("sex", ""), (record.get("postcode") or {}).get("code", ""),
                 (record.get("address") or {}).get("text", ""), record.get("phone", ""),
                 record.get("email", ""),
+                " ".join(f"{i['system']}:{i['value']}" for i in record.get("identifiers", [])),
             ])
 
 
