@@ -227,57 +227,46 @@ pub fn render_values(
     a: &mpi_matching::NormalizedRecord,
     b: &mpi_matching::NormalizedRecord,
 ) -> String {
-    fn values(record: &mpi_matching::NormalizedRecord) -> [String; 10] {
+    use mpi_matching::CompField;
+    fn value(record: &mpi_matching::NormalizedRecord, field: CompField) -> String {
         let text = |value: &Option<Box<str>>| value.as_deref().unwrap_or("").to_owned();
-        let family = match (&record.family_name, &record.name_suffix) {
-            (Some(family), Some(suffix)) => format!("{family} {suffix}"),
-            (family, _) => text(family),
-        };
-        let address =
-            record.address.as_ref().map_or(String::new(), |address| match &address.house_number {
-                Some(number) => format!("{} (number {number})", address.text),
-                None => address.text.to_string(),
-            });
-        [
-            text(&record.nhs_number),
-            record.given_names.join(" "),
-            family,
-            record.date_of_birth.map_or(String::new(), |date| date.to_iso()),
-            record.sex.map_or(String::new(), |sex| format!("{sex:?}").to_lowercase()),
-            record
+        match field {
+            CompField::NhsNumber => text(&record.nhs_number),
+            CompField::GivenName => record.given_names.join(" "),
+            CompField::FamilyName => match (&record.family_name, &record.name_suffix) {
+                (Some(family), Some(suffix)) => format!("{family} {suffix}"),
+                (family, _) => text(family),
+            },
+            CompField::DateOfBirth => record.date_of_birth.map_or(String::new(), |d| d.to_iso()),
+            CompField::Sex => {
+                record.sex.map_or(String::new(), |sex| format!("{sex:?}").to_lowercase())
+            }
+            CompField::Identifier => record
                 .identifiers
                 .iter()
                 .map(|identifier| format!("{}:{}", identifier.system, identifier.value))
                 .collect::<Vec<_>>()
                 .join(", "),
-            record.postcode.as_ref().map_or(String::new(), |postcode| postcode.code.clone()),
-            address,
-            text(&record.phone),
-            text(&record.email),
-        ]
+            CompField::Postcode => {
+                record.postcode.as_ref().map_or(String::new(), |postcode| postcode.code.clone())
+            }
+            CompField::Address => record.address.as_ref().map_or(String::new(), |address| {
+                match &address.house_number {
+                    Some(number) => format!("{} (number {number})", address.text),
+                    None => address.text.to_string(),
+                }
+            }),
+            CompField::Phone => text(&record.phone),
+            CompField::Email => text(&record.email),
+        }
     }
-    const FIELDS: [&str; 10] = [
-        "nhs_number",
-        "given_name",
-        "family_name",
-        "date_of_birth",
-        "sex",
-        "identifier",
-        "postcode",
-        "address",
-        "phone",
-        "email",
-    ];
-    let (values_a, values_b) = (values(a), values(b));
-    let width =
-        values_a.iter().map(|value| value.chars().count()).max().unwrap_or(0).max(labels.0.len());
+    let rows = CompField::ALL.map(|field| (field.as_str(), value(a, field), value(b, field)));
+    let width = rows.iter().map(|(_, value, _)| value.chars().count()).max().unwrap_or(0);
+    let width = width.max(labels.0.len());
+    let shown = |value: &str| if value.is_empty() { "-".to_owned() } else { value.to_owned() };
     let mut out = format!("{:<16} {:<width$}  {}\n", "field", labels.0, labels.1);
-    for ((field, value_a), value_b) in FIELDS.iter().zip(&values_a).zip(&values_b) {
-        let (value_a, value_b) = (
-            if value_a.is_empty() { "-" } else { value_a },
-            if value_b.is_empty() { "-" } else { value_b },
-        );
-        out.push_str(&format!("{field:<16} {value_a:<width$}  {value_b}\n"));
+    for (field, value_a, value_b) in &rows {
+        out.push_str(&format!("{field:<16} {:<width$}  {}\n", shown(value_a), shown(value_b)));
     }
     out
 }

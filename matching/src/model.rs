@@ -109,7 +109,8 @@ pub struct TermFrequencies {
     /// Two records agreeing on one gain nothing from it.
     #[serde(default, serialize_with = "sorted")]
     pub crowded_dates: HashMap<u32, u32>,
-    /// Mean count of records per birth date held.
+    /// Mean count of records per birth date held, recorded with the crowded dates it
+    /// measured.
     #[serde(default)]
     pub date_mean_count: f64,
 }
@@ -176,14 +177,10 @@ impl TermFrequencies {
         frequencies
     }
 
-    /// How many times more records hold this birth date than hold a date on average,
-    /// when it is a crowded one.
-    pub fn date_crowding(&self, date: BirthDate) -> Option<f64> {
-        if self.crowded_dates.is_empty() || self.date_mean_count <= 0.0 {
-            return None;
-        }
-        let count = self.crowded_dates.get(&date_key(date))?;
-        Some(f64::from(*count) / self.date_mean_count)
+    /// True when far more records hold this birth date than a date usually is (see
+    /// [`crowded_dates`](Self::crowded_dates)).
+    pub fn is_crowded_date(&self, date: BirthDate) -> bool {
+        !self.crowded_dates.is_empty() && self.crowded_dates.contains_key(&date_key(date))
     }
 
     fn table(&self, field: CompField) -> Option<&HashMap<String, u32>> {
@@ -498,9 +495,9 @@ impl Model {
         // by the log of the crowding, it still linked namesakes, and held fewer of them
         // as ambiguous: see BENCHMARKS.md.)
         if field == CompField::DateOfBirth {
-            return match a.date_of_birth().and_then(|date| frequencies.date_crowding(date)) {
-                Some(_) => (0.0, true),
-                None => (base, false),
+            return match a.date_of_birth() {
+                Some(date) if frequencies.is_crowded_date(date) => (0.0, true),
+                _ => (base, false),
             };
         }
         // The commoner of the two records' values: the same whichever record comes
