@@ -58,9 +58,9 @@ pub const INDEX_WRITER_BUDGET: usize = 64 * 1024 * 1024;
 
 /// The key format an index payload names (`k9`: kind-tagged 40-bit keys, 36 bits of
 /// hash, of eleven kinds, the identifier's one-edit keys among them; since `k9` a
-/// family name's particle written apart joins the next word, `o brien` as `obrien`). A change to what
-/// `mpi_matching::blocking_keys` makes moves it on, so that an index built by an older
-/// version with other keys is rebuilt.
+/// family name's particle written apart joins the next word, `o brien` as `obrien`). A
+/// change to what `mpi_matching::blocking_keys` makes moves it on, so that an index
+/// built by an older version with other keys is rebuilt.
 const KEY_FORMAT: &str = "k9";
 
 /// The store generation an index payload names, when it names one in this key format.
