@@ -140,6 +140,160 @@ pub struct ReadFile {
     pub rows: Vec<InputRow>,
     /// Rows rejected.
     pub rejected: Vec<RowError>,
+    /// How each header column was read, in column order.
+    pub columns: Vec<ColumnUse>,
+    /// Columns that give something to match on: demographics or an identifier (not
+    /// the source system or local id).
+    pub matching_columns: usize,
+}
+
+/// How one header column is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ColumnUse {
+    /// By its canonical name or a `--map` entry.
+    Named(String),
+    /// By a common form of a canonical field's name ("NHS Number", "Surname").
+    Recognised(String, Field),
+    /// Not read.
+    Ignored(String),
+}
+
+/// Header names that council and NHS systems commonly give the canonical fields, in
+/// the compact form [`compact`] makes (lower case, letters and digits only), beside
+/// the canonical names themselves ("Date of Birth" and "date_of_birth" are both
+/// `dateofbirth`). A column is read by such a name only when neither a column of the
+/// canonical name nor a `--map` entry gives that field.
+const HEADER_NAMES: &[(&str, Field)] = &[
+    ("sourcesystem", Field::SourceSystem),
+    ("source", Field::SourceSystem),
+    ("localid", Field::LocalId),
+    ("id", Field::LocalId),
+    ("recordid", Field::LocalId),
+    ("recid", Field::LocalId),
+    ("clientid", Field::LocalId),
+    ("personid", Field::LocalId),
+    ("patientid", Field::LocalId),
+    ("caseid", Field::LocalId),
+    ("nhsnumber", Field::NhsNumber),
+    ("nhsno", Field::NhsNumber),
+    ("nhsnum", Field::NhsNumber),
+    ("nhs", Field::NhsNumber),
+    ("givenname", Field::GivenName),
+    ("givennames", Field::GivenName),
+    ("forename", Field::GivenName),
+    ("forenames", Field::GivenName),
+    ("firstname", Field::GivenName),
+    ("firstnames", Field::GivenName),
+    ("middlename", Field::GivenName),
+    ("middlenames", Field::GivenName),
+    ("familyname", Field::FamilyName),
+    ("surname", Field::FamilyName),
+    ("lastname", Field::FamilyName),
+    ("dateofbirth", Field::DateOfBirth),
+    ("dob", Field::DateOfBirth),
+    ("birthdate", Field::DateOfBirth),
+    ("sex", Field::Sex),
+    ("gender", Field::Sex),
+    ("addressline1", Field::AddressLine1),
+    ("address1", Field::AddressLine1),
+    ("address", Field::AddressLine1),
+    ("addressline2", Field::AddressLine2),
+    ("address2", Field::AddressLine2),
+    ("addressline3", Field::AddressLine2),
+    ("address3", Field::AddressLine2),
+    ("locality", Field::AddressLine2),
+    ("town", Field::Town),
+    ("city", Field::Town),
+    ("towncity", Field::Town),
+    ("posttown", Field::Town),
+    ("postcode", Field::Postcode),
+    ("postalcode", Field::Postcode),
+    ("phone", Field::Phone),
+    ("phonenumber", Field::Phone),
+    ("telephone", Field::Phone),
+    ("telephonenumber", Field::Phone),
+    ("tel", Field::Phone),
+    ("telno", Field::Phone),
+    ("homephone", Field::Phone),
+    ("hometelephone", Field::Phone),
+    ("mobile", Field::Phone),
+    ("mobilenumber", Field::Phone),
+    ("mobilephone", Field::Phone),
+    ("contactnumber", Field::Phone),
+    ("email", Field::Email),
+    ("emailaddress", Field::Email),
+];
+
+/// A header name in lower case with everything but letters and digits taken out.
+fn compact(name: &str) -> String {
+    name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect()
+}
+
+/// The field a header name commonly stands for, if any.
+fn recognised_field(name: &str) -> Option<Field> {
+    let name = compact(name);
+    HEADER_NAMES.iter().find(|(known, _)| *known == name).map(|&(_, field)| field)
+}
+
+/// Where each header column goes: `--map` entries and canonical names first, then the
+/// common names of [`HEADER_NAMES`] for the fields those left without a column.
+///
+/// # Errors
+/// The reason, when several columns could each be the one source system or local
+/// id, or the one value of another field that is not joined from parts.
+fn resolve_columns(
+    names: &[String],
+    map: &ColumnMap,
+) -> Result<(Vec<Vec<Target>>, Vec<ColumnUse>), String> {
+    let mut targets: Vec<Vec<Target>> = names
+        .iter()
+        .map(|name| {
+            let found = map.targets(name);
+            if found.is_empty() { map.targets(&name.to_lowercase()) } else { found }
+        })
+        .collect();
+    // Given by this file's own columns (an entry for a column it lacks says nothing).
+    let given =
+        |field: Field| targets.iter().flatten().any(|target| *target == Target::Field(field));
+    let recognised: Vec<Option<Field>> = names
+        .iter()
+        .zip(&targets)
+        .map(|(name, found)| {
+            recognised_field(name).filter(|&field| found.is_empty() && !given(field))
+        })
+        .collect();
+    for field in recognised.iter().flatten() {
+        let columns: Vec<&str> = names
+            .iter()
+            .zip(&recognised)
+            .filter(|(_, other)| *other == &Some(*field))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let joined = matches!(
+            field,
+            Field::GivenName | Field::AddressLine1 | Field::AddressLine2 | Field::Phone
+        );
+        if columns.len() > 1 && !joined {
+            return Err(format!(
+                "columns {} could each be the {}; say which with --map COLUMN={}",
+                columns.iter().map(|name| format!("{name:?}")).collect::<Vec<_>>().join(" and "),
+                field.as_str(),
+                field.as_str()
+            ));
+        }
+    }
+    let mut uses = Vec::with_capacity(names.len());
+    for ((name, found), field) in names.iter().zip(&mut targets).zip(recognised) {
+        uses.push(match field {
+            Some(field) => {
+                found.push(Target::Field(field));
+                ColumnUse::Recognised(name.clone(), field)
+            }
+            None if found.is_empty() => ColumnUse::Ignored(name.clone()),
+            None => ColumnUse::Named(name.clone()),
+        });
+    }
+    Ok((targets, uses))
 }
 
 fn check_encoding(path: &Path, bytes: &[u8]) -> Result<(), InputError> {
@@ -204,24 +358,14 @@ pub fn read_csv_bytes(
         .byte_headers()
         .map_err(|_| header_error("the header row is not valid CSV".to_owned()))?
         .clone();
-    let columns: Vec<String> =
-        header.iter().map(|name| String::from_utf8_lossy(name).trim().to_lowercase()).collect();
-    let targets: Vec<Vec<Target>> = header
-        .iter()
-        .map(|name| {
-            let name = String::from_utf8_lossy(name);
-            let mut found = map.targets(name.trim());
-            if found.is_empty() {
-                found = map.targets(&name.trim().to_lowercase());
-            }
-            found
-        })
-        .collect();
+    let names: Vec<String> =
+        header.iter().map(|name| String::from_utf8_lossy(name).trim().to_owned()).collect();
+    let (targets, columns) = resolve_columns(&names, map).map_err(header_error)?;
     let has = |field: Field| targets.iter().flatten().any(|target| *target == Target::Field(field));
     if !has(Field::LocalId) {
         return Err(header_error(format!(
             "no local_id column (found {} columns); map one with --map COLUMN=local_id",
-            columns.len()
+            names.len()
         )));
     }
     let default_source = source.map(str::to_owned).unwrap_or_else(|| {
@@ -230,7 +374,15 @@ pub fn read_csv_bytes(
             .unwrap_or_else(|| "input".to_owned())
     });
 
-    let mut result = ReadFile::default();
+    let matching_columns = targets
+        .iter()
+        .filter(|column| {
+            column.iter().any(|target| {
+                !matches!(target, Target::Field(Field::SourceSystem | Field::LocalId))
+            })
+        })
+        .count();
+    let mut result = ReadFile { columns, matching_columns, ..ReadFile::default() };
     // At most a row a line: sized once, not grown by doubling (a million rows are
     // 350 MB, and each doubling holds the old and the new at once).
     result.rows.reserve(bytes.iter().filter(|&&byte| byte == b'\n').count());
@@ -349,7 +501,9 @@ fn row_from_record(
                     let slot = value_slot(*field, &mut source, &mut local_id, &mut demographics);
                     if let Some(slot) = slot.map(Option::get_or_insert_default) {
                         if !slot.is_empty() {
-                            slot.push(' ');
+                            // Two phone numbers stay two numbers (the normaliser takes
+                            // the first); other parts join as words.
+                            slot.push_str(if *field == Field::Phone { " / " } else { " " });
                         }
                         slot.push_str(value);
                     }
@@ -451,6 +605,83 @@ mod tests {
             row.raw.demographics().identifiers,
             vec![Identifier { system: "ssn".into(), value: "1234567".into() }]
         );
+    }
+
+    #[test]
+    fn a_council_file_is_read_by_its_usual_column_names() {
+        let file = read(
+            b"Client ID,Title,Forename,Middle Names,Surname,D.O.B.,Gender,NHS No,Address 1,\
+              Address 2,Town/City,Post Code,Home Phone,Mobile,Email Address,Ethnicity\n\
+              C17,Mr,John,Paul,Smith,01/02/1980,M,943 476 5919,12 Mill Rd,Headingley,Leeds,\
+              LS6 1AB,0113 496 0000,07700 900123,j@example.org,X\n",
+            &ColumnMap::default(),
+        )
+        .expect("reads");
+        let row = &file.rows[0];
+        assert_eq!(&*row.local_id, "C17");
+        let got = row.raw.demographics();
+        assert_eq!(got.given_name.as_deref(), Some("John Paul"));
+        assert_eq!(got.family_name.as_deref(), Some("Smith"));
+        assert_eq!(got.date_of_birth.as_deref(), Some("01/02/1980"));
+        assert_eq!(got.sex.as_deref(), Some("M"));
+        assert_eq!(got.nhs_number.as_deref(), Some("943 476 5919"));
+        assert_eq!(got.address_line1.as_deref(), Some("12 Mill Rd"));
+        assert_eq!(got.address_line2.as_deref(), Some("Headingley"));
+        assert_eq!(got.town.as_deref(), Some("Leeds"));
+        assert_eq!(got.postcode.as_deref(), Some("LS6 1AB"));
+        // Two phone columns stay two numbers; the normaliser keeps the first.
+        assert_eq!(got.phone.as_deref(), Some("0113 496 0000 / 07700 900123"));
+        assert_eq!(
+            mpi_matching::normalize_phone("0113 496 0000 / 07700 900123"),
+            mpi_matching::normalize_phone("0113 496 0000")
+        );
+        assert_eq!(got.email.as_deref(), Some("j@example.org"));
+        assert_eq!(file.columns[0], ColumnUse::Recognised("Client ID".into(), Field::LocalId));
+        let ignored: Vec<&ColumnUse> =
+            file.columns.iter().filter(|column| matches!(column, ColumnUse::Ignored(_))).collect();
+        assert_eq!(
+            ignored,
+            [&ColumnUse::Ignored("Title".into()), &ColumnUse::Ignored("Ethnicity".into())]
+        );
+        assert_eq!(file.matching_columns, 13);
+    }
+
+    #[test]
+    fn a_canonical_name_or_a_mapping_wins_over_a_usual_name() {
+        let file = read(
+            b"local_id,ID,given_name,Forename,Name,First Name\nA1,9,Ada,Augusta,Lovelace,Byron\n",
+            &ColumnMap::parse(&["Name=family_name"]).expect("valid"),
+        )
+        .expect("reads");
+        let got = file.rows[0].raw.demographics();
+        assert_eq!(&*file.rows[0].local_id, "A1");
+        assert_eq!(got.given_name.as_deref(), Some("Ada"));
+        assert_eq!(got.family_name.as_deref(), Some("Lovelace"));
+        let ignored: Vec<&ColumnUse> =
+            file.columns.iter().filter(|column| matches!(column, ColumnUse::Ignored(_))).collect();
+        assert_eq!(ignored.len(), 3, "{:?}", file.columns);
+        // Nothing to match on: the caller warns.
+        let bare = read(b"Ref,Ethnicity\n1,X\n", &ColumnMap::parse(&["Ref=local_id"]).unwrap())
+            .expect("reads");
+        assert_eq!(bare.matching_columns, 0);
+    }
+
+    #[test]
+    fn two_columns_that_could_each_be_the_local_id_are_refused() {
+        let Err(InputError::Header { reason, .. }) =
+            read(b"ID,Client ID,Forename\n1,2,Ada\n", &ColumnMap::default())
+        else {
+            panic!("expected a header error");
+        };
+        assert!(reason.contains("\"ID\" and \"Client ID\""), "{reason}");
+        assert!(reason.contains("--map COLUMN=local_id"), "{reason}");
+        // Mapping one of them settles it.
+        let file = read(
+            b"ID,Client ID,Forename\n1,2,Ada\n",
+            &ColumnMap::parse(&["Client ID=local_id"]).unwrap(),
+        )
+        .expect("reads");
+        assert_eq!(&*file.rows[0].local_id, "2");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mpi::commands;
-use mpi::input::{ColumnMap, read_csv};
+use mpi::input::{ColumnMap, ColumnUse, ReadFile, read_csv};
 use mpi::link::{DEFAULT_MAX_CANDIDATES, LinkOptions, ModelSource, Progress};
 use mpi::output;
 use mpi::{Workspace, normalize_options};
@@ -502,6 +502,60 @@ fn read_config(path: &Path) -> Result<ConfigFile> {
     Ok(config)
 }
 
+/// The summary's lines on a file's columns: those read by a common name (so a user
+/// can check "Forename" became the given name) and those not read at all. Nothing when
+/// every column has its canonical name.
+fn write_columns(
+    out: &mut impl Write,
+    path: &Path,
+    columns: &[ColumnUse],
+    name_the_file: bool,
+) -> std::io::Result<()> {
+    let of_file = if name_the_file {
+        format!(" of {}", path.file_name().unwrap_or(path.as_os_str()).to_string_lossy())
+    } else {
+        String::new()
+    };
+    let recognised: Vec<String> = columns
+        .iter()
+        .filter_map(|column| match column {
+            ColumnUse::Recognised(name, field) => Some(format!("{name} as {}", field.as_str())),
+            _ => None,
+        })
+        .collect();
+    if !recognised.is_empty() {
+        writeln!(out, "  columns{of_file} read by their usual names: {}", recognised.join(", "))?;
+    }
+    let ignored: Vec<&str> = columns
+        .iter()
+        .filter_map(|column| match column {
+            ColumnUse::Ignored(name) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !ignored.is_empty() {
+        writeln!(
+            out,
+            "  columns{of_file} not read: {} (map them with --map COLUMN=FIELD)",
+            ignored.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
+/// A file whose columns give nothing to match on makes every row a new person: say so
+/// before the run, on standard error.
+fn warn_of_unread_demographics(path: &Path, file: &ReadFile) {
+    if file.matching_columns == 0 && !file.rows.is_empty() {
+        eprintln!(
+            "warning: {}: no column gives a name, birth date, NHS number, address or other \
+             identifier, so every row will be a new person; map the file's columns with \
+             --map COLUMN=FIELD",
+            path.display()
+        );
+    }
+}
+
 fn link(args: LinkArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let (thresholds, max_candidates) = decision_settings(&args.decisions)?;
@@ -517,8 +571,11 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
     // Read every file first: a malformed file fails the run before anything is written.
     let mut rows = Vec::new();
     let mut rejected = Vec::new();
+    let mut columns = Vec::new();
     for (index, path) in args.files.iter().enumerate() {
         let file = read_csv(path, index, &map, args.source.as_deref())?;
+        warn_of_unread_demographics(path, &file);
+        columns.push(file.columns);
         if rows.is_empty() {
             // One file (the usual case): its rows, not a copy of them.
             rows = file.rows;
@@ -602,6 +659,9 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
     )?;
     writeln!(stdout, "  rows read          {:>10}", report.n_rows)?;
     writeln!(stdout, "  rejected           {:>10}", report.n_rejected)?;
+    for (path, columns) in args.files.iter().zip(&columns) {
+        write_columns(&mut stdout, path, columns, args.files.len() > 1)?;
+    }
     if workspace.rebuilt_index {
         writeln!(stdout, "  blocking index     rebuilt from the store (it was missing or behind)")?;
     }

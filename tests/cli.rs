@@ -556,6 +556,34 @@ fn bad_rows_are_reported_and_the_rest_proceeds() {
 }
 
 #[test]
+fn a_council_file_with_its_own_column_names_links_without_a_mapping() {
+    let dir = TempDir::new().unwrap();
+    let input = dir.path().join("council.csv");
+    fs::write(
+        &input,
+        "Client ID,Forename,Surname,Date of Birth,Gender,NHS Number,Post Code,Ethnicity\n\
+         C1,John,Smith,01/02/1980,M,943 476 5919,LS1 4AB,X\n\
+         C2,Jon,Smith,1980-02-01,Male,9434765919,LS1 4AB,X\n",
+    )
+    .unwrap();
+    let out = dir.path().join("results.csv");
+    let mut args = link_args(&dir, &out);
+    args.push(input.into());
+    let summary = mpi_ok(&args);
+    assert!(
+        summary.contains("Forename as given_name")
+            && summary.contains("NHS Number as nhs_number")
+            && summary.contains("Client ID as local_id"),
+        "{summary}"
+    );
+    assert!(summary.contains("not read: Ethnicity"), "{summary}");
+    let rows = read_csv(&out);
+    assert_eq!(rows[1]["decision"], "linked", "{rows:?}");
+    assert_eq!(rows[0]["person_id"], rows[1]["person_id"]);
+    assert_eq!(rows[1]["nhs_number"], "9434765919");
+}
+
+#[test]
 fn malformed_files_fail_clearly_without_writing() {
     let dir = TempDir::new().unwrap();
     let utf16 = dir.path().join("utf16.csv");
