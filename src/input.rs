@@ -298,7 +298,7 @@ fn resolve_columns(
 
 fn check_encoding(path: &Path, bytes: &[u8]) -> Result<(), InputError> {
     let encoding = |reason| Err(InputError::Encoding { path: path.to_owned(), reason });
-    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+    if UTF16_BOMS.iter().any(|mark| bytes.starts_with(mark)) {
         return encoding("it starts with a UTF-16 byte order mark");
     }
     let head = &bytes[..bytes.len().min(4096)];
@@ -333,10 +333,56 @@ pub fn read_csv(
     file_index: usize,
     map: &ColumnMap,
     source: Option<&str>,
+    encoding: Encoding,
 ) -> Result<ReadFile, InputError> {
     let bytes =
         std::fs::read(path).map_err(|source| InputError::Io { path: path.to_owned(), source })?;
-    read_csv_bytes(path, &bytes, file_index, map, source)
+    // A byte order mark says what the file is, whatever the flag says.
+    let marked = |marks: &[&[u8]]| marks.iter().any(|mark| bytes.starts_with(mark));
+    match encoding {
+        Encoding::Windows1252 if !marked(&[UTF8_BOM, &UTF16_BOMS[0], &UTF16_BOMS[1]]) => {
+            let text = from_windows_1252(&bytes);
+            drop(bytes);
+            read_csv_bytes(path, text.as_bytes(), file_index, map, source)
+        }
+        _ => read_csv_bytes(path, &bytes, file_index, map, source),
+    }
+}
+
+const UTF8_BOM: &[u8] = &[0xEF, 0xBB, 0xBF];
+const UTF16_BOMS: [[u8; 2]; 2] = [[0xFF, 0xFE], [0xFE, 0xFF]];
+
+/// The character encoding of an input file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Encoding {
+    /// UTF-8 (with or without a byte order mark): the default.
+    #[default]
+    Utf8,
+    /// Windows-1252, the encoding Excel gives "CSV (Comma delimited)" on a UK Windows
+    /// machine (read for Latin-1 too, as browsers do: it is Latin-1 with printable
+    /// characters where Latin-1 has control codes).
+    Windows1252,
+}
+
+/// What Windows-1252 puts at 0x80-0x9F (the rest of its upper half is Latin-1: the
+/// byte's own code point). The five bytes it leaves undefined keep their code point,
+/// as the WHATWG encoding standard has it.
+const WINDOWS_1252_HIGH: [char; 32] = [
+    '\u{20AC}', '\u{81}', '\u{201A}', '\u{192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}',
+    '\u{2C6}', '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8D}', '\u{17D}', '\u{8F}',
+    '\u{90}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}', '\u{2014}',
+    '\u{2DC}', '\u{2122}', '\u{161}', '\u{203A}', '\u{153}', '\u{9D}', '\u{17E}', '\u{178}',
+];
+
+/// Windows-1252 bytes as UTF-8 text. Every byte is a character, so nothing is lost.
+fn from_windows_1252(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|&byte| match byte {
+            0x80..=0x9F => WINDOWS_1252_HIGH[usize::from(byte - 0x80)],
+            _ => char::from(byte),
+        })
+        .collect()
 }
 
 /// [`read_csv`] on bytes already in memory.
@@ -351,7 +397,7 @@ pub fn read_csv_bytes(
     source: Option<&str>,
 ) -> Result<ReadFile, InputError> {
     check_encoding(path, bytes)?;
-    let bytes = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]).unwrap_or(bytes);
+    let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
     let header_error = |reason: String| InputError::Header { path: path.to_owned(), reason };
     let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(bytes);
     let header = reader
@@ -516,7 +562,13 @@ fn row_from_record(
     }
     let source_system = source.unwrap_or_else(|| default_source.to_owned());
     if let Some(field) = bad_utf8 {
-        return Err((field, "value is not valid UTF-8", local_id, Some(source_system)));
+        return Err((
+            field,
+            "value is not valid UTF-8 (a file Excel saved as CSV on Windows is Windows-1252: \
+             read it with --encoding windows-1252)",
+            local_id,
+            Some(source_system),
+        ));
     }
     let Some(local_id) = local_id else {
         return Err(("local_id", "missing local_id", None, Some(source_system)));
@@ -682,6 +734,38 @@ mod tests {
         )
         .expect("reads");
         assert_eq!(&*file.rows[0].local_id, "2");
+    }
+
+    #[test]
+    fn a_windows_1252_file_reads_with_its_encoding_and_is_rejected_row_by_row_without() {
+        let dir = tempfile::TempDir::new().expect("temporary folder");
+        let path = dir.path().join("excel.csv");
+        // "Zoë", "O’Brien" (a curly apostrophe, 0x92) and "Renée" as Excel saves them.
+        std::fs::write(
+            &path,
+            b"local_id,given_name,family_name\nA1,Zo\xEB,O\x92Brien\nA2,Ren\xE9e,Smith\nA3,Ada,Lee\n",
+        )
+        .expect("written");
+        let file =
+            read_csv(&path, 0, &ColumnMap::default(), None, Encoding::Windows1252).expect("reads");
+        assert!(file.rejected.is_empty());
+        let names: Vec<(Option<String>, Option<String>)> = file
+            .rows
+            .iter()
+            .map(|row| (row.raw.demographics().given_name, row.raw.demographics().family_name))
+            .collect();
+        assert_eq!(names[0], (Some("Zoë".into()), Some("O\u{2019}Brien".into())));
+        assert_eq!(names[1].0.as_deref(), Some("Renée"));
+        // Read as UTF-8, the two rows are rejected with a reason that names the flag.
+        let file = read_csv(&path, 0, &ColumnMap::default(), None, Encoding::Utf8).expect("reads");
+        assert_eq!(file.rows.len(), 1);
+        assert_eq!(file.rejected.len(), 2);
+        assert!(file.rejected[0].reason.contains("--encoding windows-1252"));
+        // A UTF-8 file with its byte order mark reads as UTF-8 whatever the flag says.
+        std::fs::write(&path, "\u{feff}local_id,given_name\nA1,Zoë\n").expect("written");
+        let file =
+            read_csv(&path, 0, &ColumnMap::default(), None, Encoding::Windows1252).expect("reads");
+        assert_eq!(file.rows[0].raw.demographics().given_name.as_deref(), Some("Zoë"));
     }
 
     #[test]

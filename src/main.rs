@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mpi::commands;
-use mpi::input::{ColumnMap, ColumnUse, ReadFile, read_csv};
+use mpi::input::{ColumnMap, ColumnUse, Encoding, ReadFile, read_csv};
 use mpi::link::{DEFAULT_MAX_CANDIDATES, LinkOptions, ModelSource, Progress};
 use mpi::output;
 use mpi::{Workspace, normalize_options};
@@ -153,6 +153,10 @@ struct LinkArgs {
     /// A file of COLUMN=FIELD lines.
     #[arg(long)]
     map_file: Option<PathBuf>,
+    /// The files' character encoding: utf-8, or windows-1252 (also latin1), as Excel
+    /// saves "CSV (Comma delimited)" on a UK Windows machine.
+    #[arg(long, default_value = "utf-8", value_parser = parse_encoding)]
+    encoding: Encoding,
     #[command(flatten)]
     decisions: DecisionArgs,
     /// Score and report without writing anything to the store.
@@ -502,6 +506,16 @@ fn read_config(path: &Path) -> Result<ConfigFile> {
     Ok(config)
 }
 
+fn parse_encoding(name: &str) -> Result<Encoding, String> {
+    match name.to_ascii_lowercase().replace('_', "-").as_str() {
+        "utf-8" | "utf8" => Ok(Encoding::Utf8),
+        "windows-1252" | "cp1252" | "latin1" | "latin-1" | "iso-8859-1" => {
+            Ok(Encoding::Windows1252)
+        }
+        _ => Err("expected utf-8 or windows-1252".to_owned()),
+    }
+}
+
 /// The summary's lines on a file's columns: those read by a common name (so a user
 /// can check "Forename" became the given name) and those not read at all. Nothing when
 /// every column has its canonical name.
@@ -573,7 +587,7 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
     let mut rejected = Vec::new();
     let mut columns = Vec::new();
     for (index, path) in args.files.iter().enumerate() {
-        let file = read_csv(path, index, &map, args.source.as_deref())?;
+        let file = read_csv(path, index, &map, args.source.as_deref(), args.encoding)?;
         warn_of_unread_demographics(path, &file);
         columns.push(file.columns);
         if rows.is_empty() {

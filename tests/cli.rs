@@ -581,6 +581,27 @@ fn a_council_file_with_its_own_column_names_links_without_a_mapping() {
     assert_eq!(rows[1]["decision"], "linked", "{rows:?}");
     assert_eq!(rows[0]["person_id"], rows[1]["person_id"]);
     assert_eq!(rows[1]["nhs_number"], "9434765919");
+
+    // The same people from Excel on Windows: Windows-1252, read with --encoding.
+    let excel = dir.path().join("excel.csv");
+    fs::write(
+        &excel,
+        b"Client ID,Forename,Surname,DOB,NHS No\nE1,Zo\xEB,O\x92Brien,02/03/1990,\n\
+          E2,Zoe,O'Brien,1990-03-02,\n",
+    )
+    .unwrap();
+    let excel_out = dir.path().join("excel-results.csv");
+    let mut args = link_args(&dir, &excel_out);
+    args.extend(["--encoding".into(), "windows-1252".into(), excel.clone().into()]);
+    let summary = mpi_ok(&args);
+    assert!(summary.contains("rejected                    0"), "{summary}");
+    let rows = read_csv(&excel_out);
+    assert_eq!(rows[1]["decision"], "linked", "{rows:?}");
+    let mut args = link_args(&dir, &excel_out);
+    args.extend(["--encoding".into(), "ebcdic".into(), excel.into()]);
+    let output = mpi(&args);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("windows-1252"));
 }
 
 #[test]

@@ -379,6 +379,8 @@ pub enum IssueKind {
     NotUkPostcode,
     /// A name with no letters in it.
     NoLetters,
+    /// A number a spreadsheet rounded into scientific notation (`9.43477E+09`).
+    Rounded,
 }
 
 impl IssueKind {
@@ -394,6 +396,9 @@ impl IssueKind {
             IssueKind::UnknownCode => "unknown code",
             IssueKind::NotUkPostcode => "not a UK postcode, compared as a plain code",
             IssueKind::NoLetters => "no letters",
+            IssueKind::Rounded => {
+                "rounded by a spreadsheet (scientific notation), its last digits lost"
+            }
         }
     }
 

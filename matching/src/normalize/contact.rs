@@ -6,13 +6,15 @@ use crate::record::{IssueKind, Sex};
 /// `0044 7700900123`, `447700900123`) become `+44` and the national number without its
 /// leading zero (`+447700900123`); other international numbers keep `+` and their
 /// digits. Of several numbers in one value the first is taken, without a label before
-/// it or a note or extension after it.
+/// it or a note or extension after it. A spreadsheet's number (`7700900123.0`, its
+/// leading zero lost) is read as the whole number.
 ///
 /// # Errors
 /// [`IssueKind::NotNumeric`] for letters, [`IssueKind::WrongLength`] for too few or
-/// too many digits, [`IssueKind::Placeholder`] for one digit repeated.
+/// too many digits, [`IssueKind::Placeholder`] for one digit repeated,
+/// [`IssueKind::Rounded`] for scientific notation.
 pub fn normalize_phone(raw: &str) -> Result<String, IssueKind> {
-    let raw = first_number(raw.trim());
+    let raw = first_number(super::spreadsheet_number(raw.trim())?);
     let mut digits = String::with_capacity(16);
     for c in raw.chars() {
         match c {
@@ -149,6 +151,11 @@ mod tests {
         check_phone("mobile", Err(IssueKind::NotNumeric));
         check_phone("call me", Err(IssueKind::NotNumeric));
         check_phone("00000 000000", Err(IssueKind::Placeholder));
+        // A spreadsheet's number column: the leading zero lost, ".0" added, or rounded.
+        check_phone("7700900123.0", Ok("+447700900123"));
+        check_phone("7700900123", Ok("+447700900123"));
+        check_phone("7.7009E+09", Err(IssueKind::Rounded));
+        check_phone("0113.496.0000", Ok("+441134960000"));
     }
 
     #[test]

@@ -43,7 +43,10 @@ use crate::record::{
 ///   left out and a house number's letter written apart joins it (`12 A` is `12a`). A
 ///   generational suffix in brackets (`SMITH (JNR)`) is kept, and a title alone where
 ///   the given name should be (`Mr`) is a placeholder.
-pub const NORMALIZATION_VERSION: u32 = 3;
+/// - 4: an NHS or phone number a spreadsheet wrote as a decimal (`9434765919.0`) is
+///   read as the whole number, and one it rounded into scientific notation
+///   (`9.43477E+09`) is reported as rounded.
+pub const NORMALIZATION_VERSION: u32 = 4;
 
 /// Settings for normalisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,6 +177,35 @@ impl Normalizer {
 }
 
 /// The trimmed value, None when absent or blank.
+/// A number column as spreadsheets and data frames write it: `9434765919.0` is the
+/// whole number `9434765919`; other values are returned as they are.
+///
+/// # Errors
+/// [`IssueKind::Rounded`] for a number in scientific notation (`9.43477E+09`): its
+/// last digits are gone.
+fn spreadsheet_number(value: &str) -> Result<&str, IssueKind> {
+    if let Some((whole, zeros)) = value.split_once('.')
+        && !whole.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && !zeros.is_empty()
+        && zeros.bytes().all(|b| b == b'0')
+    {
+        return Ok(whole);
+    }
+    let scientific = value.split_once(['e', 'E']).is_some_and(|(mantissa, exponent)| {
+        let exponent = exponent.strip_prefix('+').unwrap_or(exponent);
+        !mantissa.is_empty()
+            && mantissa.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            && mantissa.bytes().filter(|&b| b == b'.').count() <= 1
+            && !exponent.is_empty()
+            && exponent.bytes().all(|b| b.is_ascii_digit())
+    });
+    if scientific {
+        return Err(IssueKind::Rounded);
+    }
+    Ok(value)
+}
+
 fn present(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }

@@ -24,7 +24,7 @@ pub fn nhs_check_digit_valid(digits: &str) -> bool {
 }
 
 /// Normalises an NHS number to ten digits: a leading label (`NHS No:`), spaces and
-/// dashes are removed, the check digit is verified, and placeholders (one digit
+/// dashes are removed, a spreadsheet's `.0` after the number is dropped, the check digit is verified, and placeholders (one digit
 /// repeated, `0123456789`, `1234567890`) are refused. Numbers starting `999` are never issued to real people;
 /// they are accepted unless `refuse_test_numbers`.
 ///
@@ -32,7 +32,7 @@ pub fn nhs_check_digit_valid(digits: &str) -> bool {
 /// The reason the value cannot be used.
 pub fn normalize_nhs_number(raw: &str, refuse_test_numbers: bool) -> Result<String, IssueKind> {
     let mut digits = String::with_capacity(10);
-    for c in without_label(raw.trim()).chars() {
+    for c in super::spreadsheet_number(without_label(raw.trim()))?.chars() {
         match c {
             '0'..='9' => digits.push(c),
             ' ' | '-' | '\t' => {}
@@ -104,6 +104,12 @@ mod tests {
         check("nhs number 9434765919", Ok("9434765919"));
         check("NHS", Err(IssueKind::WrongLength));
         check("NHX 9434765919", Err(IssueKind::NotNumeric));
+        // As a spreadsheet or a data frame writes a number column.
+        check("9434765919.0", Ok("9434765919"));
+        check("9434765919.00", Ok("9434765919"));
+        check("9.43477E+09", Err(IssueKind::Rounded));
+        check("9.434765919e9", Err(IssueKind::Rounded));
+        check("9434765919.5", Err(IssueKind::NotNumeric));
         assert_eq!(normalize_nhs_number("9990001235", true), Err(IssueKind::Placeholder));
     }
 
