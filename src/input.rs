@@ -142,6 +142,9 @@ pub struct ReadFile {
     pub rejected: Vec<RowError>,
     /// How each header column was read, in column order.
     pub columns: Vec<ColumnUse>,
+    /// The byte that separates its columns: `,`, or what the header line uses when
+    /// it has no comma (a tab, `;` or `|`).
+    pub delimiter: u8,
     /// Columns that give something to match on: demographics or an identifier (not
     /// the source system or local id).
     pub matching_columns: usize,
@@ -349,6 +352,16 @@ pub fn read_csv(
     }
 }
 
+/// The column separator: a comma, unless the header line has none and has tabs,
+/// semicolons (a spreadsheet in a locale whose decimal mark is a comma) or bars.
+fn delimiter_of(bytes: &[u8]) -> u8 {
+    let header = &bytes[..bytes.iter().position(|&byte| byte == b'\n').unwrap_or(bytes.len())];
+    if header.contains(&b',') {
+        return b',';
+    }
+    [b'\t', b';', b'|'].into_iter().find(|separator| header.contains(separator)).unwrap_or(b',')
+}
+
 const UTF8_BOM: &[u8] = &[0xEF, 0xBB, 0xBF];
 const UTF16_BOMS: [[u8; 2]; 2] = [[0xFF, 0xFE], [0xFE, 0xFF]];
 
@@ -399,7 +412,12 @@ pub fn read_csv_bytes(
     check_encoding(path, bytes)?;
     let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
     let header_error = |reason: String| InputError::Header { path: path.to_owned(), reason };
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(bytes);
+    let delimiter = delimiter_of(bytes);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .delimiter(delimiter)
+        .from_reader(bytes);
     let header = reader
         .byte_headers()
         .map_err(|_| header_error("the header row is not valid CSV".to_owned()))?
@@ -428,7 +446,7 @@ pub fn read_csv_bytes(
             })
         })
         .count();
-    let mut result = ReadFile { columns, matching_columns, ..ReadFile::default() };
+    let mut result = ReadFile { columns, matching_columns, delimiter, ..ReadFile::default() };
     // At most a row a line: sized once, not grown by doubling (a million rows are
     // 350 MB, and each doubling holds the old and the new at once).
     result.rows.reserve(bytes.iter().filter(|&&byte| byte == b'\n').count());
@@ -766,6 +784,23 @@ mod tests {
         let file =
             read_csv(&path, 0, &ColumnMap::default(), None, Encoding::Windows1252).expect("reads");
         assert_eq!(file.rows[0].raw.demographics().given_name.as_deref(), Some("Zoë"));
+    }
+
+    #[test]
+    fn a_tab_or_semicolon_separated_file_is_read_by_its_header() {
+        for separator in ["\t", ";", "|"] {
+            let text = ["local_id", "given_name", "family_name"].join(separator)
+                + "\n"
+                + &["A1", "Ada", "Lovelace, Countess"].join(separator)
+                + "\n";
+            let file = read(text.as_bytes(), &ColumnMap::default()).expect("reads");
+            assert_eq!(file.delimiter, separator.as_bytes()[0]);
+            let got = file.rows[0].raw.demographics();
+            assert_eq!(got.family_name.as_deref(), Some("Lovelace, Countess"), "{separator:?}");
+        }
+        // A comma in the header makes it comma-separated, whatever else it holds.
+        let file = read(b"local_id,note;x\nA1,y\n", &ColumnMap::default()).expect("reads");
+        assert_eq!(file.delimiter, b',');
     }
 
     #[test]

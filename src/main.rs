@@ -516,15 +516,22 @@ fn parse_encoding(name: &str) -> Result<Encoding, String> {
     }
 }
 
+/// What the summary says of how a file was read.
+struct FileSummary {
+    columns: Vec<ColumnUse>,
+    delimiter: u8,
+}
+
 /// The summary's lines on a file's columns: those read by a common name (so a user
 /// can check "Forename" became the given name) and those not read at all. Nothing when
 /// every column has its canonical name.
 fn write_columns(
     out: &mut impl Write,
     path: &Path,
-    columns: &[ColumnUse],
+    file: &FileSummary,
     name_the_file: bool,
 ) -> std::io::Result<()> {
+    let columns = &file.columns;
     let of_file = if name_the_file {
         format!(" of {}", path.file_name().unwrap_or(path.as_os_str()).to_string_lossy())
     } else {
@@ -537,6 +544,15 @@ fn write_columns(
             _ => None,
         })
         .collect();
+    let separator = match file.delimiter {
+        b',' => None,
+        b'\t' => Some("tabs"),
+        b';' => Some("semicolons"),
+        _ => Some("bars (|)"),
+    };
+    if let Some(separator) = separator {
+        writeln!(out, "  columns{of_file} separated by {separator}")?;
+    }
     if !recognised.is_empty() {
         writeln!(out, "  columns{of_file} read by their usual names: {}", recognised.join(", "))?;
     }
@@ -589,7 +605,7 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
     for (index, path) in args.files.iter().enumerate() {
         let file = read_csv(path, index, &map, args.source.as_deref(), args.encoding)?;
         warn_of_unread_demographics(path, &file);
-        columns.push(file.columns);
+        columns.push(FileSummary { columns: file.columns, delimiter: file.delimiter });
         if rows.is_empty() {
             // One file (the usual case): its rows, not a copy of them.
             rows = file.rows;
