@@ -197,7 +197,7 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<BlockingKey> {
     }
     if let Some(address) = record.address()
         && let Some(number) = address.house_number
-        && let Some(street) = street_word(&address.text)
+        && let Some(street) = street_word(address.text)
     {
         if !family_code.is_empty() {
             keys.push(key(kind::ADDRESS, format_args!("{number}|{street}|{family_code}")));
