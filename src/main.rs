@@ -252,8 +252,9 @@ struct SynthArgs {
     /// Writes some values as real UK files hold them: `Queen's Road`, `12/07/1980
     /// 00:00`, `12th July 1980`, a spreadsheet's serial date (`29414`), `NHS No: ...`,
     /// `SMITH (DECEASED)`, `O Brien`, two phone numbers, an extension, `Tel: ...`,
-    /// `LS1 OAB` for `LS1 0AB`, and no fixed abode (`ZZ99 3VZ`). The people and the
-    /// truth file do not change.
+    /// `LS1 OAB` for `LS1 0AB`, no fixed abode (`ZZ99 3VZ`), and numbers as a spreadsheet
+    /// exports them (`9434765919.0`, a phone without its leading zero). The people and
+    /// the truth file do not change.
     #[arg(long)]
     real_world_forms: bool,
 }

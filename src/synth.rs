@@ -1374,9 +1374,15 @@ pub fn generate(config: &SynthConfig) -> Vec<SynthRecord> {
 ///   stand (`LS1 OAB`), on 1%;
 /// - no fixed abode: the pseudo-postcode `ZZ99 3VZ` and the address `No fixed abode`, on
 ///   0.3%. With the title alone, the forms that take information away: the address, or
-///   the given name, was never given.
+///   the given name, was never given;
+/// - a number column as a spreadsheet or a data frame exports it: an NHS number as
+///   `9434765919.0`, on 1% of those written without spaces, and a phone number without
+///   its leading zero (`7700900123`), on 1%, half of them with `.0` after it.
 pub fn add_real_world_forms(records: &mut [SynthRecord], seed: u64) {
     let mut rng = Rng(seed ^ 0x5245_414C_464F_524D);
+    // The spreadsheet's numbers draw from a stream of their own, so that the forms
+    // above fall on the same records as before they were added.
+    let mut numbers_rng = Rng(seed ^ 0x5350_5245_4144_5348);
     // A fixed "today", for the same output on any day: the generator's births end in 2025.
     let today = BirthDate { year: 2025, month: 12, day: 31 };
     for record in records {
@@ -1463,6 +1469,22 @@ pub fn add_real_world_forms(records: &mut [SynthRecord], seed: u64) {
             record.address_line2.clear();
             record.town.clear();
             record.postcode = "ZZ99 3VZ".to_owned();
+        }
+        let (nhs_as_number, phone_as_number, with_point) =
+            (numbers_rng.chance(0.01), numbers_rng.chance(0.01), numbers_rng.chance(0.5));
+        if nhs_as_number
+            && record.nhs_number.len() == 10
+            && record.nhs_number.bytes().all(|b| b.is_ascii_digit())
+        {
+            record.nhs_number.push_str(".0");
+        }
+        let digits: String = record.phone.chars().filter(|c| !c.is_whitespace()).collect();
+        if phone_as_number
+            && digits.len() == 11
+            && digits.starts_with('0')
+            && digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            record.phone = format!("{}{}", &digits[1..], if with_point { ".0" } else { "" });
         }
     }
 }
@@ -1752,6 +1774,13 @@ mod tests {
                     real.postcode != plain.postcode && real.postcode != "ZZ99 3VZ",
                 ),
                 ("no fixed abode", real.postcode == "ZZ99 3VZ"),
+                ("NHS number as a number", real.nhs_number.ends_with(".0")),
+                (
+                    "phone as a number",
+                    !real.phone.is_empty()
+                        && !real.phone.starts_with('0')
+                        && real.phone.bytes().all(|b| b.is_ascii_digit() || b == b'.'),
+                ),
             ];
             for (form, marked) in marks {
                 *seen.entry(form).or_default() += usize::from(marked);
