@@ -105,6 +105,9 @@ pub struct Evaluation {
     /// The figures if every open review were accepted: each record in review joined
     /// the person of its best candidate record. What working the queue is worth.
     pub if_reviews_accepted: EvalReport,
+    /// The true pairs blocking never made candidates, each as two (source system,
+    /// local id), sorted: what a new kind of blocking key would have to find.
+    pub unblocked: Vec<[(String, String); 2]>,
 }
 
 /// `mpi eval`: compares the store's persons with a truth file.
@@ -151,10 +154,20 @@ pub fn eval(
                 .map(move |&candidate| (position.min(candidate), position.max(candidate)))
         })
         .collect();
+    let mut unblocked = Vec::new();
     let (completeness, _) = pair_completeness(&truth_labels, |i, j| {
         let (a, b) = (positions[i], positions[j]);
-        candidate_pairs.contains(&(a.min(b), a.max(b)))
+        let candidate = candidate_pairs.contains(&(a.min(b), a.max(b)));
+        if !candidate {
+            let key = |position: usize| {
+                let entry = &linker.entries[position];
+                (entry.source_system.to_string(), entry.local_id.to_string())
+            };
+            unblocked.push([key(a), key(b)]);
+        }
+        candidate
     });
+    unblocked.sort_unstable();
     let n_review = positions
         .iter()
         .filter(|&&position| linker.entries[position].decision == crate::DecisionKind::Review)
@@ -201,6 +214,7 @@ pub fn eval(
         n_review,
         missed,
         if_reviews_accepted,
+        unblocked,
     })
 }
 

@@ -192,7 +192,7 @@ pub fn missed_pairs_by_cause<P: Eq + Hash, T: Eq + Hash, C: Clone + Eq + Hash + 
 /// Only true pairs are enumerated.
 pub fn pair_completeness<T: Eq + Hash>(
     truth: &[T],
-    is_candidate: impl Fn(usize, usize) -> bool,
+    mut is_candidate: impl FnMut(usize, usize) -> bool,
 ) -> (f64, u64) {
     let mut clusters: HashMap<&T, Vec<usize>> = HashMap::new();
     for (record, label) in truth.iter().enumerate() {

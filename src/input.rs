@@ -19,6 +19,20 @@ pub enum Target {
     Field(Field),
     /// Another identifier of this system.
     Identifier(String),
+    /// A whole name in one value (`SMITH, John`, `John Smith`, `Mr John SMITH`), split
+    /// into given and family names as it is read (see [`split_full_name`]).
+    FullName,
+}
+
+impl Target {
+    /// The name a `--map` entry gives it.
+    pub fn name(&self) -> String {
+        match self {
+            Target::Field(field) => field.as_str().to_owned(),
+            Target::Identifier(system) => format!("id:{system}"),
+            Target::FullName => "full_name".to_owned(),
+        }
+    }
 }
 
 /// Column-to-field mapping given with `--map COLUMN=FIELD` or a mapping file.
@@ -52,9 +66,11 @@ impl ColumnMap {
                     return Err(bad("empty identifier system after id:"));
                 }
                 Target::Identifier(system.trim().to_owned())
+            } else if field == "full_name" {
+                Target::FullName
             } else {
                 Target::Field(Field::from_column(field).ok_or_else(|| {
-                    bad("unknown field; use a canonical column name or id:SYSTEM")
+                    bad("unknown field; use a canonical column name, full_name or id:SYSTEM")
                 })?)
             };
             map.entries.push((column.to_owned(), target));
@@ -93,6 +109,9 @@ impl ColumnMap {
             .collect();
         if !mapped.is_empty() {
             return mapped;
+        }
+        if column == "full_name" {
+            return vec![Target::FullName];
         }
         Field::from_column(column).map(Target::Field).into_iter().collect()
     }
@@ -155,8 +174,9 @@ pub struct ReadFile {
 pub enum ColumnUse {
     /// By its canonical name or a `--map` entry.
     Named(String),
-    /// By a common form of a canonical field's name ("NHS Number", "Surname").
-    Recognised(String, Field),
+    /// By a common form of a canonical field's name ("NHS Number", "Surname"), read as
+    /// that field (named as a `--map` entry names it: `nhs_number`, `full_name`).
+    Recognised(String, String),
     /// Not read.
     Ignored(String),
 }
@@ -232,6 +252,11 @@ fn compact(name: &str) -> String {
     name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect()
 }
 
+/// Header names of a column holding whole names, in [`compact`] form, read as
+/// [`Target::FullName`] when no column gives a given or family name.
+const FULL_NAME_HEADERS: &[&str] =
+    &["name", "fullname", "clientname", "patientname", "personname", "servicename"];
+
 /// The field a header name commonly stands for, if any.
 fn recognised_field(name: &str) -> Option<Field> {
     let name = compact(name);
@@ -285,12 +310,31 @@ fn resolve_columns(
             ));
         }
     }
+    let mut recognised: Vec<Option<Target>> =
+        recognised.into_iter().map(|field| field.map(Target::Field)).collect();
+    // A column of whole names, where no column gives a given or a family name.
+    let names_given = targets.iter().flatten().chain(recognised.iter().flatten()).any(|target| {
+        matches!(target, Target::FullName | Target::Field(Field::GivenName | Field::FamilyName))
+    });
+    if !names_given {
+        let whole: Vec<usize> = (0..names.len())
+            .filter(|&at| {
+                targets[at].is_empty()
+                    && recognised[at].is_none()
+                    && FULL_NAME_HEADERS.contains(&compact(&names[at]).as_str())
+            })
+            .collect();
+        if let [at] = whole[..] {
+            recognised[at] = Some(Target::FullName);
+        }
+    }
     let mut uses = Vec::with_capacity(names.len());
-    for ((name, found), field) in names.iter().zip(&mut targets).zip(recognised) {
-        uses.push(match field {
-            Some(field) => {
-                found.push(Target::Field(field));
-                ColumnUse::Recognised(name.clone(), field)
+    for ((name, found), target) in names.iter().zip(&mut targets).zip(recognised) {
+        uses.push(match target {
+            Some(target) => {
+                let use_ = ColumnUse::Recognised(name.clone(), target.name());
+                found.push(target);
+                use_
             }
             None if found.is_empty() => ColumnUse::Ignored(name.clone()),
             None => ColumnUse::Named(name.clone()),
@@ -551,6 +595,7 @@ fn row_from_record(
             let field = match &column_targets[0] {
                 Target::Field(field) => field.as_str(),
                 Target::Identifier(_) => "identifier",
+                Target::FullName => "full_name",
             };
             bad_utf8.get_or_insert(field);
             continue;
@@ -575,6 +620,22 @@ fn row_from_record(
                 Target::Identifier(system) => demographics
                     .identifiers
                     .push(Identifier { system: system.clone(), value: value.to_owned() }),
+                Target::FullName => {
+                    let (given, family) = split_full_name(value);
+                    for (slot, part) in [
+                        (&mut demographics.given_name, given),
+                        (&mut demographics.family_name, family),
+                    ] {
+                        if part.is_empty() {
+                            continue;
+                        }
+                        let slot = slot.get_or_insert_default();
+                        if !slot.is_empty() {
+                            slot.push(' ');
+                        }
+                        slot.push_str(&part);
+                    }
+                }
             }
         }
     }
@@ -592,6 +653,50 @@ fn row_from_record(
         return Err(("local_id", "missing local_id", None, Some(source_system)));
     };
     Ok((source_system, local_id, demographics))
+}
+
+/// Words after a family name that are part of it (a generational suffix).
+const NAME_SUFFIXES: &[&str] = &["jr", "jnr", "junior", "sr", "snr", "senior", "ii", "iii", "iv"];
+
+/// Words before a family name's last word that belong to it (`Van der Berg`, `Al
+/// Hassan`, `O Brien`).
+const FAMILY_PARTICLES: &[&str] = &[
+    "van", "von", "der", "den", "de", "del", "della", "di", "da", "du", "la", "le", "st", "al",
+    "el", "ul", "bin", "ibn", "ben", "ap", "o",
+];
+
+/// A whole name split into (given names, family name), as people write one:
+/// `SMITH, John` (the family name before a comma); `John SMITH` or `SMITH John` (the
+/// family name in capitals among words that are not, as the NHS writes it); otherwise
+/// the last word is the family name, with a particle before it (`Mary van der Berg`)
+/// and a suffix after it (`John Smith Jr`). A title stays with the given names, where
+/// the normaliser reads it.
+pub fn split_full_name(value: &str) -> (String, String) {
+    if let Some((family, given)) = value.split_once(',') {
+        return (given.trim().to_owned(), family.trim().to_owned());
+    }
+    let words: Vec<&str> = value.split_whitespace().collect();
+    let capitals = |word: &str| {
+        word.chars().filter(|c| c.is_alphabetic()).count() > 1
+            && !word.chars().any(char::is_lowercase)
+    };
+    let n_capitals = words.iter().filter(|word| capitals(word)).count();
+    if n_capitals > 0 && words.iter().any(|word| word.chars().any(char::is_lowercase)) {
+        let (family, given): (Vec<&str>, Vec<&str>) = words.iter().partition(|word| capitals(word));
+        return (given.join(" "), family.join(" "));
+    }
+    let plain = |word: &str| word.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
+    let mut end = words.len();
+    while end > 1 && NAME_SUFFIXES.contains(&plain(words[end - 1]).as_str()) {
+        end -= 1;
+    }
+    let Some(mut start) = end.checked_sub(1) else {
+        return (String::new(), String::new());
+    };
+    while start > 1 && FAMILY_PARTICLES.contains(&plain(words[start - 1]).as_str()) {
+        start -= 1;
+    }
+    (words[..start].join(" "), words[start..].join(" "))
 }
 
 /// Where a column's value goes as a row is read: the row's source system or local id,
@@ -706,7 +811,7 @@ mod tests {
             mpi_matching::normalize_phone("0113 496 0000")
         );
         assert_eq!(got.email.as_deref(), Some("j@example.org"));
-        assert_eq!(file.columns[0], ColumnUse::Recognised("Client ID".into(), Field::LocalId));
+        assert_eq!(file.columns[0], ColumnUse::Recognised("Client ID".into(), "local_id".into()));
         let ignored: Vec<&ColumnUse> =
             file.columns.iter().filter(|column| matches!(column, ColumnUse::Ignored(_))).collect();
         assert_eq!(
@@ -801,6 +906,54 @@ mod tests {
         // A comma in the header makes it comma-separated, whatever else it holds.
         let file = read(b"local_id,note;x\nA1,y\n", &ColumnMap::default()).expect("reads");
         assert_eq!(file.delimiter, b',');
+    }
+
+    #[test]
+    fn whole_names_split_as_people_write_them() {
+        for (whole, given, family) in [
+            ("SMITH, John Paul", "John Paul", "SMITH"),
+            ("Smith, John", "John", "Smith"),
+            ("John SMITH", "John", "SMITH"),
+            ("SMITH John", "John", "SMITH"),
+            ("Mr John SMITH", "Mr John", "SMITH"),
+            ("MR JOHN SMITH", "MR JOHN", "SMITH"),
+            ("John Smith", "John", "Smith"),
+            ("Mary van der Berg", "Mary", "van der Berg"),
+            ("Jean-Luc DE LA CROIX", "Jean-Luc", "DE LA CROIX"),
+            ("John Smith Jr.", "John", "Smith Jr."),
+            ("Aoife O Brien", "Aoife", "O Brien"),
+            ("John McDonald", "John", "McDonald"),
+            ("Smith", "", "Smith"),
+            ("", "", ""),
+        ] {
+            assert_eq!(split_full_name(whole), (given.to_owned(), family.to_owned()), "{whole}");
+        }
+    }
+
+    #[test]
+    fn a_column_of_whole_names_is_read_as_given_and_family_names() {
+        let file = read(
+            b"Client ID,Client Name,DOB\nC1,\"SMITH, John\",1/2/1980\n",
+            &ColumnMap::default(),
+        )
+        .expect("reads");
+        let got = file.rows[0].raw.demographics();
+        assert_eq!(
+            (got.given_name.as_deref(), got.family_name.as_deref()),
+            (Some("John"), Some("SMITH"))
+        );
+        assert_eq!(
+            file.columns[1],
+            ColumnUse::Recognised("Client Name".into(), "full_name".into())
+        );
+        // Not where a column gives the family name: there "Name" may be anything.
+        let file = read(b"local_id,Name,Surname\nA1,Ada,Lovelace\n", &ColumnMap::default())
+            .expect("reads");
+        assert_eq!(file.columns[1], ColumnUse::Ignored("Name".into()));
+        // Mapped by hand.
+        let map = ColumnMap::parse(&["Who=full_name"]).expect("valid");
+        let file = read(b"local_id,Who\nA1,Ada LOVELACE\n", &map).expect("reads");
+        assert_eq!(file.rows[0].raw.demographics().family_name.as_deref(), Some("LOVELACE"));
     }
 
     #[test]

@@ -206,6 +206,11 @@ struct EvalArgs {
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
+    /// Write the true pairs that blocking never made candidates to this CSV file (two
+    /// records' source_system and local_id a line), for `mpi explain` to read pair by
+    /// pair.
+    #[arg(long, value_name = "FILE", conflicts_with = "results")]
+    unblocked: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -541,7 +546,7 @@ fn write_columns(
     let recognised: Vec<String> = columns
         .iter()
         .filter_map(|column| match column {
-            ColumnUse::Recognised(name, field) => Some(format!("{name} as {}", field.as_str())),
+            ColumnUse::Recognised(name, field) => Some(format!("{name} as {field}")),
             _ => None,
         })
         .collect();
@@ -832,6 +837,15 @@ fn eval(args: EvalArgs) -> Result<ExitCode> {
     }
     let workspace = open_workspace(&args.data)?;
     let evaluation = commands::eval(&workspace, &truth, args.max_candidates)?;
+    if let Some(path) = &args.unblocked {
+        let mut out =
+            csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
+        out.write_record(["source_system_a", "local_id_a", "source_system_b", "local_id_b"])?;
+        for [(source_a, id_a), (source_b, id_b)] in &evaluation.unblocked {
+            out.write_record([source_a, id_a, source_b, id_b])?;
+        }
+        out.flush().with_context(|| format!("writing {}", path.display()))?;
+    }
     let report = &evaluation.report;
     let accepted = &evaluation.if_reviews_accepted;
     if args.json {

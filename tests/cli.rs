@@ -157,7 +157,33 @@ fn febrl3_dedupes_unsupervised() {
     let eval = febrl_f1(&dir, &["febrl3_truth.csv"]);
     let f1 = json_number(&eval, "f1");
     assert!(f1 >= FEBRL3_F1_FLOOR, "FEBRL3 F1 {f1}: {eval}");
-    assert!(json_number(&eval, "pair_completeness") >= 0.995, "{eval}");
+    let completeness = json_number(&eval, "pair_completeness");
+    assert!(completeness >= 0.995, "{eval}");
+
+    // The pairs blocking missed, written out: as many as the completeness leaves, each a
+    // true pair.
+    let unblocked = dir.path().join("unblocked.csv");
+    mpi_ok([
+        "eval".as_ref(),
+        "--data".as_ref(),
+        dir.path().join("store").as_os_str(),
+        "--truth".as_ref(),
+        data("febrl/febrl3_truth.csv").as_os_str(),
+        "--unblocked".as_ref(),
+        unblocked.as_os_str(),
+    ]);
+    let truth: std::collections::HashMap<String, String> =
+        read_csv(&data("febrl/febrl3_truth.csv"))
+            .into_iter()
+            .map(|row| (row["local_id"].clone(), row["person_id"].clone()))
+            .collect();
+    let pairs = read_csv(&unblocked);
+    let n_true_pairs = json_number(&eval, "true_pairs");
+    let expected = ((1.0 - completeness) * n_true_pairs).round() as usize;
+    assert!(!pairs.is_empty() && pairs.len().abs_diff(expected) <= 1, "{} {expected}", pairs.len());
+    for pair in &pairs {
+        assert_eq!(truth[&pair["local_id_a"]], truth[&pair["local_id_b"]], "{pair:?}");
+    }
 }
 
 /// Every review names its candidate persons, a row each under one review id: one that
