@@ -188,7 +188,6 @@ pub enum ColumnUse {
 /// canonical name nor a `--map` entry gives that field.
 const HEADER_NAMES: &[(&str, Field)] = &[
     ("sourcesystem", Field::SourceSystem),
-    ("source", Field::SourceSystem),
     ("localid", Field::LocalId),
     ("id", Field::LocalId),
     ("recordid", Field::LocalId),
@@ -254,8 +253,7 @@ fn compact(name: &str) -> String {
 
 /// Header names of a column holding whole names, in [`compact`] form, read as
 /// [`Target::FullName`] when no column gives a given or family name.
-const FULL_NAME_HEADERS: &[&str] =
-    &["name", "fullname", "clientname", "patientname", "personname", "servicename"];
+const FULL_NAME_HEADERS: &[&str] = &["name", "fullname", "clientname", "patientname", "personname"];
 
 /// The field a header name commonly stands for, if any.
 fn recognised_field(name: &str) -> Option<Field> {
@@ -280,9 +278,15 @@ fn resolve_columns(
             if found.is_empty() { map.targets(&name.to_lowercase()) } else { found }
         })
         .collect();
-    // Given by this file's own columns (an entry for a column it lacks says nothing).
-    let given =
-        |field: Field| targets.iter().flatten().any(|target| *target == Target::Field(field));
+    // Given by this file's own columns (an entry for a column it lacks says nothing); a
+    // column of whole names gives both names.
+    let given = |field: Field| {
+        targets.iter().flatten().any(|target| {
+            *target == Target::Field(field)
+                || (*target == Target::FullName
+                    && matches!(field, Field::GivenName | Field::FamilyName))
+        })
+    };
     let recognised: Vec<Option<Field>> = names
         .iter()
         .zip(&targets)
@@ -950,10 +954,11 @@ mod tests {
         let file = read(b"local_id,Name,Surname\nA1,Ada,Lovelace\n", &ColumnMap::default())
             .expect("reads");
         assert_eq!(file.columns[1], ColumnUse::Ignored("Name".into()));
-        // Mapped by hand.
+        // Mapped by hand; it gives both names, so a Surname column is not read beside it.
         let map = ColumnMap::parse(&["Who=full_name"]).expect("valid");
-        let file = read(b"local_id,Who\nA1,Ada LOVELACE\n", &map).expect("reads");
+        let file = read(b"local_id,Who,Surname\nA1,Ada LOVELACE,Byron\n", &map).expect("reads");
         assert_eq!(file.rows[0].raw.demographics().family_name.as_deref(), Some("LOVELACE"));
+        assert_eq!(file.columns[2], ColumnUse::Ignored("Surname".into()));
     }
 
     #[test]

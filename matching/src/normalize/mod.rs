@@ -176,7 +176,6 @@ impl Normalizer {
     }
 }
 
-/// The trimmed value, None when absent or blank.
 /// A number column as spreadsheets and data frames write it: `9434765919.0` is the
 /// whole number `9434765919`; other values are returned as they are.
 ///
@@ -206,6 +205,7 @@ fn spreadsheet_number(value: &str) -> Result<&str, IssueKind> {
     Ok(value)
 }
 
+/// The trimmed value, None when absent or blank.
 fn present(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }

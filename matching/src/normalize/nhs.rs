@@ -24,8 +24,9 @@ pub fn nhs_check_digit_valid(digits: &str) -> bool {
 }
 
 /// Normalises an NHS number to ten digits: a leading label (`NHS No:`), spaces and
-/// dashes are removed, a spreadsheet's `.0` after the number is dropped, the check digit is verified, and placeholders (one digit
-/// repeated, `0123456789`, `1234567890`) are refused. Numbers starting `999` are never issued to real people;
+/// dashes are removed, a spreadsheet's `.0` after the number is dropped, the check
+/// digit is verified, and placeholders (one digit repeated, `0123456789`,
+/// `1234567890`) are refused. Numbers starting `999` are never issued to real people;
 /// they are accepted unless `refuse_test_numbers`.
 ///
 /// # Errors
