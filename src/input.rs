@@ -403,7 +403,8 @@ pub fn read_csv(
 /// The column separator: a comma, unless the header line has none and has tabs,
 /// semicolons (a spreadsheet in a locale whose decimal mark is a comma) or bars.
 fn delimiter_of(bytes: &[u8]) -> u8 {
-    let header = &bytes[..bytes.iter().position(|&byte| byte == b'\n').unwrap_or(bytes.len())];
+    let end = bytes.iter().position(|&byte| byte == b'\n' || byte == b'\r');
+    let header = &bytes[..end.unwrap_or(bytes.len())];
     if header.contains(&b',') {
         return b',';
     }
@@ -555,7 +556,7 @@ struct LineCounter<'a> {
     bytes: &'a [u8],
     /// Bytes before this offset are counted.
     counted_to: usize,
-    /// Newlines before `counted_to`.
+    /// Line ends before `counted_to`.
     newlines: u64,
 }
 
@@ -573,8 +574,13 @@ impl<'a> LineCounter<'a> {
             start += 1;
         }
         if start > self.counted_to {
-            let newlines = self.bytes[self.counted_to..start].iter().filter(|&&b| b == b'\n');
-            self.newlines += newlines.count() as u64;
+            // A line ends at LF, or at a CR alone (old Mac files, which Excel for Mac
+            // still writes as "CSV (Macintosh)").
+            let bytes = self.bytes;
+            let ends = (self.counted_to..start).filter(|&at| {
+                bytes[at] == b'\n' || (bytes[at] == b'\r' && bytes.get(at + 1) != Some(&b'\n'))
+            });
+            self.newlines += ends.count() as u64;
             self.counted_to = start;
         }
         self.newlines + 1
@@ -961,6 +967,43 @@ mod tests {
         assert_eq!(file.columns[2], ColumnUse::Ignored("Surname".into()));
     }
 
+    #[quickcheck_macros::quickcheck]
+    fn any_bytes_read_without_panic_each_line_at_most_one_row_or_rejection(
+        body: Vec<u8>,
+        header: u8,
+    ) -> bool {
+        let headers: [&[u8]; 4] = [
+            b"local_id,given_name,family_name,date_of_birth\n",
+            b"Client ID\tName\tDOB\tNHS Number\n",
+            b"ID;Forename;Surname;Phone\n",
+            b"local_id|full_name|phone\n",
+        ];
+        let mut bytes = headers[usize::from(header) % headers.len()].to_vec();
+        bytes.extend_from_slice(&body);
+        let lines = bytes.iter().filter(|&&byte| byte == b'\n' || byte == b'\r').count() + 1;
+        match read(&bytes, &ColumnMap::default()) {
+            Ok(file) => file.rows.len() + file.rejected.len() < lines,
+            Err(_) => true,
+        }
+    }
+
+    #[quickcheck_macros::quickcheck]
+    fn a_whole_name_splits_without_losing_or_adding_a_word(words: Vec<String>) -> bool {
+        let whole = words.join(" ").replace(',', " ");
+        let (given, family) = split_full_name(&whole);
+        let mut before: Vec<&str> = whole.split_whitespace().collect();
+        let mut after: Vec<&str> =
+            given.split_whitespace().chain(family.split_whitespace()).collect();
+        before.sort_unstable();
+        after.sort_unstable();
+        before == after
+    }
+
+    #[quickcheck_macros::quickcheck]
+    fn windows_1252_gives_a_character_for_every_byte(bytes: Vec<u8>) -> bool {
+        from_windows_1252(&bytes).chars().count() == bytes.len()
+    }
+
     #[test]
     fn bad_rows_are_rejected_and_the_rest_proceeds() {
         let file = read(
@@ -977,7 +1020,7 @@ mod tests {
 
     #[test]
     fn line_numbers_are_right_for_windows_line_ends_and_quoted_line_breaks() {
-        for ending in ["\n", "\r\n"] {
+        for ending in ["\n", "\r\n", "\r"] {
             let text = [
                 "\u{feff}local_id,given_name",
                 "A1,Ada",
