@@ -258,8 +258,8 @@ struct SynthArgs {
     /// 00:00`, `12th July 1980`, a spreadsheet's serial date (`29414`), `NHS No: ...`,
     /// `SMITH (DECEASED)`, `O Brien`, two phone numbers, an extension, `Tel: ...`,
     /// `LS1 OAB` for `LS1 0AB`, no fixed abode (`ZZ99 3VZ`), and numbers as a spreadsheet
-    /// exports them (`9434765919.0`, a phone without its leading zero). The people and
-    /// the truth file do not change.
+    /// exports them (`9434765919.0`, a phone without its leading zero), and the postcode
+    /// at the end of the town's line. The people and the truth file do not change.
     #[arg(long)]
     real_world_forms: bool,
 }

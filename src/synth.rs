@@ -1377,12 +1377,15 @@ pub fn generate(config: &SynthConfig) -> Vec<SynthRecord> {
 ///   the given name, was never given;
 /// - a number column as a spreadsheet or a data frame exports it: an NHS number as
 ///   `9434765919.0`, on 1% of those written without spaces, and a phone number without
-///   its leading zero (`7700900123`), on 1%, half of them with `.0` after it.
+///   its leading zero (`7700900123`), on 1%, half of them with `.0` after it;
+/// - the postcode written at the end of the town's line (`Leeds LS1 4AB`), its own
+///   column left empty, on 1%, as a file with one address column holds it.
 pub fn add_real_world_forms(records: &mut [SynthRecord], seed: u64) {
     let mut rng = Rng(seed ^ 0x5245_414C_464F_524D);
     // The spreadsheet's numbers draw from a stream of their own, so that the forms
     // above fall on the same records as before they were added.
     let mut numbers_rng = Rng(seed ^ 0x5350_5245_4144_5348);
+    let mut postcode_rng = Rng(seed ^ 0x504F_5354_434F_4445);
     // A fixed "today", for the same output on any day: the generator's births end in 2025.
     let today = BirthDate { year: 2025, month: 12, day: 31 };
     for record in records {
@@ -1485,6 +1488,13 @@ pub fn add_real_world_forms(records: &mut [SynthRecord], seed: u64) {
             && digits.bytes().all(|b| b.is_ascii_digit())
         {
             record.phone = format!("{}{}", &digits[1..], if with_point { ".0" } else { "" });
+        }
+        if postcode_rng.chance(0.01)
+            && !record.town.is_empty()
+            && mpi_matching::normalize_postcode(&record.postcode).is_ok_and(|code| code.is_uk)
+        {
+            record.town = format!("{} {}", record.town, record.postcode);
+            record.postcode.clear();
         }
     }
 }
@@ -1775,6 +1785,7 @@ mod tests {
                 ),
                 ("no fixed abode", real.postcode == "ZZ99 3VZ"),
                 ("NHS number as a number", real.nhs_number.ends_with(".0")),
+                ("postcode in the address", real.postcode.is_empty() && !plain.postcode.is_empty()),
                 (
                     "phone as a number",
                     !real.phone.is_empty()

@@ -46,7 +46,9 @@ use crate::record::{
 /// - 4: an NHS or phone number a spreadsheet wrote as a decimal (`9434765919.0`) is
 ///   read as the whole number, and one it rounded into scientific notation
 ///   (`9.43477E+09`) is reported as rounded.
-pub const NORMALIZATION_VERSION: u32 = 4;
+/// - 5: a UK postcode at the end of the last address line (`12 Mill Road, Leeds LS1
+///   4AB`) leaves the address, and is the postcode when the postcode field is empty.
+pub const NORMALIZATION_VERSION: u32 = 5;
 
 /// Settings for normalisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,11 +138,21 @@ impl Normalizer {
                 Err(kind) => report(Field::Postcode, kind),
             }
         }
-        match normalize_address(
-            present(&raw.address_line1),
-            present(&raw.address_line2),
-            present(&raw.town),
-        ) {
+        // A postcode written at the end of the last address line present (a file with
+        // one address column) leaves the address, and is the postcode when the record
+        // gives none in its own field.
+        let mut lines =
+            [present(&raw.address_line1), present(&raw.address_line2), present(&raw.town)];
+        if let Some(last) = lines.iter_mut().rev().find(|line| line.is_some())
+            && let Some((rest, code)) = last.and_then(place::postcode_at_end)
+        {
+            *last = Some(rest).filter(|rest| !rest.is_empty());
+            if present(&raw.postcode).is_none() {
+                record.postcode = Some(code);
+            }
+        }
+        let [line1, line2, town] = lines;
+        match normalize_address(line1, line2, town) {
             Ok(address) => record.address = address,
             Err(kind) => report(Field::AddressLine1, kind),
         }
@@ -303,6 +315,48 @@ mod tests {
                 (Field::Postcode, IssueKind::NotUkPostcode),
                 (Field::Email, IssueKind::Unparseable),
             ]
+        );
+    }
+
+    #[test]
+    fn a_postcode_at_the_end_of_the_address_is_read_as_the_postcode() {
+        let home = |line1: &str, town: Option<&str>, postcode: Option<&str>| {
+            let raw = Demographics {
+                address_line1: Some(line1.into()),
+                town: town.map(Into::into),
+                postcode: postcode.map(Into::into),
+                ..Demographics::default()
+            };
+            let (record, _) = normalizer().normalize(&raw);
+            (
+                record.postcode.map(|code| code.code),
+                record.address.map(|address| address.text.to_string()),
+            )
+        };
+        let expected = (Some("LS1 4AB".to_owned()), Some("12 mill road leeds".to_owned()));
+        assert_eq!(home("12 Mill Road, Leeds LS1 4AB", None, None), expected);
+        assert_eq!(home("12 Mill Road, Leeds, ls14ab.", None, None), expected);
+        assert_eq!(home("12 Mill Rd", Some("Leeds LS1 4AB"), None), expected);
+        // Written in both places, the postcode field is the postcode.
+        assert_eq!(home("12 Mill Road", Some("Leeds, LS1 4AB"), Some("LS1 4AB")), expected);
+        assert_eq!(
+            home("12 Mill Road, Leeds LS1 4AB", None, Some("LS2 9JT")).0.as_deref(),
+            Some("LS2 9JT")
+        );
+        // Not a UK postcode, or only something like one: the address as it was.
+        assert_eq!(
+            home("7 Wallaby Place 2615", None, None),
+            (None, Some("7 wallaby place 2615".into()))
+        );
+        assert_eq!(home("Flat 2 10 Mill Road", None, None).0, None);
+        assert_eq!(home("Unit 4 2AB", None, None).0, None);
+        assert_eq!(home("Mill House, All Oab", None, None).0, None);
+        // A letter for a digit is read as in a postcode column.
+        assert_eq!(home("12 Mill Road, Leeds LS1 OAB", None, None).0.as_deref(), Some("LS1 0AB"));
+        // A line that is only the postcode leaves nothing of itself.
+        assert_eq!(
+            home("12 Mill Road", Some("LS1 4AB"), None),
+            (Some("LS1 4AB".into()), Some("12 mill road".into()))
         );
     }
 

@@ -102,6 +102,39 @@ pub fn normalize_postcode(raw: &str) -> Result<PostalCode, IssueKind> {
     Err(IssueKind::Unparseable)
 }
 
+/// A UK postcode written at the end of an address line (`12 Mill Road, Leeds LS1 4AB`,
+/// `Leeds LS14AB`), as files with one address column hold it: the line without it
+/// (and the comma or spaces before it), and the postcode. `None` when the line does not
+/// end with a valid UK postcode (an Australian `2615` is not taken: it may be a house
+/// number).
+pub fn postcode_at_end(line: &str) -> Option<(&str, PostalCode)> {
+    let trimmed = line.trim_end_matches(|c: char| c.is_whitespace() || c == ',' || c == '.');
+    let words: Vec<(usize, &str)> = trimmed
+        .split_whitespace()
+        .map(|word| (word.as_ptr() as usize - trimmed.as_ptr() as usize, word))
+        .collect();
+    // As a postcode column is read (`LS1 OAB` repaired), but with a digit written:
+    // words alone ("All Oab") are not read as a postcode by the repair.
+    let strict = |text: &str| {
+        if !text.bytes().any(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        normalize_postcode(text).ok().filter(|code| code.is_uk)
+    };
+    // The outward and inward codes as two words, or run together as one.
+    for n_words in [2, 1] {
+        let Some(&(start, _)) = words.len().checked_sub(n_words).and_then(|at| words.get(at))
+        else {
+            continue;
+        };
+        if let Some(code) = strict(&trimmed[start..]) {
+            let rest = trimmed[..start].trim_end_matches(|c: char| c.is_whitespace() || c == ',');
+            return Some((rest, code));
+        }
+    }
+    None
+}
+
 /// Street-type and other abbreviations, expanded for comparison.
 fn expand(token: &str) -> &str {
     match token {
