@@ -261,19 +261,23 @@ mod tests {
     use super::*;
     use crate::{BirthDate, Demographics, NormalizeOptions, Normalizer};
 
-    fn keys_of(given: &str, family: &str, dob: &str, postcode: &str) -> Vec<BlockingKey> {
+    fn keys_for(raw: &Demographics) -> Vec<BlockingKey> {
         let normalizer = Normalizer::new(NormalizeOptions {
             today: BirthDate { year: 2026, month: 11, day: 24 },
             refuse_test_nhs_numbers: false,
         });
-        let (record, _) = normalizer.normalize(&Demographics {
+        let (record, _) = normalizer.normalize(raw);
+        blocking_keys(&ComparableRecord::new(record, normalizer.nicknames()))
+    }
+
+    fn keys_of(given: &str, family: &str, dob: &str, postcode: &str) -> Vec<BlockingKey> {
+        keys_for(&Demographics {
             given_name: Some(given.to_owned()),
             family_name: Some(family.to_owned()),
             date_of_birth: Some(dob.to_owned()),
             postcode: Some(postcode.to_owned()),
             ..Demographics::default()
-        });
-        blocking_keys(&ComparableRecord::new(record, normalizer.nicknames()))
+        })
     }
 
     #[test]
@@ -304,19 +308,14 @@ mod tests {
     #[test]
     fn a_mistyped_family_name_and_postcode_still_meet_at_home_on_the_birth_date() {
         let keys = |given: &str, family: &str, postcode: &str| {
-            let normalizer = Normalizer::new(NormalizeOptions {
-                today: BirthDate { year: 2026, month: 11, day: 24 },
-                refuse_test_nhs_numbers: false,
-            });
-            let (record, _) = normalizer.normalize(&Demographics {
+            keys_for(&Demographics {
                 given_name: Some(given.to_owned()),
                 family_name: Some(family.to_owned()),
                 date_of_birth: Some("1971-08-30".to_owned()),
                 address_line1: Some("200 Steinwedel Street".to_owned()),
                 postcode: Some(postcode.to_owned()),
                 ..Demographics::default()
-            });
-            blocking_keys(&ComparableRecord::new(record, normalizer.nicknames()))
+            })
         };
         // FEBRL4's rec-2685: "joel lodge" and "joe lodgw", postcode 4012 and 4016.
         let a = keys("Joel", "Lodge", "4012");
