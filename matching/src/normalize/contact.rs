@@ -101,17 +101,31 @@ pub fn normalize_email(raw: &str) -> Result<String, IssueKind> {
 }
 
 /// Normalises administrative sex: FHIR codes (`male`, `female`, `other`, `unknown`),
-/// NHS codes (`1` male, `2` female, `9` indeterminate, `X` and `0` not known) and
-/// `M`/`F`/`U`, in any case. Unknown sex is `Ok(None)`.
+/// NHS codes (`1` male, `2` female, `9` indeterminate, `X` and `0` not known),
+/// `M`/`F`/`U`, and the words systems write for them (`Not Known`, `N/K`, `Not
+/// specified`, `Prefer not to say`, `Non-binary`), in any case. Unknown sex is
+/// `Ok(None)`.
 ///
 /// # Errors
 /// [`IssueKind::UnknownCode`] for anything else.
 pub fn normalize_sex(raw: &str) -> Result<Option<Sex>, IssueKind> {
-    match raw.trim().to_ascii_lowercase().as_str() {
+    // Case, a full stop and spaces or hyphens within do not matter: "Not Known", "N/K",
+    // "non-binary".
+    let code: String = raw
+        .trim()
+        .trim_end_matches('.')
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '_' | '/'))
+        .flat_map(char::to_lowercase)
+        .collect();
+    match code.as_str() {
         "m" | "male" | "1" | "man" | "boy" => Ok(Some(Sex::Male)),
         "f" | "female" | "2" | "woman" | "girl" => Ok(Some(Sex::Female)),
-        "o" | "other" | "9" | "i" | "indeterminate" => Ok(Some(Sex::Other)),
-        "u" | "unknown" | "x" | "0" | "not known" | "nk" | "" => Ok(None),
+        "o" | "other" | "9" | "i" | "indeterminate" | "intersex" | "nonbinary" => {
+            Ok(Some(Sex::Other))
+        }
+        "u" | "unknown" | "x" | "0" | "notknown" | "nk" | "notspecified" | "unspecified"
+        | "notstated" | "notrecorded" | "prefernottosay" | "na" | "" => Ok(None),
         _ => Err(IssueKind::UnknownCode),
     }
 }
@@ -172,6 +186,14 @@ mod tests {
         assert_eq!(normalize_sex("X"), Ok(None));
         assert_eq!(normalize_sex("unknown"), Ok(None));
         assert_eq!(normalize_sex("banana"), Err(IssueKind::UnknownCode));
+        // As systems write the codes out.
+        for unknown in
+            ["Not Known", "N/K", "not specified", "Not stated", "Prefer not to say", "N/A"]
+        {
+            assert_eq!(normalize_sex(unknown), Ok(None), "{unknown}");
+        }
+        assert_eq!(normalize_sex("Non-binary"), Ok(Some(Sex::Other)));
+        assert_eq!(normalize_sex("M."), Ok(Some(Sex::Male)));
     }
 
     #[quickcheck]

@@ -48,7 +48,9 @@ use crate::record::{
 ///   (`9.43477E+09`) is reported as rounded.
 /// - 5: a UK postcode at the end of the last address line (`12 Mill Road, Leeds LS1
 ///   4AB`) leaves the address, and is the postcode when the postcode field is empty.
-pub const NORMALIZATION_VERSION: u32 = 5;
+/// - 6: sex written out as systems write it (`Not Known`, `N/K`, `Not specified`,
+///   `Prefer not to say` as unknown, `Non-binary` as other) is read, not refused.
+pub const NORMALIZATION_VERSION: u32 = 6;
 
 /// Settings for normalisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
