@@ -355,6 +355,11 @@ mod tests {
         assert_eq!(home("Mill House, All Oab", None, None).0, None);
         // A letter for a digit is read as in a postcode column.
         assert_eq!(home("12 Mill Road, Leeds LS1 OAB", None, None).0.as_deref(), Some("LS1 0AB"));
+        // A no-break space (two bytes) between the words is a space like any other.
+        assert_eq!(
+            home("12 Mill Road\u{a0}LS1\u{a0}4AB", None, None).0.as_deref(),
+            Some("LS1 4AB")
+        );
         // A line that is only the postcode leaves nothing of itself.
         assert_eq!(
             home("12 Mill Road", Some("LS1 4AB"), None),

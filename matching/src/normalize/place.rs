@@ -109,10 +109,15 @@ pub fn normalize_postcode(raw: &str) -> Result<PostalCode, IssueKind> {
 /// number).
 pub fn postcode_at_end(line: &str) -> Option<(&str, PostalCode)> {
     let trimmed = line.trim_end_matches(|c: char| c.is_whitespace() || c == ',' || c == '.');
-    let words: Vec<(usize, &str)> = trimmed
-        .split_whitespace()
-        .map(|word| (word.as_ptr() as usize - trimmed.as_ptr() as usize, word))
-        .collect();
+    // Where the last word of a text starts.
+    let last_word = |text: &str| {
+        text.char_indices()
+            .rev()
+            .find(|(_, c)| c.is_whitespace())
+            .map_or(0, |(at, c)| at + c.len_utf8())
+    };
+    let one = last_word(trimmed);
+    let two = (one > 0).then(|| last_word(trimmed[..one].trim_end()));
     // As a postcode column is read (`LS1 OAB` repaired), but with a digit written:
     // words alone ("All Oab") are not read as a postcode by the repair.
     let strict = |text: &str| {
@@ -122,11 +127,7 @@ pub fn postcode_at_end(line: &str) -> Option<(&str, PostalCode)> {
         normalize_postcode(text).ok().filter(|code| code.is_uk)
     };
     // The outward and inward codes as two words, or run together as one.
-    for n_words in [2, 1] {
-        let Some(&(start, _)) = words.len().checked_sub(n_words).and_then(|at| words.get(at))
-        else {
-            continue;
-        };
+    for start in [two, Some(one)].into_iter().flatten() {
         if let Some(code) = strict(&trimmed[start..]) {
             let rest = trimmed[..start].trim_end_matches(|c: char| c.is_whitespace() || c == ',');
             return Some((rest, code));
@@ -396,6 +397,18 @@ mod tests {
                 .is_ok_and(|again| again.is_some_and(|again| again.text == address.text)),
             _ => true,
         }
+    }
+
+    /// A postcode found at the end of a line is a UK postcode, what is left is the start
+    /// of the line, and a valid postcode put after any line is found again.
+    #[quickcheck]
+    fn a_postcode_at_the_end_of_a_line_is_found_and_the_rest_kept(line: String) -> bool {
+        let found =
+            postcode_at_end(&line).is_none_or(|(rest, code)| code.is_uk && line.starts_with(rest));
+        let written = format!("{line}, LS1 4AB");
+        let again = postcode_at_end(&written)
+            .is_some_and(|(rest, code)| code.code == "LS1 4AB" && written.starts_with(rest));
+        found && again
     }
 
     #[quickcheck]
