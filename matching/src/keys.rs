@@ -138,12 +138,18 @@ const THOROUGHFARES: [&str; 22] = [
 /// first word of three letters or more without a digit.
 fn street_word(address: &str) -> Option<&str> {
     let word = |word: &str| word.len() > 2 && !word.bytes().any(|b| b.is_ascii_digit());
-    let words: Vec<&str> = address.split(' ').collect();
-    words
-        .windows(2)
-        .find(|pair| THOROUGHFARES.contains(&pair[1]) && word(pair[0]))
-        .map(|pair| pair[0])
-        .or_else(|| words.iter().copied().find(|&candidate| word(candidate)))
+    // (Every record's keys are made at least once a run: no vector of words for it.)
+    let mut before: Option<&str> = None;
+    for next in address.split(' ') {
+        if let Some(name) = before
+            && THOROUGHFARES.contains(&next)
+            && word(name)
+        {
+            return Some(name);
+        }
+        before = Some(next);
+    }
+    address.split(' ').find(|&candidate| word(candidate))
 }
 
 /// The blocking keys of a record, sorted and distinct, each tagged with its kind
