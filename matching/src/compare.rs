@@ -578,7 +578,10 @@ pub fn compare(a: &ComparableRecord, b: &ComparableRecord) -> Gamma {
     levels[CompField::Sex.index()] = compare_sex(a.sex(), b.sex());
     levels[CompField::Identifier.index()] = compare_identifiers(a, b);
     levels[CompField::Postcode.index()] = compare_postcode(a.postcode(), b.postcode());
-    levels[CompField::Address.index()] = compare_address(a.address(), b.address());
+    levels[CompField::Address.index()] = match compare_address(a.address(), b.address()) {
+        0 if two_places(a.postcode(), b.postcode()) => 3,
+        level => level,
+    };
     levels[CompField::Phone.index()] = equal_level(a.phone(), b.phone());
     levels[CompField::Email.index()] = equal_level(a.email(), b.email());
     Gamma(levels)
@@ -870,6 +873,17 @@ fn compare_postcode(a: Option<PostalCodeRef<'_>>, b: Option<PostalCodeRef<'_>>) 
         return 1;
     }
     3
+}
+
+/// True when both records hold UK postcodes of different postal districts, more than
+/// a slip apart: one house number and street there is two homes (England has hundreds
+/// of a `59 Station Road`), not one household. Foreign codes are left alone: FEBRL's
+/// hold two-digit slips.
+fn two_places(a: Option<PostalCodeRef<'_>>, b: Option<PostalCodeRef<'_>>) -> bool {
+    let (Some(a), Some(b)) = (a, b) else {
+        return false;
+    };
+    a.is_uk && b.is_uk && a.district() != b.district() && !within_one_edit(a.code, b.code)
 }
 
 fn compare_address(a: Option<AddressRef<'_>>, b: Option<AddressRef<'_>>) -> u8 {

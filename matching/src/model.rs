@@ -113,12 +113,33 @@ pub struct TermFrequencies {
     /// measured.
     #[serde(default)]
     pub date_mean_count: f64,
+    /// Days of the year (`MMDD`) held by far more records than a day usually is: at
+    /// least [`CROWDED_DAY_FACTOR`] times [`day_mean_count`](Self::day_mean_count), and
+    /// [`CROWDED_DAY_MIN`]. A date on such a day is taken as crowded in every year. In a
+    /// small store the 1 January given to people whose birth date is not known falls on
+    /// a few records a year, too few to crowd any one date, but crowds the day.
+    #[serde(default, serialize_with = "sorted")]
+    pub crowded_days: HashMap<u32, u32>,
+    /// Mean count of records per day of the year held, recorded with the crowded days it
+    /// measured.
+    #[serde(default)]
+    pub day_mean_count: f64,
 }
 
 /// How many times the mean count of a birth date makes a date crowded (see
 /// [`TermFrequencies::crowded_dates`]): far above what twins, households and a person's
 /// several records put on one date.
 pub const CROWDED_DATE_FACTOR: f64 = 10.0;
+
+/// How many times the mean count of a day of the year makes the day crowded (see
+/// [`TermFrequencies::crowded_days`]). Births spread over the year's days within a
+/// tenth or so, and a person's several records or a pair of twins move a day's count
+/// far less in all but the smallest stores, which [`CROWDED_DAY_MIN`] covers.
+pub const CROWDED_DAY_FACTOR: f64 = 5.0;
+
+/// The fewest records that make a day of the year crowded, whatever the mean: more than
+/// the records of twins and their household, or of one person sent by every system.
+pub const CROWDED_DAY_MIN: f64 = 25.0;
 
 /// A map written in key order, so that one model is always the same JSON (a hash
 /// map's order differs from map to map).
@@ -147,10 +168,12 @@ impl TermFrequencies {
         }
         let mut frequencies = TermFrequencies::default();
         let mut dates: HashMap<u32, u32> = HashMap::new();
+        let mut days = [0u32; 13 * 32];
         for record in records {
             frequencies.n_records += 1;
             if let Some(date) = record.date_of_birth() {
                 *dates.entry(date_key(date)).or_default() += 1;
+                days[day_index(date)] += 1;
             }
             if let Some(given) = record.first_given() {
                 count(&mut frequencies.given_name, given);
@@ -173,14 +196,26 @@ impl TermFrequencies {
             let crowded = (CROWDED_DATE_FACTOR * frequencies.date_mean_count).max(10.0);
             dates.retain(|_, count| f64::from(*count) >= crowded);
             frequencies.crowded_dates = dates;
+
+            let held = days.iter().filter(|&&count| count > 0).count();
+            frequencies.day_mean_count = f64::from(days.iter().sum::<u32>()) / held as f64;
+            let crowded = (CROWDED_DAY_FACTOR * frequencies.day_mean_count).max(CROWDED_DAY_MIN);
+            frequencies.crowded_days = (1..=12u32)
+                .flat_map(|month| (1..=31u32).map(move |day| (month, day)))
+                .map(|(month, day)| (month * 100 + day, days[(month * 32 + day) as usize]))
+                .filter(|&(_, count)| f64::from(count) >= crowded)
+                .collect();
         }
         frequencies
     }
 
-    /// True when far more records hold this birth date than a date usually is (see
-    /// [`crowded_dates`](Self::crowded_dates)).
+    /// True when far more records hold this birth date, or this day of the year, than a
+    /// date or a day usually is (see [`crowded_dates`](Self::crowded_dates) and
+    /// [`crowded_days`](Self::crowded_days)).
     pub fn is_crowded_date(&self, date: BirthDate) -> bool {
-        !self.crowded_dates.is_empty() && self.crowded_dates.contains_key(&date_key(date))
+        (!self.crowded_dates.is_empty() && self.crowded_dates.contains_key(&date_key(date)))
+            || (!self.crowded_days.is_empty()
+                && self.crowded_days.contains_key(&(date_key(date) % 10_000)))
     }
 
     fn table(&self, field: CompField) -> Option<&HashMap<String, u32>> {
@@ -222,6 +257,11 @@ impl TermFrequencies {
 }
 
 /// A birth date as the number `YYYYMMDD`.
+/// A birth date's day of the year as an index into a table of 13 * 32 days.
+fn day_index(date: BirthDate) -> usize {
+    usize::from(date.month.min(12)) * 32 + usize::from(date.day.min(31))
+}
+
 fn date_key(date: BirthDate) -> u32 {
     u32::from(date.year) * 10_000 + u32::from(date.month) * 100 + u32::from(date.day)
 }
@@ -484,21 +524,24 @@ impl Model {
         b: &ComparableRecord,
     ) -> (f64, bool) {
         let base = self.level_weight(field, level, household);
-        if household || level != 0 {
-            return (base, false);
-        }
-        let Some(frequencies) = &self.term_frequencies else {
+        let Some(frequencies) = self.term_frequencies.as_ref().filter(|_| !household) else {
             return (base, false);
         };
         // Agreeing on a birth date far more records hold than a date usually is (the
         // 1 January given to people whose date is not known) says nothing. (Discounted
         // by the log of the crowding, it still linked namesakes, and held fewer of them
-        // as ambiguous: see BENCHMARKS.md.)
+        // as ambiguous: see BENCHMARKS.md.) Nor do two such dates a digit apart: both
+        // years are guesses. Dates that differ still count against.
         if field == CompField::DateOfBirth {
-            return match a.date_of_birth() {
-                Some(date) if frequencies.is_crowded_date(date) => (0.0, true),
-                _ => (base, false),
+            let crowded = |record: &ComparableRecord| {
+                record.date_of_birth().is_some_and(|date| frequencies.is_crowded_date(date))
             };
+            let different = CompField::DateOfBirth.levels().len() - 1;
+            let agreeing = level == 0 || (usize::from(level) < different && crowded(b));
+            return if agreeing && crowded(a) { (0.0, true) } else { (base, false) };
+        }
+        if level != 0 {
+            return (base, false);
         }
         // The commoner of the two records' values: the same whichever record comes
         // first, and cautious when the agreement is read across swapped names.

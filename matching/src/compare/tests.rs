@@ -410,6 +410,66 @@ fn agreeing_on_a_crowded_birth_date_says_nothing() {
     assert_eq!(back.term_frequencies, model.term_frequencies);
 }
 
+#[test]
+fn a_crowded_day_of_the_year_crowds_its_dates_in_every_year() {
+    // A small store: thirty records born on 1 January of ten years (three a date, too few
+    // to crowd a date), one person's eight records on 17 March 1990, and three hundred on
+    // dates of their own.
+    let crowd: Vec<ComparableRecord> = (0..30)
+        .map(|n| record(&format!("given=Ali;family=Ahmadi;dob={}-01-01", 1985 + n % 10)))
+        .collect();
+    let frequent: Vec<ComparableRecord> =
+        (0..8).map(|_| record("given=Ann;family=Smith;dob=1990-03-17")).collect();
+    let start = BirthDate { year: 1950, month: 1, day: 2 }.day_number();
+    let others: Vec<ComparableRecord> = (0..300)
+        .map(|n| {
+            let date = BirthDate::from_day_number(start + 7 * n);
+            record(&format!("given=Ann;family=Jones;dob={}", date.to_iso()))
+        })
+        .collect();
+    let frequencies =
+        crate::model::TermFrequencies::from_records(crowd.iter().chain(&frequent).chain(&others));
+    assert!(frequencies.crowded_dates.is_empty(), "{:?}", frequencies.crowded_dates);
+    assert_eq!(frequencies.crowded_days.keys().collect::<Vec<_>>(), [&101], "{frequencies:?}");
+    let date = |iso: &str| record(&format!("dob={iso}")).date_of_birth().unwrap();
+    assert!(frequencies.is_crowded_date(date("1987-01-01")));
+    assert!(frequencies.is_crowded_date(date("1940-01-01")));
+    assert!(!frequencies.is_crowded_date(date("1990-03-17")));
+    assert!(!frequencies.is_crowded_date(date("1987-01-02")));
+
+    let mut model = crate::train::default_model();
+    model.term_frequencies = Some(frequencies);
+    let score = |a: &ComparableRecord, b: &ComparableRecord| model.score(&compare(a, b), a, b);
+    let date_weight = |score: crate::Score| {
+        score.contributions.iter().find(|c| c.field == "date_of_birth").unwrap().weight
+    };
+    assert_eq!(date_weight(score(&crowd[0], &crowd[10])), 0.0);
+    // Two guessed years a digit apart say nothing either; a date that differs still
+    // counts against.
+    assert_eq!(date_weight(score(&crowd[0], &crowd[1])), 0.0);
+    let usual = record("given=Ali;family=Ahmadi;dob=1970-06-17");
+    assert!(date_weight(score(&crowd[1], &usual)) < -5.0);
+    assert!(date_weight(score(&crowd[1], &record("given=Ali;dob=1986-01-02"))) > 0.0);
+    assert!(date_weight(score(&frequent[0], &frequent[1])) > 10.0);
+}
+
+#[test]
+fn one_street_address_in_two_postal_districts_is_two_homes() {
+    let at = |postcode: &str| record(&format!("given=Ali;addr=59 Station Road;pc={postcode}"));
+    let address = |a: &ComparableRecord, b: &ComparableRecord| {
+        let gamma = compare(a, b);
+        (gamma.level(CompField::Address), gamma.same_household())
+    };
+    // Sheffield and Doncaster: two homes, not one household.
+    assert_eq!(address(&at("S6 4TQ"), &at("DN4 6RF")), (Some(3), false));
+    // One district, or a slip in the postcode: one home.
+    assert_eq!(address(&at("S6 4TQ"), &at("S6 1AA")), (Some(0), true));
+    assert_eq!(address(&at("LS1 4AB"), &at("LS7 4AB")), (Some(0), true));
+    assert_eq!(address(&at("S6 4TQ"), &record("addr=59 station rd")), (Some(0), true));
+    // Foreign codes are left alone.
+    assert_eq!(address(&at("2615"), &at("2033")), (Some(0), true));
+}
+
 /// Found by `scores_are_symmetric` at 20,000 cases: a record whose given and family
 /// names are one name (`R R`) read as the other's names swapped one way round only.
 #[test]
