@@ -37,7 +37,9 @@ fn expand_year(two_digits: u16, today: BirthDate) -> u16 {
 /// a space is ignored, as after any form), UK day-first `03/04/1951`, `3/4/1951`, `03-04-1951`,
 /// `03.04.1951`, `YYYYMMDD`, month names `3 April 1951`, `03-Apr-1951`, `3 Apr 51`,
 /// `12th of July 1980`, and with the month's name first `July 12, 1980` (a name is
-/// never ambiguous). A number of five digits is a spreadsheet's serial day number, as a
+/// never ambiguous). After a time on a 12-hour clock (`2/13/1980 12:00:00 AM`, as a US
+/// locale exports a date), a date of numbers is read month first, unless its first
+/// number cannot be a month. A number of five digits is a spreadsheet's serial day number, as a
 /// date column that lost its format exports it (`29414` is 12 July 1980; days since 30
 /// December 1899, so 10000 and up, from 18 May 1927).
 /// Two-digit years pivot on today: `YY` means 20YY when that is not after this year,
@@ -60,12 +62,25 @@ pub fn normalize_birth_date(raw: &str, today: BirthDate) -> Result<BirthDate, Is
         _ => text,
     };
     // A time of day after the date, as spreadsheets and databases export it
-    // ("12/07/1980 00:00", "12 Jul 1980 00:00:00.000").
+    // ("12/07/1980 00:00", "12 Jul 1980 00:00:00.000"), on a 12-hour clock as a US
+    // locale writes it ("2/13/1980 12:00:00 AM").
+    let (text, twelve_hour) = match text.rsplit_once(' ') {
+        Some((date, half)) if ["am", "pm"].iter().any(|h| half.eq_ignore_ascii_case(h)) => {
+            (date.trim_end(), true)
+        }
+        _ => (text, false),
+    };
     let text = match text.rsplit_once(' ') {
         Some((date, time)) if time.contains(':') => date.trim_end(),
+        _ if twelve_hour => return Err(IssueKind::Unparseable),
         _ => text,
     };
     let (year, month, day) = parse_parts(text, today).ok_or(IssueKind::Unparseable)?;
+    // A 12-hour clock is a US locale's export, whose numeric dates are month first:
+    // read so unless the first number cannot be a month (a UK date with such a time).
+    let numeric = text.bytes().all(|b| b.is_ascii_digit() || b"/-.".contains(&b));
+    let month_first = twelve_hour && numeric && (1..=12).contains(&day) && !iso(text);
+    let (month, day) = if month_first { (day, month) } else { (month, day) };
     let placeholder = matches!(
         (year, month, day),
         (1900, 1, 1) | (1800, 1, 1) | (1111, 11, 11) | (1, 1, 1) | (9999, 12, 31)
@@ -81,6 +96,11 @@ pub fn normalize_birth_date(raw: &str, today: BirthDate) -> Result<BirthDate, Is
         return Err(IssueKind::Impossible);
     }
     Ok(date)
+}
+
+/// True for a date written year first (`1980-02-13`, `1980/02/13`, `19800213`).
+fn iso(text: &str) -> bool {
+    text.len() == 8 || text.split(['/', '-', '.']).next().is_some_and(|first| first.len() == 4)
 }
 
 fn number(part: &str) -> Option<u16> {
@@ -207,6 +227,22 @@ mod tests {
         check("3 Apr 51", Ok((1951, 4, 3)));
         check("03/04/25", Ok((2025, 4, 3)));
         check("03/04/27", Ok((1927, 4, 3)));
+    }
+
+    /// A 12-hour clock is written by US locales, month first; a date whose first
+    /// number cannot be a month is a UK one with such a time.
+    #[test]
+    fn a_date_with_a_twelve_hour_time_is_read_month_first() {
+        check("2/13/1980 12:00:00 AM", Ok((1980, 2, 13)));
+        check("02/01/1980 12:00:00 AM", Ok((1980, 2, 1)));
+        check("12/7/1980 3:15 pm", Ok((1980, 12, 7)));
+        check("13/02/1980 12:00:00 AM", Ok((1980, 2, 13)));
+        check("1980-02-01 12:00:00 AM", Ok((1980, 2, 1)));
+        check("19800201 12:00 AM", Ok((1980, 2, 1)));
+        check("1 Feb 1980 12:00:00 AM", Ok((1980, 2, 1)));
+        check("02/01/1980 00:00:00", Ok((1980, 1, 2)));
+        check("02/30/1980 12:00:00 AM", Err(IssueKind::Impossible));
+        check("02/01/1980 AM", Err(IssueKind::Unparseable));
     }
 
     #[test]

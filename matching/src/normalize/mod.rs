@@ -50,7 +50,9 @@ use crate::record::{
 ///   4AB`) leaves the address, and is the postcode when the postcode field is empty.
 /// - 6: sex written out as systems write it (`Not Known`, `N/K`, `Not specified`,
 ///   `Prefer not to say` as unknown, `Non-binary` as other) is read, not refused.
-pub const NORMALIZATION_VERSION: u32 = 6;
+/// - 7: a birth date with a time on a 12-hour clock (`2/13/1980 12:00:00 AM`, a US
+///   locale's export) is read, month first unless the first number cannot be a month.
+pub const NORMALIZATION_VERSION: u32 = 7;
 
 /// Settings for normalisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
