@@ -764,6 +764,49 @@ fn agreeing_on_a_crowded_birth_date_says_nothing() {
     assert!(line.contains("exact (adjusted for frequency)") && line.ends_with("+0.00"), "{crowd}");
 }
 
+/// A small store: sixty men given 1 January of ten years (six a date, too few to crowd a
+/// date), ten given names and six family names among them, each at his own home. The
+/// day is crowded, so no two of them are linked on the names and the date. (Before,
+/// fifty were linked into ten persons.)
+#[test]
+fn a_small_stores_crowded_first_of_january_links_no_one() {
+    let dir = TempDir::new().unwrap();
+    let input = dir.path().join("records.csv");
+    let mut text = fs::read_to_string(data("sample/records.csv")).unwrap();
+    let given = [
+        "Mohammad", "Ahmad", "Ali", "Hussain", "Reza", "Mahmood", "Abdul", "Jawad", "Farid", "Omid",
+    ];
+    let family = ["Ahmadi", "Karimi", "Rahimi", "Hashimi", "Mohammadi", "Sultani"];
+    let areas = ["LS", "S", "DN", "M", "NR", "EX", "B", "L", "NE", "BS"];
+    for n in 0..60 {
+        text.push_str(&format!(
+            "council_asc,CROWD-{n},,{},{},01/01/{},M,{} Station Road,,,{}{} {}AB,,\n",
+            given[n * 3 % 10],
+            family[n / 10],
+            1985 + n * 3 % 10,
+            n + 1,
+            areas[n % 10],
+            n / 10 + 1,
+            n % 9 + 1
+        ));
+    }
+    fs::write(&input, text).unwrap();
+    let out = dir.path().join("r.csv");
+    let mut args = link_args(&dir, &out);
+    args.push(input.into());
+    mpi_ok(&args);
+    let results = fs::read_to_string(&out).unwrap();
+    let crowd: Vec<Vec<&str>> = results
+        .lines()
+        .filter(|line| line.contains(",CROWD-"))
+        .map(|line| line.split(',').collect())
+        .collect();
+    assert_eq!(crowd.len(), 60);
+    let persons: std::collections::HashSet<&str> = crowd.iter().map(|row| row[2]).collect();
+    assert_eq!(persons.len(), 60, "{results}");
+    assert!(crowd.iter().all(|row| row[3] != "linked"), "{crowd:?}");
+}
+
 /// `mpi synth --out /dev/stdout | head -1`: the reader goes away, and the command ends
 /// quietly, as other command-line tools do, not with a panic.
 #[cfg(unix)]
