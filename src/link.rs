@@ -1092,6 +1092,7 @@ fn link_batch(
         }
     }
     let memory = builder.build();
+    crate::alloc::release_freed_memory();
     // A run that updates stored records: each update keeps its stored values (in
     // `memory`) until its turn and has its new ones (in `updated`) after it, as if the
     // rows were sent one by one. A run of new records only (a first load, another
@@ -1122,6 +1123,7 @@ fn link_batch(
                 .map(|(&position, record)| (linker.entries[position].id, blocking_keys(record))),
         )
     });
+    crate::alloc::release_freed_memory();
     // A record's values as the record at `order` in the run sees them.
     let as_seen_at = |order: usize, position: usize| -> &ComparableRecord {
         match turn_of(linker.entries[position].id) {
