@@ -1092,6 +1092,8 @@ fn link_batch(
         }
     }
     let memory = builder.build();
+    // The builder's pairs were freed on this thread, whose heap the comparing (on
+    // rayon's threads) cannot reuse: handed back now, not held to the end of the stage.
     crate::alloc::release_freed_memory();
     // A run that updates stored records: each update keeps its stored values (in
     // `memory`) until its turn and has its new ones (in `updated`) after it, as if the
@@ -1123,6 +1125,7 @@ fn link_batch(
                 .map(|(&position, record)| (linker.entries[position].id, blocking_keys(record))),
         )
     });
+    // (The same for the updates' builder.)
     crate::alloc::release_freed_memory();
     // A record's values as the record at `order` in the run sees them.
     let as_seen_at = |order: usize, position: usize| -> &ComparableRecord {
