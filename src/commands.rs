@@ -6,7 +6,7 @@ use std::io::Write;
 use mpi_matching::{BlockingKey, Gamma, Model, Score, blocking_keys, compare};
 use rayon::prelude::*;
 
-use crate::engine::{Linker, ReviewReason, ScoredCandidate, candidate_pair, pair_caution};
+use crate::engine::{ComparedPair, Linker, ReviewReason, candidate_pair, pair_caution};
 use crate::eval::{EvalReport, TruthRow, evaluate, missed_pairs_by_cause, pair_completeness};
 use crate::link::{LinkError, train_model, training_patterns};
 use crate::output::RESULT_COLUMNS;
@@ -62,18 +62,21 @@ pub fn train(
 ) -> Result<Model, LinkError> {
     let BlockedPairs { sets, keys } = blocked_pairs(workspace, max_candidates)?;
     let linker = &workspace.linker;
-    let compared: Vec<Vec<ScoredCandidate>> = sets
+    let compared: Vec<Vec<ComparedPair>> = sets
         .par_iter()
         .enumerate()
         .map(|(position, candidates)| {
             let record = &linker.entries[position].record;
             candidates
                 .iter()
-                .map(|&candidate| candidate_pair(record, candidate, &linker.entries))
+                .map(|&candidate| {
+                    let (candidate, gamma, _) = candidate_pair(record, candidate, &linker.entries);
+                    (candidate, gamma)
+                })
                 .collect()
         })
         .collect();
-    let groups: Vec<(usize, &[ScoredCandidate])> =
+    let groups: Vec<(usize, &[ComparedPair])> =
         compared.iter().enumerate().map(|(position, pairs)| (position, pairs.as_slice())).collect();
     let blocked = training_patterns(&groups, &|position| keys[position].clone());
     let records: Vec<_> = linker.entries.iter().map(|entry| &entry.record).collect();

@@ -570,6 +570,10 @@ fn identified(gamma: &Gamma) -> bool {
 /// candidate of every record, six million at a million records.
 pub type ScoredCandidate = (u32, Gamma, f64);
 
+/// A candidate pair compared but not yet scored: the candidate's position and the
+/// comparison. A batch holds one for every candidate pair, its weights apart.
+pub type ComparedPair = (u32, Gamma);
+
 /// The in-memory linkage state shared by batch and online linking.
 #[derive(Debug, Default)]
 pub struct Linker {

@@ -14,8 +14,8 @@ use mpi_matching::{
 use rayon::prelude::*;
 
 use crate::engine::{
-    Decision, DecisionKind, Entry, Linker, PersonKey, ReviewReason, ScoredCandidate,
-    compact_position, score_pairs_against,
+    ComparedPair, Decision, DecisionKind, Entry, Linker, PersonKey, ReviewReason, ScoredCandidate,
+    compact_position,
 };
 use crate::input::{InputRow, RowError};
 use crate::store::{Batch, BatchShape, Event, LinkWrite, RecordWrite, ReviewWrite, Store};
@@ -999,7 +999,7 @@ pub const MAX_TRAINING_PAIRS: usize = 1_000_000;
 /// k-th record's pairs when there are more than [`MAX_TRAINING_PAIRS`]. `keys_of(p)`
 /// gives the blocking keys of the record at position `p`.
 pub fn training_patterns(
-    groups: &[(usize, &[ScoredCandidate])],
+    groups: &[(usize, &[ComparedPair])],
     keys_of: &(dyn Fn(usize) -> Vec<BlockingKey> + Sync),
 ) -> PatternCounts {
     let total: usize = groups.iter().map(|(_, pairs)| pairs.len()).sum();
@@ -1010,7 +1010,7 @@ pub fn training_patterns(
         .filter(|(index, _)| index % step == 0)
         .fold(PatternCounts::new, |mut counts, (_, &(position, pairs))| {
             let own = keys_of(position);
-            for &(candidate, gamma, _) in pairs {
+            for &(candidate, gamma) in pairs {
                 let kinds = shared_key_kinds(&own, &keys_of(candidate as usize));
                 *counts.entry(gamma.pack() | (u64::from(kinds) << 40)).or_default() += 1;
             }
@@ -1134,7 +1134,7 @@ fn link_batch(
             _ => &linker.entries[position].record,
         }
     };
-    let mut compared: Vec<Vec<ScoredCandidate>> = work
+    let compared: Vec<Vec<ComparedPair>> = work
         .par_iter()
         .enumerate()
         .map(|(order, &(_, position, _))| {
@@ -1183,7 +1183,7 @@ fn link_batch(
                     .filter_map(|candidate| linker.position(candidate.record_id))
                     .map(|candidate| {
                         let seen = as_seen_at(order, candidate);
-                        (compact_position(candidate), compare(record, seen), f64::NAN)
+                        (compact_position(candidate), compare(record, seen))
                     }),
             );
             progress.advance(1);
@@ -1200,7 +1200,7 @@ fn link_batch(
         Some(found) => found,
         None => {
             progress.stage("training", 0);
-            let groups: Vec<(usize, &[ScoredCandidate])> = work
+            let groups: Vec<(usize, &[ComparedPair])> = work
                 .iter()
                 .zip(&compared)
                 .map(|(&(_, position, _), pairs)| (position, pairs.as_slice()))
@@ -1226,16 +1226,26 @@ fn link_batch(
     clock.lap("train");
 
     progress.stage("scoring", work.len() as u64);
-    // Scored where they lie: the pairs are the largest thing a batch holds.
-    work.par_iter().enumerate().zip(&mut compared).for_each(
-        |((order, &(_, position, _)), pairs)| {
+    // The weights are made now, apart from the pairs: the pairs are the largest thing a
+    // batch holds, and the weights' room is not taken while the in-memory indexes are
+    // held beside them (an update run's peak was the compare's end, by 47 MB of
+    // weights at a million records with a third updated).
+    let weights: Vec<Box<[f64]>> = work
+        .par_iter()
+        .enumerate()
+        .zip(&compared)
+        .map(|((order, &(_, position, _)), pairs)| {
             progress.advance(1);
-            let values_of = |candidate| as_seen_at(order, candidate);
-            score_pairs_against(as_seen_at(order, position), pairs, &model, values_of);
-        },
-    );
+            let record = as_seen_at(order, position);
+            pairs
+                .iter()
+                .map(|(candidate, gamma)| {
+                    model.weight(gamma, record, as_seen_at(order, *candidate as usize))
+                })
+                .collect()
+        })
+        .collect();
     drop(turns);
-    let scored = compared;
     clock.lap("score");
 
     progress.stage("deciding", work.len() as u64);
@@ -1251,7 +1261,9 @@ fn link_batch(
     // Each record's pairs are freed once it is decided, and the freed pages go back
     // to the OS every so often: the pairs were the largest thing a batch held, and
     // the persons and decisions grow as they go.
-    for (order, (&(_, position, _), candidates)) in work.iter().zip(scored).enumerate() {
+    for (order, ((&(_, position, _), pairs), weights)) in
+        work.iter().zip(compared).zip(weights).enumerate()
+    {
         if order % DECIDE_RELEASE_EVERY == DECIDE_RELEASE_EVERY - 1 {
             crate::alloc::release_freed_memory();
         }
@@ -1260,6 +1272,12 @@ fn link_batch(
         if let Some(record) = updates.remove(&position) {
             linker.entries[position].record = record;
         }
+        let candidates: Vec<ScoredCandidate> = pairs
+            .iter()
+            .zip(&weights)
+            .map(|(&(candidate, gamma), &weight)| (candidate, gamma, weight))
+            .collect();
+        drop((pairs, weights));
         let mut decision = linker.decide(position, &candidates, &model, options.thresholds);
         drop(candidates);
         for person in [decision.person, linker.entries[position].person] {
