@@ -370,6 +370,17 @@ fn a_full_record_reads_back_through_its_accessors() {
     assert_eq!(empty.to_normalized(), NormalizedRecord::default());
 }
 
+/// `n` records born `every` days apart from 2 January 1950, each on a date of its own.
+fn born_apart(n: i64, every: i64) -> Vec<ComparableRecord> {
+    let start = BirthDate { year: 1950, month: 1, day: 2 }.day_number();
+    (0..n)
+        .map(|k| {
+            let date = BirthDate::from_day_number(start + every * k);
+            record(&format!("given=Ann;family=Jones;dob={}", date.to_iso()))
+        })
+        .collect()
+}
+
 #[test]
 fn agreeing_on_a_crowded_birth_date_says_nothing() {
     // Forty records born on 1 January 1990 (the date given to people whose birth date is
@@ -378,13 +389,7 @@ fn agreeing_on_a_crowded_birth_date_says_nothing() {
         (0..40).map(|_| record("given=Ali;family=Ahmadi;dob=1990-01-01")).collect();
     let usual: Vec<ComparableRecord> =
         (0..2).map(|_| record("given=Ali;family=Ahmadi;dob=1990-03-17")).collect();
-    let start = BirthDate { year: 1950, month: 1, day: 2 }.day_number();
-    let others: Vec<ComparableRecord> = (0..200)
-        .map(|n| {
-            let date = BirthDate::from_day_number(start + 3 * n);
-            record(&format!("given=Ann;family=Jones;dob={}", date.to_iso()))
-        })
-        .collect();
+    let others = born_apart(200, 3);
     let frequencies =
         crate::model::TermFrequencies::from_records(crowd.iter().chain(&usual).chain(&others));
     assert_eq!(frequencies.crowded_dates.len(), 1, "{:?}", frequencies.crowded_dates);
@@ -420,13 +425,7 @@ fn a_crowded_day_of_the_year_crowds_its_dates_in_every_year() {
         .collect();
     let frequent: Vec<ComparableRecord> =
         (0..8).map(|_| record("given=Ann;family=Smith;dob=1990-03-17")).collect();
-    let start = BirthDate { year: 1950, month: 1, day: 2 }.day_number();
-    let others: Vec<ComparableRecord> = (0..300)
-        .map(|n| {
-            let date = BirthDate::from_day_number(start + 7 * n);
-            record(&format!("given=Ann;family=Jones;dob={}", date.to_iso()))
-        })
-        .collect();
+    let others = born_apart(300, 7);
     let frequencies =
         crate::model::TermFrequencies::from_records(crowd.iter().chain(&frequent).chain(&others));
     assert!(frequencies.crowded_dates.is_empty(), "{:?}", frequencies.crowded_dates);
