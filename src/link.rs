@@ -180,6 +180,9 @@ pub struct LinkReport {
     pub model_version: u32,
     /// Where the model came from.
     pub model_source: Option<ModelSource>,
+    /// The birth dates (`YYYYMMDD`) and days of the year (`MMDD`) the model holds as
+    /// crowded, with their counts of records: agreeing on one is no evidence.
+    pub crowded_birth_dates: Vec<(u32, u32)>,
     /// Seconds per stage.
     pub stages: Vec<(&'static str, f64)>,
     /// Outcome of every input row, in input order.
@@ -1026,6 +1029,22 @@ fn merge_counts(mut a: PatternCounts, b: PatternCounts) -> PatternCounts {
     a
 }
 
+/// The crowded birth dates and days of `model`'s term frequencies, dates first, each
+/// kind in order.
+fn crowded_birth_dates(model: &Model) -> Vec<(u32, u32)> {
+    let Some(frequencies) = &model.term_frequencies else {
+        return Vec::new();
+    };
+    let mut dates: Vec<(u32, u32)> =
+        frequencies.crowded_dates.iter().map(|(&date, &count)| (date, count)).collect();
+    let mut days: Vec<(u32, u32)> =
+        frequencies.crowded_days.iter().map(|(&day, &count)| (day, count)).collect();
+    dates.sort_unstable();
+    days.sort_unstable();
+    dates.extend(days);
+    dates
+}
+
 /// Rows normalised at a time: each chunk's raw values go to the spill before the next
 /// is made, so a million rows' raw values are never in memory at once.
 const NORMALISE_CHUNK: usize = 65_536;
@@ -1222,6 +1241,7 @@ fn link_batch(
         workspace.store.save_model(&mut model)?;
     }
     report.model_version = model.version;
+    report.crowded_birth_dates = crowded_birth_dates(&model);
     report.model_source = Some(source);
     clock.lap("train");
 
@@ -1746,6 +1766,7 @@ fn link_online(
 ) -> Result<(), LinkError> {
     let (model, source) = model;
     report.model_version = model.version;
+    report.crowded_birth_dates = crowded_birth_dates(&model);
     report.model_source = Some(source);
     progress.stage("linking one by one", work.len() as u64);
     let mut decisions = Vec::with_capacity(work.len());

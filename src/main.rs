@@ -764,6 +764,10 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
         "  model              {:>10}  ({model_note})",
         format!("v{}", report.model_version)
     )?;
+    if !report.crowded_birth_dates.is_empty() {
+        let note = crowded_dates_note(&report.crowded_birth_dates);
+        writeln!(stdout, "  crowded dates      {note}")?;
+    }
     writeln!(
         stdout,
         "  thresholds         lower {} / upper {}",
@@ -781,6 +785,44 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
     writeln!(stdout, "  reviews            {}", reviews_path.display())?;
     writeln!(stdout, "  errors             {}", errors_path.display())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The model's crowded birth dates and days for the summary: `1 January in every
+/// year (74 records), 1990-01-01 (120 records); agreeing on one is no evidence`. At most
+/// five are named.
+fn crowded_dates_note(crowded: &[(u32, u32)]) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let name = |key: u32| {
+        let (year, month, day) = (key / 10_000, key / 100 % 100, key % 100);
+        let month = (month as usize).checked_sub(1).and_then(|m| MONTHS.get(m)).unwrap_or(&"?");
+        if year == 0 {
+            format!("{day} {month} in every year")
+        } else {
+            format!("{day} {month} {year}")
+        }
+    };
+    let mut named: Vec<String> = crowded
+        .iter()
+        .take(5)
+        .map(|&(key, count)| format!("{} ({count} records)", name(key)))
+        .collect();
+    if crowded.len() > 5 {
+        named.push(format!("and {} more", crowded.len() - 5));
+    }
+    format!("{}; agreeing on one is no evidence", named.join(", "))
 }
 
 fn train(args: TrainArgs) -> Result<ExitCode> {

@@ -30,6 +30,8 @@ fn sample_links_and_evaluates() {
     args.push(data("sample/records.csv").into());
     let summary = mpi_ok(&args);
     assert!(summary.contains("auto-links"), "{summary}");
+    // No birth date of the sample is crowded.
+    assert!(!summary.contains("crowded dates"), "{summary}");
     // The reviews are counted by reason under their total, and add up to it.
     let lines: Vec<&str> = summary.lines().collect();
     let at = lines.iter().position(|line| line.trim_start().starts_with("reviews")).unwrap();
@@ -794,7 +796,12 @@ fn a_small_stores_crowded_first_of_january_links_no_one() {
     let out = dir.path().join("r.csv");
     let mut args = link_args(&dir, &out);
     args.push(input.into());
-    mpi_ok(&args);
+    let summary = mpi_ok(&args);
+    // The summary says which dates it holds as estimates.
+    assert!(
+        summary.contains("crowded dates      1 January in every year (74 records)"),
+        "{summary}"
+    );
     let results = fs::read_to_string(&out).unwrap();
     let crowd: Vec<Vec<&str>> = results
         .lines()
