@@ -6,7 +6,7 @@ use std::io::Write;
 use mpi_matching::{BlockingKey, Gamma, Model, Score, blocking_keys, compare};
 use rayon::prelude::*;
 
-use crate::engine::{ComparedPair, Linker, ReviewReason, candidate_pair, pair_caution};
+use crate::engine::{ComparedPair, Linker, ReviewReason, compact_position, pair_caution};
 use crate::eval::{EvalReport, TruthRow, evaluate, missed_pairs_by_cause, pair_completeness};
 use crate::link::{LinkError, train_model, training_patterns};
 use crate::output::RESULT_COLUMNS;
@@ -70,8 +70,10 @@ pub fn train(
             candidates
                 .iter()
                 .map(|&candidate| {
-                    let (candidate, gamma, _) = candidate_pair(record, candidate, &linker.entries);
-                    (candidate, gamma)
+                    (
+                        compact_position(candidate),
+                        compare(record, &linker.entries[candidate].record),
+                    )
                 })
                 .collect()
         })

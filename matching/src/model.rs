@@ -256,12 +256,12 @@ impl TermFrequencies {
     }
 }
 
-/// A birth date as the number `YYYYMMDD`.
 /// A birth date's day of the year as an index into a table of 13 * 32 days.
 fn day_index(date: BirthDate) -> usize {
     usize::from(date.month.min(12)) * 32 + usize::from(date.day.min(31))
 }
 
+/// A birth date as the number `YYYYMMDD`.
 fn date_key(date: BirthDate) -> u32 {
     u32::from(date.year) * 10_000 + u32::from(date.month) * 100 + u32::from(date.day)
 }
