@@ -14,7 +14,7 @@ use mpi::input::{ColumnMap, ColumnUse, Encoding, ReadFile, read_csv};
 use mpi::link::{DEFAULT_MAX_CANDIDATES, LinkOptions, ModelSource, Progress};
 use mpi::output;
 use mpi::{Workspace, normalize_options};
-use mpi_matching::{Model, Thresholds};
+use mpi_matching::{BirthDate, Model, Thresholds};
 
 // mimalloc: far less fragmentation than the system allocator when rayon threads
 // allocate millions of small values (a fifth less peak memory and time on a million
@@ -787,27 +787,13 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The model's crowded birth dates and days for the summary: `1 January in every
-/// year (74 records), 1990-01-01 (120 records); agreeing on one is no evidence`. At most
-/// five are named.
+/// The model's crowded birth dates and days for the summary: `1 January 1990 (120
+/// records), 1 January in every year (74 records); agreeing on one is no evidence`. At
+/// most five are named.
 fn crowded_dates_note(crowded: &[(u32, u32)]) -> String {
-    const MONTHS: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
     let name = |key: u32| {
         let (year, month, day) = (key / 10_000, key / 100 % 100, key % 100);
-        let month = (month as usize).checked_sub(1).and_then(|m| MONTHS.get(m)).unwrap_or(&"?");
+        let month = u8::try_from(month).ok().and_then(BirthDate::month_name).unwrap_or("?");
         if year == 0 {
             format!("{day} {month} in every year")
         } else {

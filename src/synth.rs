@@ -1534,20 +1534,6 @@ fn day_month_year(date: &str) -> bool {
 
 /// `05-Aug-1931` as `5th August 1931`; `None` for a date not written that way.
 fn with_ordinal(date: &str) -> Option<String> {
-    const FULL_MONTHS: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
     let mut parts = date.split('-');
     let (day, month, year) = (parts.next()?, parts.next()?, parts.next()?);
     let day: u32 = day.parse().ok()?;
@@ -1558,7 +1544,7 @@ fn with_ordinal(date: &str) -> Option<String> {
         3 | 23 => "rd",
         _ => "th",
     };
-    Some(format!("{day}{suffix} {} {year}", FULL_MONTHS[month]))
+    Some(format!("{day}{suffix} {} {year}", BirthDate::month_name(month as u8 + 1)?))
 }
 
 /// A postcode with O or I typed for the first 0 or 1 of its inward code, or failing

@@ -181,7 +181,28 @@ pub struct BirthDate {
     pub day: u8,
 }
 
+/// The months' names in English, January first.
+const MONTH_NAMES: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
 impl BirthDate {
+    /// The English name of month `month` (1-12), `None` for any other number.
+    pub fn month_name(month: u8) -> Option<&'static str> {
+        MONTH_NAMES.get(usize::from(month).checked_sub(1)?).copied()
+    }
+
     /// ISO 8601 form, `YYYY-MM-DD`.
     pub fn to_iso(self) -> String {
         format!("{:04}-{:02}-{:02}", self.year, self.month, self.day)
@@ -421,6 +442,13 @@ pub struct Issue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn months_are_named_from_one_to_twelve_and_no_other_number() {
+        assert_eq!(BirthDate::month_name(1), Some("January"));
+        assert_eq!(BirthDate::month_name(12), Some("December"));
+        assert_eq!((BirthDate::month_name(0), BirthDate::month_name(13)), (None, None));
+    }
 
     #[test]
     fn a_postal_code_is_stored_with_its_district_and_sector_and_read_back_from_its_code() {
