@@ -337,6 +337,13 @@ pub fn render_explanation(score: &Score, model: &Model, caution: Option<ReviewRe
              and NHS number decide.\n",
         );
     }
+    let crowded_date = |c: &mpi_matching::Contribution| c.field == "date_of_birth" && c.tf_adjusted;
+    if score.contributions.iter().any(crowded_date) {
+        text.push_str(
+            "The birth date is a crowded one, held by far more records than a date or a day\n\
+             usually is (as the 1 January given when a birth date is not known): it is no evidence.\n",
+        );
+    }
     let thresholds = model.thresholds;
     let verdict = if score.probability >= thresholds.upper {
         match caution {

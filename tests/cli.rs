@@ -764,6 +764,10 @@ fn agreeing_on_a_crowded_birth_date_says_nothing() {
     let crowd = explain("council_asc:CROWD-0", "council_asc:CROWD-6");
     let line = date_line(&crowd);
     assert!(line.contains("exact (adjusted for frequency)") && line.ends_with("+0.00"), "{crowd}");
+    assert!(crowd.contains("The birth date is a crowded one"), "{crowd}");
+    // A pair on an ordinary date does not say so.
+    let ordinary = explain("gp:GP0000363", "gp:GP0000125");
+    assert!(!ordinary.contains("crowded"), "{ordinary}");
 }
 
 /// A small store: sixty men given 1 January of ten years (six a date, too few to crowd a
