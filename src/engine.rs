@@ -1078,26 +1078,17 @@ pub fn candidate_pair(
     (compact_position(candidate), compare(record, &entries[candidate].record), f64::NAN)
 }
 
-/// Scores candidate pairs in place with a model.
+/// Scores candidate pairs in place with a model. (A batch makes its pairs' weights
+/// apart from them, with each candidate's values as the record's turn sees them: see
+/// `link::link_batch`.)
 pub fn score_pairs(
     record: &ComparableRecord,
     pairs: &mut [ScoredCandidate],
     model: &Model,
     entries: &[Entry],
 ) {
-    score_pairs_against(record, pairs, model, |candidate| &entries[candidate].record);
-}
-
-/// [`score_pairs`], with each candidate's values as `values_of` gives them (a batch
-/// that updates records scores a pair with the values the record's turn sees).
-pub fn score_pairs_against<'a>(
-    record: &ComparableRecord,
-    pairs: &mut [ScoredCandidate],
-    model: &Model,
-    values_of: impl Fn(usize) -> &'a ComparableRecord,
-) {
     for (candidate, gamma, weight) in pairs {
-        *weight = model.weight(gamma, record, values_of(*candidate as usize));
+        *weight = model.weight(gamma, record, &entries[*candidate as usize].record);
     }
 }
 
