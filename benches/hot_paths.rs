@@ -1,5 +1,6 @@
 //! Criterion benches of the hot paths: normalise a record, derive its blocking keys,
-//! query the blocking index (tantivy, and the batch's in-memory copy at 1M records),
+//! query the blocking index (tantivy, at the sample's size and at 1M records, and the
+//! batch's in-memory copy at 1M records),
 //! compare and score a pair.
 //!
 //! `cargo bench --bench hot_paths`. Inputs come from the shipped sample.
@@ -108,6 +109,30 @@ fn hot_paths(c: &mut Criterion) {
             black_box(memory.candidates(black_box(&million[i]), Some(id), Some(id), 20))
         })
     });
+
+    // The same million records in tantivy, written as a batch writes them (a bulk
+    // writer's segments, never merged): what the identity service queries.
+    let on_disk = BlockingIndex::create_in_ram().expect("index");
+    {
+        let mut writer = on_disk.bulk_writer(64 * 1024 * 1024).expect("writer");
+        for (i, keys) in million.iter().enumerate() {
+            writer.add(i as u64 + 1, keys).expect("add");
+        }
+        writer.commit("bench").expect("commit");
+    }
+    on_disk.reload().expect("reload");
+    c.bench_function("candidates of one record (index query, 1M records)", |b| {
+        let searcher = on_disk.searcher().expect("searcher");
+        let mut i = 0;
+        b.iter(|| {
+            i = (i * 7_919 + 1) % n_records;
+            let id = i as u64 + 1;
+            black_box(
+                searcher.candidates(black_box(&million[i]), None, Some(id), 20).expect("query"),
+            )
+        })
+    });
+    drop(on_disk);
 
     c.bench_function("compare and score one pair", |b| {
         let mut i = 0;
