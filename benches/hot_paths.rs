@@ -21,6 +21,7 @@ fn sample() -> Vec<Demographics> {
         0,
         &ColumnMap::default(),
         None,
+        None,
     )
     .expect("the sample reads");
     file.rows.into_iter().map(|row| row.raw.demographics()).collect()

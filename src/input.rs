@@ -5,9 +5,11 @@
 //! normalisation reports them and the row proceeds. A file that is not CSV text at
 //! all (no `local_id` column, UTF-16) fails as a whole before anything is written.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
-use mpi_matching::{Demographics, Field, Identifier};
+use mpi_matching::{DateOrder, Demographics, Field, Identifier, date_order_evidence};
 
 use crate::error::InputError;
 use crate::link::HeldRaw;
@@ -167,6 +169,21 @@ pub struct ReadFile {
     /// Columns that give something to match on: demographics or an identifier (not
     /// the source system or local id).
     pub matching_columns: usize,
+    /// The source systems whose dates this file writes month first, as found from its
+    /// rows (not set by `--dates`).
+    pub month_first: Vec<MonthFirstSource>,
+}
+
+/// A source system whose dates a file writes month first: more of its birth dates can
+/// only be read month first (`02/13/1980`) than can only be read day first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MonthFirstSource {
+    /// The source system.
+    pub source_system: String,
+    /// Its birth dates that can only be read month first.
+    pub month_only: usize,
+    /// Its birth dates that can only be read day first.
+    pub day_only: usize,
 }
 
 /// How one header column is read.
@@ -373,7 +390,9 @@ fn check_encoding(path: &Path, bytes: &[u8]) -> Result<(), InputError> {
 /// Reads one CSV file.
 ///
 /// `source` is the source system for files without a `source_system` column
-/// (defaults to the file name without extension).
+/// (defaults to the file name without extension). `dates` is the order of day and
+/// month in the file's dates of numbers; `None` finds it for each source system from
+/// the dates themselves ([`ReadFile::month_first`]).
 ///
 /// # Errors
 /// [`InputError`] when the file cannot be read, is not UTF-8 text, or has no
@@ -385,6 +404,7 @@ pub fn read_csv(
     map: &ColumnMap,
     source: Option<&str>,
     encoding: Encoding,
+    dates: Option<DateOrder>,
 ) -> Result<ReadFile, InputError> {
     let bytes =
         std::fs::read(path).map_err(|source| InputError::Io { path: path.to_owned(), source })?;
@@ -394,9 +414,9 @@ pub fn read_csv(
         Encoding::Windows1252 if !marked(&[UTF8_BOM, &UTF16_BOMS[0], &UTF16_BOMS[1]]) => {
             let text = from_windows_1252(&bytes);
             drop(bytes);
-            read_csv_bytes(path, text.as_bytes(), file_index, map, source)
+            read_csv_bytes(path, text.as_bytes(), file_index, map, source, dates)
         }
-        _ => read_csv_bytes(path, &bytes, file_index, map, source),
+        _ => read_csv_bytes(path, &bytes, file_index, map, source, dates),
     }
 }
 
@@ -457,6 +477,7 @@ pub fn read_csv_bytes(
     file_index: usize,
     map: &ColumnMap,
     source: Option<&str>,
+    dates: Option<DateOrder>,
 ) -> Result<ReadFile, InputError> {
     check_encoding(path, bytes)?;
     let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
@@ -502,6 +523,9 @@ pub fn read_csv_bytes(
     let mut record = csv::ByteRecord::new();
     let mut lines = LineCounter::new(bytes);
     let mut sources = crate::engine::SourceNames::default();
+    // For each source system, its birth dates that can only be read day first, and
+    // those that can only be read month first.
+    let mut order_evidence: HashMap<Arc<str>, [usize; 2]> = HashMap::new();
     loop {
         let before = reader.position().byte();
         match reader.read_byte_record(&mut record) {
@@ -529,13 +553,27 @@ pub fn read_csv_bytes(
         }
         let line = lines.line_at(record.position().map_or(before, csv::Position::byte));
         match row_from_record(&record, &targets, &default_source) {
-            Ok((source_system, local_id, demographics)) => result.rows.push(InputRow {
-                file: file_index,
-                line,
-                source_system: sources.intern(&source_system),
-                local_id: local_id.into(),
-                raw: HeldRaw::new(&demographics),
-            }),
+            Ok((source_system, local_id, mut demographics)) => {
+                let source_system = sources.intern(&source_system);
+                match dates {
+                    Some(order) => demographics.date_order = order,
+                    None => {
+                        let evidence =
+                            demographics.date_of_birth.as_deref().and_then(date_order_evidence);
+                        if let Some(order) = evidence {
+                            let counts = order_evidence.entry(source_system.clone()).or_default();
+                            counts[usize::from(order == DateOrder::MonthFirst)] += 1;
+                        }
+                    }
+                }
+                result.rows.push(InputRow {
+                    file: file_index,
+                    line,
+                    source_system,
+                    local_id: local_id.into(),
+                    raw: HeldRaw::new(&demographics),
+                });
+            }
             Err((field, reason, local_id, source_system)) => result.rejected.push(RowError {
                 file: file_index,
                 line,
@@ -546,7 +584,37 @@ pub fn read_csv_bytes(
             }),
         }
     }
+    read_month_first(&mut result, order_evidence);
     Ok(result)
+}
+
+/// Reads the birth dates of each source system in `result` whose dates can more often
+/// only be read month first than only day first as month first, and lists them. One
+/// file may hold several systems' rows, each writing dates its own way. (In a UK file
+/// more than half of all dates can only be read day first, those after the twelfth
+/// of a month: a few month-first typing slips do not turn it.)
+fn read_month_first(result: &mut ReadFile, evidence: HashMap<Arc<str>, [usize; 2]>) {
+    let mut month_first: Vec<(Arc<str>, [usize; 2])> =
+        evidence.into_iter().filter(|&(_, [day_only, month_only])| month_only > day_only).collect();
+    if month_first.is_empty() {
+        return;
+    }
+    month_first.sort_unstable();
+    for row in &mut result.rows {
+        if month_first.iter().any(|(source, _)| *source == row.source_system) {
+            let mut demographics = row.raw.demographics();
+            demographics.date_order = DateOrder::MonthFirst;
+            row.raw = HeldRaw::new(&demographics);
+        }
+    }
+    result.month_first = month_first
+        .into_iter()
+        .map(|(source, [day_only, month_only])| MonthFirstSource {
+            source_system: source.to_string(),
+            month_only,
+            day_only,
+        })
+        .collect();
 }
 
 /// Line numbers from byte offsets. The csv crate's own line count falls one behind
@@ -758,7 +826,59 @@ mod tests {
     use super::*;
 
     fn read(text: &[u8], map: &ColumnMap) -> Result<ReadFile, InputError> {
-        read_csv_bytes(Path::new("council.csv"), text, 0, map, None)
+        read_csv_bytes(Path::new("council.csv"), text, 0, map, None, None)
+    }
+
+    fn date_orders(file: &ReadFile) -> Vec<(&str, DateOrder)> {
+        file.rows.iter().map(|row| (&*row.local_id, row.raw.demographics().date_order)).collect()
+    }
+
+    #[test]
+    fn each_source_systems_dates_are_read_in_the_order_its_dates_show() {
+        use DateOrder::{DayFirst, MonthFirst};
+        // One file, three systems: a US export, a UK one with a month-first slip, and
+        // one whose dates fit either order (read day first, as the UK writes them).
+        let text = b"source_system,local_id,date_of_birth\n\
+            us,U1,02/13/1980\nus,U2,03/04/1951\nus,U3,12/25/1962 00:00\nus,U4,\n\
+            uk,K1,13/02/1980\nuk,K2,25/12/1962\nuk,K3,02/13/1980\nuk,K4,1980-02-13\n\
+            either,E1,03/04/1951\neither,E2,1 Feb 1980\n";
+        let file = read(text, &ColumnMap::default()).expect("reads");
+        assert_eq!(
+            date_orders(&file),
+            [
+                ("U1", MonthFirst),
+                ("U2", MonthFirst),
+                ("U3", MonthFirst),
+                ("U4", MonthFirst),
+                ("K1", DayFirst),
+                ("K2", DayFirst),
+                ("K3", DayFirst),
+                ("K4", DayFirst),
+                ("E1", DayFirst),
+                ("E2", DayFirst)
+            ]
+        );
+        assert_eq!(
+            file.month_first,
+            [MonthFirstSource { source_system: "us".to_owned(), month_only: 2, day_only: 0 }]
+        );
+        // The order held with the raw values is what normalising reads.
+        let normalizer = mpi_matching::Normalizer::new(crate::normalize_options(false));
+        let us_second = normalizer.normalize(&file.rows[1].raw.demographics()).0;
+        assert_eq!(us_second.date_of_birth.map(|date| date.month), Some(3));
+
+        // `--dates` sets the order for every row, and nothing is found.
+        let forced = read_csv_bytes(
+            Path::new("council.csv"),
+            text,
+            0,
+            &ColumnMap::default(),
+            None,
+            Some(DayFirst),
+        )
+        .expect("reads");
+        assert!(date_orders(&forced).iter().all(|&(_, order)| order == DayFirst));
+        assert!(forced.month_first.is_empty());
     }
 
     #[test]
@@ -879,8 +999,8 @@ mod tests {
             b"local_id,given_name,family_name\nA1,Zo\xEB,O\x92Brien\nA2,Ren\xE9e,Smith\nA3,Ada,Lee\n",
         )
         .expect("written");
-        let file =
-            read_csv(&path, 0, &ColumnMap::default(), None, Encoding::Windows1252).expect("reads");
+        let file = read_csv(&path, 0, &ColumnMap::default(), None, Encoding::Windows1252, None)
+            .expect("reads");
         assert!(file.rejected.is_empty());
         let names: Vec<(Option<String>, Option<String>)> = file
             .rows
@@ -890,14 +1010,15 @@ mod tests {
         assert_eq!(names[0], (Some("Zoë".into()), Some("O\u{2019}Brien".into())));
         assert_eq!(names[1].0.as_deref(), Some("Renée"));
         // Read as UTF-8, the two rows are rejected with a reason that names the flag.
-        let file = read_csv(&path, 0, &ColumnMap::default(), None, Encoding::Utf8).expect("reads");
+        let file =
+            read_csv(&path, 0, &ColumnMap::default(), None, Encoding::Utf8, None).expect("reads");
         assert_eq!(file.rows.len(), 1);
         assert_eq!(file.rejected.len(), 2);
         assert!(file.rejected[0].reason.contains("--encoding windows-1252"));
         // A UTF-8 file with its byte order mark reads as UTF-8 whatever the flag says.
         std::fs::write(&path, "\u{feff}local_id,given_name\nA1,Zoë\n").expect("written");
-        let file =
-            read_csv(&path, 0, &ColumnMap::default(), None, Encoding::Windows1252).expect("reads");
+        let file = read_csv(&path, 0, &ColumnMap::default(), None, Encoding::Windows1252, None)
+            .expect("reads");
         assert_eq!(file.rows[0].raw.demographics().given_name.as_deref(), Some("Zoë"));
     }
 

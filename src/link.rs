@@ -230,8 +230,8 @@ pub fn raw_json(raw: &Demographics) -> String {
 /// One string: either packed (each value of [`Demographics`] in field order after a
 /// U+001F, an absent one empty, then each identifier as U+001F, its system, U+001E,
 /// its value), so starting with U+001F, or, for values a packing could not hold
-/// exactly (an empty value, or one holding a separator), the JSON ([`raw_json`]),
-/// starting with `{`.
+/// exactly (an empty value, one holding a separator, or a date order other than the
+/// default), the JSON ([`raw_json`]), starting with `{`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeldRaw(Box<str>);
 
@@ -245,7 +245,8 @@ impl HeldRaw {
         let fits = |value: &str| !value.contains([PACKED_FIELD, PACKED_PAIR]);
         let packable =
             values.iter().all(|value| value.as_deref().is_none_or(|v| !v.is_empty() && fits(v)))
-                && raw.identifiers.iter().all(|id| fits(&id.system) && fits(&id.value));
+                && raw.identifiers.iter().all(|id| fits(&id.system) && fits(&id.value))
+                && raw.date_order.is_day_first();
         if !packable {
             return HeldRaw::json_now(raw);
         }
@@ -414,6 +415,7 @@ fn raw_values(raw: &Demographics) -> [&Option<String>; RAW_VALUES] {
         phone,
         email,
         identifiers: _,
+        date_order: _,
     } = raw;
     [
         nhs_number,

@@ -10,11 +10,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mpi::commands;
-use mpi::input::{ColumnMap, ColumnUse, Encoding, ReadFile, read_csv};
+use mpi::input::{ColumnMap, ColumnUse, Encoding, MonthFirstSource, ReadFile, read_csv};
 use mpi::link::{DEFAULT_MAX_CANDIDATES, LinkOptions, ModelSource, Progress};
 use mpi::output;
 use mpi::{Workspace, normalize_options};
-use mpi_matching::{BirthDate, Model, Thresholds};
+use mpi_matching::{BirthDate, DateOrder, Model, Thresholds};
 
 // mimalloc: far less fragmentation than the system allocator when rayon threads
 // allocate millions of small values (a fifth less peak memory and time on a million
@@ -157,6 +157,11 @@ struct LinkArgs {
     /// saves "CSV (Comma delimited)" on a UK Windows machine.
     #[arg(long, default_value = "utf-8", value_parser = parse_encoding)]
     encoding: Encoding,
+    /// The order of day and month in dates of numbers: auto (day first, as the UK
+    /// writes them, unless more of a source system's dates can only be month first, as
+    /// a US locale exports them), day-first or month-first.
+    #[arg(long, default_value = "auto", value_parser = parse_dates)]
+    dates: Dates,
     #[command(flatten)]
     decisions: DecisionArgs,
     /// Score and report without writing anything to the store.
@@ -522,10 +527,24 @@ fn parse_encoding(name: &str) -> Result<Encoding, String> {
     }
 }
 
+/// `--dates`: an order, or `None` to find it from the dates (auto).
+#[derive(Clone, Copy, Debug)]
+struct Dates(Option<DateOrder>);
+
+fn parse_dates(name: &str) -> Result<Dates, String> {
+    match name.to_ascii_lowercase().replace('_', "-").as_str() {
+        "auto" => Ok(Dates(None)),
+        "day-first" | "dmy" => Ok(Dates(Some(DateOrder::DayFirst))),
+        "month-first" | "mdy" => Ok(Dates(Some(DateOrder::MonthFirst))),
+        _ => Err("expected auto, day-first or month-first".to_owned()),
+    }
+}
+
 /// What the summary says of how a file was read.
 struct FileSummary {
     columns: Vec<ColumnUse>,
     delimiter: u8,
+    month_first: Vec<MonthFirstSource>,
 }
 
 /// The summary's lines on a file's columns: those read by a common name (so a user
@@ -561,6 +580,18 @@ fn write_columns(
     }
     if !recognised.is_empty() {
         writeln!(out, "  columns{of_file} read by their usual names: {}", recognised.join(", "))?;
+    }
+    for source in &file.month_first {
+        let day_only = match source.day_only {
+            0 => "none".to_owned(),
+            n => n.to_string(),
+        };
+        writeln!(
+            out,
+            "  dates{of_file} of {} read month first: {} can only be read so, {day_only} only \
+             day first (--dates day-first reads them day first)",
+            source.source_system, source.month_only
+        )?;
     }
     let ignored: Vec<&str> = columns
         .iter()
@@ -609,9 +640,14 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
     let mut rejected = Vec::new();
     let mut columns = Vec::new();
     for (index, path) in args.files.iter().enumerate() {
-        let file = read_csv(path, index, &map, args.source.as_deref(), args.encoding)?;
+        let file =
+            read_csv(path, index, &map, args.source.as_deref(), args.encoding, args.dates.0)?;
         warn_of_unread_demographics(path, &file);
-        columns.push(FileSummary { columns: file.columns, delimiter: file.delimiter });
+        columns.push(FileSummary {
+            columns: file.columns,
+            delimiter: file.delimiter,
+            month_first: file.month_first,
+        });
         if rows.is_empty() {
             // One file (the usual case): its rows, not a copy of them.
             rows = file.rows;

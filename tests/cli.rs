@@ -633,6 +633,59 @@ fn a_council_file_with_its_own_column_names_links_without_a_mapping() {
 }
 
 #[test]
+fn a_us_locale_export_is_read_month_first() {
+    // The shipped sample with the acute trust's dates (`13/02/1980`) written month
+    // first (`02/13/1980`), as a US locale exports them.
+    let dir = TempDir::new().unwrap();
+    let us = dir.path().join("records.csv");
+    let mut reader = csv::Reader::from_path(data("sample/records.csv")).unwrap();
+    let mut writer = csv::Writer::from_path(&us).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    writer.write_record(&headers).unwrap();
+    let column = |name: &str| headers.iter().position(|header| header == name).unwrap();
+    let (source, dob) = (column("source_system"), column("date_of_birth"));
+    let mut swapped = 0;
+    for row in reader.records() {
+        let mut row: Vec<String> = row.unwrap().iter().map(str::to_owned).collect();
+        let parts: Vec<&str> = row[dob].split('/').collect();
+        if row[source] == "acute" && parts.len() == 3 {
+            row[dob] = format!("{}/{}/{}", parts[1], parts[0], parts[2]);
+            swapped += 1;
+        }
+        writer.write_record(&row).unwrap();
+    }
+    writer.flush().unwrap();
+    assert!(swapped > 300, "{swapped}");
+
+    let link = |input: &std::path::Path, name: &str, extra: &[&str]| {
+        let store = dir.path().join(format!("store-{name}"));
+        let out = dir.path().join(format!("{name}.csv"));
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["link".into(), "--data".into(), store.into(), "--out".into(), out.clone().into()];
+        args.extend(extra.iter().map(Into::into));
+        args.push(input.into());
+        (
+            mpi_ok(&args),
+            read_csv(&out),
+            read_csv(&dir.path().join(format!("{name}.csv.errors.csv"))),
+        )
+    };
+    let dob_errors = |errors: &[std::collections::HashMap<String, String>]| {
+        errors.iter().filter(|error| error["field"] == "date_of_birth").count()
+    };
+    let (_, uk_rows, uk_errors) = link(&data("sample/records.csv"), "uk", &[]);
+    let (summary, us_rows, us_errors) = link(&us, "us", &[]);
+    assert!(summary.contains("dates of acute read month first"), "{summary}");
+    // Read month first, the file links as the original does, person for person.
+    assert_eq!(partition(&us_rows), partition(&uk_rows));
+    assert_eq!(dob_errors(&us_errors), dob_errors(&uk_errors));
+    // Read day first, every acute date after the twelfth is impossible.
+    let (summary, _, day_first_errors) = link(&us, "forced", &["--dates", "day-first"]);
+    assert!(!summary.contains("month first"), "{summary}");
+    assert!(dob_errors(&day_first_errors) > dob_errors(&uk_errors) + 200);
+}
+
+#[test]
 fn malformed_files_fail_clearly_without_writing() {
     let dir = TempDir::new().unwrap();
     let utf16 = dir.path().join("utf16.csv");

@@ -120,6 +120,36 @@ pub struct Demographics {
     /// Other identifiers (a council case id, a hospital number, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub identifiers: Vec<Identifier>,
+    /// How the sender writes a date of numbers: day first (the UK's way, the default)
+    /// or month first (a US locale's export).
+    #[serde(default, skip_serializing_if = "DateOrder::is_day_first")]
+    pub date_order: DateOrder,
+}
+
+/// The order of day and month in a date written in numbers (`03/04/1951`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DateOrder {
+    /// Day, month, year: 3 April 1951. As the UK writes dates.
+    #[default]
+    DayFirst,
+    /// Month, day, year: 4 March 1951. As a US locale writes dates.
+    MonthFirst,
+}
+
+impl DateOrder {
+    /// True for the default, day first.
+    pub fn is_day_first(&self) -> bool {
+        *self == DateOrder::DayFirst
+    }
+
+    /// The order's name as flags and summaries write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DateOrder::DayFirst => "day-first",
+            DateOrder::MonthFirst => "month-first",
+        }
+    }
 }
 
 impl Demographics {
@@ -145,6 +175,7 @@ impl Demographics {
             phone: next(),
             email: next(),
             identifiers,
+            date_order: DateOrder::DayFirst,
         }
     }
 }
@@ -442,6 +473,17 @@ pub struct Issue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_date_order_other_than_the_default_is_written_and_read_back() {
+        let us = Demographics { date_order: DateOrder::MonthFirst, ..Demographics::default() };
+        let json = serde_json::to_string(&us).unwrap();
+        assert_eq!(json, r#"{"date_order":"month_first"}"#);
+        assert_eq!(serde_json::from_str::<Demographics>(&json).unwrap(), us);
+        // Day first, the default, is not written: stored raw values stay as they were.
+        assert_eq!(serde_json::to_string(&Demographics::default()).unwrap(), "{}");
+        assert!(serde_json::from_str::<Demographics>(r#"{"date_order":"year_last"}"#).is_err());
+    }
 
     #[test]
     fn months_are_named_from_one_to_twelve_and_no_other_number() {

@@ -1,6 +1,7 @@
-//! Dates of birth: ISO, UK day-first, `YYYYMMDD`, month names, two-digit years.
+//! Dates of birth: ISO, UK day-first, `YYYYMMDD`, month names, two-digit years, and
+//! month-first dates from a sender known to write them so.
 
-use crate::record::{BirthDate, IssueKind};
+use crate::record::{BirthDate, DateOrder, IssueKind};
 
 /// Earliest year accepted as a real birth year.
 const MIN_YEAR: u16 = 1880;
@@ -51,6 +52,21 @@ fn expand_year(two_digits: u16, today: BirthDate) -> u16 {
 /// `1111-11-11`, `0001-01-01`, `9999-12-31` style fillers; [`IssueKind::Unparseable`]
 /// for anything else.
 pub fn normalize_birth_date(raw: &str, today: BirthDate) -> Result<BirthDate, IssueKind> {
+    normalize_birth_date_in(raw, today, DateOrder::DayFirst)
+}
+
+/// As [`normalize_birth_date`], for a sender whose dates of numbers are written in
+/// `order`. Month first, `03/04/1951` is 4 March, and a date whose first number cannot
+/// be a month (`13/02/1951`) is still read day first. Dates written year first or with
+/// a month's name read the same in either order.
+///
+/// # Errors
+/// As [`normalize_birth_date`].
+pub fn normalize_birth_date_in(
+    raw: &str,
+    today: BirthDate,
+    order: DateOrder,
+) -> Result<BirthDate, IssueKind> {
     let text = raw.trim();
     // After an ISO date (digits and dashes), a time part after `T` or a space. Only
     // there: a month's name holds a `t` ("23 August 1967").
@@ -79,7 +95,10 @@ pub fn normalize_birth_date(raw: &str, today: BirthDate) -> Result<BirthDate, Is
     // A 12-hour clock is a US locale's export, whose numeric dates are month first:
     // read so unless the first number cannot be a month (a UK date with such a time).
     let numeric = text.bytes().all(|b| b.is_ascii_digit() || b"/-.".contains(&b));
-    let month_first = twelve_hour && numeric && (1..=12).contains(&day) && !iso(text);
+    let month_first = (twelve_hour || order == DateOrder::MonthFirst)
+        && numeric
+        && (1..=12).contains(&day)
+        && !iso(text);
     let (month, day) = if month_first { (day, month) } else { (month, day) };
     let placeholder = matches!(
         (year, month, day),
@@ -98,9 +117,43 @@ pub fn normalize_birth_date(raw: &str, today: BirthDate) -> Result<BirthDate, Is
     Ok(date)
 }
 
+/// What one raw birth date says of its sender's order of day and month: `DayFirst`
+/// when its numbers can only be read day first (`13/02/1951`), `MonthFirst` when they
+/// can only be read month first (`02/13/1951`), `None` when either reading would do
+/// (`03/04/1951`), neither would, or the order is not in question (`1951-02-13`, `13
+/// Feb 1951`, or a time on a 12-hour clock, which is read month first anyway). Cheap:
+/// a file's order is found by asking it of every row.
+pub fn date_order_evidence(raw: &str) -> Option<DateOrder> {
+    let text = raw.trim();
+    let (date, time) = text.split_once(' ').unwrap_or((text, ""));
+    if time.bytes().any(|b| b.is_ascii_alphabetic()) {
+        return None;
+    }
+    let mut parts = date.split(['/', '-', '.']);
+    let mut small = || {
+        parts
+            .next()
+            .filter(|part| (1..=2).contains(&part.len()))
+            .and_then(|part| part.parse::<u8>().ok())
+    };
+    let (first, second) = (small()?, small()?);
+    let year = parts.next().filter(|part| matches!(part.len(), 2 | 4))?;
+    if parts.next().is_some() || !year.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let month = 1..=12;
+    let day = 1..=31;
+    match (month.contains(&first), month.contains(&second)) {
+        (false, true) if day.contains(&first) => Some(DateOrder::DayFirst),
+        (true, false) if day.contains(&second) => Some(DateOrder::MonthFirst),
+        _ => None,
+    }
+}
+
 /// True for a date written year first (`1980-02-13`, `1980/02/13`, `19800213`).
 fn iso(text: &str) -> bool {
-    text.len() == 8 || text.split(['/', '-', '.']).next().is_some_and(|first| first.len() == 4)
+    (text.len() == 8 && text.bytes().all(|b| b.is_ascii_digit()))
+        || text.split(['/', '-', '.']).next().is_some_and(|first| first.len() == 4)
 }
 
 fn number(part: &str) -> Option<u16> {
@@ -227,6 +280,69 @@ mod tests {
         check("3 Apr 51", Ok((1951, 4, 3)));
         check("03/04/25", Ok((2025, 4, 3)));
         check("03/04/27", Ok((1927, 4, 3)));
+    }
+
+    #[test]
+    fn a_month_first_senders_dates_are_read_month_first() {
+        let check = |raw: &str, expected: Result<(u16, u8, u8), IssueKind>| {
+            let got = normalize_birth_date_in(raw, TODAY, DateOrder::MonthFirst)
+                .map(|d| (d.year, d.month, d.day));
+            assert_eq!(got, expected, "{raw}");
+        };
+        check("03/04/1951", Ok((1951, 3, 4)));
+        check("2/13/1980", Ok((1980, 2, 13)));
+        check("02-13-80", Ok((1980, 2, 13)));
+        check("12.31.1999 00:00", Ok((1999, 12, 31)));
+        // A first number that cannot be a month is a day, as before.
+        check("13/02/1980", Ok((1980, 2, 13)));
+        // Year first, or the month's name, read the same in either order.
+        check("1951-03-04", Ok((1951, 3, 4)));
+        check("19510304", Ok((1951, 3, 4)));
+        check("4 Mar 1951", Ok((1951, 3, 4)));
+        check("March 4, 1951", Ok((1951, 3, 4)));
+        check("02/30/1980", Err(IssueKind::Impossible));
+        // Day first stays the default.
+        assert_eq!(normalize_birth_date("03/04/1951", TODAY).map(|d| d.month), Ok(4));
+    }
+
+    #[test]
+    fn a_dates_numbers_say_which_orders_can_read_it() {
+        assert_eq!(date_order_evidence("13/02/1980"), Some(DateOrder::DayFirst));
+        assert_eq!(date_order_evidence("31-12-99"), Some(DateOrder::DayFirst));
+        assert_eq!(date_order_evidence("2/13/1980"), Some(DateOrder::MonthFirst));
+        assert_eq!(date_order_evidence("12.31.1999 00:00:00"), Some(DateOrder::MonthFirst));
+        for either_or_neither in [
+            "03/04/1951",
+            "12/12/1980",
+            "32/13/1980",
+            "1980-02-13",
+            "19800213",
+            "13 Feb 1980",
+            "Feb 13, 1980",
+            "2/13/1980 12:00:00 AM",
+            "13/02/1980/1",
+            "13/02/19a0",
+            "",
+            "29414",
+        ] {
+            assert_eq!(date_order_evidence(either_or_neither), None, "{either_or_neither}");
+        }
+    }
+
+    #[quickcheck]
+    fn month_first_reads_what_day_first_reads_with_day_and_month_swapped(
+        day: u8,
+        month: u8,
+        year: u16,
+    ) -> bool {
+        let (day, month, year) = (day % 31 + 1, month % 12 + 1, 1900 + year % 120);
+        let uk = format!("{day:02}/{month:02}/{year}");
+        let us = format!("{month:02}/{day:02}/{year}");
+        let evidence = date_order_evidence(&us);
+        normalize_birth_date(&uk, TODAY)
+            == normalize_birth_date_in(&us, TODAY, DateOrder::MonthFirst)
+            && (day > 12) == (evidence == Some(DateOrder::MonthFirst))
+            && evidence != Some(DateOrder::DayFirst)
     }
 
     /// A 12-hour clock is written by US locales, month first; a date whose first

@@ -11,7 +11,7 @@ mod place;
 use rphonetic::{DoubleMetaphone, Encoder};
 
 pub use self::contact::{normalize_email, normalize_phone, normalize_sex};
-pub use self::date::normalize_birth_date;
+pub use self::date::{date_order_evidence, normalize_birth_date, normalize_birth_date_in};
 pub use self::name::{normalize_family_name, normalize_given_names};
 pub use self::nhs::{nhs_check_digit_valid, normalize_nhs_number};
 pub use self::nickname::Nicknames;
@@ -52,7 +52,11 @@ use crate::record::{
 ///   `Prefer not to say` as unknown, `Non-binary` as other) is read, not refused.
 /// - 7: a birth date with a time on a 12-hour clock (`2/13/1980 12:00:00 AM`, a US
 ///   locale's export) is read, month first unless the first number cannot be a month.
-pub const NORMALIZATION_VERSION: u32 = 7;
+/// - 8: a record may say its dates are written month first
+///   ([`crate::DateOrder::MonthFirst`]); and a date of eight characters with
+///   separators (`02-13-80 12:00 AM`) is no longer taken for `YYYYMMDD`, so the 12-hour
+///   rule reads it.
+pub const NORMALIZATION_VERSION: u32 = 8;
 
 /// Settings for normalisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,7 +124,7 @@ impl Normalizer {
             }
         }
         if let Some(value) = present(&raw.date_of_birth) {
-            match normalize_birth_date(value, self.options.today) {
+            match normalize_birth_date_in(value, self.options.today, raw.date_order) {
                 Ok(date) => record.date_of_birth = Some(date),
                 Err(kind) => report(Field::DateOfBirth, kind),
             }
@@ -260,6 +264,7 @@ mod tests {
     use quickcheck_macros::quickcheck;
 
     use super::*;
+    use crate::record::DateOrder;
 
     fn normalizer() -> Normalizer {
         Normalizer::new(NormalizeOptions {
@@ -407,7 +412,7 @@ mod tests {
     }
 
     #[quickcheck]
-    fn normalize_never_panics(fields: Vec<String>, system: String) -> bool {
+    fn normalize_never_panics(fields: Vec<String>, system: String, month_first: bool) -> bool {
         let get = |i: usize| fields.get(i).cloned();
         let raw = Demographics {
             nhs_number: get(0),
@@ -422,6 +427,7 @@ mod tests {
             phone: get(9),
             email: get(10),
             identifiers: vec![Identifier { system, value: get(11).unwrap_or_default() }],
+            date_order: if month_first { DateOrder::MonthFirst } else { DateOrder::DayFirst },
         };
         let (record, _) = normalizer().normalize(&raw);
         // A normalised family name is stable under normalisation.
