@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use mpi_index::{BlockingIndex, BlockingIndexWriter, MemoryIndex, MemoryIndexBuilder, RecordId};
 use mpi_matching::{
-    Agreement, BlockingKey, ComparableRecord, Demographics, Issue, MatchError, Model,
+    Agreement, BlockingKey, ComparableRecord, DateOrder, Demographics, Issue, MatchError, Model,
     PatternCounts, TermFrequencies, Thresholds, TrainOptions, blocking_keys, compare,
     shared_key_kinds,
 };
@@ -230,13 +230,22 @@ pub fn raw_json(raw: &Demographics) -> String {
 /// One string: either packed (each value of [`Demographics`] in field order after a
 /// U+001F, an absent one empty, then each identifier as U+001F, its system, U+001E,
 /// its value), so starting with U+001F, or, for values a packing could not hold
-/// exactly (an empty value, one holding a separator, or a date order other than the
-/// default), the JSON ([`raw_json`]), starting with `{`.
+/// exactly (an empty value, or one holding a separator), the JSON ([`raw_json`]),
+/// starting with `{`. Packed values whose dates are month first start with U+001D.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeldRaw(Box<str>);
 
 const PACKED_FIELD: char = '\u{1f}';
 const PACKED_PAIR: char = '\u{1e}';
+const PACKED_MONTH_FIRST: char = '\u{1d}';
+
+/// Packed values without their month-first mark, and whether they had it.
+fn month_first_mark(packed: &str) -> (&str, bool) {
+    match packed.strip_prefix(PACKED_MONTH_FIRST) {
+        Some(rest) => (rest, true),
+        None => (packed, false),
+    }
+}
 
 impl HeldRaw {
     /// Holds raw values.
@@ -245,12 +254,14 @@ impl HeldRaw {
         let fits = |value: &str| !value.contains([PACKED_FIELD, PACKED_PAIR]);
         let packable =
             values.iter().all(|value| value.as_deref().is_none_or(|v| !v.is_empty() && fits(v)))
-                && raw.identifiers.iter().all(|id| fits(&id.system) && fits(&id.value))
-                && raw.date_order.is_day_first();
+                && raw.identifiers.iter().all(|id| fits(&id.system) && fits(&id.value));
         if !packable {
             return HeldRaw::json_now(raw);
         }
         let mut packed = String::with_capacity(64);
+        if raw.date_order == DateOrder::MonthFirst {
+            packed.push(PACKED_MONTH_FIRST);
+        }
         for value in values {
             packed.push(PACKED_FIELD);
             packed.push_str(value.as_deref().unwrap_or(""));
@@ -281,7 +292,7 @@ impl HeldRaw {
 
     /// True when the values are packed (not held as JSON).
     pub fn is_packed(&self) -> bool {
-        self.0.starts_with(PACKED_FIELD)
+        self.0.starts_with([PACKED_FIELD, PACKED_MONTH_FIRST])
     }
 
     /// The raw values as the store keeps them (JSON), taking the held string when it
@@ -458,6 +469,7 @@ fn packed_json(packed: &str) -> String {
     fn push_string(json: &mut Vec<u8>, text: &str) {
         serde_json::to_writer(&mut *json, text).expect("a string always serialises");
     }
+    let (packed, month_first) = month_first_mark(packed);
     let mut json = Vec::with_capacity(packed.len() + 160);
     json.push(b'{');
     let mut parts = packed.split(PACKED_FIELD).skip(1);
@@ -491,11 +503,18 @@ fn packed_json(packed: &str) -> String {
         }
         json.push(b']');
     }
+    if month_first {
+        if json.len() > 1 {
+            json.push(b',');
+        }
+        json.extend_from_slice(b"\"date_order\":\"month_first\"");
+    }
     json.push(b'}');
     String::from_utf8(json).expect("JSON of strings is UTF-8")
 }
 
 fn unpack(packed: &str) -> Demographics {
+    let (packed, month_first) = month_first_mark(packed);
     let mut parts = packed.split(PACKED_FIELD).skip(1);
     let values = parts
         .by_ref()
@@ -508,7 +527,11 @@ fn unpack(packed: &str) -> Demographics {
             mpi_matching::Identifier { system: system.to_owned(), value: value.to_owned() }
         })
         .collect();
-    Demographics::from_values(values, identifiers)
+    let mut raw = Demographics::from_values(values, identifiers);
+    if month_first {
+        raw.date_order = DateOrder::MonthFirst;
+    }
+    raw
 }
 
 /// A row prepared for linking.
@@ -1890,12 +1913,17 @@ mod tests {
     }
 
     #[quickcheck]
-    fn held_raw_values_give_back_the_same_json(
+    fn held_raw_values_give_back_the_same_json_and_values(
         values: Vec<Option<String>>,
         identifiers: Vec<(String, String)>,
+        month_first: bool,
     ) -> bool {
-        let raw = demographics(values, identifiers);
-        HeldRaw::new(&raw).json() == raw_json(&raw)
+        let mut raw = demographics(values, identifiers);
+        if month_first {
+            raw.date_order = DateOrder::MonthFirst;
+        }
+        let held = HeldRaw::new(&raw);
+        held.json() == raw_json(&raw) && held.demographics() == raw
     }
 
     #[test]
@@ -1906,6 +1934,11 @@ mod tests {
         );
         assert!(HeldRaw::new(&ordinary).is_packed());
         assert_eq!(HeldRaw::new(&ordinary).json(), raw_json(&ordinary));
+        // A month-first sender's values pack too, and keep their order.
+        let us = Demographics { date_order: DateOrder::MonthFirst, ..ordinary };
+        assert!(HeldRaw::new(&us).is_packed());
+        assert_eq!(HeldRaw::new(&us).demographics(), us);
+        assert!(HeldRaw::new(&us).json().ends_with(r#""date_order":"month_first"}"#));
         for awkward in [Some(String::new()), Some("a\u{1f}b".into()), Some("a\u{1e}".into())] {
             let raw = demographics(vec![None, awkward], Vec::new());
             assert!(!HeldRaw::new(&raw).is_packed());
