@@ -180,9 +180,9 @@ pub struct LinkReport {
     pub model_version: u32,
     /// Where the model came from.
     pub model_source: Option<ModelSource>,
-    /// The birth dates (`YYYYMMDD`) and days of the year (`MMDD`) the model holds as
-    /// crowded, with their counts of records: agreeing on one is no evidence.
-    pub crowded_birth_dates: Vec<(u32, u32)>,
+    /// The birth dates and days of the year the model holds as crowded: agreeing on
+    /// one is no evidence.
+    pub crowded_birth_dates: Vec<mpi_matching::CrowdedDate>,
     /// Seconds per stage.
     pub stages: Vec<(&'static str, f64)>,
     /// Outcome of every input row, in input order.
@@ -1054,20 +1054,9 @@ fn merge_counts(mut a: PatternCounts, b: PatternCounts) -> PatternCounts {
     a
 }
 
-/// The crowded birth dates and days of `model`'s term frequencies, dates first, each
-/// kind in order.
-fn crowded_birth_dates(model: &Model) -> Vec<(u32, u32)> {
-    let Some(frequencies) = &model.term_frequencies else {
-        return Vec::new();
-    };
-    let mut dates: Vec<(u32, u32)> =
-        frequencies.crowded_dates.iter().map(|(&date, &count)| (date, count)).collect();
-    let mut days: Vec<(u32, u32)> =
-        frequencies.crowded_days.iter().map(|(&day, &count)| (day, count)).collect();
-    dates.sort_unstable();
-    days.sort_unstable();
-    dates.extend(days);
-    dates
+/// The crowded birth dates and days of `model`'s term frequencies.
+fn crowded_birth_dates(model: &Model) -> Vec<mpi_matching::CrowdedDate> {
+    model.term_frequencies.as_ref().map(TermFrequencies::crowded).unwrap_or_default()
 }
 
 /// Rows normalised at a time: each chunk's raw values go to the spill before the next

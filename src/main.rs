@@ -14,7 +14,7 @@ use mpi::input::{ColumnMap, ColumnUse, Encoding, MonthFirstSource, ReadFile, rea
 use mpi::link::{DEFAULT_MAX_CANDIDATES, LinkOptions, ModelSource, Progress};
 use mpi::output;
 use mpi::{Workspace, normalize_options};
-use mpi_matching::{BirthDate, DateOrder, Model, Thresholds};
+use mpi_matching::{DateOrder, Model, Thresholds};
 
 // mimalloc: far less fragmentation than the system allocator when rayon threads
 // allocate millions of small values (a fifth less peak memory and time on a million
@@ -826,21 +826,9 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
 /// The model's crowded birth dates and days for the summary: `1 January 1990 (120
 /// records), 1 January in every year (74 records); agreeing on one is no evidence`. At
 /// most five are named.
-fn crowded_dates_note(crowded: &[(u32, u32)]) -> String {
-    let name = |key: u32| {
-        let (year, month, day) = (key / 10_000, key / 100 % 100, key % 100);
-        let month = u8::try_from(month).ok().and_then(BirthDate::month_name).unwrap_or("?");
-        if year == 0 {
-            format!("{day} {month} in every year")
-        } else {
-            format!("{day} {month} {year}")
-        }
-    };
-    let mut named: Vec<String> = crowded
-        .iter()
-        .take(5)
-        .map(|&(key, count)| format!("{} ({count} records)", name(key)))
-        .collect();
+fn crowded_dates_note(crowded: &[mpi_matching::CrowdedDate]) -> String {
+    let mut named: Vec<String> =
+        crowded.iter().take(5).map(|date| format!("{date} ({} records)", date.records)).collect();
     if crowded.len() > 5 {
         named.push(format!("and {} more", crowded.len() - 5));
     }

@@ -25,8 +25,8 @@ pub use crate::{
         BlockingKey, KEY_KINDS, blocking_keys, key_kind, kinds_not_involving, shared_key_kinds,
     },
     model::{
-        Contribution, FieldParams, LevelParams, MODEL_FORMAT, MODEL_FORMAT_VERSION, Model, Score,
-        TermFrequencies, Thresholds, TrainingInfo, probability,
+        Contribution, CrowdedDate, FieldParams, LevelParams, MODEL_FORMAT, MODEL_FORMAT_VERSION,
+        Model, Score, TermFrequencies, Thresholds, TrainingInfo, probability,
     },
     normalize::{
         NORMALIZATION_VERSION, Nicknames, NormalizeOptions, Normalizer, date_order_evidence, fold,

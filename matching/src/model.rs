@@ -218,6 +218,31 @@ impl TermFrequencies {
                 && self.crowded_days.contains_key(&(date_key(date) % 10_000)))
     }
 
+    /// The crowded birth dates, then the crowded days of the year, each in date order.
+    pub fn crowded(&self) -> Vec<CrowdedDate> {
+        let parts = |key: u32| (key / 100 % 100, key % 100);
+        let as_date = |(&key, &records): (&u32, &u32), year: Option<u16>| {
+            let (month, day) = parts(key);
+            CrowdedDate {
+                year,
+                month: u8::try_from(month).unwrap_or(0),
+                day: u8::try_from(day).unwrap_or(0),
+                records,
+            }
+        };
+        let mut dates: Vec<CrowdedDate> = self
+            .crowded_dates
+            .iter()
+            .map(|entry| as_date(entry, u16::try_from(*entry.0 / 10_000).ok()))
+            .collect();
+        let mut days: Vec<CrowdedDate> =
+            self.crowded_days.iter().map(|entry| as_date(entry, None)).collect();
+        dates.sort_unstable();
+        days.sort_unstable();
+        dates.extend(days);
+        dates
+    }
+
     fn table(&self, field: CompField) -> Option<&HashMap<String, u32>> {
         match field {
             CompField::GivenName => Some(&self.given_name),
@@ -262,6 +287,32 @@ fn day_index(date: BirthDate) -> usize {
 }
 
 /// A birth date as the number `YYYYMMDD`.
+/// A birth date, or a day in every year, that a model holds as crowded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CrowdedDate {
+    /// The year; `None` for a day crowded in every year.
+    pub year: Option<u16>,
+    /// Month, 1-12.
+    pub month: u8,
+    /// Day of the month.
+    pub day: u8,
+    /// Records on it when the model was trained.
+    pub records: u32,
+}
+
+impl std::fmt::Display for CrowdedDate {
+    /// `1 January 1990`, or `1 January in every year` for a day.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let month = BirthDate::month_name(self.month).unwrap_or("?");
+        match self.year {
+            Some(year) => write!(formatter, "{} {month} {year}", self.day),
+            None => write!(formatter, "{} {month} in every year", self.day),
+        }
+    }
+}
+
+/// The key of a birth date in [`TermFrequencies::crowded_dates`] (`YYYYMMDD`); modulo
+/// 10,000, of its day in [`TermFrequencies::crowded_days`] (`MMDD`).
 fn date_key(date: BirthDate) -> u32 {
     u32::from(date.year) * 10_000 + u32::from(date.month) * 100 + u32::from(date.day)
 }

@@ -393,6 +393,11 @@ fn agreeing_on_a_crowded_birth_date_says_nothing() {
     let frequencies =
         crate::model::TermFrequencies::from_records(crowd.iter().chain(&usual).chain(&others));
     assert_eq!(frequencies.crowded_dates.len(), 1, "{:?}", frequencies.crowded_dates);
+    // Named for the summary: the date, then its day, which it crowds too.
+    let named: Vec<String> =
+        frequencies.crowded().iter().map(|date| format!("{date}: {}", date.records)).collect();
+    assert_eq!(named[0], "1 January 1990: 40");
+    assert!(named[1].starts_with("1 January in every year"), "{named:?}");
     let mut model = crate::train::default_model();
     model.term_frequencies = Some(frequencies);
 
@@ -435,6 +440,10 @@ fn a_crowded_day_of_the_year_crowds_its_dates_in_every_year() {
     assert!(frequencies.is_crowded_date(date("1940-01-01")));
     assert!(!frequencies.is_crowded_date(date("1990-03-17")));
     assert!(!frequencies.is_crowded_date(date("1987-01-02")));
+    let named: Vec<String> =
+        frequencies.crowded().iter().map(|day| format!("{day}: {}", day.records)).collect();
+    // (One of the three hundred is born on 1 January too.)
+    assert_eq!(named, ["1 January in every year: 31"]);
 
     let mut model = crate::train::default_model();
     model.term_frequencies = Some(frequencies);
