@@ -169,21 +169,25 @@ pub struct ReadFile {
     /// Columns that give something to match on: demographics or an identifier (not
     /// the source system or local id).
     pub matching_columns: usize,
-    /// The source systems whose dates this file writes month first, as found from its
-    /// rows (not set by `--dates`).
-    pub month_first: Vec<MonthFirstSource>,
+    /// The source systems of this file with birth dates that can only be read month
+    /// first, and the order their dates were read in, as found from its rows (nothing
+    /// when `--dates` set the order).
+    pub date_orders: Vec<SourceDates>,
 }
 
-/// A source system whose dates a file writes month first: more of its birth dates can
-/// only be read month first (`02/13/1980`) than can only be read day first.
+/// The order a source system's dates in one file were read in, and why: it has birth
+/// dates that can only be read month first (`02/13/1980`), and they are read so when
+/// they outnumber those that can only be read day first (`13/02/1980`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MonthFirstSource {
+pub struct SourceDates {
     /// The source system.
     pub source_system: String,
     /// Its birth dates that can only be read month first.
     pub month_only: usize,
     /// Its birth dates that can only be read day first.
     pub day_only: usize,
+    /// The order its dates are read in.
+    pub order: DateOrder,
 }
 
 /// How one header column is read.
@@ -392,7 +396,7 @@ fn check_encoding(path: &Path, bytes: &[u8]) -> Result<(), InputError> {
 /// `source` is the source system for files without a `source_system` column
 /// (defaults to the file name without extension). `dates` is the order of day and
 /// month in the file's dates of numbers; `None` finds it for each source system from
-/// the dates themselves ([`ReadFile::month_first`]).
+/// the dates themselves ([`ReadFile::date_orders`]).
 ///
 /// # Errors
 /// [`InputError`] when the file cannot be read, is not UTF-8 text, or has no
@@ -584,37 +588,43 @@ pub fn read_csv_bytes(
             }),
         }
     }
-    read_month_first(&mut result, order_evidence);
+    read_date_orders(&mut result, order_evidence);
     Ok(result)
 }
 
 /// Reads the birth dates of each source system in `result` whose dates can more often
-/// only be read month first than only day first as month first, and lists them. One
-/// file may hold several systems' rows, each writing dates its own way. (In a UK file
-/// more than half of all dates can only be read day first, those after the twelfth
-/// of a month: a few month-first typing slips do not turn it.)
-fn read_month_first(result: &mut ReadFile, evidence: HashMap<Arc<str>, [usize; 2]>) {
-    let mut month_first: Vec<(Arc<str>, [usize; 2])> =
-        evidence.into_iter().filter(|&(_, [day_only, month_only])| month_only > day_only).collect();
-    if month_first.is_empty() {
-        return;
-    }
-    month_first.sort_unstable();
-    for row in &mut result.rows {
-        if month_first.iter().any(|(source, _)| *source == row.source_system) {
-            let mut demographics = row.raw.demographics();
-            demographics.date_order = DateOrder::MonthFirst;
-            row.raw = HeldRaw::new(&demographics);
-        }
-    }
-    result.month_first = month_first
+/// only be read month first than only day first as month first, and lists every system
+/// with dates that can only be read month first. One file may hold several systems'
+/// rows, each writing dates its own way. (In a UK file more than half of all dates can
+/// only be read day first, those after the twelfth of a month: a few month-first
+/// typing slips do not turn it.)
+fn read_date_orders(result: &mut ReadFile, evidence: HashMap<Arc<str>, [usize; 2]>) {
+    let mut orders: Vec<SourceDates> = evidence
         .into_iter()
-        .map(|(source, [day_only, month_only])| MonthFirstSource {
+        .filter(|&(_, [_, month_only])| month_only > 0)
+        .map(|(source, [day_only, month_only])| SourceDates {
             source_system: source.to_string(),
             month_only,
             day_only,
+            order: if month_only > day_only { DateOrder::MonthFirst } else { DateOrder::DayFirst },
         })
         .collect();
+    orders.sort_unstable_by(|a, b| a.source_system.cmp(&b.source_system));
+    let month_first: Vec<&str> = orders
+        .iter()
+        .filter(|source| source.order == DateOrder::MonthFirst)
+        .map(|source| source.source_system.as_str())
+        .collect();
+    if !month_first.is_empty() {
+        for row in &mut result.rows {
+            if month_first.contains(&&*row.source_system) {
+                let mut demographics = row.raw.demographics();
+                demographics.date_order = DateOrder::MonthFirst;
+                row.raw = HeldRaw::new(&demographics);
+            }
+        }
+    }
+    result.date_orders = orders;
 }
 
 /// Line numbers from byte offsets. The csv crate's own line count falls one behind
@@ -859,8 +869,21 @@ mod tests {
             ]
         );
         assert_eq!(
-            file.month_first,
-            [MonthFirstSource { source_system: "us".to_owned(), month_only: 2, day_only: 0 }]
+            file.date_orders,
+            [
+                SourceDates {
+                    source_system: "uk".to_owned(),
+                    month_only: 1,
+                    day_only: 2,
+                    order: DayFirst
+                },
+                SourceDates {
+                    source_system: "us".to_owned(),
+                    month_only: 2,
+                    day_only: 0,
+                    order: MonthFirst
+                }
+            ]
         );
         // The order held with the raw values is what normalising reads.
         let normalizer = mpi_matching::Normalizer::new(crate::normalize_options(false));
@@ -878,7 +901,7 @@ mod tests {
         )
         .expect("reads");
         assert!(date_orders(&forced).iter().all(|&(_, order)| order == DayFirst));
-        assert!(forced.month_first.is_empty());
+        assert!(forced.date_orders.is_empty());
     }
 
     #[test]

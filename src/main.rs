@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mpi::commands;
-use mpi::input::{ColumnMap, ColumnUse, Encoding, MonthFirstSource, ReadFile, read_csv};
+use mpi::input::{ColumnMap, ColumnUse, Encoding, ReadFile, SourceDates, read_csv};
 use mpi::link::{DEFAULT_MAX_CANDIDATES, LinkOptions, ModelSource, Progress};
 use mpi::output;
 use mpi::{Workspace, normalize_options};
@@ -544,7 +544,7 @@ fn parse_dates(name: &str) -> Result<Dates, String> {
 struct FileSummary {
     columns: Vec<ColumnUse>,
     delimiter: u8,
-    month_first: Vec<MonthFirstSource>,
+    date_orders: Vec<SourceDates>,
 }
 
 /// The summary's lines on a file's columns: those read by a common name (so a user
@@ -581,17 +581,26 @@ fn write_columns(
     if !recognised.is_empty() {
         writeln!(out, "  columns{of_file} read by their usual names: {}", recognised.join(", "))?;
     }
-    for source in &file.month_first {
-        let day_only = match source.day_only {
-            0 => "none".to_owned(),
-            n => n.to_string(),
-        };
-        writeln!(
-            out,
-            "  dates{of_file} of {} read month first: {} can only be read so, {day_only} only \
-             day first (--dates day-first reads them day first)",
-            source.source_system, source.month_only
-        )?;
+    for source in &file.date_orders {
+        let (name, month_only) = (&source.source_system, source.month_only);
+        if source.order == DateOrder::MonthFirst {
+            let day_only = match source.day_only {
+                0 => "none".to_owned(),
+                n => n.to_string(),
+            };
+            writeln!(
+                out,
+                "  dates{of_file} of {name} read month first: {month_only} can only be read so, \
+                 {day_only} only day first (--dates day-first reads them day first)"
+            )?;
+        } else {
+            writeln!(
+                out,
+                "  dates{of_file} of {name} read day first: {month_only} can only be read month \
+                 first and are ignored (see the errors file), {} only day first",
+                source.day_only
+            )?;
+        }
     }
     let ignored: Vec<&str> = columns
         .iter()
@@ -646,7 +655,7 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
         columns.push(FileSummary {
             columns: file.columns,
             delimiter: file.delimiter,
-            month_first: file.month_first,
+            date_orders: file.date_orders,
         });
         if rows.is_empty() {
             // One file (the usual case): its rows, not a copy of them.

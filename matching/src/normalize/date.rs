@@ -238,8 +238,12 @@ mod tests {
 
     #[track_caller]
     fn check(raw: &str, expected: Result<(u16, u8, u8), IssueKind>) {
-        let got = normalize_birth_date(raw, TODAY).map(|d| (d.year, d.month, d.day));
-        assert_eq!(got, expected, "input {raw:?}");
+        check_in(DateOrder::DayFirst, raw, expected);
+    }
+
+    fn check_in(order: DateOrder, raw: &str, expected: Result<(u16, u8, u8), IssueKind>) {
+        let got = normalize_birth_date_in(raw, TODAY, order).map(|d| (d.year, d.month, d.day));
+        assert_eq!(got, expected, "input {raw:?}, {}", order.as_str());
     }
 
     #[test]
@@ -284,11 +288,7 @@ mod tests {
 
     #[test]
     fn a_month_first_senders_dates_are_read_month_first() {
-        let check = |raw: &str, expected: Result<(u16, u8, u8), IssueKind>| {
-            let got = normalize_birth_date_in(raw, TODAY, DateOrder::MonthFirst)
-                .map(|d| (d.year, d.month, d.day));
-            assert_eq!(got, expected, "{raw}");
-        };
+        let check = |raw, expected| check_in(DateOrder::MonthFirst, raw, expected);
         check("03/04/1951", Ok((1951, 3, 4)));
         check("2/13/1980", Ok((1980, 2, 13)));
         check("02-13-80", Ok((1980, 2, 13)));
