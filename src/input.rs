@@ -5,7 +5,6 @@
 //! normalisation reports them and the row proceeds. A file that is not CSV text at
 //! all (no `local_id` column, UTF-16) fails as a whole before anything is written.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -528,8 +527,9 @@ pub fn read_csv_bytes(
     let mut lines = LineCounter::new(bytes);
     let mut sources = crate::engine::SourceNames::default();
     // For each source system, its birth dates that can only be read day first, and
-    // those that can only be read month first.
-    let mut order_evidence: HashMap<Arc<str>, [usize; 2]> = HashMap::new();
+    // those that can only be read month first. (A file has one or a few systems, their
+    // names interned: found by pointer, not hashed for every row.)
+    let mut order_evidence: Vec<(Arc<str>, [usize; 2])> = Vec::new();
     loop {
         let before = reader.position().byte();
         match reader.read_byte_record(&mut record) {
@@ -565,8 +565,7 @@ pub fn read_csv_bytes(
                         let evidence =
                             demographics.date_of_birth.as_deref().and_then(date_order_evidence);
                         if let Some(order) = evidence {
-                            let counts = order_evidence.entry(source_system.clone()).or_default();
-                            counts[usize::from(order == DateOrder::MonthFirst)] += 1;
+                            count_date_order(&mut order_evidence, &source_system, order);
                         }
                     }
                 }
@@ -592,13 +591,29 @@ pub fn read_csv_bytes(
     Ok(result)
 }
 
+/// Counts a birth date of `source` that can only be read in `order`.
+fn count_date_order(
+    evidence: &mut Vec<(Arc<str>, [usize; 2])>,
+    source: &Arc<str>,
+    order: DateOrder,
+) {
+    let at = match evidence.iter().position(|(known, _)| Arc::ptr_eq(known, source)) {
+        Some(at) => at,
+        None => {
+            evidence.push((source.clone(), [0; 2]));
+            evidence.len() - 1
+        }
+    };
+    evidence[at].1[usize::from(order == DateOrder::MonthFirst)] += 1;
+}
+
 /// Reads the birth dates of each source system in `result` whose dates can more often
 /// only be read month first than only day first as month first, and lists every system
 /// with dates that can only be read month first. One file may hold several systems'
 /// rows, each writing dates its own way. (In a UK file more than half of all dates can
 /// only be read day first, those after the twelfth of a month: a few month-first
 /// typing slips do not turn it.)
-fn read_date_orders(result: &mut ReadFile, evidence: HashMap<Arc<str>, [usize; 2]>) {
+fn read_date_orders(result: &mut ReadFile, evidence: Vec<(Arc<str>, [usize; 2])>) {
     let mut orders: Vec<SourceDates> = evidence
         .into_iter()
         .filter(|&(_, [_, month_only])| month_only > 0)
