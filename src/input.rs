@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use mpi_matching::{DateOrder, Demographics, Field, Identifier, date_order_evidence};
+use serde_json::Value;
 
 use crate::error::InputError;
 use crate::link::HeldRaw;
@@ -642,6 +643,179 @@ fn read_date_orders(result: &mut ReadFile, evidence: Vec<(Arc<str>, [usize; 2])>
     result.date_orders = orders;
 }
 
+/// The FHIR identifier system of NHS numbers.
+pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
+
+/// True for a file of FHIR resources, one a line (`.ndjson`, as FHIR Bulk Data export
+/// writes them, or `.jsonl`), read by [`read_fhir_ndjson`] instead of as CSV.
+pub fn is_ndjson(path: &Path) -> bool {
+    path.extension().and_then(|extension| extension.to_str()).is_some_and(|extension| {
+        ["ndjson", "jsonl"].contains(&extension.to_ascii_lowercase().as_str())
+    })
+}
+
+/// Reads a file of FHIR R4 Patient resources, one a line: each Patient is a record whose
+/// local id is its `id` (the resource's id on the system that exported it), of source
+/// system `source` (defaults to the file name without extension). A line that is not
+/// JSON, not a Patient, has no `id`, or has an element of the wrong type is rejected
+/// with its line number and the element named; blank lines are skipped.
+///
+/// # Errors
+/// [`InputError`] when the file cannot be read, is not UTF-8 text, or its first
+/// resource line is not a JSON object (not NDJSON at all).
+pub fn read_fhir_ndjson(
+    path: &Path,
+    file_index: usize,
+    source: Option<&str>,
+) -> Result<ReadFile, InputError> {
+    let bytes =
+        std::fs::read(path).map_err(|source| InputError::Io { path: path.to_owned(), source })?;
+    check_encoding(path, &bytes)?;
+    let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(&bytes);
+    let source_system: Arc<str> = source
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            path.file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "input".to_owned())
+        })
+        .into();
+    let mut result = ReadFile { delimiter: b',', ..ReadFile::default() };
+    let mut seen_resource = false;
+    for (index, line) in bytes.split(|&byte| byte == b'\n').enumerate() {
+        let line_number = index as u64 + 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let reject = |field: &str, reason: String, local_id: Option<String>| RowError {
+            file: file_index,
+            line: line_number,
+            field: field.to_owned(),
+            reason,
+            local_id,
+            source_system: Some(source_system.to_string()),
+        };
+        let resource: Option<Value> = serde_json::from_slice(line).ok().filter(Value::is_object);
+        let Some(resource) = resource else {
+            if !seen_resource {
+                return Err(InputError::Header {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "line {line_number} is not a JSON object: a .ndjson file holds one FHIR \
+                         resource a line"
+                    ),
+                });
+            }
+            result.rejected.push(reject("row", "line is not a JSON object".to_owned(), None));
+            continue;
+        };
+        seen_resource = true;
+        let local_id = match &resource["id"] {
+            Value::String(id) if !id.trim().is_empty() => id.trim().to_owned(),
+            _ => {
+                result.rejected.push(reject("local_id", "missing Patient.id".to_owned(), None));
+                continue;
+            }
+        };
+        match patient_demographics(&resource) {
+            Ok(demographics) => result.rows.push(InputRow {
+                file: file_index,
+                line: line_number,
+                source_system: source_system.clone(),
+                local_id: local_id.into(),
+                raw: HeldRaw::new(&demographics),
+            }),
+            Err(reason) => result.rejected.push(reject("row", reason, Some(local_id))),
+        }
+    }
+    result.matching_columns = usize::from(!result.rows.is_empty());
+    Ok(result)
+}
+
+/// A FHIR R4 Patient's demographics in the input contract's terms: the NHS number from
+/// its identifier of [`NHS_NUMBER_SYSTEM`], other identifiers as (system, value); the
+/// official name (else the usual, else the first), the home address (else the first),
+/// the first phone and email. Unknown elements are ignored (FHIR resources carry much
+/// more than matching needs).
+///
+/// # Errors
+/// What is wrong, naming the element (never its value): not a Patient, or an element
+/// of the wrong JSON type.
+pub fn patient_demographics(patient: &Value) -> Result<Demographics, String> {
+    if patient["resourceType"] != "Patient" {
+        return Err("resourceType must be Patient".to_owned());
+    }
+    let text = |value: &Value, path: &str| -> Result<Option<String>, String> {
+        match value {
+            Value::Null => Ok(None),
+            Value::String(text) => Ok(Some(text.clone())),
+            _ => Err(format!("{path} must be a string")),
+        }
+    };
+    let array = |value: &Value, path: &str| -> Result<Vec<Value>, String> {
+        match value {
+            Value::Null => Ok(Vec::new()),
+            Value::Array(items) => Ok(items.clone()),
+            _ => Err(format!("{path} must be an array")),
+        }
+    };
+    let mut demographics = Demographics::default();
+    for identifier in array(&patient["identifier"], "Patient.identifier")? {
+        let system = text(&identifier["system"], "Patient.identifier.system")?;
+        let value = text(&identifier["value"], "Patient.identifier.value")?;
+        match (system, value) {
+            (Some(system), Some(value)) if system == NHS_NUMBER_SYSTEM => {
+                demographics.nhs_number = Some(value);
+            }
+            (Some(system), Some(value)) => {
+                demographics.identifiers.push(Identifier { system, value })
+            }
+            _ => return Err("Patient.identifier needs a system and a value".to_owned()),
+        }
+    }
+    let names = array(&patient["name"], "Patient.name")?;
+    // The official name, else the usual one, else the first.
+    let name = names
+        .iter()
+        .find(|name| name["use"] == "official")
+        .or_else(|| names.iter().find(|name| name["use"] == "usual"))
+        .or_else(|| names.first());
+    if let Some(name) = name {
+        demographics.family_name = text(&name["family"], "Patient.name.family")?;
+        let given: Vec<String> = array(&name["given"], "Patient.name.given")?
+            .iter()
+            .map(|given| text(given, "Patient.name.given").map(Option::unwrap_or_default))
+            .collect::<Result<_, _>>()?;
+        if !given.is_empty() {
+            demographics.given_name = Some(given.join(" "));
+        }
+    }
+    demographics.date_of_birth = text(&patient["birthDate"], "Patient.birthDate")?;
+    demographics.sex = text(&patient["gender"], "Patient.gender")?;
+    let addresses = array(&patient["address"], "Patient.address")?;
+    let address =
+        addresses.iter().find(|address| address["use"] == "home").or_else(|| addresses.first());
+    if let Some(address) = address {
+        let lines = array(&address["line"], "Patient.address.line")?;
+        demographics.address_line1 =
+            lines.first().map(|line| text(line, "Patient.address.line")).transpose()?.flatten();
+        demographics.address_line2 =
+            lines.get(1).map(|line| text(line, "Patient.address.line")).transpose()?.flatten();
+        demographics.town = text(&address["city"], "Patient.address.city")?;
+        demographics.postcode = text(&address["postalCode"], "Patient.address.postalCode")?;
+    }
+    for telecom in array(&patient["telecom"], "Patient.telecom")? {
+        let value = text(&telecom["value"], "Patient.telecom.value")?;
+        match telecom["system"].as_str() {
+            Some("phone") if demographics.phone.is_none() => demographics.phone = value,
+            Some("email") if demographics.email.is_none() => demographics.email = value,
+            _ => {}
+        }
+    }
+    Ok(demographics)
+}
+
 /// Line numbers from byte offsets. The csv crate's own line count falls one behind
 /// for every CRLF line (BurntSushi/rust-csv#395), and council files are often
 /// saved on Windows.
@@ -856,6 +1030,72 @@ mod tests {
 
     fn date_orders(file: &ReadFile) -> Vec<(&str, DateOrder)> {
         file.rows.iter().map(|row| (&*row.local_id, row.raw.demographics().date_order)).collect()
+    }
+
+    #[test]
+    fn fhir_patients_one_a_line_are_records_and_bad_lines_are_rejected_by_line() {
+        let dir = tempfile::TempDir::new().expect("temporary folder");
+        let path = dir.path().join("gp-export.ndjson");
+        std::fs::write(
+            &path,
+            concat!(
+                r#"{"resourceType":"Patient","id":"p-1","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"943 476 5919"},{"system":"urn:oid:hospital","value":"H7"}],"name":[{"use":"usual","given":["Peggy"]},{"use":"official","family":"Okafor","given":["Margaret","Ada"]}],"birthDate":"1941-03-14","gender":"female","address":[{"use":"work","line":["1 Work St"]},{"use":"home","line":["12 Mill Rd","Headingley"],"city":"Leeds","postalCode":"LS6 2AB"}],"telecom":[{"system":"email","value":"m@example.com"},{"system":"phone","value":"0113 496 0000"}]}"#,
+                "\r\n\n",
+                "{not json\n",
+                r#"{"resourceType":"Observation","id":"o-1"}"#,
+                "\n",
+                r#"{"resourceType":"Patient","name":[{"family":"Nobody"}]}"#,
+                "\n",
+                r#"{"resourceType":"Patient","id":"p-2","name":"Smith"}"#,
+                "\n",
+                r#"{"resourceType":"Patient","id":" p-3 "}"#,
+            ),
+        )
+        .expect("written");
+        assert!(is_ndjson(&path) && !is_ndjson(Path::new("gp.csv")));
+        let file = read_fhir_ndjson(&path, 0, None).expect("reads");
+        let ids: Vec<(&str, &str, u64)> =
+            file.rows.iter().map(|row| (&*row.source_system, &*row.local_id, row.line)).collect();
+        assert_eq!(ids, [("gp-export", "p-1", 1), ("gp-export", "p-3", 7)]);
+        let raw = file.rows[0].raw.demographics();
+        assert_eq!(raw.nhs_number.as_deref(), Some("943 476 5919"));
+        assert_eq!(raw.given_name.as_deref(), Some("Margaret Ada"));
+        assert_eq!(raw.family_name.as_deref(), Some("Okafor"));
+        assert_eq!(raw.date_of_birth.as_deref(), Some("1941-03-14"));
+        assert_eq!(
+            (raw.address_line1.as_deref(), raw.address_line2.as_deref(), raw.town.as_deref()),
+            (Some("12 Mill Rd"), Some("Headingley"), Some("Leeds"))
+        );
+        assert_eq!(raw.postcode.as_deref(), Some("LS6 2AB"));
+        assert_eq!(raw.phone.as_deref(), Some("0113 496 0000"));
+        assert_eq!(raw.email.as_deref(), Some("m@example.com"));
+        assert_eq!(
+            raw.identifiers,
+            [Identifier { system: "urn:oid:hospital".into(), value: "H7".into() }]
+        );
+        let rejected: Vec<(u64, &str, &str)> = file
+            .rejected
+            .iter()
+            .map(|error| (error.line, error.field.as_str(), error.reason.as_str()))
+            .collect();
+        assert_eq!(
+            rejected,
+            [
+                (3, "row", "line is not a JSON object"),
+                (4, "row", "resourceType must be Patient"),
+                (5, "local_id", "missing Patient.id"),
+                (6, "row", "Patient.name must be an array"),
+            ]
+        );
+        // No value reaches a reason.
+        assert!(!file.rejected.iter().any(|error| error.reason.contains("Smith")));
+
+        // A file whose first line is no JSON object is not NDJSON: it fails whole.
+        let csv = dir.path().join("council.ndjson");
+        std::fs::write(&csv, "local_id,given_name\nC1,Ann\n").expect("written");
+        let error = read_fhir_ndjson(&csv, 0, None).unwrap_err().to_string();
+        assert!(error.contains("line 1 is not a JSON object"), "{error}");
+        assert!(!error.contains("Ann"), "{error}");
     }
 
     #[test]

@@ -10,7 +10,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mpi::commands;
-use mpi::input::{ColumnMap, ColumnUse, Encoding, ReadFile, SourceDates, read_csv};
+use mpi::input::{
+    ColumnMap, ColumnUse, Encoding, ReadFile, SourceDates, is_ndjson, read_csv, read_fhir_ndjson,
+};
 use mpi::link::{DEFAULT_MAX_CANDIDATES, LinkOptions, ModelSource, Progress};
 use mpi::output;
 use mpi::{Workspace, normalize_options};
@@ -136,7 +138,8 @@ struct DecisionArgs {
 
 #[derive(Debug, Args)]
 struct LinkArgs {
-    /// CSV files to reconcile, together, in order.
+    /// Files to reconcile, together, in order: CSV, or FHIR R4 Patients one a line
+    /// (`.ndjson`, as FHIR Bulk Data export writes them).
     #[arg(required = true)]
     files: Vec<PathBuf>,
     #[command(flatten)]
@@ -649,8 +652,11 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
     let mut rejected = Vec::new();
     let mut columns = Vec::new();
     for (index, path) in args.files.iter().enumerate() {
-        let file =
-            read_csv(path, index, &map, args.source.as_deref(), args.encoding, args.dates.0)?;
+        let file = if is_ndjson(path) {
+            read_fhir_ndjson(path, index, args.source.as_deref())?
+        } else {
+            read_csv(path, index, &map, args.source.as_deref(), args.encoding, args.dates.0)?
+        };
         warn_of_unread_demographics(path, &file);
         columns.push(FileSummary {
             columns: file.columns,

@@ -686,6 +686,52 @@ fn a_us_locale_export_is_read_month_first() {
 }
 
 #[test]
+fn a_fhir_bulk_export_of_patients_links_with_a_council_file() {
+    let dir = TempDir::new().unwrap();
+    let council = dir.path().join("council.csv");
+    fs::write(
+        &council,
+        "local_id,given_name,family_name,date_of_birth,sex,address_line1,postcode\n\
+         C1,Margaret,Okafor,14/03/1941,F,12 Mill Road,LS6 2AB\n\
+         C2,Tom,Bell,02/07/1990,M,4 High Street,BD1 1AA\n",
+    )
+    .unwrap();
+    // Patients one a line, as FHIR Bulk Data export writes them; one line is broken.
+    let gp = dir.path().join("gp.ndjson");
+    fs::write(
+        &gp,
+        concat!(
+            r#"{"resourceType":"Patient","id":"p-100","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}],"name":[{"use":"official","family":"OKAFOR","given":["Margaret","Ada"]}],"gender":"female","birthDate":"1941-03-14","address":[{"use":"home","line":["12 Mill Rd"],"city":"Leeds","postalCode":"LS6 2AB"}]}"#,
+            "\n",
+            r#"{"resourceType":"Patient","id":"p-101","name":[{"family":"Bell","given":["Thomas"]}],"gender":"male","birthDate":"1990-07-02","address":[{"line":["4 High St"],"postalCode":"BD1 1AA"}]}"#,
+            "\n",
+            r#"{"resourceType":"Patient","id":"p-102","birthDate":19410314}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("results.csv");
+    let mut args = link_args(&dir, &out);
+    args.extend([council.into(), gp.into()]);
+    let summary = mpi_ok(&args);
+    assert!(summary.contains("rejected                    1"), "{summary}");
+    let rows = read_csv(&out);
+    let row = |local_id: &str| rows.iter().find(|row| row["local_id"] == local_id).unwrap();
+    for (patient, client) in [("p-100", "C1"), ("p-101", "C2")] {
+        assert_eq!(row(patient)["source_system"], "gp");
+        assert_eq!(row(patient)["decision"], "linked", "{rows:?}");
+        assert_eq!(row(patient)["person_id"], row(client)["person_id"]);
+    }
+    // The council learns the NHS number the GP holds.
+    assert_eq!(row("C1")["nhs_number"], "9434765919");
+    assert_eq!(row("p-102")["decision"], "rejected");
+    let errors = read_csv(&dir.path().join("results.csv.errors.csv"));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!((errors[0]["line"].as_str(), errors[0]["local_id"].as_str()), ("3", "p-102"));
+    assert_eq!(errors[0]["reason"], "Patient.birthDate must be a string");
+}
+
+#[test]
 fn malformed_files_fail_clearly_without_writing() {
     let dir = TempDir::new().unwrap();
     let utf16 = dir.path().join("utf16.csv");

@@ -18,7 +18,7 @@ use crate::engine::PersonKey;
 use crate::online::{Engine, has_something_to_match};
 
 /// The NHS number's identifier system.
-pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
+pub use crate::input::NHS_NUMBER_SYSTEM;
 
 /// The match-grade extension of `Bundle.entry.search`.
 pub const MATCH_GRADE_EXTENSION: &str = "http://hl7.org/fhir/StructureDefinition/match-grade";
@@ -81,80 +81,10 @@ fn invalid(detail: impl Into<String>) -> Problem {
     Problem::new(StatusCode::BAD_REQUEST, "invalid FHIR resource").detail(detail)
 }
 
-/// A FHIR Patient's demographics in the input contract's terms. Unknown elements are
-/// ignored (FHIR resources carry much more than matching needs).
+/// A FHIR Patient's demographics in the input contract's terms (see
+/// [`crate::input::patient_demographics`]).
 pub fn patient_demographics(patient: &Value) -> Result<Demographics, Problem> {
-    if patient["resourceType"] != "Patient" {
-        return Err(invalid("resourceType must be Patient"));
-    }
-    let text = |value: &Value, path: &str| -> Result<Option<String>, Problem> {
-        match value {
-            Value::Null => Ok(None),
-            Value::String(text) => Ok(Some(text.clone())),
-            _ => Err(invalid(format!("{path} must be a string"))),
-        }
-    };
-    let array = |value: &Value, path: &str| -> Result<Vec<Value>, Problem> {
-        match value {
-            Value::Null => Ok(Vec::new()),
-            Value::Array(items) => Ok(items.clone()),
-            _ => Err(invalid(format!("{path} must be an array"))),
-        }
-    };
-    let mut demographics = Demographics::default();
-    for identifier in array(&patient["identifier"], "Patient.identifier")? {
-        let system = text(&identifier["system"], "Patient.identifier.system")?;
-        let value = text(&identifier["value"], "Patient.identifier.value")?;
-        match (system, value) {
-            (Some(system), Some(value)) if system == NHS_NUMBER_SYSTEM => {
-                demographics.nhs_number = Some(value);
-            }
-            (Some(system), Some(value)) => {
-                demographics.identifiers.push(Identifier { system, value })
-            }
-            _ => return Err(invalid("Patient.identifier needs a system and a value")),
-        }
-    }
-    let names = array(&patient["name"], "Patient.name")?;
-    // The official name, else the usual one, else the first.
-    let name = names
-        .iter()
-        .find(|name| name["use"] == "official")
-        .or_else(|| names.iter().find(|name| name["use"] == "usual"))
-        .or_else(|| names.first());
-    if let Some(name) = name {
-        demographics.family_name = text(&name["family"], "Patient.name.family")?;
-        let given: Vec<String> = array(&name["given"], "Patient.name.given")?
-            .iter()
-            .map(|given| text(given, "Patient.name.given").map(Option::unwrap_or_default))
-            .collect::<Result<_, _>>()?;
-        if !given.is_empty() {
-            demographics.given_name = Some(given.join(" "));
-        }
-    }
-    demographics.date_of_birth = text(&patient["birthDate"], "Patient.birthDate")?;
-    demographics.sex = text(&patient["gender"], "Patient.gender")?;
-    let addresses = array(&patient["address"], "Patient.address")?;
-    let address =
-        addresses.iter().find(|address| address["use"] == "home").or_else(|| addresses.first());
-    if let Some(address) = address {
-        let lines = array(&address["line"], "Patient.address.line")?;
-        demographics.address_line1 =
-            lines.first().map(|line| text(line, "Patient.address.line")).transpose()?.flatten();
-        demographics.address_line2 =
-            lines.get(1).map(|line| text(line, "Patient.address.line")).transpose()?.flatten();
-        demographics.town = text(&address["city"], "Patient.address.city")?;
-        demographics.postcode = text(&address["postalCode"], "Patient.address.postalCode")?;
-    }
-    for telecom in array(&patient["telecom"], "Patient.telecom")? {
-        let value = text(&telecom["value"], "Patient.telecom.value")?;
-        match telecom["system"].as_str() {
-            Some("phone") if demographics.phone.is_none() => demographics.phone = value,
-            Some("email") if demographics.email.is_none() => demographics.email = value,
-            _ => {}
-        }
-    }
-    Ok(demographics)
+    crate::input::patient_demographics(patient).map_err(invalid)
 }
 
 fn title_case(text: &str) -> String {
