@@ -773,7 +773,10 @@ fn compare_family(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
         return 0;
     }
     let similarity = jaro_winkler(family_a, family_b);
-    if similarity >= 0.92 || (family_a.len() >= 4 && within_one_edit(family_a, family_b)) {
+    // A slip of one letter between names of four letters or more, both of them (so
+    // either way round alike): in a shorter name one letter makes another name.
+    let slip = family_a.len().min(family_b.len()) >= 4 && within_one_edit(family_a, family_b);
+    if similarity >= 0.92 || slip {
         return 1;
     }
     if !a.family_phonetic().is_empty() && a.family_phonetic() == b.family_phonetic() {
