@@ -506,11 +506,7 @@ pub fn read_csv_bytes(
             names.len()
         )));
     }
-    let default_source = source.map(str::to_owned).unwrap_or_else(|| {
-        path.file_stem()
-            .map(|stem| stem.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "input".to_owned())
-    });
+    let default_source = source_of(path, source);
 
     let matching_columns = targets
         .iter()
@@ -643,6 +639,16 @@ fn read_date_orders(result: &mut ReadFile, evidence: Vec<(Arc<str>, [usize; 2])>
     result.date_orders = orders;
 }
 
+/// The source system of a file's records that do not name one: `source` (`--source`),
+/// else the file's name without its extension.
+fn source_of(path: &Path, source: Option<&str>) -> String {
+    source.map(str::to_owned).unwrap_or_else(|| {
+        path.file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "input".to_owned())
+    })
+}
+
 /// The FHIR identifier system of NHS numbers.
 pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
 
@@ -672,14 +678,7 @@ pub fn read_fhir_ndjson(
         std::fs::read(path).map_err(|source| InputError::Io { path: path.to_owned(), source })?;
     check_encoding(path, &bytes)?;
     let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(&bytes);
-    let source_system: Arc<str> = source
-        .map(str::to_owned)
-        .unwrap_or_else(|| {
-            path.file_stem()
-                .map(|stem| stem.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "input".to_owned())
-        })
-        .into();
+    let source_system: Arc<str> = source_of(path, source).into();
     let mut result = ReadFile { delimiter: b',', ..ReadFile::default() };
     let mut seen_resource = false;
     for (index, line) in bytes.split(|&byte| byte == b'\n').enumerate() {
