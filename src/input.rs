@@ -630,9 +630,7 @@ fn read_date_orders(result: &mut ReadFile, evidence: Vec<(Arc<str>, [usize; 2])>
     if !month_first.is_empty() {
         for row in &mut result.rows {
             if month_first.contains(&&*row.source_system) {
-                let mut demographics = row.raw.demographics();
-                demographics.date_order = DateOrder::MonthFirst;
-                row.raw = HeldRaw::new(&demographics);
+                row.raw.mark_month_first();
             }
         }
     }
@@ -679,6 +677,7 @@ pub fn read_fhir_ndjson(
     check_encoding(path, &bytes)?;
     let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(&bytes);
     let source_system: Arc<str> = source_of(path, source).into();
+    // (No columns and no separator to report: the summary's default, a comma.)
     let mut result = ReadFile { delimiter: b',', ..ReadFile::default() };
     let mut seen_resource = false;
     for (index, line) in bytes.split(|&byte| byte == b'\n').enumerate() {
@@ -728,6 +727,7 @@ pub fn read_fhir_ndjson(
             Err(reason) => result.rejected.push(reject("row", reason, Some(local_id))),
         }
     }
+    // A Patient's elements give demographics to match on, unlike a CSV file of ids only.
     result.matching_columns = usize::from(!result.rows.is_empty());
     Ok(result)
 }

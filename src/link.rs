@@ -275,6 +275,22 @@ impl HeldRaw {
         HeldRaw(packed.into())
     }
 
+    /// Marks the held values' dates as written month first, as
+    /// [`Demographics::date_order`] says: packed values take the mark in front, without
+    /// being unpacked.
+    pub fn mark_month_first(&mut self) {
+        if self.0.starts_with(PACKED_MONTH_FIRST) {
+            return;
+        }
+        self.0 = if self.is_packed() {
+            format!("{PACKED_MONTH_FIRST}{}", self.0).into()
+        } else {
+            let mut raw = self.demographics();
+            raw.date_order = DateOrder::MonthFirst;
+            raw_json(&raw).into()
+        };
+    }
+
     /// Holds raw values as their JSON, for a write that follows at once (nothing to
     /// pack and unpack again).
     pub fn json_now(raw: &Demographics) -> HeldRaw {
@@ -1912,7 +1928,15 @@ mod tests {
             raw.date_order = DateOrder::MonthFirst;
         }
         let held = HeldRaw::new(&raw);
-        held.json() == raw_json(&raw) && held.demographics() == raw
+        // Marked afterwards, the values hold as if read month first from the start.
+        let mut marked = held.clone();
+        marked.mark_month_first();
+        let us = Demographics { date_order: DateOrder::MonthFirst, ..raw.clone() };
+        held.json() == raw_json(&raw)
+            && held.demographics() == raw
+            && marked.demographics() == us
+            && marked.json() == raw_json(&us)
+            && marked.is_packed() == held.is_packed()
     }
 
     #[test]
