@@ -650,24 +650,27 @@ fn source_of(path: &Path, source: Option<&str>) -> String {
 /// The FHIR identifier system of NHS numbers.
 pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
 
-/// True for a file of FHIR resources, one a line (`.ndjson`, as FHIR Bulk Data export
-/// writes them, or `.jsonl`), read by [`read_fhir_ndjson`] instead of as CSV.
-pub fn is_ndjson(path: &Path) -> bool {
+/// True for a file of FHIR resources, read by [`read_fhir`] instead of as CSV: one a
+/// line (`.ndjson` as FHIR Bulk Data export writes them, or `.jsonl`), or one JSON
+/// document (`.json`: a Bundle, as a FHIR search or transaction carries them, or a
+/// single Patient).
+pub fn is_fhir(path: &Path) -> bool {
     path.extension().and_then(|extension| extension.to_str()).is_some_and(|extension| {
-        ["ndjson", "jsonl"].contains(&extension.to_ascii_lowercase().as_str())
+        ["ndjson", "jsonl", "json"].contains(&extension.to_ascii_lowercase().as_str())
     })
 }
 
-/// Reads a file of FHIR R4 Patient resources, one a line: each Patient is a record whose
-/// local id is its `id` (the resource's id on the system that exported it), of source
-/// system `source` (defaults to the file name without extension). A line that is not
-/// JSON, not a Patient, has no `id`, or has an element of the wrong type is rejected
-/// with its line number and the element named; blank lines are skipped.
+/// Reads a file of FHIR R4 Patient resources (see [`is_fhir`]): each Patient is a
+/// record whose local id is its `id` (the resource's id on the system that exported
+/// it), of source system `source` (defaults to the file name without extension). A
+/// Patient that has no `id` or has an element of the wrong type is rejected with the
+/// line it starts on and the element named, never a value.
 ///
 /// # Errors
-/// [`InputError`] when the file cannot be read, is not UTF-8 text, or its first
-/// resource line is not a JSON object (not NDJSON at all).
-pub fn read_fhir_ndjson(
+/// [`InputError`] when the file cannot be read or is not UTF-8 text; when an `.ndjson`
+/// file's first resource line is not a JSON object (not NDJSON at all); when a `.json`
+/// file is not JSON, or is neither a Bundle nor a Patient.
+pub fn read_fhir(
     path: &Path,
     file_index: usize,
     source: Option<&str>,
@@ -677,8 +680,72 @@ pub fn read_fhir_ndjson(
     check_encoding(path, &bytes)?;
     let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(&bytes);
     let source_system: Arc<str> = source_of(path, source).into();
-    // (No columns and no separator to report: the summary's default, a comma.)
-    let mut result = ReadFile { delimiter: b',', ..ReadFile::default() };
+    let mut patients = Patients {
+        // (No columns and no separator to report: the summary's default, a comma.)
+        result: ReadFile { delimiter: b',', ..ReadFile::default() },
+        file_index,
+        source_system,
+    };
+    let is_ndjson =
+        path.extension().and_then(|extension| extension.to_str()).is_some_and(|extension| {
+            ["ndjson", "jsonl"].contains(&extension.to_ascii_lowercase().as_str())
+        });
+    if is_ndjson {
+        read_ndjson(path, bytes, &mut patients)?;
+    } else {
+        read_json_document(path, bytes, &mut patients)?;
+    }
+    let mut result = patients.result;
+    // A Patient's elements give demographics to match on, unlike a CSV file of ids only.
+    result.matching_columns = usize::from(!result.rows.is_empty());
+    Ok(result)
+}
+
+/// The Patients read from one FHIR file so far.
+struct Patients {
+    result: ReadFile,
+    file_index: usize,
+    source_system: Arc<str>,
+}
+
+impl Patients {
+    fn reject(&mut self, line: u64, field: &str, reason: String, local_id: Option<String>) {
+        self.result.rejected.push(RowError {
+            file: self.file_index,
+            line,
+            field: field.to_owned(),
+            reason,
+            local_id,
+            source_system: Some(self.source_system.to_string()),
+        });
+    }
+
+    /// A resource that should be a Patient, starting on `line`: a row, or a rejection.
+    fn push(&mut self, resource: &Value, line: u64) {
+        if resource["resourceType"] != "Patient" {
+            self.reject(line, "row", "resourceType must be Patient".to_owned(), None);
+            return;
+        }
+        let local_id = match &resource["id"] {
+            Value::String(id) if !id.trim().is_empty() => id.trim().to_owned(),
+            _ => return self.reject(line, "local_id", "missing Patient.id".to_owned(), None),
+        };
+        match patient_demographics(resource) {
+            Ok(demographics) => self.result.rows.push(InputRow {
+                file: self.file_index,
+                line,
+                source_system: self.source_system.clone(),
+                local_id: local_id.into(),
+                raw: HeldRaw::new(&demographics),
+            }),
+            Err(reason) => self.reject(line, "row", reason, Some(local_id)),
+        }
+    }
+}
+
+/// One resource a line; blank lines are skipped, a line that is not a JSON object is
+/// rejected (the whole file fails when its first resource line is not one).
+fn read_ndjson(path: &Path, bytes: &[u8], patients: &mut Patients) -> Result<(), InputError> {
     let mut seen_resource = false;
     for (index, line) in bytes.split(|&byte| byte == b'\n').enumerate() {
         let line_number = index as u64 + 1;
@@ -686,14 +753,6 @@ pub fn read_fhir_ndjson(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let reject = |field: &str, reason: String, local_id: Option<String>| RowError {
-            file: file_index,
-            line: line_number,
-            field: field.to_owned(),
-            reason,
-            local_id,
-            source_system: Some(source_system.to_string()),
-        };
         let resource: Option<Value> = serde_json::from_slice(line).ok().filter(Value::is_object);
         let Some(resource) = resource else {
             if !seen_resource {
@@ -705,31 +764,97 @@ pub fn read_fhir_ndjson(
                     ),
                 });
             }
-            result.rejected.push(reject("row", "line is not a JSON object".to_owned(), None));
+            patients.reject(line_number, "row", "line is not a JSON object".to_owned(), None);
             continue;
         };
         seen_resource = true;
-        let local_id = match &resource["id"] {
-            Value::String(id) if !id.trim().is_empty() => id.trim().to_owned(),
-            _ => {
-                result.rejected.push(reject("local_id", "missing Patient.id".to_owned(), None));
-                continue;
+        patients.push(&resource, line_number);
+    }
+    Ok(())
+}
+
+/// A `.json` file's document, read only as far as finding its resources: each entry's
+/// resource is kept as the text it is in the file, so its line can be reported.
+#[derive(serde::Deserialize)]
+struct JsonDocument<'a> {
+    #[serde(rename = "resourceType")]
+    resource_type: Option<String>,
+    #[serde(default, borrow)]
+    entry: Vec<BundleEntry<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct BundleEntry<'a> {
+    #[serde(default, borrow)]
+    resource: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    search: Option<BundleSearch>,
+}
+
+#[derive(serde::Deserialize)]
+struct BundleSearch {
+    mode: Option<String>,
+}
+
+/// A Bundle of Patients (a search set, a collection, a transaction: any type), or one
+/// Patient. A Bundle's entries that are not Patients are rejected by the line they
+/// start on, except those a search added beside its matches (`search.mode` `include`
+/// or `outcome`) and OperationOutcomes, which are skipped; an entry without a resource
+/// (a transaction's DELETE) is skipped.
+fn read_json_document(
+    path: &Path,
+    bytes: &[u8],
+    patients: &mut Patients,
+) -> Result<(), InputError> {
+    // serde_json's messages can quote a value: only where the error is is reported.
+    let not_fhir = |error: serde_json::Error| InputError::Header {
+        path: path.to_owned(),
+        reason: format!(
+            "not a FHIR Bundle or Patient: the JSON breaks off or has an element of the wrong \
+             type at line {} column {}",
+            error.line(),
+            error.column()
+        ),
+    };
+    let document: JsonDocument = serde_json::from_slice(bytes).map_err(not_fhir)?;
+    match document.resource_type.as_deref() {
+        Some("Patient") => {
+            let patient: Value = serde_json::from_slice(bytes).map_err(not_fhir)?;
+            let start = bytes.iter().position(|&byte| byte == b'{').unwrap_or(0);
+            let line = LineCounter::new(bytes).line_at(start as u64);
+            patients.push(&patient, line);
+        }
+        Some("Bundle") => {
+            let mut lines = LineCounter::new(bytes);
+            for entry in document.entry {
+                let Some(resource) = entry.resource else { continue };
+                let text = resource.get();
+                // The entry's text is a slice of `bytes`: where it starts is its line.
+                let start = text.as_ptr() as usize - bytes.as_ptr() as usize;
+                let line = lines.line_at(start as u64);
+                let resource: Value = serde_json::from_str(text).map_err(not_fhir)?;
+                let added_by_search = entry
+                    .search
+                    .and_then(|search| search.mode)
+                    .is_some_and(|mode| mode == "include" || mode == "outcome");
+                if resource["resourceType"] != "Patient"
+                    && (added_by_search || resource["resourceType"] == "OperationOutcome")
+                {
+                    continue;
+                }
+                patients.push(&resource, line);
             }
-        };
-        match patient_demographics(&resource) {
-            Ok(demographics) => result.rows.push(InputRow {
-                file: file_index,
-                line: line_number,
-                source_system: source_system.clone(),
-                local_id: local_id.into(),
-                raw: HeldRaw::new(&demographics),
-            }),
-            Err(reason) => result.rejected.push(reject("row", reason, Some(local_id))),
+        }
+        _ => {
+            return Err(InputError::Header {
+                path: path.to_owned(),
+                reason: "not a FHIR Bundle or Patient: its resourceType must be Bundle or \
+                         Patient"
+                    .to_owned(),
+            });
         }
     }
-    // A Patient's elements give demographics to match on, unlike a CSV file of ids only.
-    result.matching_columns = usize::from(!result.rows.is_empty());
-    Ok(result)
+    Ok(())
 }
 
 /// A FHIR R4 Patient's demographics in the input contract's terms: the NHS number from
@@ -1051,8 +1176,8 @@ mod tests {
             ),
         )
         .expect("written");
-        assert!(is_ndjson(&path) && !is_ndjson(Path::new("gp.csv")));
-        let file = read_fhir_ndjson(&path, 0, None).expect("reads");
+        assert!(is_fhir(&path) && !is_fhir(Path::new("gp.csv")));
+        let file = read_fhir(&path, 0, None).expect("reads");
         let ids: Vec<(&str, &str, u64)> =
             file.rows.iter().map(|row| (&*row.source_system, &*row.local_id, row.line)).collect();
         assert_eq!(ids, [("gp-export", "p-1", 1), ("gp-export", "p-3", 7)]);
@@ -1092,9 +1217,77 @@ mod tests {
         // A file whose first line is no JSON object is not NDJSON: it fails whole.
         let csv = dir.path().join("council.ndjson");
         std::fs::write(&csv, "local_id,given_name\nC1,Ann\n").expect("written");
-        let error = read_fhir_ndjson(&csv, 0, None).unwrap_err().to_string();
+        let error = read_fhir(&csv, 0, None).unwrap_err().to_string();
         assert!(error.contains("line 1 is not a JSON object"), "{error}");
         assert!(!error.contains("Ann"), "{error}");
+    }
+
+    #[test]
+    fn a_bundle_of_patients_is_read_entry_by_entry_with_the_line_each_starts_on() {
+        let dir = tempfile::TempDir::new().expect("temporary folder");
+        let path = dir.path().join("search.json");
+        // Pretty-printed, as a FHIR server answers a search.
+        let bundle = serde_json::json!({
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [
+                {"fullUrl": "https://gp.example/Patient/p-1", "search": {"mode": "match"},
+                 "resource": {"resourceType": "Patient", "id": "p-1",
+                              "name": [{"family": "Okafor", "given": ["Margaret"]}],
+                              "birthDate": "1941-03-14"}},
+                {"search": {"mode": "include"},
+                 "resource": {"resourceType": "Practitioner", "id": "dr-1"}},
+                {"resource": {"resourceType": "Patient", "id": "p-2", "birthDate": 1941}},
+                {"resource": {"resourceType": "Observation", "id": "o-1"}},
+                {"request": {"method": "DELETE", "url": "Patient/p-9"}},
+                {"resource": {"resourceType": "Patient", "id": "p-3",
+                              "name": [{"family": "Smith", "given": ["Ann"]}]}}
+            ]
+        });
+        let text = serde_json::to_string_pretty(&bundle).expect("JSON");
+        std::fs::write(&path, &text).expect("written");
+        let line_of = |id: &str| {
+            let at = text.find(&format!("\"id\": \"{id}\"")).expect("in the text");
+            // The resource opens a few lines above its id.
+            let opening = text[..at].rfind("\"resource\": {").expect("resource");
+            text[..opening].matches('\n').count() as u64 + 1
+        };
+        assert!(is_fhir(&path));
+        let file = read_fhir(&path, 0, None).expect("reads");
+        let rows: Vec<(&str, &str, u64)> =
+            file.rows.iter().map(|row| (&*row.source_system, &*row.local_id, row.line)).collect();
+        assert_eq!(rows, [("search", "p-1", line_of("p-1")), ("search", "p-3", line_of("p-3"))]);
+        assert_eq!(file.rows[0].raw.demographics().family_name.as_deref(), Some("Okafor"));
+        let rejected: Vec<(u64, &str, &str)> = file
+            .rejected
+            .iter()
+            .map(|error| (error.line, error.field.as_str(), error.reason.as_str()))
+            .collect();
+        assert_eq!(
+            rejected,
+            [
+                (line_of("p-2"), "row", "Patient.birthDate must be a string"),
+                (line_of("o-1"), "row", "resourceType must be Patient"),
+            ]
+        );
+
+        // One Patient on its own is a file of one record.
+        let single = dir.path().join("patient.json");
+        std::fs::write(&single, "\n\n{\"resourceType\":\"Patient\",\"id\":\"solo\"}").unwrap();
+        let file = read_fhir(&single, 0, Some("gp")).expect("reads");
+        assert_eq!((&*file.rows[0].local_id, file.rows[0].line), ("solo", 3));
+
+        // Anything else fails whole, naming where and never a value.
+        for (text, expected) in [
+            (r#"{"resourceType":"Observation","id":"o-1"}"#, "must be Bundle or Patient"),
+            (r#"{"resourceType":"Bundle","entry":"Smith"}"#, "line 1 column"),
+            ("local_id,given_name\nC1,Smith\n", "line 1 column"),
+        ] {
+            std::fs::write(&single, text).unwrap();
+            let error = read_fhir(&single, 0, None).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error}");
+            assert!(!error.contains("Smith"), "{error}");
+        }
     }
 
     #[test]

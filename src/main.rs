@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mpi::commands;
 use mpi::input::{
-    ColumnMap, ColumnUse, Encoding, ReadFile, SourceDates, is_ndjson, read_csv, read_fhir_ndjson,
+    ColumnMap, ColumnUse, Encoding, ReadFile, SourceDates, is_fhir, read_csv, read_fhir,
 };
 use mpi::link::{DEFAULT_MAX_CANDIDATES, LinkOptions, ModelSource, Progress};
 use mpi::output;
@@ -652,8 +652,8 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
     let mut rejected = Vec::new();
     let mut columns = Vec::new();
     for (index, path) in args.files.iter().enumerate() {
-        let file = if is_ndjson(path) {
-            read_fhir_ndjson(path, index, args.source.as_deref())?
+        let file = if is_fhir(path) {
+            read_fhir(path, index, args.source.as_deref())?
         } else {
             read_csv(path, index, &map, args.source.as_deref(), args.encoding, args.dates.0)?
         };

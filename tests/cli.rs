@@ -732,6 +732,70 @@ fn a_fhir_bulk_export_of_patients_links_with_a_council_file() {
 }
 
 #[test]
+fn a_fhir_bundle_links_with_a_council_file_and_a_patient_sent_again_updates_its_record() {
+    let dir = TempDir::new().unwrap();
+    let council = dir.path().join("council.csv");
+    fs::write(
+        &council,
+        "local_id,given_name,family_name,date_of_birth,sex,address_line1,postcode\n\
+         C1,Margaret,Okafor,14/03/1941,F,12 Mill Road,LS6 2AB\n",
+    )
+    .unwrap();
+    // A FHIR server's answer to a search, pretty-printed, with a Practitioner it
+    // included beside its match.
+    let bundle = dir.path().join("gp.json");
+    fs::write(
+        &bundle,
+        r#"{
+  "resourceType": "Bundle",
+  "type": "searchset",
+  "entry": [
+    {
+      "search": { "mode": "match" },
+      "resource": {
+        "resourceType": "Patient",
+        "id": "p-100",
+        "identifier": [{ "system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9434765919" }],
+        "name": [{ "family": "Okafor", "given": ["Margaret"] }],
+        "gender": "female",
+        "birthDate": "1941-03-14",
+        "address": [{ "line": ["12 Mill Rd"], "postalCode": "LS6 2AB" }]
+      }
+    },
+    { "search": { "mode": "include" }, "resource": { "resourceType": "Practitioner", "id": "d1" } }
+  ]
+}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("results.csv");
+    let mut args = link_args(&dir, &out);
+    args.extend([council.into(), bundle.into()]);
+    let summary = mpi_ok(&args);
+    assert!(summary.contains("rejected                    0"), "{summary}");
+    let rows = read_csv(&out);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[1]["local_id"], "p-100");
+    assert_eq!(rows[1]["decision"], "linked");
+    assert_eq!(rows[0]["person_id"], rows[1]["person_id"]);
+    assert_eq!(rows[0]["nhs_number"], "9434765919");
+
+    // The same Patient read once more, on its own, after a move: its record is updated.
+    let patient = dir.path().join("p-100.json");
+    fs::write(
+        &patient,
+        r#"{"resourceType":"Patient","id":"p-100","name":[{"family":"Okafor","given":["Margaret"]}],"birthDate":"1941-03-14","address":[{"line":["3 Kirkstall Lane"],"postalCode":"LS5 3BT"}]}"#,
+    )
+    .unwrap();
+    let mut args = link_args(&dir, &out);
+    args.extend(["--source".into(), "gp".into(), patient.into()]);
+    let summary = mpi_ok(&args);
+    assert!(summary.contains("records in store            2"), "{summary}");
+    let again = read_csv(&out);
+    assert_eq!((again.len(), again[0]["local_id"].as_str()), (1, "p-100"));
+    assert_eq!(again[0]["person_id"], rows[0]["person_id"]);
+}
+
+#[test]
 fn malformed_files_fail_clearly_without_writing() {
     let dir = TempDir::new().unwrap();
     let utf16 = dir.path().join("utf16.csv");
