@@ -1283,3 +1283,62 @@ fn a_twin_is_never_a_certain_match() {
     let reply = server.call("POST", "/v1/resolve", Some(&keys.reader), Some(&body)).json();
     assert_eq!(reply["candidates"].as_array().map(Vec::len), Some(0), "{reply}");
 }
+
+/// The load generator `BENCHMARKS.md` measures the service with (`examples/load.rs`),
+/// which `cargo test` builds beside the tests.
+fn load(args: &[&str]) -> String {
+    let test_binary = std::env::current_exe().expect("the test binary");
+    let profile = test_binary.parent().and_then(Path::parent).expect("target/PROFILE");
+    let load = profile.join("examples").join("load");
+    assert!(load.exists(), "{} is built by cargo test", load.display());
+    let output = Command::new(load).args(args).output().expect("the load generator runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+#[test]
+fn the_load_generator_resolves_and_stores_through_the_service() {
+    let dir = TempDir::new().unwrap();
+    let store = sample_store(&dir);
+    let keys = keys(&store);
+    let server = Server::start(&store, &[]);
+    let records = data("sample/records.csv");
+    let records = records.to_str().unwrap();
+    let common = ["--url", &server.address, "--records", records];
+    // Every sample record once, as a new record of a fresh source, over 4 connections.
+    let put = load(
+        &[
+            &["put", "--token", &keys.writer, "--source", "load_t", "--connections", "4"][..],
+            &common,
+            &["--requests", "300", "--seconds", "120"],
+        ]
+        .concat(),
+    );
+    assert!(put.contains("300 requests in"), "{put}");
+    assert!(put.contains("statuses: 201: 300"), "{put}");
+    // The 300 are in the store, each once.
+    for n in [0, 150, 299] {
+        let reply =
+            server.call("GET", &format!("/v1/records/load_t/{n}"), Some(&keys.reader), None);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let reply = server.call("GET", "/v1/records/load_t/300", Some(&keys.reader), None);
+    assert_eq!(reply.status, 404);
+
+    // Probes for a second: every one answered, and a key the service never gave is refused.
+    let resolve = load(
+        &[
+            &["resolve", "--token", &keys.reader, "--seconds", "1", "--connections", "2"][..],
+            &common,
+        ]
+        .concat(),
+    );
+    let answered = resolve.lines().find_map(|line| line.strip_prefix("statuses: 200: "));
+    assert!(answered.is_some_and(|count| count.parse::<usize>().unwrap() > 0), "{resolve}");
+    let refused = load(
+        &[&["resolve", "--token", "mpi_0000", "--seconds", "1", "--connections", "1"][..], &common]
+            .concat(),
+    );
+    assert!(refused.contains("statuses: 401: "), "{refused}");
+}
