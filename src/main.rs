@@ -139,7 +139,7 @@ struct DecisionArgs {
 #[derive(Debug, Args)]
 struct LinkArgs {
     /// Files to reconcile, together, in order: CSV, or FHIR R4 Patients one a line
-    /// (`.ndjson`, as FHIR Bulk Data export writes them).
+    /// (`.ndjson`, as FHIR Bulk Data export writes them) or in a Bundle (`.json`).
     #[arg(required = true)]
     files: Vec<PathBuf>,
     #[command(flatten)]

@@ -181,9 +181,10 @@ pub struct ComparableRecord {
     text: Box<str>,
     /// `[g, t, i]` (given names, family tokens, identifiers), then where in `text` each
     /// slot ends (the [`Slot`]s, then g given names, g given phonetic codes, g given
-    /// canonical names, the family phonetic code, t family tokens and i identifiers'
-    /// system and value), then the first given name's nickname groups. Empty for a
-    /// record made by `Default`.
+    /// canonical names, the family phonetic code, the first family token's canonical
+    /// given name when it is a nickname or spelling of another (else empty), t family
+    /// tokens and i identifiers' system and value), then the first given name's nickname
+    /// groups. Empty for a record made by `Default`.
     layout: Box<[u32]>,
     date_of_birth: Option<BirthDate>,
     sex: Option<Sex>,
@@ -247,12 +248,18 @@ impl ComparableRecord {
         let family_tokens = record.family_name.as_deref().map(family_tokens).unwrap_or_default();
         let family_phonetic =
             family_tokens.first().map(|token| phonetic(token)).unwrap_or_default();
+        // A family name that is a given name (written family name first) read as one.
+        let family_canonical = family_tokens
+            .first()
+            .map(|token| nicknames.canonical(token))
+            .filter(|canonical| family_tokens.first().is_some_and(|token| token != canonical))
+            .unwrap_or_default();
         let groups = record.given_names.first().map_or(&[][..], |name| nicknames.groups(name));
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
 
         let mut text = String::new();
         let mut layout = Vec::with_capacity(
-            HEADER + FIXED_SLOTS + 3 * record.given_names.len() + 1 + family_tokens.len(),
+            HEADER + FIXED_SLOTS + 3 * record.given_names.len() + 2 + family_tokens.len(),
         );
         layout.extend([
             count(record.given_names.len()),
@@ -287,7 +294,7 @@ impl ComparableRecord {
             .map(|name| &**name)
             .chain(given_phonetic.iter().map(String::as_str))
             .chain(record.given_names.iter().map(|name| nicknames.canonical(name)))
-            .chain([family_phonetic.as_str()])
+            .chain([family_phonetic.as_str(), family_canonical])
             .chain(family_tokens.iter().map(String::as_str))
             .chain(record.identifiers.iter().flat_map(|id| [id.system.as_str(), &id.value]));
         for code in codes {
@@ -364,14 +371,14 @@ impl ComparableRecord {
         (self.present & (1 << slot) != 0).then(|| self.slot(slot))
     }
 
-    /// The slot of the family phonetic code; the family tokens follow it, then the
-    /// identifiers' systems and values.
+    /// The slot of the family phonetic code; the family canonical name follows it,
+    /// then the family tokens, then the identifiers' systems and values.
     fn family_slot(&self) -> usize {
         FIXED_SLOTS + 3 * self.given_count()
     }
 
     fn identifier_slot(&self) -> usize {
-        self.family_slot() + 1 + self.token_count()
+        self.family_slot() + 2 + self.token_count()
     }
 
     /// Slot of the `index`th value of the `part`th run of `g` slots after the fixed
@@ -474,10 +481,20 @@ impl ComparableRecord {
         self.slot(self.family_slot())
     }
 
+    /// The first family token read as a given name: its nickname-group canonical name
+    /// (`kenneth` for `ken`), or the token itself ("" when there is no family name).
+    /// What a family name written in the given name's place is compared by.
+    pub fn family_canonical(&self) -> &str {
+        match self.slot(self.family_slot() + 1) {
+            "" => self.family_tokens().next().unwrap_or(""),
+            canonical => canonical,
+        }
+    }
+
     /// Family name split on spaces, hyphens and apostrophes, with Mc/Mac unified (see
     /// [`family_tokens`]).
     pub fn family_tokens(&self) -> impl Iterator<Item = &str> + Clone {
-        let first = self.family_slot() + 1;
+        let first = self.family_slot() + 2;
         (first..first + self.token_count()).map(|slot| self.slot(slot))
     }
 
@@ -655,14 +672,28 @@ fn swapped_reading(a: &ComparableRecord, b: &ComparableRecord) -> Option<(u8, u8
         }
     };
     // Which record has its names swapped is unknown, so which cross pair is the family
-    // name is too. The better one is credited to the family name and the worse to the
-    // given name: the given name is what tells relatives apart (twins, one of them
-    // written family name first, must not read as a given-name match), and the reading
-    // is the same whichever record comes first.
+    // name is too. The pair that agrees better is credited to the family name and the
+    // other to the given name: the given name is what tells relatives apart (twins, one
+    // of them written family name first, must not read as a given-name match), and the
+    // reading is the same whichever record comes first. As a given name, a pair also
+    // agrees as a nickname (`MARTIN Kenneth` beside `Ken Martin`); as a family name not.
     let first = if b_as_a { 0 } else { rank(given_a, family_b) };
     let second = if a_as_b { 0 } else { rank(family_a, given_b) };
-    let (best, worst) = (first.min(second), first.max(second));
-    (best <= 1).then_some(([0, 2, 3, 7][worst], [0, 1, 2, 5][best]))
+    let given_level = |rank: usize, nickname: bool| match rank {
+        0 => 0,
+        _ if nickname => 1,
+        rank => [0, 2, 3, 7][rank],
+    };
+    let first_given = given_level(first, a.given_canonical(0) == b.family_canonical());
+    let second_given = given_level(second, a.family_canonical() == b.given_canonical(0));
+    let given = match first.cmp(&second) {
+        std::cmp::Ordering::Less => second_given,
+        std::cmp::Ordering::Greater => first_given,
+        // Either pair may be the given name: the one that agrees less.
+        std::cmp::Ordering::Equal => first_given.max(second_given),
+    };
+    let best = first.min(second);
+    (best <= 1).then_some((given, [0, 1, 2, 5][best]))
 }
 
 /// One typed letter wrong, missing, doubled or swapped in a first given name (Kdith for

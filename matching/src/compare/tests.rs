@@ -141,6 +141,26 @@ fn swapped_names_with_a_typo_agree_on_the_family_name() {
     check(CompField::FamilyName, "given=Ava;family=Lee", "given=Lea;family=Eve", "different");
 }
 
+/// Written family name first and known by a nickname on the other record (`MARTIN
+/// Kenneth` beside `Ken Martin`): the given names agree as a nickname, read across.
+/// Without the nickname table's word they stay two names, as twins' would.
+#[test]
+fn swapped_names_agree_by_a_nickname() {
+    let (straight, swapped) = ("given=Ken;family=Martin", "given=Martin;family=Kenneth");
+    for (a, b) in [(straight, swapped), (swapped, straight)] {
+        check(CompField::FamilyName, a, b, "exact");
+        check(CompField::GivenName, a, b, "nickname");
+    }
+    let (straight, swapped) = ("given=Bob;family=Smiht", "given=Smith;family=Robert");
+    for (a, b) in [(straight, swapped), (swapped, straight)] {
+        check(CompField::FamilyName, a, b, "close");
+        check(CompField::GivenName, a, b, "nickname");
+    }
+    let twin = "given=Martin;family=Kevin";
+    check(CompField::FamilyName, "given=Ken;family=Martin", twin, "exact");
+    check(CompField::GivenName, "given=Ken;family=Martin", twin, "different");
+}
+
 #[test]
 fn identifier_levels() {
     let i = CompField::Identifier;
