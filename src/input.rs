@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use mpi_matching::{DateOrder, Demographics, Field, Identifier, date_order_evidence};
+use mpi_matching::{DateOrder, Demographics, Field, Identifier, date_order_evidence, is_title};
 use serde_json::Value;
 
 use crate::error::InputError;
@@ -24,6 +24,10 @@ pub enum Target {
     /// A whole name in one value (`SMITH, John`, `John Smith`, `Mr John SMITH`), split
     /// into given and family names as it is read (see [`split_full_name`]).
     FullName,
+    /// A title (`Mr`, `Mrs`, `Dr`), put before the given names, where the normaliser
+    /// reads it (and takes the sex it says when the record gives none). A value that is
+    /// not a title is not read.
+    Title,
 }
 
 impl Target {
@@ -33,6 +37,7 @@ impl Target {
             Target::Field(field) => field.as_str().to_owned(),
             Target::Identifier(system) => format!("id:{system}"),
             Target::FullName => "full_name".to_owned(),
+            Target::Title => "title".to_owned(),
         }
     }
 }
@@ -70,9 +75,11 @@ impl ColumnMap {
                 Target::Identifier(system.trim().to_owned())
             } else if field == "full_name" {
                 Target::FullName
+            } else if field == "title" {
+                Target::Title
             } else {
                 Target::Field(Field::from_column(field).ok_or_else(|| {
-                    bad("unknown field; use a canonical column name, full_name or id:SYSTEM")
+                    bad("unknown field; use a canonical column name, full_name, title or id:SYSTEM")
                 })?)
             };
             map.entries.push((column.to_owned(), target));
@@ -114,6 +121,9 @@ impl ColumnMap {
         }
         if column == "full_name" {
             return vec![Target::FullName];
+        }
+        if column == "title" {
+            return vec![Target::Title];
         }
         Field::from_column(column).map(Target::Field).into_iter().collect()
     }
@@ -276,6 +286,10 @@ fn compact(name: &str) -> String {
 /// [`Target::FullName`] when no column gives a given or family name.
 const FULL_NAME_HEADERS: &[&str] = &["name", "fullname", "clientname", "patientname", "personname"];
 
+/// Header names of a column of titles (`Mr`, `Mrs`), in [`compact`] form, read as
+/// [`Target::Title`] when no column is mapped to one.
+const TITLE_HEADERS: &[&str] = &["title", "nametitle", "salutation", "prefix"];
+
 /// The field a header name commonly stands for, if any.
 fn recognised_field(name: &str) -> Option<Field> {
     let name = compact(name);
@@ -351,6 +365,19 @@ fn resolve_columns(
             .collect();
         if let [at] = whole[..] {
             recognised[at] = Some(Target::FullName);
+        }
+    }
+    // A column of titles, where none is mapped.
+    if !targets.iter().flatten().any(|target| *target == Target::Title) {
+        let titles: Vec<usize> = (0..names.len())
+            .filter(|&at| {
+                targets[at].is_empty()
+                    && recognised[at].is_none()
+                    && TITLE_HEADERS.contains(&compact(&names[at]).as_str())
+            })
+            .collect();
+        if let [at] = titles[..] {
+            recognised[at] = Some(Target::Title);
         }
     }
     let mut uses = Vec::with_capacity(names.len());
@@ -512,7 +539,10 @@ pub fn read_csv_bytes(
         .iter()
         .filter(|column| {
             column.iter().any(|target| {
-                !matches!(target, Target::Field(Field::SourceSystem | Field::LocalId))
+                !matches!(
+                    target,
+                    Target::Field(Field::SourceSystem | Field::LocalId) | Target::Title
+                )
             })
         })
         .count();
@@ -911,8 +941,17 @@ pub fn patient_demographics(patient: &Value) -> Result<Demographics, String> {
             .iter()
             .map(|given| text(given, "Patient.name.given").map(Option::unwrap_or_default))
             .collect::<Result<_, _>>()?;
-        if !given.is_empty() {
-            demographics.given_name = Some(given.join(" "));
+        // Its titles (`prefix`) before the given names, as a title column is read.
+        let mut names: Vec<String> = array(&name["prefix"], "Patient.name.prefix")?
+            .iter()
+            .map(|prefix| text(prefix, "Patient.name.prefix").map(Option::unwrap_or_default))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|prefix| is_title(prefix))
+            .collect();
+        names.extend(given);
+        if !names.is_empty() {
+            demographics.given_name = Some(names.join(" "));
         }
     }
     demographics.date_of_birth = text(&patient["birthDate"], "Patient.birthDate")?;
@@ -987,6 +1026,7 @@ fn row_from_record(
 ) -> Result<(String, String, Demographics), RowRejection> {
     let (mut source, mut local_id) = (None, None);
     let mut demographics = Demographics::default();
+    let mut title: Option<&str> = None;
     let mut bad_utf8: Option<&'static str> = None;
     for (raw, column_targets) in record.iter().zip(targets) {
         if column_targets.is_empty() {
@@ -997,6 +1037,7 @@ fn row_from_record(
                 Target::Field(field) => field.as_str(),
                 Target::Identifier(_) => "identifier",
                 Target::FullName => "full_name",
+                Target::Title => "title",
             };
             bad_utf8.get_or_insert(field);
             continue;
@@ -1021,6 +1062,11 @@ fn row_from_record(
                 Target::Identifier(system) => demographics
                     .identifiers
                     .push(Identifier { system: system.clone(), value: value.to_owned() }),
+                Target::Title => {
+                    if is_title(value) {
+                        title = Some(value);
+                    }
+                }
                 Target::FullName => {
                     let (given, family) = split_full_name(value);
                     for (slot, part) in [
@@ -1039,6 +1085,11 @@ fn row_from_record(
                 }
             }
         }
+    }
+    // The title goes before the given names, wherever its column stands.
+    if let Some(title) = title {
+        let given = demographics.given_name.get_or_insert_default();
+        *given = if given.is_empty() { title.to_owned() } else { format!("{title} {given}") };
     }
     let source_system = source.unwrap_or_else(|| default_source.to_owned());
     if let Some(field) = bad_utf8 {
@@ -1163,7 +1214,7 @@ mod tests {
         std::fs::write(
             &path,
             concat!(
-                r#"{"resourceType":"Patient","id":"p-1","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"943 476 5919"},{"system":"urn:oid:hospital","value":"H7"}],"name":[{"use":"usual","given":["Peggy"]},{"use":"official","family":"Okafor","given":["Margaret","Ada"]}],"birthDate":"1941-03-14","gender":"female","address":[{"use":"work","line":["1 Work St"]},{"use":"home","line":["12 Mill Rd","Headingley"],"city":"Leeds","postalCode":"LS6 2AB"}],"telecom":[{"system":"email","value":"m@example.com"},{"system":"phone","value":"0113 496 0000"}]}"#,
+                r#"{"resourceType":"Patient","id":"p-1","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"943 476 5919"},{"system":"urn:oid:hospital","value":"H7"}],"name":[{"use":"usual","given":["Peggy"]},{"use":"official","family":"Okafor","given":["Margaret","Ada"],"prefix":["Mrs","Dame Commander"]}],"birthDate":"1941-03-14","gender":"female","address":[{"use":"work","line":["1 Work St"]},{"use":"home","line":["12 Mill Rd","Headingley"],"city":"Leeds","postalCode":"LS6 2AB"}],"telecom":[{"system":"email","value":"m@example.com"},{"system":"phone","value":"0113 496 0000"}]}"#,
                 "\r\n\n",
                 "{not json\n",
                 r#"{"resourceType":"Observation","id":"o-1"}"#,
@@ -1183,7 +1234,8 @@ mod tests {
         assert_eq!(ids, [("gp-export", "p-1", 1), ("gp-export", "p-3", 7)]);
         let raw = file.rows[0].raw.demographics();
         assert_eq!(raw.nhs_number.as_deref(), Some("943 476 5919"));
-        assert_eq!(raw.given_name.as_deref(), Some("Margaret Ada"));
+        // A title among the prefixes goes before the given names; other prefixes do not.
+        assert_eq!(raw.given_name.as_deref(), Some("Mrs Margaret Ada"));
         assert_eq!(raw.family_name.as_deref(), Some("Okafor"));
         assert_eq!(raw.date_of_birth.as_deref(), Some("1941-03-14"));
         assert_eq!(
@@ -1395,7 +1447,8 @@ mod tests {
         let row = &file.rows[0];
         assert_eq!(&*row.local_id, "C17");
         let got = row.raw.demographics();
-        assert_eq!(got.given_name.as_deref(), Some("John Paul"));
+        // The title goes before the given names, where the normaliser reads it.
+        assert_eq!(got.given_name.as_deref(), Some("Mr John Paul"));
         assert_eq!(got.family_name.as_deref(), Some("Smith"));
         assert_eq!(got.date_of_birth.as_deref(), Some("01/02/1980"));
         assert_eq!(got.sex.as_deref(), Some("M"));
@@ -1414,11 +1467,52 @@ mod tests {
         assert_eq!(file.columns[0], ColumnUse::Recognised("Client ID".into(), "local_id".into()));
         let ignored: Vec<&ColumnUse> =
             file.columns.iter().filter(|column| matches!(column, ColumnUse::Ignored(_))).collect();
-        assert_eq!(
-            ignored,
-            [&ColumnUse::Ignored("Title".into()), &ColumnUse::Ignored("Ethnicity".into())]
-        );
+        assert_eq!(ignored, [&ColumnUse::Ignored("Ethnicity".into())]);
+        assert_eq!(file.columns[1], ColumnUse::Named("Title".into()));
         assert_eq!(file.matching_columns, 13);
+    }
+
+    #[test]
+    fn a_title_column_is_read_before_the_given_names_and_only_when_it_holds_a_title() {
+        let file = read(
+            b"local_id,Forename,Surname,Salutation,Gender
+              C1,Ann,Smith,Mrs,
+              C2,,Smith,Miss.,
+              C3,Tom,Smith,Unknown,
+              C4,Tom,Smith,Dr,M
+",
+            &ColumnMap::default(),
+        )
+        .expect("reads");
+        let given: Vec<Option<String>> =
+            file.rows.iter().map(|row| row.raw.demographics().given_name).collect();
+        assert_eq!(
+            given,
+            [
+                Some("Mrs Ann".into()),
+                Some("Miss.".into()),
+                Some("Tom".into()),
+                Some("Dr Tom".into())
+            ]
+        );
+        let normalizer = mpi_matching::Normalizer::new(crate::normalize_options(false));
+        let sexes: Vec<Option<mpi_matching::Sex>> = file
+            .rows
+            .iter()
+            .map(|row| normalizer.normalize(&row.raw.demographics()).0.sex)
+            .collect();
+        use mpi_matching::Sex::{Female, Male};
+        assert_eq!(sexes, [Some(Female), Some(Female), None, Some(Male)]);
+        // Mapped by name, from any column.
+        let map = ColumnMap::parse(&["Honorific=title"]).expect("a mapping");
+        let file = read(
+            b"local_id,given_name,Honorific
+C1,Ann,Ms
+",
+            &map,
+        )
+        .expect("reads");
+        assert_eq!(file.rows[0].raw.demographics().given_name.as_deref(), Some("Ms Ann"));
     }
 
     #[test]

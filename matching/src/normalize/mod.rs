@@ -12,7 +12,7 @@ use rphonetic::{DoubleMetaphone, Encoder};
 
 pub use self::contact::{normalize_email, normalize_phone, normalize_sex};
 pub use self::date::{date_order_evidence, normalize_birth_date, normalize_birth_date_in};
-pub use self::name::{normalize_family_name, normalize_given_names};
+pub use self::name::{is_title, normalize_family_name, normalize_given_names, sex_of_titles};
 pub use self::nhs::{nhs_check_digit_valid, normalize_nhs_number};
 pub use self::nickname::Nicknames;
 pub use self::place::{normalize_address, normalize_postcode};
@@ -56,7 +56,10 @@ use crate::record::{
 ///   ([`crate::DateOrder::MonthFirst`]); and a date of eight characters with
 ///   separators (`02-13-80 12:00 AM`) is no longer taken for `YYYYMMDD`, so the 12-hour
 ///   rule reads it.
-pub const NORMALIZATION_VERSION: u32 = 8;
+/// - 9: a record without a sex takes the one its title says (`Mrs`, `Miss`, `Ms`,
+///   `Mr`, `Master`, ...), and `Doctor`, `Professor`, `Reverend` and `Captain` are
+///   titles as their short forms are.
+pub const NORMALIZATION_VERSION: u32 = 9;
 
 /// Settings for normalisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +137,10 @@ impl Normalizer {
                 Ok(sex) => record.sex = sex,
                 Err(kind) => report(Field::Sex, kind),
             }
+        }
+        // Where the record gives no sex, its title may (`Mrs Ann`).
+        if record.sex.is_none() {
+            record.sex = present(&raw.given_name).and_then(sex_of_titles);
         }
         if let Some(value) = present(&raw.postcode) {
             match normalize_postcode(value) {
@@ -286,6 +293,35 @@ mod tests {
         assert_eq!(phonetic("catherine"), phonetic("kathryn"));
         assert_eq!(phonetic(""), "");
         assert_eq!(phonetic("123"), "");
+    }
+
+    #[test]
+    fn a_record_without_a_sex_takes_the_one_its_title_says() {
+        use crate::record::Sex;
+        let sex = |given: &str, sex: Option<&str>| {
+            let raw = Demographics {
+                given_name: Some(given.into()),
+                sex: sex.map(Into::into),
+                ..Demographics::default()
+            };
+            normalizer().normalize(&raw).0.sex
+        };
+        assert_eq!(sex("Mrs Ann", None), Some(Sex::Female));
+        assert_eq!(sex("MISS. A", None), Some(Sex::Female));
+        assert_eq!(sex("Dr Ms Ann", None), Some(Sex::Female));
+        assert_eq!(sex("Master Tom", Some("Not known")), Some(Sex::Male));
+        // A title alone names no one, but still says a sex.
+        assert_eq!(sex("Mr", None), Some(Sex::Male));
+        // The record's own sex stands; a title that says none says none; a title is
+        // only a title at the start.
+        assert_eq!(sex("Mrs Ann", Some("M")), Some(Sex::Male));
+        assert_eq!(sex("Doctor Ann", None), None);
+        assert_eq!(sex("Ann Mrs", None), None);
+        let (record, _) = normalizer().normalize(&Demographics {
+            given_name: Some("Professor Ann".into()),
+            ..Demographics::default()
+        });
+        assert_eq!(record.given_names, ["ann".into()].into());
     }
 
     #[test]

@@ -1,12 +1,58 @@
 //! Given and family names: folding, titles, generational suffixes, placeholders.
 
 use super::fold;
-use crate::record::IssueKind;
+use crate::record::{IssueKind, Sex};
 
 const TITLES: &[&str] = &[
-    "mr", "mrs", "ms", "miss", "mx", "dr", "rev", "revd", "prof", "sir", "dame", "lady", "lord",
-    "master", "fr", "capt", "col", "major", "sgt", "hon", "cllr",
+    "mr",
+    "mrs",
+    "ms",
+    "miss",
+    "mx",
+    "dr",
+    "doctor",
+    "rev",
+    "revd",
+    "reverend",
+    "prof",
+    "professor",
+    "sir",
+    "dame",
+    "lady",
+    "lord",
+    "master",
+    "fr",
+    "capt",
+    "captain",
+    "col",
+    "major",
+    "sgt",
+    "hon",
+    "cllr",
 ];
+
+/// The titles that say a sex: `Mr`, `Master` (a boy), `Sir`, `Lord`; `Mrs`, `Miss`,
+/// `Ms`, `Dame`, `Lady`. `Dr`, `Mx` and the rest say none.
+fn sex_of_title(title: &str) -> Option<Sex> {
+    match title {
+        "mr" | "master" | "sir" | "lord" => Some(Sex::Male),
+        "mrs" | "miss" | "ms" | "dame" | "lady" => Some(Sex::Female),
+        _ => None,
+    }
+}
+
+/// True when a value is titles only (`Mr`, `Mrs.`, `Rev Dr`): what a title column
+/// holds when it holds a title.
+pub fn is_title(raw: &str) -> bool {
+    let cleaned = clean(raw);
+    !cleaned.is_empty() && cleaned.split(' ').all(|token| TITLES.contains(&token))
+}
+
+/// The sex the titles at the start of a given name say (`Mrs Ann`, `Mr` alone), if
+/// they say one; the first that does decides.
+pub fn sex_of_titles(raw_given: &str) -> Option<Sex> {
+    clean(raw_given).split(' ').take_while(|token| TITLES.contains(token)).find_map(sex_of_title)
+}
 
 /// Whole values (after folding) that say "no name known".
 const PLACEHOLDERS: &[&str] = &[
