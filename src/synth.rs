@@ -1793,8 +1793,14 @@ mod tests {
             expected.family_name = None;
             if real.given_name == "Mr" || real.given_name == "Mrs" {
                 // A title alone says no given name: the one form but no fixed abode that
-                // takes information away.
+                // takes information away. It says a sex, taken where the record has none.
                 expected.given_names = Box::new([]);
+                let said = if real.given_name == "Mr" {
+                    mpi_matching::Sex::Male
+                } else {
+                    mpi_matching::Sex::Female
+                };
+                expected.sex = expected.sex.or(Some(said));
             }
             if real.postcode == "ZZ99 3VZ" {
                 expected.postcode = None;
