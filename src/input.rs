@@ -685,9 +685,14 @@ pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
 /// document (`.json`: a Bundle, as a FHIR search or transaction carries them, or a
 /// single Patient).
 pub fn is_fhir(path: &Path) -> bool {
-    path.extension().and_then(|extension| extension.to_str()).is_some_and(|extension| {
-        ["ndjson", "jsonl", "json"].contains(&extension.to_ascii_lowercase().as_str())
-    })
+    has_extension(path, &["ndjson", "jsonl", "json"])
+}
+
+/// True when the file's extension is one of `extensions` (lower case), in any case.
+fn has_extension(path: &Path, extensions: &[&str]) -> bool {
+    path.extension()
+        .and_then(|extension| extension.to_str())
+        .is_some_and(|extension| extensions.contains(&extension.to_ascii_lowercase().as_str()))
 }
 
 /// Reads a file of FHIR R4 Patient resources (see [`is_fhir`]): each Patient is a
@@ -716,11 +721,7 @@ pub fn read_fhir(
         file_index,
         source_system,
     };
-    let is_ndjson =
-        path.extension().and_then(|extension| extension.to_str()).is_some_and(|extension| {
-            ["ndjson", "jsonl"].contains(&extension.to_ascii_lowercase().as_str())
-        });
-    if is_ndjson {
+    if has_extension(path, &["ndjson", "jsonl"]) {
         read_ndjson(path, bytes, &mut patients)?;
     } else {
         read_json_document(path, bytes, &mut patients)?;
