@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use mpi_matching::{DateOrder, Demographics, Field, Identifier, date_order_evidence, is_title};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::error::InputError;
 use crate::link::HeldRaw;
@@ -817,7 +818,7 @@ struct JsonDocument<'a> {
 #[derive(serde::Deserialize)]
 struct BundleEntry<'a> {
     #[serde(default, borrow)]
-    resource: Option<&'a serde_json::value::RawValue>,
+    resource: Option<&'a RawValue>,
     #[serde(default)]
     search: Option<BundleSearch>,
 }
@@ -827,11 +828,11 @@ struct BundleSearch {
     mode: Option<String>,
 }
 
-/// A Bundle of Patients (a search set, a collection, a transaction: any type), or one
-/// Patient. A Bundle's entries that are not Patients are rejected by the line they
-/// start on, except those a search added beside its matches (`search.mode` `include`
-/// or `outcome`) and OperationOutcomes, which are skipped; an entry without a resource
-/// (a transaction's DELETE) is skipped.
+/// A Bundle of Patients (a search set, a collection, a transaction: any type), one
+/// Patient, or a JSON array of Patients (as some tools export them). A Bundle's entries
+/// that are not Patients are rejected by the line they start on, except those a search
+/// added beside its matches (`search.mode` `include` or `outcome`) and OperationOutcomes,
+/// which are skipped; an entry without a resource (a transaction's DELETE) is skipped.
 fn read_json_document(
     path: &Path,
     bytes: &[u8],
@@ -847,45 +848,45 @@ fn read_json_document(
             error.column()
         ),
     };
+    let mut lines = LineCounter::new(bytes);
+    // A resource's text is a slice of `bytes`: where it starts is its line.
+    let mut read = |raw: &RawValue, skip_others: bool| -> Result<(), InputError> {
+        let text = raw.get();
+        let line = lines.line_at((text.as_ptr() as usize - bytes.as_ptr() as usize) as u64);
+        let resource: Value = serde_json::from_str(text).map_err(not_fhir)?;
+        let other = resource["resourceType"] != "Patient";
+        if !(other && (skip_others || resource["resourceType"] == "OperationOutcome")) {
+            patients.push(&resource, line);
+        }
+        Ok(())
+    };
+    if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'[') {
+        let resources: Vec<&RawValue> = serde_json::from_slice(bytes).map_err(not_fhir)?;
+        for resource in resources {
+            read(resource, false)?;
+        }
+        return Ok(());
+    }
     let document: JsonDocument = serde_json::from_slice(bytes).map_err(not_fhir)?;
     match document.resource_type.as_deref() {
-        Some("Patient") => {
-            let patient: Value = serde_json::from_slice(bytes).map_err(not_fhir)?;
-            let start = bytes.iter().position(|&byte| byte == b'{').unwrap_or(0);
-            let line = LineCounter::new(bytes).line_at(start as u64);
-            patients.push(&patient, line);
-        }
+        Some("Patient") => read(serde_json::from_slice(bytes).map_err(not_fhir)?, false),
         Some("Bundle") => {
-            let mut lines = LineCounter::new(bytes);
             for entry in document.entry {
                 let Some(resource) = entry.resource else { continue };
-                let text = resource.get();
-                // The entry's text is a slice of `bytes`: where it starts is its line.
-                let start = text.as_ptr() as usize - bytes.as_ptr() as usize;
-                let line = lines.line_at(start as u64);
-                let resource: Value = serde_json::from_str(text).map_err(not_fhir)?;
                 let added_by_search = entry
                     .search
                     .and_then(|search| search.mode)
                     .is_some_and(|mode| mode == "include" || mode == "outcome");
-                if resource["resourceType"] != "Patient"
-                    && (added_by_search || resource["resourceType"] == "OperationOutcome")
-                {
-                    continue;
-                }
-                patients.push(&resource, line);
+                read(resource, added_by_search)?;
             }
+            Ok(())
         }
-        _ => {
-            return Err(InputError::Header {
-                path: path.to_owned(),
-                reason: "not a FHIR Bundle or Patient: its resourceType must be Bundle or \
-                         Patient"
-                    .to_owned(),
-            });
-        }
+        _ => Err(InputError::Header {
+            path: path.to_owned(),
+            reason: "not a FHIR Bundle or Patient: its resourceType must be Bundle or Patient"
+                .to_owned(),
+        }),
     }
-    Ok(())
 }
 
 /// A FHIR R4 Patient's demographics in the input contract's terms: the NHS number from
@@ -1323,6 +1324,18 @@ mod tests {
                 (line_of("o-1"), "row", "resourceType must be Patient"),
             ]
         );
+
+        // A JSON array of Patients, as some tools export them.
+        let array = dir.path().join("export.json");
+        std::fs::write(
+            &array,
+            "[\n  {\"resourceType\":\"Patient\",\"id\":\"a\"},\n  {\"resourceType\":\"Patient\",\"id\":\"b\"}\n]",
+        )
+        .unwrap();
+        let file = read_fhir(&array, 0, None).expect("reads");
+        let rows: Vec<(&str, u64)> =
+            file.rows.iter().map(|row| (&*row.local_id, row.line)).collect();
+        assert_eq!(rows, [("a", 2), ("b", 3)]);
 
         // One Patient on its own is a file of one record.
         let single = dir.path().join("patient.json");
