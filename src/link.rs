@@ -1512,11 +1512,7 @@ pub fn evidence_json(score: &mpi_matching::Score, model_version: u32) -> String 
             .iter()
             .filter(|contribution| contribution.level != "missing")
             .map(|contribution| {
-                (
-                    contribution.field.as_str(),
-                    contribution.level.as_str(),
-                    thousandths(contribution.weight),
-                )
+                (&*contribution.field, &*contribution.level, thousandths(contribution.weight))
             })
             .collect(),
         model_version,
@@ -1883,8 +1879,8 @@ mod tests {
     #[test]
     fn evidence_is_compact_json_with_missing_fields_left_out() {
         let contribution = |field: &str, level: &str, weight: f64| mpi_matching::Contribution {
-            field: field.into(),
-            level: level.into(),
+            field: field.to_owned().into(),
+            level: level.to_owned().into(),
             weight,
             tf_adjusted: false,
             household: false,

@@ -15,6 +15,7 @@
 //! Twins agree on date of birth far more often than random pairs, Jr/Sr on given
 //! name, so those agreements count for much less there.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
@@ -390,10 +391,11 @@ const MAX_NHS_NUMBER_WEIGHT: f64 = 40.0;
 /// One field's part in a score.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Contribution {
-    /// The compared field.
-    pub field: String,
+    /// The compared field (a name of the model's own, so borrowed for the program's
+    /// life; owned when read back from JSON).
+    pub field: Cow<'static, str>,
     /// Its level (`exact`, `nickname`, ..., or `missing`).
-    pub level: String,
+    pub level: Cow<'static, str>,
     /// Weight in bits (`log2(m/u)`), 0 for missing.
     pub weight: f64,
     /// True when the weight was adjusted for how common the value is.
@@ -675,8 +677,8 @@ impl Model {
             };
             weight += field_weight;
             contributions.push(Contribution {
-                field: field.as_str().to_owned(),
-                level: level_name.to_owned(),
+                field: Cow::Borrowed(field.as_str()),
+                level: Cow::Borrowed(level_name),
                 weight: field_weight,
                 tf_adjusted,
                 household: household && field.is_household(),
@@ -686,8 +688,10 @@ impl Model {
         if interaction != 0.0 {
             weight += interaction;
             contributions.push(Contribution {
-                field: "given_name+date_of_birth".to_owned(),
-                level: "household correction (twins share a birth date, Jr/Sr a name)".to_owned(),
+                field: Cow::Borrowed("given_name+date_of_birth"),
+                level: Cow::Borrowed(
+                    "household correction (twins share a birth date, Jr/Sr a name)",
+                ),
                 weight: interaction,
                 tf_adjusted: false,
                 household: true,

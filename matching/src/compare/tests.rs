@@ -427,7 +427,7 @@ fn agreeing_on_a_crowded_birth_date_says_nothing() {
         score.contributions.iter().find(|c| c.field == "date_of_birth").unwrap().clone()
     };
     let (crowded_date, usual_date) = (date_of_birth(&crowded), date_of_birth(&plain));
-    assert_eq!((crowded_date.level.as_str(), usual_date.level.as_str()), ("exact", "exact"));
+    assert_eq!((&*crowded_date.level, &*usual_date.level), ("exact", "exact"));
     assert!(crowded_date.tf_adjusted && !usual_date.tf_adjusted);
     // 40 records against a mean of 242 / 202 a date: agreeing on it says nothing.
     assert_eq!(crowded_date.weight, 0.0);
