@@ -136,6 +136,40 @@ struct DecisionArgs {
     max_candidates: Option<usize>,
 }
 
+/// The source system `--source` gives each file, if any: `FILE=NAME` entries name one
+/// file's (FILE as it was given on the command line), an entry without `=` every other
+/// file's.
+fn file_sources(files: &[PathBuf], entries: &[String]) -> anyhow::Result<Vec<Option<String>>> {
+    let mut default: Option<&str> = None;
+    let mut named: Vec<(&Path, &str)> = Vec::new();
+    for entry in entries {
+        let for_file = entry
+            .split_once('=')
+            .filter(|(file, _)| files.iter().any(|path| path.as_path() == Path::new(file)));
+        match for_file {
+            Some((file, name)) => named.push((Path::new(file), name)),
+            None if entry.contains('=') => {
+                bail!("--source {entry}: no file {:?} in this run", entry.split('=').next())
+            }
+            None if default.is_some() => bail!("--source NAME given twice: one name for all files"),
+            None => default = Some(entry),
+        }
+    }
+    let sources = files
+        .iter()
+        .map(|path| {
+            named
+                .iter()
+                .find(|(file, _)| *file == path.as_path())
+                .map(|(_, name)| *name)
+                .or(default)
+                .map(|name| name.trim().to_owned())
+                .filter(|name| !name.is_empty())
+        })
+        .collect();
+    Ok(sources)
+}
+
 #[derive(Debug, Args)]
 struct LinkArgs {
     /// Files to reconcile, together, in order: CSV, or FHIR R4 Patients one a line
@@ -147,9 +181,11 @@ struct LinkArgs {
     /// Results file; FILE.reviews.csv and FILE.errors.csv are written beside it.
     #[arg(long, default_value = "results.csv")]
     out: PathBuf,
-    /// Source system for files without a source_system column (default: the file name).
-    #[arg(long)]
-    source: Option<String>,
+    /// Source system for files without a source_system column: NAME for every file, or
+    /// FILE=NAME for one of them (repeatable; default: the file's name without its
+    /// extension).
+    #[arg(long, value_name = "NAME or FILE=NAME")]
+    source: Vec<String>,
     /// Column mapping COLUMN=FIELD, FIELD a canonical column or id:SYSTEM (repeatable).
     #[arg(long = "map", value_name = "COLUMN=FIELD")]
     map: Vec<String>,
@@ -651,11 +687,13 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
     let mut rows = Vec::new();
     let mut rejected = Vec::new();
     let mut columns = Vec::new();
-    for (index, path) in args.files.iter().enumerate() {
+    let sources = file_sources(&args.files, &args.source)?;
+    for (index, (path, source)) in args.files.iter().zip(&sources).enumerate() {
+        let source = source.as_deref();
         let file = if is_fhir(path) {
-            read_fhir(path, index, args.source.as_deref())?
+            read_fhir(path, index, source)?
         } else {
-            read_csv(path, index, &map, args.source.as_deref(), args.encoding, args.dates.0)?
+            read_csv(path, index, &map, source, args.encoding, args.dates.0)?
         };
         warn_of_unread_demographics(path, &file);
         columns.push(FileSummary {

@@ -796,6 +796,34 @@ fn a_fhir_bundle_links_with_a_council_file_and_a_patient_sent_again_updates_its_
 }
 
 #[test]
+fn each_file_may_be_given_its_own_source_system() {
+    let dir = TempDir::new().unwrap();
+    let council = dir.path().join("council.csv");
+    fs::write(&council, "local_id,given_name,family_name\nC1,Ann,Smith\n").unwrap();
+    // FHIR Bulk Data export names its file after the resource type, not the system.
+    let export = dir.path().join("Patient.ndjson");
+    fs::write(&export, r#"{"resourceType":"Patient","id":"p-1","name":[{"family":"Bell"}]}"#)
+        .unwrap();
+    let out = dir.path().join("results.csv");
+    let source = format!("{}=gp-leeds", export.display());
+    let mut args = link_args(&dir, &out);
+    args.extend(["--source".into(), source.into(), council.clone().into(), export.clone().into()]);
+    mpi_ok(&args);
+    let sources: Vec<(String, String)> = read_csv(&out)
+        .iter()
+        .map(|row| (row["source_system"].clone(), row["local_id"].clone()))
+        .collect();
+    assert_eq!(sources, [("council".into(), "C1".into()), ("gp-leeds".into(), "p-1".into())]);
+
+    // A name for a file the run does not read is a mistake, said before anything runs.
+    let mut args = link_args(&dir, &out);
+    args.extend(["--source".into(), "other.csv=x".into(), council.into()]);
+    let output = mpi(&args);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no file"));
+}
+
+#[test]
 fn malformed_files_fail_clearly_without_writing() {
     let dir = TempDir::new().unwrap();
     let utf16 = dir.path().join("utf16.csv");
