@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
+use mpi_matching::Field;
 use serde_json::{Map, Value};
 
 #[derive(Parser)]
@@ -64,20 +65,8 @@ enum Mode {
     Put,
 }
 
-const DEMOGRAPHICS: &[&str] = &[
-    "nhs_number",
-    "given_name",
-    "family_name",
-    "date_of_birth",
-    "sex",
-    "address_line1",
-    "address_line2",
-    "town",
-    "postcode",
-    "phone",
-    "email",
-];
-const PROBE: &[&str] = &["given_name", "family_name", "date_of_birth", "postcode"];
+/// What a probe carries.
+const PROBE: &[Field] = &[Field::GivenName, Field::FamilyName, Field::DateOfBirth, Field::Postcode];
 
 /// One request: method, path and JSON body.
 struct Request {
@@ -167,13 +156,18 @@ fn requests(args: &Args) -> anyhow::Result<Vec<Request>> {
         rows.swap(i, (random() % (i as u64 + 1)) as usize);
     }
     rows.truncate(args.requests);
-    let fields = match args.mode {
-        Mode::Resolve => PROBE,
-        Mode::Put => DEMOGRAPHICS,
-    };
-    let columns: Vec<(&str, usize)> = fields
+    // A probe's fields, or every demographic column the file has.
+    let columns: Vec<(&str, usize)> = header
         .iter()
-        .filter_map(|field| Some((*field, header.iter().position(|name| name == *field)?)))
+        .enumerate()
+        .filter_map(|(column, name)| {
+            let field = Field::from_column(name)?;
+            let wanted = match args.mode {
+                Mode::Resolve => PROBE.contains(&field),
+                Mode::Put => !matches!(field, Field::SourceSystem | Field::LocalId),
+            };
+            wanted.then_some((field.as_str(), column))
+        })
         .collect();
     Ok(rows
         .iter()

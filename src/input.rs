@@ -356,30 +356,24 @@ fn resolve_columns(
     let names_given = targets.iter().flatten().chain(recognised.iter().flatten()).any(|target| {
         matches!(target, Target::FullName | Target::Field(Field::GivenName | Field::FamilyName))
     });
-    if !names_given {
-        let whole: Vec<usize> = (0..names.len())
+    // The one column, not otherwise read, of one of these header names.
+    let only_column = |headers: &[&str], recognised: &[Option<Target>]| {
+        let found: Vec<usize> = (0..names.len())
             .filter(|&at| {
                 targets[at].is_empty()
                     && recognised[at].is_none()
-                    && FULL_NAME_HEADERS.contains(&compact(&names[at]).as_str())
+                    && headers.contains(&compact(&names[at]).as_str())
             })
             .collect();
-        if let [at] = whole[..] {
-            recognised[at] = Some(Target::FullName);
-        }
+        if let [at] = found[..] { Some(at) } else { None }
+    };
+    if !names_given && let Some(at) = only_column(FULL_NAME_HEADERS, &recognised) {
+        recognised[at] = Some(Target::FullName);
     }
     // A column of titles, where none is mapped.
-    if !targets.iter().flatten().any(|target| *target == Target::Title) {
-        let titles: Vec<usize> = (0..names.len())
-            .filter(|&at| {
-                targets[at].is_empty()
-                    && recognised[at].is_none()
-                    && TITLE_HEADERS.contains(&compact(&names[at]).as_str())
-            })
-            .collect();
-        if let [at] = titles[..] {
-            recognised[at] = Some(Target::Title);
-        }
+    let title_mapped = targets.iter().flatten().any(|target| *target == Target::Title);
+    if !title_mapped && let Some(at) = only_column(TITLE_HEADERS, &recognised) {
+        recognised[at] = Some(Target::Title);
     }
     let mut uses = Vec::with_capacity(names.len());
     for ((name, found), target) in names.iter().zip(&mut targets).zip(recognised) {
