@@ -1199,6 +1199,14 @@ mod tests {
         read_csv_bytes(Path::new("council.csv"), text, 0, map, None, None)
     }
 
+    /// Each rejection's line, field and reason.
+    fn rejections(file: &ReadFile) -> Vec<(u64, &str, &str)> {
+        file.rejected
+            .iter()
+            .map(|error| (error.line, error.field.as_str(), error.reason.as_str()))
+            .collect()
+    }
+
     fn date_orders(file: &ReadFile) -> Vec<(&str, DateOrder)> {
         file.rows.iter().map(|row| (&*row.local_id, row.raw.demographics().date_order)).collect()
     }
@@ -1245,11 +1253,7 @@ mod tests {
             raw.identifiers,
             [Identifier { system: "urn:oid:hospital".into(), value: "H7".into() }]
         );
-        let rejected: Vec<(u64, &str, &str)> = file
-            .rejected
-            .iter()
-            .map(|error| (error.line, error.field.as_str(), error.reason.as_str()))
-            .collect();
+        let rejected = rejections(&file);
         assert_eq!(
             rejected,
             [
@@ -1306,11 +1310,7 @@ mod tests {
             file.rows.iter().map(|row| (&*row.source_system, &*row.local_id, row.line)).collect();
         assert_eq!(rows, [("search", "p-1", line_of("p-1")), ("search", "p-3", line_of("p-3"))]);
         assert_eq!(file.rows[0].raw.demographics().family_name.as_deref(), Some("Okafor"));
-        let rejected: Vec<(u64, &str, &str)> = file
-            .rejected
-            .iter()
-            .map(|error| (error.line, error.field.as_str(), error.reason.as_str()))
-            .collect();
+        let rejected = rejections(&file);
         assert_eq!(
             rejected,
             [
