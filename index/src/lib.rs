@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod filter;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -42,6 +43,7 @@ use tantivy::{
 };
 
 pub use crate::error::IndexError;
+use crate::filter::KeyFilter;
 
 /// A record's id, shared with the caller's store.
 pub type RecordId = u64;
@@ -304,7 +306,7 @@ impl BlockingIndex {
     /// # Errors
     /// When a segment's key index or id column cannot be opened.
     pub fn searcher(&self) -> Result<IndexSearcher, IndexError> {
-        IndexSearcher::new(&self.reader, self.fields)
+        IndexSearcher::new(&self.reader, self.fields, None)
     }
 
     /// See [`IndexSearcher::candidates`]; takes a fresh snapshot.
@@ -326,7 +328,14 @@ struct SegmentView {
     keys: Arc<InvertedIndexReader>,
     rids: Column<u64>,
     alive: Option<tantivy::fastfield::AliveBitSet>,
+    /// The segment's keys as a filter, asked before its term dictionary (a served
+    /// index's searchers have them).
+    filter: Option<Arc<KeyFilter>>,
 }
+
+/// The key filters of an index's segments, kept from one searcher to the next (segments
+/// never change, so a filter is made once for each).
+type SegmentFilters = HashMap<tantivy::index::SegmentId, Arc<KeyFilter>>;
 
 /// A snapshot of the index for queries. Cheap to share between threads.
 pub struct IndexSearcher {
@@ -342,16 +351,35 @@ impl std::fmt::Debug for IndexSearcher {
 }
 
 impl IndexSearcher {
-    fn new(reader: &IndexReader, fields: Fields) -> Result<IndexSearcher, IndexError> {
+    /// A snapshot; with `filters`, each segment's key filter, taken from there or made
+    /// and kept there (those of segments no longer in the index are dropped).
+    fn new(
+        reader: &IndexReader,
+        fields: Fields,
+        mut filters: Option<&mut SegmentFilters>,
+    ) -> Result<IndexSearcher, IndexError> {
         let searcher = reader.searcher();
-        let segments = searcher
-            .segment_readers()
+        let readers = searcher.segment_readers();
+        if let Some(filters) = filters.as_deref_mut() {
+            filters.retain(|id, _| readers.iter().any(|segment| segment.segment_id() == *id));
+            let missing = readers
+                .iter()
+                .filter(|segment| !filters.contains_key(&segment.segment_id()))
+                .map(|segment| Ok((segment.segment_id(), segment.inverted_index(fields.key)?)))
+                .collect::<Result<Vec<_>, tantivy::TantivyError>>()?;
+            filters.extend(make_filters(&missing)?);
+        }
+        let segments = readers
             .iter()
             .map(|segment| {
                 Ok(SegmentView {
                     keys: segment.inverted_index(fields.key)?,
                     rids: segment.fast_fields().u64(RID)?,
                     alive: segment.alive_bitset().cloned(),
+                    filter: filters
+                        .as_deref()
+                        .and_then(|filters| filters.get(&segment.segment_id()))
+                        .map(Arc::clone),
                 })
             })
             .collect::<Result<_, tantivy::TantivyError>>()?;
@@ -392,6 +420,13 @@ impl IndexSearcher {
         for key in distinct {
             let term = Term::from_field_u64(self.key_field, key);
             for segment in &self.segments {
+                if segment
+                    .filter
+                    .as_ref()
+                    .is_some_and(|filter| !filter.may_contain(term.serialized_value_bytes()))
+                {
+                    continue;
+                }
                 let Some(mut postings) =
                     segment.keys.read_postings(&term, IndexRecordOption::Basic)?
                 else {
@@ -414,6 +449,43 @@ impl IndexSearcher {
         }
         Ok(())
     }
+}
+
+/// The key filters of these segments, made on as many threads as there are cores (a
+/// million records' segments take a few seconds of CPU; one new segment, a moment).
+fn make_filters(
+    segments: &[(tantivy::index::SegmentId, Arc<InvertedIndexReader>)],
+) -> std::io::Result<Vec<(tantivy::index::SegmentId, Arc<KeyFilter>)>> {
+    let make = |(id, keys): &(tantivy::index::SegmentId, Arc<InvertedIndexReader>)| {
+        Ok((*id, Arc::new(KeyFilter::of_terms(keys.terms())?)))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if segments.len() < 2 || threads < 2 {
+        return segments.iter().map(make).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.min(segments.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut made = Vec::new();
+                    while let Some(segment) =
+                        segments.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
+                        made.push(make(segment)?);
+                    }
+                    Ok::<_, std::io::Error>(made)
+                })
+            })
+            .collect();
+        let mut made = Vec::with_capacity(segments.len());
+        for worker in workers {
+            made.extend(
+                worker.join().map_err(|_| std::io::Error::other("a filter thread panicked"))??,
+            );
+        }
+        Ok(made)
+    })
 }
 
 /// Most shared keys first, ties by record id, at most `limit`.
@@ -478,6 +550,8 @@ pub struct LiveIndex {
     index: BlockingIndex,
     writer: BlockingIndexWriter,
     searcher: IndexSearcher,
+    /// The key filters of the committed segments.
+    filters: SegmentFilters,
     /// Keys of the records added or updated since the last commit.
     pending: HashMap<Key, Vec<RecordId>>,
     pending_keys: HashMap<RecordId, Vec<Key>>,
@@ -499,11 +573,13 @@ impl LiveIndex {
     /// When the writer or a searcher cannot be opened.
     pub fn new(index: BlockingIndex, memory_budget_bytes: usize) -> Result<LiveIndex, IndexError> {
         let writer = index.writer(memory_budget_bytes)?;
-        let searcher = index.searcher()?;
+        let mut filters = SegmentFilters::new();
+        let searcher = IndexSearcher::new(&index.reader, index.fields, Some(&mut filters))?;
         Ok(LiveIndex {
             index,
             writer,
             searcher,
+            filters,
             pending: HashMap::new(),
             pending_keys: HashMap::new(),
             stale: std::collections::HashSet::new(),
@@ -586,7 +662,8 @@ impl LiveIndex {
     pub fn commit(&mut self, payload: &str) -> Result<(), IndexError> {
         self.writer.commit(payload)?;
         self.index.reload()?;
-        self.searcher = self.index.searcher()?;
+        self.searcher =
+            IndexSearcher::new(&self.index.reader, self.index.fields, Some(&mut self.filters))?;
         self.pending.clear();
         self.pending_keys.clear();
         self.stale.clear();
