@@ -495,11 +495,13 @@ impl IntoResponse for Problem {
 type Reply = Result<Response, Problem>;
 
 fn ok_json(status: StatusCode, body: Value) -> Reply {
-    Ok((
-        status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        body.to_string(),
-    )
+    ok_serialized(status, &body)
+}
+
+/// A JSON answer written straight from its typed value (no `Value` tree between).
+fn ok_serialized(status: StatusCode, body: &impl serde::Serialize) -> Reply {
+    let body = serde_json::to_vec(body).map_err(Problem::internal)?;
+    Ok((status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
         .into_response())
 }
 
@@ -989,27 +991,40 @@ async fn resolve(State(service): State<Arc<Service>>, headers: HeaderMap, body: 
                 if certain.len() == 1 { certain } else { Vec::new() }
             }
         };
-        let candidates: Vec<Value> = chosen
+        let candidates: Vec<ResolveCandidate<'_>> = chosen
             .iter()
-            .map(|found| {
-                json!({
-                    "person_id": engine.linker.persons[found.person as usize].id,
-                    "probability": found.probability,
-                    "grade": match_grade(found, thresholds),
-                    "caution": found.caution.map(crate::engine::ReviewReason::code),
-                    "explanation": found.score,
-                })
+            .map(|found| ResolveCandidate {
+                person_id: engine.linker.persons[found.person as usize].id,
+                probability: found.probability,
+                grade: match_grade(found, thresholds),
+                caution: found.caution.map(crate::engine::ReviewReason::code),
+                explanation: &found.score,
             })
             .collect();
-        let person_ids: Vec<String> = chosen
-            .iter()
-            .map(|found| engine.linker.persons[found.person as usize].id.to_string())
-            .collect();
         drop(engine);
+        let person_ids: Vec<String> =
+            candidates.iter().map(|candidate| candidate.person_id.to_string()).collect();
         service.audit(&caller, "resolve", person_ids)?;
-        ok_json(StatusCode::OK, json!({ "candidates": candidates, "issues": issues_json(&issues) }))
+        ok_serialized(StatusCode::OK, &ResolveAnswer { candidates, issues: issues_json(&issues) })
     })
     .await
+}
+
+/// A resolve's answer, as the OpenAPI document describes it.
+#[derive(serde::Serialize)]
+struct ResolveAnswer<'a> {
+    candidates: Vec<ResolveCandidate<'a>>,
+    issues: Value,
+}
+
+/// One person a resolve answers with.
+#[derive(serde::Serialize)]
+struct ResolveCandidate<'a> {
+    person_id: uuid::Uuid,
+    probability: f64,
+    grade: &'static str,
+    caution: Option<&'static str>,
+    explanation: &'a mpi_matching::Score,
 }
 
 /// The golden record of a person. Survivorship: the NHS number of a verified source
