@@ -333,6 +333,12 @@ struct SegmentView {
     filter: Option<Arc<KeyFilter>>,
 }
 
+/// Segments with fewer documents than this get no key filter: their term dictionaries
+/// are small enough to stay in the caches, and a filter made when a commit brings a new
+/// segment in would hold up the writes waiting on that commit. (Every segment gets one
+/// in this crate's tests, which run the filtered path.)
+const MIN_FILTERED_DOCS: u32 = if cfg!(test) { 1 } else { 10_000 };
+
 /// The key filters of an index's segments, kept from one searcher to the next (segments
 /// never change, so a filter is made once for each).
 type SegmentFilters = HashMap<tantivy::index::SegmentId, Arc<KeyFilter>>;
@@ -364,7 +370,10 @@ impl IndexSearcher {
             filters.retain(|id, _| readers.iter().any(|segment| segment.segment_id() == *id));
             let missing = readers
                 .iter()
-                .filter(|segment| !filters.contains_key(&segment.segment_id()))
+                .filter(|segment| {
+                    segment.max_doc() >= MIN_FILTERED_DOCS
+                        && !filters.contains_key(&segment.segment_id())
+                })
                 .map(|segment| Ok((segment.segment_id(), segment.inverted_index(fields.key)?)))
                 .collect::<Result<Vec<_>, tantivy::TantivyError>>()?;
             filters.extend(make_filters(&missing)?);
