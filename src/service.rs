@@ -271,6 +271,30 @@ impl Service {
         }
     }
 
+    /// Makes the key filters of the blocking index's large segments that have none
+    /// (every segment of a batch after start-up; a large merged one after a commit)
+    /// without holding the engine, then puts them in: until then queries go without,
+    /// with the same answers.
+    pub fn filter_index(&self) {
+        let unfiltered = self.read_engine().index.unfiltered_segments();
+        if unfiltered.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        match unfiltered.make() {
+            Ok(made) => {
+                self.write_engine().index.add_filters(made);
+                tracing::info!(
+                    seconds = started.elapsed().as_secs_f64(),
+                    "blocking index key filters made"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(%error, "making the index's key filters failed; retried in a second");
+            }
+        }
+    }
+
     /// Commits the blocking index's changes older than `age`.
     pub fn flush_index(&self, age: Duration) {
         let due =
@@ -660,6 +684,7 @@ pub async fn serve(
                 let _ = tokio::task::spawn_blocking(move || {
                     service.flush_index(INDEX_COMMIT_AGE);
                     service.checkpoint();
+                    service.filter_index();
                 })
                 .await;
             }

@@ -325,6 +325,9 @@ impl BlockingIndex {
 }
 
 struct SegmentView {
+    id: tantivy::index::SegmentId,
+    /// Large enough to be worth a key filter.
+    wants_filter: bool,
     keys: Arc<InvertedIndexReader>,
     rids: Column<u64>,
     alive: Option<tantivy::fastfield::AliveBitSet>,
@@ -334,9 +337,8 @@ struct SegmentView {
 }
 
 /// Segments with fewer documents than this get no key filter: their term dictionaries
-/// are small enough to stay in the caches, and a filter made when a commit brings a new
-/// segment in would hold up the writes waiting on that commit. (Every segment gets one
-/// in this crate's tests, which run the filtered path.)
+/// are small enough to stay in the caches. (Every segment gets one in this crate's
+/// tests, which run the filtered path.)
 const MIN_FILTERED_DOCS: u32 = if cfg!(test) { 1 } else { 10_000 };
 
 /// The key filters of an index's segments, kept from one searcher to the next (segments
@@ -357,38 +359,24 @@ impl std::fmt::Debug for IndexSearcher {
 }
 
 impl IndexSearcher {
-    /// A snapshot; with `filters`, each segment's key filter, taken from there or made
-    /// and kept there (those of segments no longer in the index are dropped).
+    /// A snapshot; with `filters`, the key filters made so far for its segments.
     fn new(
         reader: &IndexReader,
         fields: Fields,
-        mut filters: Option<&mut SegmentFilters>,
+        filters: Option<&SegmentFilters>,
     ) -> Result<IndexSearcher, IndexError> {
         let searcher = reader.searcher();
-        let readers = searcher.segment_readers();
-        if let Some(filters) = filters.as_deref_mut() {
-            filters.retain(|id, _| readers.iter().any(|segment| segment.segment_id() == *id));
-            let missing = readers
-                .iter()
-                .filter(|segment| {
-                    segment.max_doc() >= MIN_FILTERED_DOCS
-                        && !filters.contains_key(&segment.segment_id())
-                })
-                .map(|segment| Ok((segment.segment_id(), segment.inverted_index(fields.key)?)))
-                .collect::<Result<Vec<_>, tantivy::TantivyError>>()?;
-            filters.extend(make_filters(&missing)?);
-        }
-        let segments = readers
+        let segments = searcher
+            .segment_readers()
             .iter()
             .map(|segment| {
                 Ok(SegmentView {
+                    id: segment.segment_id(),
+                    wants_filter: segment.max_doc() >= MIN_FILTERED_DOCS,
                     keys: segment.inverted_index(fields.key)?,
                     rids: segment.fast_fields().u64(RID)?,
                     alive: segment.alive_bitset().cloned(),
-                    filter: filters
-                        .as_deref()
-                        .and_then(|filters| filters.get(&segment.segment_id()))
-                        .map(Arc::clone),
+                    filter: filters.and_then(|filters| filters.get(&segment.segment_id())).cloned(),
                 })
             })
             .collect::<Result<_, tantivy::TantivyError>>()?;
@@ -457,6 +445,45 @@ impl IndexSearcher {
             }
         }
         Ok(())
+    }
+}
+
+/// Segments of a [`LiveIndex`] whose key filters are still to be made: taken from the
+/// index quickly, made without it ([`UnfilteredSegments::make`], seconds of CPU for a
+/// million records' segments) and handed back ([`LiveIndex::add_filters`]), so that
+/// neither start-up nor a commit waits for them, and queries go on meanwhile (without
+/// the filters, more slowly, with the same answers).
+pub struct UnfilteredSegments {
+    segments: Vec<(tantivy::index::SegmentId, Arc<InvertedIndexReader>)>,
+}
+
+impl std::fmt::Debug for UnfilteredSegments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnfilteredSegments").field("n_segments", &self.segments.len()).finish()
+    }
+}
+
+impl UnfilteredSegments {
+    /// True when every segment that wants a filter has one.
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// Makes the filters, on as many threads as there are cores.
+    ///
+    /// # Errors
+    /// When a segment's term dictionary cannot be read.
+    pub fn make(self) -> Result<SegmentKeyFilters, IndexError> {
+        Ok(SegmentKeyFilters(make_filters(&self.segments)?))
+    }
+}
+
+/// Key filters made for a [`LiveIndex`]'s segments, to hand back to it.
+pub struct SegmentKeyFilters(Vec<(tantivy::index::SegmentId, Arc<KeyFilter>)>);
+
+impl std::fmt::Debug for SegmentKeyFilters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentKeyFilters").field("n_filters", &self.0.len()).finish()
     }
 }
 
@@ -582,13 +609,12 @@ impl LiveIndex {
     /// When the writer or a searcher cannot be opened.
     pub fn new(index: BlockingIndex, memory_budget_bytes: usize) -> Result<LiveIndex, IndexError> {
         let writer = index.writer(memory_budget_bytes)?;
-        let mut filters = SegmentFilters::new();
-        let searcher = IndexSearcher::new(&index.reader, index.fields, Some(&mut filters))?;
+        let searcher = index.searcher()?;
         Ok(LiveIndex {
             index,
             writer,
             searcher,
-            filters,
+            filters: SegmentFilters::new(),
             pending: HashMap::new(),
             pending_keys: HashMap::new(),
             stale: std::collections::HashSet::new(),
@@ -672,12 +698,41 @@ impl LiveIndex {
         self.writer.commit(payload)?;
         self.index.reload()?;
         self.searcher =
-            IndexSearcher::new(&self.index.reader, self.index.fields, Some(&mut self.filters))?;
+            IndexSearcher::new(&self.index.reader, self.index.fields, Some(&self.filters))?;
+        let segments = &self.searcher.segments;
+        self.filters.retain(|id, _| segments.iter().any(|segment| segment.id == *id));
         self.pending.clear();
         self.pending_keys.clear();
         self.stale.clear();
         self.changed_since = None;
         Ok(())
+    }
+
+    /// The committed segments that want a key filter and have none yet (after start-up,
+    /// or a commit that brought a large segment in).
+    pub fn unfiltered_segments(&self) -> UnfilteredSegments {
+        UnfilteredSegments {
+            segments: self
+                .searcher
+                .segments
+                .iter()
+                .filter(|segment| segment.wants_filter && segment.filter.is_none())
+                .map(|segment| (segment.id, Arc::clone(&segment.keys)))
+                .collect(),
+        }
+    }
+
+    /// Puts in key filters made from [`LiveIndex::unfiltered_segments`]; those of
+    /// segments a commit has since merged away are dropped.
+    pub fn add_filters(&mut self, made: SegmentKeyFilters) {
+        for (id, filter) in made.0 {
+            if let Some(segment) =
+                self.searcher.segments.iter_mut().find(|segment| segment.id == id)
+            {
+                segment.filter = Some(Arc::clone(&filter));
+                self.filters.insert(id, filter);
+            }
+        }
     }
 
     /// Records in the committed index plus those added since (an estimate while

@@ -383,7 +383,7 @@ fn live_index_sees_every_change_at_once(
     for (step, (operation, id, keys)) in operations.iter().enumerate() {
         let id = u64::from(id % 12);
         let keys: Vec<Key> = keys.iter().map(key).collect();
-        match operation % 4 {
+        match operation % 5 {
             0 | 1 => {
                 if model.contains_key(&id) {
                     live.update(id, &keys).unwrap();
@@ -396,7 +396,16 @@ fn live_index_sees_every_change_at_once(
                 live.delete(id).unwrap();
                 model.remove(&id);
             }
-            _ => live.commit(&format!("step {step}")).unwrap(),
+            3 => live.commit(&format!("step {step}")).unwrap(),
+            // The key filters of the committed segments, as a service makes them in
+            // the background (later steps query with them).
+            _ => {
+                let made = live.unfiltered_segments().make().unwrap();
+                live.add_filters(made);
+                if !live.unfiltered_segments().is_empty() {
+                    return TestResult::failed();
+                }
+            }
         }
         for (probe, limit) in &probes {
             let probe_keys: Vec<Key> = probe.iter().map(key).collect();
