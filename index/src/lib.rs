@@ -341,10 +341,6 @@ struct SegmentView {
 /// tests, which run the filtered path.)
 const MIN_FILTERED_DOCS: u32 = if cfg!(test) { 1 } else { 10_000 };
 
-/// The key filters of an index's segments, kept from one searcher to the next (segments
-/// never change, so a filter is made once for each).
-type SegmentFilters = HashMap<tantivy::index::SegmentId, Arc<KeyFilter>>;
-
 /// A snapshot of the index for queries. Cheap to share between threads.
 pub struct IndexSearcher {
     _searcher: tantivy::Searcher,
@@ -359,11 +355,12 @@ impl std::fmt::Debug for IndexSearcher {
 }
 
 impl IndexSearcher {
-    /// A snapshot; with `filters`, the key filters made so far for its segments.
+    /// A snapshot; with `previous`, the key filters its segments already had there
+    /// (segments never change, so a filter is made once for each).
     fn new(
         reader: &IndexReader,
         fields: Fields,
-        filters: Option<&SegmentFilters>,
+        previous: Option<&IndexSearcher>,
     ) -> Result<IndexSearcher, IndexError> {
         let searcher = reader.searcher();
         let segments = searcher
@@ -376,11 +373,15 @@ impl IndexSearcher {
                     keys: segment.inverted_index(fields.key)?,
                     rids: segment.fast_fields().u64(RID)?,
                     alive: segment.alive_bitset().cloned(),
-                    filter: filters.and_then(|filters| filters.get(&segment.segment_id())).cloned(),
+                    filter: previous.and_then(|previous| previous.filter_of(segment.segment_id())),
                 })
             })
             .collect::<Result<_, tantivy::TantivyError>>()?;
         Ok(IndexSearcher { _searcher: searcher, segments, key_field: fields.key })
+    }
+
+    fn filter_of(&self, id: tantivy::index::SegmentId) -> Option<Arc<KeyFilter>> {
+        self.segments.iter().find(|segment| segment.id == id)?.filter.clone()
     }
 
     /// Records sharing at least one key with `keys`, ranked by how many distinct keys
@@ -469,12 +470,19 @@ impl UnfilteredSegments {
         self.segments.is_empty()
     }
 
-    /// Makes the filters, on as many threads as there are cores.
+    /// Makes the filters, in parallel (a million records' segments take a few seconds
+    /// of CPU; one new segment, a moment).
     ///
     /// # Errors
     /// When a segment's term dictionary cannot be read.
     pub fn make(self) -> Result<SegmentKeyFilters, IndexError> {
-        Ok(SegmentKeyFilters(make_filters(&self.segments)?))
+        use rayon::prelude::*;
+        let made = self
+            .segments
+            .par_iter()
+            .map(|(id, keys)| Ok((*id, Arc::new(KeyFilter::of_terms(keys.terms())?))))
+            .collect::<std::io::Result<_>>()?;
+        Ok(SegmentKeyFilters(made))
     }
 }
 
@@ -485,43 +493,6 @@ impl std::fmt::Debug for SegmentKeyFilters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SegmentKeyFilters").field("n_filters", &self.0.len()).finish()
     }
-}
-
-/// The key filters of these segments, made on as many threads as there are cores (a
-/// million records' segments take a few seconds of CPU; one new segment, a moment).
-fn make_filters(
-    segments: &[(tantivy::index::SegmentId, Arc<InvertedIndexReader>)],
-) -> std::io::Result<Vec<(tantivy::index::SegmentId, Arc<KeyFilter>)>> {
-    let make = |(id, keys): &(tantivy::index::SegmentId, Arc<InvertedIndexReader>)| {
-        Ok((*id, Arc::new(KeyFilter::of_terms(keys.terms())?)))
-    };
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    if segments.len() < 2 || threads < 2 {
-        return segments.iter().map(make).collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.min(segments.len()))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut made = Vec::new();
-                    while let Some(segment) =
-                        segments.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                    {
-                        made.push(make(segment)?);
-                    }
-                    Ok::<_, std::io::Error>(made)
-                })
-            })
-            .collect();
-        let mut made = Vec::with_capacity(segments.len());
-        for worker in workers {
-            made.extend(
-                worker.join().map_err(|_| std::io::Error::other("a filter thread panicked"))??,
-            );
-        }
-        Ok(made)
-    })
 }
 
 /// Most shared keys first, ties by record id, at most `limit`.
@@ -586,8 +557,6 @@ pub struct LiveIndex {
     index: BlockingIndex,
     writer: BlockingIndexWriter,
     searcher: IndexSearcher,
-    /// The key filters of the committed segments.
-    filters: SegmentFilters,
     /// Keys of the records added or updated since the last commit.
     pending: HashMap<Key, Vec<RecordId>>,
     pending_keys: HashMap<RecordId, Vec<Key>>,
@@ -614,7 +583,6 @@ impl LiveIndex {
             index,
             writer,
             searcher,
-            filters: SegmentFilters::new(),
             pending: HashMap::new(),
             pending_keys: HashMap::new(),
             stale: std::collections::HashSet::new(),
@@ -698,9 +666,7 @@ impl LiveIndex {
         self.writer.commit(payload)?;
         self.index.reload()?;
         self.searcher =
-            IndexSearcher::new(&self.index.reader, self.index.fields, Some(&self.filters))?;
-        let segments = &self.searcher.segments;
-        self.filters.retain(|id, _| segments.iter().any(|segment| segment.id == *id));
+            IndexSearcher::new(&self.index.reader, self.index.fields, Some(&self.searcher))?;
         self.pending.clear();
         self.pending_keys.clear();
         self.stale.clear();
@@ -729,8 +695,7 @@ impl LiveIndex {
             if let Some(segment) =
                 self.searcher.segments.iter_mut().find(|segment| segment.id == id)
             {
-                segment.filter = Some(Arc::clone(&filter));
-                self.filters.insert(id, filter);
+                segment.filter = Some(filter);
             }
         }
     }
