@@ -7,7 +7,7 @@ use crate::record::{IssueKind, Sex};
 /// leading zero (`+447700900123`); other international numbers keep `+` and their
 /// digits. Of several numbers in one value the first is taken, without a label before
 /// it or a note or extension after it. A spreadsheet's number (`7700900123.0`, its
-/// leading zero lost) is read as the whole number.
+/// leading zero lost, or `'07700 900123`, typed as text) is read as the whole number.
 ///
 /// # Errors
 /// [`IssueKind::NotNumeric`] for letters, [`IssueKind::WrongLength`] for too few or
@@ -170,6 +170,8 @@ mod tests {
         check_phone("7700900123", Ok("+447700900123"));
         check_phone("7.7009E+09", Err(IssueKind::Rounded));
         check_phone("0113.496.0000", Ok("+441134960000"));
+        // Typed as text in a spreadsheet, so that its leading zero stays.
+        check_phone("'07700 900123", Ok("+447700900123"));
     }
 
     #[test]

@@ -59,7 +59,9 @@ use crate::record::{
 /// - 9: a record without a sex takes the one its title says (`Mrs`, `Miss`, `Ms`,
 ///   `Mr`, `Master`, ...), and `Doctor`, `Professor`, `Reverend` and `Captain` are
 ///   titles as their short forms are.
-pub const NORMALIZATION_VERSION: u32 = 9;
+/// - 10: an NHS or phone number after a spreadsheet's text apostrophe
+///   (`'943 476 5919`) is read.
+pub const NORMALIZATION_VERSION: u32 = 10;
 
 /// Settings for normalisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,12 +206,15 @@ impl Normalizer {
 }
 
 /// A number column as spreadsheets and data frames write it: `9434765919.0` is the
-/// whole number `9434765919`; other values are returned as they are.
+/// whole number `9434765919`, and the apostrophe a spreadsheet keeps before a number
+/// typed as text (`'07700 900123`, so its leading zero stays) is dropped; other values
+/// are returned as they are.
 ///
 /// # Errors
 /// [`IssueKind::Rounded`] for a number in scientific notation (`9.43477E+09`): its
 /// last digits are gone.
 fn spreadsheet_number(value: &str) -> Result<&str, IssueKind> {
+    let value = value.strip_prefix('\'').map_or(value, str::trim_start);
     if let Some((whole, zeros)) = value.split_once('.')
         && !whole.is_empty()
         && whole.bytes().all(|b| b.is_ascii_digit())

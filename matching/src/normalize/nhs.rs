@@ -24,9 +24,9 @@ pub fn nhs_check_digit_valid(digits: &str) -> bool {
 }
 
 /// Normalises an NHS number to ten digits: a leading label (`NHS No:`), spaces and
-/// dashes are removed, a spreadsheet's `.0` after the number is dropped, the check
-/// digit is verified, and placeholders (one digit repeated, `0123456789`,
-/// `1234567890`) are refused. Numbers starting `999` are never issued to real people;
+/// dashes are removed, a spreadsheet's `.0` after the number or apostrophe before it
+/// is dropped, the check digit is verified, and placeholders (one digit repeated,
+/// `0123456789`, `1234567890`) are refused. Numbers starting `999` are never issued to real people;
 /// they are accepted unless `refuse_test_numbers`.
 ///
 /// # Errors
@@ -111,6 +111,10 @@ mod tests {
         check("9.43477E+09", Err(IssueKind::Rounded));
         check("9.434765919e9", Err(IssueKind::Rounded));
         check("9434765919.5", Err(IssueKind::NotNumeric));
+        // Typed as text in a spreadsheet, which keeps an apostrophe before it.
+        check("'943 476 5919", Ok("9434765919"));
+        check("'9434765919", Ok("9434765919"));
+        check("94347'65919", Err(IssueKind::NotNumeric));
         assert_eq!(normalize_nhs_number("9990001235", true), Err(IssueKind::Placeholder));
     }
 
