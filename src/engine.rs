@@ -43,7 +43,7 @@ pub struct Entry {
 
 /// Source-system names, one allocation per system shared by all its records (a
 /// million records come from a handful of systems).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct SourceNames(HashMap<Box<str>, std::sync::Arc<str>>);
 
 impl SourceNames {

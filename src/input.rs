@@ -505,15 +505,26 @@ pub fn read_csv_bytes(
     source: Option<&str>,
     dates: Option<DateOrder>,
 ) -> Result<ReadFile, InputError> {
+    read_csv_in_pieces(path, bytes, file_index, map, source, dates, None)
+}
+
+/// [`read_csv_bytes`], its rows read in `pieces` pieces in parallel (`None`: a piece
+/// a thread, each of at least [`MIN_PIECE_BYTES`]). The rows are the same however
+/// many pieces.
+fn read_csv_in_pieces(
+    path: &Path,
+    bytes: &[u8],
+    file_index: usize,
+    map: &ColumnMap,
+    source: Option<&str>,
+    dates: Option<DateOrder>,
+    pieces: Option<usize>,
+) -> Result<ReadFile, InputError> {
     check_encoding(path, bytes)?;
     let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
     let header_error = |reason: String| InputError::Header { path: path.to_owned(), reason };
     let delimiter = delimiter_of(bytes);
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
-        .delimiter(delimiter)
-        .from_reader(bytes);
+    let mut reader = csv_reader(delimiter, true, bytes);
     let header = reader
         .byte_headers()
         .map_err(|_| header_error("the header row is not valid CSV".to_owned()))?
@@ -541,76 +552,236 @@ pub fn read_csv_bytes(
             })
         })
         .count();
-    let mut result = ReadFile { columns, matching_columns, delimiter, ..ReadFile::default() };
-    // At most a row a line: sized once, not grown by doubling (a million rows are
-    // 350 MB, and each doubling holds the old and the new at once).
-    result.rows.reserve(bytes.iter().filter(|&&byte| byte == b'\n').count());
-    let mut record = csv::ByteRecord::new();
-    let mut lines = LineCounter::new(bytes);
-    let mut sources = crate::engine::SourceNames::default();
-    // For each source system, its birth dates that can only be read day first, and
-    // those that can only be read month first. (A file has one or a few systems, their
-    // names interned: found by pointer, not hashed for every row.)
-    let mut order_evidence: Vec<(Arc<str>, [usize; 2])> = Vec::new();
-    loop {
-        let before = reader.position().byte();
-        match reader.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(error) => {
-                let line = lines.line_at(error.position().map_or(before, csv::Position::byte));
-                let reason = match error.kind() {
-                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
-                        format!("row has {len} fields, the header has {expected_len}")
-                    }
-                    _ => "row is not valid CSV".to_owned(),
+    let rows = RowReader {
+        bytes,
+        delimiter,
+        n_columns: header.len(),
+        targets: &targets,
+        sources: crate::engine::SourceNames::new([default_source.as_str()]),
+        default_source: &default_source,
+        file_index,
+        dates,
+    };
+    let data_start =
+        after_line_breaks(bytes, usize::try_from(reader.position().byte()).unwrap_or(bytes.len()));
+    let span = bytes.len().saturating_sub(data_start);
+    let n_pieces =
+        pieces.unwrap_or_else(|| rayon::current_num_threads().min(span / MIN_PIECE_BYTES));
+    let mut pieces = rows.read(data_start, n_pieces.max(1)).into_iter();
+    let first = pieces.next().unwrap_or_default();
+    let mut result = ReadFile {
+        columns,
+        matching_columns,
+        delimiter,
+        rows: first.rows,
+        rejected: first.rejected,
+        ..ReadFile::default()
+    };
+    let mut order_evidence = first.order_evidence;
+    for piece in pieces {
+        result.rows.extend(piece.rows);
+        result.rejected.extend(piece.rejected);
+        for (source, [day_only, month_only]) in piece.order_evidence {
+            match order_evidence.iter_mut().find(|(known, _)| *known == source) {
+                Some((_, counts)) => {
+                    counts[0] += day_only;
+                    counts[1] += month_only;
+                }
+                None => order_evidence.push((source, [day_only, month_only])),
+            }
+        }
+    }
+    read_date_orders(&mut result, order_evidence);
+    Ok(result)
+}
+
+/// A reader of CSV `bytes` separated by `delimiter`; rows of any length (checked
+/// against the header's by [`RowReader`]).
+fn csv_reader(delimiter: u8, has_headers: bool, bytes: &[u8]) -> csv::Reader<&[u8]> {
+    csv::ReaderBuilder::new()
+        .has_headers(has_headers)
+        .flexible(true)
+        .delimiter(delimiter)
+        .from_reader(bytes)
+}
+
+/// `at`, or the first byte after the line breaks that start there.
+fn after_line_breaks(bytes: &[u8], at: usize) -> usize {
+    let at = at.min(bytes.len());
+    at + bytes[at..].iter().take_while(|&&byte| byte == b'\n' || byte == b'\r').count()
+}
+
+/// Pieces a file's rows are read in are at least this long: a small file is read in
+/// one piece, where splitting costs more than it saves.
+const MIN_PIECE_BYTES: usize = 1 << 20;
+
+/// Reads a CSV file's rows (after its header), a piece at a time.
+struct RowReader<'a> {
+    bytes: &'a [u8],
+    delimiter: u8,
+    /// Columns in the header: every row must have as many.
+    n_columns: usize,
+    targets: &'a [Vec<Target>],
+    /// Source-system names known before the rows are read (the file's default).
+    sources: crate::engine::SourceNames,
+    default_source: &'a str,
+    file_index: usize,
+    dates: Option<DateOrder>,
+}
+
+/// The rows read from one piece of a file, and where its last row ended.
+#[derive(Default)]
+struct Piece {
+    rows: Vec<InputRow>,
+    rejected: Vec<RowError>,
+    /// For each source system, its birth dates that can only be read day first, and
+    /// those that can only be read month first (see [`count_date_order`]).
+    order_evidence: Vec<(Arc<str>, [usize; 2])>,
+    /// Where the row after the piece's last starts (line breaks stepped over).
+    end: usize,
+}
+
+impl RowReader<'_> {
+    /// Every row from `start` (the first after the header) to the end of the file, in
+    /// `n_pieces` pieces read in parallel. Each piece but the first starts at a line break a guess
+    /// away, not knowing whether the break ends a row or lies inside a quoted value;
+    /// it is kept only when the piece before it ended exactly there, and read again
+    /// from where that one ended otherwise. So the rows are always those one reader
+    /// finds from the start, however many threads read them.
+    fn read(&self, start: usize, n_pieces: usize) -> Vec<Piece> {
+        let span = self.bytes.len().saturating_sub(start);
+        let mut bounds: Vec<usize> = (0..n_pieces)
+            .map(|piece| match piece {
+                0 => start,
+                _ => self.after_line_end(start + span / n_pieces * piece),
+            })
+            .collect();
+        bounds.push(self.bytes.len());
+        let guessed: Vec<Piece> = {
+            use rayon::prelude::*;
+            bounds
+                .par_windows(2)
+                .enumerate()
+                .map(|(index, piece)| {
+                    // The first piece has room for every row, the others' to follow.
+                    let room_to = if index == 0 { self.bytes.len() } else { piece[1] };
+                    self.piece(piece[0], piece[1], room_to)
+                })
+                .collect()
+        };
+        let mut expected = start;
+        guessed
+            .into_iter()
+            .zip(bounds.windows(2))
+            .map(|(piece, bound)| {
+                let piece = if bound[0] == expected {
+                    piece
+                } else {
+                    self.piece(expected, bound[1], bound[1])
                 };
-                result.rejected.push(RowError {
-                    file: file_index,
+                expected = piece.end;
+                piece
+            })
+            .collect()
+    }
+
+    /// Where the line after the one holding byte `at` starts (the end of the file if
+    /// none does).
+    fn after_line_end(&self, at: usize) -> usize {
+        match self.bytes[at..].iter().position(|&byte| byte == b'\n' || byte == b'\r') {
+            Some(end) => after_line_breaks(self.bytes, at + end),
+            None => self.bytes.len(),
+        }
+    }
+
+    /// The rows that start at or after `start`, a row's start, and before `limit`,
+    /// with room for a row a line up to `room_to`.
+    fn piece(&self, start: usize, limit: usize, room_to: usize) -> Piece {
+        let bytes = &self.bytes[start..];
+        let mut reader = csv_reader(self.delimiter, false, bytes);
+        let mut piece = Piece::default();
+        // At most a row a line: sized once, not grown by doubling (a million rows are
+        // 350 MB, and each doubling holds the old and the new at once).
+        let lines = bytes[..room_to.saturating_sub(start).min(bytes.len())]
+            .iter()
+            .filter(|&&byte| byte == b'\n')
+            .count();
+        piece.rows.reserve(lines + 1);
+        let mut record = csv::ByteRecord::new();
+        let mut lines = LineCounter::new(self.bytes);
+        let mut sources = self.sources.clone();
+        loop {
+            let before = after_line_breaks(
+                self.bytes,
+                start + usize::try_from(reader.position().byte()).unwrap_or(usize::MAX),
+            );
+            if before >= limit {
+                piece.end = before;
+                break;
+            }
+            let (at, broken) = match reader.read_byte_record(&mut record) {
+                Ok(false) => {
+                    piece.end = self.bytes.len();
+                    break;
+                }
+                Ok(true) => {
+                    let broken = (record.len() != self.n_columns).then(|| {
+                        format!(
+                            "row has {} fields, the header has {}",
+                            record.len(),
+                            self.n_columns
+                        )
+                    });
+                    (record.position().cloned(), broken)
+                }
+                // (The reader resynchronises at the next line.)
+                Err(error) => (error.position().cloned(), Some("row is not valid CSV".to_owned())),
+            };
+            let line = lines.line_at(at.map_or(before as u64, |at| start as u64 + at.byte()));
+            if let Some(reason) = broken {
+                piece.rejected.push(RowError {
+                    file: self.file_index,
                     line,
                     field: "row".to_owned(),
                     reason,
                     local_id: None,
                     source_system: None,
                 });
-                // The csv reader resynchronises at the next line.
                 continue;
             }
-        }
-        let line = lines.line_at(record.position().map_or(before, csv::Position::byte));
-        match row_from_record(&record, &targets, &default_source) {
-            Ok((source_system, local_id, mut demographics)) => {
-                let source_system = sources.intern(&source_system);
-                match dates {
-                    Some(order) => demographics.date_order = order,
-                    None => {
-                        let evidence =
-                            demographics.date_of_birth.as_deref().and_then(date_order_evidence);
-                        if let Some(order) = evidence {
-                            count_date_order(&mut order_evidence, &source_system, order);
+            match row_from_record(&record, self.targets, self.default_source) {
+                Ok((source_system, local_id, mut demographics)) => {
+                    let source_system = sources.intern(&source_system);
+                    match self.dates {
+                        Some(order) => demographics.date_order = order,
+                        None => {
+                            let evidence =
+                                demographics.date_of_birth.as_deref().and_then(date_order_evidence);
+                            if let Some(order) = evidence {
+                                count_date_order(&mut piece.order_evidence, &source_system, order);
+                            }
                         }
                     }
+                    piece.rows.push(InputRow {
+                        file: self.file_index,
+                        line,
+                        source_system,
+                        local_id: local_id.into(),
+                        raw: HeldRaw::new(&demographics),
+                    });
                 }
-                result.rows.push(InputRow {
-                    file: file_index,
+                Err((field, reason, local_id, source_system)) => piece.rejected.push(RowError {
+                    file: self.file_index,
                     line,
+                    field: field.to_owned(),
+                    reason: reason.to_owned(),
+                    local_id,
                     source_system,
-                    local_id: local_id.into(),
-                    raw: HeldRaw::new(&demographics),
-                });
+                }),
             }
-            Err((field, reason, local_id, source_system)) => result.rejected.push(RowError {
-                file: file_index,
-                line,
-                field: field.to_owned(),
-                reason: reason.to_owned(),
-                local_id,
-                source_system,
-            }),
         }
+        piece
     }
-    read_date_orders(&mut result, order_evidence);
-    Ok(result)
 }
 
 /// Counts a birth date of `source` that can only be read in `order`.
@@ -1677,6 +1848,81 @@ C1,Ann,Ms
         match read(&bytes, &ColumnMap::default()) {
             Ok(file) => file.rows.len() + file.rejected.len() < lines,
             Err(_) => true,
+        }
+    }
+
+    /// Everything a read found, in a form to compare.
+    fn found(file: &ReadFile) -> impl PartialEq + std::fmt::Debug + use<> {
+        let rows: Vec<_> = file
+            .rows
+            .iter()
+            .map(|row| {
+                (row.line, row.source_system.to_string(), row.local_id.clone(), row.raw.clone())
+            })
+            .collect();
+        let rejected: Vec<_> = file
+            .rejected
+            .iter()
+            .map(|error| {
+                (error.line, error.field.clone(), error.reason.clone(), error.local_id.clone())
+            })
+            .collect();
+        (rows, rejected, file.date_orders.clone())
+    }
+
+    #[quickcheck_macros::quickcheck]
+    fn a_file_read_in_pieces_gives_the_rows_one_reader_gives(body: Vec<u8>, crlf: bool) -> bool {
+        // Quotes, separators and line breaks often, so that pieces start inside quoted
+        // values, between the CR and LF of a line end, and on blank lines.
+        const ALPHABET: &[u8] = b"a1/,,\"\"\n\n\r 2x";
+        let header: &[u8] = if crlf {
+            b"source_system,local_id,given_name,date_of_birth\r\n"
+        } else {
+            b"source_system,local_id,given_name,date_of_birth\n"
+        };
+        let mut bytes = header.to_vec();
+        bytes.extend(body.iter().map(|&byte| ALPHABET[usize::from(byte) % ALPHABET.len()]));
+        let path = Path::new("council.csv");
+        let read = |pieces| {
+            read_csv_in_pieces(path, &bytes, 0, &ColumnMap::default(), None, None, Some(pieces))
+                .expect("reads")
+        };
+        let whole = found(&read(1));
+        (2..=6).all(|pieces| found(&read(pieces)) == whole)
+    }
+
+    #[test]
+    fn a_large_file_is_read_in_pieces_as_one_reader_reads_it() {
+        // Rows with quoted values across lines, CRLF line ends and a bad row, around
+        // every place a piece may start.
+        let mut text = String::from("local_id,given_name,date_of_birth\r\n");
+        for row in 0..100_000 {
+            match row % 7 {
+                0 => text.push_str(&format!("A{row},\"Ada\r\nMary\",13/02/1980\r\n")),
+                3 => text.push_str(&format!("A{row},Bad,row,here\r\n\r\n")),
+                _ => text.push_str(&format!("A{row},Ada,02/13/1980\r\n")),
+            }
+        }
+        assert!(text.len() > 2 * MIN_PIECE_BYTES);
+        let read = |pieces| {
+            read_csv_in_pieces(
+                Path::new("council.csv"),
+                text.as_bytes(),
+                0,
+                &ColumnMap::default(),
+                None,
+                None,
+                pieces,
+            )
+            .expect("reads")
+        };
+        let whole = read(Some(1));
+        // (Rows 3, 10, ..., 99,993 have too many fields.)
+        assert_eq!(whole.rejected.len(), 14_286);
+        assert_eq!(whole.rows.len(), 100_000 - 14_286);
+        assert_eq!(whole.rows[1].line, 4, "the first row's quoted value spans lines 2 and 3");
+        for pieces in [Some(2), Some(3), Some(8), None] {
+            assert_eq!(found(&read(pieces)), found(&whole), "{pieces:?}");
         }
     }
 

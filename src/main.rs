@@ -491,6 +491,11 @@ fn set_threads(threads: Option<usize>) -> Result<()> {
 
 fn open_workspace(data: &DataArgs) -> Result<Workspace> {
     set_threads(data.threads)?;
+    open_data_folder(data)
+}
+
+/// [`open_workspace`] once the thread count is set.
+fn open_data_folder(data: &DataArgs) -> Result<Workspace> {
     Workspace::open(&data.data, normalize_options(data.refuse_test_nhs_numbers))
         .with_context(|| format!("opening the data folder {}", data.data.display()))
 }
@@ -682,6 +687,8 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
         map.extend(ColumnMap::from_file(path)?);
     }
     let model = args.decisions.model.as_deref().map(read_model).transpose()?;
+    // Before reading: files are read on the worker threads too.
+    set_threads(args.data.threads)?;
 
     // Read every file first: a malformed file fails the run before anything is written.
     let mut rows = Vec::new();
@@ -722,7 +729,7 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
         bail!("{} row(s) rejected under --strict; nothing was written", rejected.len());
     }
 
-    let mut workspace = open_workspace(&args.data)?;
+    let mut workspace = open_data_folder(&args.data)?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg:<24} [{bar:30}] {pos}/{len} {elapsed}")
