@@ -753,11 +753,11 @@ async fn track(
 async fn metrics(State(service): State<Arc<Service>>, headers: HeaderMap) -> Response {
     blocking(service, move |service| {
         service.authorize(&headers, Role::Reader)?;
-        let (n_records, n_persons, model_version) = {
+        let (n_records, n_persons, model_version, key_filters) = {
             let engine = service.read_engine();
             let persons =
                 engine.linker.persons.iter().filter(|person| !person.members.is_empty()).count();
-            (engine.index.num_records(), persons, engine.model.version)
+            (engine.index.num_records(), persons, engine.model.version, engine.index.key_filters())
         };
         let open_reviews =
             service.store().count_reviews(&ReviewFilter::status("open")).map_err(Problem::internal)?;
@@ -816,6 +816,18 @@ async fn metrics(State(service): State<Arc<Service>>, headers: HeaderMap) -> Res
             ("mpi_model_version", "Model version in use.", u64::from(model_version)),
         ] {
             text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
+        }
+        text.push_str(
+            "# HELP mpi_index_segments Committed blocking-index segments by their key filter: \
+             made, pending (made in the background after start-up or a commit), or none (too \
+             small to want one).\n# TYPE mpi_index_segments gauge\n",
+        );
+        for (state, count) in [
+            ("made", key_filters.made),
+            ("pending", key_filters.pending),
+            ("none", key_filters.unwanted),
+        ] {
+            text.push_str(&format!("mpi_index_segments{{key_filter=\"{state}\"}} {count}\n"));
         }
         Ok((
             StatusCode::OK,

@@ -1342,3 +1342,74 @@ fn the_load_generator_resolves_and_stores_through_the_service() {
     );
     assert!(refused.contains("statuses: 401: "), "{refused}");
 }
+
+#[test]
+fn a_served_batch_gets_key_filters_in_the_background_and_answers_alike() {
+    // Enough records for the batch's index segments to want key filters (10,000
+    // documents each; the batch writes with two indexing threads).
+    let dir = TempDir::new().unwrap();
+    let records = dir.path().join("synth.csv");
+    let store = dir.path().join("store");
+    let results = dir.path().join("results.csv");
+    mpi_ok(["synth", "--people", "12000", "--seed", "23", "--out", records.to_str().unwrap()]);
+    mpi_ok([
+        "link".as_ref(),
+        "--data".as_ref(),
+        store.as_os_str(),
+        "--out".as_ref(),
+        results.as_os_str(),
+        records.as_os_str(),
+    ]);
+    let keys = keys(&store);
+    let server = Server::start(&store, &[]);
+
+    // The filters are made after start-up, off the request path.
+    let segments = |state: &str| -> usize {
+        let metrics = server.call("GET", "/metrics", Some(&keys.reader), None).body;
+        let line = format!("mpi_index_segments{{key_filter=\"{state}\"}} ");
+        metrics
+            .lines()
+            .find_map(|found| found.strip_prefix(line.as_str()))
+            .unwrap_or_else(|| panic!("no {line:?} in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while segments("pending") > 0 {
+        assert!(std::time::Instant::now() < deadline, "filters still pending; {}", server.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(segments("made") >= 1, "no segment has a key filter: {}", server.log());
+
+    // With the filters, every probe still finds its own person among the candidates: a
+    // filter that wrongly ruled out a key would lose some of them.
+    let person_of: std::collections::HashMap<(String, String), String> = read_csv(&results)
+        .into_iter()
+        .map(|row| {
+            ((row["source_system"].clone(), row["local_id"].clone()), row["person_id"].clone())
+        })
+        .collect();
+    let rows = read_csv(&records);
+    let mut probes = 0;
+    for row in rows.iter().step_by(97) {
+        let mut body = serde_json::Map::new();
+        for (column, value) in row {
+            if !["source_system", "local_id"].contains(&column.as_str()) && !value.is_empty() {
+                body.insert(column.clone(), Value::String(value.clone()));
+            }
+        }
+        body.insert("mode".to_owned(), Value::String("list".to_owned()));
+        let body = Value::Object(body).to_string();
+        let answer = server.call("POST", "/v1/resolve", Some(&keys.steward), Some(&body));
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let own = &person_of[&(row["source_system"].clone(), row["local_id"].clone())];
+        let answer = answer.json();
+        let candidates = answer["candidates"].as_array().unwrap();
+        assert!(
+            candidates.iter().any(|candidate| candidate["person_id"] == own.as_str()),
+            "{row:?}: {answer}"
+        );
+        probes += 1;
+    }
+    assert!(probes >= 200, "{probes} probes");
+}

@@ -336,6 +336,18 @@ struct SegmentView {
     filter: Option<Arc<KeyFilter>>,
 }
 
+/// How many of a served index's committed segments have a key filter
+/// ([`LiveIndex::key_filters`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyFilterCensus {
+    /// Segments with their filter made.
+    pub made: usize,
+    /// Segments large enough for a filter still to be made.
+    pub pending: usize,
+    /// Segments too small to want one.
+    pub unwanted: usize,
+}
+
 /// Segments with fewer documents than this get no key filter: their term dictionaries
 /// are small enough to stay in the caches. (Every segment gets one in this crate's
 /// tests, which run the filtered path.)
@@ -698,6 +710,20 @@ impl LiveIndex {
                 segment.filter = Some(filter);
             }
         }
+    }
+
+    /// The committed segments by their key filter: made, still to be made, and not
+    /// wanted (segments too small for one).
+    pub fn key_filters(&self) -> KeyFilterCensus {
+        let mut census = KeyFilterCensus::default();
+        for segment in &self.searcher.segments {
+            match (segment.wants_filter, segment.filter.is_some()) {
+                (_, true) => census.made += 1,
+                (true, false) => census.pending += 1,
+                (false, false) => census.unwanted += 1,
+            }
+        }
+        census
     }
 
     /// Records in the committed index plus those added since (an estimate while
