@@ -932,8 +932,10 @@ impl MemoryIndexBuilder {
     /// When the record ids span 2^32 or more (ids are given out in order: that is four
     /// billion records).
     pub fn build(self) -> MemoryIndex {
+        use rayon::slice::ParallelSliceMut;
         let mut pairs = self.pairs;
-        pairs.sort_unstable();
+        // In place, on every core: at a million records this sort was a second on one.
+        pairs.par_sort_unstable();
         pairs.dedup();
         let base = pairs.iter().map(|&[_, record_id]| record_id).min().unwrap_or(0);
         // Room for the worst case (every key distinct), most of it never touched.
