@@ -643,11 +643,11 @@ struct Piece {
 
 impl RowReader<'_> {
     /// Every row from `start` (the first after the header) to the end of the file, in
-    /// `n_pieces` pieces read in parallel. Each piece but the first starts at a line break a guess
-    /// away, not knowing whether the break ends a row or lies inside a quoted value;
-    /// it is kept only when the piece before it ended exactly there, and read again
-    /// from where that one ended otherwise. So the rows are always those one reader
-    /// finds from the start, however many threads read them.
+    /// `n_pieces` pieces read in parallel. Each piece but the first starts after a line
+    /// break a guess away, not knowing whether the break ends a row or lies inside a
+    /// quoted value; it is kept only when the piece before it ended exactly there, and
+    /// read again from where that one ended otherwise. So the rows are always those one
+    /// reader finds from the start, however many threads read them.
     fn read(&self, start: usize, n_pieces: usize) -> Vec<Piece> {
         let span = self.bytes.len().saturating_sub(start);
         let mut bounds: Vec<usize> = (0..n_pieces)

@@ -934,7 +934,7 @@ impl MemoryIndexBuilder {
     pub fn build(self) -> MemoryIndex {
         use rayon::slice::ParallelSliceMut;
         let mut pairs = self.pairs;
-        // In place, on every core: at a million records this sort was a second on one.
+        // In place, on every core (13 million pairs at a million records).
         pairs.par_sort_unstable();
         pairs.dedup();
         let base = pairs.iter().map(|&[_, record_id]| record_id).min().unwrap_or(0);
