@@ -1166,10 +1166,7 @@ impl<'a> LineCounter<'a> {
     /// After a CRLF the csv reader reports a row's start at the LF it has not yet
     /// consumed; a row never starts with a line break, so those are stepped over.
     fn line_at(&mut self, byte: u64) -> u64 {
-        let mut start = usize::try_from(byte).unwrap_or(usize::MAX).min(self.bytes.len());
-        while self.bytes.get(start).is_some_and(|&b| b == b'\n' || b == b'\r') {
-            start += 1;
-        }
+        let start = after_line_breaks(self.bytes, usize::try_from(byte).unwrap_or(usize::MAX));
         if start > self.counted_to {
             // A line ends at LF, or at a CR alone (old Mac files, which Excel for Mac
             // still writes as "CSV (Macintosh)").
