@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use mpi_matching::{BlockingKey, Gamma, Model, Score, blocking_keys, compare};
+use mpi_matching::{BlockingKey, ComparableRecord, Gamma, Model, Score, blocking_keys, compare};
 use rayon::prelude::*;
 
 use crate::engine::{ComparedPair, Linker, ReviewReason, compact_position, pair_caution};
@@ -22,8 +22,7 @@ pub fn blocked_pairs(
     max_candidates: usize,
 ) -> Result<BlockedPairs, LinkError> {
     let linker = &workspace.linker;
-    let keys: Vec<Vec<BlockingKey>> =
-        linker.entries.par_iter().map(|entry| blocking_keys(&entry.record)).collect();
+    let keys: Vec<Vec<BlockingKey>> = linker.records.par_iter().map(blocking_keys).collect();
     let memory = mpi_index::MemoryIndex::build(
         linker.entries.iter().zip(&keys).map(|(entry, keys)| (entry.id, keys.as_slice())),
     );
@@ -66,14 +65,11 @@ pub fn train(
         .par_iter()
         .enumerate()
         .map(|(position, candidates)| {
-            let record = &linker.entries[position].record;
+            let record = &linker.records[position];
             candidates
                 .iter()
                 .map(|&candidate| {
-                    (
-                        compact_position(candidate),
-                        compare(record, &linker.entries[candidate].record),
-                    )
+                    (compact_position(candidate), compare(record, &linker.records[candidate]))
                 })
                 .collect()
         })
@@ -81,7 +77,7 @@ pub fn train(
     let groups: Vec<(usize, &[ComparedPair])> =
         compared.iter().enumerate().map(|(position, pairs)| (position, pairs.as_slice())).collect();
     let blocked = training_patterns(&groups, &|position| keys[position].clone());
-    let records: Vec<_> = linker.entries.iter().map(|entry| &entry.record).collect();
+    let records: Vec<&ComparableRecord> = linker.records.iter().collect();
     let n_pairs = compared.iter().map(|pairs| pairs.len() as u64).sum();
     let mut model = train_model(&records, &blocked, n_pairs, seed)?;
     workspace.store.save_model(&mut model)?;
@@ -232,7 +228,7 @@ pub fn explain(
     b: usize,
     model: &Model,
 ) -> (Gamma, Score, Option<ReviewReason>) {
-    let (record_a, record_b) = (&linker.entries[a].record, &linker.entries[b].record);
+    let (record_a, record_b) = (&linker.records[a], &linker.records[b]);
     let gamma = compare(record_a, record_b);
     let caution = pair_caution(&gamma, record_a, record_b, model, model.thresholds);
     (gamma, model.score(&gamma, record_a, record_b), caution)

@@ -9,6 +9,7 @@
 //! taken in one ordered pass, so the result does not depend on the thread count.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use mpi_matching::{
     CompField, ComparableRecord, Gamma, Model, Score, Sex, TermFrequencies, Thresholds, compare,
@@ -29,8 +30,6 @@ pub struct Entry {
     pub source_system: std::sync::Arc<str>,
     /// Id in the source system.
     pub local_id: Box<str>,
-    /// The record prepared for comparison.
-    pub record: ComparableRecord,
     /// Its person.
     pub person: PersonKey,
     /// Its last decision.
@@ -574,11 +573,77 @@ pub type ScoredCandidate = (u32, Gamma, f64);
 /// comparison. A batch holds one for every candidate pair, its weights apart.
 pub type ComparedPair = (u32, Gamma);
 
+/// Every record's values prepared for comparison, by position. They are held apart
+/// from the [`Entry`]s, whose person and decision change as records are decided, so
+/// that a batch can hand them to the thread that indexes them while it decides
+/// ([`Records::share`]).
+#[derive(Debug, Default)]
+pub struct Records(Arc<Vec<ComparableRecord>>);
+
+impl Records {
+    /// The values, to read on another thread. No record is added or changed while a
+    /// share is held (a batch shares them only while it decides records that are all
+    /// new, which changes none): drop it first.
+    pub fn share(&self) -> Arc<Vec<ComparableRecord>> {
+        Arc::clone(&self.0)
+    }
+
+    fn values(&mut self) -> &mut Vec<ComparableRecord> {
+        Arc::get_mut(&mut self.0).expect("records are changed only when no share is held")
+    }
+
+    /// Adds the next position's record.
+    pub fn push(&mut self, record: ComparableRecord) {
+        self.values().push(record);
+    }
+
+    /// Adds the next positions' records, emptying `records`.
+    pub fn append(&mut self, records: &mut Vec<ComparableRecord>) {
+        let values = self.values();
+        if values.is_empty() {
+            // (Taken whole: no copy of a first batch's million records.)
+            std::mem::swap(values, records);
+        } else {
+            values.append(records);
+        }
+    }
+
+    /// Replaces the record at `position`, returning the one it held.
+    pub fn replace(&mut self, position: usize, record: ComparableRecord) -> ComparableRecord {
+        std::mem::replace(&mut self.values()[position], record)
+    }
+
+    /// Room for `additional` more records, exactly.
+    pub fn reserve_exact(&mut self, additional: usize) {
+        self.values().reserve_exact(additional);
+    }
+
+    /// Keeps the first `len` records.
+    pub fn truncate(&mut self, len: usize) {
+        self.values().truncate(len);
+    }
+
+    /// The records to change in place.
+    pub fn as_mut_slice(&mut self) -> &mut [ComparableRecord] {
+        self.values()
+    }
+}
+
+impl std::ops::Deref for Records {
+    type Target = [ComparableRecord];
+
+    fn deref(&self) -> &[ComparableRecord] {
+        &self.0
+    }
+}
+
 /// The in-memory linkage state shared by batch and online linking.
 #[derive(Debug, Default)]
 pub struct Linker {
     /// Every record, in id order.
     pub entries: Vec<Entry>,
+    /// Every record's values prepared for comparison, by position (as `entries`).
+    pub records: Records,
     /// Every person.
     pub persons: Vec<PersonSlot>,
     /// Person id to handle.
@@ -590,6 +655,19 @@ pub struct Linker {
 }
 
 impl Linker {
+    /// Adds a record at the next position.
+    pub fn push(&mut self, entry: Entry, record: ComparableRecord) {
+        self.entries.push(entry);
+        self.records.push(record);
+    }
+
+    /// Forgets the records from position `len` on (new records a failed write leaves
+    /// unacknowledged; their persons are the caller's to detach).
+    pub fn truncate(&mut self, len: usize) {
+        self.entries.truncate(len);
+        self.records.truncate(len);
+    }
+
     /// The position of a record id (entries are in id order).
     pub fn position(&self, id: u64) -> Option<usize> {
         // Ids are given out in order, so without deletions a record's position is its
@@ -815,10 +893,8 @@ impl Linker {
         // record in review as the best person's twin, say) is someone else the record may
         // be, not a pending copy of the best person: it makes the link ambiguous.
         let possible_relative = |second: &PersonCandidate| {
-            let (theirs, ours) = (
-                &self.entries[second.best_position].record,
-                &self.entries[best.best_position].record,
-            );
+            let (theirs, ours) =
+                (&self.records[second.best_position], &self.records[best.best_position]);
             held_apart_as_relatives(theirs, ours, model)
         };
         if ranked.get(1).is_some_and(|second| {
@@ -869,16 +945,16 @@ impl Linker {
         model: &Model,
         thresholds: Thresholds,
     ) -> Option<ReviewReason> {
-        let record = &self.entries[position].record;
+        let record = &self.records[position];
         // A member of the person that was a candidate was compared with the record
         // already (against the values it has now); others are compared here.
         let gamma_with = |member: usize| {
-            scored.iter().find(|&&(candidate, _, _)| candidate as usize == member).map_or_else(
-                || compare(record, &self.entries[member].record),
-                |&(_, gamma, _)| gamma,
-            )
+            scored
+                .iter()
+                .find(|&&(candidate, _, _)| candidate as usize == member)
+                .map_or_else(|| compare(record, &self.records[member]), |&(_, gamma, _)| gamma)
         };
-        let best_record = &self.entries[to.best_position].record;
+        let best_record = &self.records[to.best_position];
         let best_gamma = gamma_with(to.best_position);
         if let Some(reason) = pair_caution(&best_gamma, record, best_record, model, thresholds) {
             return Some(reason);
@@ -909,7 +985,7 @@ impl Linker {
         for &member in
             self.persons[to.person as usize].members.iter().filter(|&&member| member != position)
         {
-            let other = &self.entries[member].record;
+            let other = &self.records[member];
             let gamma = if member == to.best_position { best_gamma } else { gamma_with(member) };
             if gamma.level(CompField::NhsNumber) == Some(1) {
                 return Some(ReviewReason::NhsNumberConflict);
@@ -1016,9 +1092,9 @@ impl Linker {
     /// The score and explanation of the decision's best pair, for the link evidence.
     pub fn evidence(&self, position: usize, decision: &Decision, model: &Model) -> Option<Score> {
         let matched = decision.matched_position?;
-        let record = &self.entries[position].record;
-        let gamma = compare(record, &self.entries[matched].record);
-        Some(model.score(&gamma, record, &self.entries[matched].record))
+        let record = &self.records[position];
+        let gamma = compare(record, &self.records[matched]);
+        Some(model.score(&gamma, record, &self.records[matched]))
     }
 
     /// Golden-record NHS number of every person: see [`Linker::person_nhs_number`].
@@ -1035,14 +1111,14 @@ impl Linker {
     /// out (to tell what a change did). (The service's golden record orders by source
     /// trust first, then recency, and counts the same way: [`majority_nhs_number`].)
     pub fn person_nhs_number(&self, person: PersonKey, without: Option<usize>) -> Option<&str> {
-        let mut members: Vec<&Entry> = self.persons[person as usize]
+        let mut members: Vec<usize> = self.persons[person as usize]
             .members
             .iter()
-            .filter(|&&member| Some(member) != without)
-            .map(|&member| &self.entries[member])
+            .copied()
+            .filter(|&member| Some(member) != without)
             .collect();
-        members.sort_unstable_by_key(|entry| std::cmp::Reverse(entry.id));
-        majority_nhs_number(members.iter().filter_map(|entry| entry.record.nhs_number()))
+        members.sort_unstable_by_key(|&member| std::cmp::Reverse(self.entries[member].id));
+        majority_nhs_number(members.iter().filter_map(|&member| self.records[member].nhs_number()))
     }
 }
 
@@ -1073,9 +1149,9 @@ pub fn compact_position(position: usize) -> u32 {
 pub fn candidate_pair(
     record: &ComparableRecord,
     candidate: usize,
-    entries: &[Entry],
+    records: &[ComparableRecord],
 ) -> ScoredCandidate {
-    (compact_position(candidate), compare(record, &entries[candidate].record), f64::NAN)
+    (compact_position(candidate), compare(record, &records[candidate]), f64::NAN)
 }
 
 /// Scores candidate pairs in place with a model. (A batch makes its pairs' weights
@@ -1085,10 +1161,10 @@ pub fn score_pairs(
     record: &ComparableRecord,
     pairs: &mut [ScoredCandidate],
     model: &Model,
-    entries: &[Entry],
+    records: &[ComparableRecord],
 ) {
     for (candidate, gamma, weight) in pairs {
-        *weight = model.weight(gamma, record, &entries[*candidate as usize].record);
+        *weight = model.weight(gamma, record, &records[*candidate as usize]);
     }
 }
 

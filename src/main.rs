@@ -729,6 +729,8 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
         bail!("{} row(s) rejected under --strict; nothing was written", rejected.len());
     }
 
+    // The files' bytes and the readers' buffers go back before the store is loaded.
+    mpi::alloc::release_freed_memory();
     let mut workspace = open_data_folder(&args.data)?;
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -1076,7 +1078,7 @@ fn explain(args: ExplainArgs) -> Result<ExitCode> {
     let (_, score, caution) = commands::explain(&workspace.linker, a, b, &model);
     let same = workspace.linker.entries[a].person == workspace.linker.entries[b].person;
     println!("{} vs {}", args.first, args.second);
-    let record = |position: usize| workspace.linker.entries[position].record.to_normalized();
+    let record = |position: usize| workspace.linker.records[position].to_normalized();
     print!("{}", commands::render_values((&args.first, &args.second), &record(a), &record(b)));
     println!();
     print!("{}", commands::render_explanation(&score, &model, caution));

@@ -40,13 +40,13 @@ pub fn decide_one(
     let id = linker.entries[position].id;
     // The index holds exactly the records that arrived before this one.
     let candidates = index.candidates(keys, None, Some(id), max_candidates)?;
-    let record = &linker.entries[position].record;
+    let record = &linker.records[position];
     let mut scored: Vec<ScoredCandidate> = candidates
         .into_iter()
         .filter_map(|candidate| linker.position(candidate.record_id))
-        .map(|candidate| candidate_pair(record, candidate, &linker.entries))
+        .map(|candidate| candidate_pair(record, candidate, &linker.records))
         .collect();
-    score_pairs(record, &mut scored, model, &linker.entries);
+    score_pairs(record, &mut scored, model, &linker.records);
     let mut decision = linker.decide(position, &scored, model, thresholds);
     let emptied = linker.apply(position, &mut decision);
     Ok((decision, emptied, scored.len()))
@@ -311,7 +311,7 @@ impl Engine {
         let existing = self.position_of(source, local_id);
         if let Some(position) = existing {
             let entry = &self.linker.entries[position];
-            if entry.record == record {
+            if self.linker.records[position] == record {
                 return Ok(Ingested {
                     record_id: entry.id,
                     person_id: self.linker.persons[entry.person as usize].id.to_string(),
@@ -332,20 +332,20 @@ impl Engine {
         });
         let (position, is_update) = match existing {
             Some(position) => {
-                self.linker.entries[position].record = record;
+                self.linker.records.replace(position, record);
                 (position, true)
             }
             None => {
-                self.linker.entries.push(Entry {
+                let entry = Entry {
                     id: self.next_id,
                     source_system: source.into(),
                     local_id: local_id.into(),
-                    record,
                     person: PersonKey::MAX,
                     decision: DecisionKind::New,
                     probability: None,
                     manual: false,
-                });
+                };
+                self.linker.push(entry, record);
                 self.next_id += 1;
                 (self.linker.entries.len() - 1, false)
             }
@@ -375,7 +375,7 @@ impl Engine {
                 // failed to write is reloaded from the store on the next start.)
                 if !is_update {
                     self.linker.detach(position);
-                    self.linker.entries.pop();
+                    self.linker.truncate(position);
                     self.next_id -= 1;
                 }
                 Err(error)
@@ -419,7 +419,12 @@ impl Engine {
             1,
             &|_| item,
             &retired,
-            &WriteContext { model: &self.model, thresholds: self.thresholds, actor },
+            &WriteContext {
+                model: &self.model,
+                thresholds: self.thresholds,
+                actor,
+                progress: &crate::link::NoProgress,
+            },
             events,
         )?;
         self.linker.settle_new_persons();
@@ -570,9 +575,9 @@ impl Engine {
             .into_iter()
             .filter_map(|candidate| linker.position(candidate.record_id))
             .filter(|&position| linker.entries[position].person != PersonKey::MAX)
-            .map(|position| candidate_pair(probe, position, &linker.entries))
+            .map(|position| candidate_pair(probe, position, &linker.records))
             .collect();
-        score_pairs(probe, &mut scored, &self.model, &linker.entries);
+        score_pairs(probe, &mut scored, &self.model, &linker.records);
         let mut best: HashMap<PersonKey, (f64, usize, Gamma)> = HashMap::new();
         for (position, gamma, weight) in scored {
             let position = position as usize;
@@ -585,7 +590,7 @@ impl Engine {
         let mut matches: Vec<(Match, usize)> = best
             .into_iter()
             .map(|(person, (weight, position, gamma))| {
-                let record = &linker.entries[position].record;
+                let record = &linker.records[position];
                 let score = self.model.score(&gamma, probe, record);
                 let caution = pair_caution(&gamma, probe, record, &self.model, self.thresholds);
                 (Match { person, probability: probability(weight), score, caution }, position)
@@ -661,13 +666,13 @@ impl Engine {
     /// The best pair between a record and a person's other records: (member position,
     /// score), ties to the lower position.
     pub fn best_pair(&self, position: usize, person: PersonKey) -> Option<(usize, Score)> {
-        let record = &self.linker.entries[position].record;
+        let record = &self.linker.records[position];
         self.linker.persons[person as usize]
             .members
             .iter()
             .filter(|&&member| member != position)
             .map(|&member| {
-                let other = &self.linker.entries[member].record;
+                let other = &self.linker.records[member];
                 (member, self.model.score(&compare(record, other), record, other))
             })
             .max_by(|a, b| a.1.weight.total_cmp(&b.1.weight).then(b.0.cmp(&a.0)))

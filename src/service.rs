@@ -1077,7 +1077,7 @@ fn golden_record(engine: &Engine, person: PersonKey) -> Value {
         (engine.trust_rank(&entry.source_system), std::cmp::Reverse(entry.id))
     });
     let records: Vec<NormalizedRecord> =
-        members.iter().map(|&position| linker.entries[position].record.to_normalized()).collect();
+        members.iter().map(|&position| linker.records[position].to_normalized()).collect();
     let first = |pick: &dyn Fn(&NormalizedRecord) -> Option<Value>| {
         records.iter().find_map(pick).unwrap_or(Value::Null)
     };
@@ -1088,7 +1088,7 @@ fn golden_record(engine: &Engine, person: PersonKey) -> Value {
             .verified_sources
             .iter()
             .any(|source| **source == *entry.source_system)
-            .then_some(entry.record.nhs_number())
+            .then_some(linker.records[position].nhs_number())
             .flatten()
     });
     // Else the NHS number most records agree on; among equals, the first in
@@ -1245,10 +1245,10 @@ fn persons_holding(
     let mut persons: Vec<(PersonKey, Vec<String>)> = Vec::new();
     for candidate in candidates {
         let Some(position) = engine.linker.position(candidate.record_id) else { continue };
-        let entry = &engine.linker.entries[position];
+        let (entry, record) = (&engine.linker.entries[position], &engine.linker.records[position]);
         let holds = match (probe.nhs_number(), probe.identifiers().next()) {
-            (Some(nhs), _) => entry.record.nhs_number() == Some(nhs),
-            (None, Some(identifier)) => entry.record.identifiers().any(|held| held == identifier),
+            (Some(nhs), _) => record.nhs_number() == Some(nhs),
+            (None, Some(identifier)) => record.identifiers().any(|held| held == identifier),
             (None, None) => false,
         };
         if !holds || entry.person == PersonKey::MAX {

@@ -153,6 +153,7 @@ impl Workspace {
         // (Capacity that is never written costs address space, not memory.)
         let stored = usize::try_from(store.n_records()?).unwrap_or(0);
         linker.entries.reserve_exact(stored + stored / 2 + 4096);
+        linker.records.reserve_exact(stored + stored / 2 + 4096);
         // A chunk at a time: each record's normalised values move into its prepared
         // form in parallel, and the store is never held twice over.
         store.for_each_record_chunk(LOAD_CHUNK, |chunk| -> Result<(), WorkspaceError> {
@@ -166,20 +167,20 @@ impl Workspace {
             for (record, comparable) in prepared {
                 let person = linker
                     .person_key(parse_person_id(&record.person_id)?, record.decision == "review");
-                linker.entries.push(Entry {
+                let entry = Entry {
                     id: record.id,
                     source_system: sources.intern(&record.source_system),
                     local_id: record.local_id.into(),
-                    // Made again here, one after another on this thread: made on the
-                    // workers, records sit between the freed temporaries of parsing
-                    // and a million of them hold twice their size in pages (1M: 1.26
-                    // GiB peak for a batch on top of a loaded store, 0.98 with this).
-                    record: comparable.clone(),
                     person: PersonKey::MAX,
                     decision: DecisionKind::parse(&record.decision).unwrap_or(DecisionKind::New),
                     probability: record.probability,
                     manual: record.manual,
-                });
+                };
+                // Made again here, one after another on this thread: made on the
+                // workers, records sit between the freed temporaries of parsing and a
+                // million of them hold twice their size in pages (1M: 1.26 GiB peak
+                // for a batch on top of a loaded store, 0.98 with this).
+                linker.push(entry, comparable.clone());
                 let position = linker.entries.len() - 1;
                 linker.assign(position, person);
             }
@@ -243,7 +244,7 @@ impl Workspace {
         }
         for &id in &written {
             if let Some(position) = self.linker.position(id) {
-                writer.update(id, &blocking_keys(&self.linker.entries[position].record))?;
+                writer.update(id, &blocking_keys(&self.linker.records[position]))?;
             }
         }
         writer.commit(&index_payload(self.store.generation()?))?;
@@ -265,12 +266,11 @@ impl Workspace {
             n_records = self.linker.entries.len(),
             "rebuilding the blocking index from the store"
         );
-        let entries = &self.linker.entries;
-        let keys: Vec<(RecordId, Vec<BlockingKey>)> = self
-            .linker
-            .in_person_order(0..entries.len())
+        let linker = &self.linker;
+        let keys: Vec<(RecordId, Vec<BlockingKey>)> = linker
+            .in_person_order(0..linker.entries.len())
             .into_par_iter()
-            .map(|position| (entries[position].id, blocking_keys(&entries[position].record)))
+            .map(|position| (linker.entries[position].id, blocking_keys(&linker.records[position])))
             .collect();
         // As a batch does: merges started while it indexes would be cut off when it
         // commits and drops the writer; later writers merge the small segments.
