@@ -608,9 +608,9 @@ impl Records {
         }
     }
 
-    /// Replaces the record at `position`, returning the one it held.
-    pub fn replace(&mut self, position: usize, record: ComparableRecord) -> ComparableRecord {
-        std::mem::replace(&mut self.values()[position], record)
+    /// Replaces the record at `position`.
+    pub fn set(&mut self, position: usize, record: ComparableRecord) {
+        self.values()[position] = record;
     }
 
     /// Room for `additional` more records, exactly.

@@ -1345,70 +1345,15 @@ fn link_batch(
         // come on top of the deciding's, near that of its peak.
         let mut indexer = if updates.is_empty() { start_indexing(linker) } else { None };
 
-        progress.stage("deciding", work.len() as u64);
-        let mut decisions: Vec<Decision> = Vec::with_capacity(work.len());
-        let mut retired: Vec<(PersonKey, PersonKey)> = Vec::new();
-        // The golden NHS number of each existing person the run touches, as it was
-        // before the run first touched it, to tell the feed whose NHS number changed.
-        let mut nhs_before: HashMap<PersonKey, Option<String>> = HashMap::new();
-        // Room for a new person for every record, reserved now: grown by doubling, the
-        // persons would briefly be held twice. (Not so the id map: a hash map touches
-        // all its room as it fills.)
-        linker.persons.reserve(work.len());
-        // Each record's pairs are freed once it is decided, and the freed pages go back
-        // to the OS every so often: the pairs were the largest thing a batch held, and
-        // the persons and decisions grow as they go.
-        for (order, ((&(_, position, _), pairs), weights)) in
-            work.iter().zip(compared).zip(weights).enumerate()
-        {
-            if order % DECIDE_RELEASE_EVERY == DECIDE_RELEASE_EVERY - 1 {
-                crate::alloc::release_freed_memory();
-            }
-            // An update's new values take effect at its turn.
-            if let Some(record) = updates.remove(&position) {
-                linker.records.replace(position, record);
-            }
-            let candidates: Vec<ScoredCandidate> = pairs
-                .iter()
-                .zip(&weights)
-                .map(|(&(candidate, gamma), &weight)| (candidate, gamma, weight))
-                .collect();
-            drop((pairs, weights));
-            let mut decision = linker.decide(position, &candidates, &model, options.thresholds);
-            drop(candidates);
-            for person in [decision.person, linker.entries[position].person] {
-                if person != PersonKey::MAX && !linker.persons[person as usize].is_new {
-                    nhs_before.entry(person).or_insert_with(|| {
-                        linker.person_nhs_number(person, None).map(str::to_owned)
-                    });
-                }
-            }
-            if let Some(emptied) = linker.apply(position, &mut decision) {
-                retired.push((emptied, decision.person));
-            }
-            if decision.kind != DecisionKind::Review {
-                // Only a review keeps its candidate persons (the store lists them with it).
-                decision.candidates = Vec::new();
-            }
-            decisions.push(decision);
-            progress.advance(1);
-        }
-        crate::alloc::release_freed_memory();
-        // (Ids sort as their text does.)
-        let mut nhs_changed: Vec<uuid::Uuid> = nhs_before
-            .iter()
-            .filter(|&(&person, before)| {
-                !linker.persons[person as usize].members.is_empty()
-                    && linker.person_nhs_number(person, None) != before.as_deref()
-            })
-            .map(|(&person, _)| linker.persons[person as usize].id)
-            .collect();
-        nhs_changed.sort_unstable();
-        let nhs_events: Vec<Event> = nhs_changed
-            .into_iter()
-            .map(|person| Event::new("nhs_number_changed", person, None))
-            .collect();
-        drop(nhs_before);
+        let (decisions, retired, nhs_events) = decide_run(
+            linker,
+            work,
+            (compared, weights),
+            &mut updates,
+            &model,
+            options.thresholds,
+            progress,
+        );
         clock.lap("decide");
 
         record_outcomes(prepared, work, &decisions, report);
@@ -1464,6 +1409,86 @@ fn link_batch(
     }
     clock.lap("write and index");
     Ok(())
+}
+
+/// Decides a run's records in input order, each against the candidates scored for it
+/// (an update's new values taking effect at its turn), freeing each record's pairs once
+/// decided. Returns the decisions, the persons emptied (with the person each went
+/// into) and the feed's events for persons whose golden NHS number changed.
+fn decide_run(
+    linker: &mut Linker,
+    work: &[(usize, usize, bool)],
+    (compared, weights): (Vec<Vec<ComparedPair>>, Vec<Box<[f64]>>),
+    updates: &mut HashMap<usize, ComparableRecord>,
+    model: &Model,
+    thresholds: Thresholds,
+    progress: &dyn Progress,
+) -> (Vec<Decision>, Vec<(PersonKey, PersonKey)>, Vec<Event>) {
+    progress.stage("deciding", work.len() as u64);
+    let mut decisions: Vec<Decision> = Vec::with_capacity(work.len());
+    let mut retired: Vec<(PersonKey, PersonKey)> = Vec::new();
+    // The golden NHS number of each existing person the run touches, as it was
+    // before the run first touched it, to tell the feed whose NHS number changed.
+    let mut nhs_before: HashMap<PersonKey, Option<String>> = HashMap::new();
+    // Room for a new person for every record, reserved now: grown by doubling, the
+    // persons would briefly be held twice. (Not so the id map: a hash map touches
+    // all its room as it fills.)
+    linker.persons.reserve(work.len());
+    // Each record's pairs are freed once it is decided, and the freed pages go back
+    // to the OS every so often: the pairs were the largest thing a batch held, and
+    // the persons and decisions grow as they go.
+    for (order, ((&(_, position, _), pairs), weights)) in
+        work.iter().zip(compared).zip(weights).enumerate()
+    {
+        if order % DECIDE_RELEASE_EVERY == DECIDE_RELEASE_EVERY - 1 {
+            crate::alloc::release_freed_memory();
+        }
+        // An update's new values take effect at its turn.
+        if let Some(record) = updates.remove(&position) {
+            linker.records.set(position, record);
+        }
+        let candidates: Vec<ScoredCandidate> = pairs
+            .iter()
+            .zip(&weights)
+            .map(|(&(candidate, gamma), &weight)| (candidate, gamma, weight))
+            .collect();
+        drop((pairs, weights));
+        let mut decision = linker.decide(position, &candidates, model, thresholds);
+        drop(candidates);
+        for person in [decision.person, linker.entries[position].person] {
+            if person != PersonKey::MAX && !linker.persons[person as usize].is_new {
+                nhs_before
+                    .entry(person)
+                    .or_insert_with(|| linker.person_nhs_number(person, None).map(str::to_owned));
+            }
+        }
+        if let Some(emptied) = linker.apply(position, &mut decision) {
+            retired.push((emptied, decision.person));
+        }
+        if decision.kind != DecisionKind::Review {
+            // Only a review keeps its candidate persons (the store lists them with it).
+            decision.candidates = Vec::new();
+        }
+        decisions.push(decision);
+        progress.advance(1);
+    }
+    crate::alloc::release_freed_memory();
+    // (Ids sort as their text does.)
+    let mut nhs_changed: Vec<uuid::Uuid> = nhs_before
+        .iter()
+        .filter(|&(&person, before)| {
+            !linker.persons[person as usize].members.is_empty()
+                && linker.person_nhs_number(person, None) != before.as_deref()
+        })
+        .map(|(&person, _)| linker.persons[person as usize].id)
+        .collect();
+    nhs_changed.sort_unstable();
+    let nhs_events: Vec<Event> = nhs_changed
+        .into_iter()
+        .map(|person| Event::new("nhs_number_changed", person, None))
+        .collect();
+    drop(nhs_before);
+    (decisions, retired, nhs_events)
 }
 
 /// A batch's records as the blocking index is given them, in [`index_order`].
@@ -1925,7 +1950,7 @@ fn link_online(
     let mut decisions = Vec::with_capacity(work.len());
     for &(item_index, position, is_update) in work {
         if let Some(record) = updates.remove(&position) {
-            workspace.linker.records.replace(position, record);
+            workspace.linker.records.set(position, record);
         }
         let id = workspace.linker.entries[position].id;
         let keys = blocking_keys(&workspace.linker.records[position]);

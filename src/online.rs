@@ -332,7 +332,7 @@ impl Engine {
         });
         let (position, is_update) = match existing {
             Some(position) => {
-                self.linker.records.replace(position, record);
+                self.linker.records.set(position, record);
                 (position, true)
             }
             None => {

@@ -67,7 +67,7 @@ impl Harness {
         let (normalized, _) = self.normalizer.normalize(&raw);
         self.linker
             .records
-            .replace(position, ComparableRecord::new(normalized, self.normalizer.nicknames()));
+            .set(position, ComparableRecord::new(normalized, self.normalizer.nicknames()));
         let record = &self.linker.records[position];
         let mut scored: Vec<ScoredCandidate> = (0..self.linker.entries.len())
             .filter(|&candidate| candidate != position)
