@@ -1947,6 +1947,11 @@ fn link_online(
     report.crowded_birth_dates = crowded_birth_dates(&model);
     report.model_source = Some(source);
     progress.stage("linking one by one", work.len() as u64);
+    // The service's index: each change is seen by the next row at once, and commits
+    // come at most once a second (the store holds every row already; an index left
+    // behind it catches up from the store when the folder is next opened).
+    let mut index = mpi_index::LiveIndex::new(workspace.index.clone(), INDEX_WRITER_BUDGET / 4)?;
+    let mut generation = None;
     let mut decisions = Vec::with_capacity(work.len());
     for &(item_index, position, is_update) in work {
         if let Some(record) = updates.remove(&position) {
@@ -1956,7 +1961,7 @@ fn link_online(
         let keys = blocking_keys(&workspace.linker.records[position]);
         let (decision, emptied, n_pairs) = crate::online::decide_one(
             &mut workspace.linker,
-            &workspace.index,
+            &index,
             position,
             &keys,
             &model,
@@ -1983,7 +1988,7 @@ fn link_online(
                 std::slice::from_ref(&decision),
                 &step_report.reviews,
             );
-            let generation = write_results(
+            generation = Some(write_results(
                 &mut workspace.store,
                 &workspace.linker,
                 1,
@@ -1996,20 +2001,27 @@ fn link_online(
                     progress: &NoProgress,
                 },
                 Vec::new(),
-            )?;
+            )?);
             workspace.linker.settle_new_persons();
-            let mut writer = workspace.index.writer(INDEX_WRITER_BUDGET)?;
             if is_update {
-                writer.update(id, &keys)?;
+                index.update(id, &keys)?;
             } else {
-                writer.add(id, &keys)?;
+                index.add(id, &keys)?;
             }
-            writer.commit(&index_payload(generation))?;
-            workspace.index.reload()?;
+            if let Some(generation) = generation
+                && index.uncommitted().is_some_and(|since| since.elapsed().as_secs() >= 1)
+            {
+                index.commit(&index_payload(generation))?;
+            }
         }
         decisions.push(decision);
         progress.advance(1);
     }
+    if let Some(generation) = generation {
+        index.commit(&index_payload(generation))?;
+    }
+    drop(index);
+    workspace.index.reload()?;
     clock.lap("link online");
     Ok(())
 }

@@ -275,7 +275,7 @@ fn batch_and_one_by_one_agree() {
     mpi_ok([
         "synth",
         "--people",
-        "400",
+        "2500",
         "--seed",
         "5",
         "--hospital-numbers",
@@ -322,8 +322,8 @@ fn batch_and_one_by_one_agree_on_a_file_of_updates() {
     let dir = TempDir::new().unwrap();
     let first = dir.path().join("synth.csv");
     let extra = dir.path().join("extra.csv");
-    mpi_ok(["synth", "--people", "400", "--seed", "5", "--out", first.to_str().unwrap()]);
-    mpi_ok(["synth", "--people", "150", "--seed", "6", "--out", extra.to_str().unwrap()]);
+    mpi_ok(["synth", "--people", "2500", "--seed", "5", "--out", first.to_str().unwrap()]);
+    mpi_ok(["synth", "--people", "900", "--seed", "6", "--out", extra.to_str().unwrap()]);
     let rows = read_csv(&first);
     let columns = header(&first);
     let mut postcodes: Vec<&str> = rows.iter().map(|row| row["postcode"].as_str()).collect();

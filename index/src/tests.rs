@@ -1,4 +1,4 @@
-use quickcheck::TestResult;
+use quickcheck::{QuickCheck, TestResult, Testable};
 use quickcheck_macros::quickcheck;
 
 use super::*;
@@ -201,10 +201,27 @@ fn brute_force<'a>(
     expected
 }
 
+/// Cases for the properties that build a tantivy index a case: each case costs tens of
+/// milliseconds (a segment writer's tables are allocated at every commit), so they run
+/// a quarter of the thousand `cargo test` gives the others (`.cargo/config.toml`),
+/// which keeps this crate's tests near thirty seconds in CI rather than ninety.
+const TANTIVY_CASES: u64 = 250;
+
+fn with_tantivy_cases(property: impl Testable) {
+    QuickCheck::new().tests(TANTIVY_CASES).quickcheck(property);
+}
+
 /// Records as key sets over a tiny alphabet, so they collide; several commits make
 /// several segments; some records are deleted or updated.
-#[quickcheck]
-fn candidates_match_a_brute_force_model(
+#[test]
+fn candidates_match_a_brute_force_model() {
+    with_tantivy_cases(
+        candidates_match_a_brute_force_model_holds
+            as fn(Vec<Vec<u8>>, Vec<u8>, Option<u8>, u8) -> TestResult,
+    );
+}
+
+fn candidates_match_a_brute_force_model_holds(
     records: Vec<Vec<u8>>,
     probe: Vec<u8>,
     below: Option<u8>,
@@ -271,8 +288,15 @@ fn keyed_records(records: &[Vec<u8>]) -> Vec<(u64, Vec<Key>)> {
 }
 
 /// The batch's in-memory index answers exactly as the tantivy index does.
-#[quickcheck]
-fn memory_index_matches_tantivy(
+#[test]
+fn memory_index_matches_tantivy() {
+    with_tantivy_cases(
+        memory_index_matches_tantivy_holds
+            as fn(Vec<Vec<u8>>, Vec<(Vec<u8>, Option<u8>, Option<u8>)>, u8) -> TestResult,
+    );
+}
+
+fn memory_index_matches_tantivy_holds(
     records: Vec<Vec<u8>>,
     probes: Vec<(Vec<u8>, Option<u8>, Option<u8>)>,
     limit: u8,
@@ -369,8 +393,15 @@ fn ranked_hits_match_candidates(
 
 /// The live index answers, between commits and after them, exactly as a brute-force
 /// model of the records as they stand.
-#[quickcheck]
-fn live_index_sees_every_change_at_once(
+#[test]
+fn live_index_sees_every_change_at_once() {
+    with_tantivy_cases(
+        live_index_sees_every_change_at_once_holds
+            as fn(Vec<(u8, u8, Vec<u8>)>, Vec<(Vec<u8>, u8)>) -> TestResult,
+    );
+}
+
+fn live_index_sees_every_change_at_once_holds(
     operations: Vec<(u8, u8, Vec<u8>)>,
     probes: Vec<(Vec<u8>, u8)>,
 ) -> TestResult {
