@@ -593,12 +593,12 @@ impl Records {
     }
 
     /// Adds the next position's record.
-    pub fn push(&mut self, record: ComparableRecord) {
+    fn push(&mut self, record: ComparableRecord) {
         self.values().push(record);
     }
 
     /// Adds the next positions' records, emptying `records`.
-    pub fn append(&mut self, records: &mut Vec<ComparableRecord>) {
+    fn append(&mut self, records: &mut Vec<ComparableRecord>) {
         let values = self.values();
         if values.is_empty() {
             // (Taken whole: no copy of a first batch's million records.)
@@ -614,12 +614,12 @@ impl Records {
     }
 
     /// Room for `additional` more records, exactly.
-    pub fn reserve_exact(&mut self, additional: usize) {
+    fn reserve_exact(&mut self, additional: usize) {
         self.values().reserve_exact(additional);
     }
 
     /// Keeps the first `len` records.
-    pub fn truncate(&mut self, len: usize) {
+    fn truncate(&mut self, len: usize) {
         self.values().truncate(len);
     }
 
@@ -637,11 +637,40 @@ impl std::ops::Deref for Records {
     }
 }
 
+/// Every record's [`Entry`], by position. Entries change in place; only the
+/// [`Linker`] adds or removes them, with their [`Records`], so the two always hold the
+/// same positions.
+#[derive(Debug, Default)]
+pub struct Entries(Vec<Entry>);
+
+impl std::ops::Deref for Entries {
+    type Target = [Entry];
+
+    fn deref(&self) -> &[Entry] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Entries {
+    fn deref_mut(&mut self) -> &mut [Entry] {
+        &mut self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Entries {
+    type Item = &'a Entry;
+    type IntoIter = std::slice::Iter<'a, Entry>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// The in-memory linkage state shared by batch and online linking.
 #[derive(Debug, Default)]
 pub struct Linker {
     /// Every record, in id order.
-    pub entries: Vec<Entry>,
+    pub entries: Entries,
     /// Every record's values prepared for comparison, by position (as `entries`).
     pub records: Records,
     /// Every person.
@@ -657,14 +686,35 @@ pub struct Linker {
 impl Linker {
     /// Adds a record at the next position.
     pub fn push(&mut self, entry: Entry, record: ComparableRecord) {
-        self.entries.push(entry);
+        self.entries.0.push(entry);
         self.records.push(record);
+    }
+
+    /// Adds records at the next positions, in order, emptying both vectors (taken
+    /// whole when the linker is empty: no copy of a first batch's million records).
+    ///
+    /// # Panics
+    /// When the two vectors differ in length.
+    pub fn append(&mut self, entries: &mut Vec<Entry>, records: &mut Vec<ComparableRecord>) {
+        assert_eq!(entries.len(), records.len(), "one entry a record");
+        if self.entries.is_empty() {
+            std::mem::swap(&mut self.entries.0, entries);
+        } else {
+            self.entries.0.append(entries);
+        }
+        self.records.append(records);
+    }
+
+    /// Room for `additional` more records, exactly.
+    pub fn reserve_exact(&mut self, additional: usize) {
+        self.entries.0.reserve_exact(additional);
+        self.records.reserve_exact(additional);
     }
 
     /// Forgets the records from position `len` on (new records a failed write leaves
     /// unacknowledged; their persons are the caller's to detach).
     pub fn truncate(&mut self, len: usize) {
-        self.entries.truncate(len);
+        self.entries.0.truncate(len);
         self.records.truncate(len);
     }
 

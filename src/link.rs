@@ -813,14 +813,8 @@ pub fn link(
     retain_flagged(&mut arrivals, &is_new);
     retain_flagged(&mut arrival_records, &is_new);
     drop(is_new);
-    if linker.entries.is_empty() {
-        linker.entries = arrivals;
-    } else {
-        linker.entries.append(&mut arrivals);
-        drop(arrivals);
-    }
-    linker.records.append(&mut arrival_records);
-    drop(arrival_records);
+    linker.append(&mut arrivals, &mut arrival_records);
+    drop((arrivals, arrival_records));
     for (offset, &item_index) in new_items.iter().enumerate() {
         work.push((item_index, first_new_position + offset, false));
     }

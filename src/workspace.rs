@@ -152,8 +152,7 @@ impl Workspace {
         // entries later would copy it whole, and a service would briefly hold it twice.
         // (Capacity that is never written costs address space, not memory.)
         let stored = usize::try_from(store.n_records()?).unwrap_or(0);
-        linker.entries.reserve_exact(stored + stored / 2 + 4096);
-        linker.records.reserve_exact(stored + stored / 2 + 4096);
+        linker.reserve_exact(stored + stored / 2 + 4096);
         // A chunk at a time: each record's normalised values move into its prepared
         // form in parallel, and the store is never held twice over.
         store.for_each_record_chunk(LOAD_CHUNK, |chunk| -> Result<(), WorkspaceError> {

@@ -40,7 +40,7 @@ impl Harness {
         let (normalized, _) = self.normalizer.normalize(&raw);
         let record = ComparableRecord::new(normalized, self.normalizer.nicknames());
         let id = self.linker.entries.len() as u64 + 1;
-        self.linker.entries.push(Entry {
+        let entry = Entry {
             id,
             source_system: "test".into(),
             local_id: id.to_string().into(),
@@ -48,8 +48,8 @@ impl Harness {
             decision: DecisionKind::New,
             probability: None,
             manual: false,
-        });
-        self.linker.records.push(record);
+        };
+        self.linker.push(entry, record);
         let position = self.linker.entries.len() - 1;
         let record = &self.linker.records[position];
         let mut scored: Vec<ScoredCandidate> = (0..position)
