@@ -738,7 +738,23 @@ impl RowReader<'_> {
                 Err(error) => (error.position().cloned(), Some("row is not valid CSV".to_owned())),
             };
             let line = lines.line_at(at.map_or(before as u64, |at| start as u64 + at.byte()));
-            if let Some(reason) = broken {
+            if let Some(mut reason) = broken {
+                // A quote left open takes in every line up to the next quote: say so,
+                // or the rows it swallowed would go unmentioned.
+                let spans = record.iter().enumerate().find_map(|(index, field)| {
+                    // (Left open to the end of the file, it holds the file's last line end.)
+                    let field = field.trim_ascii_end();
+                    let breaks = count_line_ends(field, 0..field.len());
+                    (breaks > 0).then_some((index, breaks))
+                });
+                if let Some((index, breaks)) = spans {
+                    reason.push_str(&format!(
+                        "; its field {} is quoted over {} lines, to line {}: a quote left open takes in the rows after it",
+                        index + 1,
+                        breaks + 1,
+                        line + breaks
+                    ));
+                }
                 piece.rejected.push(RowError {
                     file: self.file_index,
                     line,
@@ -1168,17 +1184,20 @@ impl<'a> LineCounter<'a> {
     fn line_at(&mut self, byte: u64) -> u64 {
         let start = after_line_breaks(self.bytes, usize::try_from(byte).unwrap_or(usize::MAX));
         if start > self.counted_to {
-            // A line ends at LF, or at a CR alone (old Mac files, which Excel for Mac
-            // still writes as "CSV (Macintosh)").
-            let bytes = self.bytes;
-            let ends = (self.counted_to..start).filter(|&at| {
-                bytes[at] == b'\n' || (bytes[at] == b'\r' && bytes.get(at + 1) != Some(&b'\n'))
-            });
-            self.newlines += ends.count() as u64;
+            self.newlines += count_line_ends(self.bytes, self.counted_to..start);
             self.counted_to = start;
         }
         self.newlines + 1
     }
+}
+
+/// Line ends in `bytes[range]`: each LF, and each CR alone (old Mac files, which Excel
+/// for Mac still writes as "CSV (Macintosh)"); a CRLF is one, counted at its LF.
+fn count_line_ends(bytes: &[u8], range: std::ops::Range<usize>) -> u64 {
+    let ends = range.filter(|&at| {
+        bytes[at] == b'\n' || (bytes[at] == b'\r' && bytes.get(at + 1) != Some(&b'\n'))
+    });
+    ends.count() as u64
 }
 
 type RowRejection = (&'static str, &'static str, Option<String>, Option<String>);
@@ -1974,6 +1993,34 @@ C1,Ann,Ms
             assert_eq!(rows, [("A1", 2), ("A2", 3), ("A4", 7)], "line ends {ending:?}");
             let rejected: Vec<u64> = file.rejected.iter().map(|error| error.line).collect();
             assert_eq!(rejected, [5], "line ends {ending:?}");
+        }
+    }
+
+    #[test]
+    fn a_quote_left_open_names_the_lines_it_took_in() {
+        for ending in ["\n", "\r\n", "\r"] {
+            let text = [
+                "local_id,given_name,family_name",
+                "A1,Ada,Lovelace",
+                "A2,\"Ada,Byron",
+                "A3,Mary,Shelley",
+                "A4,Percy,Shelley",
+                "",
+            ]
+            .join(ending);
+            let file = read(text.as_bytes(), &ColumnMap::default()).expect("reads");
+            let ids: Vec<&str> = file.rows.iter().map(|row| &*row.local_id).collect();
+            assert_eq!(ids, ["A1"], "line ends {ending:?}");
+            let [error] = file.rejected.as_slice() else {
+                panic!("one rejected row, got {:?}", file.rejected.len());
+            };
+            assert_eq!(error.line, 3, "line ends {ending:?}");
+            assert_eq!(
+                error.reason,
+                "row has 2 fields, the header has 3; its field 2 is quoted over 3 lines, to \
+                 line 5: a quote left open takes in the rows after it",
+                "line ends {ending:?}"
+            );
         }
     }
 
