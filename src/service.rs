@@ -646,6 +646,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .fallback(|| async { Problem::not_found("route").into_response() })
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(axum::middleware::from_fn(shape_layer_errors))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {
@@ -733,6 +734,35 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListene
 }
 
 /// Counts each routed request by its route template, method and status.
+/// The errors the layers give before any handler runs (a body over the limit, a
+/// request over time) in the API's own error format: problem+json, or an
+/// OperationOutcome under `/fhir`.
+async fn shape_layer_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let fhir = request.uri().path().starts_with("/fhir/");
+    let response = next.run(request).await;
+    let ours = response.headers().get(header::CONTENT_TYPE).is_some_and(|value| {
+        value == "application/problem+json" || value == "application/fhir+json"
+    });
+    let problem = match response.status() {
+        _ if ours => return response,
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large")
+                .detail(format!("a request body may hold at most {MAX_BODY_BYTES} bytes"))
+        }
+        StatusCode::REQUEST_TIMEOUT => {
+            Problem::new(StatusCode::REQUEST_TIMEOUT, "the request took too long").detail(format!(
+                "requests are answered within {} seconds or not at all",
+                REQUEST_TIMEOUT.as_secs()
+            ))
+        }
+        _ => return response,
+    };
+    if fhir { fhir::outcome(problem) } else { problem.into_response() }
+}
+
 async fn track(
     State(service): State<Arc<Service>>,
     request: axum::extract::Request,

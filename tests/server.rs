@@ -320,10 +320,15 @@ fn records_resolve_persons_roles_and_audit() {
         .collect();
     assert_eq!(fields, ["nhs_number", "date_of_birth"]);
     let huge = format!(r#"{{"given_name": "{}"}}"#, "a".repeat(100_000));
-    assert_eq!(
-        server.call("PUT", "/v1/records/gp/HUGE", Some(&keys.writer), Some(&huge)).status,
-        413
-    );
+    let too_large = server.call("PUT", "/v1/records/gp/HUGE", Some(&keys.writer), Some(&huge));
+    assert_eq!(too_large.status, 413);
+    assert_eq!(too_large.content_type, "application/problem+json");
+    assert!(too_large.body.contains("at most 65536 bytes"), "{}", too_large.body);
+    let too_large =
+        server.call("PUT", "/fhir/Patient?identifier=gp|HUGE", Some(&keys.writer), Some(&huge));
+    assert_eq!(too_large.status, 413);
+    assert_eq!(too_large.content_type, "application/fhir+json");
+    assert_eq!(too_large.json()["issue"][0]["code"], "too-costly", "{}", too_large.body);
 
     // Delete: the person keeps its other record, then is retired with the last.
     let deleted = server.call("DELETE", "/v1/records/gp/Z1", Some(&keys.writer), None).json();

@@ -31,7 +31,7 @@ fn fhir(status: StatusCode, body: Value) -> Reply {
 }
 
 /// An error as an OperationOutcome.
-fn outcome(problem: Problem) -> Response {
+pub(super) fn outcome(problem: Problem) -> Response {
     let code = match problem.status {
         StatusCode::UNAUTHORIZED => "login",
         StatusCode::FORBIDDEN => "forbidden",
