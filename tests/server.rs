@@ -329,6 +329,17 @@ fn records_resolve_persons_roles_and_audit() {
     assert_eq!(too_large.status, 413);
     assert_eq!(too_large.content_type, "application/fhir+json");
     assert_eq!(too_large.json()["issue"][0]["code"], "too-costly", "{}", too_large.body);
+    let bad_query = server.call("GET", "/v1/events?after=abc", Some(&keys.reader), None);
+    assert_eq!(
+        (bad_query.status, bad_query.content_type.as_str()),
+        (400, "application/problem+json")
+    );
+    assert!(bad_query.body.contains("after: invalid digit"), "{}", bad_query.body);
+    let bad_method = server.call("PATCH", "/v1/records/gp/Z1", Some(&keys.writer), None);
+    assert_eq!(
+        (bad_method.status, bad_method.content_type.as_str()),
+        (405, "application/problem+json")
+    );
 
     // Delete: the person keeps its other record, then is retired with the last.
     let deleted = server.call("DELETE", "/v1/records/gp/Z1", Some(&keys.writer), None).json();
