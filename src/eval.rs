@@ -238,8 +238,36 @@ fn empty_as_none<'de, D: serde::Deserializer<'de>>(
 ///
 /// # Errors
 /// When the CSV cannot be read or a required column is missing.
-pub fn read_truth<R: std::io::Read>(reader: R) -> Result<Vec<TruthRow>, csv::Error> {
-    csv::Reader::from_reader(reader).deserialize().collect()
+pub fn read_truth<R: std::io::Read>(reader: R) -> Result<Vec<TruthRow>, TruthError> {
+    let mut reader = csv::Reader::from_reader(reader);
+    let headers = reader.headers()?.clone();
+    for column in ["source_system", "local_id", "person_id"] {
+        if !headers.iter().any(|header| header == column) {
+            return Err(TruthError::MissingColumn(column));
+        }
+    }
+    let rows: Vec<TruthRow> = reader.deserialize().collect::<Result<_, _>>()?;
+    if rows.is_empty() {
+        return Err(TruthError::Empty);
+    }
+    Ok(rows)
+}
+
+/// Why a truth file cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TruthError {
+    /// A required column is missing.
+    #[error(
+        "it has no `{0}` column: a truth file has source_system, local_id and person_id columns"
+    )]
+    MissingColumn(&'static str),
+    /// The file has a header and no rows.
+    #[error("it has no rows: a truth file lists records with their true person")]
+    Empty,
+    /// The CSV cannot be read.
+    #[error(transparent)]
+    Csv(#[from] csv::Error),
 }
 
 /// Evaluates a results file against truth: any CSV with `source_system`, `local_id`
@@ -433,6 +461,11 @@ mod tests {
         .unwrap();
         assert_eq!(rows[0].hard_group.as_deref(), Some("twin-1"));
         assert_eq!(rows[1].hard_group, None);
+        // A results file's input (no person_id) or a header alone is no truth file.
+        let error = read_truth("local_id,given_name\nA1,Ada\n".as_bytes()).unwrap_err();
+        assert!(error.to_string().contains("no `source_system` column"), "{error}");
+        let error = read_truth("source_system,local_id,person_id\n".as_bytes()).unwrap_err();
+        assert!(matches!(error, TruthError::Empty), "{error}");
     }
 
     #[quickcheck]

@@ -729,6 +729,15 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
         bail!("{} row(s) rejected under --strict; nothing was written", rejected.len());
     }
 
+    // The output files are made before the store is touched: a path that cannot be
+    // written fails the run with the store as it was.
+    let reviews_path = output::sibling(&args.out, ".reviews.csv");
+    let errors_path = output::sibling(&args.out, ".errors.csv");
+    let create =
+        |path: &Path| File::create(path).with_context(|| format!("creating {}", path.display()));
+    let (results_file, reviews_file, errors_file) =
+        (create(&args.out)?, create(&reviews_path)?, create(&errors_path)?);
+
     // The files' bytes and the readers' buffers go back before the store is loaded.
     mpi::alloc::release_freed_memory();
     let mut workspace = open_data_folder(&args.data)?;
@@ -753,32 +762,26 @@ fn link(args: LinkArgs) -> Result<ExitCode> {
     let report = mpi::link(&mut workspace, rows, &rejected, &options, &progress)?;
     progress.0.finish_and_clear();
 
-    let write = |path: &Path, what: &dyn Fn(BufWriter<File>) -> csv::Result<()>| -> Result<()> {
-        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let write = |(path, file): (&Path, File),
+                 what: &dyn Fn(BufWriter<File>) -> csv::Result<()>|
+     -> Result<()> {
         what(BufWriter::new(file)).with_context(|| format!("writing {}", path.display()))
     };
-    let reviews_path = output::sibling(&args.out, ".reviews.csv");
-    let errors_path = output::sibling(&args.out, ".errors.csv");
     // The results (a row for every input row) on one thread, the rest on another.
     let (results, others) = std::thread::scope(|scope| {
         let results = scope.spawn(|| {
-            write(&args.out, &|out| {
+            write((&args.out, results_file), &|out| {
                 output::write_results(out, &report, &workspace.linker, &args.files)
             })
         });
-        let others =
-            write(&reviews_path, &|out| output::write_reviews(out, &report, &workspace.linker))
-                .and_then(|()| {
-                    write(&errors_path, &|out| {
-                        output::write_errors(
-                            out,
-                            &report,
-                            &workspace.linker,
-                            &rejected,
-                            &args.files,
-                        )
-                    })
-                });
+        let others = write((&reviews_path, reviews_file), &|out| {
+            output::write_reviews(out, &report, &workspace.linker)
+        })
+        .and_then(|()| {
+            write((&errors_path, errors_file), &|out| {
+                output::write_errors(out, &report, &workspace.linker, &rejected, &args.files)
+            })
+        });
         (results.join(), others)
     });
     results.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;

@@ -851,6 +851,21 @@ fn malformed_files_fail_clearly_without_writing() {
     }
     let output = mpi(["link", "--map", "nonsense", "x.csv"]);
     assert!(!output.status.success());
+    // An output path that cannot be written fails the run before the store is made.
+    let good = dir.path().join("good.csv");
+    fs::write(&good, "local_id,given_name\nA1,Ada\n").unwrap();
+    let store = dir.path().join("store");
+    let output = mpi([
+        "link".as_ref(),
+        "--data".as_ref(),
+        store.as_os_str(),
+        "--out".as_ref(),
+        dir.path().join("missing").join("r.csv").as_os_str(),
+        good.as_os_str(),
+    ]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("creating"));
+    assert!(!store.exists(), "nothing written before the outputs were made");
 }
 
 /// A store too small to train falls back on the shipped default model; an agreeing
