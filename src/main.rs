@@ -938,6 +938,13 @@ fn eval(args: EvalArgs) -> Result<ExitCode> {
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let (report, n_missing) = mpi::eval::evaluate_results(file, &truth)
             .with_context(|| format!("reading {}", path.display()))?;
+        if report.n_records == 0 {
+            bail!(
+                "none of the truth's {n_missing} records has a person in {}: check that its \
+                 source_system and local_id columns name the same records",
+                path.display()
+            );
+        }
         if args.json {
             let mut figures = quality_json(&report);
             figures["records"] = report.n_records.into();
@@ -962,6 +969,14 @@ fn eval(args: EvalArgs) -> Result<ExitCode> {
             out.write_record([source_a, id_a, source_b, id_b])?;
         }
         out.flush().with_context(|| format!("writing {}", path.display()))?;
+    }
+    if evaluation.n_evaluated == 0 {
+        bail!(
+            "none of the truth's {} records is in the store at {}: check --data, and that \
+             the truth's source_system and local_id name the records as they were linked",
+            evaluation.n_missing,
+            args.data.data.display()
+        );
     }
     let report = &evaluation.report;
     let accepted = &evaluation.if_reviews_accepted;

@@ -78,6 +78,16 @@ fn sample_links_and_evaluates() {
     let missed = value["missed_pairs"].as_array().expect("missed_pairs");
     let share: f64 = missed.iter().map(|cause| cause["share"].as_f64().unwrap()).sum();
     assert!((share - (1.0 - json_number(&eval, "recall"))).abs() < 1e-9, "{eval}");
+    // Another data set's truth names none of these records: an error, not a perfect score.
+    let wrong = mpi([
+        "eval".as_ref(),
+        "--data".as_ref(),
+        dir.path().join("store").as_os_str(),
+        "--truth".as_ref(),
+        data("febrl/febrl3_truth.csv").as_os_str(),
+    ]);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("none of the truth's"));
     assert!(missed.iter().any(|cause| cause["cause"].as_str().unwrap().starts_with("review: ")));
     assert!(
         value["if_reviews_accepted"]["recall"].as_f64().unwrap() > json_number(&eval, "recall")
