@@ -1945,8 +1945,8 @@ fn link_online(
     // come at most once a second (the store holds every row already; an index left
     // behind it catches up from the store when the folder is next opened).
     let mut index = mpi_index::LiveIndex::new(workspace.index.clone(), INDEX_WRITER_BUDGET / 4)?;
+    // The store's generation after the last row written.
     let mut generation = None;
-    let mut decisions = Vec::with_capacity(work.len());
     for &(item_index, position, is_update) in work {
         if let Some(record) = updates.remove(&position) {
             workspace.linker.records.set(position, record);
@@ -1982,7 +1982,7 @@ fn link_online(
                 std::slice::from_ref(&decision),
                 &step_report.reviews,
             );
-            generation = Some(write_results(
+            let written = write_results(
                 &mut workspace.store,
                 &workspace.linker,
                 1,
@@ -1995,23 +1995,23 @@ fn link_online(
                     progress: &NoProgress,
                 },
                 Vec::new(),
-            )?);
+            )?;
             workspace.linker.settle_new_persons();
             if is_update {
                 index.update(id, &keys)?;
             } else {
                 index.add(id, &keys)?;
             }
-            if let Some(generation) = generation
-                && index.uncommitted().is_some_and(|since| since.elapsed().as_secs() >= 1)
-            {
-                index.commit(&index_payload(generation))?;
+            if index.uncommitted().is_some_and(|since| since.elapsed().as_secs() >= 1) {
+                index.commit(&index_payload(written))?;
             }
+            generation = Some(written);
         }
-        decisions.push(decision);
         progress.advance(1);
     }
-    if let Some(generation) = generation {
+    if let Some(generation) = generation
+        && index.uncommitted().is_some()
+    {
         index.commit(&index_payload(generation))?;
     }
     drop(index);
