@@ -330,8 +330,8 @@ impl HeldRaw {
 
 /// A batch's raw values, moved out of memory into an unnamed temporary file in the data
 /// folder after normalising (the file vanishes when dropped, or if the process dies),
-/// and read back a row at a time as the write needs them: a million rows' raw values
-/// are 130 MB that nothing else reads.
+/// and read back a chunk of rows at a time as the write needs them ([`SpillWindow`]): a
+/// million rows' raw values are 130 MB that nothing else reads.
 pub struct RawSpill {
     file: std::fs::File,
     /// Where each row's values end in the file (row `i` starts where `i - 1` ends).
@@ -373,19 +373,63 @@ impl RawSpill {
         out.flush()
     }
 
-    /// The raw values of row `index` as the store keeps them (JSON).
+    /// Where row `index` starts in the file.
+    fn start(&self, index: usize) -> u64 {
+        index.checked_sub(1).map_or(0, |before| self.ends[before])
+    }
+
+    /// The bytes from `start` to `end`, in one read.
+    fn read(&self, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = vec![0; usize::try_from(end - start).unwrap_or(usize::MAX)];
+        self.file.read_exact_at(&mut bytes, start)?;
+        Ok(bytes)
+    }
+
+    /// The rows a chunk of items names, read at once when they lie within
+    /// [`SPILL_WINDOW_BYTES`] of each other (a chunk's rows are in input order, so they
+    /// do unless an update run interleaves them), rather than a system call a row.
+    ///
+    /// # Errors
+    /// When the file cannot be read.
+    fn window(&self, indices: impl Iterator<Item = usize>) -> std::io::Result<SpillWindow> {
+        let (first, last) = indices
+            .fold((usize::MAX, 0), |(first, last), index| (first.min(index), last.max(index)));
+        if first > last || self.ends[last] - self.start(first) > SPILL_WINDOW_BYTES {
+            return Ok(SpillWindow::default());
+        }
+        let start = self.start(first);
+        Ok(SpillWindow { start, bytes: self.read(start, self.ends[last])? })
+    }
+
+    /// The raw values of row `index` as the store keeps them (JSON), from `window` when
+    /// it holds them.
     ///
     /// # Errors
     /// When the file cannot be read, or holds something else than was written.
-    pub fn json(&self, index: usize) -> std::io::Result<String> {
-        use std::os::unix::fs::FileExt;
-        let start = index.checked_sub(1).map_or(0, |before| self.ends[before]);
-        let mut bytes = vec![0; usize::try_from(self.ends[index] - start).unwrap_or(usize::MAX)];
-        self.file.read_exact_at(&mut bytes, start)?;
+    pub fn json(&self, index: usize, window: &SpillWindow) -> std::io::Result<String> {
+        let (start, end) = (self.start(index), self.ends[index]);
+        let window_end = window.start + window.bytes.len() as u64;
+        let bytes = if start >= window.start && end <= window_end {
+            let at = |offset: u64| usize::try_from(offset - window.start).unwrap_or(usize::MAX);
+            window.bytes[at(start)..at(end)].to_vec()
+        } else {
+            self.read(start, end)?
+        };
         let text = String::from_utf8(bytes)
             .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))?;
         Ok(HeldRaw(text.into_boxed_str()).into_json())
     }
+}
+
+/// The most bytes of a spill read at once for a chunk of rows.
+const SPILL_WINDOW_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Rows of a [`RawSpill`] read in one go, from offset `start` (empty: none).
+#[derive(Debug, Default)]
+pub struct SpillWindow {
+    start: u64,
+    bytes: Vec<u8>,
 }
 
 /// Where a record's raw values wait for the write.
@@ -408,15 +452,19 @@ impl std::fmt::Debug for RawValues<'_> {
 }
 
 impl<'a> RawValues<'a> {
-    /// The raw values as the store keeps them (JSON).
+    /// The raw values as the store keeps them (JSON); spilled ones from `window` when it
+    /// holds them.
     ///
     /// # Errors
     /// When a temporary file cannot be read.
-    pub fn json(&self) -> Result<std::borrow::Cow<'a, str>, crate::error::StoreError> {
+    pub fn json(
+        &self,
+        window: &SpillWindow,
+    ) -> Result<std::borrow::Cow<'a, str>, crate::error::StoreError> {
         match *self {
             RawValues::Held(held) => Ok(held.json()),
             RawValues::Spilled(spill, index) => spill
-                .json(index)
+                .json(index, window)
                 .map(std::borrow::Cow::Owned)
                 .map_err(crate::error::StoreError::TempFile),
         }
@@ -1778,6 +1826,19 @@ const WRITE_CHUNK: usize = 5_000;
 
 /// One chunk's rows for the store: its records, new persons (each once over the whole
 /// run: `seen_new_persons`), links with evidence, reviews and events.
+/// The spilled rows of a chunk's items, read at once (a batch's rows are all in one
+/// spill, or none is).
+fn spill_window(items: &[WriteItem<'_>]) -> Result<SpillWindow, crate::error::StoreError> {
+    let spilled = items.iter().filter_map(|item| match item.raw {
+        RawValues::Spilled(spill, index) => Some((spill, index)),
+        RawValues::Held(_) => None,
+    });
+    let Some((spill, _)) = spilled.clone().next() else {
+        return Ok(SpillWindow::default());
+    };
+    spill.window(spilled.map(|(_, index)| index)).map_err(crate::error::StoreError::TempFile)
+}
+
 fn chunk_batch<'a>(
     linker: &'a Linker,
     items: &[WriteItem<'a>],
@@ -1786,6 +1847,7 @@ fn chunk_batch<'a>(
 ) -> Result<Batch<'a>, crate::error::StoreError> {
     let WriteContext { model, thresholds, actor, .. } = *context;
     // Evidence and values as JSON, made in parallel.
+    let window = spill_window(items)?;
     type Made<'a> = (Option<String>, std::borrow::Cow<'a, str>, String, String);
     let made: Vec<Made<'a>> = items
         .par_iter()
@@ -1797,7 +1859,7 @@ fn chunk_batch<'a>(
             let normalized = linker.records[item.position].to_normalized();
             Ok((
                 evidence,
-                item.raw.json()?,
+                item.raw.json(&window)?,
                 crate::store::json(&normalized),
                 crate::store::json(&item.issues),
             ))
@@ -2154,7 +2216,10 @@ mod tests {
     type RowValues = (Vec<Option<String>>, Vec<(String, String)>);
 
     #[quickcheck]
-    fn spilled_raw_values_come_back_as_the_same_json(rows: Vec<RowValues>) -> bool {
+    fn spilled_raw_values_come_back_as_the_same_json(
+        rows: Vec<RowValues>,
+        window: (usize, usize),
+    ) -> bool {
         let raws: Vec<Demographics> =
             rows.into_iter().map(|(values, ids)| demographics(values, ids)).collect();
         let mut prepared: Vec<Prepared> = raws
@@ -2173,10 +2238,17 @@ mod tests {
         let (first, second) = prepared.split_at_mut(half);
         spill.append(first).expect("first chunk");
         spill.append(second).expect("second chunk");
-        // The values left memory, and every row reads back whole, in any order.
+        // The values left memory, and every row reads back whole, in any order: alone,
+        // and from a window read over some of the rows (the rows outside it alone).
+        let n = raws.len().max(1);
+        let window =
+            spill.window([window.0 % n, window.1 % n].into_iter().filter(|_| !raws.is_empty()));
+        let window = window.expect("window read");
         prepared.iter().all(|item| item.raw.0.is_empty())
-            && (0..raws.len())
-                .rev()
-                .all(|index| spill.json(index).expect("read back") == raw_json(&raws[index]))
+            && (0..raws.len()).rev().all(|index| {
+                let alone = spill.json(index, &SpillWindow::default()).expect("read back");
+                alone == raw_json(&raws[index])
+                    && spill.json(index, &window).expect("read from the window") == alone
+            })
     }
 }
