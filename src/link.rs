@@ -1824,8 +1824,6 @@ pub fn write_results<'a>(
 /// Records a batch hands the store at a time.
 const WRITE_CHUNK: usize = 5_000;
 
-/// One chunk's rows for the store: its records, new persons (each once over the whole
-/// run: `seen_new_persons`), links with evidence, reviews and events.
 /// The spilled rows of a chunk's items, read at once (a batch's rows are all in one
 /// spill, or none is).
 fn spill_window(items: &[WriteItem<'_>]) -> Result<SpillWindow, crate::error::StoreError> {
@@ -1839,6 +1837,8 @@ fn spill_window(items: &[WriteItem<'_>]) -> Result<SpillWindow, crate::error::St
     spill.window(spilled.map(|(_, index)| index)).map_err(crate::error::StoreError::TempFile)
 }
 
+/// One chunk's rows for the store: its records, new persons (each once over the whole
+/// run: `seen_new_persons`), links with evidence, reviews and events.
 fn chunk_batch<'a>(
     linker: &'a Linker,
     items: &[WriteItem<'a>],

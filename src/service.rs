@@ -646,7 +646,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .fallback(|| async { Problem::not_found("route").into_response() })
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
-        .layer(axum::middleware::from_fn(shape_plain_errors))
+        .layer(axum::middleware::from_fn(shape_errors))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {
@@ -733,48 +733,56 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListene
     tokio::net::TcpListener::bind(address).await
 }
 
-/// Counts each routed request by its route template, method and status.
-/// Errors that axum and the layers give before a handler runs (a query string of the
-/// wrong types, a method a route does not take, a body over the limit, a request over
-/// time) in the API's own error format: problem+json, or an OperationOutcome under
-/// `/fhir`. Headers they set (`Allow` on a 405) are kept.
-async fn shape_plain_errors(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
+/// Every error in the API's own format: problem+json, or under `/fhir` an
+/// OperationOutcome (handlers answer problems; this re-shapes them there). Errors that
+/// axum and the layers give before a handler runs (a query string of the wrong types, a
+/// method a route does not take, a body over the limit, a request over time) are plain
+/// text or empty, and become problems too. Headers they set (`Allow` on a 405) are kept.
+async fn shape_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let fhir = request.uri().path().starts_with("/fhir/");
     let response = next.run(request).await;
     let status = response.status();
-    let ours = response.headers().get(header::CONTENT_TYPE).is_some_and(|value| {
-        value == "application/problem+json" || value == "application/fhir+json"
-    });
-    if ours || !(status.is_client_error() || status.is_server_error()) {
+    let content_type = response.headers().get(header::CONTENT_TYPE);
+    let is = |expected: &str| content_type.is_some_and(|value| value == expected);
+    let problem_json = is("application/problem+json");
+    if !(status.is_client_error() || status.is_server_error())
+        || is("application/fhir+json")
+        || (problem_json && !fhir)
+    {
         return response;
     }
     let (parts, body) = response.into_parts();
-    // (Their bodies are a line of text; anything longer is cut.)
-    let text = axum::body::to_bytes(body, 4096)
-        .await
-        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
-        .unwrap_or_default();
-    let problem = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(status, "the body is too large")
-            .detail(format!("a request body may hold at most {MAX_BODY_BYTES} bytes")),
-        StatusCode::REQUEST_TIMEOUT => Problem::new(status, "the request took too long")
-            .detail(format!("requests are answered within {} seconds", REQUEST_TIMEOUT.as_secs())),
-        StatusCode::METHOD_NOT_ALLOWED => Problem::new(status, "method not allowed")
-            .detail("the Allow header lists the methods this route takes"),
-        _ => match text.strip_prefix("Failed to deserialize query string: ") {
-            Some(why) => {
-                Problem::new(status, "the query string does not match the expected parameters")
-                    .detail(why)
-            }
-            None => {
-                let title = status.canonical_reason().unwrap_or("error").to_lowercase();
-                let problem = Problem::new(status, &title);
-                if text.is_empty() { problem } else { problem.detail(text) }
-            }
-        },
+    // (Problems and the layers' texts are small; anything longer is cut.)
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let problem = if problem_json {
+        let value: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let mut problem = Problem::new(status, value["title"].as_str().unwrap_or("error"));
+        problem.detail = value["detail"].as_str().map(str::to_owned);
+        problem
+    } else {
+        let text = String::from_utf8_lossy(&body).trim().to_owned();
+        match status {
+            StatusCode::PAYLOAD_TOO_LARGE => Problem::new(status, "the body is too large")
+                .detail(format!("a request body may hold at most {MAX_BODY_BYTES} bytes")),
+            StatusCode::REQUEST_TIMEOUT => Problem::new(status, "the request took too long")
+                .detail(format!(
+                    "requests are answered within {} seconds",
+                    REQUEST_TIMEOUT.as_secs()
+                )),
+            StatusCode::METHOD_NOT_ALLOWED => Problem::new(status, "method not allowed")
+                .detail("the Allow header lists the methods this route takes"),
+            _ => match text.strip_prefix("Failed to deserialize query string: ") {
+                Some(why) => {
+                    Problem::new(status, "the query string does not match the expected parameters")
+                        .detail(why)
+                }
+                None => {
+                    let title = status.canonical_reason().unwrap_or("error").to_lowercase();
+                    let problem = Problem::new(status, &title);
+                    if text.is_empty() { problem } else { problem.detail(text) }
+                }
+            },
+        }
     };
     let mut shaped = if fhir { fhir::outcome(problem) } else { problem.into_response() };
     for (name, value) in &parts.headers {
@@ -785,6 +793,7 @@ async fn shape_plain_errors(
     shaped
 }
 
+/// Counts each routed request by its route template, method and status.
 async fn track(
     State(service): State<Arc<Service>>,
     request: axum::extract::Request,

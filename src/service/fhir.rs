@@ -56,27 +56,6 @@ pub(super) fn outcome(problem: Problem) -> Response {
         .into_response()
 }
 
-async fn run(
-    service: Arc<Service>,
-    work: impl FnOnce(&Service) -> Reply + Send + 'static,
-) -> Response {
-    let response = blocking(service, work).await;
-    if response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|value| value == "application/problem+json")
-    {
-        // Re-shape a problem as an OperationOutcome (the body is ours and small).
-        let status = response.status();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap_or_default();
-        let value: Value = serde_json::from_slice(&body).unwrap_or_default();
-        let mut problem = Problem::new(status, value["title"].as_str().unwrap_or("error"));
-        problem.detail = value["detail"].as_str().map(str::to_owned);
-        return outcome(problem);
-    }
-    response
-}
-
 fn invalid(detail: impl Into<String>) -> Problem {
     Problem::new(StatusCode::BAD_REQUEST, "invalid FHIR resource").detail(detail)
 }
@@ -174,7 +153,7 @@ pub async fn patient_match(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    run(service, move |service| {
+    blocking(service, move |service| {
         let caller = service.authorize(&headers, Role::Reader)?;
         let parameters: Value = super::parse_body(&body)?;
         if parameters["resourceType"] != "Parameters" {
@@ -258,7 +237,7 @@ pub async fn patient_read(
     Path(person_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    run(service, move |service| {
+    blocking(service, move |service| {
         let caller = service.authorize(&headers, Role::Reader)?;
         let engine = service.read_engine();
         let person = match super::find_person(&engine, &person_id, "Patient")? {
@@ -321,7 +300,7 @@ pub async fn patient_update(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    run(service, move |service| {
+    blocking(service, move |service| {
         let caller = service.authorize(&headers, Role::Writer)?;
         let (source, local_id) = identifier_token(&query)?;
         super::check_id("identifier system", &source)?;
@@ -372,7 +351,7 @@ pub async fn patient_search(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    run(service, move |service| {
+    blocking(service, move |service| {
         let caller = service.authorize(&headers, Role::Reader)?;
         let (system, value) = identifier_token(&query)?;
         let raw = if system == NHS_NUMBER_SYSTEM {
