@@ -192,6 +192,12 @@ fn date_of_birth_levels() {
     check(d, "dob=1951-01-31", "dob=1951-02-01", "one_digit_off");
     check(d, "dob=1999-12-31", "dob=2000-01-01", "one_digit_off");
     check(d, "dob=2024-02-29", "dob=2024-03-01", "one_digit_off");
+    // A two-digit year slipped in one of its digits across a century (`93` and `03`),
+    // or read in the wrong century (`23` for 1923).
+    check(d, "dob=1993-03-04", "dob=2003-03-04", "one_digit_off");
+    check(d, "dob=1923-03-04", "dob=2023-03-04", "one_digit_off");
+    check(d, "dob=1989-03-04", "dob=2001-03-04", "different");
+    check(d, "dob=1993-03-04", "dob=2003-03-05", "different");
     // Two years or two days are not a slip.
     check(d, "dob=1989-07-28", "dob=1991-07-28", "different");
     check(d, "dob=1951-04-10", "dob=1951-04-08", "same_year");
