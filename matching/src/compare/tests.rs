@@ -197,6 +197,7 @@ fn date_of_birth_levels() {
     check(d, "dob=1993-03-04", "dob=2003-03-04", "one_digit_off");
     check(d, "dob=1923-03-04", "dob=2023-03-04", "one_digit_off");
     check(d, "dob=1989-03-04", "dob=2001-03-04", "different");
+    check(d, "dob=1977-03-04", "dob=2007-03-04", "different");
     check(d, "dob=1993-03-04", "dob=2003-03-05", "different");
     // Two years or two days are not a slip.
     check(d, "dob=1989-07-28", "dob=1991-07-28", "different");
