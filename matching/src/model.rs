@@ -546,12 +546,23 @@ impl Model {
     }
 
     /// Weight in bits of one field's level, before term-frequency adjustment.
+    ///
+    /// No level counts more against a match than the field's last level, a plain
+    /// disagreement: a level the training data held almost no matches at (`smith-jones`
+    /// against `jones`, where nobody in it took a double-barrelled name on marriage)
+    /// would otherwise weigh as if sharing part of a name were stronger evidence of two
+    /// people than sharing none of it.
     pub fn level_weight(&self, field: CompField, level: u8, household: bool) -> f64 {
-        let params = self.level(field, level);
-        let u = if household { params.u_household } else { params.u };
         let bound =
             if field == CompField::NhsNumber { MAX_NHS_NUMBER_WEIGHT } else { MAX_FIELD_WEIGHT };
-        (params.m / u).log2().clamp(-bound, bound)
+        let raw = |level: usize| {
+            let params = &self.fields[field.index()].levels[level];
+            let u = if household { params.u_household } else { params.u };
+            (params.m / u).log2().clamp(-bound, bound)
+        };
+        let (level, last) = (usize::from(level), field.levels().len() - 1);
+        let weight = raw(level);
+        if level == last || weight >= 0.0 { weight } else { weight.max(raw(last)) }
     }
 
     /// The value whose frequency adjusts an exact agreement, if the field has one.
@@ -784,6 +795,26 @@ mod tests {
         // Other versions are still refused.
         old["format_version"] = 7.into();
         assert!(Model::from_json(&old.to_string()).is_err());
+    }
+
+    /// A level the training data held (almost) no matches at weighs no more against a
+    /// match than a plain disagreement, in and outside a household; levels above it,
+    /// and the disagreement itself, keep their weights.
+    #[test]
+    fn no_level_counts_more_against_than_a_disagreement() {
+        let mut model = crate::train::default_model();
+        let family = CompField::FamilyName;
+        let part = family.levels().iter().position(|&name| name == "part_of_name").unwrap() as u8;
+        let last = (family.levels().len() - 1) as u8;
+        model.fields[family.index()].levels[usize::from(part)].m = 0.0;
+        for household in [false, true] {
+            let different = model.level_weight(family, last, household);
+            assert!(different < -1.0, "{different}");
+            assert_eq!(model.level_weight(family, part, household), different);
+            assert!(model.level_weight(family, 0, household) > 0.0);
+        }
+        let params = &model.fields[family.index()].levels[usize::from(last)];
+        assert_eq!(model.level_weight(family, last, false), (params.m / params.u).log2());
     }
 
     #[test]
