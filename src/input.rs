@@ -1072,7 +1072,9 @@ fn read_json_document(
 
 /// A FHIR R4 Patient's demographics in the input contract's terms: the NHS number from
 /// its identifier of [`NHS_NUMBER_SYSTEM`], other identifiers as (system, value); the
-/// official name (else the usual, else the first), the home address (else the first),
+/// official name (else the usual, else the first not marked old, maiden, nickname,
+/// temporary or anonymous, else the first; one given only as text is split into given
+/// and family names), the home address (else the first),
 /// the first phone and email. Unknown elements are ignored (FHIR resources carry much
 /// more than matching needs).
 ///
@@ -1112,18 +1114,31 @@ pub fn patient_demographics(patient: &Value) -> Result<Demographics, String> {
         }
     }
     let names = array(&patient["name"], "Patient.name")?;
-    // The official name, else the usual one, else the first.
+    // The official name, else the usual one, else the first that is still the person's
+    // own (not an old or maiden name, a nickname, a temporary or anonymous one), else
+    // the first.
     let name = names
         .iter()
         .find(|name| name["use"] == "official")
         .or_else(|| names.iter().find(|name| name["use"] == "usual"))
+        .or_else(|| names.iter().find(|name| name["use"].is_null()))
         .or_else(|| names.first());
     if let Some(name) = name {
         demographics.family_name = text(&name["family"], "Patient.name.family")?;
-        let given: Vec<String> = array(&name["given"], "Patient.name.given")?
+        let mut given: Vec<String> = array(&name["given"], "Patient.name.given")?
             .iter()
             .map(|given| text(given, "Patient.name.given").map(Option::unwrap_or_default))
             .collect::<Result<_, _>>()?;
+        // A name given only as text ("Mrs Jane Smith", "SMITH, Jane"), as systems
+        // without structured names send it.
+        if demographics.family_name.is_none()
+            && given.is_empty()
+            && let Some(whole) = text(&name["text"], "Patient.name.text")?
+        {
+            let (given_text, family) = mpi_matching::split_full_name(&whole);
+            demographics.family_name = Some(family).filter(|family| !family.is_empty());
+            given.extend(Some(given_text).filter(|given| !given.is_empty()));
+        }
         // Its titles (`prefix`) before the given names, as a title column is read.
         let mut names: Vec<String> = array(&name["prefix"], "Patient.name.prefix")?
             .iter()
@@ -1459,6 +1474,50 @@ mod tests {
         let error = read_fhir(&csv, 0, None).unwrap_err().to_string();
         assert!(error.contains("line 1 is not a JSON object"), "{error}");
         assert!(!error.contains("Ann"), "{error}");
+    }
+
+    /// A Patient's name as systems without structured names send it, as text; and
+    /// an old or maiden name listed first is not taken for the person's current one.
+    #[test]
+    fn a_patients_name_given_as_text_or_after_an_old_name_is_read() {
+        let names = |patient: &str| {
+            let patient: Value = serde_json::from_str(patient).expect("json");
+            let demographics = patient_demographics(&patient).expect("a Patient");
+            (demographics.given_name, demographics.family_name)
+        };
+        let pair =
+            |given: Option<&str>, family: &str| (given.map(str::to_owned), Some(family.to_owned()));
+        assert_eq!(
+            names(r#"{"resourceType":"Patient","name":[{"text":"Mrs Jane Anne Smith"}]}"#),
+            pair(Some("Mrs Jane Anne"), "Smith")
+        );
+        assert_eq!(
+            names(r#"{"resourceType":"Patient","name":[{"use":"official","text":"SMITH, Jane"}]}"#),
+            pair(Some("Jane"), "SMITH")
+        );
+        assert_eq!(
+            names(r#"{"resourceType":"Patient","name":[{"text":"Smith"}]}"#),
+            pair(None, "Smith")
+        );
+        // Structured parts win over the text.
+        assert_eq!(
+            names(
+                r#"{"resourceType":"Patient","name":[{"text":"Jane Smith","family":"Smith-Jones","given":["Jane"]}]}"#
+            ),
+            pair(Some("Jane"), "Smith-Jones")
+        );
+        assert_eq!(
+            names(
+                r#"{"resourceType":"Patient","name":[{"use":"maiden","family":"Brown","given":["Jane"]},{"family":"Smith","given":["Jane"]}]}"#
+            ),
+            pair(Some("Jane"), "Smith")
+        );
+        let patient: Value =
+            serde_json::from_str(r#"{"resourceType":"Patient","name":[{"text":7}]}"#).unwrap();
+        assert_eq!(
+            patient_demographics(&patient).unwrap_err(),
+            "Patient.name.text must be a string"
+        );
     }
 
     #[test]

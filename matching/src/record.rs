@@ -433,6 +433,9 @@ pub enum IssueKind {
     NoLetters,
     /// A number a spreadsheet rounded into scientific notation (`9.43477E+09`).
     Rounded,
+    /// A date of a year, or of a year and month, without its day (`1951`, `1951-04`, as
+    /// a FHIR `birthDate` may be): too little to compare as a birth date.
+    Partial,
 }
 
 impl IssueKind {
@@ -451,6 +454,7 @@ impl IssueKind {
             IssueKind::Rounded => {
                 "rounded by a spreadsheet (scientific notation), its last digits lost"
             }
+            IssueKind::Partial => "a year, or a year and month, without the day",
         }
     }
 

@@ -91,7 +91,9 @@ pub fn normalize_birth_date_in(
         _ if twelve_hour => return Err(IssueKind::Unparseable),
         _ => text,
     };
-    let (year, month, day) = parse_parts(text, today).ok_or(IssueKind::Unparseable)?;
+    let Some((year, month, day)) = parse_parts(text, today) else {
+        return Err(if partial(text, today) { IssueKind::Partial } else { IssueKind::Unparseable });
+    };
     // A 12-hour clock is a US locale's export, whose numeric dates are month first:
     // read so unless the first number cannot be a month (a UK date with such a time).
     let numeric = text.bytes().all(|b| b.is_ascii_digit() || b"/-.".contains(&b));
@@ -161,6 +163,24 @@ fn number(part: &str) -> Option<u16> {
         return None;
     }
     part.parse().ok()
+}
+
+/// True for a year alone (`1951`), or a year and month (`1951-04`, `04/1951`, as FHIR
+/// and spreadsheets write a date whose day is not known), in a year a birth can be in.
+fn partial(text: &str, today: BirthDate) -> bool {
+    let number = |part: &str, digits: std::ops::RangeInclusive<usize>| {
+        digits.contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit())
+    };
+    let year = |part: &str| {
+        number(part, 4..=4)
+            && part.parse().is_ok_and(|year: u16| (1880..=today.year).contains(&year))
+    };
+    let month =
+        |part: &str| number(part, 1..=2) && part.parse().is_ok_and(|m: u8| (1..=12).contains(&m));
+    match text.split_once(['-', '/', '.']) {
+        None => year(text),
+        Some((first, second)) => (year(first) && month(second)) || (month(first) && year(second)),
+    }
 }
 
 fn parse_parts(text: &str, today: BirthDate) -> Option<(u16, u8, u8)> {
@@ -374,7 +394,12 @@ mod tests {
         check("01/01/1900", Err(IssueKind::Placeholder));
         check("9999-12-31", Err(IssueKind::Placeholder));
         check("yesterday", Err(IssueKind::Unparseable));
-        check("1951", Err(IssueKind::Unparseable));
+        check("1951", Err(IssueKind::Partial));
+        check("1951-04", Err(IssueKind::Partial));
+        check("04/1951", Err(IssueKind::Partial));
+        check("1951-13", Err(IssueKind::Unparseable));
+        check("2099", Err(IssueKind::Unparseable));
+        check("12345", Ok((1933, 10, 18)));
         check("", Err(IssueKind::Unparseable));
     }
 
