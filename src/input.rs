@@ -1135,7 +1135,7 @@ pub fn patient_demographics(patient: &Value) -> Result<Demographics, String> {
             && given.is_empty()
             && let Some(whole) = text(&name["text"], "Patient.name.text")?
         {
-            let (given_text, family) = mpi_matching::split_full_name(&whole);
+            let (given_text, family) = split_full_name(&whole);
             demographics.family_name = Some(family).filter(|family| !family.is_empty());
             given.extend(Some(given_text).filter(|given| !given.is_empty()));
         }

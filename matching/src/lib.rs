@@ -33,7 +33,7 @@ pub use crate::{
         is_title, nhs_check_digit_valid, normalize_address, normalize_birth_date,
         normalize_birth_date_in, normalize_email, normalize_family_name, normalize_given_names,
         normalize_nhs_number, normalize_phone, normalize_postcode, normalize_sex, phonetic,
-        sex_of_titles, split_full_name,
+        sex_of_titles,
     },
     record::{
         Address, BirthDate, DateOrder, Demographics, Field, Identifier, Issue, IssueKind,

@@ -12,9 +12,7 @@ use rphonetic::{DoubleMetaphone, Encoder};
 
 pub use self::contact::{normalize_email, normalize_phone, normalize_sex};
 pub use self::date::{date_order_evidence, normalize_birth_date, normalize_birth_date_in};
-pub use self::name::{
-    is_title, normalize_family_name, normalize_given_names, sex_of_titles, split_full_name,
-};
+pub use self::name::{is_title, normalize_family_name, normalize_given_names, sex_of_titles};
 pub use self::nhs::{nhs_check_digit_valid, normalize_nhs_number};
 pub use self::nickname::Nicknames;
 pub use self::place::{normalize_address, normalize_postcode};

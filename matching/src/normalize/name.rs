@@ -238,82 +238,11 @@ pub fn normalize_family_name(raw: &str) -> (Option<String>, Option<String>, Opti
     (Some(family), found_suffix, None)
 }
 
-/// Words that join the family name after them (`Ludwig van Beethoven`, `Ana de la
-/// Cruz`, `Ali bin Hassan`).
-const FAMILY_PARTICLES: &[&str] = &[
-    "van", "von", "der", "den", "de", "la", "le", "du", "da", "di", "del", "al", "el", "bin", "ap",
-];
-
-/// Splits a whole name written as one text (a FHIR `HumanName.text`, a "name" column)
-/// into given names and family name, as raw text for the normalisers: `SMITH, Jane
-/// Anne` (family first before a comma, as patient administration systems print it) and
-/// `Mrs Jane Anne Smith` (family last) both give given `Jane Anne` (with `Mrs` kept for
-/// the given-name normaliser to read) and family `Smith`. A generational suffix stays
-/// with the family name (`John Smith Jr`), and particles before it join it (`Ludwig
-/// van Beethoven`). One word is taken as the family name.
-pub fn split_full_name(text: &str) -> (String, String) {
-    let text = text.trim();
-    if let Some((family, given)) = text.split_once(',') {
-        return (given.trim().to_owned(), family.trim().to_owned());
-    }
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let folded = |word: &str| clean(word);
-    // The family name: the last word that is not a suffix, with the suffixes after it
-    // and the particles before it; never the first word when more follow it.
-    let mut start = words.len();
-    while start > 1 && suffix(&folded(words[start - 1])).is_some() {
-        start -= 1;
-    }
-    start = start.saturating_sub(1);
-    while start > 1 && FAMILY_PARTICLES.contains(&folded(words[start - 1]).as_str()) {
-        start -= 1;
-    }
-    (words[..start].join(" "), words[start..].join(" "))
-}
-
 #[cfg(test)]
 mod tests {
     use quickcheck_macros::quickcheck;
 
     use super::*;
-
-    #[test]
-    fn whole_names_split_into_given_and_family() {
-        let split = |text| split_full_name(text);
-        let pair = |given: &str, family: &str| (given.to_owned(), family.to_owned());
-        assert_eq!(split("Mrs Jane Anne Smith"), pair("Mrs Jane Anne", "Smith"));
-        assert_eq!(split("SMITH, Jane Anne"), pair("Jane Anne", "SMITH"));
-        assert_eq!(split("  O'Brien-Smith ,  Mary "), pair("Mary", "O'Brien-Smith"));
-        assert_eq!(split("John Smith Jr."), pair("John", "Smith Jr."));
-        assert_eq!(split("John Paul Smith III"), pair("John Paul", "Smith III"));
-        assert_eq!(split("Ludwig van Beethoven"), pair("Ludwig", "van Beethoven"));
-        assert_eq!(split("Ana de la Cruz"), pair("Ana", "de la Cruz"));
-        assert_eq!(split("Smith"), pair("", "Smith"));
-        assert_eq!(split("Van Morrison"), pair("Van", "Morrison"));
-        assert_eq!(split(""), pair("", ""));
-        // What the normalisers then make of it.
-        let (given, family) = split("Mrs Jane Anne Smith Jnr");
-        assert_eq!(normalize_given_names(&given).0, ["jane", "anne"]);
-        assert_eq!(
-            normalize_family_name(&family),
-            (Some("smith".to_owned()), Some("jr".to_owned()), None)
-        );
-    }
-
-    /// Splitting never loses or invents a word (the comma aside).
-    #[quickcheck]
-    fn splitting_keeps_every_word(words: Vec<String>) -> bool {
-        let words: Vec<String> = words
-            .iter()
-            .map(|word| word.chars().filter(|c| !c.is_whitespace() && *c != ',').collect())
-            .filter(|word: &String| !word.is_empty())
-            .collect();
-        let (given, family) = split_full_name(&words.join(" "));
-        let rejoined: Vec<&str> =
-            given.split_whitespace().chain(family.split_whitespace()).collect();
-        rejoined == words.iter().map(String::as_str).collect::<Vec<_>>()
-            && (words.is_empty() || !family.is_empty())
-    }
 
     #[track_caller]
     fn check_given(raw: &str, names: &[&str], suffix: Option<&str>, issue: Option<IssueKind>) {
