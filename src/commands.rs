@@ -248,10 +248,16 @@ pub fn render_values(
         match field {
             CompField::NhsNumber => text(&record.nhs_number),
             CompField::GivenName => record.given_names.join(" "),
-            CompField::FamilyName => match (&record.family_name, &record.name_suffix) {
-                (Some(family), Some(suffix)) => format!("{family} {suffix}"),
-                (family, _) => text(family),
-            },
+            CompField::FamilyName => {
+                let family = match (&record.family_name, &record.name_suffix) {
+                    (Some(family), Some(suffix)) => format!("{family} {suffix}"),
+                    (family, _) => text(family),
+                };
+                match record.previous_family_names.join(", ") {
+                    former if former.is_empty() => family,
+                    former => format!("{family} (previously {former})"),
+                }
+            }
             CompField::DateOfBirth => record.date_of_birth.map_or(String::new(), |d| d.to_iso()),
             CompField::Sex => {
                 record.sex.map_or(String::new(), |sex| format!("{sex:?}").to_lowercase())

@@ -276,6 +276,15 @@ const HEADER_NAMES: &[(&str, Field)] = &[
     ("contactnumber", Field::Phone),
     ("email", Field::Email),
     ("emailaddress", Field::Email),
+    ("previousfamilyname", Field::PreviousFamilyName),
+    ("previoussurname", Field::PreviousFamilyName),
+    ("previouslastname", Field::PreviousFamilyName),
+    ("formersurname", Field::PreviousFamilyName),
+    ("formerfamilyname", Field::PreviousFamilyName),
+    ("maidenname", Field::PreviousFamilyName),
+    ("maidensurname", Field::PreviousFamilyName),
+    ("birthsurname", Field::PreviousFamilyName),
+    ("surnameatbirth", Field::PreviousFamilyName),
 ];
 
 /// A header name in lower case with everything but letters and digits taken out.
@@ -1074,7 +1083,8 @@ fn read_json_document(
 /// its identifier of [`NHS_NUMBER_SYSTEM`], other identifiers as (system, value); the
 /// official name (else the usual, else the first not marked old, maiden, nickname,
 /// temporary or anonymous, else the first; one given only as text is split into given
-/// and family names), the home address (else the first),
+/// and family names), the family names of its old and maiden names as previous family
+/// names, the home address (else the first),
 /// the first phone and email. Unknown elements are ignored (FHIR resources carry much
 /// more than matching needs).
 ///
@@ -1151,6 +1161,16 @@ pub fn patient_demographics(patient: &Value) -> Result<Demographics, String> {
         if !names.is_empty() {
             demographics.given_name = Some(names.join(" "));
         }
+    }
+    // Former family names (a maiden name), for matching the records made under them.
+    let mut former = Vec::new();
+    for old in names.iter().filter(|old| old["use"] == "old" || old["use"] == "maiden") {
+        if let Some(family) = text(&old["family"], "Patient.name.family")? {
+            former.push(family);
+        }
+    }
+    if !former.is_empty() {
+        demographics.previous_family_name = Some(former.join("; "));
     }
     demographics.date_of_birth = text(&patient["birthDate"], "Patient.birthDate")?;
     demographics.sex = text(&patient["gender"], "Patient.gender")?;
@@ -1373,6 +1393,7 @@ fn value_slot<'a>(
         Field::Postcode => &mut demographics.postcode,
         Field::Phone => &mut demographics.phone,
         Field::Email => &mut demographics.email,
+        Field::PreviousFamilyName => &mut demographics.previous_family_name,
         Field::Identifier => return None,
     })
 }
@@ -1512,6 +1533,13 @@ mod tests {
             ),
             pair(Some("Jane"), "Smith")
         );
+        let patient: Value = serde_json::from_str(
+            r#"{"resourceType":"Patient","name":[{"use":"maiden","family":"Brown"},{"use":"official","family":"Smith","given":["Jane"]},{"use":"old","family":"Green","period":{"end":"2001"}}]}"#,
+        )
+        .unwrap();
+        let demographics = patient_demographics(&patient).unwrap();
+        assert_eq!(demographics.previous_family_name.as_deref(), Some("Brown; Green"));
+        assert_eq!(demographics.family_name.as_deref(), Some("Smith"));
         let patient: Value =
             serde_json::from_str(r#"{"resourceType":"Patient","name":[{"text":7}]}"#).unwrap();
         assert_eq!(

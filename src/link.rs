@@ -472,7 +472,7 @@ impl<'a> RawValues<'a> {
 }
 
 /// The number of [`Demographics`] values other than its identifiers.
-const RAW_VALUES: usize = 11;
+const RAW_VALUES: usize = 12;
 
 /// The values of `raw` other than its identifiers, in field order. (Destructured
 /// whole, as [`unpack`] builds it whole, so a field added to [`Demographics`] cannot be
@@ -490,6 +490,7 @@ fn raw_values(raw: &Demographics) -> [&Option<String>; RAW_VALUES] {
         postcode,
         phone,
         email,
+        previous_family_name,
         identifiers: _,
         date_order: _,
     } = raw;
@@ -505,6 +506,7 @@ fn raw_values(raw: &Demographics) -> [&Option<String>; RAW_VALUES] {
         postcode,
         phone,
         email,
+        previous_family_name,
     ]
 }
 
@@ -524,6 +526,7 @@ const RAW_FIELDS: [mpi_matching::Field; RAW_VALUES] = {
         Postcode,
         Phone,
         Email,
+        PreviousFamilyName,
     ]
 };
 

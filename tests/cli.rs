@@ -904,6 +904,54 @@ fn an_agreeing_identifier_counts_on_the_shipped_default_model() {
     assert!(without < 0.01, "names alike, nothing else: {without}");
 }
 
+/// A woman's records under her maiden name and her married one, at two homes: a
+/// council that records her previous surname (in its own column, or written `Evans
+/// (nee Lewis)`) links them; without it, given name, birth date and sex alone do not.
+#[test]
+fn a_previous_surname_links_records_made_under_it() {
+    let dir = TempDir::new().unwrap();
+    let gp = dir.path().join("gp.csv");
+    fs::write(
+        &gp,
+        "local_id,given_name,family_name,date_of_birth,sex,address_line1,postcode\n\
+         G1,Harper,Clark,29/08/1931,F,137 London Road,L8 1ZQ\n\
+         G2,Emilia,LEWIS,1987-01-19,F,48 The Crescent,W2 0NA\n",
+    )
+    .unwrap();
+    let decisions = |council: &str| -> Vec<(String, String)> {
+        let run = TempDir::new().unwrap();
+        let file = run.path().join("council.csv");
+        fs::write(&file, council).unwrap();
+        let out = run.path().join("results.csv");
+        let mut args = link_args(&run, &out);
+        args.extend([gp.clone().into(), file.into()]);
+        mpi_ok(&args);
+        let rows = read_csv(&out);
+        let person = |id: &str| rows.iter().find(|row| row["local_id"] == id).unwrap();
+        ["C1", "C2"]
+            .iter()
+            .map(|id| (person(id)["decision"].clone(), person(id)["person_id"].clone()))
+            .zip(["G1", "G2"].map(|id| person(id)["person_id"].clone()))
+            .map(|((decision, person), gp_person)| {
+                (decision, if person == gp_person { "same" } else { "other" }.to_owned())
+            })
+            .collect()
+    };
+    let linked = ("linked".to_owned(), "same".to_owned());
+    let with = decisions(
+        "local_id,given_name,family_name,previous_surname,date_of_birth,sex,address_line1,postcode\n\
+         C1,Harper,Johnson,Clark,29/08/1931,F,60 Albert Rd,LS12 3WQ\n\
+         C2,Emilia,Evans (nee Lewis),,19/1/1987,F,123 King St,CF24 7GE\n",
+    );
+    assert_eq!(with, [linked.clone(), linked.clone()]);
+    let without = decisions(
+        "local_id,given_name,family_name,date_of_birth,sex,address_line1,postcode\n\
+         C1,Harper,Johnson,29/08/1931,F,60 Albert Rd,LS12 3WQ\n\
+         C2,Emilia,Evans,19/1/1987,F,123 King St,CF24 7GE\n",
+    );
+    assert!(!without.contains(&linked), "{without:?}");
+}
+
 #[test]
 fn explain_reads_as_a_breakdown() {
     let dir = TempDir::new().unwrap();

@@ -179,12 +179,13 @@ impl Gamma {
 pub struct ComparableRecord {
     /// Every value and code, one after another.
     text: Box<str>,
-    /// `[g, t, i]` (given names, family tokens, identifiers), then where in `text` each
-    /// slot ends (the [`Slot`]s, then g given names, g given phonetic codes, g given
-    /// canonical names, the family phonetic code, the first family token's canonical
-    /// given name when it is a nickname or spelling of another (else empty), t family
-    /// tokens and i identifiers' system and value), then the first given name's nickname
-    /// groups. Empty for a record made by `Default`.
+    /// `[g, t, i, p]` (given names, family tokens, identifiers, previous family names),
+    /// then where in `text` each slot ends (the [`Slot`]s, then g given names, g given
+    /// phonetic codes, g given canonical names, the family phonetic code, the first
+    /// family token's canonical given name when it is a nickname or spelling of another
+    /// (else empty), t family tokens, i identifiers' system and value, and p previous
+    /// family names), then the first given name's nickname groups. Empty for a record
+    /// made by `Default`.
     layout: Box<[u32]>,
     date_of_birth: Option<BirthDate>,
     sex: Option<Sex>,
@@ -207,7 +208,7 @@ enum Slot {
 }
 
 const FIXED_SLOTS: usize = 8;
-const HEADER: usize = 3;
+const HEADER: usize = 4;
 const UK_POSTCODE: u16 = 1 << FIXED_SLOTS;
 
 /// A postal code read from a [`ComparableRecord`].
@@ -265,6 +266,7 @@ impl ComparableRecord {
             count(record.given_names.len()),
             count(family_tokens.len()),
             count(record.identifiers.len()),
+            count(record.previous_family_names.len()),
         ]);
         let mut present = 0u16;
         let address = record.address.as_ref();
@@ -296,7 +298,8 @@ impl ComparableRecord {
             .chain(record.given_names.iter().map(|name| nicknames.canonical(name)))
             .chain([family_phonetic.as_str(), family_canonical])
             .chain(family_tokens.iter().map(String::as_str))
-            .chain(record.identifiers.iter().flat_map(|id| [id.system.as_str(), &id.value]));
+            .chain(record.identifiers.iter().flat_map(|id| [id.system.as_str(), &id.value]))
+            .chain(record.previous_family_names.iter().map(|name| &**name));
         for code in codes {
             text.push_str(code);
             layout.push(count(text.len()));
@@ -338,6 +341,7 @@ impl ComparableRecord {
                     value: value.to_owned(),
                 })
                 .collect(),
+            previous_family_names: self.previous_family_names().map(Box::<str>::from).collect(),
         }
     }
 
@@ -355,6 +359,10 @@ impl ComparableRecord {
 
     fn identifier_count(&self) -> usize {
         self.count(2)
+    }
+
+    fn previous_count(&self) -> usize {
+        self.count(3)
     }
 
     /// The text of slot `slot` (0 is the first fixed slot); empty when absent.
@@ -470,9 +478,16 @@ impl ComparableRecord {
         (0..self.given_count()).map(|index| self.given_slot(2, index))
     }
 
+    /// Family names the person had before (a maiden name), folded.
+    pub fn previous_family_names(&self) -> impl ExactSizeIterator<Item = &str> + Clone {
+        let first = self.identifier_slot() + 2 * self.identifier_count();
+        (0..self.previous_count()).map(move |index| self.slot(first + index))
+    }
+
     /// Nickname groups of the first given name, sorted.
     pub fn first_given_groups(&self) -> &[u32] {
-        let start = HEADER + self.identifier_slot() + 2 * self.identifier_count();
+        let start =
+            HEADER + self.identifier_slot() + 2 * self.identifier_count() + self.previous_count();
         self.layout.get(start..).unwrap_or_default()
     }
 
@@ -800,6 +815,19 @@ fn compare_family(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
     if family_a == family_b
         || (a.family_tokens().next().is_some() && a.family_tokens().eq(b.family_tokens()))
         || same_names_reordered(a, b)
+    {
+        return 0;
+    }
+    // One record's former family name (a maiden name) is the other's family name: the
+    // record says the person was called that.
+    let one_name = |x: &str, y: &str| {
+        x == y || {
+            let tokens = family_tokens(x);
+            !tokens.is_empty() && tokens == family_tokens(y)
+        }
+    };
+    if a.previous_family_names().any(|former| one_name(former, family_b))
+        || b.previous_family_names().any(|former| one_name(former, family_a))
     {
         return 0;
     }

@@ -32,8 +32,8 @@ pub use crate::{
         NORMALIZATION_VERSION, Nicknames, NormalizeOptions, Normalizer, date_order_evidence, fold,
         is_title, nhs_check_digit_valid, normalize_address, normalize_birth_date,
         normalize_birth_date_in, normalize_email, normalize_family_name, normalize_given_names,
-        normalize_nhs_number, normalize_phone, normalize_postcode, normalize_sex, phonetic,
-        sex_of_titles,
+        normalize_nhs_number, normalize_phone, normalize_postcode, normalize_previous_family_names,
+        normalize_sex, phonetic, sex_of_titles, split_former_family_names,
     },
     record::{
         Address, BirthDate, DateOrder, Demographics, Field, Identifier, Issue, IssueKind,

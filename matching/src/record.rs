@@ -35,6 +35,8 @@ pub enum Field {
     Email,
     /// Another identifier (system, value).
     Identifier,
+    /// A family name the person was known by before (a maiden name).
+    PreviousFamilyName,
 }
 
 impl Field {
@@ -55,6 +57,7 @@ impl Field {
             Field::Phone => "phone",
             Field::Email => "email",
             Field::Identifier => "identifier",
+            Field::PreviousFamilyName => "previous_family_name",
         }
     }
 
@@ -74,6 +77,7 @@ impl Field {
             "postcode" => Field::Postcode,
             "phone" => Field::Phone,
             "email" => Field::Email,
+            "previous_family_name" => Field::PreviousFamilyName,
             _ => return None,
         })
     }
@@ -117,6 +121,10 @@ pub struct Demographics {
     /// Email as sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// Family names the person was known by before (a maiden name), as sent: several
+    /// are parted by `;` or `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_family_name: Option<String>,
     /// Other identifiers (a council case id, a hospital number, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub identifiers: Vec<Identifier>,
@@ -154,7 +162,8 @@ impl DateOrder {
 
 impl Demographics {
     /// Demographics from the values of its fields in the order they are declared
-    /// (`nhs_number` first, `email` last; values past the end are absent), and
+    /// (`nhs_number` first, `previous_family_name` last; values past the end are
+    /// absent), and
     /// identifiers. Built whole, so a field added to the struct fails to compile here.
     pub fn from_values(
         values: impl IntoIterator<Item = Option<String>>,
@@ -174,6 +183,7 @@ impl Demographics {
             postcode: next(),
             phone: next(),
             email: next(),
+            previous_family_name: next(),
             identifiers,
             date_order: DateOrder::DayFirst,
         }
@@ -391,6 +401,10 @@ pub struct NormalizedRecord {
     /// Other identifiers, system and value trimmed; value upper-cased without spaces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub identifiers: Vec<Identifier>,
+    /// Family names the person was known by before (a maiden name), normalised as
+    /// [`NormalizedRecord::family_name`], none of them the current one.
+    #[serde(default, skip_serializing_if = "<[_]>::is_empty")]
+    pub previous_family_names: Box<[Box<str>]>,
 }
 
 impl NormalizedRecord {

@@ -280,6 +280,7 @@ fn element(field: mpi_matching::Field) -> &'static str {
         }
         Field::GivenName => "Patient.name.given",
         Field::FamilyName => "Patient.name.family",
+        Field::PreviousFamilyName => "Patient.name.family (use old or maiden)",
         Field::DateOfBirth => "Patient.birthDate",
         Field::Sex => "Patient.gender",
         Field::AddressLine1 | Field::AddressLine2 => "Patient.address.line",

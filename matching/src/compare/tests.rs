@@ -33,6 +33,7 @@ fn record(spec: &str) -> ComparableRecord {
             "pc" => raw.postcode = value,
             "phone" => raw.phone = value,
             "email" => raw.email = value,
+            "prev" => raw.previous_family_name = value,
             "id" => {
                 let (system, value) = part["id=".len()..].split_once(':').expect("id=SYSTEM:VALUE");
                 raw.identifiers
@@ -100,6 +101,15 @@ fn family_name_levels() {
     check(f, "family=Smith Jones", "family=Jones-Smith", "exact");
     check(f, "family=Smith-Jones", "family=Jones-Brown", "part_of_name");
     check(f, "family=Smith", "family=Patel", "different");
+    // A former family name (a maiden name) on either record, in its own field or in a
+    // note with the current one, is the other's family name.
+    check(f, "family=Smith;prev=Brown", "family=Brown", "exact");
+    check(f, "family=Mac Donald", "family=Smith;prev=née McDonald", "exact");
+    check(f, "family=Smith (née Brown)", "family=BROWN", "exact");
+    check(f, "family=Smith nee Brown", "family=Brown", "exact");
+    check(f, "family=Smith;prev=Brown/Green", "family=Green", "exact");
+    // Two women who were both once Browns (sisters) are not one by that.
+    check(f, "family=Smith;prev=Brown", "family=Patel;prev=Brown", "different");
     // A particle written apart, run together or hyphenated is one name.
     check(f, "family=O'Brien", "family=O Brien", "exact");
     check(f, "family=OBrien", "family=O Brien", "exact");
@@ -377,12 +387,14 @@ fn a_prepared_record_gives_back_its_normalised_values((values, ids): RawFields) 
 fn a_full_record_reads_back_through_its_accessors() {
     let full = record(
         "nhs=943 476 5919;given=Mary Jane;family=Smith-Jones Jr;dob=1985-12-10;sex=F;\
-         addr=Flat 3, 12 High St;pc=LS1 4AB;phone=07700 900123;email=mary@example.com",
+         addr=Flat 3, 12 High St;pc=LS1 4AB;phone=07700 900123;email=mary@example.com;\
+         prev=née Brown/O'Neill",
     );
     assert_eq!(full.nhs_number(), Some("9434765919"));
     assert_eq!(full.given_names().collect::<Vec<_>>(), ["mary", "jane"]);
     assert_eq!(full.family_tokens().collect::<Vec<_>>(), ["smith", "jones"]);
     assert_eq!(full.name_suffix(), Some("jr"));
+    assert_eq!(full.previous_family_names().collect::<Vec<_>>(), ["brown", "o'neill"]);
     let postcode = full.postcode().expect("postcode");
     assert_eq!(
         (postcode.code, postcode.district(), postcode.sector()),

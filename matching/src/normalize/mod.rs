@@ -12,7 +12,10 @@ use rphonetic::{DoubleMetaphone, Encoder};
 
 pub use self::contact::{normalize_email, normalize_phone, normalize_sex};
 pub use self::date::{date_order_evidence, normalize_birth_date, normalize_birth_date_in};
-pub use self::name::{is_title, normalize_family_name, normalize_given_names, sex_of_titles};
+pub use self::name::{
+    is_title, normalize_family_name, normalize_given_names, normalize_previous_family_names,
+    sex_of_titles, split_former_family_names,
+};
 pub use self::nhs::{nhs_check_digit_valid, normalize_nhs_number};
 pub use self::nickname::Nicknames;
 pub use self::place::{normalize_address, normalize_postcode};
@@ -61,7 +64,9 @@ use crate::record::{
 ///   titles as their short forms are.
 /// - 10: an NHS or phone number after a spreadsheet's text apostrophe
 ///   (`'943 476 5919`) is read.
-pub const NORMALIZATION_VERSION: u32 = 10;
+/// - 11: former family names (a maiden name), from their own field or written with the
+///   family name (`Jones (née Brown)`, `Jones nee Brown`), which keeps only `jones`.
+pub const NORMALIZATION_VERSION: u32 = 11;
 
 /// Settings for normalisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,8 +123,17 @@ impl Normalizer {
                 report(Field::GivenName, kind);
             }
         }
+        let mut previous: Vec<String> = Vec::new();
         if let Some(value) = present(&raw.family_name) {
-            let (family, suffix, issue) = normalize_family_name(value);
+            // A former name written with the current one: `Jones (née Brown)`.
+            let (value, former) = if value.contains(['(', '[', ' ']) {
+                let (current, former) = split_former_family_names(value);
+                (std::borrow::Cow::Owned(current), former)
+            } else {
+                (std::borrow::Cow::Borrowed(value), Vec::new())
+            };
+            previous.extend(former.iter().filter_map(|name| normalize_family_name(name).0));
+            let (family, suffix, issue) = normalize_family_name(&value);
             record.family_name = family.map(String::into_boxed_str);
             if record.name_suffix.is_none() {
                 record.name_suffix = suffix.map(String::into_boxed_str);
@@ -128,6 +142,17 @@ impl Normalizer {
                 report(Field::FamilyName, kind);
             }
         }
+        if let Some(value) = present(&raw.previous_family_name) {
+            let (names, issue) = normalize_previous_family_names(value);
+            previous.extend(names);
+            if let Some(kind) = issue {
+                report(Field::PreviousFamilyName, kind);
+            }
+        }
+        previous.retain(|name| record.family_name.as_deref() != Some(name.as_str()));
+        previous.sort_unstable();
+        previous.dedup();
+        record.previous_family_names = previous.into_iter().map(String::into_boxed_str).collect();
         if let Some(value) = present(&raw.date_of_birth) {
             match normalize_birth_date_in(value, self.options.today, raw.date_order) {
                 Ok(date) => record.date_of_birth = Some(date),
@@ -515,13 +540,18 @@ mod tests {
             postcode: get(8),
             phone: get(9),
             email: get(10),
+            previous_family_name: get(12),
             identifiers: vec![Identifier { system, value: get(11).unwrap_or_default() }],
             date_order: if month_first { DateOrder::MonthFirst } else { DateOrder::DayFirst },
         };
         let (record, _) = normalizer().normalize(&raw);
-        // A normalised family name is stable under normalisation.
-        record
-            .family_name
-            .is_none_or(|family| normalize_family_name(&family).0.as_deref() == Some(&*family))
+        // A normalised family name is stable under normalisation, and so are former
+        // ones, none of them the current one.
+        let stable = |name: &str| normalize_family_name(name).0.as_deref() == Some(name);
+        record.family_name.as_deref().is_none_or(stable)
+            && record
+                .previous_family_names
+                .iter()
+                .all(|former| stable(former) && record.family_name.as_deref() != Some(&**former))
     }
 }

@@ -238,11 +238,124 @@ pub fn normalize_family_name(raw: &str) -> (Option<String>, Option<String>, Opti
     (Some(family), found_suffix, None)
 }
 
+/// Words that open a former family name in a note (`(née Brown)`, `(formerly
+/// Brown)`, `(maiden name Brown)`) or in a previous-name column (`nee Brown`).
+const FORMER_MARKERS: &[&str] = &["nee", "formerly", "previously", "maiden", "name", "born"];
+
+/// A family name written with the family names the person had before, as raw text for
+/// [`normalize_family_name`]: `Jones (née Brown)`, `Jones nee Brown` and `Jones
+/// (formerly Brown)` give `Jones` and `["Brown"]`. Other notes in brackets stay for the
+/// normaliser to drop.
+pub fn split_former_family_names(raw: &str) -> (String, Vec<String>) {
+    let mut current = String::with_capacity(raw.len());
+    let mut former = Vec::new();
+    let (mut note, mut depth) = (String::new(), 0usize);
+    for c in raw.chars() {
+        match c {
+            '(' | '[' => {
+                depth += 1;
+                if depth == 1 {
+                    note.clear();
+                    continue;
+                }
+            }
+            ')' | ']' if depth > 0 => {
+                depth -= 1;
+                if depth == 0 {
+                    match without_former_marker(&note) {
+                        Some(name) => former.push(name),
+                        None => {
+                            current.push('(');
+                            current.push_str(&note);
+                            current.push(')');
+                        }
+                    }
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        if depth > 0 { note.push(c) } else { current.push(c) }
+    }
+    if depth > 0 {
+        // A bracket left open is kept as written.
+        current.push('(');
+        current.push_str(&note);
+    }
+    // `Jones nee Brown` (not `Nee` alone, which may be a name).
+    let words: Vec<&str> = current.split_whitespace().collect();
+    if let Some(at) = words
+        .iter()
+        .position(|word| matches!(clean(word).as_str(), "nee" | "formerly" | "previously"))
+        && at > 0
+        && at + 1 < words.len()
+    {
+        former.insert(0, words[at + 1..].join(" "));
+        current = words[..at].join(" ");
+    }
+    (current, former)
+}
+
+/// A previous family name without the words that say it is one (`née Brown` gives
+/// `Brown`); None when nothing follows them, or when no such word opens it.
+fn without_former_marker(text: &str) -> Option<String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let markers = words.iter().take_while(|word| FORMER_MARKERS.contains(&clean(word).as_str()));
+    let skip = markers.count();
+    (skip > 0 && skip < words.len()).then(|| words[skip..].join(" "))
+}
+
+/// Normalises family names the person had before, as a previous-name column holds them
+/// (`Brown`, `née Brown`, `Brown; Smith`, `Brown/Smith`): each as
+/// [`normalize_family_name`] does, placeholders and repeats left out. The issue is the
+/// first value's that could not be used.
+pub fn normalize_previous_family_names(raw: &str) -> (Vec<String>, Option<IssueKind>) {
+    let (mut names, mut issue) = (Vec::new(), None);
+    for part in raw.split([';', '/', ',']).filter(|part| !part.trim().is_empty()) {
+        let part = without_former_marker(part).unwrap_or_else(|| part.to_owned());
+        match normalize_family_name(&part) {
+            (Some(name), _, _) if !names.contains(&name) => names.push(name),
+            (Some(_), _, _) => {}
+            (None, _, found) => issue = issue.or(found),
+        }
+    }
+    (names, issue)
+}
+
 #[cfg(test)]
 mod tests {
     use quickcheck_macros::quickcheck;
 
     use super::*;
+
+    #[test]
+    fn former_family_names_are_read_from_notes_and_their_own_field() {
+        let split = |raw| split_former_family_names(raw);
+        let owned = |current: &str, former: &[&str]| {
+            (current.to_owned(), former.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>())
+        };
+        assert_eq!(split("JONES (NEE BROWN)"), owned("JONES ", &["BROWN"]));
+        assert_eq!(split("Jones (née Brown)"), owned("Jones ", &["Brown"]));
+        assert_eq!(split("Jones [formerly Brown-Smith]"), owned("Jones ", &["Brown-Smith"]));
+        assert_eq!(split("Jones (maiden name Brown)"), owned("Jones ", &["Brown"]));
+        assert_eq!(split("Jones nee Brown"), owned("Jones", &["Brown"]));
+        // Other notes stay for the family-name normaliser, which drops them.
+        assert_eq!(split("SMITH (DECEASED)"), owned("SMITH (DECEASED)", &[]));
+        assert_eq!(split("SMITH (JNR) (nee Jones)"), owned("SMITH (JNR) ", &["Jones"]));
+        // Nee is an Irish family name: alone, or last, it is the name.
+        assert_eq!(split("Nee"), owned("Nee", &[]));
+        assert_eq!(split("Mary Nee"), owned("Mary Nee", &[]));
+        assert_eq!(split("Jones (nee)"), owned("Jones (nee)", &[]));
+        // A bracket left open still says it.
+        assert_eq!(split("Jones (nee Brown"), owned("Jones", &["Brown"]));
+
+        let previous = |raw| normalize_previous_family_names(raw);
+        let names = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect();
+        assert_eq!(previous("née BROWN"), (names(&["brown"]), None));
+        assert_eq!(previous("Brown; O'Neill / brown"), (names(&["brown", "o'neill"]), None));
+        assert_eq!(previous("unknown"), (names(&[]), Some(IssueKind::Placeholder)));
+        assert_eq!(previous(" ; "), (names(&[]), None));
+    }
 
     #[track_caller]
     fn check_given(raw: &str, names: &[&str], suffix: Option<&str>, issue: Option<IssueKind>) {
