@@ -1126,7 +1126,8 @@ struct ResolveCandidate<'a> {
 }
 
 /// The golden record of a person. Survivorship: the NHS number of a verified source
-/// (a PDS trace), else the one most of its records agree on; every other field from the first record that has it, records taken in
+/// (a PDS trace), else the one most of its records agree on; former family names from
+/// every record; every other field from the first record that has it, records taken in
 /// order of source trust (the configured ranking; unlisted sources after listed ones)
 /// and then newest first (highest record id). Ties between NHS numbers go the same way.
 fn golden_record(engine: &Engine, person: PersonKey) -> Value {
@@ -1163,10 +1164,20 @@ fn golden_record(engine: &Engine, person: PersonKey) -> Value {
         records.iter().flat_map(|record| &record.identifiers).collect();
     identifiers.sort();
     identifiers.dedup();
+    let family_name = first(&|r| r.family_name.as_ref().map(|v| json!(v)));
+    // Every former family name its records give, but the one it goes by now.
+    let mut former: Vec<&str> = records
+        .iter()
+        .flat_map(|record| record.previous_family_names.iter().map(|name| &**name))
+        .filter(|name| family_name.as_str() != Some(*name))
+        .collect();
+    former.sort_unstable();
+    former.dedup();
     json!({
         "nhs_number": nhs_number,
         "given_names": first(&|r| (!r.given_names.is_empty()).then(|| json!(r.given_names))),
-        "family_name": first(&|r| r.family_name.as_ref().map(|v| json!(v))),
+        "family_name": family_name,
+        "previous_family_names": former,
         "date_of_birth": first(&|r| r.date_of_birth.map(|d| json!(d.to_iso()))),
         "sex": first(&|r| r.sex.map(|v| json!(v))),
         "postcode": first(&|r| r.postcode.as_ref().map(|v| json!(v.code))),

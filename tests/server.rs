@@ -1114,7 +1114,7 @@ fn golden_records_follow_source_trust_then_recency() {
         created(server, &keys.writer, path, &body)["person_id"].as_str().unwrap().to_owned()
     };
     let gp = json!({"nhs_number": NHS, "given_name": GIVEN, "family_name": FAMILY, "date_of_birth": "1961-07-14", "phone": "0113 496 0000"});
-    let council = json!({"nhs_number": NHS, "given_name": GIVEN, "family_name": "Quillfeather-Smith", "date_of_birth": "1961-07-14", "email": "z@example.org"});
+    let council = json!({"nhs_number": NHS, "given_name": GIVEN, "family_name": "Quillfeather-Smith", "previous_family_name": "née Brown", "date_of_birth": "1961-07-14", "email": "z@example.org"});
     {
         // Without a ranking the newest record wins each field.
         let server = Server::start(&store, &[]);
@@ -1127,6 +1127,11 @@ fn golden_records_follow_source_trust_then_recency() {
         assert_eq!(golden["family_name"], "quillfeather-smith");
         assert_eq!(golden["phone"], "+441134960000", "a field only one record has still survives");
         assert_eq!(golden["email"], "z@example.org");
+        // Former family names from every record, shown as FHIR names of use old.
+        assert_eq!(golden["previous_family_names"], json!(["brown"]));
+        let patient =
+            server.call("GET", &format!("/fhir/Patient/{person}"), Some(&keys.reader), None).json();
+        assert_eq!(patient["name"][1], json!({"use": "old", "family": "Brown"}), "{patient}");
     }
     // Trusting the GP first, its values win where it has them.
     let server = Server::start(&store, &["--source-trust", "gp,council"]);

@@ -104,12 +104,18 @@ pub fn patient_resource(engine: &Engine, person: PersonKey) -> Value {
     if !given.is_empty() {
         name.insert("given".to_owned(), json!(given));
     }
+    let mut names = vec![Value::Object(name)];
+    for former in golden["previous_family_names"].as_array().into_iter().flatten() {
+        if let Some(family) = former.as_str() {
+            names.push(json!({"use": "old", "family": title_case(family)}));
+        }
+    }
     let mut patient = json!({
         "resourceType": "Patient",
         "id": slot.id,
         "identifier": identifiers,
         "active": true,
-        "name": [Value::Object(name)],
+        "name": names,
         "link": slot.members.iter().map(|&position| {
             let entry = &engine.linker.entries[position];
             json!({
