@@ -179,8 +179,9 @@ impl Gamma {
 pub struct ComparableRecord {
     /// Every value and code, one after another.
     text: Box<str>,
-    /// `[g, t, i, p]` (given names, family tokens, identifiers, previous family names),
-    /// then where in `text` each slot ends (the [`Slot`]s, then g given names, g given
+    /// The counts of given names, family tokens, identifiers and previous family names
+    /// (g, t, i and p), a byte each in one `u32` (see [`MAX_LISTED`]), then where in
+    /// `text` each slot ends (the [`Slot`]s, then g given names, g given
     /// phonetic codes, g given canonical names, the family phonetic code, the first
     /// family token's canonical given name when it is a nickname or spelling of another
     /// (else empty), t family tokens, i identifiers' system and value, and p previous
@@ -208,7 +209,12 @@ enum Slot {
 }
 
 const FIXED_SLOTS: usize = 8;
-const HEADER: usize = 4;
+const HEADER: usize = 1;
+
+/// The most given names, family-name tokens, identifiers and former family names a
+/// prepared record keeps of each (the normaliser keeps no more): their counts share one
+/// `u32` of its layout, a byte each, as a million records are held at once.
+pub const MAX_LISTED: usize = 255;
 const UK_POSTCODE: u16 = 1 << FIXED_SLOTS;
 
 /// A postal code read from a [`ComparableRecord`].
@@ -244,9 +250,14 @@ pub struct AddressRef<'a> {
 impl ComparableRecord {
     /// Prepares a normalised record.
     pub fn new(record: NormalizedRecord, nicknames: &Nicknames) -> ComparableRecord {
-        let given_phonetic: Vec<String> =
-            record.given_names.iter().map(|name| phonetic(name)).collect();
-        let family_tokens = record.family_name.as_deref().map(family_tokens).unwrap_or_default();
+        let listed = |n: usize| n.min(MAX_LISTED);
+        let given_names = &record.given_names[..listed(record.given_names.len())];
+        let identifiers = &record.identifiers[..listed(record.identifiers.len())];
+        let previous = &record.previous_family_names[..listed(record.previous_family_names.len())];
+        let given_phonetic: Vec<String> = given_names.iter().map(|name| phonetic(name)).collect();
+        let mut family_tokens =
+            record.family_name.as_deref().map(family_tokens).unwrap_or_default();
+        family_tokens.truncate(MAX_LISTED);
         let family_phonetic =
             family_tokens.first().map(|token| phonetic(token)).unwrap_or_default();
         // A family name that is a given name (written family name first) read as one.
@@ -255,19 +266,22 @@ impl ComparableRecord {
             .map(|token| nicknames.canonical(token))
             .filter(|canonical| family_tokens.first().is_some_and(|token| token != canonical))
             .unwrap_or_default();
-        let groups = record.given_names.first().map_or(&[][..], |name| nicknames.groups(name));
+        let groups = given_names.first().map_or(&[][..], |name| nicknames.groups(name));
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
 
         let mut text = String::new();
         let mut layout = Vec::with_capacity(
-            HEADER + FIXED_SLOTS + 3 * record.given_names.len() + 2 + family_tokens.len(),
+            HEADER
+                + FIXED_SLOTS
+                + 3 * given_names.len()
+                + 2
+                + family_tokens.len()
+                + 2 * identifiers.len()
+                + previous.len()
+                + groups.len(),
         );
-        layout.extend([
-            count(record.given_names.len()),
-            count(family_tokens.len()),
-            count(record.identifiers.len()),
-            count(record.previous_family_names.len()),
-        ]);
+        let counts = [given_names.len(), family_tokens.len(), identifiers.len(), previous.len()];
+        layout.push(counts.iter().rev().fold(0, |packed, &n| packed << 8 | count(n)));
         let mut present = 0u16;
         let address = record.address.as_ref();
         let optional = [
@@ -290,16 +304,15 @@ impl ComparableRecord {
         if record.postcode.as_ref().is_some_and(|postcode| postcode.is_uk) {
             present |= UK_POSTCODE;
         }
-        let codes = record
-            .given_names
+        let codes = given_names
             .iter()
             .map(|name| &**name)
             .chain(given_phonetic.iter().map(String::as_str))
-            .chain(record.given_names.iter().map(|name| nicknames.canonical(name)))
+            .chain(given_names.iter().map(|name| nicknames.canonical(name)))
             .chain([family_phonetic.as_str(), family_canonical])
             .chain(family_tokens.iter().map(String::as_str))
-            .chain(record.identifiers.iter().flat_map(|id| [id.system.as_str(), &id.value]))
-            .chain(record.previous_family_names.iter().map(|name| &**name));
+            .chain(identifiers.iter().flat_map(|id| [id.system.as_str(), &id.value]))
+            .chain(previous.iter().map(|name| &**name));
         for code in codes {
             text.push_str(code);
             layout.push(count(text.len()));
@@ -345,8 +358,10 @@ impl ComparableRecord {
         }
     }
 
+    /// The `index`th count of the layout's first `u32` (0 given names, 1 family
+    /// tokens, 2 identifiers, 3 previous family names).
     fn count(&self, index: usize) -> usize {
-        self.layout.get(index).map_or(0, |&n| n as usize)
+        self.layout.first().map_or(0, |&packed| (packed >> (8 * index) & 0xff) as usize)
     }
 
     fn given_count(&self) -> usize {

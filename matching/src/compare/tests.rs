@@ -2,7 +2,7 @@ use quickcheck_macros::quickcheck;
 
 use super::*;
 use crate::normalize::{NormalizeOptions, Normalizer};
-use crate::record::Demographics;
+use crate::record::{Demographics, Identifier};
 
 fn normalizer() -> Normalizer {
     Normalizer::new(NormalizeOptions {
@@ -407,6 +407,46 @@ fn a_full_record_reads_back_through_its_accessors() {
     let empty = ComparableRecord::default();
     assert_eq!((empty.first_given(), empty.family_phonetic(), empty.postcode()), (None, "", None));
     assert_eq!(empty.to_normalized(), NormalizedRecord::default());
+}
+
+/// A record with more given names, identifiers and former family names than a prepared
+/// record counts keeps the first [`MAX_LISTED`] of each, from normalising on, and reads
+/// them back whole.
+#[test]
+fn a_record_keeps_at_most_the_listed_count_of_each_list() {
+    let many =
+        |prefix: &str| (0..300).map(|n| format!("{prefix}{}", letters(n))).collect::<Vec<_>>();
+    let raw = Demographics {
+        given_name: Some(many("ann").join(" ")),
+        family_name: Some(many("smith").join(" ")),
+        previous_family_name: Some(many("brown").join(";")),
+        identifiers: many("x")
+            .into_iter()
+            .map(|value| Identifier { system: "case".into(), value })
+            .collect(),
+        ..Demographics::default()
+    };
+    let normalized = normalizer().normalize(&raw).0;
+    assert_eq!(normalized.given_names.len(), MAX_LISTED);
+    assert_eq!(normalized.identifiers.len(), MAX_LISTED);
+    assert_eq!(normalized.previous_family_names.len(), MAX_LISTED);
+    let prepared = ComparableRecord::new(normalized.clone(), normalizer().nicknames());
+    assert_eq!(prepared.to_normalized(), normalized);
+    assert_eq!(prepared.family_tokens().count(), MAX_LISTED);
+    assert_eq!(prepared.given_names().last(), normalized.given_names.last().map(|name| &**name));
+    assert_eq!(prepared.identifiers().len(), MAX_LISTED);
+}
+
+/// A run of letters for a number, so that names made of it stay names.
+fn letters(mut n: usize) -> String {
+    let mut text = String::new();
+    loop {
+        text.push(char::from(b'a' + (n % 26) as u8));
+        n /= 26;
+        if n == 0 {
+            return text;
+        }
+    }
 }
 
 /// `n` records born `every` days apart from 2 January 1950, each on a date of its own.

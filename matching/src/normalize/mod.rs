@@ -19,6 +19,7 @@ pub use self::name::{
 pub use self::nhs::{nhs_check_digit_valid, normalize_nhs_number};
 pub use self::nickname::Nicknames;
 pub use self::place::{normalize_address, normalize_postcode};
+use crate::compare::MAX_LISTED;
 use crate::record::{
     BirthDate, Demographics, Field, Identifier, Issue, IssueKind, NormalizedRecord,
 };
@@ -117,7 +118,8 @@ impl Normalizer {
         }
         if let Some(value) = present(&raw.given_name) {
             let (names, suffix, issue) = normalize_given_names(value);
-            record.given_names = names.into_iter().map(String::into_boxed_str).collect();
+            let names = names.into_iter().take(MAX_LISTED);
+            record.given_names = names.map(String::into_boxed_str).collect();
             record.name_suffix = suffix.map(String::into_boxed_str);
             if let Some(kind) = issue {
                 report(Field::GivenName, kind);
@@ -152,6 +154,7 @@ impl Normalizer {
         previous.retain(|name| record.family_name.as_deref() != Some(name.as_str()));
         previous.sort_unstable();
         previous.dedup();
+        previous.truncate(MAX_LISTED);
         record.previous_family_names = previous.into_iter().map(String::into_boxed_str).collect();
         if let Some(value) = present(&raw.date_of_birth) {
             match normalize_birth_date_in(value, self.options.today, raw.date_order) {
@@ -224,6 +227,7 @@ impl Normalizer {
         }
         record.identifiers.sort();
         record.identifiers.dedup();
+        record.identifiers.truncate(MAX_LISTED);
         record.shrink_to_fit();
         issues.shrink_to_fit();
         (record, issues)
