@@ -307,13 +307,18 @@ fn without_former_marker(text: &str) -> Option<String> {
 
 /// Normalises family names the person had before, as a previous-name column holds them
 /// (`Brown`, `née Brown`, `Brown; Smith`, `Brown/Smith`): each as
-/// [`normalize_family_name`] does, placeholders and repeats left out. The issue is the
-/// first value's that could not be used.
+/// [`normalize_family_name`] does, placeholders, initials and repeats left out (`N/A`
+/// is a placeholder, not the names `n` and `a`). The issue is the first value's that
+/// could not be used.
 pub fn normalize_previous_family_names(raw: &str) -> (Vec<String>, Option<IssueKind>) {
+    if is_placeholder(&clean(raw)) {
+        return (Vec::new(), Some(IssueKind::Placeholder));
+    }
     let (mut names, mut issue) = (Vec::new(), None);
     for part in raw.split([';', '/', ',']).filter(|part| !part.trim().is_empty()) {
         let part = without_former_marker(part).unwrap_or_else(|| part.to_owned());
         match normalize_family_name(&part) {
+            (Some(name), _, _) if name.len() < 2 => issue = issue.or(Some(IssueKind::Placeholder)),
             (Some(name), _, _) if !names.contains(&name) => names.push(name),
             (Some(_), _, _) => {}
             (None, _, found) => issue = issue.or(found),
@@ -355,6 +360,8 @@ mod tests {
         assert_eq!(previous("Brown; O'Neill / brown"), (names(&["brown", "o'neill"]), None));
         assert_eq!(previous("unknown"), (names(&[]), Some(IssueKind::Placeholder)));
         assert_eq!(previous(" ; "), (names(&[]), None));
+        assert_eq!(previous("N/A"), (names(&[]), Some(IssueKind::Placeholder)));
+        assert_eq!(previous("Brown / X"), (names(&["brown"]), Some(IssueKind::Placeholder)));
     }
 
     #[track_caller]
