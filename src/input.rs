@@ -1271,8 +1271,13 @@ fn row_from_record(
                     if let Some(slot) = slot.map(Option::get_or_insert_default) {
                         if !slot.is_empty() {
                             // Two phone numbers stay two numbers (the normaliser takes
-                            // the first); other parts join as words.
-                            slot.push_str(if *field == Field::Phone { " / " } else { " " });
+                            // the first), two former names two names; other parts join
+                            // as words.
+                            slot.push_str(match field {
+                                Field::Phone => " / ",
+                                Field::PreviousFamilyName => "; ",
+                                _ => " ",
+                            });
                         }
                         slot.push_str(value);
                     }
@@ -1795,6 +1800,20 @@ C1,Ann,Ms
         )
         .expect("reads");
         assert_eq!(file.rows[0].raw.demographics().given_name.as_deref(), Some("Ms Ann"));
+    }
+
+    /// Columns mapped to one former-name field stay names of their own.
+    #[test]
+    fn two_former_name_columns_mapped_to_one_field_stay_two_names() {
+        let map =
+            ColumnMap::parse(&["Maiden=previous_family_name", "Previous=previous_family_name"])
+                .expect("a mapping");
+        let file = read(b"local_id,Maiden,Previous\nC1,Adams,Clark\n", &map).expect("reads");
+        let raw = file.rows[0].raw.demographics();
+        assert_eq!(raw.previous_family_name.as_deref(), Some("Adams; Clark"));
+        let normalizer = mpi_matching::Normalizer::new(crate::normalize_options(false));
+        let names = normalizer.normalize(&raw).0.previous_family_names;
+        assert_eq!(names.iter().map(|name| &**name).collect::<Vec<_>>(), ["adams", "clark"]);
     }
 
     #[test]
