@@ -298,6 +298,12 @@ struct SynthArgs {
     /// it with `--map hospital_number=id:hosp`). The other columns do not change.
     #[arg(long)]
     hospital_numbers: bool,
+    /// Adds a `previous_family_name` column: a married person's former family name on
+    /// half the health records and a quarter of the council and provider ones made
+    /// under the new name, as systems that keep previous names hold it. The other
+    /// columns do not change.
+    #[arg(long)]
+    previous_names: bool,
     /// Writes some values as real UK files hold them: `Queen's Road`, `12/07/1980
     /// 00:00`, `12th July 1980`, a spreadsheet's serial date (`29414`), `NHS No: ...`,
     /// `SMITH (DECEASED)`, `O Brien`, two phone numbers, an extension, `Tel: ...`,
@@ -1134,6 +1140,7 @@ fn synth(args: SynthArgs) -> Result<ExitCode> {
         seed: args.seed,
         hospital_numbers: args.hospital_numbers,
         real_world_forms: args.real_world_forms,
+        previous_names: args.previous_names,
     });
     let create = |path: &Path| -> Result<BufWriter<File>> {
         Ok(BufWriter::new(

@@ -31,6 +31,10 @@ pub struct SynthConfig {
     /// [`add_real_world_forms`]). The people, records and truth are the same with it
     /// or without it.
     pub real_world_forms: bool,
+    /// Adds a `previous_family_name` column: a married person's former family name on
+    /// some of the records made under the new one (see [`add_previous_family_names`]).
+    /// The other columns are the same with it or without it.
+    pub previous_names: bool,
 }
 
 /// One generated record with its true person. Empty strings are missing values.
@@ -55,6 +59,11 @@ pub struct SynthRecord {
     pub email: String,
     /// Empty unless [`SynthConfig::hospital_numbers`].
     pub hospital_number: String,
+    /// Empty unless [`SynthConfig::previous_names`].
+    pub previous_family_name: String,
+    /// The person's family name when this record was made was a former one (a record
+    /// from before a marriage). Not written.
+    pub under_former_name: bool,
 }
 
 const MALE: &[&str] = &[
@@ -1283,6 +1292,8 @@ fn record(
         phone,
         email,
         hospital_number: String::new(),
+        previous_family_name: String::new(),
+        under_former_name: historic && person.previous_family.is_some(),
     }
 }
 
@@ -1348,7 +1359,40 @@ pub fn generate(config: &SynthConfig) -> Vec<SynthRecord> {
     if config.real_world_forms {
         add_real_world_forms(&mut records, config.seed);
     }
+    if config.previous_names {
+        add_previous_family_names(&mut records, &persons, config.seed);
+    }
     records
+}
+
+/// Share of a married person's health records, made under the new family name, that
+/// carry the former one (the NHS's own systems keep previous names).
+const PREVIOUS_NAME_HEALTH_SHARE: f64 = 0.5;
+/// The same share of council and provider records.
+const PREVIOUS_NAME_CARE_SHARE: f64 = 0.25;
+
+/// Writes a married person's former family name in `previous_family_name` on half the
+/// health records and a quarter of the council and provider records made under the new
+/// name (none on the records made before the marriage, which carry the former name
+/// itself). Draws from its own generator, so the other columns do not change.
+fn add_previous_family_names(records: &mut [SynthRecord], persons: &[Person], seed: u64) {
+    let mut rng = Rng(seed ^ 0x5052_4556_4E41_4D45);
+    for record in records {
+        let Some(former) = record
+            .person_id
+            .strip_prefix('P')
+            .and_then(|id| id.parse::<usize>().ok())
+            .and_then(|id| persons.get(id))
+            .and_then(|person| person.previous_family.as_ref())
+        else {
+            continue;
+        };
+        let health = matches!(record.source_system.as_str(), "gp" | "acute" | "community");
+        let share = if health { PREVIOUS_NAME_HEALTH_SHARE } else { PREVIOUS_NAME_CARE_SHARE };
+        if !record.under_former_name && rng.chance(share) {
+            record.previous_family_name = former.clone();
+        }
+    }
 }
 
 /// Rewrites values into forms seen in real UK health and care files, each on a share of
@@ -1601,14 +1645,15 @@ fn add_hospital_numbers(records: &mut [SynthRecord], seed: u64) {
     }
 }
 
-/// Writes records as CSV with the canonical columns, and `hospital_number` after them
-/// when any record has one.
+/// Writes records as CSV with the canonical columns, and `hospital_number` and
+/// `previous_family_name` after them when any record has one.
 ///
 /// # Errors
 /// When writing fails.
 pub fn write_records<W: Write>(records: &[SynthRecord], out: W) -> std::io::Result<()> {
     let mut writer = csv::Writer::from_writer(out);
     let hospital_numbers = records.iter().any(|r| !r.hospital_number.is_empty());
+    let previous_names = records.iter().any(|r| !r.previous_family_name.is_empty());
     let mut header = vec![
         "source_system",
         "local_id",
@@ -1626,6 +1671,9 @@ pub fn write_records<W: Write>(records: &[SynthRecord], out: W) -> std::io::Resu
     ];
     if hospital_numbers {
         header.push("hospital_number");
+    }
+    if previous_names {
+        header.push("previous_family_name");
     }
     writer.write_record(&header)?;
     for r in records {
@@ -1646,6 +1694,9 @@ pub fn write_records<W: Write>(records: &[SynthRecord], out: W) -> std::io::Resu
         ];
         if hospital_numbers {
             row.push(&r.hospital_number);
+        }
+        if previous_names {
+            row.push(&r.previous_family_name);
         }
         writer.write_record(&row)?;
     }
@@ -1717,6 +1768,7 @@ mod tests {
             seed: 5,
             hospital_numbers: false,
             real_world_forms: false,
+            previous_names: false,
         };
         let plain = generate(&config);
         let real = generate(&SynthConfig { real_world_forms: true, ..config });
@@ -1827,18 +1879,21 @@ mod tests {
             seed: 1,
             hospital_numbers: false,
             real_world_forms: false,
+            previous_names: false,
         });
         let b = generate(&SynthConfig {
             people: 500,
             seed: 1,
             hospital_numbers: false,
             real_world_forms: false,
+            previous_names: false,
         });
         let c = generate(&SynthConfig {
             people: 500,
             seed: 2,
             hospital_numbers: false,
             real_world_forms: false,
+            previous_names: false,
         });
         assert_eq!(a, b);
         assert_ne!(a, c);
@@ -1852,6 +1907,7 @@ mod tests {
             seed: 7,
             hospital_numbers: false,
             real_world_forms: false,
+            previous_names: false,
         });
         let ratio = records.len() as f64 / people as f64;
         assert!((1.8..2.4).contains(&ratio), "records per person {ratio}");
@@ -1878,6 +1934,7 @@ mod tests {
             seed: 11,
             hospital_numbers: false,
             real_world_forms: false,
+            previous_names: false,
         });
         // Who holds each NHS number, mobile and email (a landline is a home's).
         let mut holders: HashMap<String, std::collections::HashSet<&str>> = HashMap::new();
@@ -1914,6 +1971,7 @@ mod tests {
             seed: 3,
             hospital_numbers: false,
             real_world_forms: false,
+            previous_names: false,
         });
         let mut groups: HashMap<&str, Vec<&SynthRecord>> = HashMap::new();
         for record in records.iter().filter(|r| r.hard_group.is_some()) {
@@ -1976,6 +2034,7 @@ mod tests {
             seed: 4,
             hospital_numbers: false,
             real_world_forms: false,
+            previous_names: false,
         };
         let plain = generate(&config);
         let with = generate(&SynthConfig { hospital_numbers: true, ..config });
@@ -2012,6 +2071,51 @@ mod tests {
         );
     }
 
+    /// A former family name goes only on records made under a married person's new
+    /// name, the person's own former name (which their records from before the
+    /// marriage carry), and nothing else changes.
+    #[test]
+    fn previous_names_are_a_married_persons_own_and_change_nothing_else() {
+        let config = SynthConfig {
+            people: 5_000,
+            seed: 4,
+            hospital_numbers: false,
+            real_world_forms: false,
+            previous_names: false,
+        };
+        let plain = generate(&config);
+        let with = generate(&SynthConfig { previous_names: true, ..config });
+        let folded = |name: &str| name.to_lowercase();
+        // The family names each person's records made before a marriage carry.
+        let mut former: HashMap<&str, Vec<String>> = HashMap::new();
+        for record in with.iter().filter(|record| record.under_former_name) {
+            former.entry(&record.person_id).or_default().push(folded(&record.family_name));
+        }
+        let mut carried = 0;
+        for (a, b) in plain.iter().zip(&with) {
+            assert_eq!(a, &SynthRecord { previous_family_name: String::new(), ..b.clone() });
+            if b.previous_family_name.is_empty() {
+                continue;
+            }
+            carried += 1;
+            assert!(!b.under_former_name, "{b:?}");
+            assert_ne!(folded(&b.previous_family_name), folded(&b.family_name), "{b:?}");
+            if let Some(names) = former.get(b.person_id.as_str()) {
+                // Those records' names, a typo, a suffix or a placeholder aside.
+                let name = folded(&b.previous_family_name);
+                let alike = |old: &String| {
+                    old == "unknown" || mpi_matching::jaro_winkler(old, &name) > 0.8
+                };
+                assert!(names.iter().any(alike), "{b:?} {names:?}");
+            }
+        }
+        assert!(carried > 30, "{carried} of {}", with.len());
+        let mut out = Vec::new();
+        write_records(&with, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.lines().next().unwrap().ends_with(",email,previous_family_name"));
+    }
+
     #[test]
     fn csv_headers() {
         let records = generate(&SynthConfig {
@@ -2019,6 +2123,7 @@ mod tests {
             seed: 1,
             hospital_numbers: false,
             real_world_forms: false,
+            previous_names: false,
         });
         let mut out = Vec::new();
         write_records(&records, &mut out).unwrap();
