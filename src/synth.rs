@@ -2103,9 +2103,8 @@ mod tests {
             if let Some(names) = former.get(b.person_id.as_str()) {
                 // Those records' names, a typo, a suffix or a placeholder aside.
                 let name = folded(&b.previous_family_name);
-                let alike = |old: &String| {
-                    old == "unknown" || mpi_matching::jaro_winkler(old, &name) > 0.8
-                };
+                let alike =
+                    |old: &String| old == "unknown" || mpi_matching::jaro_winkler(old, &name) > 0.8;
                 assert!(names.iter().any(alike), "{b:?} {names:?}");
             }
         }

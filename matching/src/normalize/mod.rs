@@ -66,7 +66,8 @@ use crate::record::{
 /// - 10: an NHS or phone number after a spreadsheet's text apostrophe
 ///   (`'943 476 5919`) is read.
 /// - 11: former family names (a maiden name), from their own field or written with the
-///   family name (`Jones (née Brown)`, `Jones nee Brown`), which keeps only `jones`.
+///   family name (`Jones (née Brown)`, `Jones nee Brown`), which keeps only `jones`; a
+///   postcode with punctuation around it (`LS1 1AA.`).
 pub const NORMALIZATION_VERSION: u32 = 11;
 
 /// Settings for normalisation.
@@ -113,7 +114,7 @@ impl Normalizer {
         if let Some(value) = present(&raw.nhs_number) {
             match normalize_nhs_number(value, self.options.refuse_test_nhs_numbers) {
                 Ok(number) => record.nhs_number = Some(number.into()),
-                Err(kind) => report(Field::NhsNumber, kind),
+                Err(kind) => report(Field::NhsNumber, or_placeholder(value, kind)),
             }
         }
         if let Some(value) = present(&raw.given_name) {
@@ -159,7 +160,7 @@ impl Normalizer {
         if let Some(value) = present(&raw.date_of_birth) {
             match normalize_birth_date_in(value, self.options.today, raw.date_order) {
                 Ok(date) => record.date_of_birth = Some(date),
-                Err(kind) => report(Field::DateOfBirth, kind),
+                Err(kind) => report(Field::DateOfBirth, or_placeholder(value, kind)),
             }
         }
         if let Some(value) = present(&raw.sex) {
@@ -180,7 +181,7 @@ impl Normalizer {
                     }
                     record.postcode = Some(code);
                 }
-                Err(kind) => report(Field::Postcode, kind),
+                Err(kind) => report(Field::Postcode, or_placeholder(value, kind)),
             }
         }
         // A postcode written at the end of the last address line present (a file with
@@ -204,13 +205,13 @@ impl Normalizer {
         if let Some(value) = present(&raw.phone) {
             match normalize_phone(value) {
                 Ok(phone) => record.phone = Some(phone.into()),
-                Err(kind) => report(Field::Phone, kind),
+                Err(kind) => report(Field::Phone, or_placeholder(value, kind)),
             }
         }
         if let Some(value) = present(&raw.email) {
             match normalize_email(value) {
                 Ok(email) => record.email = Some(email.into()),
-                Err(kind) => report(Field::Email, kind),
+                Err(kind) => report(Field::Email, or_placeholder(value, kind)),
             }
         }
         for identifier in &raw.identifiers {
@@ -269,6 +270,41 @@ fn spreadsheet_number(value: &str) -> Result<&str, IssueKind> {
 /// The trimmed value, None when absent or blank.
 fn present(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Words a clerk types where a value is not known (`N/A`, `none`, `Not known`, `-`).
+const PLACEHOLDER_WORDS: &[&str] = &[
+    "na",
+    "none",
+    "nil",
+    "null",
+    "unknown",
+    "unk",
+    "nk",
+    "notknown",
+    "notgiven",
+    "notstated",
+    "notrecorded",
+    "notapplicable",
+    "refused",
+    "declined",
+    "tbc",
+    "tba",
+    "x",
+    "xx",
+    "xxx",
+];
+
+/// The issue for a value a field's normaliser could not use: a placeholder when it is
+/// one of [`PLACEHOLDER_WORDS`] or has no letter or digit at all, else `kind`.
+fn or_placeholder(value: &str, kind: IssueKind) -> IssueKind {
+    let word: String =
+        value.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
+    if word.is_empty() || PLACEHOLDER_WORDS.contains(&word.as_str()) {
+        IssueKind::Placeholder
+    } else {
+        kind
+    }
 }
 
 /// Folds text for comparison: Unicode to lower-case ASCII (`Łukasz` to `lukasz`,
@@ -404,6 +440,37 @@ mod tests {
             ..Demographics::default()
         });
         assert_eq!(record.given_names, ["ann".into()].into());
+    }
+
+    /// A clerk's `N/A`, `none` or `-` in a field is reported as a placeholder, not as a
+    /// value of the wrong shape.
+    #[test]
+    fn words_for_not_known_are_placeholders() {
+        let raw = Demographics {
+            nhs_number: Some("N/A".into()),
+            date_of_birth: Some("Not known".into()),
+            postcode: Some("-".into()),
+            phone: Some("none".into()),
+            email: Some("n/a".into()),
+            ..Demographics::default()
+        };
+        let (_, issues) = normalizer().normalize(&raw);
+        let kinds: Vec<(Field, IssueKind)> =
+            issues.iter().map(|issue| (issue.field, issue.kind)).collect();
+        let placeholder = IssueKind::Placeholder;
+        assert_eq!(
+            kinds,
+            [
+                (Field::NhsNumber, placeholder),
+                (Field::DateOfBirth, placeholder),
+                (Field::Postcode, placeholder),
+                (Field::Phone, placeholder),
+                (Field::Email, placeholder),
+            ]
+        );
+        // A value of the wrong shape is still reported as such.
+        let raw = Demographics { phone: Some("call after 5".into()), ..Demographics::default() };
+        assert_ne!(normalizer().normalize(&raw).1[0].kind, placeholder);
     }
 
     #[test]

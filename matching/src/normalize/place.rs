@@ -37,6 +37,8 @@ fn is_valid_outward(outward: &[u8]) -> bool {
 /// [`IssueKind::Placeholder`] for an NHS pseudo-postcode (`ZZ99 ...`);
 /// [`IssueKind::Unparseable`] for anything else.
 pub fn normalize_postcode(raw: &str) -> Result<PostalCode, IssueKind> {
+    // Punctuation around it is a line's, not the code's (`LS1 1AA.`, `(LS1 1AA)`).
+    let raw = raw.trim_matches(|c: char| c.is_whitespace() || ".,;:()[]'\"".contains(c));
     let compact: String = raw
         .chars()
         .filter(|c| !c.is_whitespace() && *c != '-')
@@ -330,6 +332,9 @@ mod tests {
         check_postcode("2615", Some(("2615", false, "", "")));
         check_postcode("LS1 4CI", Some(("LS14CI", false, "", "")));
         check_postcode("hello", None);
+        // Punctuation around a code is the line's.
+        check_postcode("LS11AA.", Some(("LS1 1AA", true, "LS1", "LS1 1")));
+        check_postcode("(ls1 1aa)", Some(("LS1 1AA", true, "LS1", "LS1 1")));
         // A letter for a digit where only a digit can stand.
         check_postcode("SW1A OAA", Some(("SW1A 0AA", true, "SW1A", "SW1A 0")));
         check_postcode("LSI 4AB", Some(("LS1 4AB", true, "LS1", "LS1 4")));
