@@ -67,7 +67,8 @@ use crate::record::{
 ///   (`'943 476 5919`) is read.
 /// - 11: former family names (a maiden name), from their own field or written with the
 ///   family name (`Jones (née Brown)`, `Jones nee Brown`), which keeps only `jones`; a
-///   postcode with punctuation around it (`LS1 1AA.`).
+///   postcode with punctuation around it (`LS1 1AA.`); `TBC`, `Declined` and the like
+///   for a name are placeholders.
 pub const NORMALIZATION_VERSION: u32 = 11;
 
 /// Settings for normalisation.
@@ -272,8 +273,9 @@ fn present(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 
-/// Words a clerk types where a value is not known (`N/A`, `none`, `Not known`, `-`).
-const PLACEHOLDER_WORDS: &[&str] = &[
+/// Words a clerk types where a value is not known (`N/A`, `none`, `Not known`), its
+/// letters and digits alone, in lower case.
+const NOT_KNOWN_WORDS: &[&str] = &[
     "na",
     "none",
     "nil",
@@ -295,16 +297,18 @@ const PLACEHOLDER_WORDS: &[&str] = &[
     "xxx",
 ];
 
-/// The issue for a value a field's normaliser could not use: a placeholder when it is
-/// one of [`PLACEHOLDER_WORDS`] or has no letter or digit at all, else `kind`.
-fn or_placeholder(value: &str, kind: IssueKind) -> IssueKind {
+/// True when a value says it is not known: one of [`NOT_KNOWN_WORDS`] whatever its case,
+/// spacing and punctuation (`N/A`, `Not Known`), or no letter or digit at all (`-`).
+fn says_not_known(value: &str) -> bool {
     let word: String =
         value.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
-    if word.is_empty() || PLACEHOLDER_WORDS.contains(&word.as_str()) {
-        IssueKind::Placeholder
-    } else {
-        kind
-    }
+    word.is_empty() || NOT_KNOWN_WORDS.contains(&word.as_str())
+}
+
+/// The issue for a value a field's normaliser could not use: a placeholder when it
+/// says it is not known, else `kind`.
+fn or_placeholder(value: &str, kind: IssueKind) -> IssueKind {
+    if says_not_known(value) { IssueKind::Placeholder } else { kind }
 }
 
 /// Folds text for comparison: Unicode to lower-case ASCII (`Łukasz` to `lukasz`,

@@ -54,38 +54,22 @@ pub fn sex_of_titles(raw_given: &str) -> Option<Sex> {
     clean(raw_given).split(' ').take_while(|token| TITLES.contains(token)).find_map(sex_of_title)
 }
 
-/// Whole values (after folding) that say "no name known".
+/// Whole values (after folding) that say "no name known", beyond the words that say
+/// any value is not known ([`super::says_not_known`]).
 const PLACEHOLDERS: &[&str] = &[
-    "unknown",
-    "unk",
-    "not known",
-    "notknown",
-    "nk",
-    "n k",
     "test",
     "test patient",
     "testpatient",
     "patient",
-    "x",
-    "xx",
-    "xxx",
     "xxxx",
     "zz",
     "zzz",
     "zzzz",
-    "none",
-    "null",
-    "na",
-    "n a",
-    "nil",
     "no name",
     "noname",
     "anonymous",
     "anon",
     "unnamed",
-    "not stated",
-    "not given",
-    "refused",
     "infant",
     "baby",
     "newborn",
@@ -169,7 +153,8 @@ fn without_notes(raw: &str) -> String {
 }
 
 fn is_placeholder(cleaned: &str) -> bool {
-    PLACEHOLDERS.contains(&cleaned)
+    (!cleaned.is_empty() && super::says_not_known(cleaned))
+        || PLACEHOLDERS.contains(&cleaned)
         || cleaned.starts_with("baby of ")
         || cleaned.starts_with("infant of ")
         || cleaned.starts_with("twin of ")
