@@ -18,7 +18,7 @@ use mpi_matching::{BirthDate, Nicknames, fold, phonetic, within_one_edit};
 use crate::rng::Rng;
 
 /// What to generate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SynthConfig {
     /// Number of people.
     pub people: usize,
@@ -1763,13 +1763,7 @@ mod tests {
 
     #[test]
     fn real_world_forms_normalise_to_the_plain_values_but_what_they_take_away() {
-        let config = SynthConfig {
-            people: 20_000,
-            seed: 5,
-            hospital_numbers: false,
-            real_world_forms: false,
-            previous_names: false,
-        };
+        let config = SynthConfig { people: 20_000, seed: 5, ..SynthConfig::default() };
         let plain = generate(&config);
         let real = generate(&SynthConfig { real_world_forms: true, ..config });
         assert_eq!(plain.len(), real.len());
@@ -1874,27 +1868,9 @@ mod tests {
 
     #[test]
     fn deterministic_for_a_seed() {
-        let a = generate(&SynthConfig {
-            people: 500,
-            seed: 1,
-            hospital_numbers: false,
-            real_world_forms: false,
-            previous_names: false,
-        });
-        let b = generate(&SynthConfig {
-            people: 500,
-            seed: 1,
-            hospital_numbers: false,
-            real_world_forms: false,
-            previous_names: false,
-        });
-        let c = generate(&SynthConfig {
-            people: 500,
-            seed: 2,
-            hospital_numbers: false,
-            real_world_forms: false,
-            previous_names: false,
-        });
+        let a = generate(&SynthConfig { people: 500, seed: 1, ..SynthConfig::default() });
+        let b = generate(&SynthConfig { people: 500, seed: 1, ..SynthConfig::default() });
+        let c = generate(&SynthConfig { people: 500, seed: 2, ..SynthConfig::default() });
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
@@ -1902,13 +1878,7 @@ mod tests {
     #[test]
     fn shape_of_the_data() {
         let people = 20_000;
-        let records = generate(&SynthConfig {
-            people,
-            seed: 7,
-            hospital_numbers: false,
-            real_world_forms: false,
-            previous_names: false,
-        });
+        let records = generate(&SynthConfig { people, seed: 7, ..SynthConfig::default() });
         let ratio = records.len() as f64 / people as f64;
         assert!((1.8..2.4).contains(&ratio), "records per person {ratio}");
         let persons: std::collections::HashSet<&str> =
@@ -1929,13 +1899,7 @@ mod tests {
 
     #[test]
     fn nhs_numbers_and_contacts_belong_to_one_person() {
-        let records = generate(&SynthConfig {
-            people: 20_000,
-            seed: 11,
-            hospital_numbers: false,
-            real_world_forms: false,
-            previous_names: false,
-        });
+        let records = generate(&SynthConfig { people: 20_000, seed: 11, ..SynthConfig::default() });
         // Who holds each NHS number, mobile and email (a landline is a home's).
         let mut holders: HashMap<String, std::collections::HashSet<&str>> = HashMap::new();
         for record in &records {
@@ -1966,13 +1930,7 @@ mod tests {
 
     #[test]
     fn twins_and_jr_sr() {
-        let records = generate(&SynthConfig {
-            people: 30_000,
-            seed: 3,
-            hospital_numbers: false,
-            real_world_forms: false,
-            previous_names: false,
-        });
+        let records = generate(&SynthConfig { people: 30_000, seed: 3, ..SynthConfig::default() });
         let mut groups: HashMap<&str, Vec<&SynthRecord>> = HashMap::new();
         for record in records.iter().filter(|r| r.hard_group.is_some()) {
             groups.entry(record.hard_group.as_deref().unwrap()).or_default().push(record);
@@ -2029,13 +1987,7 @@ mod tests {
 
     #[test]
     fn hospital_numbers_are_one_per_person_in_sequence_and_change_nothing_else() {
-        let config = SynthConfig {
-            people: 5_000,
-            seed: 4,
-            hospital_numbers: false,
-            real_world_forms: false,
-            previous_names: false,
-        };
+        let config = SynthConfig { people: 5_000, seed: 4, ..SynthConfig::default() };
         let plain = generate(&config);
         let with = generate(&SynthConfig { hospital_numbers: true, ..config });
         // Numbered in order of first appearance; each carried copy is the person's own
@@ -2076,13 +2028,7 @@ mod tests {
     /// marriage carry), and nothing else changes.
     #[test]
     fn previous_names_are_a_married_persons_own_and_change_nothing_else() {
-        let config = SynthConfig {
-            people: 5_000,
-            seed: 4,
-            hospital_numbers: false,
-            real_world_forms: false,
-            previous_names: false,
-        };
+        let config = SynthConfig { people: 5_000, seed: 4, ..SynthConfig::default() };
         let plain = generate(&config);
         let with = generate(&SynthConfig { previous_names: true, ..config });
         let folded = |name: &str| name.to_lowercase();
@@ -2117,13 +2063,7 @@ mod tests {
 
     #[test]
     fn csv_headers() {
-        let records = generate(&SynthConfig {
-            people: 10,
-            seed: 1,
-            hospital_numbers: false,
-            real_world_forms: false,
-            previous_names: false,
-        });
+        let records = generate(&SynthConfig { people: 10, seed: 1, ..SynthConfig::default() });
         let mut out = Vec::new();
         write_records(&records, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
