@@ -68,7 +68,7 @@ use crate::record::{
 /// - 11: former family names (a maiden name), from their own field or written with the
 ///   family name (`Jones (née Brown)`, `Jones nee Brown`), which keeps only `jones`; a
 ///   postcode with punctuation around it (`LS1 1AA.`); `TBC`, `Declined` and the like
-///   for a name are placeholders.
+///   for a name are placeholders; a flat written after its street goes first.
 pub const NORMALIZATION_VERSION: u32 = 11;
 
 /// Settings for normalisation.

@@ -282,6 +282,15 @@ pub fn normalize_address(
     if words.is_empty() {
         return Ok(None);
     }
+    // A flat written after the street ("12 High Street, Flat 3") reads as one written
+    // before it ("Flat 3, 12 High Street"): the flat and its numbers go first.
+    let unit = |word: &String| matches!(word.as_str(), "flat" | "unit" | "room" | "suite");
+    if let Some(at) = words.iter().position(unit).filter(|&at| at > 0) {
+        let numbers = words[at + 1..].iter().take_while(|word| is_house_number(word)).count();
+        if numbers > 0 {
+            words[..=at + numbers].rotate_right(numbers + 1);
+        }
+    }
     Ok(Some(Address {
         text: words.join(" ").into(),
         house_number: house_number.map(String::into_boxed_str),
@@ -365,6 +374,11 @@ mod tests {
         check_address("12 High St", None, "12 high street", Some("12"));
         check_address("12a Park Rd.", Some("Leeds"), "12a park road leeds", Some("12a"));
         check_address("Flat 3, 45 Acacia Ave", None, "flat 3 45 acacia avenue", Some("45"));
+        // A flat written after the street goes first, its numbers with it.
+        check_address("45 Acacia Ave", Some("Flat 3"), "flat 3 45 acacia avenue", Some("45"));
+        check_address("45 Acacia Ave, Flat 2/1", None, "flat 2 1 45 acacia avenue", Some("45"));
+        check_address("5 Mill Rd, Room 4", Some("Leeds"), "room 4 5 mill road leeds", Some("5"));
+        check_address("Mill House Flat", None, "mill house flat", None);
         check_address("3/12 Mill Lane", None, "3 12 mill lane", Some("12"));
         check_address("Flat 3/12 Mill Lane", None, "flat 3 12 mill lane", Some("12"));
         check_address("Flat 2/1", Some("12 High St."), "flat 2 1 12 high street", Some("12"));
