@@ -168,15 +168,10 @@ fn number(part: &str) -> Option<u16> {
 /// True for a year alone (`1951`), or a year and month (`1951-04`, `04/1951`, as FHIR
 /// and spreadsheets write a date whose day is not known), in a year a birth can be in.
 fn partial(text: &str, today: BirthDate) -> bool {
-    let number = |part: &str, digits: std::ops::RangeInclusive<usize>| {
-        digits.contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit())
-    };
     let year = |part: &str| {
-        number(part, 4..=4)
-            && part.parse().is_ok_and(|year: u16| (1880..=today.year).contains(&year))
+        part.len() == 4 && number(part).is_some_and(|year| (1880..=today.year).contains(&year))
     };
-    let month =
-        |part: &str| number(part, 1..=2) && part.parse().is_ok_and(|m: u8| (1..=12).contains(&m));
+    let month = |part: &str| part.len() <= 2 && number(part).is_some_and(|m| (1..=12).contains(&m));
     match text.split_once(['-', '/', '.']) {
         None => year(text),
         Some((first, second)) => (year(first) && month(second)) || (month(first) && year(second)),

@@ -136,7 +136,8 @@ impl Normalizer {
             } else {
                 (std::borrow::Cow::Borrowed(value), Vec::new())
             };
-            previous.extend(former.iter().filter_map(|name| normalize_family_name(name).0));
+            // (Read as a former-name field is: placeholders and initials left out.)
+            previous.extend(former.iter().flat_map(|name| normalize_previous_family_names(name).0));
             let (family, suffix, issue) = normalize_family_name(&value);
             record.family_name = family.map(String::into_boxed_str);
             if record.name_suffix.is_none() {
