@@ -60,10 +60,11 @@ pub const INDEX_WRITER_BUDGET: usize = 64 * 1024 * 1024;
 /// hash, of twelve kinds, the identifier's one-edit keys among them; since `k9` a
 /// family name's particle written apart joins the next word, `o brien` as `obrien`;
 /// since `k10` the home with the birth date is a kind of its own; since `k11` a home's
-/// street is named by the word before its type, `mill` in `5 mill road`). A
+/// street is named by the word before its type, `mill` in `5 mill road`; since `k12`
+/// a former family name is keyed with the birth date as the family name is). A
 /// change to what `mpi_matching::blocking_keys` makes moves it on, so that an index
 /// built by an older version with other keys is rebuilt.
-const KEY_FORMAT: &str = "k11";
+const KEY_FORMAT: &str = "k12";
 
 /// The store generation an index payload names, when it names one in this key format.
 fn payload_generation(payload: &str) -> Option<u64> {

@@ -3,6 +3,7 @@
 //! match. Keys hold personal data: they go to the index, never to logs.
 
 use crate::compare::{CompField, ComparableRecord, MIN_ONE_OFF_IDENTIFIER};
+use crate::normalize::phonetic;
 use crate::record::BirthDate;
 
 /// The kinds of blocking key, in bit order for [`shared_key_kinds`], with the fields
@@ -199,12 +200,12 @@ fn street_word(address: &str) -> Option<&str> {
 /// | kind | key | catches |
 /// |---|---|---|
 /// | `n` | NHS number | anything with a valid NHS number |
-/// | `dn` | birth year, day and month (sorted), phonetic code of the family name, and again of the given name | given-name changes, day/month swaps, given and family names swapped |
+/// | `dn` | birth year, day and month (sorted), phonetic code of the family name, again of each former family name, and again of the given name | given-name changes, day/month swaps, given and family names swapped, a woman's records under her maiden name |
 /// | `pg` | postcode, given-name initial | birth-date errors |
 /// | `pn` | postcode, phonetic code of the family name, and again of the given name | given-name and birth-date errors, swapped names |
 /// | `i` | identifier system and value | other identifiers |
 /// | `t` / `e` | phone / email | moves where contact details stay |
-/// | `fy` | family-name phonetic code, birth year and month, given initial | errors in day, postcode and given name together |
+/// | `fy` | family-name phonetic code (and each former family name's), birth year and month, given initial | errors in day, postcode and given name together |
 /// | `ah` | house number and the street's word (see [`street_word`]), family-name phonetic code | errors in birth date, postcode and given name |
 /// | `pd` | postcode and birth date | both names changed (marriage and a nickname, or a clerk's swap) |
 /// | `ie` | identifier system, its value or the value with one character dropped (one key each), given and family initials | an identifier one character off, with birth date and postcode wrong too |
@@ -224,22 +225,32 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<BlockingKey> {
     }
     let family_code = record.family_phonetic();
     let given_code = record.given_phonetic(0);
+    // A family name the person had before (a maiden name) is keyed as the family name
+    // is with the birth date, so that her records under that name meet this one: they
+    // share neither family name nor, after a move, postcode or address.
+    let former_codes: Vec<String> = record
+        .previous_family_names()
+        .map(former_family_code)
+        .filter(|code| !code.is_empty() && code != family_code)
+        .collect();
+    let family_codes =
+        || std::iter::once(family_code).chain(former_codes.iter().map(String::as_str));
+    let given_initial = record.first_given().and_then(|name| name.chars().next());
     if let Some(date) = record.date_of_birth() {
         let (low, high) =
             if date.day <= date.month { (date.day, date.month) } else { (date.month, date.day) };
         let day = start.number(date.year, 4).number(low.into(), 2).number(high.into(), 2).bar();
-        for code in [family_code, given_code] {
+        for code in family_codes().chain([given_code]) {
             if !code.is_empty() {
                 keys.push(day.text(code).key(kind::DATE_NAME));
             }
         }
-    }
-    let given_initial = record.first_given().and_then(|name| name.chars().next());
-    if let (Some(date), Some(initial)) = (record.date_of_birth(), given_initial)
-        && !family_code.is_empty()
-    {
-        let text = start.text(family_code).bar().number(date.year, 4).number(date.month.into(), 2);
-        keys.push(text.bar().char(initial).key(kind::FAMILY_YEAR));
+        if let Some(initial) = given_initial {
+            for code in family_codes().filter(|code| !code.is_empty()) {
+                let text = start.text(code).bar().number(date.year, 4).number(date.month.into(), 2);
+                keys.push(text.bar().char(initial).key(kind::FAMILY_YEAR));
+            }
+        }
     }
     if let Some(address) = record.address()
         && let Some(number) = address.house_number
@@ -298,10 +309,15 @@ pub fn blocking_keys(record: &ComparableRecord) -> Vec<BlockingKey> {
     keys
 }
 
+/// The phonetic code a former family name is keyed by: that of its first token, as
+/// [`ComparableRecord::family_phonetic`] is of the family name's.
+fn former_family_code(former: &str) -> String {
+    crate::compare::family_tokens(former).first().map(|token| phonetic(token)).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::normalize::phonetic;
     use crate::{Demographics, NormalizeOptions, Normalizer};
 
     /// FNV-1a of a formatted text, as keys were hashed before they were fed a part at a
@@ -408,6 +424,38 @@ mod tests {
         let a = keys_of("Mary", "Smith", "1990-03-12", "LS1 4AB");
         let married = keys_of("Wendy", "Okafor", "12/03/1990", "ls14ab");
         assert_eq!(shared_key_kinds(&a, &married), 1 << kind::POSTCODE_DATE);
+    }
+
+    #[test]
+    fn a_record_under_a_maiden_name_meets_one_that_names_it_as_former() {
+        let married = |former: &str| {
+            keys_for(&Demographics {
+                given_name: Some("Isabella".to_owned()),
+                family_name: Some("Kelly".to_owned()),
+                previous_family_name: Some(former.to_owned()),
+                date_of_birth: Some("1950-08-11".to_owned()),
+                postcode: Some("CF10 3UL".to_owned()),
+                ..Demographics::default()
+            })
+        };
+        // Her record from before the marriage and the move, under a nickname.
+        let maiden = keys_of("Bella", "Turner", "11/08/1950", "B1 6ZX");
+        assert_eq!(shared_key_kinds(&married("Turner"), &maiden), 1 << kind::DATE_NAME);
+        // With the given initial too, the birth month still meets with a day mistyped.
+        let slipped = keys_of("Isabel", "Turner", "1950-08-21", "B1 6ZX");
+        assert_eq!(shared_key_kinds(&married("Turner"), &slipped), 1 << kind::FAMILY_YEAR);
+        assert_eq!(shared_key_kinds(&married("Lewis"), &maiden), 0, "another former name");
+        // A former name that codes as the family name adds no key.
+        assert_eq!(
+            married("Kelley"),
+            keys_for(&Demographics {
+                given_name: Some("Isabella".to_owned()),
+                family_name: Some("Kelly".to_owned()),
+                date_of_birth: Some("1950-08-11".to_owned()),
+                postcode: Some("CF10 3UL".to_owned()),
+                ..Demographics::default()
+            })
+        );
     }
 
     #[test]
