@@ -453,7 +453,8 @@ pub fn pair_caution(
     // A woman's record without a birth date whose names agree is the exception (see
     // `woman_named_alike`).
     let comparable = gamma.level(CompField::GivenName).is_some()
-        && (gamma.level(CompField::DateOfBirth).is_some() || woman_named_alike(gamma, a, b));
+        && (gamma.level(CompField::DateOfBirth).is_some()
+            || woman_named_alike(gamma, a, b, model.term_frequencies.as_ref()));
     if (at_one_home(gamma) || !home_known(gamma)) && !identified(gamma) && !comparable {
         return Some(ReviewReason::HouseholdWithoutIdentity);
     }
@@ -482,16 +483,33 @@ fn held_apart_as_relatives(a: &ComparableRecord, b: &ComparableRecord, model: &M
 }
 
 /// True when a pair at one home with the birth date missing on one side is taken as one
-/// person, as far as the household rule goes: the given names agree exactly or as a
-/// nickname, the family names exactly or by a slip, one record says female, and no
-/// generational suffix stands on one record alone. Without the birth date only a relative
-/// of the same name could be mistaken for the person, and one living at the same home is
-/// in practice a father and son (Jr/Sr): a man's record (or one whose sex is not known)
-/// stays in review. A mother and daughter of one first name are rare, and sisters are
-/// never given one.
-fn woman_named_alike(gamma: &Gamma, a: &ComparableRecord, b: &ComparableRecord) -> bool {
-    let names_agree = gamma.level(CompField::GivenName).is_some_and(|given| given <= 1)
-        && gamma.level(CompField::FamilyName).is_some_and(|family| family <= 1);
+/// person, as far as the household rule goes: the given names agree exactly, as a
+/// nickname, or by a slip of the pen (close, and not two names both established in the
+/// data: `Diame` for Diane, but not Ella for Bella), the family names exactly or by a
+/// slip, one record says female, and no generational suffix stands on one record alone.
+/// Without the birth date only a relative of the same name could be mistaken for the
+/// person, and one living at the same home is in practice a father and son (Jr/Sr): a
+/// man's record (or one whose sex is not known) stays in review. A mother and daughter
+/// of one first name are rare, and sisters are never given one. Without name counts (a
+/// model from elsewhere) a slip is not told from a second name, and stays in review.
+fn woman_named_alike(
+    gamma: &Gamma,
+    a: &ComparableRecord,
+    b: &ComparableRecord,
+    frequencies: Option<&TermFrequencies>,
+) -> bool {
+    let slip = || {
+        frequencies.is_some_and(|frequencies| {
+            a.first_given().zip(b.first_given()).is_some_and(|(first_a, first_b)| {
+                !frequencies.both_established(CompField::GivenName, first_a, first_b)
+            })
+        })
+    };
+    let given_agrees = gamma.level(CompField::GivenName).is_some_and(|given| {
+        given <= 1 || (CompField::GivenName.levels()[usize::from(given)] == "close" && slip())
+    });
+    let names_agree =
+        given_agrees && gamma.level(CompField::FamilyName).is_some_and(|family| family <= 1);
     let woman = a.sex() == Some(Sex::Female) || b.sex() == Some(Sex::Female);
     let namesake_marked = a.name_suffix().is_some() != b.name_suffix().is_some();
     names_agree && woman && !namesake_marked

@@ -409,20 +409,23 @@ fn a_household_link_needs_a_birth_date_and_a_given_name_on_both() {
 fn a_womans_record_without_a_birth_date_links_at_her_home_but_a_mans_is_reviewed() {
     // A namesake at one home is in practice a father and son (Jr/Sr): without the birth
     // date a man's record (or one of unknown sex) waits for a steward. A woman's links
-    // when her given and family names agree; a mother and daughter of one first name are
-    // rare.
+    // when her given and family names agree, or her given name by a slip of the pen; a
+    // mother and daughter of one first name are rare.
     let household = Some(ReviewReason::HouseholdWithoutIdentity);
     let cases = [
         (Some("F"), "Ada", "Ada", "Lovelace", None),
         (Some("F"), "Ada", "ADA", "Lovelace", None),
-        (None, "Ada", "Ada", "Lovelace", None), // one record says female
+        (Some("F"), "Ada", "Adda", "Lovelace", None), // a typo, a name no one else has
+        (Some("F"), "Ada", "Ava", "Lovelace", household), // two names, both established
+        (Some("F"), "Ada", "Edith", "Lovelace", household), // another name
+        (None, "Ada", "Ada", "Lovelace", None),       // one record says female
         (Some("M"), "Charles", "Charles", "Lovelace", household),
         (Some("F"), "Ada", "A", "Lovelace", household), // an initial
         (Some("F"), "Ada", "Ada", "Lovelace Jr", household), // a namesake marked
         (Some("F"), "Ada", "Ada", "Byron", household),  // another family name
     ];
     for (later_sex, given, later_given, later_family, expected) in cases {
-        let mut harness = household_harness(&["Ada", "Charles"]);
+        let mut harness = household_harness(&["Ada", "Ava", "Edith", "Charles"]);
         let sex = if given == "Charles" { "M" } else { "F" };
         harness.add(Demographics {
             sex: Some(sex.into()),
