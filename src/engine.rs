@@ -390,22 +390,25 @@ fn either_twin(gamma: &Gamma) -> bool {
         && gamma.level(CompField::FamilyName).is_some_and(|family| family <= 1)
 }
 
-/// A parent and child of one name the records cannot tell apart: the same given and
-/// family name, birth dates that are plainly different, no agreeing NHS number or
+/// A parent and child of one name the records cannot tell apart: the same given name,
+/// a family name that is not plainly another (the same, a slip or two of it, or missing
+/// on one side), birth dates that are plainly different, no agreeing NHS number or
 /// identifier, and one home (a shared household, or the same postcode where the
 /// address differs by a slip or a flat). The model weighs the birth date as one field
 /// among many, so name and postcode can outvote it; a father and son of one name at one
-/// postcode are common enough that this is never linked automatically.
+/// postcode are common enough that this is never linked automatically. A family name
+/// typed wrong on both records (Kcan and Han for Khan) still names one family: Tomasz
+/// Han born 2020 is not his father Tomasz Khan born 1983.
 pub fn possible_parent_and_child(gamma: &Gamma) -> bool {
     if identified(gamma) {
         return false;
     }
-    let dob_different = gamma
-        .level(CompField::DateOfBirth)
-        .is_some_and(|dob| usize::from(dob) + 1 == CompField::DateOfBirth.levels().len());
-    dob_different
+    let different = |field: CompField, level: u8| usize::from(level) + 1 == field.levels().len();
+    gamma.level(CompField::DateOfBirth).is_some_and(|dob| different(CompField::DateOfBirth, dob))
         && gamma.level(CompField::GivenName).is_some_and(|given| given <= 1)
-        && gamma.level(CompField::FamilyName).is_some_and(|family| family <= 1)
+        && gamma
+            .level(CompField::FamilyName)
+            .is_none_or(|family| !different(CompField::FamilyName, family))
         && at_one_home(gamma)
 }
 

@@ -660,6 +660,22 @@ fn father_and_son_of_one_name_at_one_postcode_are_not_linked() {
 }
 
 #[test]
+fn father_and_son_with_their_family_name_mistyped_are_not_linked() {
+    // Tomasz Khan born 1983, and his son Tomasz born 2020 with the family name typed
+    // Han: a family name alike but no slip of the other, and two people.
+    let mut harness = household_harness(&["Tomasz"]);
+    harness.add(person("Tomasz", "Khan", "1983-07-03", None));
+    let decision = harness.add(person("Tomasz", "Han", "2020-04-02", None));
+    assert_ne!(decision.kind, DecisionKind::Linked, "{decision:?}");
+    let gamma = compare(&harness.linker.records[0], &harness.linker.records[1]);
+    assert!(possible_parent_and_child(&gamma), "{gamma:?}");
+    // A family name plainly another is no parent of this one's.
+    let other = harness.add(person("Tomasz", "Nowak", "2020-04-02", None));
+    let gamma = compare(&harness.linker.records[0], &harness.linker.records[2]);
+    assert!(!possible_parent_and_child(&gamma), "{other:?}");
+}
+
+#[test]
 fn where_households_are_one_person_a_slip_in_another_record_is_no_twin() {
     // Jonah's person holds a copy with a slip in the given name and no identifier. A
     // third record with the given name replaced but Jonah's identifier is Jonah too
