@@ -1068,14 +1068,29 @@ impl Linker {
             }
             // The relatives checks hold only where the model says relatives are common:
             // where households are one person (FEBRL), a record with its given name
-            // replaced is a slip, not a twin.
-            let relatives_checked = member != to.best_position
-                && relatives_common
-                && !(best_one_name && one_name(&compare(best_record, other)));
-            if relatives_checked && let Some(reason) = relative_signature(&gamma) {
+            // replaced is a slip, not a twin. Given names that are all one name settle
+            // the twins' question, which turns on the given name, but not a parent's
+            // and child's, which turns on the birth date, when the two dates are a
+            // generation apart: Jessica Webb born 1977 is not the Jessica Webb born
+            // 1940 at her home, though a record of that name without a birth date
+            // brought them to one person.
+            let relatives_checked = member != to.best_position && relatives_common;
+            let slips_of_one_name = || best_one_name && one_name(&compare(best_record, other));
+            let generation_apart = || {
+                record
+                    .date_of_birth()
+                    .zip(other.date_of_birth())
+                    .is_some_and(|(a, b)| a.year.abs_diff(b.year) >= GENERATION_YEARS)
+            };
+            if relatives_checked
+                && let Some(reason) = relative_signature(&gamma)
+                && ((reason == ReviewReason::PossibleParentAndChild && generation_apart())
+                    || !slips_of_one_name())
+            {
                 return Some(reason);
             }
             if relatives_checked
+                && !slips_of_one_name()
                 && possible_twins(&gamma, record, other, model.term_frequencies.as_ref())
             {
                 return Some(ReviewReason::PossibleTwins);

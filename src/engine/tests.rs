@@ -441,6 +441,38 @@ fn a_womans_record_without_a_birth_date_links_at_her_home_but_a_mans_is_reviewed
 }
 
 #[test]
+fn a_namesake_a_generation_apart_is_held_back_by_any_record_of_the_person() {
+    // Jessica Webb born 1940, and a record of her name at her home without a birth date,
+    // which joins her. Her daughter Jessica, born 1977, matches that record best; the
+    // mother's own record says she is someone else.
+    let woman = |dob: Option<&str>| Demographics {
+        sex: Some("F".into()),
+        date_of_birth: dob.map(str::to_owned),
+        ..person("Jessica", "Webb", "", None)
+    };
+    // Households here are one person about half the time (the prior the other tests'
+    // 0.2 sets leaves the undated record between the thresholds).
+    let harness_of_webbs = || {
+        let mut harness = household_harness(&["Jessica"]);
+        harness.model.household_lambda = 0.5;
+        harness
+    };
+    let mut harness = harness_of_webbs();
+    harness.add(woman(Some("1940-11-19")));
+    let undated = harness.add(woman(None));
+    assert_eq!(undated.kind, DecisionKind::Linked, "{undated:?}");
+    let daughter = harness.add(woman(Some("1977-04-24")));
+    assert_eq!(daughter.kind, DecisionKind::Review, "{daughter:?}");
+    assert!(!harness.same_person(0, 2));
+    // A birth date wrong by a year or two is the person's own slip, not a relative.
+    let mut harness = harness_of_webbs();
+    harness.add(woman(Some("1940-11-19")));
+    harness.add(woman(None));
+    let slip = harness.add(woman(Some("1942-11-29")));
+    assert_eq!(slip.kind, DecisionKind::Linked, "{slip:?}");
+}
+
+#[test]
 fn twins_with_a_slip_in_the_birth_date_are_still_twins() {
     // Ella and Isla at one home, one record's year a digit off or day and month swapped:
     // the given name is still all that tells them apart. The same name with the same
