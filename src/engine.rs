@@ -397,8 +397,8 @@ fn either_twin(gamma: &Gamma) -> bool {
 /// address differs by a slip or a flat). The model weighs the birth date as one field
 /// among many, so name and postcode can outvote it; a father and son of one name at one
 /// postcode are common enough that this is never linked automatically. A family name
-/// typed wrong on both records (Kcan and Han for Khan) still names one family: Tomasz
-/// Han born 2020 is not his father Tomasz Khan born 1983.
+/// mistyped past a slip (Han for Khan) still names one family: Tomasz Han born 2020 is
+/// not his father Tomasz Khan born 1983.
 pub fn possible_parent_and_child(gamma: &Gamma) -> bool {
     if identified(gamma) {
         return false;
@@ -1075,7 +1075,8 @@ impl Linker {
             // 1940 at her home, though a record of that name without a birth date
             // brought them to one person.
             let relatives_checked = member != to.best_position && relatives_common;
-            let slips_of_one_name = || best_one_name && one_name(&compare(best_record, other));
+            let slips_of_one_name =
+                relatives_checked && best_one_name && one_name(&compare(best_record, other));
             let generation_apart = || {
                 record
                     .date_of_birth()
@@ -1085,12 +1086,12 @@ impl Linker {
             if relatives_checked
                 && let Some(reason) = relative_signature(&gamma)
                 && ((reason == ReviewReason::PossibleParentAndChild && generation_apart())
-                    || !slips_of_one_name())
+                    || !slips_of_one_name)
             {
                 return Some(reason);
             }
             if relatives_checked
-                && !slips_of_one_name()
+                && !slips_of_one_name
                 && possible_twins(&gamma, record, other, model.term_frequencies.as_ref())
             {
                 return Some(ReviewReason::PossibleTwins);
