@@ -69,7 +69,11 @@ use crate::record::{
 ///   family name (`Jones (née Brown)`, `Jones nee Brown`), which keeps only `jones`; a
 ///   postcode with punctuation around it (`LS1 1AA.`); `TBC`, `Declined` and the like
 ///   for a name are placeholders; a flat written after its street goes first.
-pub const NORMALIZATION_VERSION: u32 = 11;
+/// - 12: a name's notes in brackets are read by one walker for both uses (a suffix kept,
+///   a former family name taken out): a bracket inside a note is part of it, and a
+///   closing bracket with none open is a break between words wherever it stands (it
+///   joined the letters around it when the name held an opening bracket elsewhere).
+pub const NORMALIZATION_VERSION: u32 = 12;
 
 /// Settings for normalisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

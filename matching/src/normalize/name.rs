@@ -130,26 +130,48 @@ fn clean(raw: &str) -> String {
 /// The text outside brackets, and after it any note in brackets that is a generational
 /// suffix (`Jnr`, `Sr.`).
 fn without_notes(raw: &str) -> String {
-    let (mut outside, mut note) = (String::new(), String::new());
-    let mut depth = 0usize;
+    replace_notes(raw, |note| {
+        let word = note.trim().trim_end_matches('.').to_lowercase();
+        suffix(&word).is_some().then(|| format!(" {word}"))
+    })
+    .0
+}
+
+/// Walks the notes in brackets (round or square; a bracket inside a note is part of
+/// it): the text outside them is kept, each note is replaced by what `replace` makes of
+/// it (nothing for None), and the note of a bracket left open, which runs to the end, is
+/// returned apart. A closing bracket with none open is kept as text.
+fn replace_notes(
+    raw: &str,
+    mut replace: impl FnMut(&str) -> Option<String>,
+) -> (String, Option<String>) {
+    let mut outside = String::with_capacity(raw.len());
+    let (mut note, mut depth) = (String::new(), 0usize);
     for c in raw.chars() {
         match c {
-            '(' | '[' => depth += 1,
-            ')' | ']' if depth > 0 => {
-                depth -= 1;
-                let word = note.trim().trim_end_matches('.').to_lowercase();
-                if depth == 0 && suffix(&word).is_some() {
-                    outside.push(' ');
-                    outside.push_str(&word);
-                }
+            '(' | '[' if depth == 0 => {
+                depth = 1;
                 note.clear();
             }
-            ')' | ']' => {}
+            ')' | ']' if depth == 1 => {
+                depth = 0;
+                if let Some(text) = replace(&note) {
+                    outside.push_str(&text);
+                }
+            }
+            '(' | '[' => {
+                depth += 1;
+                note.push(c);
+            }
+            ')' | ']' if depth > 1 => {
+                depth -= 1;
+                note.push(c);
+            }
             _ if depth == 0 => outside.push(c),
             _ => note.push(c),
         }
     }
-    outside
+    (outside, (depth > 0).then_some(note))
 }
 
 fn is_placeholder(cleaned: &str) -> bool {
@@ -232,37 +254,15 @@ const FORMER_MARKERS: &[&str] = &["nee", "formerly", "previously", "maiden", "na
 /// (formerly Brown)` give `Jones` and `["Brown"]`. Other notes in brackets stay for the
 /// normaliser to drop.
 pub fn split_former_family_names(raw: &str) -> (String, Vec<String>) {
-    let mut current = String::with_capacity(raw.len());
     let mut former = Vec::new();
-    let (mut note, mut depth) = (String::new(), 0usize);
-    for c in raw.chars() {
-        match c {
-            '(' | '[' => {
-                depth += 1;
-                if depth == 1 {
-                    note.clear();
-                    continue;
-                }
-            }
-            ')' | ']' if depth > 0 => {
-                depth -= 1;
-                if depth == 0 {
-                    match without_former_marker(&note) {
-                        Some(name) => former.push(name),
-                        None => {
-                            current.push('(');
-                            current.push_str(&note);
-                            current.push(')');
-                        }
-                    }
-                    continue;
-                }
-            }
-            _ => {}
+    let (mut current, unclosed) = replace_notes(raw, |note| match without_former_marker(note) {
+        Some(name) => {
+            former.push(name);
+            None
         }
-        if depth > 0 { note.push(c) } else { current.push(c) }
-    }
-    if depth > 0 {
+        None => Some(format!("({note})")),
+    });
+    if let Some(note) = unclosed {
         // A bracket left open is kept as written.
         current.push('(');
         current.push_str(&note);
