@@ -434,4 +434,34 @@ mod tests {
             None => true,
         }
     }
+
+    /// `raw` with brackets of both kinds in about half its characters: nested, crossed,
+    /// left open or closed with none open.
+    fn bracketed(raw: &str) -> String {
+        raw.chars()
+            .map(|c| match u32::from(c) % 8 {
+                0 => '(',
+                1 => ')',
+                2 => '[',
+                3 => ']',
+                _ => c,
+            })
+            .collect()
+    }
+
+    #[quickcheck]
+    fn family_names_with_notes_in_brackets_are_idempotent(raw: String) -> bool {
+        match normalize_family_name(&bracketed(&raw)).0 {
+            Some(family) => normalize_family_name(&family).0 == Some(family),
+            None => true,
+        }
+    }
+
+    #[quickcheck]
+    fn notes_that_name_no_former_family_name_lose_no_letters(raw: String) -> bool {
+        let raw = bracketed(&raw);
+        let (current, former) = split_former_family_names(&raw);
+        let letters = |text: &str| text.chars().filter(|c| c.is_alphanumeric()).collect::<String>();
+        !former.is_empty() || letters(&current) == letters(&raw)
+    }
 }
