@@ -269,7 +269,8 @@ pub const CONFLICT_PROBABILITY: f64 = 0.01;
 
 /// The classic look-alike relatives, read off a comparison: twins (same birth date and
 /// family name, clearly different given names) and parent and child of one name at one
-/// address (same given and family name, clearly different birth dates). Such a pair is
+/// address (one given name, exactly, as a nickname or within a typo, the same family
+/// name, clearly different birth dates). Such a pair is
 /// never linked automatically, whatever its score: the evidence that would link them
 /// is exactly what relatives share.
 pub fn relative_signature(gamma: &Gamma) -> Option<ReviewReason> {
@@ -288,7 +289,7 @@ pub fn relative_signature(gamma: &Gamma) -> Option<ReviewReason> {
     if given_different && dob == 0 {
         return Some(ReviewReason::PossibleTwins);
     }
-    if given <= 1 && dob_different && gamma.same_household() {
+    if given <= GIVEN_ONE_NAME && dob_different && gamma.same_household() {
         return Some(ReviewReason::PossibleParentAndChild);
     }
     None
@@ -390,8 +391,9 @@ fn either_twin(gamma: &Gamma) -> bool {
         && gamma.level(CompField::FamilyName).is_some_and(|family| family <= 1)
 }
 
-/// A parent and child of one name the records cannot tell apart: the same given name,
-/// a family name that is not plainly another (the same, a slip or two of it, or missing
+/// A parent and child of one name the records cannot tell apart: one given name
+/// (exactly, as a nickname, or within a typo: Muaria for a mother Maria beside her
+/// daughter Maria), a family name that is not plainly another (the same, a slip or two of it, or missing
 /// on one side), birth dates that are plainly different, no agreeing NHS number or
 /// identifier, and one home (a shared household, or the same postcode where the
 /// address differs by a slip or a flat). The model weighs the birth date as one field
@@ -405,7 +407,7 @@ pub fn possible_parent_and_child(gamma: &Gamma) -> bool {
     }
     let different = |field: CompField, level: u8| usize::from(level) + 1 == field.levels().len();
     gamma.level(CompField::DateOfBirth).is_some_and(|dob| different(CompField::DateOfBirth, dob))
-        && gamma.level(CompField::GivenName).is_some_and(|given| given <= 1)
+        && gamma.level(CompField::GivenName).is_some_and(|given| given <= GIVEN_ONE_NAME)
         && gamma
             .level(CompField::FamilyName)
             .is_none_or(|family| !different(CompField::FamilyName, family))

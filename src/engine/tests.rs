@@ -692,6 +692,24 @@ fn father_and_son_of_one_name_at_one_postcode_are_not_linked() {
 }
 
 #[test]
+fn mother_and_daughter_of_one_name_are_not_linked_through_a_typo() {
+    // Maria Pearson born 2007, and her mother Maria born 1975 written Muaria: a given name
+    // within a typo of the daughter's, a generation apart at one home.
+    let woman = |given: &str, dob: &str| Demographics {
+        sex: Some("F".into()),
+        ..person(given, "Pearson", dob, None)
+    };
+    let mut harness = household_harness(&["Maria"]);
+    harness.add(woman("Maria", "2007-07-02"));
+    let mother = harness.add(woman("Muaria", "1975-09-21"));
+    assert_ne!(mother.kind, DecisionKind::Linked, "{mother:?}");
+    let gamma = compare(&harness.linker.records[0], &harness.linker.records[1]);
+    assert_eq!(gamma.level(CompField::GivenName), Some(2), "close: {gamma:?}");
+    assert!(possible_parent_and_child(&gamma));
+    assert_eq!(relative_signature(&gamma), Some(ReviewReason::PossibleParentAndChild));
+}
+
+#[test]
 fn father_and_son_with_their_family_name_mistyped_are_not_linked() {
     // Tomasz Khan born 1983, and his son Tomasz born 2020 with the family name typed
     // Han: a family name alike but no slip of the other, and two people.
