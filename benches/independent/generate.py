@@ -9,7 +9,8 @@ and noise at other rates, on the heavy side of real UK care data:
 
 - households: 55% of draws one person alone; 40% a couple (the woman under the man's
   family name four times in five, some of those with a maiden name that 35% of her
-  records carry) with up to three children; 3% twins (same birth date, family name and
+  records carry) with up to three children, none given a parent's or a sibling's given
+  name; 3% twins (same birth date, family name and
   home, different given names drawn at random, so twins can share an initial); 1.5%
   a father and son of one name (Jr/Sr, no suffix written). Half the twins and Jr/Sr
   pairs have no NHS number. 15% of people have a former address that half their
@@ -172,10 +173,17 @@ class Generator:
         mother = self.person("F", family if rng.random() < 0.8 else None, home=home)
         if mother["family"] == family and mother["born"][0] < 2000 and rng.random() < 0.6:
             mother["maiden"] = rng.choice(FAMILY)
+        # Children are not given a parent's or a sibling's given name (a son named for
+        # his father is drawn as a Jr/Sr pair, below, and counted as one).
+        taken = {father["given"], mother["given"]}
         for _ in range(rng.randint(0, 3)):
             year = max(father["born"][0], mother["born"][0]) + rng.randint(18, 40)
             if year <= LAST_YEAR:
-                self.person(family=family, home=home, born=(year, rng.randint(1, 12), rng.randint(1, 28)))
+                sex = rng.choice("MF")
+                given = rng.choice([name for name in (MALE if sex == "M" else FEMALE) if name not in taken])
+                taken.add(given)
+                self.person(sex, family, born=(year, rng.randint(1, 12), rng.randint(1, 28)),
+                            home=home, given=given)
 
     def twins(self) -> None:
         rng = self.rng
