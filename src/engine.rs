@@ -295,7 +295,8 @@ pub fn relative_signature(gamma: &Gamma) -> Option<ReviewReason> {
     None
 }
 
-/// Twins the two records cannot tell apart: one family name, one birth date (or two
+/// Twins the two records cannot tell apart: one family name (at one home, also one
+/// mistyped past a slip: Ell for Bell), one birth date (or two
 /// days in a row: born either side of midnight; or one with a slip, day and month
 /// swapped or a digit off), no agreeing NHS number or identifier,
 /// and given names that are not plainly one name. The model weighs such a pair by what
@@ -332,14 +333,19 @@ pub fn possible_twins(
     // A twin's date with a slip in it (day and month swapped, one digit off) still
     // leaves the given name the only thing that tells the two apart.
     let slipped = gamma.level(CompField::DateOfBirth).is_some_and(|level| (1..=2).contains(&level));
-    // A family name missing on one side (UNKNOWN) does not tell them apart either.
-    if !(same_day || next_day || slipped)
-        || gamma.level(CompField::FamilyName).is_some_and(|family| family > 1)
-    {
-        return false;
-    }
     // At one home, or not known to live apart (a record without an address or phone).
     let one_place = at_one_home(gamma) || !home_known(gamma);
+    // A family name missing on one side (UNKNOWN) does not tell them apart either, nor,
+    // at one home, one mistyped past a slip (Ell for Bell).
+    let family = gamma.level(CompField::FamilyName);
+    let family_alike = family.is_none_or(|family| family <= 1)
+        || (one_place
+            && family.is_some_and(|family| {
+                usize::from(family) + 1 < CompField::FamilyName.levels().len()
+            }));
+    if !(same_day || next_day || slipped) || !family_alike {
+        return false;
+    }
     let boy_and_girl = matches!(
         (a.sex(), b.sex()),
         (Some(Sex::Male), Some(Sex::Female)) | (Some(Sex::Female), Some(Sex::Male))

@@ -473,6 +473,32 @@ fn a_namesake_a_generation_apart_is_held_back_by_any_record_of_the_person() {
 }
 
 #[test]
+fn twins_at_one_postcode_with_a_family_name_mistyped_are_still_twins() {
+    // Samantha Bell, and her twin Mia written Ell, at their postcode without an
+    // address: two given names, one birth date, one family.
+    let mut harness = household_harness(&["Samantha", "Mia"]);
+    harness.add(Demographics {
+        sex: Some("F".into()),
+        ..person("Samantha", "Bell", "1953-10-03", None)
+    });
+    let twin = harness.add(Demographics {
+        sex: Some("F".into()),
+        address_line1: None,
+        phone: None,
+        ..person("Mia", "Ell", "1953-10-03", None)
+    });
+    assert_ne!(twin.kind, DecisionKind::Linked, "{twin:?}");
+    let (a, b) = (&harness.linker.records[0], &harness.linker.records[1]);
+    let gamma = compare(a, b);
+    assert!(gamma.level(CompField::FamilyName).is_some_and(|family| family > 1), "{gamma:?}");
+    assert!(possible_twins(&gamma, a, b, harness.model.term_frequencies.as_ref()));
+    // Living apart, a family name that is no slip of the other is another family's.
+    let mut apart = gamma;
+    apart.0[CompField::Postcode.index()] = 3;
+    assert!(!possible_twins(&apart, a, b, harness.model.term_frequencies.as_ref()));
+}
+
+#[test]
 fn twins_with_a_slip_in_the_birth_date_are_still_twins() {
     // Ella and Isla at one home, one record's year a digit off or day and month swapped:
     // the given name is still all that tells them apart. The same name with the same
