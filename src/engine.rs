@@ -281,8 +281,8 @@ pub fn relative_signature(gamma: &Gamma) -> Option<ReviewReason> {
     let given = gamma.level(CompField::GivenName)?;
     let family = gamma.level(CompField::FamilyName)?;
     let dob = gamma.level(CompField::DateOfBirth)?;
-    let given_different = usize::from(given) + 1 == CompField::GivenName.levels().len();
-    let dob_different = usize::from(dob) + 1 == CompField::DateOfBirth.levels().len();
+    let given_different = CompField::GivenName.is_different(given);
+    let dob_different = CompField::DateOfBirth.is_different(dob);
     if family > 1 {
         return None;
     }
@@ -339,10 +339,7 @@ pub fn possible_twins(
     // at one home, one mistyped past a slip (Ell for Bell).
     let family = gamma.level(CompField::FamilyName);
     let family_alike = family.is_none_or(|family| family <= 1)
-        || (one_place
-            && family.is_some_and(|family| {
-                usize::from(family) + 1 < CompField::FamilyName.levels().len()
-            }));
+        || (one_place && family.is_some_and(|family| !CompField::FamilyName.is_different(family)));
     if !(same_day || next_day || slipped) || !family_alike {
         return false;
     }
@@ -411,12 +408,11 @@ pub fn possible_parent_and_child(gamma: &Gamma) -> bool {
     if identified(gamma) {
         return false;
     }
-    let different = |field: CompField, level: u8| usize::from(level) + 1 == field.levels().len();
-    gamma.level(CompField::DateOfBirth).is_some_and(|dob| different(CompField::DateOfBirth, dob))
+    gamma.level(CompField::DateOfBirth).is_some_and(|dob| CompField::DateOfBirth.is_different(dob))
         && gamma.level(CompField::GivenName).is_some_and(|given| given <= GIVEN_ONE_NAME)
         && gamma
             .level(CompField::FamilyName)
-            .is_none_or(|family| !different(CompField::FamilyName, family))
+            .is_none_or(|family| !CompField::FamilyName.is_different(family))
         && at_one_home(gamma)
 }
 
@@ -443,7 +439,7 @@ pub fn pair_caution(
         let dob_disagrees = gamma.level(CompField::DateOfBirth).is_some_and(|level| level >= 3);
         let given_disagrees = gamma
             .level(CompField::GivenName)
-            .is_some_and(|level| usize::from(level) + 1 == CompField::GivenName.levels().len());
+            .is_some_and(|level| CompField::GivenName.is_different(level));
         if without < thresholds.lower
             && (dob_disagrees || given_disagrees)
             && !birth_year_slip(gamma, a, b)

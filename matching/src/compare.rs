@@ -106,6 +106,11 @@ impl CompField {
         }
     }
 
+    /// True when `level` is this field's last, a plain disagreement (`different`).
+    pub fn is_different(self, level: u8) -> bool {
+        usize::from(level) + 1 == self.levels().len()
+    }
+
     /// True for the fields that members of one household share (address, postcode,
     /// phone, email). They are weighed together, not as independent evidence.
     pub fn is_household(self) -> bool {

@@ -393,10 +393,7 @@ fn em_fields(
         .map(|(gamma, _)| {
             let exact = |field| uses(field) && gamma.level(field) == Some(0);
             let differs = |field: CompField| {
-                uses(field)
-                    && gamma
-                        .level(field)
-                        .is_some_and(|level| usize::from(level) + 1 == field.levels().len())
+                uses(field) && gamma.level(field).is_some_and(|level| field.is_different(level))
             };
             let close = |field: CompField| {
                 uses(field) && gamma.level(field).is_some_and(|level| level <= 2)
