@@ -155,6 +155,9 @@ pub enum ReviewReason {
     /// One home and one given name, birth dates a slip apart and family names that
     /// differ: two residents of a care home as likely as one person.
     ResidentsAlike,
+    /// One home and one family, given names alike but not one name, and birth dates no
+    /// slip of one another: siblings born in one year as likely as one person.
+    PossibleSiblings,
 }
 
 impl ReviewReason {
@@ -171,6 +174,7 @@ impl ReviewReason {
             ReviewReason::PossibleParentAndChild => "possible_parent_and_child",
             ReviewReason::HouseholdWithoutIdentity => "household_without_identity",
             ReviewReason::ResidentsAlike => "residents_alike",
+            ReviewReason::PossibleSiblings => "possible_siblings",
         }
     }
 
@@ -183,7 +187,8 @@ impl ReviewReason {
             | ReviewReason::PossibleParentAndChild
             | ReviewReason::GenerationConflict
             | ReviewReason::HouseholdWithoutIdentity
-            | ReviewReason::ResidentsAlike => 2,
+            | ReviewReason::ResidentsAlike
+            | ReviewReason::PossibleSiblings => 2,
             ReviewReason::SeveralPersons | ReviewReason::ConflictWithPerson => 3,
             ReviewReason::Uncertain => 4,
         }
@@ -213,6 +218,9 @@ impl ReviewReason {
             }
             ReviewReason::ResidentsAlike => {
                 "same home and given name, birth dates a slip apart, family names differ: possibly two residents"
+            }
+            ReviewReason::PossibleSiblings => {
+                "same home and family name, given names alike but not one, birth dates no slip apart: possibly siblings"
             }
         }
     }
@@ -474,6 +482,9 @@ pub fn pair_caution(
     if possible_parent_and_child(gamma) {
         return Some(ReviewReason::PossibleParentAndChild);
     }
+    if possible_siblings(gamma) {
+        return Some(ReviewReason::PossibleSiblings);
+    }
     None
 }
 
@@ -486,7 +497,8 @@ fn held_apart_as_relatives(a: &ComparableRecord, b: &ComparableRecord, model: &M
         && (possible_twins(&gamma, a, b, model.term_frequencies.as_ref())
             || relative_signature(&gamma).is_some()
             || possible_parent_and_child(&gamma)
-            || residents_alike(&gamma))
+            || residents_alike(&gamma)
+            || possible_siblings(&gamma))
 }
 
 /// True when a pair at one home with the birth date missing on one side is taken as one
@@ -535,6 +547,26 @@ pub fn residents_alike(gamma: &Gamma) -> bool {
         && !identified(gamma)
         && gamma.level(CompField::DateOfBirth).is_some_and(|level| (1..=2).contains(&level))
         && gamma.level(CompField::FamilyName).is_none_or(|family| family > 1)
+}
+
+/// Two children of one home the records cannot tell apart by their score: one family
+/// (the same name, a slip of it, or missing on one side), given names alike but not one
+/// name (`phonetic` or `similar`: Shirley and Ashley, Joshua and Jose), birth dates that
+/// are no slip of one another (in one year, or further apart), and no agreeing NHS
+/// number or identifier. The household model reads alike names and a birth date in the
+/// same year each as a slip, and so a pair with both as one person; one person's records
+/// seldom show two such slips together, and siblings born in one year with names alike
+/// show exactly that.
+pub fn possible_siblings(gamma: &Gamma) -> bool {
+    let alike_names = gamma.level(CompField::GivenName).is_some_and(|given| {
+        matches!(CompField::GivenName.levels()[usize::from(given)], "phonetic" | "similar")
+    });
+    let dates_apart = gamma.level(CompField::DateOfBirth).is_some_and(|dob| dob >= 3);
+    !identified(gamma)
+        && at_one_home(gamma)
+        && alike_names
+        && dates_apart
+        && gamma.level(CompField::FamilyName).is_none_or(|family| family <= 1)
 }
 
 /// Given-name levels up to this one (exact, nickname, close: a slip) are one name.

@@ -499,6 +499,29 @@ fn twins_at_one_postcode_with_a_family_name_mistyped_are_still_twins() {
 }
 
 #[test]
+fn siblings_born_in_one_year_with_names_alike_are_not_linked() {
+    // Shirley Rose born March 2007 and her sister Ashley born that July, at one home:
+    // names alike, and a birth date in the same year, each a slip to the household model.
+    let girl = |given: &str, dob: &str| Demographics {
+        sex: Some("F".into()),
+        ..person(given, "Rose", dob, None)
+    };
+    let mut harness = household_harness(&["Shirley", "Ashley"]);
+    harness.add(girl("Shirley", "2007-03-26"));
+    let sister = harness.add(girl("Ashley", "2007-07-17"));
+    assert_ne!(sister.kind, DecisionKind::Linked, "{sister:?}");
+    let gamma = compare(&harness.linker.records[0], &harness.linker.records[1]);
+    assert!(possible_siblings(&gamma), "{gamma:?}");
+    assert_eq!(harness.caution(0, 1), Some(ReviewReason::PossibleSiblings));
+    // One person's name with a slip in it and the birth date a digit off is no sibling.
+    let mut harness = household_harness(&["Shirley"]);
+    harness.add(girl("Shirley", "2007-03-26"));
+    harness.add(girl("Shirely", "2007-03-28"));
+    let gamma = compare(&harness.linker.records[0], &harness.linker.records[1]);
+    assert!(!possible_siblings(&gamma), "{gamma:?}");
+}
+
+#[test]
 fn twins_with_a_slip_in_the_birth_date_are_still_twins() {
     // Ella and Isla at one home, one record's year a digit off or day and month swapped:
     // the given name is still all that tells them apart. The same name with the same
