@@ -839,15 +839,16 @@ fn compare_family(a: &ComparableRecord, b: &ComparableRecord) -> u8 {
         return 0;
     }
     // One record's former family name (a maiden name) is the other's family name: the
-    // record says the person was called that.
-    let one_name = |x: &str, y: &str| {
-        x == y || {
-            let tokens = family_tokens(x);
-            !tokens.is_empty() && tokens == family_tokens(y)
+    // record says the person was called that. Read as the family names are above: the
+    // same text, or the same tokens (the other record's are held).
+    let was_called = |former: &str, other: &ComparableRecord, family: &str| {
+        former == family || {
+            let tokens = family_tokens(former);
+            !tokens.is_empty() && tokens.iter().map(String::as_str).eq(other.family_tokens())
         }
     };
-    if a.previous_family_names().any(|former| one_name(former, family_b))
-        || b.previous_family_names().any(|former| one_name(former, family_a))
+    if a.previous_family_names().any(|former| was_called(former, b, family_b))
+        || b.previous_family_names().any(|former| was_called(former, a, family_a))
     {
         return 0;
     }

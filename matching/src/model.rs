@@ -560,9 +560,12 @@ impl Model {
             let u = if household { params.u_household } else { params.u };
             (params.m / u).log2().clamp(-bound, bound)
         };
-        let (level, last) = (usize::from(level), field.levels().len() - 1);
-        let weight = raw(level);
-        if level == last || weight >= 0.0 { weight } else { weight.max(raw(last)) }
+        let weight = raw(usize::from(level));
+        if field.is_different(level) || weight >= 0.0 {
+            weight
+        } else {
+            weight.max(raw(field.levels().len() - 1))
+        }
     }
 
     /// The value whose frequency adjusts an exact agreement, if the field has one.
@@ -600,8 +603,8 @@ impl Model {
             let crowded = |record: &ComparableRecord| {
                 record.date_of_birth().is_some_and(|date| frequencies.is_crowded_date(date))
             };
-            let different = CompField::DateOfBirth.levels().len() - 1;
-            let agreeing = level == 0 || (usize::from(level) < different && crowded(b));
+            let agreeing =
+                level == 0 || (!CompField::DateOfBirth.is_different(level) && crowded(b));
             return if agreeing && crowded(a) { (0.0, true) } else { (base, false) };
         }
         if level != 0 {
