@@ -455,7 +455,9 @@ pub fn pair_caution(
             return Some(ReviewReason::SharedNhsNumber);
         }
     }
-    if !relatives_common(model) {
+    // A contact detail the data shows one person carries (a mobile, an email address)
+    // tells the person from a relative, as an agreeing NHS number does.
+    if !relatives_common(model) || model.personal_contact_agrees(gamma) {
         return None;
     }
     // Where sharing an address often means different people, the address says nothing
@@ -494,6 +496,7 @@ pub fn pair_caution(
 fn held_apart_as_relatives(a: &ComparableRecord, b: &ComparableRecord, model: &Model) -> bool {
     let gamma = compare(a, b);
     relatives_common(model)
+        && !model.personal_contact_agrees(&gamma)
         && (possible_twins(&gamma, a, b, model.term_frequencies.as_ref())
             || relative_signature(&gamma).is_some()
             || possible_parent_and_child(&gamma)
@@ -1086,7 +1089,8 @@ impl Linker {
             && record.date_of_birth() == best_record.date_of_birth()
             && best_gamma.level(CompField::Sex) != Some(1);
         let relatives_common = relatives_common(model)
-            && !(best_one_name && identified(&best_gamma))
+            && !(best_one_name
+                && (identified(&best_gamma) || model.personal_contact_agrees(&best_gamma)))
             && !as_the_best_record;
         // The link is refused when the record conflicts strongly with any record of the person.
         for &member in
@@ -1110,7 +1114,9 @@ impl Linker {
             // generation apart: Jessica Webb born 1977 is not the Jessica Webb born
             // 1940 at her home, though a record of that name without a birth date
             // brought them to one person.
-            let relatives_checked = member != to.best_position && relatives_common;
+            let relatives_checked = member != to.best_position
+                && relatives_common
+                && !model.personal_contact_agrees(&gamma);
             let slips_of_one_name =
                 relatives_checked && best_one_name && one_name(&compare(best_record, other));
             let generation_apart = || {

@@ -7,7 +7,7 @@
 
 use crate::similarity::{jaro_winkler, within_one_edit};
 
-use crate::normalize::{Nicknames, phonetic};
+use crate::normalize::{Nicknames, is_uk_mobile, phonetic};
 use crate::record::{BirthDate, Identifier, NormalizedRecord, PostalCode, Sex};
 
 /// A compared field. The order is the order of [`Gamma`]'s slots.
@@ -82,7 +82,10 @@ impl CompField {
     /// The names of this field's levels, strongest agreement first.
     pub fn levels(self) -> &'static [&'static str] {
         match self {
-            CompField::NhsNumber | CompField::Phone | CompField::Email => &["exact", "different"],
+            CompField::NhsNumber | CompField::Email => &["exact", "different"],
+            // A UK mobile agreeing apart from any other number: a landline is the
+            // household's, a mobile usually one person's (see `Model::personal_contacts`).
+            CompField::Phone => &["exact_mobile", "exact", "different"],
             CompField::Identifier => &["exact", "one_character_off", "different"],
             CompField::GivenName => &[
                 "exact",
@@ -162,14 +165,14 @@ impl Gamma {
     /// family name is how twins and Jr/Sr pairs get merged.
     pub fn same_household(&self) -> bool {
         let exact = |field| self.level(field) == Some(0);
-        if exact(CompField::Address) || exact(CompField::Phone) {
-            return true;
-        }
-        [CompField::Postcode, CompField::Phone, CompField::Email]
-            .into_iter()
-            .filter(|&field| exact(field))
-            .count()
-            >= 2
+        exact(CompField::Address)
+            || self.phone_agrees()
+            || (exact(CompField::Postcode) && exact(CompField::Email))
+    }
+
+    /// True when the two records carry one phone number (a mobile or any other).
+    pub fn phone_agrees(&self) -> bool {
+        self.level(CompField::Phone).is_some_and(|level| !CompField::Phone.is_different(level))
     }
 }
 
@@ -634,7 +637,11 @@ pub fn compare(a: &ComparableRecord, b: &ComparableRecord) -> Gamma {
         0 if two_places(a.postcode(), b.postcode()) => 3,
         level => level,
     };
-    levels[CompField::Phone.index()] = equal_level(a.phone(), b.phone());
+    levels[CompField::Phone.index()] = match equal_level(a.phone(), b.phone()) {
+        0 if a.phone().is_some_and(is_uk_mobile) => 0,
+        MISSING => MISSING,
+        agrees => agrees + 1,
+    };
     levels[CompField::Email.index()] = equal_level(a.email(), b.email());
     Gamma(levels)
 }

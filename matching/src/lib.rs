@@ -26,11 +26,11 @@ pub use crate::{
     },
     model::{
         Contribution, CrowdedDate, FieldParams, LevelParams, MODEL_FORMAT, MODEL_FORMAT_VERSION,
-        Model, Score, TermFrequencies, Thresholds, TrainingInfo, probability,
+        Model, PersonalContact, Score, TermFrequencies, Thresholds, TrainingInfo, probability,
     },
     normalize::{
         NORMALIZATION_VERSION, Nicknames, NormalizeOptions, Normalizer, date_order_evidence, fold,
-        is_title, nhs_check_digit_valid, normalize_address, normalize_birth_date,
+        is_title, is_uk_mobile, nhs_check_digit_valid, normalize_address, normalize_birth_date,
         normalize_birth_date_in, normalize_email, normalize_family_name, normalize_given_names,
         normalize_nhs_number, normalize_phone, normalize_postcode, normalize_previous_family_names,
         normalize_sex, phonetic, sex_of_titles, split_former_family_names,

@@ -27,8 +27,9 @@ use crate::record::BirthDate;
 /// Format name written in every model file.
 pub const MODEL_FORMAT: &str = "mpi-fellegi-sunter";
 /// The model file format version this crate writes. It also reads version 1, whose
-/// identifiers had no `one_character_off` level (see [`Model::from_json`]).
-pub const MODEL_FORMAT_VERSION: u32 = 2;
+/// identifiers had no `one_character_off` level, and version 2, whose phone numbers had
+/// no `exact_mobile` level (see [`Model::from_json`]).
+pub const MODEL_FORMAT_VERSION: u32 = 3;
 
 /// One level of one compared field.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -343,6 +344,34 @@ pub struct TrainingInfo {
     pub note: String,
 }
 
+/// A contact detail the data shows one person carries (a mobile number, an email
+/// address): training found two members of one home almost never agree on it. Agreeing
+/// on it then tells one person's records from a relative's, as an NHS number does: it
+/// counts as evidence inside a household, where the household's other fields count
+/// only through the household prior, and the relatives rules step aside for it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PersonalContact {
+    /// The field, `phone` or `email`.
+    pub field: String,
+    /// Its agreeing level (level 0: `exact_mobile` or `exact`).
+    pub level: String,
+    /// P(agree | one person's two records at one home, both with a value).
+    pub m: f64,
+    /// P(agree | two people at one home, both with a value), as (agreeing + 1) /
+    /// (pairs + 2).
+    pub u: f64,
+    /// The pairs of two people at one home, both with a value, it was read off
+    /// (weighed by EM's posterior that they are two people).
+    pub pairs: f64,
+}
+
+impl PersonalContact {
+    /// Its weight in bits when the two records agree on it.
+    pub fn weight(&self) -> f64 {
+        (self.m / self.u).log2().clamp(-MAX_FIELD_WEIGHT, MAX_FIELD_WEIGHT)
+    }
+}
+
 /// A Fellegi-Sunter model: the versioned JSON file `mpi train` writes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Model {
@@ -374,6 +403,10 @@ pub struct Model {
     /// Term frequencies (absent in the shipped default model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub term_frequencies: Option<TermFrequencies>,
+    /// The contact details training found personal in this data (none in a model
+    /// trained before they were looked for, or where members of one home share them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub personal_contacts: Vec<PersonalContact>,
 }
 
 /// Bounds on any one field's weight, so no single level (a rare name, a tiny u)
@@ -441,14 +474,19 @@ impl Model {
     /// [`MatchError::ModelFormat`] when the JSON is not a model of a supported
     /// version or its fields do not match [`CompField`].
     ///
-    /// A version 1 model (identifiers compared as exact or different) is read as
-    /// version 2 with an identifier one character off weighed as different, so a
-    /// store's trained model decides as it did until it is trained again.
+    /// A version 1 model (identifiers compared as exact or different) is read with an
+    /// identifier one character off weighed as different, and a version 2 model (phone
+    /// numbers compared as exact or different) with a mobile agreeing weighed as any
+    /// number agreeing, so a store's trained model decides as it did until it is
+    /// trained again.
     pub fn from_json(text: &str) -> Result<Model, MatchError> {
         let mut model: Model = serde_json::from_str(text)
             .map_err(|error| MatchError::ModelFormat(format!("not a model file: {error}")))?;
         if model.format == MODEL_FORMAT && model.format_version == 1 {
             model.upgrade_from_version_1();
+        }
+        if model.format == MODEL_FORMAT && model.format_version == 2 {
+            model.upgrade_from_version_2();
         }
         model.validate()?;
         Ok(model)
@@ -463,6 +501,21 @@ impl Model {
             let mut one_off = params.levels[1].clone();
             one_off.name = identifier.levels()[1].to_owned();
             params.levels.insert(1, one_off);
+        }
+        self.format_version = 2;
+    }
+
+    /// Version 2 compared phone numbers as exact or different: a mobile agreeing is
+    /// weighed as any number agreeing was.
+    fn upgrade_from_version_2(&mut self) {
+        let phone = CompField::Phone;
+        if let Some(params) = self.fields.get_mut(phone.index())
+            && params.field == phone.as_str()
+            && params.levels.len() == 2
+        {
+            let mut mobile = params.levels[0].clone();
+            mobile.name = phone.levels()[0].to_owned();
+            params.levels.insert(0, mobile);
         }
         self.format_version = MODEL_FORMAT_VERSION;
     }
@@ -538,6 +591,7 @@ impl Model {
             thresholds: Thresholds::DEFAULT,
             training: TrainingInfo::default(),
             term_frequencies: None,
+            personal_contacts: Vec::new(),
         }
     }
 
@@ -649,14 +703,37 @@ impl Model {
         let household = gamma.same_household();
         let mut weight = self.prior(household) + self.household_interaction(gamma);
         for field in CompField::ALL {
+            let Some(level) = gamma.level(field) else { continue };
             if household && field.is_household() {
-                continue;
-            }
-            if let Some(level) = gamma.level(field) {
+                weight += self.personal_contact(field, level).map_or(0.0, PersonalContact::weight);
+            } else {
                 weight += self.field_weight(field, level, household, a, b).0;
             }
         }
         weight
+    }
+
+    /// The personal contact (see [`PersonalContact`]) a field's level agrees on, if
+    /// training found that level personal.
+    pub fn personal_contact(&self, field: CompField, level: u8) -> Option<&PersonalContact> {
+        if level != 0 || self.personal_contacts.is_empty() {
+            return None;
+        }
+        let (name, level_name) = (field.as_str(), field.levels()[0]);
+        self.personal_contacts
+            .iter()
+            .find(|contact| contact.field == name && contact.level == level_name)
+    }
+
+    /// True when the two records agree on a contact detail this model found personal:
+    /// one person's, not a relative's.
+    pub fn personal_contact_agrees(&self, gamma: &Gamma) -> bool {
+        !self.personal_contacts.is_empty()
+            && [CompField::Phone, CompField::Email].into_iter().any(|field| {
+                gamma
+                    .level(field)
+                    .is_some_and(|level| self.personal_contact(field, level).is_some())
+            })
     }
 
     /// The evidence of a pair's fields in bits: its weight without the prior, what
@@ -678,11 +755,12 @@ impl Model {
         let mut weight = prior;
         let mut contributions = Vec::with_capacity(N_FIELDS);
         for field in CompField::ALL {
+            let personal = gamma.level(field).and_then(|level| self.personal_contact(field, level));
             let (level_name, field_weight, tf_adjusted) = match gamma.level(field) {
                 None => ("missing", 0.0, false),
-                Some(_) if household && field.is_household() => {
-                    let level = gamma.level(field).unwrap_or_default();
-                    (field.levels()[usize::from(level)], 0.0, false)
+                Some(level) if household && field.is_household() => {
+                    let weight = personal.map_or(0.0, PersonalContact::weight);
+                    (field.levels()[usize::from(level)], weight, false)
                 }
                 Some(level) => {
                     let (w, tf) = self.field_weight(field, level, household, a, b);
@@ -695,7 +773,7 @@ impl Model {
                 level: Cow::Borrowed(level_name),
                 weight: field_weight,
                 tf_adjusted,
-                household: household && field.is_household(),
+                household: household && field.is_household() && personal.is_none(),
             });
         }
         let interaction = self.household_interaction(gamma);
@@ -798,6 +876,75 @@ mod tests {
         // Other versions are still refused.
         old["format_version"] = 7.into();
         assert!(Model::from_json(&old.to_string()).is_err());
+    }
+
+    /// A store's model saved before mobiles had a level of their own still loads, and
+    /// weighs a mobile agreeing as any number agreeing, with no contact personal.
+    #[test]
+    fn a_version_2_model_loads_with_a_mobile_weighed_as_any_number() {
+        let mut old: serde_json::Value =
+            serde_json::from_str(&crate::train::default_model().to_json()).expect("json");
+        old["format_version"] = 2.into();
+        let phone = CompField::Phone.index();
+        old["fields"][phone]["levels"].as_array_mut().expect("levels").remove(0);
+        let model = Model::from_json(&old.to_string()).expect("a version 2 model loads");
+        assert_eq!(model.format_version, MODEL_FORMAT_VERSION);
+        let levels = &model.fields[phone].levels;
+        let names: Vec<&str> = levels.iter().map(|level| level.name.as_str()).collect();
+        assert_eq!(names, CompField::Phone.levels());
+        assert_eq!((levels[0].m, levels[0].u), (levels[1].m, levels[1].u));
+        assert!(model.personal_contacts.is_empty());
+    }
+
+    /// Inside a household a contact counts only through the household prior, unless
+    /// training found it personal: then its agreement counts, and says so.
+    #[test]
+    fn a_personal_contact_counts_inside_a_household() {
+        let record = |text: &str| {
+            let mut raw = crate::record::Demographics::default();
+            for (key, value) in text.split(';').filter_map(|pair| pair.split_once('=')) {
+                match key {
+                    "given" => raw.given_name = Some(value.to_owned()),
+                    "family" => raw.family_name = Some(value.to_owned()),
+                    "addr" => raw.address_line1 = Some(value.to_owned()),
+                    "phone" => raw.phone = Some(value.to_owned()),
+                    _ => unreachable!("{key}"),
+                }
+            }
+            let normalizer = crate::normalize::Normalizer::new(crate::NormalizeOptions {
+                today: BirthDate { year: 2026, month: 12, day: 2 },
+                refuse_test_nhs_numbers: false,
+            });
+            ComparableRecord::new(normalizer.normalize(&raw).0, normalizer.nicknames())
+        };
+        let a = record("given=Lukasz;family=Patel;addr=36 York Road;phone=07700 900123");
+        let b = record("given=Luke;family=Patel;addr=36 York Road;phone=07700900123");
+        let gamma = crate::compare::compare(&a, &b);
+        assert!(gamma.same_household());
+        let mut model = crate::train::default_model();
+        let before = model.weight(&gamma, &a, &b);
+        assert!(!model.personal_contact_agrees(&gamma));
+        model.personal_contacts.push(PersonalContact {
+            field: "phone".to_owned(),
+            level: "exact_mobile".to_owned(),
+            m: 0.5,
+            u: 0.0005,
+            pairs: 10_000.0,
+        });
+        assert!(model.personal_contact_agrees(&gamma));
+        let after = model.weight(&gamma, &a, &b);
+        assert!(
+            (after - before - 0.5f64.log2() + 0.0005f64.log2()).abs() < 1e-9,
+            "{after} {before}"
+        );
+        let score = model.score(&gamma, &a, &b);
+        assert!((score.weight - after).abs() < 1e-9);
+        let phone = &score.contributions[CompField::Phone.index()];
+        assert_eq!((phone.level.as_ref(), phone.household), ("exact_mobile", false));
+        // A landline agreeing stays the household's.
+        let c = record("given=Luke;family=Patel;addr=36 York Road;phone=0113 496 0000");
+        let d = record("given=Lukasz;family=Patel;addr=36 York Road;phone=0113 496 0000");
+        assert!(!model.personal_contact_agrees(&crate::compare::compare(&c, &d)));
     }
 
     /// A level the training data held (almost) no matches at weighs no more against a

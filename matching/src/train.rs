@@ -33,7 +33,7 @@ use std::collections::HashMap;
 
 use crate::compare::{CompField, Gamma, N_FIELDS};
 use crate::error::MatchError;
-use crate::model::{Model, TrainingInfo};
+use crate::model::{Model, PersonalContact, TrainingInfo};
 
 /// Comparison patterns with how many pairs had each.
 pub type PatternCounts = HashMap<u64, u64>;
@@ -173,8 +173,8 @@ pub fn default_model() -> Model {
             X,
             X,
         ],
-        // phone: exact, different
-        [(0.7, 0.0002, 0.0002), (0.3, 0.9998, 0.9998), X, X, X, X, X, X],
+        // phone: exact mobile, exact other, different
+        [(0.35, 0.0001, 0.0001), (0.35, 0.0001, 0.0001), (0.3, 0.9998, 0.9998), X, X, X, X, X],
         // email: exact, different
         [(0.8, 0.0001, 0.0001), (0.2, 0.9999, 0.9999), X, X, X, X, X, X],
     ];
@@ -292,6 +292,65 @@ fn product(gamma: &Gamma, fields: &[CompField], table: &LevelCounts) -> f64 {
             gamma.level(field).map(|level| table[field.index()][usize::from(level)])
         })
         .product()
+}
+
+/// Fewest pairs of two people at one home, both with the contact, that a contact detail
+/// is found personal on.
+const MIN_PERSONAL_PAIRS: f64 = 600.0;
+
+/// The most two people at one home may agree on a personal contact: the share's upper
+/// bound, (agreeing + 3) / pairs (three for none seen, the rule of three), held under
+/// one in 200.
+const MAX_PERSONAL_SHARE: f64 = 0.005;
+
+/// The contact details (a mobile number, an email address) that two people at one home
+/// almost never agree on in this data, with their weights: read off the blocked pairs
+/// that share a household, each weighed by the household model's posterior (from the
+/// identity fields alone) that it is one person or two. Where children's records carry
+/// a parent's mobile, or a family shares one email address, the share of two people
+/// agreeing is far above [`MAX_PERSONAL_SHARE`] and the contact stays household
+/// evidence; with fewer than [`MIN_PERSONAL_PAIRS`] there is no telling.
+fn personal_contacts(
+    household: &[&(Gamma, f64)],
+    household_lambda: f64,
+    m: &LevelCounts,
+    u_household: &LevelCounts,
+    joint: &[f64],
+) -> Vec<PersonalContact> {
+    let contacts = [CompField::Phone, CompField::Email];
+    // Per contact: (matches, matches agreeing, non-matches, non-matches agreeing).
+    let mut counts = [[0.0f64; 4]; 2];
+    for (gamma, count) in household.iter().map(|pair| (&pair.0, pair.1)) {
+        let in_match = household_lambda * product(gamma, &IDENTITY_FIELDS, m);
+        let in_non_match =
+            (1.0 - household_lambda) * household_non_match(gamma, u_household, joint);
+        let posterior = in_match / (in_match + in_non_match).max(f64::MIN_POSITIVE);
+        for (field, counts) in contacts.iter().zip(&mut counts) {
+            let Some(level) = gamma.level(*field) else { continue };
+            let agrees = f64::from(u8::from(level == 0));
+            counts[0] += posterior * count;
+            counts[1] += posterior * count * agrees;
+            counts[2] += (1.0 - posterior) * count;
+            counts[3] += (1.0 - posterior) * count * agrees;
+        }
+    }
+    contacts
+        .iter()
+        .zip(counts)
+        .filter_map(|(field, [matches, matches_agreeing, pairs, agreeing])| {
+            let contact = PersonalContact {
+                field: field.as_str().to_owned(),
+                level: field.levels()[0].to_owned(),
+                m: (matches_agreeing + 1.0) / (matches + 2.0),
+                u: (agreeing + 1.0) / (pairs + 2.0),
+                pairs,
+            };
+            let personal = pairs >= MIN_PERSONAL_PAIRS
+                && (agreeing + 3.0) / pairs <= MAX_PERSONAL_SHARE
+                && contact.weight() > 0.0;
+            personal.then_some(contact)
+        })
+        .collect()
 }
 
 /// Levels of the given-name and birth-date comparisons (the joint household table).
@@ -764,7 +823,11 @@ fn fit(
         }
     }
 
+    let personal_contacts =
+        personal_contacts(&household, household_lambda, &m, &u_household, &joint);
+
     let mut model = start;
+    model.personal_contacts = personal_contacts;
     model.lambda = outside_lambda;
     model.household_lambda = household_lambda;
     model.household_given_dob = joint;

@@ -721,6 +721,48 @@ fn twins_sharing_only_a_phone_are_not_linked() {
     assert!(!harness.same_person(0, 1));
 }
 
+/// A mobile the model found personal in its data tells a man's record without a birth
+/// date from his son's: it links. Where the model has not found it personal (the data's
+/// children carry a parent's mobile), twins sharing one are still twins.
+#[test]
+fn a_personal_mobile_tells_a_person_from_a_relative_only_where_the_data_says_so() {
+    let mobile = |given: &str, dob: Option<&str>| Demographics {
+        phone: Some("07700 900123".to_owned()),
+        date_of_birth: dob.map(str::to_owned),
+        sex: Some("M".to_owned()),
+        ..person(given, "Babbage", "1951-12-26", None)
+    };
+    let personal = mpi_matching::PersonalContact {
+        field: "phone".to_owned(),
+        level: "exact_mobile".to_owned(),
+        m: 0.5,
+        u: 0.0005,
+        pairs: 10_000.0,
+    };
+    // A man's record without a birth date at his home: his son's, or his?
+    let mut harness = household_harness(&["Charles", "Henry"]);
+    harness.add(mobile("Charles", Some("1951-12-26")));
+    let decision = harness.add(mobile("Charles", None));
+    assert_eq!(decision.kind, DecisionKind::Review, "{decision:?}");
+    let mut harness = household_harness(&["Charles", "Henry"]);
+    harness.model.personal_contacts.push(personal.clone());
+    harness.add(mobile("Charles", Some("1951-12-26")));
+    let decision = harness.add(mobile("Charles", None));
+    assert_eq!(decision.kind, DecisionKind::Linked, "{decision:?}");
+    // Twins with one mobile on both records, where the model holds it the household's.
+    let mut harness = household_harness(&["Charles", "Henry"]);
+    harness.add(mobile("Charles", Some("2015-03-02")));
+    let decision = harness.add(mobile("Henry", Some("2015-03-02")));
+    assert_ne!(decision.kind, DecisionKind::Linked, "{decision:?}");
+    // A landline agreeing is never personal.
+    let mut harness = household_harness(&["Charles", "Henry"]);
+    harness.model.personal_contacts.push(personal);
+    harness.add(person("Charles", "Babbage", "1951-12-26", None));
+    let decision =
+        harness.add(Demographics { date_of_birth: None, ..person("Charles", "Babbage", "", None) });
+    assert_eq!(decision.kind, DecisionKind::Review, "{decision:?}");
+}
+
 #[test]
 fn father_and_son_of_one_name_at_one_postcode_are_not_linked() {
     let mut harness = household_harness(&["Gordon"]);

@@ -241,7 +241,9 @@ fn household_field_levels() {
         "addr=Room 7 Beechcroft 5 Park Road",
         "same_number_similar_street",
     );
-    check(CompField::Phone, "phone=07700 900123", "phone=+44 7700 900123", "exact");
+    check(CompField::Phone, "phone=07700 900123", "phone=+44 7700 900123", "exact_mobile");
+    check(CompField::Phone, "phone=0113 496 0000", "phone=+44 113 496 0000", "exact");
+    check(CompField::Phone, "phone=07700 900123", "phone=07700 900124", "different");
     check(CompField::NhsNumber, "nhs=943 476 5919", "nhs=9434765919", "exact");
     check(CompField::NhsNumber, "nhs=943 476 5918", "nhs=9434765919", "missing");
 }
@@ -261,6 +263,10 @@ fn household_is_address_phone_or_two_contacts() {
     let g = record("phone=01134960000");
     assert!(compare(&f, &g).same_household());
     assert!(!compare(&f, &record("phone=0113 496 0001")).same_household());
+    // So is a mobile: a parent's on a child's record is, until training finds the
+    // data's mobiles are one person's (`Model::personal_contacts`).
+    let mobile = record("phone=07700 900123");
+    assert!(compare(&mobile, &record("addr=12 High Street;phone=07700900123")).same_household());
 }
 
 #[test]

@@ -57,6 +57,16 @@ pub fn normalize_phone(raw: &str) -> Result<String, IssueKind> {
     Ok(format!("+44{national}"))
 }
 
+/// True for a normalised UK mobile number (`+447...`, the 071-075 and 077-079 ranges,
+/// and 07624, the Isle of Man's): a number one person carries, where a landline is the
+/// household's. Personal numbers (070) and pagers (076) are not mobiles.
+pub fn is_uk_mobile(normalized: &str) -> bool {
+    normalized.strip_prefix("+447").is_some_and(|rest| {
+        rest.len() == 9
+            && (matches!(rest.as_bytes()[0], b'1'..=b'5' | b'7'..=b'9') || rest.starts_with("624"))
+    })
+}
+
 /// The first number in a value: past a label (`Tel: 0113 496 0000`, `Mob 07700
 /// 900123`), and up to a note, an extension or a second number (`07700 900123 (mobile)`,
 /// `0113 496 0000 ext 12`, `x12`, `07700 900123 / 0113 496 0000`, `... or ...`). A
@@ -139,6 +149,18 @@ mod tests {
     #[track_caller]
     fn check_phone(raw: &str, expected: Result<&str, IssueKind>) {
         assert_eq!(normalize_phone(raw).as_deref().map_err(|e| *e), expected, "input {raw:?}");
+    }
+
+    #[test]
+    fn mobiles_are_told_from_landlines() {
+        let mobile = |raw: &str| is_uk_mobile(&normalize_phone(raw).expect("a number"));
+        assert!(mobile("07700 900123"));
+        assert!(mobile("+44 (0)7123 456789"));
+        assert!(mobile("07624 123456"), "the Isle of Man's mobiles");
+        assert!(!mobile("0113 496 0000"), "a landline");
+        assert!(!mobile("07031 234567"), "a personal number");
+        assert!(!mobile("07623 123456"), "a pager");
+        assert!(!mobile("+33 6 12 34 56 78"), "not a UK number");
     }
 
     #[test]

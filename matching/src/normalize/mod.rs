@@ -10,7 +10,7 @@ mod place;
 
 use rphonetic::{DoubleMetaphone, Encoder};
 
-pub use self::contact::{normalize_email, normalize_phone, normalize_sex};
+pub use self::contact::{is_uk_mobile, normalize_email, normalize_phone, normalize_sex};
 pub use self::date::{date_order_evidence, normalize_birth_date, normalize_birth_date_in};
 pub use self::name::{
     is_title, normalize_family_name, normalize_given_names, normalize_previous_family_names,

@@ -327,6 +327,67 @@ fn the_prior_outside_households_is_counted_from_pairs_that_share_an_nhs_number()
     );
 }
 
+/// A mobile is found personal where two people at one home never share one, and stays
+/// the household's where children's records carry a parent's (a third of the pairs of
+/// two people at one home agree on it); an email seen on too few pairs is not found
+/// personal at all.
+#[test]
+fn a_contact_is_personal_only_where_people_at_one_home_do_not_share_it() {
+    use CompField::{Address, DateOfBirth, Email, FamilyName, GivenName, NhsNumber, Phone, Sex};
+    let train_with = |relatives_sharing: u64| {
+        let mut blocked = PatternCounts::new();
+        let one_person = |phone: u8, email: Option<u8>| {
+            let mut levels = vec![
+                (NhsNumber, 0),
+                (GivenName, 0),
+                (DateOfBirth, 0),
+                (Sex, 0),
+                (FamilyName, 0),
+                (Address, 0),
+                (Phone, phone),
+            ];
+            levels.extend(email.map(|email| (Email, email)));
+            pattern(&levels)
+        };
+        // One person's records at one home: most agree on their mobile.
+        *blocked.entry(one_person(0, None)).or_default() += 3_000;
+        *blocked.entry(one_person(different(Phone), None)).or_default() += 1_000;
+        *blocked.entry(one_person(0, Some(0))).or_default() += 100;
+        // Two people at one home (a parent and child: one family name, another given
+        // name and birth date), both with a phone.
+        let relatives = |phone: u8, email: Option<u8>| {
+            let mut levels = vec![
+                (GivenName, different(GivenName)),
+                (DateOfBirth, different(DateOfBirth)),
+                (FamilyName, 0),
+                (Address, 0),
+                (Phone, phone),
+            ];
+            levels.extend(email.map(|email| (Email, email)));
+            pattern(&levels)
+        };
+        *blocked.entry(relatives(different(Phone), None)).or_default() += 4_000 - relatives_sharing;
+        *blocked.entry(relatives(0, None)).or_default() += relatives_sharing;
+        *blocked.entry(relatives(different(Phone), Some(different(Email)))).or_default() += 100;
+        *blocked.entry(strangers()).or_default() += 20_000;
+        let mut rng = SplitMix(7);
+        let random = simulate(&mut rng, 100_000, 0.0);
+        train(&blocked, &random, &TrainOptions::default()).expect("enough data")
+    };
+    let personal = train_with(0);
+    let fields: Vec<(&str, &str)> = personal
+        .personal_contacts
+        .iter()
+        .map(|contact| (contact.field.as_str(), contact.level.as_str()))
+        .collect();
+    assert_eq!(fields, [("phone", "exact_mobile")]);
+    let mobile = &personal.personal_contacts[0];
+    assert!(mobile.pairs > 3_900.0 && mobile.pairs < 4_200.0, "{mobile:?}");
+    assert!(mobile.weight() > 8.0, "{mobile:?}");
+    let shared = train_with(1_300);
+    assert!(shared.personal_contacts.is_empty(), "{:?}", shared.personal_contacts);
+}
+
 #[test]
 fn too_few_pairs_is_an_error() {
     let mut rng = SplitMix(1);
