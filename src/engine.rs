@@ -431,7 +431,10 @@ pub fn possible_parent_and_child(gamma: &Gamma) -> bool {
 /// without real households, its prior near 1, is not held to these), a household link
 /// with no birth date or given name on one side and nothing identifying, two residents
 /// alike, twins the records cannot tell apart, or a parent and child of one name at one
-/// home.
+/// home. Those relatives rules step aside for a pair that agrees on a contact detail
+/// the model found personal in its data (a mobile, an email address: see
+/// [`Model::personal_contact_agrees`]), which tells a person from a relative as an
+/// agreeing NHS number does.
 ///
 /// The decision applies it to a record's best match; a resolve answers with it, so a
 /// service asking "who is this?" never hears "certain" of someone's twin.
