@@ -332,6 +332,18 @@ pub fn render_explanation(score: &Score, model: &Model, caution: Option<ReviewRe
              household prior, and names, date of birth and NHS number are weighed against other members\n\
              of one household.\n",
         );
+        let personal = score.contributions.iter().filter(|contribution| {
+            !contribution.household
+                && contribution.weight != 0.0
+                && ["phone", "email"].contains(&&*contribution.field)
+        });
+        for contribution in personal {
+            text.push_str(&format!(
+                "The {} counts all the same: training found that two people at one home almost never\n\
+                 share one in this store's data, so it tells this person from a relative.\n",
+                if contribution.field == "phone" { "mobile number" } else { "email address" }
+            ));
+        }
     } else {
         text.push_str(
             "The records do not share a household: the prior of two such records already allows for a\n\
@@ -414,6 +426,17 @@ mod tests {
         assert!(together.contains("prior odds, same-household pairs"), "{together}");
         assert!(together.contains("count once, through the"), "{together}");
         assert!(together.contains("between the thresholds: a review"), "{together}");
+        assert!(!together.contains("mobile number counts"), "{together}");
+        let mobile = mpi_matching::Contribution {
+            field: "phone".into(),
+            level: "exact_mobile".into(),
+            weight: 10.5,
+            tf_adjusted: false,
+            household: false,
+        };
+        let personal = Score { contributions: vec![mobile], ..score(true) };
+        let text = render_explanation(&personal, &model, None);
+        assert!(text.contains("The mobile number counts all the same"), "{text}");
     }
 
     #[test]
