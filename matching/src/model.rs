@@ -349,7 +349,7 @@ pub struct TrainingInfo {
 /// on it then tells one person's records from a relative's, as an NHS number does: it
 /// counts as evidence inside a household, where the household's other fields count
 /// only through the household prior, and the relatives rules step aside for it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PersonalContact {
     /// The field, `phone` or `email`.
     pub field: String,
@@ -363,6 +363,21 @@ pub struct PersonalContact {
     /// The pairs of two people at one home, both with a value, it was read off
     /// (weighed by EM's posterior that they are two people).
     pub pairs: f64,
+    /// Pairs at one home that look like twins (one birth date, given names not one
+    /// name) and that the model takes for two people, both with a value.
+    #[serde(default)]
+    pub twin_pairs: f64,
+    /// How many of those agree on it.
+    #[serde(default)]
+    pub twins_agreeing: f64,
+    /// Pairs at one home that look like a parent and child of one name (one given name,
+    /// birth dates plainly different) and that the model takes for two people, both
+    /// with a value.
+    #[serde(default)]
+    pub namesake_pairs: f64,
+    /// How many of those agree on it.
+    #[serde(default)]
+    pub namesakes_agreeing: f64,
 }
 
 impl PersonalContact {
@@ -930,6 +945,7 @@ mod tests {
             m: 0.5,
             u: 0.0005,
             pairs: 10_000.0,
+            ..PersonalContact::default()
         });
         assert!(model.personal_contact_agrees(&gamma));
         let after = model.weight(&gamma, &a, &b);

@@ -303,6 +303,42 @@ const MIN_PERSONAL_PAIRS: f64 = 600.0;
 /// one in 200.
 const MAX_PERSONAL_SHARE: f64 = 0.005;
 
+/// Fewest pairs of each kind of relative the rules guard (twins, a parent and child of
+/// one name) that a contact detail is found personal on.
+const MIN_RELATIVE_PAIRS: f64 = 100.0;
+
+/// The most pairs of each kind of relative may agree on a personal contact, as
+/// (agreeing + 1) / (pairs + 2).
+const MAX_RELATIVE_SHARE: f64 = 0.02;
+
+/// The kinds of relative at one home the engine's rules guard, told by the comparison
+/// alone: twins (one birth date, given names not one name) and a parent and child of
+/// one name (one given name, birth dates plainly different), one family name or one
+/// missing, and no agreeing NHS number or identifier.
+#[derive(Clone, Copy)]
+enum RelativeKind {
+    Twins,
+    Namesakes,
+}
+
+fn relative_kind(gamma: &Gamma) -> Option<RelativeKind> {
+    let identified = gamma.level(CompField::NhsNumber) == Some(0)
+        || gamma.level(CompField::Identifier) == Some(0);
+    let family = gamma.level(CompField::FamilyName).is_none_or(|family| family <= 1);
+    let given = gamma.level(CompField::GivenName)?;
+    let dob = gamma.level(CompField::DateOfBirth)?;
+    if identified || !family {
+        return None;
+    }
+    if dob == 0 && given > 2 {
+        Some(RelativeKind::Twins)
+    } else if given <= 2 && CompField::DateOfBirth.is_different(dob) {
+        Some(RelativeKind::Namesakes)
+    } else {
+        None
+    }
+}
+
 /// The contact details (a mobile number, an email address) that two people at one home
 /// almost never agree on in this data, with their weights: read off the blocked pairs
 /// that share a household, each weighed by the household model's posterior (from the
@@ -310,6 +346,12 @@ const MAX_PERSONAL_SHARE: f64 = 0.005;
 /// a parent's mobile, or a family shares one email address, the share of two people
 /// agreeing is far above [`MAX_PERSONAL_SHARE`] and the contact stays household
 /// evidence; with fewer than [`MIN_PERSONAL_PAIRS`] there is no telling.
+///
+/// The relatives the rules guard are checked on their own too, as the model takes them
+/// for two people (posterior under one half): a mobile on twins' records that no one
+/// else at home shares (a parent's, on two children's) is few pairs among a care home's
+/// many, but all of the twins'. Each kind needs [`MIN_RELATIVE_PAIRS`] pairs with the
+/// contact, and at most [`MAX_RELATIVE_SHARE`] of them agreeing.
 fn personal_contacts(
     household: &[&(Gamma, f64)],
     household_lambda: f64,
@@ -320,33 +362,51 @@ fn personal_contacts(
     let contacts = [CompField::Phone, CompField::Email];
     // Per contact: (matches, matches agreeing, non-matches, non-matches agreeing).
     let mut counts = [[0.0f64; 4]; 2];
+    // Per contact and kind of relative taken for two people: (pairs, agreeing).
+    let mut relatives = [[[0.0f64; 2]; 2]; 2];
     for (gamma, count) in household.iter().map(|pair| (&pair.0, pair.1)) {
         let in_match = household_lambda * product(gamma, &IDENTITY_FIELDS, m);
         let in_non_match =
             (1.0 - household_lambda) * household_non_match(gamma, u_household, joint);
         let posterior = in_match / (in_match + in_non_match).max(f64::MIN_POSITIVE);
-        for (field, counts) in contacts.iter().zip(&mut counts) {
+        let kind = relative_kind(gamma).filter(|_| posterior < 0.5);
+        for ((field, counts), relatives) in contacts.iter().zip(&mut counts).zip(&mut relatives) {
             let Some(level) = gamma.level(*field) else { continue };
             let agrees = f64::from(u8::from(level == 0));
             counts[0] += posterior * count;
             counts[1] += posterior * count * agrees;
             counts[2] += (1.0 - posterior) * count;
             counts[3] += (1.0 - posterior) * count * agrees;
+            if let Some(kind) = kind {
+                relatives[kind as usize][0] += count;
+                relatives[kind as usize][1] += count * agrees;
+            }
         }
     }
     contacts
         .iter()
         .zip(counts)
-        .filter_map(|(field, [matches, matches_agreeing, pairs, agreeing])| {
+        .zip(relatives)
+        .filter_map(|((field, [matches, matches_agreeing, pairs, agreeing]), relatives)| {
+            let [[twin_pairs, twins_agreeing], [namesake_pairs, namesakes_agreeing]] = relatives;
             let contact = PersonalContact {
                 field: field.as_str().to_owned(),
                 level: field.levels()[0].to_owned(),
                 m: (matches_agreeing + 1.0) / (matches + 2.0),
                 u: (agreeing + 1.0) / (pairs + 2.0),
                 pairs,
+                twin_pairs,
+                twins_agreeing,
+                namesake_pairs,
+                namesakes_agreeing,
             };
+            let relatives_apart = relatives.iter().all(|&[pairs, agreeing]| {
+                pairs >= MIN_RELATIVE_PAIRS
+                    && (agreeing + 1.0) / (pairs + 2.0) <= MAX_RELATIVE_SHARE
+            });
             let personal = pairs >= MIN_PERSONAL_PAIRS
                 && (agreeing + 3.0) / pairs <= MAX_PERSONAL_SHARE
+                && relatives_apart
                 && contact.weight() > 0.0;
             personal.then_some(contact)
         })

@@ -738,6 +738,7 @@ fn a_personal_mobile_tells_a_person_from_a_relative_only_where_the_data_says_so(
         m: 0.5,
         u: 0.0005,
         pairs: 10_000.0,
+        ..Default::default()
     };
     // A man's record without a birth date at his home: his son's, or his?
     let mut harness = household_harness(&["Charles", "Henry"]);
