@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use mpi_matching::{
-    CompField, ComparableRecord, Gamma, Model, Score, Sex, TermFrequencies, Thresholds, compare,
-    probability,
+    CompField, ComparableRecord, GIVEN_ONE_NAME, Gamma, Model, Score, Sex, TermFrequencies,
+    Thresholds, compare, probability,
 };
 use serde::Serialize;
 use uuid::Uuid;
@@ -574,9 +574,6 @@ pub fn possible_siblings(gamma: &Gamma) -> bool {
         && dates_apart
         && gamma.level(CompField::FamilyName).is_none_or(|family| family <= 1)
 }
-
-/// Given-name levels up to this one (exact, nickname, close: a slip) are one name.
-const GIVEN_ONE_NAME: u8 = 2;
 
 /// Fewer years than this between two birth dates cannot be a parent and child.
 pub const GENERATION_YEARS: u16 = 12;

@@ -124,6 +124,9 @@ impl CompField {
     }
 }
 
+/// Given-name levels up to this one (exact, nickname, close: a slip) are one name.
+pub const GIVEN_ONE_NAME: u8 = 2;
+
 /// Level value meaning "one side has no usable value".
 pub const MISSING: u8 = u8::MAX;
 

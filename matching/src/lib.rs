@@ -19,7 +19,10 @@ mod similarity;
 mod train;
 
 pub use crate::{
-    compare::{CompField, ComparableRecord, Gamma, MISSING, N_FIELDS, compare, family_tokens},
+    compare::{
+        CompField, ComparableRecord, GIVEN_ONE_NAME, Gamma, MISSING, N_FIELDS, compare,
+        family_tokens,
+    },
     error::MatchError,
     keys::{
         BlockingKey, KEY_KINDS, blocking_keys, key_kind, kinds_not_involving, shared_key_kinds,

@@ -31,7 +31,7 @@
 
 use std::collections::HashMap;
 
-use crate::compare::{CompField, Gamma, N_FIELDS};
+use crate::compare::{CompField, GIVEN_ONE_NAME, Gamma, N_FIELDS};
 use crate::error::MatchError;
 use crate::model::{Model, PersonalContact, TrainingInfo};
 
@@ -294,6 +294,20 @@ fn product(gamma: &Gamma, fields: &[CompField], table: &LevelCounts) -> f64 {
         .product()
 }
 
+/// P(one person | a pair's pattern) in the household branch: the identity fields under
+/// m, against the household's non-match distribution.
+fn household_posterior(
+    gamma: &Gamma,
+    household_lambda: f64,
+    m: &LevelCounts,
+    u_household: &LevelCounts,
+    joint: &[f64],
+) -> f64 {
+    let in_match = household_lambda * product(gamma, &IDENTITY_FIELDS, m);
+    let in_non_match = (1.0 - household_lambda) * household_non_match(gamma, u_household, joint);
+    in_match / (in_match + in_non_match).max(f64::MIN_POSITIVE)
+}
+
 /// Fewest pairs of two people at one home, both with the contact, that a contact detail
 /// is found personal on.
 const MIN_PERSONAL_PAIRS: f64 = 600.0;
@@ -330,9 +344,9 @@ fn relative_kind(gamma: &Gamma) -> Option<RelativeKind> {
     if identified || !family {
         return None;
     }
-    if dob == 0 && given > 2 {
+    if dob == 0 && given > GIVEN_ONE_NAME {
         Some(RelativeKind::Twins)
-    } else if given <= 2 && CompField::DateOfBirth.is_different(dob) {
+    } else if given <= GIVEN_ONE_NAME && CompField::DateOfBirth.is_different(dob) {
         Some(RelativeKind::Namesakes)
     } else {
         None
@@ -365,10 +379,7 @@ fn personal_contacts(
     // Per contact and kind of relative taken for two people: (pairs, agreeing).
     let mut relatives = [[[0.0f64; 2]; 2]; 2];
     for (gamma, count) in household.iter().map(|pair| (&pair.0, pair.1)) {
-        let in_match = household_lambda * product(gamma, &IDENTITY_FIELDS, m);
-        let in_non_match =
-            (1.0 - household_lambda) * household_non_match(gamma, u_household, joint);
-        let posterior = in_match / (in_match + in_non_match).max(f64::MIN_POSITIVE);
+        let posterior = household_posterior(gamma, household_lambda, m, u_household, joint);
         let kind = relative_kind(gamma).filter(|_| posterior < 0.5);
         for ((field, counts), relatives) in contacts.iter().zip(&mut counts).zip(&mut relatives) {
             let Some(level) = gamma.level(*field) else { continue };
@@ -836,10 +847,7 @@ fn fit(
         let mut total_match = 0.0;
         let mut total = 0.0;
         for (gamma, count) in household.iter().map(|pair| (&pair.0, pair.1)) {
-            let in_match = household_lambda * product(gamma, &IDENTITY_FIELDS, &m);
-            let in_non_match =
-                (1.0 - household_lambda) * household_non_match(gamma, &u_household, &joint);
-            let posterior = in_match / (in_match + in_non_match).max(f64::MIN_POSITIVE);
+            let posterior = household_posterior(gamma, household_lambda, &m, &u_household, &joint);
             total_match += posterior * count;
             total += count;
             for field in IDENTITY_FIELDS {
