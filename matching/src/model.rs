@@ -498,41 +498,32 @@ impl Model {
         let mut model: Model = serde_json::from_str(text)
             .map_err(|error| MatchError::ModelFormat(format!("not a model file: {error}")))?;
         if model.format == MODEL_FORMAT && model.format_version == 1 {
-            model.upgrade_from_version_1();
+            // Identifiers were exact or different: one character off weighs as different.
+            model.insert_level(CompField::Identifier, 1, 1, 2);
+            model.format_version = 2;
         }
         if model.format == MODEL_FORMAT && model.format_version == 2 {
-            model.upgrade_from_version_2();
+            // Phone numbers were exact or different: a mobile agreeing weighs as any
+            // number agreeing did.
+            model.insert_level(CompField::Phone, 0, 0, 2);
+            model.format_version = 3;
         }
         model.validate()?;
         Ok(model)
     }
 
-    fn upgrade_from_version_1(&mut self) {
-        let identifier = CompField::Identifier;
-        if let Some(params) = self.fields.get_mut(identifier.index())
-            && params.field == identifier.as_str()
-            && params.levels.len() == 2
+    /// Inserts a level a later format added to `field`, at `at`, as a copy of the old
+    /// file's level `like`, where the field still has its `old_levels` levels: the
+    /// model decides as it did until it is trained again.
+    fn insert_level(&mut self, field: CompField, at: usize, like: usize, old_levels: usize) {
+        if let Some(params) = self.fields.get_mut(field.index())
+            && params.field == field.as_str()
+            && params.levels.len() == old_levels
         {
-            let mut one_off = params.levels[1].clone();
-            one_off.name = identifier.levels()[1].to_owned();
-            params.levels.insert(1, one_off);
+            let mut level = params.levels[like].clone();
+            level.name = field.levels()[at].to_owned();
+            params.levels.insert(at, level);
         }
-        self.format_version = 2;
-    }
-
-    /// Version 2 compared phone numbers as exact or different: a mobile agreeing is
-    /// weighed as any number agreeing was.
-    fn upgrade_from_version_2(&mut self) {
-        let phone = CompField::Phone;
-        if let Some(params) = self.fields.get_mut(phone.index())
-            && params.field == phone.as_str()
-            && params.levels.len() == 2
-        {
-            let mut mobile = params.levels[0].clone();
-            mobile.name = phone.levels()[0].to_owned();
-            params.levels.insert(0, mobile);
-        }
-        self.format_version = MODEL_FORMAT_VERSION;
     }
 
     /// Serialises to pretty JSON.
