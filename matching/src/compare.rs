@@ -174,7 +174,7 @@ impl Gamma {
     }
 
     /// True when the two records carry one phone number (a mobile or any other).
-    pub fn phone_agrees(&self) -> bool {
+    fn phone_agrees(&self) -> bool {
         self.level(CompField::Phone).is_some_and(|level| !CompField::Phone.is_different(level))
     }
 }
